@@ -1,0 +1,152 @@
+"""Argument checks shared by the forward pass, the backward pass and the layer.
+
+Every check raises ``ValueError`` for a bad shape or value and ``TypeError``
+for a bad dtype or type, and names the argument, the shape it got and the
+shape it needs.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+from ._compat import device, is_array, is_dask_namespace
+
+
+def shape_str(shape) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def check_float_dtypes(xp, named_arrays):
+    """Check every array is real floating; return the promoted dtype."""
+    arrays = []
+    for name, arr in named_arrays.items():
+        if arr is None:
+            continue
+        if not xp.isdtype(arr.dtype, "real floating"):
+            raise TypeError(
+                f"{name} must have a real floating dtype (float32 or float64); got {arr.dtype}"
+            )
+        arrays.append(arr)
+    return xp.result_type(*arrays)
+
+
+def check_same_device(named_arrays):
+    """All arrays on one device, else ``ValueError``; return that device."""
+    first = None
+    for name, arr in named_arrays.items():
+        if arr is None:
+            continue
+        dev = device(arr)
+        if first is None:
+            first = (name, dev)
+        elif dev != first[1]:
+            raise ValueError(
+                f"{name} is on device {dev} but {first[0]} is on device {first[1]}; "
+                "move them to one device first"
+            )
+    return first[1] if first else None
+
+
+def cast(xp, arr, dtype):
+    """``arr`` in ``dtype`` (no copy when it already is); ``None`` passes through."""
+    if arr is None or arr.dtype == dtype:
+        return arr
+    return xp.astype(arr, dtype)
+
+
+def check_weights(Wx, Wh, b):
+    """Check ``Wx (H, D)``, ``Wh (H, H)``, ``b (H,)``; return ``(H, D)``."""
+    if Wx.ndim != 2:
+        raise ValueError(f"Wx must be 2-D with shape (H, D); got shape {shape_str(Wx.shape)}")
+    H, D = Wx.shape
+    if tuple(Wh.shape) != (H, H):
+        raise ValueError(
+            f"Wh must have shape (H, H) = {shape_str((H, H))} to match Wx (H, D) = "
+            f"{shape_str(Wx.shape)}; got shape {shape_str(Wh.shape)}"
+        )
+    if b is not None and tuple(b.shape) != (H,):
+        raise ValueError(
+            f"b must have shape (H,) = {shape_str((H,))} to match Wx (H, D) = "
+            f"{shape_str(Wx.shape)}; got shape {shape_str(b.shape)}"
+        )
+    return H, D
+
+
+def check_features(name, arr, D, layout, min_ndim):
+    """Check ``arr`` has ``min_ndim`` or more dims and a last dim of ``D``."""
+    if arr.ndim < min_ndim or arr.shape[-1] != D:
+        raise ValueError(
+            f"{name} must have shape {layout} with D = {D} (from Wx (H, D)); "
+            f"got shape {shape_str(arr.shape)}"
+        )
+
+
+def check_state(name, arr, batch, H, layout="(*batch, H)"):
+    need = tuple(batch) + (H,)
+    if tuple(arr.shape) != need:
+        raise ValueError(
+            f"{name} must have shape {layout} = {shape_str(need)}; got shape {shape_str(arr.shape)}"
+        )
+
+
+def check_leak(leak) -> float:
+    """The leak rate alpha must be a real number in (0, 1]."""
+    if isinstance(leak, bool) or not isinstance(leak, numbers.Real):
+        raise TypeError(f"leak must be a real number in (0, 1]; got {type(leak).__name__}")
+    leak = float(leak)
+    if not 0.0 < leak <= 1.0:
+        raise ValueError(f"leak must be in (0, 1] (1.0 is the plain RNN); got {leak}")
+    return leak
+
+
+def check_bool(name, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False; got {value!r}")
+    return value
+
+
+def check_lengths(xp, lengths, batch, T, dev):
+    """Validate sequence lengths ``(*batch,)`` with values in ``[0, T]``.
+
+    Accepts an integer array of the caller's library (moved to ``dev``) or a
+    Python sequence of ints. Returns an integer array of ``xp`` on ``dev``.
+    """
+    if lengths is None:
+        return None
+    if isinstance(lengths, (list, tuple)):
+        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in lengths):
+            raise TypeError("lengths must be an integer array or a list of ints")
+        lengths = xp.asarray(lengths, dtype=xp.int64, device=dev)
+    elif not is_array(lengths):
+        raise TypeError(f"lengths must be an integer array of shape (*batch,); got {type(lengths).__name__}")
+    else:
+        try:
+            lengths = xp.asarray(lengths, device=dev)
+        except Exception as exc:
+            raise TypeError(
+                f"lengths is an array of another library ({type(lengths).__name__}); "
+                "pass it in the same library as x"
+            ) from exc
+    if not xp.isdtype(lengths.dtype, "integral"):
+        raise TypeError(f"lengths must have an integer dtype; got {lengths.dtype}")
+    if tuple(lengths.shape) != tuple(batch):
+        raise ValueError(
+            f"lengths must have the batch shape (*batch,) = {shape_str(batch)}; "
+            f"got shape {shape_str(lengths.shape)}"
+        )
+    if not is_dask_namespace(xp):  # Dask stays lazy: its values are not read here
+        lo, hi = _concrete_min_max(xp, lengths)
+        if lo is not None and (lo < 0 or hi > T):
+            raise ValueError(
+                f"lengths must lie in [0, T] = [0, {T}]; got values from {lo} to {hi}"
+            )
+    return lengths
+
+
+def _concrete_min_max(xp, lengths):
+    if lengths.size == 0:
+        return None, None
+    try:
+        return int(xp.min(lengths)), int(xp.max(lengths))
+    except Exception:  # a traced value (jax.jit): cannot be read, not checked
+        return None, None

@@ -1,0 +1,89 @@
+"""The one place that talks to ``array_api_compat``.
+
+Everything else in rnn_xp asks this module for a namespace, a device or a
+backend test, so that the rest of the code reads as plain Array API code.
+Nothing here imports a backend library: ``array_api_compat`` checks
+``sys.modules`` before touching torch, JAX, CuPy or Dask.
+"""
+
+from __future__ import annotations
+
+import array_api_compat
+from array_api_compat import (
+    device,
+    is_array_api_obj,
+    is_cupy_namespace,
+    is_dask_namespace,
+    is_jax_namespace,
+    is_numpy_namespace,
+    is_torch_namespace,
+    to_device,
+)
+
+__all__ = [
+    "array_namespace",
+    "device",
+    "is_array",
+    "is_cupy_namespace",
+    "is_dask_namespace",
+    "is_jax_namespace",
+    "is_numpy_namespace",
+    "is_torch_namespace",
+    "namespace_of",
+    "normalize_namespace",
+    "to_device",
+]
+
+
+def is_array(obj) -> bool:
+    """True for an array of any library that the Array API covers."""
+    return is_array_api_obj(obj)
+
+
+def namespace_of(x):
+    """The array-API namespace of a single array."""
+    return array_api_compat.array_namespace(x)
+
+
+def array_namespace(named_arrays, *, xp=None):
+    """Resolve one namespace for ``{name: array}``, or raise ``TypeError``.
+
+    ``None`` values are skipped. A value that is not an array, and arrays
+    from two different libraries, are ``TypeError`` naming the argument.
+    """
+    first_name = None
+    if xp is not None:
+        xp = normalize_namespace(xp)
+    for name, arr in named_arrays.items():
+        if arr is None:
+            continue
+        if not is_array(arr):
+            raise TypeError(
+                f"{name} must be an array (NumPy, CuPy, PyTorch, JAX, Dask or "
+                f"array-api-strict); got {type(arr).__name__}"
+            )
+        arr_xp = namespace_of(arr)
+        if xp is None:
+            xp, first_name = arr_xp, name
+        elif arr_xp is not xp:
+            where = f"{first_name} is from {_library(xp)}" if first_name else f"xp is {_library(xp)}"
+            raise TypeError(
+                f"{name} is from {_library(arr_xp)} but {where}; all arrays must "
+                "come from one library (convert them first)"
+            )
+    if xp is None:
+        raise TypeError("no array given: cannot infer the array namespace (pass xp=)")
+    return xp
+
+
+def normalize_namespace(xp):
+    """Map a library module (``numpy``, ``torch``, ...) to its array-API namespace."""
+    try:
+        return namespace_of(xp.empty(0))
+    except Exception as exc:  # a module that cannot make arrays
+        raise TypeError(f"xp must be an array namespace; got {xp!r}") from exc
+
+
+def _library(xp) -> str:
+    name = getattr(xp, "__name__", repr(xp))
+    return name.replace("array_api_compat.", "")

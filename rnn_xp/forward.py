@@ -1,0 +1,302 @@
+"""The forward pass of an Elman RNN, written once against the Array API.
+
+One step of the recurrence, in the row convention (features last)::
+
+    z_t = x_t @ Wx.T + h_{t-1} @ Wh.T + b        # (*batch, H)
+    h_t = (1 - alpha) * h_{t-1} + alpha * f(z_t)  # alpha = leak, 1.0 for a plain RNN
+
+``rnn_forward`` computes the input projection ``x @ Wx.T + b`` for all T
+steps as one matrix product, then runs the recurrence step by step. The
+loop here is the portable one: no in-place writes, so it runs on every
+array library. ``_dispatch.forward_kernel`` may pick a faster loop for a
+given namespace; every such loop is tested to agree with this one.
+"""
+
+from __future__ import annotations
+
+from . import _dispatch
+from ._activations import activation, check_nonlinearity
+from ._checks import (
+    cast,
+    check_bool,
+    check_features,
+    check_float_dtypes,
+    check_leak,
+    check_lengths,
+    check_same_device,
+    check_state,
+    check_weights,
+    shape_str,
+)
+from ._compat import array_namespace, device, is_array
+
+__all__ = ["rnn_forward", "rnn_step_forward"]
+
+
+def rnn_step_forward(x, prev_h, Wx, Wh, b=None, *, nonlinearity="tanh", xp=None):
+    """One step of a simple (Elman) RNN.
+
+    Parameters
+    ----------
+    x : array
+        Input at this step, ``(*batch, D)``; any number of leading batch
+        dimensions, including none.
+    prev_h : array
+        Previous hidden state, ``(*batch, H)``.
+    Wx : array
+        Input-to-hidden weights, ``(H, D)``.
+    Wh : array
+        Hidden-to-hidden weights, ``(H, H)``.
+    b : array or None, optional
+        Bias, ``(H,)``.
+    nonlinearity : {"tanh", "relu"}, optional
+        The activation ``f``.
+    xp : namespace, optional
+        Array namespace; inferred from the arrays when omitted.
+
+    Returns
+    -------
+    next_h : array
+        ``(*batch, H)``, in the inputs' namespace, device and promoted dtype.
+
+    Raises
+    ------
+    ValueError
+        A shape does not match, or ``nonlinearity`` is unknown.
+    TypeError
+        An input is not a real floating array, or arrays come from two libraries.
+
+    Notes
+    -----
+    ``next_h = f(x @ Wx.T + prev_h @ Wh.T + b)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rnn_xp import rnn_step_forward
+    >>> Wx, Wh = np.eye(2), np.zeros((2, 2))
+    >>> rnn_step_forward(np.array([0.5, -0.5]), np.zeros(2), Wx, Wh)
+    array([ 0.46211716, -0.46211716])
+    """
+    check_nonlinearity(nonlinearity)
+    named = {"x": x, "prev_h": prev_h, "Wx": Wx, "Wh": Wh, "b": b}
+    _require(named, ("x", "prev_h", "Wx", "Wh"))
+    xp = array_namespace(named, xp=xp)
+    H, D = check_weights(Wx, Wh, b)
+    check_features("x", x, D, "(*batch, D)", 1)
+    check_state("prev_h", prev_h, x.shape[:-1], H)
+    dtype = check_float_dtypes(xp, named)
+    check_same_device(named)
+    x, prev_h, Wx, Wh, b = (cast(xp, a, dtype) for a in (x, prev_h, Wx, Wh, b))
+
+    z = x @ Wx.T + prev_h @ Wh.T  # (*batch, H)
+    if b is not None:
+        z = z + b
+    return activation(nonlinearity)(xp, z)
+
+
+def rnn_forward(
+    x,
+    h0,
+    Wx,
+    Wh,
+    b=None,
+    *,
+    nonlinearity="tanh",
+    batch_first=False,
+    lengths=None,
+    reverse=False,
+    leak=1.0,
+    return_sequences=True,
+    xp=None,
+):
+    """Run a simple (Elman) RNN over a whole sequence.
+
+    Parameters
+    ----------
+    x : array or list of arrays
+        Inputs ``(T, *batch, D)`` (time-major), ``(*batch, T, D)`` with
+        ``batch_first=True``, or a list/tuple of T arrays ``(*batch, D)``.
+    h0 : array or None
+        Initial state ``(*batch, H)``; ``None`` means zeros.
+    Wx, Wh, b : array
+        Weights ``(H, D)``, ``(H, H)`` and bias ``(H,)`` (or ``None``).
+    nonlinearity : {"tanh", "relu"}, optional
+        The activation ``f``.
+    batch_first : bool, optional
+        Time is axis ``-2`` of ``x`` and of the result instead of axis 0.
+    lengths : int array or list of int, optional
+        Valid length of each sequence, ``(*batch,)``, values in ``[0, T]``.
+        States past a sequence's length are zero in the output, and the
+        state stops updating there.
+    reverse : bool, optional
+        Run each sequence backwards (within its length); states are returned
+        in the original time order.
+    leak : float, optional
+        Leak rate alpha in ``(0, 1]`` of an echo-state network; 1.0 is the
+        plain RNN.
+    return_sequences : bool, optional
+        If False, return only the final state ``(*batch, H)`` (the state at
+        each sequence's last valid step), in memory independent of T.
+    xp : namespace, optional
+        Array namespace; inferred from the arrays when omitted.
+
+    Returns
+    -------
+    h_seq : array
+        Every hidden state, ``(T, *batch, H)`` (``(*batch, T, H)`` with
+        ``batch_first=True``); or the final state ``(*batch, H)`` when
+        ``return_sequences=False``.
+
+    Raises
+    ------
+    ValueError
+        A shape does not match, or ``nonlinearity``, ``leak`` or ``lengths``
+        is out of range.
+    TypeError
+        An input is not a real floating array, ``lengths`` is not integer,
+        or arrays come from two libraries.
+
+    Notes
+    -----
+    For t = 1..T (or T..1 with ``reverse``)::
+
+        h_t = (1 - leak) * h_{t-1} + leak * f(x_t @ Wx.T + h_{t-1} @ Wh.T + b)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rnn_xp import rnn_forward
+    >>> x = np.ones((3, 1))                 # T = 3 steps, D = 1, no batch
+    >>> h = rnn_forward(x, None, np.ones((1, 1)), np.full((1, 1), 0.5))
+    >>> h.shape
+    (3, 1)
+    >>> np.round(h[:, 0], 4)
+    array([0.7616, 0.8811, 0.8938])
+    """
+    h_seq, h_last = _forward(
+        x, h0, Wx, Wh, b,
+        nonlinearity=nonlinearity, batch_first=batch_first, lengths=lengths,
+        reverse=reverse, leak=leak, return_sequences=return_sequences, xp=xp,
+    )  # fmt: skip
+    return h_seq if return_sequences else h_last
+
+
+def _forward(
+    x, h0, Wx, Wh, b, *, nonlinearity, batch_first, lengths, reverse, leak,
+    return_sequences, xp,
+):  # fmt: skip
+    """Validate, run the kernel, return ``(h_seq or None, h_last)``.
+
+    ``h_last`` is each sequence's state after its last valid step (``h0``
+    for a sequence of length 0). The layer and the backward pass use this.
+    """
+    check_nonlinearity(nonlinearity)
+    check_bool("batch_first", batch_first)
+    check_bool("reverse", reverse)
+    check_bool("return_sequences", return_sequences)
+    leak = check_leak(leak)
+    _require({"Wx": Wx, "Wh": Wh}, ("Wx", "Wh"))
+
+    steps = None
+    if isinstance(x, (list, tuple)):
+        steps = list(x)
+        named = {f"x[{i}]": s for i, s in enumerate(steps)}
+        if any(s is None for s in steps):
+            raise TypeError("x must not contain None")
+    elif x is None:
+        raise TypeError("x must be an array (T, *batch, D) or a list of T arrays; got None")
+    else:
+        named = {"x": x}
+    named.update({"h0": h0, "Wx": Wx, "Wh": Wh, "b": b})
+    xp = array_namespace(named, xp=xp)
+    H, D = check_weights(Wx, Wh, b)
+    dtype = check_float_dtypes(xp, named)
+    dev = check_same_device(named)
+
+    if steps is not None:  # a list of T arrays (*batch, D), time-ordered
+        for i, s in enumerate(steps):
+            check_features(f"x[{i}]", s, D, "(*batch, D)", 1)
+            if s.shape != steps[0].shape:
+                raise ValueError(
+                    f"x[{i}] has shape {shape_str(s.shape)} but x[0] has shape "
+                    f"{shape_str(steps[0].shape)}; every step must have the same shape"
+                )
+        if steps:
+            x_tm = xp.stack([cast(xp, s, dtype) for s in steps], axis=0)  # (T, *batch, D)
+        else:
+            batch = tuple(h0.shape[:-1]) if h0 is not None else ()
+            x_tm = xp.zeros((0, *batch, D), dtype=dtype, device=dev)
+    elif batch_first:
+        check_features("x", x, D, "(*batch, T, D) with batch_first=True", 2)
+        nd = x.ndim
+        x_tm = xp.permute_dims(x, (nd - 2, *range(nd - 2), nd - 1))  # (T, *batch, D)
+    else:
+        check_features("x", x, D, "(T, *batch, D)", 2)
+        x_tm = x
+
+    T, batch = x_tm.shape[0], tuple(x_tm.shape[1:-1])
+    if h0 is None:
+        h0 = xp.zeros((*batch, H), dtype=dtype, device=dev)
+    else:
+        check_state("h0", h0, batch, H)
+    lengths = check_lengths(xp, lengths, batch, T, dev)
+    x_tm, h0, Wx, Wh, b = (cast(xp, a, dtype) for a in (x_tm, h0, Wx, Wh, b))
+
+    kernel = _dispatch.forward_kernel(xp) or scan_portable
+    h_seq, h_last = kernel(
+        xp, x_tm, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths,
+        reverse=reverse, leak=leak, return_sequences=return_sequences,
+    )  # fmt: skip
+    if h_seq is not None and batch_first:
+        nd = h_seq.ndim
+        h_seq = xp.permute_dims(h_seq, (*range(1, nd - 1), 0, nd - 1))  # (*batch, T, H)
+    return h_seq, h_last
+
+
+def scan_portable(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences):
+    """The recurrence on validated, time-major arrays of one dtype and device.
+
+    ``x`` is ``(T, *batch, D)``, ``h0`` ``(*batch, H)``, ``lengths`` ``None``
+    or an integer array ``(*batch,)``. Returns ``(h_seq, h_last)`` with
+    ``h_seq`` ``(T, *batch, H)`` or ``None`` when ``return_sequences`` is
+    False. Every fast kernel has this signature and these results.
+    """
+    f = activation(nonlinearity)
+    T = x.shape[0]
+    xw = x @ Wx.T  # (T, *batch, H): the input projection, one product for all steps
+    if b is not None:
+        xw = xw + b
+    WhT = Wh.T  # (H, H)
+    zeros = xp.zeros_like(h0) if lengths is not None else None
+
+    h = h0  # (*batch, H)
+    outputs = [None] * T if return_sequences else None
+    for t in range(T - 1, -1, -1) if reverse else range(T):
+        h_new = f(xp, xw[t, ...] + h @ WhT)  # (*batch, H)
+        if leak != 1.0:
+            h_new = (1.0 - leak) * h + leak * h_new
+        if lengths is not None:
+            # Past its length a sequence keeps its state and outputs zeros. Run
+            # backwards, a sequence of length L starts from h0 at t = L - 1.
+            valid = (lengths > t)[..., None]  # (*batch, 1)
+            h = xp.where(valid, h_new, h)
+            out = xp.where(valid, h_new, zeros)
+        else:
+            h = out = h_new
+        if return_sequences:
+            outputs[t] = out
+
+    if not return_sequences:
+        return None, h
+    if T == 0:
+        return xp.zeros((0, *h0.shape), dtype=h0.dtype, device=device(h0)), h
+    return xp.stack(outputs, axis=0), h  # (T, *batch, H)
+
+
+def _require(named, names):
+    for name in names:
+        if named[name] is None:
+            raise TypeError(f"{name} is required; got None")
+        if not is_array(named[name]):
+            raise TypeError(f"{name} must be an array; got {type(named[name]).__name__}")

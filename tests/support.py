@@ -1,0 +1,129 @@
+"""Shared test machinery: backends, a float64 reference, and one ``assert_close``.
+
+Every test that computes takes the ``backend`` fixture (see ``conftest.py``),
+builds its inputs in NumPy float64 from a seeded generator, moves them with
+``backend.asarray``, and compares the result with ``reference_rnn`` through
+``assert_close``, which checks namespace, shape, dtype and device before values.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rnn_xp._compat import device as device_of
+from rnn_xp._compat import namespace_of
+
+DTYPES = ("float32", "float64")
+RTOL = {"float32": 2e-4, "float64": 1e-10}
+ATOL = {"float32": 2e-5, "float64": 1e-12}
+
+
+@dataclass
+class Backend:
+    """One array library on one device, as the tests see it."""
+
+    name: str
+    xp: object  # the array-API namespace (array_api_compat's wrapper where there is one)
+    device: object = None
+    readonly: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def asarray(self, a, dtype=None):
+        """A NumPy array (or scalar) as an array of this backend, in ``dtype`` (a name)."""
+        a = np.asarray(a)
+        if dtype is not None:
+            a = a.astype(dtype)
+        if self.name.startswith("dask"):
+            import dask.array as da
+
+            return da.from_array(a, chunks=self.extra.get("chunks", "auto"))
+        if self.readonly:
+            a = a.copy()
+            a.flags.writeable = False
+            return a
+        return self.xp.asarray(a, device=self.device)
+
+    def dtype(self, name):
+        return getattr(self.xp, name)
+
+    def __repr__(self):
+        return self.name
+
+
+def to_numpy(a):
+    """Any backend's array as a NumPy array (computing Dask, copying off the GPU)."""
+    mod = type(a).__module__.split(".")[0]
+    if mod == "torch":
+        return a.detach().cpu().numpy()
+    if mod == "cupy":
+        return a.get()
+    if mod == "dask":
+        return np.asarray(a.compute())
+    if mod == "array_api_strict":
+        return np.from_dlpack(a)
+    return np.asarray(a)
+
+
+def assert_close(actual, expected, backend, dtype, *, rtol=None, atol=None):
+    """Check namespace, shape, dtype and device of ``actual``, then its values."""
+    assert namespace_of(actual) is backend.xp, f"namespace {namespace_of(actual)} != {backend.xp}"
+    assert tuple(actual.shape) == tuple(expected.shape), f"shape {actual.shape} != {expected.shape}"
+    assert actual.dtype == backend.dtype(dtype), f"dtype {actual.dtype} != {dtype}"
+    if backend.device is not None:
+        assert device_of(actual) == backend.device, f"device {device_of(actual)} != {backend.device}"
+    np.testing.assert_allclose(
+        to_numpy(actual),
+        expected,
+        rtol=RTOL[dtype] if rtol is None else rtol,
+        atol=ATOL[dtype] if atol is None else atol,
+    )
+
+
+def random_rnn(rng, T, batch, D, H, *, scale=0.5):
+    """Float64 NumPy inputs and weights: ``x (T, *batch, D)``, ``h0``, ``Wx``, ``Wh``, ``b``."""
+    x = rng.standard_normal((T, *batch, D))
+    h0 = rng.standard_normal((*batch, H)) * 0.5
+    Wx = rng.standard_normal((H, D)) * scale / np.sqrt(max(D, 1))
+    Wh = rng.standard_normal((H, H)) * scale / np.sqrt(max(H, 1))
+    b = rng.standard_normal(H) * 0.1
+    return x, h0, Wx, Wh, b
+
+
+def reference_rnn(x, h0, Wx, Wh, b=None, *, nonlinearity="tanh", lengths=None,
+                  reverse=False, leak=1.0):
+    """An independent float64 loop, one sequence and one step at a time.
+
+    ``x`` is ``(T, *batch, D)``. Returns ``(h_seq (T, *batch, H), h_last (*batch, H))``
+    with zeros past each sequence's length.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    T, batch, D = x.shape[0], x.shape[1:-1], x.shape[-1]
+    H = Wx.shape[0]
+    xs = x.reshape(T, -1, D)
+    B = xs.shape[1]
+    h0s = np.zeros((B, H)) if h0 is None else np.asarray(h0, np.float64).reshape(B, H)
+    lens = np.full(B, T) if lengths is None else np.asarray(lengths).reshape(B)
+    bias = np.zeros(H) if b is None else np.asarray(b, np.float64)
+    f = np.tanh if nonlinearity == "tanh" else (lambda z: np.maximum(z, 0.0))
+    out = np.zeros((T, B, H))
+    last = np.zeros((B, H))
+    for n in range(B):
+        h = h0s[n].copy()
+        steps = range(lens[n] - 1, -1, -1) if reverse else range(lens[n])
+        for t in steps:
+            z = np.dot(Wx, xs[t, n]) + np.dot(Wh, h) + bias
+            h = (1 - leak) * h + leak * f(z)
+            out[t, n] = h
+        last[n] = h
+    return out.reshape(T, *batch, H), last.reshape(*batch, H)
+
+
+def optional_import(name):
+    """The module, or ``None`` when it is not installed."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
