@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numbers
 
-from ._compat import device, is_array, is_dask_namespace
+from ._compat import device, is_array, is_dask_namespace, is_numpy_namespace, namespace_of
 
 
 def shape_str(shape) -> str:
@@ -108,8 +108,10 @@ def check_bool(name, value) -> bool:
 def check_lengths(xp, lengths, batch, T, dev):
     """Validate sequence lengths ``(*batch,)`` with values in ``[0, T]``.
 
-    Accepts an integer array of the caller's library (moved to ``dev``) or a
-    Python sequence of ints. Returns an integer array of ``xp`` on ``dev``.
+    Accepts an integer array of the caller's library (moved to ``dev``), a
+    NumPy integer array or a Python sequence of ints (host data, copied to
+    ``dev``). An array of any other library is a ``TypeError``: converting
+    it can silently reinterpret its bytes (``torch.asarray`` of a JAX array). Returns an integer array of ``xp`` on ``dev``.
     """
     if lengths is None:
         return None
@@ -120,6 +122,11 @@ def check_lengths(xp, lengths, batch, T, dev):
     elif not is_array(lengths):
         raise TypeError(f"lengths must be an integer array of shape (*batch,); got {type(lengths).__name__}")
     else:
+        if namespace_of(lengths) is not xp and not is_numpy_namespace(namespace_of(lengths)):
+            raise TypeError(
+                f"lengths is an array of another library ({type(lengths).__name__}); "
+                "pass it in the same library as x, as a NumPy array or as a list of ints"
+            )
         try:
             lengths = xp.asarray(lengths, device=dev)
         except Exception as exc:
