@@ -97,12 +97,23 @@ def _to_numpy(a):
     return np.asarray(a)
 
 
+def _seed(text) -> int:
+    """A seed for ``numpy.random.default_rng``: a non-negative integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer; got {text!r}")
+    return value
+
+
 def build_parser():
     parser = _Parser(prog="python -m rnn_xp", description="rnn_xp: a simple RNN on every Array API library")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     demo = sub.add_parser("demo", help="run the seed programs on every installed backend")
     demo.add_argument("--backend", default="all", choices=("all", *_backends.NAMES))
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=_seed, default=0)
     demo.set_defaults(func=_demo)
     return parser
 
