@@ -91,7 +91,7 @@ def rnn_forward(x_seq, h0, Wx, Wh, b=None, *, nonlinearity="tanh", xp=None):
         named.update({f"x_seq[{i}]": s for i, s in enumerate(x_seq)})
         xp = array_namespace(named, xp=xp)
         for i, s in enumerate(x_seq):
-            _check_column(f"x_seq[{i}]", s, Wx, "D")
+            _check_column(f"x_seq[{i}]", s, Wx, "D", None if i == 0 else x_seq[0].shape[1])
         if not x_seq and h0 is None:
             raise ValueError("x_seq is an empty list and h0 is None: pass h0 (H, N) to give N")
         x_rows = [s.T for s in x_seq]  # T arrays (N, D)
