@@ -75,3 +75,23 @@ def rng():
     import numpy as np
 
     return np.random.default_rng(12345)
+
+
+# Hypothesis profiles for tests/test_properties.py: a quick default, and a larger
+# one selected with RNN_XP_HYPOTHESIS=ci-large.
+try:
+    from hypothesis import HealthCheck
+    from hypothesis import settings as _hyp_settings
+
+    _HYP_COMMON = dict(
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    _hyp_settings.register_profile("rnn-xp-default", max_examples=6, **_HYP_COMMON)
+    _hyp_settings.register_profile("ci-large", max_examples=150, **_HYP_COMMON)
+except ImportError:  # hypothesis is a test extra; tests that need it skip
+    pass
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "long: long-sequence tests (seconds; deselect with -m 'not long')")
