@@ -24,7 +24,7 @@ def check_float_dtypes(xp, named_arrays):
             continue
         if not xp.isdtype(arr.dtype, "real floating"):
             raise TypeError(
-                f"{name} must have a real floating dtype (float32 or float64); got {arr.dtype}"
+                f"{name} must have a real floating dtype (float16 where the library has it, float32 or float64); got {arr.dtype}"
             )
         arrays.append(arr)
     return xp.result_type(*arrays)
