@@ -6,8 +6,11 @@ dtype. See ``rnn_xp.forward`` for the recurrence.
 """
 
 from . import columns
+from . import convert
 from .forward import rnn_forward, rnn_step_forward
+from .layer import RNN
 
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "columns", "rnn_forward", "rnn_step_forward"]
+__all__ += ["RNN", "convert"]
