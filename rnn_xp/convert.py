@@ -3,14 +3,14 @@
 Every format stores the same recurrence with different shapes and bias
 conventions. With ``D`` inputs, ``H`` units and rnn_xp's (torch's) names:
 
-=============  ===========================  ===============================  ===========================
-format         input weights                recurrent weights                bias
-=============  ===========================  ===============================  ===========================
-torch, rnn_xp  ``weight_ih_l0`` ``(H, D)``  ``weight_hh_l0`` ``(H, H)``      ``bias_ih_l0 + bias_hh_l0``
-Keras          ``kernel`` ``(D, H)``        ``recurrent_kernel`` ``(H, H)``  ``bias`` ``(H,)``
-ONNX ``RNN``   ``W [dirs, H, D]``           ``R [dirs, H, H]``               ``B [dirs, 2H]`` = [Wb, Rb]
-CS231n         ``Wx`` ``(D, H)``            ``Wh`` ``(H, H)``                ``b`` ``(H,)``
-=============  ===========================  ===============================  ===========================
+=============  ===================  ========================  ==========================
+format         input weights        recurrent weights         bias
+=============  ===================  ========================  ==========================
+torch, rnn_xp  weight_ih_l0 (H, D)  weight_hh_l0 (H, H)       bias_ih_l0 + bias_hh_l0
+Keras          kernel (D, H)        recurrent_kernel (H, H)   bias (H,)
+ONNX RNN       W [dirs, H, D]       R [dirs, H, H]            B [dirs, 2H] = [Wb, Rb]
+CS231n         Wx (D, H)            Wh (H, H)                 b (H,)
+=============  ===================  ========================  ==========================
 
 Keras and CS231n hold the transposes of torch's matrices (``kernel =
 weight_ih.T``, ``recurrent_kernel = weight_hh.T``) and one bias, which is
@@ -271,7 +271,8 @@ def from_keras(layer_or_weights, *, nonlinearity=None, batch_first=True, xp=None
             nonlinearity = activation
         elif nonlinearity != activation:
             raise ValueError(
-                f"nonlinearity={nonlinearity!r} disagrees with the layer's activation {activation!r}"
+                f"nonlinearity={nonlinearity!r} disagrees with the layer's activation "
+                f"{activation!r}"
             )
         weights = obj.get_weights()
     elif isinstance(obj, (list, tuple)):
@@ -283,7 +284,8 @@ def from_keras(layer_or_weights, *, nonlinearity=None, batch_first=True, xp=None
         )
     if len(weights) not in (2, 3):
         raise ValueError(
-            f"Keras SimpleRNN weights are [kernel, recurrent_kernel(, bias)]; got {len(weights)} arrays"
+            "Keras SimpleRNN weights are [kernel, recurrent_kernel(, bias)]; "
+            f"got {len(weights)} arrays"
         )
     nonlinearity = check_nonlinearity("tanh" if nonlinearity is None else nonlinearity)
     names = ("kernel", "recurrent_kernel", "bias")
@@ -441,12 +443,16 @@ def from_onnx(W, R, B=None, *, direction=None, activations=None, layout=0, xp=No
             "direction='reverse' alone has no torch.nn.RNN equivalent; use "
             "rnn_forward(x, h0, W[0], R[0], B[0, :H] + B[0, H:], reverse=True)"
         )
-    if direction not in ("forward", "bidirectional") or (direction == "bidirectional") != (dirs == 2):
+    if direction not in ("forward", "bidirectional") or (direction == "bidirectional") != (
+        dirs == 2
+    ):
         raise ValueError(f"direction={direction!r} does not fit W with {dirs} direction(s)")
     activations = ["Tanh"] * dirs if activations is None else list(activations)
-    if len(activations) != dirs or len(set(activations)) != 1 or activations[0] not in _ONNX_ACTIVATIONS:
+    same = len(set(activations)) == 1 and activations[0] in _ONNX_ACTIVATIONS
+    if len(activations) != dirs or not same:
         raise ValueError(
-            f"activations must be {dirs} equal names from {list(_ONNX_ACTIVATIONS)}; got {activations}"
+            f"activations must be {dirs} equal names from {list(_ONNX_ACTIVATIONS)}; "
+            f"got {activations}"
         )
     if layout not in (0, 1):
         raise ValueError(f"layout must be 0 or 1; got {layout!r}")

@@ -27,7 +27,15 @@ import warnings
 import numpy as np
 
 from . import _backends
-from ._checks import check_bool, check_features, check_lengths, check_state, shape_str
+from ._activations import check_nonlinearity
+from ._checks import (
+    check_bool,
+    check_features,
+    check_leak,
+    check_lengths,
+    check_state,
+    shape_str,
+)
 from ._compat import (
     array_namespace,
     device,
@@ -127,9 +135,6 @@ class RNN:
         dtype=None,
         seed=None,
     ):
-        from ._activations import check_nonlinearity
-        from ._checks import check_leak
-
         self.input_size = _check_size("input_size", input_size)
         self.hidden_size = _check_size("hidden_size", hidden_size)
         self.num_layers = _check_size("num_layers", num_layers)
@@ -243,7 +248,8 @@ class RNN:
         layouts = {2: "(T, D)", 3: "(B, T, D)" if self.batch_first else "(T, B, D)"}
         if x.ndim not in layouts:
             raise ValueError(
-                f"x must be 3-D {layouts[3]} or unbatched 2-D (T, D); got shape {shape_str(x.shape)}"
+                f"x must be 3-D {layouts[3]} or unbatched 2-D (T, D); "
+                f"got shape {shape_str(x.shape)}"
             )
         check_features("x", x, self.input_size, layouts[x.ndim], x.ndim)
         batch_first = self.batch_first and x.ndim == 3
@@ -251,7 +257,7 @@ class RNN:
             x = xp.permute_dims(x, (1, 0, 2))  # (T, B, D)
         T, batch = x.shape[0], tuple(x.shape[1:-1])
         if h0 is not None:
-            layout = "(num_layers * num_directions, B, H)" if batch else "(num_layers * num_directions, H)"
+            layout = "(num_layers * num_directions" + (", B, H)" if batch else ", H)")
             check_state("h0", h0, (L * dirs, *batch), H, layout)
         lengths = check_lengths(xp, lengths, batch, T, device(x))
 
@@ -267,7 +273,8 @@ class RNN:
                 )  # fmt: skip
                 outputs.append(h_seq)  # (T, *batch, H)
                 finals.append(h_last)  # (*batch, H)
-            layer_in = outputs[0] if dirs == 1 else xp.concat(outputs, axis=-1)  # (T, *batch, dirs*H)
+            # (T, *batch, dirs * H): forward states, then reverse
+            layer_in = outputs[0] if dirs == 1 else xp.concat(outputs, axis=-1)
             # dropout between layers is a training-time option: identity here
 
         output = xp.permute_dims(layer_in, (1, 0, 2)) if batch_first else layer_in
@@ -367,7 +374,9 @@ class RNN:
         for name in shapes:
             value = state_dict[name]
             if not is_array(value):
-                raise TypeError(f"state_dict[{name!r}] must be an array; got {type(value).__name__}")
+                raise TypeError(
+                    f"state_dict[{name!r}] must be an array; got {type(value).__name__}"
+                )
             src = namespace_of(value)
             if not src.isdtype(value.dtype, "real floating"):
                 raise TypeError(f"state_dict[{name!r}] must be real floating; got {value.dtype}")
