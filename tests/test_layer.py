@@ -354,3 +354,14 @@ def test_bad_constructor_arguments(kwargs, error):
 def test_exports():
     assert rnn_xp.RNN is RNN
     assert "RNN" in rnn_xp.__all__ and "convert" in rnn_xp.__all__
+
+
+def test_unbatched_lengths_is_a_scalar(backend, rng):
+    """Unbatched input takes a 0-d length: the first L steps, then zeros."""
+    module = torch_module(2, "tanh", True, False, True)
+    x, h0 = inputs(rng, module, batched=False)
+    expected_out, expected_hn = run_torch(module, x[:3], h0)
+    out, h_n = layer_on(backend, module)(backend.asarray(x), backend.asarray(h0),
+                                         lengths=backend.asarray(np.asarray(3)))
+    assert_close(out, np.concatenate([expected_out, np.zeros((T - 3, 2 * H))]), backend, "float64")
+    assert_close(h_n, expected_hn, backend, "float64")
