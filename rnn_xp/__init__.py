@@ -5,9 +5,10 @@ array-api-strict, and return arrays of the caller's library, device and
 dtype. See ``rnn_xp.forward`` for the recurrence.
 """
 
-from . import columns
+from . import columns, convert
 from .forward import rnn_forward, rnn_step_forward
+from .layer import RNN
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "columns", "rnn_forward", "rnn_step_forward"]
+__all__ = ["RNN", "__version__", "columns", "convert", "rnn_forward", "rnn_step_forward"]

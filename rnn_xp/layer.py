@@ -1,0 +1,527 @@
+"""``RNN``: a multi-layer, optionally bidirectional Elman RNN with ``torch.nn.RNN``'s interface.
+
+The layer holds its parameters in one array library (``xp``), on one device,
+in one dtype, under torch's names::
+
+    weight_ih_l{k}[_reverse]   (H, D) for k = 0, (H, dirs * H) after
+    weight_hh_l{k}[_reverse]   (H, H)
+    bias_ih_l{k}[_reverse]     (H,)      (only with bias=True)
+    bias_hh_l{k}[_reverse]     (H,)
+
+and runs each layer and direction through the functional forward pass of
+:mod:`rnn_xp.forward` (the two biases folded into one)::
+
+    x (T, *batch, D) --layer 0--> (T, *batch, dirs * H) --layer 1--> ... --> output
+                       forward and reverse states concatenated on the last axis
+
+``h0`` and ``h_n`` stack one ``(*batch, H)`` state per layer and direction,
+in torch's order ``[l0, l0_reverse, l1, l1_reverse, ...]``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+
+import numpy as np
+
+from . import _backends
+from ._activations import check_nonlinearity
+from ._checks import (
+    check_bool,
+    check_features,
+    check_leak,
+    check_lengths,
+    check_state,
+    shape_str,
+)
+from ._compat import (
+    array_namespace,
+    device,
+    is_array,
+    namespace_of,
+    normalize_namespace,
+    to_device,
+)
+from .forward import _forward
+
+__all__ = ["RNN"]
+
+
+class RNN:
+    """A multi-layer Elman RNN with ``torch.nn.RNN``'s arguments, shapes and results.
+
+    Parameters
+    ----------
+    input_size : int
+        Features ``D`` of the input.
+    hidden_size : int
+        Features ``H`` of the state.
+    num_layers : int, optional
+        Stacked layers; layer ``k > 0`` reads layer ``k - 1``'s output.
+    nonlinearity : {"tanh", "relu"}, optional
+        The activation ``f``.
+    bias : bool, optional
+        Keep the biases ``bias_ih`` and ``bias_hh`` (else no bias at all).
+    batch_first : bool, optional
+        ``x`` and ``output`` are ``(B, T, ...)`` instead of ``(T, B, ...)``
+        (``h0`` and ``h_n`` are not affected; nor is unbatched input).
+    dropout : float, optional
+        Dropout probability on the outputs of every layer but the last, in
+        ``[0, 1]``. A training-time option: rnn_xp only runs inference, where
+        dropout is the identity, so it is stored and has no effect. As in
+        torch, a non-zero value with ``num_layers=1`` warns.
+    bidirectional : bool, optional
+        Run a second, reverse direction per layer.
+    leak : float, optional
+        Leak rate alpha in ``(0, 1]`` of an echo-state network,
+        ``h_t = (1 - alpha) * h_{t-1} + alpha * f(...)``; 1.0 is the plain RNN.
+    xp : namespace, module or str, optional
+        Array library of the parameters: a module (``numpy``, ``torch``,
+        ``jax.numpy``, ``array_api_strict``, ...) or a name accepted by
+        ``rnn_xp._backends.load`` (``"numpy"``, ``"torch"``, ``"jax"``,
+        ``"cupy"``, ``"array_api_strict"``, ``"dask"``). Default NumPy.
+    device : device, optional
+        Device of the parameters; the library's default when omitted.
+    dtype : str or dtype, optional
+        ``"float32"`` (the default, like torch), ``"float64"``, or a real
+        floating dtype of ``xp``.
+    seed : int or None, optional
+        Seed of the ``numpy.random.default_rng`` that draws the initial
+        weights, ``U(-1/sqrt(H), 1/sqrt(H))`` as in torch. The draws are made
+        in float64 NumPy and then moved, so one seed gives the same weights on
+        every backend.
+
+    Attributes
+    ----------
+    params : dict
+        Parameter name (torch's) to array, in torch's order.
+    xp, device, dtype
+        Where the parameters live.
+
+    Notes
+    -----
+    For each layer and direction::
+
+        h_t = (1 - leak) * h_{t-1} + leak * f(x_t @ W_ih.T + b_ih + h_{t-1} @ W_hh.T + b_hh)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rnn_xp import RNN
+    >>> rnn = RNN(3, 5, num_layers=2, bidirectional=True, seed=0)
+    >>> output, h_n = rnn(np.ones((7, 2, 3), dtype=np.float32))   # (T, B, D)
+    >>> output.shape, h_n.shape
+    ((7, 2, 10), (4, 2, 5))
+    >>> list(rnn.params)[:4]
+    ['weight_ih_l0', 'weight_hh_l0', 'bias_ih_l0', 'bias_hh_l0']
+    """
+
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        num_layers=1,
+        nonlinearity="tanh",
+        bias=True,
+        batch_first=False,
+        dropout=0.0,
+        bidirectional=False,
+        *,
+        leak=1.0,
+        xp=None,
+        device=None,
+        dtype=None,
+        seed=None,
+    ):
+        self.input_size = _check_size("input_size", input_size)
+        self.hidden_size = _check_size("hidden_size", hidden_size)
+        self.num_layers = _check_size("num_layers", num_layers)
+        self.nonlinearity = check_nonlinearity(nonlinearity)
+        self.bias = check_bool("bias", bias)
+        self.batch_first = check_bool("batch_first", batch_first)
+        self.bidirectional = check_bool("bidirectional", bidirectional)
+        self.dropout = _check_dropout(dropout, self.num_layers)
+        self.leak = check_leak(leak)
+
+        xp, device = _resolve_namespace(xp, device)
+        dtype = _resolve_dtype(xp, dtype)
+        k = 1.0 / math.sqrt(self.hidden_size)
+        rng = np.random.default_rng(seed)
+        params = {
+            name: rng.uniform(-k, k, size=shape)  # float64 draws, in torch's order
+            for name, shape in self.param_shapes().items()
+        }
+        self.xp, self.device, self.dtype = xp, device, dtype
+        self.params = {name: _move(p, xp, device, dtype) for name, p in params.items()}
+        self.device, self.dtype = _where(self.params)
+
+    # -- structure ---------------------------------------------------------
+
+    @property
+    def num_directions(self):
+        """2 for a bidirectional layer, else 1."""
+        return 2 if self.bidirectional else 1
+
+    def param_shapes(self):
+        """``{name: shape}`` for every parameter, in torch's order."""
+        H, shapes = self.hidden_size, {}
+        for k in range(self.num_layers):
+            D = self.input_size if k == 0 else H * self.num_directions
+            for suffix in _suffixes(self.num_directions):
+                shapes[f"weight_ih_l{k}{suffix}"] = (H, D)
+                shapes[f"weight_hh_l{k}{suffix}"] = (H, H)
+                if self.bias:
+                    shapes[f"bias_ih_l{k}{suffix}"] = (H,)
+                    shapes[f"bias_hh_l{k}{suffix}"] = (H,)
+        return shapes
+
+    def __getattr__(self, name):  # rnn.weight_ih_l0, as on a torch module
+        params = self.__dict__.get("params")
+        if params is not None and name in params:
+            return params[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def __repr__(self):
+        options = [f"{self.input_size}", f"{self.hidden_size}"]
+        defaults = {"num_layers": 1, "nonlinearity": "tanh", "bias": True,
+                    "batch_first": False, "dropout": 0.0, "bidirectional": False, "leak": 1.0}
+        for name, default in defaults.items():
+            if getattr(self, name) != default:
+                options.append(f"{name}={getattr(self, name)!r}")
+        library = getattr(self.xp, "__name__", repr(self.xp)).replace("array_api_compat.", "")
+        dtype = _dtype_name(self.xp, self.dtype)
+        return f"RNN({', '.join(options)}; {library}, {dtype}, device={self.device})"
+
+    # -- running -----------------------------------------------------------
+
+    def __call__(self, x, h0=None, *, lengths=None):
+        """Same as :meth:`forward`."""
+        return self.forward(x, h0, lengths=lengths)
+
+    def forward(self, x, h0=None, *, lengths=None):
+        """Run every layer and direction over a batch of sequences.
+
+        Parameters
+        ----------
+        x : array
+            ``(T, B, D)``, ``(B, T, D)`` with ``batch_first``, or unbatched
+            ``(T, D)``; from the layer's library and device.
+        h0 : array, optional
+            ``(num_layers * dirs, B, H)`` (unbatched ``(num_layers * dirs, H)``);
+            zeros when omitted.
+        lengths : int array or list of int, optional
+            Valid length of each sequence, ``(B,)`` (``()`` unbatched), in
+            ``[0, T]``, in any order. Outputs past a length are zero, ``h_n``
+            is the state after the last valid step (``h0`` for length 0), and
+            the reverse direction starts at each sequence's own last step.
+
+        Returns
+        -------
+        output : array
+            ``(T, B, dirs * H)`` (``(B, T, dirs * H)`` with ``batch_first``,
+            ``(T, dirs * H)`` unbatched): the last layer's states, forward
+            then reverse on the last axis.
+        h_n : array
+            ``(num_layers * dirs, B, H)``: every layer and direction's final state.
+
+        Raises
+        ------
+        ValueError
+            A shape does not match, or a length is outside ``[0, T]``.
+        TypeError
+            ``x`` or ``h0`` is not a real floating array of the layer's library.
+        """
+        xp = self.xp
+        if not is_array(x):
+            raise TypeError(f"x must be an array (T, B, D) or (T, D); got {type(x).__name__}")
+        named = {"x": x, "h0": h0}
+        for name, arr in named.items():
+            if arr is not None and is_array(arr) and namespace_of(arr) is not xp:
+                raise TypeError(
+                    f"{name} is from {_library(namespace_of(arr))} but the layer's parameters "
+                    f"are in {_library(xp)}; move the layer with rnn.to(xp=...) first"
+                )
+        array_namespace(named, xp=xp)  # h0 not an array: TypeError naming it
+        L, dirs, H = self.num_layers, self.num_directions, self.hidden_size
+        layouts = {2: "(T, D)", 3: "(B, T, D)" if self.batch_first else "(T, B, D)"}
+        if x.ndim not in layouts:
+            raise ValueError(
+                f"x must be 3-D {layouts[3]} or unbatched 2-D (T, D); "
+                f"got shape {shape_str(x.shape)}"
+            )
+        check_features("x", x, self.input_size, layouts[x.ndim], x.ndim)
+        batch_first = self.batch_first and x.ndim == 3
+        if batch_first:
+            x = xp.permute_dims(x, (1, 0, 2))  # (T, B, D)
+        T, batch = x.shape[0], tuple(x.shape[1:-1])
+        if h0 is not None:
+            layout = "(num_layers * num_directions" + (", B, H)" if batch else ", H)")
+            check_state("h0", h0, (L * dirs, *batch), H, layout)
+        lengths = check_lengths(xp, lengths, batch, T, device(x))
+
+        layer_in, finals = x, []
+        for k in range(L):
+            outputs = []
+            for d, suffix in enumerate(_suffixes(dirs)):
+                Wx, Wh, b = self._weights(k, suffix)
+                h_seq, h_last = _forward(
+                    layer_in, None if h0 is None else h0[k * dirs + d, ...], Wx, Wh, b,
+                    nonlinearity=self.nonlinearity, batch_first=False, lengths=lengths,
+                    reverse=d == 1, leak=self.leak, return_sequences=True, xp=xp,
+                )  # fmt: skip
+                outputs.append(h_seq)  # (T, *batch, H)
+                finals.append(h_last)  # (*batch, H)
+            # (T, *batch, dirs * H): forward states, then reverse
+            layer_in = outputs[0] if dirs == 1 else xp.concat(outputs, axis=-1)
+            # dropout between layers is a training-time option: identity here
+
+        output = xp.permute_dims(layer_in, (1, 0, 2)) if batch_first else layer_in
+        return output, xp.stack(finals, axis=0)  # (L*dirs, *batch, H)
+
+    def _weights(self, k, suffix):
+        """``(Wx, Wh, b)`` of layer ``k`` and a direction, with the biases folded."""
+        p = self.params
+        b = None
+        if self.bias:
+            b = p[f"bias_ih_l{k}{suffix}"] + p[f"bias_hh_l{k}{suffix}"]  # (H,)
+        return p[f"weight_ih_l{k}{suffix}"], p[f"weight_hh_l{k}{suffix}"], b
+
+    # -- moving and converting ---------------------------------------------
+
+    def to(self, xp=None, device=None, dtype=None):
+        """Move the parameters to another library, device or dtype; return ``self``.
+
+        Parameters
+        ----------
+        xp : namespace, module or str, optional
+            As in the constructor; the current library when omitted.
+        device : device, optional
+            The target device; the current one (same library) or the library's
+            default (another library) when omitted.
+        dtype : str or dtype, optional
+            The target dtype; the current one when omitted.
+
+        Returns
+        -------
+        RNN
+            This layer, changed in place (like ``torch.nn.Module.to``).
+
+        Examples
+        --------
+        >>> from rnn_xp import RNN
+        >>> rnn = RNN(2, 3, seed=0).to(dtype="float64")
+        >>> rnn.weight_hh_l0.dtype
+        dtype('float64')
+        """
+        if xp is None:
+            xp, default_device = self.xp, self.device
+        else:
+            xp, default_device = _resolve_namespace(xp, None)
+            if xp is self.xp and default_device is None:
+                default_device = self.device
+        device = default_device if device is None else device
+        dtype = _resolve_dtype(xp, _dtype_name(self.xp, self.dtype) if dtype is None else dtype)
+        self.params = {name: _move(p, xp, device, dtype) for name, p in self.params.items()}
+        self.xp = xp
+        self.device, self.dtype = _where(self.params)
+        return self
+
+    def state_dict(self):
+        """The parameters under torch's names, in torch's order (a new dict).
+
+        The arrays are the layer's own (its library, device and dtype); use
+        :func:`rnn_xp.convert.torch_state_dict` for torch tensors.
+        """
+        return dict(self.params)
+
+    def load_state_dict(self, state_dict):
+        """Replace every parameter from a mapping with torch's names; return ``self``.
+
+        The values may be arrays of any library (torch tensors included); they
+        are copied into the layer's library, device and dtype.
+
+        Raises
+        ------
+        ValueError
+            Keys are missing or unexpected, or a value has the wrong shape; the
+            message lists all of them.
+        TypeError
+            ``state_dict`` is not a mapping, or a value is not a real floating array.
+        """
+        if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
+            raise TypeError(f"state_dict must be a mapping; got {type(state_dict).__name__}")
+        shapes = self.param_shapes()
+        missing = [name for name in shapes if name not in state_dict]
+        unexpected = [name for name in state_dict if name not in shapes]
+        wrong = [
+            f"{name}: got {shape_str(tuple(state_dict[name].shape))}, need {shape_str(shape)}"
+            for name, shape in shapes.items()
+            if name in state_dict and tuple(getattr(state_dict[name], "shape", ())) != shape
+        ]
+        problems = []
+        if missing:
+            problems.append(f"missing keys {missing}")
+        if unexpected:
+            problems.append(f"unexpected keys {unexpected}")
+        if wrong:
+            problems.append("wrong shapes: " + "; ".join(wrong))
+        if problems:
+            raise ValueError(
+                f"state_dict does not fit {self!r}: " + ", ".join(problems)
+            )
+        for name in shapes:
+            value = state_dict[name]
+            if not is_array(value):
+                raise TypeError(
+                    f"state_dict[{name!r}] must be an array; got {type(value).__name__}"
+                )
+            src = namespace_of(value)
+            if not src.isdtype(value.dtype, "real floating"):
+                raise TypeError(f"state_dict[{name!r}] must be real floating; got {value.dtype}")
+        self.params = {
+            name: _move(state_dict[name], self.xp, self.device, self.dtype) for name in shapes
+        }
+        return self
+
+    @classmethod
+    def from_torch(cls, module_or_state_dict, *, xp=None, device=None, dtype=None,
+                   nonlinearity=None, batch_first=None):
+        """A layer with the configuration and weights of a ``torch.nn.RNN``.
+
+        Parameters
+        ----------
+        module_or_state_dict : torch.nn.RNN or mapping
+            A module (its configuration is copied too), or a state dict with
+            torch's names (the configuration is read from the names and shapes;
+            ``nonlinearity`` and ``batch_first`` default to torch's defaults).
+        xp, device : optional
+            Where the new layer's parameters live (default NumPy).
+        dtype : str or dtype, optional
+            Default: the dtype of the weights given.
+        nonlinearity, batch_first : optional
+            For a state dict, which holds neither. For a module, they must
+            agree with it when given.
+
+        Returns
+        -------
+        RNN
+
+        Raises
+        ------
+        TypeError
+            A module that is not a ``torch.nn.RNN`` (an ``LSTM``, a ``GRU``, ...),
+            or an object that is neither a module nor a mapping.
+        ValueError
+            The state dict has missing, unexpected or mis-shaped keys.
+        """
+        from .convert import from_torch
+
+        return from_torch(module_or_state_dict, xp=xp, device=device, dtype=dtype,
+                          nonlinearity=nonlinearity, batch_first=batch_first)
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+def _suffixes(num_directions):
+    return ("", "_reverse")[:num_directions]
+
+
+def _check_size(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive int; got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int; got {value}")
+    return int(value)
+
+
+def _check_dropout(dropout, num_layers):
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
+        raise TypeError(f"dropout must be a number in [0, 1]; got {type(dropout).__name__}")
+    dropout = float(dropout)
+    if not 0.0 <= dropout <= 1.0:
+        raise ValueError(f"dropout must be a probability in [0, 1]; got {dropout}")
+    if dropout > 0 and num_layers == 1:
+        warnings.warn(
+            "dropout applies between stacked layers, so it has no effect with "
+            f"num_layers=1 (got dropout={dropout}, num_layers=1)",
+            UserWarning,
+            stacklevel=3,
+        )
+    return dropout
+
+
+def _library(xp):
+    return getattr(xp, "__name__", repr(xp)).replace("array_api_compat.", "")
+
+
+def _resolve_namespace(xp, device):
+    """``(namespace, device)`` for ``xp`` given as None, a name or a module."""
+    if xp is None:
+        xp = "numpy"
+    if isinstance(xp, str):
+        namespace, default_device = _backends.load(xp)
+        return namespace, default_device if device is None else device
+    return normalize_namespace(xp), device
+
+
+def _dtype_name(xp, dtype):
+    """``"float32"``-style name of a real floating dtype of ``xp``."""
+    return f"float{xp.finfo(dtype).bits}"
+
+
+def _resolve_dtype(xp, dtype):
+    """A real floating dtype of ``xp`` from ``None``, a name, or a dtype (of any library)."""
+    if dtype is None:
+        return xp.float32
+    name = dtype if isinstance(dtype, str) else None
+    if name is None:
+        try:
+            if xp.isdtype(dtype, "real floating"):
+                return dtype
+        except Exception:  # a dtype of another library
+            pass
+        name = str(getattr(dtype, "name", dtype)).rsplit(".", 1)[-1]
+    if name not in ("float16", "float32", "float64") or not hasattr(xp, name):
+        raise TypeError(
+            f"dtype must be a real floating dtype such as 'float32' or 'float64'; got {dtype!r}"
+        )
+    return getattr(xp, name)
+
+
+def _where(params):
+    """``(device, dtype)`` of the parameters (the dtype as the arrays report it)."""
+    first = next(iter(params.values()))
+    return device(first), first.dtype
+
+
+def _host(a):
+    """Any library's array as a NumPy array on the host (a conversion, never a computation)."""
+    library = type(a).__module__.split(".")[0]
+    if library == "torch":
+        return a.detach().cpu().numpy()
+    if library == "cupy":
+        return a.get()
+    if library == "array_api_strict":
+        return np.from_dlpack(a)
+    return np.asarray(a)
+
+
+def _move(a, xp, dev, dtype):
+    """A copy of ``a`` as an array of ``xp`` on ``dev`` in ``dtype``."""
+    if is_array(a) and namespace_of(a) is xp:
+        out = xp.asarray(a, copy=True)
+        if dev is not None and device(out) != dev:
+            out = to_device(out, dev)
+        out = out if out.dtype == dtype else xp.astype(out, dtype)
+    else:
+        host = _host(a).astype(_dtype_name(xp, dtype))
+        out = xp.asarray(host, dtype=dtype, device=dev, copy=True)
+    if out.dtype != dtype:  # e.g. JAX without float64
+        raise TypeError(
+            f"{_library(xp)} made {out.dtype} instead of {dtype}; for JAX, enable float64 "
+            "with jax.config.update('jax_enable_x64', True) or pass xp='jax'"
+        )
+    return out
