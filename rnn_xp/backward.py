@@ -357,7 +357,7 @@ def backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengt
         act = (h_seq - (1.0 - leak) * prev) / leak  # (T, *batch, H): f(z_t)
     dh_dz = leak * derivative(nonlinearity)(xp, act)  # (T, *batch, H)
 
-    zeros = xp.zeros_like(h0) if lengths is not None else None
+    zeros = xp.zeros_like(h0) if lengths is not None else None  # (*batch, H)
     dz = [None] * T
     for t in range(T) if reverse else range(T - 1, -1, -1):
         g_t = g if dh is None else g + dh[t, ...]  # (*batch, H): dL/dh_t

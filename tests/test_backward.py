@@ -335,3 +335,44 @@ def test_inputs_not_modified(rng):
     run_backward(backend, *case, lengths=np.array([5, 0, 2]), leak=0.5)
     for c, k in zip(case, copies):
         np.testing.assert_array_equal(c, k)
+
+
+# ---------------------------------------------------------------- composing a layer
+
+
+def test_bidirectional_torch_rnn_per_direction(backend, rng):
+    """torch.nn.RNN (bidirectional, packed lengths) gradients from one rnn_backward per direction."""
+    T, B, D, H = 6, 4, 3, 5
+    lengths = np.array([6, 2, 4, 1])
+    x = rng.standard_normal((T, B, D))
+    h0 = rng.standard_normal((2, B, H))
+    dout = rng.standard_normal((T, B, 2 * H))
+    dh_n = rng.standard_normal((2, B, H))
+
+    torch.manual_seed(0)
+    rnn = torch.nn.RNN(D, H, bidirectional=True, dtype=torch.float64)
+    xt, h0t = torch.tensor(x, requires_grad=True), torch.tensor(h0, requires_grad=True)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.tensor(lengths), enforce_sorted=False)
+    out, h_n = rnn(packed, h0t)
+    out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=T)
+    ((torch.tensor(dout) * out).sum() + (torch.tensor(dh_n) * h_n).sum()).backward()
+
+    to = lambda a: backend.asarray(a, "float64")  # noqa: E731
+    w = {k: v.detach().numpy() for k, v in rnn.named_parameters()}
+    xa, La = to(x), backend.asarray(lengths)
+    dx = 0
+    for d, sfx in enumerate(["", "_reverse"]):
+        Wx, Wh = to(w[f"weight_ih_l0{sfx}"]), to(w[f"weight_hh_l0{sfx}"])
+        b = to(w[f"bias_ih_l0{sfx}"] + w[f"bias_hh_l0{sfx}"])
+        h0d = to(h0[d])
+        h_seq = rnn_xp.rnn_forward(xa, h0d, Wx, Wh, b, lengths=La, reverse=bool(d))
+        g = rnn_xp.rnn_backward(to(dout[..., d * H:(d + 1) * H]), xa, h0d, Wx, Wh, b, h_seq,
+                                dh_n=to(dh_n[d]), lengths=La, reverse=bool(d))
+        params = dict(rnn.named_parameters())
+        assert_close(g.dWx, params[f"weight_ih_l0{sfx}"].grad.numpy(), backend, "float64", **TIGHT)
+        assert_close(g.dWh, params[f"weight_hh_l0{sfx}"].grad.numpy(), backend, "float64", **TIGHT)
+        assert_close(g.db, params[f"bias_ih_l0{sfx}"].grad.numpy(), backend, "float64", **TIGHT)
+        assert_close(g.db, params[f"bias_hh_l0{sfx}"].grad.numpy(), backend, "float64", **TIGHT)
+        assert_close(g.dh0, h0t.grad.numpy()[d], backend, "float64", **TIGHT)
+        dx = dx + g.dx
+    assert_close(dx, xt.grad.numpy(), backend, "float64", **TIGHT)
