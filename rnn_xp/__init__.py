@@ -2,13 +2,25 @@
 
 The same functions run on NumPy, CuPy, PyTorch, JAX, Dask and
 array-api-strict, and return arrays of the caller's library, device and
-dtype. See ``rnn_xp.forward`` for the recurrence.
+dtype. See ``rnn_xp.forward`` for the recurrence, ``rnn_xp.backward`` for
+its gradient and ``rnn_xp.layer`` for the ``torch.nn.RNN``-style layer.
 """
 
 from . import columns, convert
+from .backward import RNNGrads, rnn_backward, rnn_step_backward
 from .forward import rnn_forward, rnn_step_forward
 from .layer import RNN
 
 __version__ = "0.1.0"
 
-__all__ = ["RNN", "__version__", "columns", "convert", "rnn_forward", "rnn_step_forward"]
+__all__ = [
+    "RNN",
+    "RNNGrads",
+    "__version__",
+    "columns",
+    "convert",
+    "rnn_backward",
+    "rnn_forward",
+    "rnn_step_backward",
+    "rnn_step_forward",
+]

@@ -6,6 +6,10 @@ Subcommands:
     Runs the two seed programs (the column-vector CS231n-style step and the
     row loop) through rnn_xp on every installed backend and shows that each
     gives the numbers of a plain float64 NumPy loop.
+
+``train``
+    Trains a small RNN with the hand-written backward pass on one backend
+    (see ``rnn_xp.train``) and writes the loss curve as a PNG.
 """
 
 from __future__ import annotations
@@ -84,6 +88,22 @@ def _demo(args) -> int:
     return 1 if failures else 0
 
 
+def _train(args) -> int:
+    from . import train  # imported only for this subcommand
+
+    try:
+        train.train(
+            args.task, backend=args.backend, steps=args.steps, batch=args.batch,
+            seq_len=args.seq_len, hidden=args.hidden, optimizer=args.optimizer, lr=args.lr,
+            dtype=args.dtype, seed=args.seed, log_every=args.log_every,
+            plot=None if args.plot == "none" else args.plot,
+        )  # fmt: skip
+    except _backends.BackendUnavailable as exc:
+        print(f"python -m rnn_xp train: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _to_numpy(a):
     mod = type(a).__module__.split(".")[0]
     if mod == "torch":
@@ -115,6 +135,20 @@ def build_parser():
     demo.add_argument("--backend", default="all", choices=("all", *_backends.NAMES))
     demo.add_argument("--seed", type=_seed, default=0)
     demo.set_defaults(func=_demo)
+    tr = sub.add_parser("train", help="train a small RNN with the hand-written backward pass")
+    tr.add_argument("--task", default="sine", choices=("sine", "adding"))
+    tr.add_argument("--backend", default="numpy", choices=_backends.NAMES)
+    tr.add_argument("--optimizer", default="adam", choices=("adam", "sgd"))
+    tr.add_argument("--steps", type=int, default=None, help="default: 600 (sine), 4000 (adding)")
+    tr.add_argument("--lr", type=float, default=None, help="default: per task and optimizer")
+    tr.add_argument("--batch", type=int, default=32)
+    tr.add_argument("--seq-len", type=int, default=None, help="default: 40 (sine), 20 (adding)")
+    tr.add_argument("--hidden", type=int, default=32)
+    tr.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--log-every", type=int, default=50)
+    tr.add_argument("--plot", default="rnn_xp_loss.png", help="PNG path for the loss curve, or 'none'")
+    tr.set_defaults(func=_train)
     return parser
 
 

@@ -1,0 +1,387 @@
+"""The backward pass of an Elman RNN (backpropagation through time), written against the Array API.
+
+Forward, one step (row convention, ``a`` the leak rate, 1.0 for a plain RNN)::
+
+    z_t = x_t @ Wx.T + h_{t-1} @ Wh.T + b          # (*batch, H)
+    h_t = (1 - a) * h_{t-1} + a * f(z_t)           # (*batch, H)
+
+Backward, with ``g_t = dL/dh_t`` the gradient reaching the state ``h_t``
+(from the output at step t and from step t+1)::
+
+    dz_t      = g_t * a * f'(z_t)                   # (*batch, H)
+    dx_t      = dz_t @ Wx                           # (*batch, D)
+    g_{t-1}  += dz_t @ Wh + (1 - a) * g_t           # (*batch, H)
+    dWx      += dz_t.T @ x_t,  dWh += dz_t.T @ h_{t-1},  db += sum(dz_t)
+
+Only the line for ``g_{t-1}`` depends on the step before it, so it is the
+only loop. ``f'(z_t)`` is read off the forward's output: ``f(z_t)`` is
+``h_t`` itself when ``a = 1`` and ``(h_t - (1 - a) h_{t-1}) / a`` otherwise,
+and ``_activations.derivative`` turns it into ``f'``. The states
+``h_{t-1}`` come from ``h_seq`` shifted by one step, so nothing of the
+forward is run again. Once every ``dz_t`` is known, ``dx``, ``dWx``,
+``dWh`` and ``db`` are each one product over all steps and batch entries.
+
+With ``lengths``, a sequence's carried state is frozen past its length (the
+output there is zero): those steps take no gradient from ``dh`` and pass
+the carried gradient through unchanged, so ``dh0`` of a length-0 sequence
+is ``dh_n``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ._activations import check_nonlinearity, derivative
+from ._checks import (
+    cast,
+    check_bool,
+    check_features,
+    check_float_dtypes,
+    check_leak,
+    check_lengths,
+    check_same_device,
+    check_state,
+    check_weights,
+    shape_str,
+)
+from ._compat import array_namespace, device
+from .forward import _require
+
+__all__ = ["RNNGrads", "rnn_backward", "rnn_step_backward"]
+
+
+class RNNGrads(NamedTuple):
+    """Gradients of a loss with respect to every input of ``rnn_forward``.
+
+    Attributes
+    ----------
+    dx : array or list of arrays
+        Same shape and layout as ``x`` (a list when ``x`` was a list).
+    dh0 : array
+        ``(*batch, H)``; returned also when ``h0`` was ``None`` (zeros).
+    dWx, dWh : array
+        ``(H, D)`` and ``(H, H)``.
+    db : array or None
+        ``(H,)``, or ``None`` when ``b`` was ``None``.
+    """
+
+    dx: object
+    dh0: object
+    dWx: object
+    dWh: object
+    db: object
+
+
+def rnn_step_backward(dnext_h, x, prev_h, Wx, Wh, next_h, *, nonlinearity="tanh", xp=None):
+    """Backward of one plain step ``next_h = f(x @ Wx.T + prev_h @ Wh.T + b)``.
+
+    Parameters
+    ----------
+    dnext_h : array
+        Upstream gradient of ``next_h``, ``(*batch, H)``.
+    x : array
+        Input of the step, ``(*batch, D)``.
+    prev_h : array
+        State the step started from, ``(*batch, H)``.
+    Wx, Wh : array
+        Weights ``(H, D)`` and ``(H, H)``.
+    next_h : array
+        Output of the step (from ``rnn_step_forward``), ``(*batch, H)``.
+    nonlinearity : {"tanh", "relu"}, optional
+        The activation ``f`` used in the forward step.
+    xp : namespace, optional
+        Array namespace; inferred from the arrays when omitted.
+
+    Returns
+    -------
+    dx : array
+        ``(*batch, D)``.
+    dprev_h : array
+        ``(*batch, H)``.
+    dWx, dWh, db : array
+        ``(H, D)``, ``(H, H)`` and ``(H,)``, summed over the batch.
+
+    Raises
+    ------
+    ValueError
+        A shape does not match, or ``nonlinearity`` is unknown.
+    TypeError
+        An input is not a real floating array, or arrays come from two libraries.
+
+    Notes
+    -----
+    ``dz = dnext_h * f'(z)`` with ``f'`` read off ``next_h``; then
+    ``dx = dz @ Wx``, ``dprev_h = dz @ Wh``, ``dWx = dz.T @ x``,
+    ``dWh = dz.T @ prev_h``, ``db = sum(dz)``. The bias does not enter
+    any gradient but its own, so it is not an argument.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rnn_xp import rnn_step_forward, rnn_step_backward
+    >>> x, h, Wx, Wh = np.array([0.5]), np.zeros(1), np.eye(1), np.eye(1)
+    >>> h1 = rnn_step_forward(x, h, Wx, Wh)
+    >>> dx, dprev_h, dWx, dWh, db = rnn_step_backward(np.ones(1), x, h, Wx, Wh, h1)
+    >>> np.round(dx, 6)                     # 1 - tanh(0.5)**2
+    array([0.786448])
+    """
+    check_nonlinearity(nonlinearity)
+    named = {"dnext_h": dnext_h, "x": x, "prev_h": prev_h, "Wx": Wx, "Wh": Wh, "next_h": next_h}
+    _require(named, tuple(named))
+    xp = array_namespace(named, xp=xp)
+    H, D = check_weights(Wx, Wh, None)
+    check_features("x", x, D, "(*batch, D)", 1)
+    batch = tuple(x.shape[:-1])
+    for name in ("prev_h", "next_h", "dnext_h"):
+        check_state(name, named[name], batch, H)
+    dtype = check_float_dtypes(xp, named)
+    check_same_device(named)
+    dnext_h, x, prev_h, Wx, Wh, next_h = (
+        cast(xp, a, dtype) for a in (dnext_h, x, prev_h, Wx, Wh, next_h)
+    )
+
+    axes = list(range(x.ndim - 1))  # the batch axes, summed over by the weight gradients
+    dz = dnext_h * derivative(nonlinearity)(xp, next_h)  # (*batch, H)
+    dx = dz @ Wx  # (*batch, D)
+    dprev_h = dz @ Wh  # (*batch, H)
+    dWx = xp.tensordot(dz, x, axes=(axes, axes))  # (H, D)
+    dWh = xp.tensordot(dz, prev_h, axes=(axes, axes))  # (H, H)
+    db = xp.sum(dz, axis=tuple(axes))  # (H,)
+    return dx, dprev_h, dWx, dWh, db
+
+
+def rnn_backward(
+    dh,
+    x,
+    h0,
+    Wx,
+    Wh,
+    b,
+    h_seq,
+    *,
+    nonlinearity="tanh",
+    dh_n=None,
+    lengths=None,
+    reverse=False,
+    leak=1.0,
+    batch_first=False,
+    xp=None,
+):
+    """Backpropagation through time for ``rnn_forward``.
+
+    Parameters
+    ----------
+    dh : array or None
+        Upstream gradient of every output state, the shape of ``h_seq``:
+        ``(T, *batch, H)``, or ``(*batch, T, H)`` with ``batch_first=True``.
+        ``None`` means zeros (only ``dh_n`` flows back).
+    x : array or list of arrays
+        The forward's input, in the forward's layout.
+    h0 : array or None
+        The forward's initial state ``(*batch, H)``; ``None`` means zeros.
+    Wx, Wh, b : array
+        Weights ``(H, D)``, ``(H, H)`` and bias ``(H,)`` or ``None``.
+    h_seq : array
+        The forward's output, from ``rnn_forward`` with the same options.
+    nonlinearity : {"tanh", "relu"}, optional
+        The forward's activation.
+    dh_n : array, optional
+        Extra upstream gradient of the final state ``(*batch, H)`` (the state
+        at each sequence's last valid step, ``return_sequences=False``).
+    lengths, reverse, leak, batch_first
+        The forward's options, with the same meaning and checks.
+    xp : namespace, optional
+        Array namespace; inferred from the arrays when omitted.
+
+    Returns
+    -------
+    RNNGrads
+        ``(dx, dh0, dWx, dWh, db)``: ``dx`` in the layout of ``x`` (a list
+        when ``x`` was a list), ``dh0 (*batch, H)`` (also when ``h0`` is
+        ``None``), ``dWx (H, D)``, ``dWh (H, H)``, ``db (H,)`` or ``None``
+        when ``b`` is ``None``. All in the inputs' namespace, device and
+        promoted dtype.
+
+    Raises
+    ------
+    ValueError
+        A shape does not match, or ``nonlinearity``, ``leak`` or ``lengths``
+        is out of range.
+    TypeError
+        An input is not a real floating array, ``lengths`` is not integer,
+        or arrays come from two libraries.
+
+    Notes
+    -----
+    Walking the steps in the opposite order to the forward, with
+    ``g = dh_n`` at the start::
+
+        g      = g + dh_t                       # gradient reaching h_t
+        dz_t   = g * leak * f'(z_t)
+        g      = dz_t @ Wh + (1 - leak) * g     # gradient reaching h_{t-1}
+
+    then ``dx = dz @ Wx``, ``dWx = sum_t dz_t.T @ x_t``,
+    ``dWh = sum_t dz_t.T @ h_{t-1}``, ``db = sum_t sum(dz_t)``, and
+    ``dh0`` is the final ``g``. ``f'(z_t)`` and ``h_{t-1}`` are read off
+    ``h_seq``; with ``leak < 1`` and relu, a unit whose ``f(z_t)`` is below
+    the rounding of ``h_{t-1}`` counts as inactive.
+
+    A layer calls this once per layer and direction, with that direction's
+    ``h_seq``, ``dh`` and ``dh_n``; ``dx`` of both directions adds up to the
+    gradient of the layer's input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rnn_xp import rnn_forward, rnn_backward
+    >>> rng = np.random.default_rng(0)
+    >>> x, Wx, Wh = rng.standard_normal((5, 2, 3)), np.eye(4, 3), 0.5 * np.eye(4)
+    >>> h = rnn_forward(x, None, Wx, Wh)
+    >>> g = rnn_backward(np.ones_like(h), x, None, Wx, Wh, None, h)
+    >>> g.dx.shape, g.dh0.shape, g.dWx.shape, g.dWh.shape, g.db
+    ((5, 2, 3), (2, 4), (4, 3), (4, 4), None)
+    """
+    check_nonlinearity(nonlinearity)
+    check_bool("batch_first", batch_first)
+    check_bool("reverse", reverse)
+    leak = check_leak(leak)
+    _require({"Wx": Wx, "Wh": Wh, "h_seq": h_seq}, ("Wx", "Wh", "h_seq"))
+
+    steps = None
+    if isinstance(x, (list, tuple)):
+        steps = list(x)
+        if any(s is None for s in steps):
+            raise TypeError("x must not contain None")
+        named = {f"x[{i}]": s for i, s in enumerate(steps)}
+    elif x is None:
+        raise TypeError("x must be an array (T, *batch, D) or a list of T arrays; got None")
+    else:
+        named = {"x": x}
+    named.update({"h0": h0, "Wx": Wx, "Wh": Wh, "b": b, "h_seq": h_seq, "dh": dh, "dh_n": dh_n})
+    xp = array_namespace(named, xp=xp)
+    H, D = check_weights(Wx, Wh, b)
+    dtype = check_float_dtypes(xp, named)
+    dev = check_same_device(named)
+
+    if steps is not None:  # a list of T arrays (*batch, D), time-ordered
+        for i, s in enumerate(steps):
+            check_features(f"x[{i}]", s, D, "(*batch, D)", 1)
+            if s.shape != steps[0].shape:
+                raise ValueError(
+                    f"x[{i}] has shape {shape_str(s.shape)} but x[0] has shape "
+                    f"{shape_str(steps[0].shape)}; every step must have the same shape"
+                )
+        if steps:
+            x_tm = xp.stack([cast(xp, s, dtype) for s in steps], axis=0)  # (T, *batch, D)
+        else:
+            batch = tuple(h0.shape[:-1]) if h0 is not None else ()
+            x_tm = xp.zeros((0, *batch, D), dtype=dtype, device=dev)
+    elif batch_first:
+        check_features("x", x, D, "(*batch, T, D) with batch_first=True", 2)
+        x_tm = _time_first(xp, x)  # (T, *batch, D)
+    else:
+        check_features("x", x, D, "(T, *batch, D)", 2)
+        x_tm = x
+
+    T, batch = x_tm.shape[0], tuple(x_tm.shape[1:-1])
+    if batch_first:
+        seq_shape, layout = (*batch, T), "(*batch, T, H) (batch_first=True, from x)"
+    else:
+        seq_shape, layout = (T, *batch), "(T, *batch, H) (from x)"
+    check_state("h_seq", h_seq, seq_shape, H, layout)
+    if dh is not None:
+        check_state("dh", dh, seq_shape, H, layout + ", the shape of h_seq")
+    if batch_first:
+        h_seq = _time_first(xp, h_seq)  # (T, *batch, H)
+        dh = None if dh is None else _time_first(xp, dh)  # (T, *batch, H)
+    if h0 is None:
+        h0 = xp.zeros((*batch, H), dtype=dtype, device=dev)
+    else:
+        check_state("h0", h0, batch, H)
+    if dh_n is not None:
+        check_state("dh_n", dh_n, batch, H)
+    lengths = check_lengths(xp, lengths, batch, T, dev)
+    dh, x_tm, h0, Wx, Wh, h_seq, dh_n = (
+        cast(xp, a, dtype) for a in (dh, x_tm, h0, Wx, Wh, h_seq, dh_n)
+    )
+
+    dx, dh0, dWx, dWh, db = backward_portable(
+        xp, dh, x_tm, h0, Wx, Wh, h_seq, dh_n,
+        nonlinearity=nonlinearity, lengths=lengths, reverse=reverse, leak=leak,
+    )  # fmt: skip
+    if steps is not None:
+        dx = [dx[t, ...] for t in range(T)]  # T arrays (*batch, D)
+    elif batch_first:
+        nd = dx.ndim
+        dx = xp.permute_dims(dx, (*range(1, nd - 1), 0, nd - 1))  # (*batch, T, D)
+    return RNNGrads(dx, dh0, dWx, dWh, None if b is None else db)
+
+
+def backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak):
+    """Backpropagation through time on validated, time-major arrays of one dtype and device.
+
+    ``dh`` and ``h_seq`` are ``(T, *batch, H)`` (``dh`` may be ``None``),
+    ``x`` ``(T, *batch, D)``, ``h0`` ``(*batch, H)``, ``dh_n`` ``(*batch, H)``
+    or ``None``, ``lengths`` ``None`` or an integer array ``(*batch,)``.
+    Returns ``(dx (T, *batch, D), dh0, dWx, dWh, db)``.
+    """
+    T = x.shape[0]
+    g = xp.zeros_like(h0) if dh_n is None else dh_n  # (*batch, H): gradient reaching the carried state
+    if T == 0:
+        return (
+            xp.zeros_like(x),
+            g,
+            xp.zeros_like(Wx),
+            xp.zeros_like(Wh),
+            xp.zeros_like(Wh[0, ...]),
+        )
+
+    # The state each step started from: forward, h_{t-1} (h0 at t = 0); reverse,
+    # h_{t+1} (h0 at t = T - 1, or at t = L - 1 for a sequence of length L).
+    h0_ = xp.expand_dims(h0, axis=0)  # (1, *batch, H)
+    if reverse:
+        prev = xp.concat([h_seq[1:, ...], h0_], axis=0)  # (T, *batch, H)
+        if lengths is not None:
+            shape = (T,) + (1,) * lengths.ndim
+            t_next = xp.reshape(xp.arange(1, T + 1, dtype=lengths.dtype, device=device(lengths)), shape)
+            prev = xp.where((lengths == t_next)[..., None], h0_, prev)  # (T, *batch, H)
+    else:
+        prev = xp.concat([h0_, h_seq[:-1, ...]], axis=0)  # (T, *batch, H)
+    # Past a sequence's length `prev` and `h_seq` hold zeros, not the frozen
+    # state; those steps get dz = 0 below, so the values there never count.
+
+    # dh_t/dz_t = leak * f'(z_t), with f(z_t) read off the forward's output.
+    if leak == 1.0:
+        act = h_seq  # (T, *batch, H): f(z_t)
+    else:
+        act = (h_seq - (1.0 - leak) * prev) / leak  # (T, *batch, H): f(z_t)
+    dh_dz = leak * derivative(nonlinearity)(xp, act)  # (T, *batch, H)
+
+    zeros = xp.zeros_like(h0) if lengths is not None else None  # (*batch, H)
+    dz = [None] * T
+    for t in range(T) if reverse else range(T - 1, -1, -1):
+        g_t = g if dh is None else g + dh[t, ...]  # (*batch, H): dL/dh_t
+        dz_t = g_t * dh_dz[t, ...]  # (*batch, H): dL/dz_t
+        if lengths is not None:
+            valid = (lengths > t)[..., None]  # (*batch, 1)
+            dz_t = xp.where(valid, dz_t, zeros)  # (*batch, H)
+        g_prev = dz_t @ Wh  # (*batch, H): dL/dh_{t-1} through z_t
+        if leak != 1.0:
+            g_prev = g_prev + (1.0 - leak) * g_t  # (*batch, H): ... and through the leak
+        # A frozen step passes the carried gradient through unchanged.
+        g = g_prev if lengths is None else xp.where(valid, g_prev, g)  # (*batch, H)
+        dz[t] = dz_t
+    dz = xp.stack(dz, axis=0)  # (T, *batch, H)
+
+    axes = list(range(x.ndim - 1))  # time and batch, summed over by the weight gradients
+    dx = dz @ Wx  # (T, *batch, D)
+    dWx = xp.tensordot(dz, x, axes=(axes, axes))  # (H, D)
+    dWh = xp.tensordot(dz, prev, axes=(axes, axes))  # (H, H)
+    db = xp.sum(dz, axis=tuple(axes))  # (H,)
+    return dx, g, dWx, dWh, db
+
+
+def _time_first(xp, a):
+    """``(*batch, T, F)`` -> ``(T, *batch, F)``."""
+    nd = a.ndim
+    return xp.permute_dims(a, (nd - 2, *range(nd - 2), nd - 1))
