@@ -6,6 +6,11 @@ Subcommands:
     Runs the two seed programs (the column-vector CS231n-style step and the
     row loop) through rnn_xp on every installed backend and shows that each
     gives the numbers of a plain float64 NumPy loop.
+
+``bench``
+    Times the forward pass against ``torch.nn.RNN`` and the seed loop on
+    every installed backend; writes JSON and a chart (``--quick`` for a
+    short run, ``--gpu`` for the GPU grid).
 """
 
 from __future__ import annotations
@@ -97,6 +102,18 @@ def _to_numpy(a):
     return np.asarray(a)
 
 
+def _add_bench_arguments(parser):
+    from . import _bench
+
+    _bench.add_arguments(parser)
+
+
+def _bench_main(args) -> int:
+    from . import _bench
+
+    return _bench.main_from_args(args)
+
+
 def build_parser():
     parser = _Parser(prog="python -m rnn_xp", description="rnn_xp: a simple RNN on every Array API library")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -104,6 +121,9 @@ def build_parser():
     demo.add_argument("--backend", default="all", choices=("all", *_backends.NAMES))
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
+    bench = sub.add_parser("bench", help="time the forward pass against torch.nn.RNN")
+    _add_bench_arguments(bench)
+    bench.set_defaults(func=_bench_main)
     return parser
 
 

@@ -265,3 +265,31 @@ def test_full_forward_extra_memory_is_output_plus_O_BH():
     tracemalloc.stop()
     extra = peak - out.nbytes
     assert 0 <= extra <= 16 * B * H * 4 + 4 * H * H * 4 + 64 * 1024, extra
+
+
+def test_bench_suite_runs_and_checks_agreement(tmp_path):
+    """The benchmark machinery on a tiny size: every contender agrees with torch.nn.RNN."""
+    if optional_import("torch") is None:
+        pytest.skip("torch not installed")
+    from rnn_xp import _bench
+
+    grid = _bench.bench_grid([(2, 5, 3, 4)], backends=["jax", "torch"], rounds=1, budget_s=1e-3)
+    names = set(grid[0]["results"])
+    assert {_bench.BASELINE, _bench.FAST, "seed loop (numpy)", "rnn_xp numpy (portable)"} <= names
+    assert all(r["agrees"] and r["seconds"] > 0 for r in grid[0]["results"].values())
+    result = {"machine": {"cpu_model": "test"}, "gemm": {"n": 8, "gflops": {"numpy": 1.0}},
+              "grid": grid}  # fmt: skip
+    import io
+
+    text = io.StringIO()
+    _bench.print_tables(result, text)
+    assert "worst ratio" in text.getvalue()
+    _bench.chart(result, tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_bench_command_line_parses():
+    from rnn_xp import cli
+
+    args = cli.build_parser().parse_args(["bench", "--quick", "--threads", "1"])
+    assert args.quick and args.threads == 1 and not args.gpu
