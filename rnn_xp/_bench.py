@@ -316,6 +316,8 @@ def memory_section(B=8, D=8, H=128, T_small=1000, T_large=100_000, T_full=2000):
     import rnn_xp
 
     out = {"B": B, "D": D, "H": H, "tool": "tracemalloc (NumPy registers its buffers)"}
+    x, h0, Wx, Wh, b = _weights(B, 3, D, H)
+    rnn_xp.rnn_forward(x, h0, Wx, Wh, b, return_sequences=False)  # warm-up: one-time imports and caches
     last = {}
     for T in (T_small, T_large):
         x, h0, Wx, Wh, b = _weights(B, T, D, H)

@@ -91,7 +91,8 @@ def scan_inplace(
         Tb = max(1, min(T, _BLOCK_STEPS, _BLOCK_ELEMENTS // max(B * H, 1)))
         buf = mod.empty((Tb, B, H), dtype=dtype)  # (Tb, B, H), reused for every block
         starts = range(0, T, Tb)
-        blocks = [(s, min(s + Tb, T)) for s in (reversed(starts) if reverse else starts)]
+        # a generator: a list of T / Tb pairs would itself grow with T
+        blocks = ((s, min(s + Tb, T)) for s in (reversed(starts) if reverse else starts))
 
     tmp = mod.empty((B, H), dtype=dtype)  # (B, H) scratch for h @ Wh.T
     if lengths is not None or not return_sequences:
