@@ -10,4 +10,18 @@ from __future__ import annotations
 
 def forward_kernel(xp):
     """A kernel with ``scan_portable``'s signature for ``xp``, or ``None``."""
+    from ._compat import is_cupy_namespace, is_jax_namespace, is_numpy_namespace
+
+    if is_numpy_namespace(xp):
+        from ._inplace import scan_numpy
+
+        return scan_numpy
+    if is_jax_namespace(xp):
+        from ._jax_scan import scan_jax
+
+        return scan_jax
+    if is_cupy_namespace(xp):
+        from ._cupy_kernels import scan_cupy
+
+        return scan_cupy
     return None

@@ -10,6 +10,11 @@ Subcommands:
 ``train``
     Trains a small RNN with the hand-written backward pass on one backend
     (see ``rnn_xp.train``) and writes the loss curve as a PNG.
+
+``bench``
+    Times the forward pass against ``torch.nn.RNN`` and the seed loop on
+    every installed backend; writes JSON and a chart (``--quick`` for a
+    short run, ``--gpu`` for the GPU grid).
 """
 
 from __future__ import annotations
@@ -128,6 +133,18 @@ def _seed(text) -> int:
     return value
 
 
+def _add_bench_arguments(parser):
+    from . import _bench
+
+    _bench.add_arguments(parser)
+
+
+def _bench_main(args) -> int:
+    from . import _bench
+
+    return _bench.main_from_args(args)
+
+
 def build_parser():
     parser = _Parser(prog="python -m rnn_xp", description="rnn_xp: a simple RNN on every Array API library")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -145,10 +162,13 @@ def build_parser():
     tr.add_argument("--seq-len", type=int, default=None, help="default: 40 (sine), 20 (adding)")
     tr.add_argument("--hidden", type=int, default=32)
     tr.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--seed", type=_seed, default=0)
     tr.add_argument("--log-every", type=int, default=50)
     tr.add_argument("--plot", default="rnn_xp_loss.png", help="PNG path for the loss curve, or 'none'")
     tr.set_defaults(func=_train)
+    bench = sub.add_parser("bench", help="time the forward pass against torch.nn.RNN")
+    _add_bench_arguments(bench)
+    bench.set_defaults(func=_bench_main)
     return parser
 
 

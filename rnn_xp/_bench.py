@@ -1,0 +1,497 @@
+"""The benchmark behind ``python -m rnn_xp bench`` and ``benchmarks/bench_rnn.py``.
+
+For each size ``(B, T, D, H)`` of a grid it times, with the same float32
+weights, ``torch.nn.RNN`` (the baseline), ``rnn_forward`` on every installed
+backend (NumPy through its fast in-place kernel, and NumPy and JAX through the
+portable loop too), and the plain per-step NumPy loop of the seed programs.
+Every output is checked against torch's before it is timed.
+
+Method: one warm-up call each, then ``rounds`` rounds; a round runs every
+contender ``n`` times in a row, contenders in a shuffled order (interleaved,
+so a slow spell of a shared machine hits all of them); each time is per
+call, read after the device has finished (``block_until_ready``, CUDA
+synchronisation, Dask ``compute``); the result is the median over rounds.
+The float32 matrix-product rate of the machine is measured in the same run.
+
+Torch, JAX, Dask and CuPy are imported only when their backend is run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+CPU_GRID = [(1, 200, 32, 64), (16, 100, 64, 128), (32, 100, 128, 256), (64, 50, 512, 1024)]
+GPU_GRID = (
+    [(B, 50, H, H) for H in (1760, 2048, 2560) for B in (16, 32, 64, 128)]  # DeepBench vanilla RNN
+    + [(B, 200, H, H) for H in (256, 512, 1024) for B in (1, 4, 8)]  # small batches
+)  # fmt: skip
+BASELINE = "torch.nn.RNN"
+FAST = "rnn_xp numpy (in-place)"
+
+
+class Progress:
+    """A one-line progress bar on stderr (no dependency)."""
+
+    def __init__(self, total, stream=sys.stderr):
+        self.total, self.done, self.stream, self.t0 = max(total, 1), 0, stream, time.perf_counter()
+
+    def step(self, label):
+        self.done += 1
+        frac = self.done / self.total
+        bar = "#" * int(30 * frac)
+        elapsed = time.perf_counter() - self.t0
+        self.stream.write(f"\r[{bar:<30}] {self.done}/{self.total} {elapsed:5.0f}s {label[:50]:<50}")
+        self.stream.flush()
+
+    def close(self):
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+def machine_info(threads):
+    """Host, CPU model, BLAS and thread pools, library versions."""
+    info = {
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": _cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "threads": threads,
+        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "versions": {},
+    }
+    try:
+        import threadpoolctl
+
+        info["threadpools"] = [
+            {k: p.get(k) for k in ("internal_api", "version", "num_threads", "architecture", "filepath")}
+            for p in threadpoolctl.threadpool_info()
+        ]
+    except ImportError:
+        info["threadpools"] = None
+    for name in ("numpy", "torch", "jax", "jaxlib", "cupy", "dask", "array_api_strict", "array_api_compat"):
+        mod = sys.modules.get(name)
+        if mod is not None:
+            info["versions"][name] = getattr(mod, "__version__", "?")
+    import rnn_xp
+
+    info["versions"]["rnn_xp"] = rnn_xp.__version__
+    return info
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _time(fn, sync, n):
+    """Seconds per call of ``fn`` over ``n`` calls, synchronised."""
+    sync(fn())
+    t0 = time.perf_counter()
+    for _ in range(n):
+        r = fn()
+    sync(r)
+    return (time.perf_counter() - t0) / n
+
+
+def _nosync(r):
+    return r
+
+
+def gemm_rate(n=2048, rounds=5):
+    """The machine's float32 matrix-product rate, GFLOP/s, NumPy (and torch if present)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    out = np.empty_like(a)
+    rates = {"numpy": 2 * n**3 / np.median([_time(lambda: np.matmul(a, b, out=out), _nosync, 2) for _ in range(rounds)]) / 1e9}
+    try:
+        import torch
+
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        rates["torch"] = 2 * n**3 / np.median([_time(lambda: torch.mm(ta, tb), _nosync, 2) for _ in range(rounds)]) / 1e9
+    except ImportError:
+        pass
+    return {"n": n, "gflops": rates}
+
+
+def _weights(B, T, D, H, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((T, B, D), dtype=np.float32)
+    h0 = (rng.standard_normal((B, H), dtype=np.float32) * 0.5).astype(np.float32)
+    Wx = (rng.standard_normal((H, D)) / math.sqrt(D)).astype(np.float32)
+    Wh = (rng.standard_normal((H, H)) * 0.9 / math.sqrt(H)).astype(np.float32)
+    b = (rng.standard_normal(H) * 0.1).astype(np.float32)
+    return x, h0, Wx, Wh, b
+
+
+def seed_loop(x, h0, Wx, Wh, b):
+    """The seed programs' loop: one ``np.dot`` pair per step, the states stacked."""
+    h, states = h0, []
+    for x_t in x:
+        h = np.tanh(np.dot(x_t, Wx.T) + np.dot(h, Wh.T) + b)
+        states.append(h)
+    return np.stack(states)
+
+
+def contenders(B, T, D, H, *, backends, gpu=False):
+    """``{name: (fn, sync, to_numpy)}`` for one size, all with the same weights."""
+    import rnn_xp
+    from rnn_xp.forward import scan_portable
+
+    x, h0, Wx, Wh, b = _weights(B, T, D, H)
+    out = {}
+
+    def portable(xp, *arrays):
+        def fn():
+            return scan_portable(xp, *arrays, nonlinearity="tanh", lengths=None, reverse=False,
+                                 leak=1.0, return_sequences=True)[0]  # fmt: skip
+
+        return fn
+
+    try:
+        import torch
+
+        dev = torch.device("cuda" if gpu else "cpu")
+        rnn = torch.nn.RNN(D, H).to(dev)
+        with torch.no_grad():
+            rnn.weight_ih_l0.copy_(torch.from_numpy(Wx))
+            rnn.weight_hh_l0.copy_(torch.from_numpy(Wh))
+            rnn.bias_ih_l0.copy_(torch.from_numpy(b))
+            rnn.bias_hh_l0.zero_()
+        tx, th0 = torch.from_numpy(x).to(dev), torch.from_numpy(h0).to(dev)[None]
+        tsync = torch.cuda.synchronize if gpu else (lambda: None)
+
+        def torch_rnn():
+            with torch.no_grad():
+                return rnn(tx, th0)[0]
+
+        def sync_t(r):
+            tsync()
+            return r
+
+        label = "torch.nn.RNN (cuDNN)" if gpu else BASELINE
+        out[label] = (torch_rnn, sync_t, lambda r: r.cpu().numpy())
+        if "torch" in backends:
+            import array_api_compat.torch as txp
+
+            targs = [torch.from_numpy(a).to(dev) for a in (x, h0, Wx, Wh, b)]
+            out["rnn_xp torch" + (" cuda" if gpu else "")] = (
+                lambda: rnn_xp.rnn_forward(*targs), sync_t, lambda r: r.cpu().numpy())
+    except ImportError:
+        pass
+
+    if gpu:
+        if "cupy" in backends:
+            import cupy
+
+            cargs = [cupy.asarray(a) for a in (x, h0, Wx, Wh, b)]
+
+            def csync(r):
+                cupy.cuda.get_current_stream().synchronize()
+                return r
+
+            out["rnn_xp cupy (fused)"] = (lambda: rnn_xp.rnn_forward(*cargs), csync, cupy.asnumpy)
+        return out
+
+    import array_api_compat.numpy as nxp
+
+    out[FAST] = (lambda: rnn_xp.rnn_forward(x, h0, Wx, Wh, b), _nosync, np.asarray)
+    out["rnn_xp numpy (portable)"] = (portable(nxp, x, h0, Wx, Wh, b), _nosync, np.asarray)
+    out["seed loop (numpy)"] = (lambda: seed_loop(x, h0, Wx, Wh, b), _nosync, np.asarray)
+    if "jax" in backends:
+        import jax
+        import jax.numpy as jnp
+
+        jargs = [jnp.asarray(a) for a in (x, h0, Wx, Wh, b)]
+
+        def jsync(r):
+            return jax.block_until_ready(r)
+
+        out["rnn_xp jax (lax.scan)"] = (lambda: rnn_xp.rnn_forward(*jargs), jsync, np.asarray)
+        out["rnn_xp jax (portable)"] = (portable(jnp, *jargs), jsync, np.asarray)
+    if "array_api_strict" in backends:
+        import array_api_strict as strict
+
+        sargs = [strict.asarray(a) for a in (x, h0, Wx, Wh, b)]
+        out["rnn_xp array_api_strict"] = (lambda: rnn_xp.rnn_forward(*sargs), _nosync,
+                                          lambda r: np.from_dlpack(r))  # fmt: skip
+    if "dask" in backends:
+        import dask.array as da
+
+        dargs = [da.from_array(a) for a in (x, h0, Wx, Wh, b)]
+        out["rnn_xp dask"] = (lambda: rnn_xp.rnn_forward(*dargs).compute(), _nosync, np.asarray)
+    return out
+
+
+def bench_grid(grid, *, backends, rounds, budget_s, gpu=False, progress=None):
+    """Time every contender on every size; returns a list of per-size records."""
+    records = []
+    for B, T, D, H in grid:
+        cands = contenders(B, T, D, H, backends=backends, gpu=gpu)
+        flops = 2.0 * T * B * H * (D + H)
+        base_name = next(iter(cands))
+        ref = cands[base_name][2](cands[base_name][1](cands[base_name][0]()))  # also a warm-up
+        rec = {"B": B, "T": T, "D": D, "H": H, "gflop": flops / 1e9, "results": {}}
+        n = {}
+        for name, (fn, sync, to_np) in cands.items():
+            t0 = time.perf_counter()
+            got = to_np(sync(fn()))  # warm-up (compiles JAX) and the agreement check
+            first = time.perf_counter() - t0
+            err = float(np.max(np.abs(got - ref))) if got.size else 0.0
+            rec["results"][name] = {"max_abs_diff_vs_baseline": err, "agrees": err <= 1e-3}
+            n[name] = max(1, min(200, int(budget_s / max(first, 1e-6) / rounds)))
+        times = {name: [] for name in cands}
+        gemm = []  # the GEMM rate, measured in the same rounds (the load may drift)
+        gemm_fn, gemm_sync, gemm_n = _gemm_call(gpu)
+        for _ in range(rounds):
+            order = list(cands) + ["gemm"]
+            random.shuffle(order)
+            for name in order:
+                if name == "gemm":
+                    gemm.append(2 * gemm_n**3 / _time(gemm_fn, gemm_sync, 3) / 1e9)
+                    continue
+                fn, sync, _ = cands[name]
+                times[name].append(_time(fn, sync, n[name]))
+            if progress is not None:
+                progress.step(f"(B,T,D,H)=({B},{T},{D},{H})")
+        base = float(np.median(times[base_name]))
+        rec["gemm_gflops"] = float(np.median(gemm))  # float32 n^3 GEMM, same rounds
+        for name, ts in times.items():
+            med = float(np.median(ts))
+            rec["results"][name].update(
+                seconds=med, seconds_min=float(np.min(ts)), calls_per_round=n[name], rounds=rounds,
+                gflops=flops / med / 1e9, ratio_to_baseline=med / base,
+            )  # fmt: skip
+        records.append(rec)
+    return records
+
+
+def _gemm_call(gpu):
+    """``(fn, sync, n)``: one float32 n x n GEMM, NumPy on the CPU, CuPy on a GPU."""
+    rng = np.random.default_rng(1)
+    n = 4096 if gpu else 1024
+    a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in "ab")
+    if gpu:
+        import cupy
+
+        a, b = cupy.asarray(a), cupy.asarray(b)
+        out = cupy.empty_like(a)
+
+        def sync(r):
+            cupy.cuda.get_current_stream().synchronize()
+            return r
+
+        return (lambda: cupy.matmul(a, b, out=out)), sync, n
+    out = np.empty_like(a)
+    return (lambda: np.matmul(a, b, out=out)), _nosync, n
+
+
+def _peak_bytes(fn):
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    result = fn()
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    return peak, result
+
+
+def memory_section(B=8, D=8, H=128, T_small=1000, T_large=100_000, T_full=2000):
+    """Peak memory (tracemalloc) of the NumPy kernels; the input is made before tracing."""
+    import rnn_xp
+
+    out = {"B": B, "D": D, "H": H, "tool": "tracemalloc (NumPy registers its buffers)"}
+    x, h0, Wx, Wh, b = _weights(B, 3, D, H)
+    rnn_xp.rnn_forward(x, h0, Wx, Wh, b, return_sequences=False)  # warm-up: one-time imports and caches
+    last = {}
+    for T in (T_small, T_large):
+        x, h0, Wx, Wh, b = _weights(B, T, D, H)
+        peak, _ = _peak_bytes(lambda: rnn_xp.rnn_forward(x, h0, Wx, Wh, b, return_sequences=False))
+        last[T] = peak
+        del x
+    out["last_state"] = {
+        "T": [T_small, T_large], "peak_bytes": [last[T_small], last[T_large]],
+        "ratio_large_to_small": last[T_large] / max(last[T_small], 1),
+        "one_TBH_buffer_bytes_at_large_T": T_large * B * H * 4,
+    }  # fmt: skip
+    x, h0, Wx, Wh, b = _weights(B, T_full, D, H)
+    full = {"T": T_full, "output_bytes": T_full * B * H * 4, "B_H_bytes": B * H * 4}
+    peak, _ = _peak_bytes(lambda: rnn_xp.rnn_forward(x, h0, Wx, Wh, b))
+    full["in_place_extra_bytes"] = peak - full["output_bytes"]
+    import array_api_compat.numpy as nxp
+
+    from rnn_xp.forward import scan_portable
+
+    peak, _ = _peak_bytes(lambda: scan_portable(nxp, x, h0, Wx, Wh, b, nonlinearity="tanh", lengths=None,
+                                                reverse=False, leak=1.0, return_sequences=True))  # fmt: skip
+    full["portable_extra_bytes"] = peak - full["output_bytes"]
+    out["full_forward"] = full
+    return out
+
+
+def print_tables(result, stream=sys.stdout):
+    """The ratio table (time / baseline; below 1 is faster) and GFLOP/s beside the GEMM rate."""
+    gemm = result["gemm"]["gflops"]
+    p = lambda *a: print(*a, file=stream)  # noqa: E731
+    p(f"\nfloat32 GEMM rate ({result['gemm']['n']}^3): " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in gemm.items()))
+    names = list(result["grid"][0]["results"]) if result["grid"] else []
+    p("(% GEMM: of the float32 GEMM rate (1024^3 NumPy; 4096^3 CuPy on a GPU) measured in the same rounds)")
+    p(f"\n{'(B, T, D, H)':<22}{'contender':<28}{'ms':>10}{'ratio':>8}{'GFLOP/s':>9}{'% GEMM':>8}  agrees")
+    for rec in result["grid"]:
+        size = f"({rec['B']}, {rec['T']}, {rec['D']}, {rec['H']})"
+        for name in names:
+            r = rec["results"].get(name)
+            if r is None:
+                continue
+            pct = 100 * r["gflops"] / rec["gemm_gflops"]
+            p(f"{size:<22}{name:<28}{r['seconds'] * 1e3:>10.3f}{r['ratio_to_baseline']:>8.2f}"
+              f"{r['gflops']:>9.1f}{pct:>7.0f}%  {'yes' if r['agrees'] else 'NO'}")  # fmt: skip
+            size = ""
+    if FAST in names:
+        worst = max(rec["results"][FAST]["ratio_to_baseline"] for rec in result["grid"])
+        p(f"\nworst ratio {FAST} / {BASELINE}: {worst:.2f}")
+        big = [r for r in result["grid"] if (r["B"], r["T"], r["D"], r["H"]) == (64, 50, 512, 1024)]
+        if big:
+            r = big[0]
+            p(f"{FAST} on (64, 50, 512, 1024): {r['results'][FAST]['gflops']:.1f} GFLOP/s = "
+              f"{100 * r['results'][FAST]['gflops'] / r['gemm_gflops']:.0f}% of the GEMM rate "
+              f"({r['gemm_gflops']:.1f} GFLOP/s)")
+    mem = result.get("memory")
+    if mem:
+        ls = mem["last_state"]
+        p(f"\nreturn_sequences=False peak memory (B={mem['B']}, H={mem['H']}): "
+          f"T={ls['T'][0]}: {ls['peak_bytes'][0] / 1e6:.3f} MB, T={ls['T'][1]}: {ls['peak_bytes'][1] / 1e6:.3f} MB "
+          f"(ratio {ls['ratio_large_to_small']:.2f}; one (T, B, H) buffer would be "
+          f"{ls['one_TBH_buffer_bytes_at_large_T'] / 1e6:.0f} MB)")  # fmt: skip
+        ff = mem["full_forward"]
+        p(f"full forward T={ff['T']}: output {ff['output_bytes'] / 1e6:.2f} MB; peak extra beyond it: "
+          f"in-place {ff['in_place_extra_bytes'] / 1e3:.1f} kB (B*H = {ff['B_H_bytes'] / 1e3:.1f} kB), "
+          f"portable {ff['portable_extra_bytes'] / 1e6:.2f} MB")  # fmt: skip
+
+
+def chart(result, path):
+    """A bar chart of the ratio to the baseline, one group per size (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = result["grid"]
+    names = [n for n in grid[0]["results"] if not n.startswith("torch.nn.RNN")]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / max(len(names), 1)
+    for i, name in enumerate(names):
+        vals = [rec["results"][name]["ratio_to_baseline"] for rec in grid]
+        ax.bar([k + i * width for k in range(len(grid))], vals, width, label=name)
+    ax.axhline(1.0, color="k", lw=1)
+    ax.set_yscale("log")
+    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(grid))])
+    ax.set_xticklabels([f"B={r['B']} T={r['T']}\nD={r['D']} H={r['H']}" for r in grid], fontsize=8)
+    ax.set_ylabel(f"time / {next(iter(grid[0]['results']))} (lower is faster)")
+    ax.set_title(f"rnn_xp forward, float32, {result['machine']['cpu_model']}", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(*, quick=False, gpu=False, threads=2, out_dir="benchmarks/results", backends=None,
+        memory=True, stream=sys.stdout):  # fmt: skip
+    """Run the suite, print the tables, write JSON and a PNG; return the result dict."""
+    from . import _backends
+
+    if backends is None:
+        backends = _backends.available()
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+    limiter = None
+    try:
+        from threadpoolctl import threadpool_limits
+
+        limiter = threadpool_limits(limits=threads, user_api="blas")
+    except ImportError:
+        pass
+    grid = GPU_GRID if gpu else CPU_GRID
+    if quick:
+        grid = grid[:2] if gpu else grid
+    rounds, budget = (3, 0.05) if quick else (7, 0.25)
+    if quick:
+        backends = [b for b in backends if b != "dask"]
+    random.seed(0)
+    progress = Progress(len(grid) * rounds)
+    result = {"machine": machine_info(threads), "quick": quick, "device": "cuda" if gpu else "cpu",
+              "gemm": gemm_rate(1024 if quick else 2048)}  # fmt: skip  (CPU, NumPy/torch)
+    if gpu:
+        result["machine"]["gpu_name"] = _gpu_name()
+    result["grid"] = bench_grid(grid, backends=backends, rounds=rounds, budget_s=budget, gpu=gpu,
+                                progress=progress)  # fmt: skip
+    progress.close()
+    if memory and not gpu:
+        result["memory"] = memory_section(T_large=20_000 if quick else 100_000)
+    if hasattr(os, "getloadavg"):
+        result["machine"]["load_average_at_end"] = list(os.getloadavg())
+    if limiter is not None:
+        limiter.restore_original_limits()
+    print_tables(result, stream)
+    os.makedirs(out_dir, exist_ok=True)
+    stem = _slug(result["machine"].get("gpu_name") if gpu else f"{platform.node()}-cpu")
+    if quick:
+        stem += "-quick"
+    path = os.path.join(out_dir, stem + ".json")
+    with open(path, "w") as fh:
+        json.dump(result, fh, indent=1)
+    try:
+        chart(result, os.path.join(out_dir, stem + ".png"))
+    except ImportError:
+        pass
+    print(f"\nwrote {path}", file=stream)
+    return result
+
+
+def _gpu_name():
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    except Exception:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+
+
+def _slug(s):
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in s).strip("-")
+
+
+def add_arguments(parser):
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter runs")
+    parser.add_argument("--gpu", action="store_true", help="the GPU grid (CuPy and torch on CUDA)")
+    parser.add_argument("--threads", type=int, default=2, help="BLAS and torch threads (default 2)")
+    parser.add_argument("--out", default="benchmarks/results", help="folder for the JSON and PNG")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory section")
+
+
+def main_from_args(args) -> int:
+    result = run(quick=args.quick, gpu=args.gpu, threads=args.threads, out_dir=args.out,
+                 memory=not args.no_memory)  # fmt: skip
+    ok = all(r["agrees"] for rec in result["grid"] for r in rec["results"].values())
+    return 0 if ok else 1

@@ -1,0 +1,185 @@
+"""The recurrence as an in-place loop, for NumPy (and, with ``mod=cupy``, CuPy).
+
+The portable loop (``forward.scan_portable``) allocates a few new arrays at
+every step and stacks them at the end. Here every buffer is allocated once:
+
+1. ``out`` ``(T, B, H)`` is allocated empty and the input projection
+   ``x @ Wx.T + b`` is written straight into it, one matrix product for all
+   steps (``matmul(..., out=)``).
+2. Step t then overwrites ``out[t]`` with the new state, in place::
+
+       tmp = h @ Wh.T                  # matmul into a (B, H) scratch buffer
+       out[t] += tmp; f(out[t], out=out[t])
+       out[t] = leak * out[t] + (1 - leak) * h     # only when leak != 1
+
+   and ``h`` becomes the view ``out[t]``: no copy, no new array.
+
+Beyond its result, the loop holds a few ``(B, H)`` buffers and a contiguous
+``(H, H)`` copy of ``Wh.T``, whatever T is.
+
+With ``return_sequences=False`` there is no ``(T, B, H)`` buffer: the input
+is projected a block of time steps at a time into a buffer of at most
+``_BLOCK_STEPS`` steps, so memory is O(B * H) whatever T is.
+
+The code is written against a NumPy-like module ``mod`` (``numpy`` or
+``cupy``); ``combine`` is the per-step elementwise part, which CuPy replaces
+with one fused kernel (see ``_cupy_kernels``). The caller's arrays are never
+written to (they may be read-only).
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["scan_inplace", "scan_numpy"]
+
+# A return_sequences=False block holds at most _BLOCK_STEPS time steps and at
+# most _BLOCK_ELEMENTS elements (4 MiB in float32), and at least one step.
+_BLOCK_STEPS = 32
+_BLOCK_ELEMENTS = 1 << 20
+
+# The recurrent product (B, H) @ (H, H) runs on one BLAS thread below this many
+# multiply-adds: there, waking a second thread costs more than it saves.
+_SERIAL_MACS = 1 << 20
+
+
+def scan_numpy(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences):
+    """``scan_portable`` for NumPy arrays, in place (see the module docstring)."""
+    import numpy
+
+    B = math.prod(h0.shape[:-1])
+    H = h0.shape[-1]
+    with _blas_threads(1 if B * H * H < _SERIAL_MACS else None):
+        return scan_inplace(
+            numpy, x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths,
+            reverse=reverse, leak=leak, return_sequences=return_sequences,
+        )  # fmt: skip
+
+
+def scan_inplace(
+    mod, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences,
+    combine=None, bias_in_step=False,
+):  # fmt: skip
+    """The in-place recurrence on ``mod`` arrays; returns ``(h_seq or None, h_last)``.
+
+    ``x`` is ``(T, *batch, D)``, ``h0`` ``(*batch, H)``, ``lengths`` ``None``
+    or an integer array ``(*batch,)``, all validated and of one dtype.
+    ``combine(o, tmp, h, b)`` sets ``o = (1 - leak) * h + leak * f(o + tmp [+ b])``
+    in place; by default it is built from ``mod``'s in-place ufuncs. With
+    ``bias_in_step`` the bias is left to ``combine`` instead of being added
+    to the projection.
+    """
+    T, D = x.shape[0], x.shape[-1]
+    batch, H = tuple(h0.shape[:-1]), h0.shape[-1]
+    B = math.prod(batch)
+    dtype = h0.dtype
+    if combine is None:
+        combine = _numpy_combine(mod, nonlinearity, leak)
+    x3 = x.reshape(T, B, D)  # (T, B, D): a view for time-major and batch_first inputs
+    h0_2 = h0.reshape(B, H)  # (B, H)
+    WxT = Wx.T  # (D, H): a transposed view, no copy
+    # (H, H): a contiguous copy makes h @ Wh.T a plain no-transpose GEMM, which
+    # BLAS runs up to twice as fast for a small batch.
+    WhT = mod.ascontiguousarray(Wh.T)
+    step_b = b if bias_in_step else None
+
+    if return_sequences:
+        out = mod.empty((T, B, H), dtype=dtype)  # (T, B, H), the result
+        blocks, buf = [(0, T)], out
+    else:
+        out = None
+        Tb = max(1, min(T, _BLOCK_STEPS, _BLOCK_ELEMENTS // max(B * H, 1)))
+        buf = mod.empty((Tb, B, H), dtype=dtype)  # (Tb, B, H), reused for every block
+        starts = range(0, T, Tb)
+        # a generator: a list of T / Tb pairs would itself grow with T
+        blocks = ((s, min(s + Tb, T)) for s in (reversed(starts) if reverse else starts))
+
+    tmp = mod.empty((B, H), dtype=dtype)  # (B, H) scratch for h @ Wh.T
+    if lengths is not None or not return_sequences:
+        state = mod.array(h0_2, dtype=dtype, copy=True)  # (B, H), the carried state
+        h = state
+    else:
+        state, h = None, h0_2
+    if lengths is not None:
+        lens = lengths.reshape(B, 1)  # (B, 1)
+        valid = mod.empty((B, 1), dtype=bool)  # (B, 1)
+
+    for s, e in blocks:
+        block = buf[: e - s]  # (n, B, H)
+        _project(mod, x3[s:e], WxT, None if bias_in_step else b, block)
+        for t in range(e - 1, s - 1, -1) if reverse else range(s, e):
+            o = block[t - s]  # (B, H): z_t's input part, becomes h_t
+            mod.matmul(h, WhT, out=tmp)
+            combine(o, tmp, h, step_b)
+            if lengths is not None:
+                # Past its length a sequence keeps its state and outputs zeros.
+                mod.greater(lens, t, out=valid)
+                mod.copyto(state, o, where=valid)
+                if return_sequences:
+                    mod.copyto(o, 0, where=~valid)
+            else:
+                h = o
+        if state is not None and h is not state:  # h lives in buf, which the next block reuses
+            mod.copyto(state, h)
+            h = state
+
+    h_last = mod.array(h, copy=True).reshape(*batch, H)  # (*batch, H), never a view of out
+    if out is None:
+        return None, h_last
+    return out.reshape(T, *batch, H), h_last
+
+
+def _project(mod, x3, WxT, b, out):
+    """``out = x3 @ Wx.T (+ b)``, written in place; ``x3`` ``(n, B, D)``, ``out`` ``(n, B, H)``."""
+    n, B, D = x3.shape
+    if x3.flags.c_contiguous and out.flags.c_contiguous:
+        mod.matmul(x3.reshape(n * B, D), WxT, out=out.reshape(n * B, out.shape[-1]))  # one GEMM
+    else:
+        mod.matmul(x3, WxT, out=out)  # a strided input (batch_first): one GEMM per step
+    if b is not None:
+        out += b
+
+
+def _numpy_combine(mod, nonlinearity, leak):
+    """``combine(o, tmp, h, b)`` from in-place ufuncs: no new (B, H) array per step."""
+
+    def combine(o, tmp, h, b):
+        o += tmp
+        if b is not None:
+            o += b
+        if nonlinearity == "tanh":
+            mod.tanh(o, out=o)
+        else:
+            mod.maximum(o, 0, out=o)  # keeps NaN, as clip(z, min=0) does
+        if leak != 1.0:
+            o *= leak
+            mod.multiply(h, 1.0 - leak, out=tmp)  # tmp is free again here
+            o += tmp
+
+    return combine
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+_CONTROLLER = None
+
+
+def _blas_threads(limit):
+    """A context that caps BLAS threads at ``limit`` (``None``: leave as is)."""
+    global _CONTROLLER
+    if limit is None:
+        return _Null()
+    try:
+        if _CONTROLLER is None:
+            from threadpoolctl import ThreadpoolController
+
+            _CONTROLLER = ThreadpoolController()  # scanning loaded libraries is slow: once
+        return _CONTROLLER.limit(limits=limit, user_api="blas")
+    except ImportError:  # threadpoolctl is optional
+        return _Null()
