@@ -293,3 +293,19 @@ def test_bench_command_line_parses():
 
     args = cli.build_parser().parse_args(["bench", "--quick", "--threads", "1"])
     assert args.quick and args.threads == 1 and not args.gpu
+
+
+@pytest.mark.parametrize("shape", [(65, 65), (130, 200), (200, 130), (64, 64), (3, 7)])
+def test_tiled_transpose_copy(shape):
+    from rnn_xp._inplace import _transposed_copy
+
+    W = np.random.default_rng(0).standard_normal(shape)
+    Wt = _transposed_copy(np, W)
+    assert Wt.flags.c_contiguous
+    np.testing.assert_array_equal(Wt, W.T)
+
+
+def test_numpy_kernel_large_hidden_matches_reference():
+    x, h0, Wx, Wh, b = random_rnn(np.random.default_rng(1), 4, (3,), 5, 150)
+    expected, _ = reference_rnn(x, h0, Wx, Wh, b)
+    np.testing.assert_allclose(rnn_xp.rnn_forward(x, h0, Wx, Wh, b), expected, rtol=1e-12, atol=1e-12)
