@@ -10,4 +10,10 @@ from __future__ import annotations
 
 def forward_kernel(xp):
     """A kernel with ``scan_portable``'s signature for ``xp``, or ``None``."""
+    from ._compat import is_dask_namespace
+
+    if is_dask_namespace(xp):
+        from ._dask import scan_dask
+
+        return scan_dask
     return None
