@@ -51,9 +51,9 @@ def scan_dask(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, ret
     T, H = x.shape[0], Wx.shape[0]
     batch_chunks = x.chunks[1:-1]
     h0 = _single_chunk_along("h0", _as_dask(h0, (*batch_chunks, -1)), {k: "features"})
-    h0 = h0.rechunk((*batch_chunks, -1))  # (*batch, H), aligned with x
+    h0 = _chunks_like(x, h0.rechunk((*batch_chunks, -1)))  # (*batch, H), aligned with x
     if lengths is not None:
-        lengths = _as_dask(lengths, batch_chunks).rechunk(batch_chunks)  # (*batch,)
+        lengths = _chunks_like(x, _as_dask(lengths, batch_chunks).rechunk(batch_chunks))  # (*batch,)
     Wx, Wh, b = (None if w is None else _as_dask(w, -1).rechunk(-1) for w in (Wx, Wh, b))
 
     bi = tuple(f"b{i}" for i in range(k))  # one blockwise index per batch axis
@@ -114,6 +114,27 @@ def _as_dask(a, chunks=-1):
     if isinstance(a, da.Array):
         return a
     return da.from_array(a, chunks=chunks)
+
+
+def _chunks_like(x, a):
+    """``a`` with chunks of the same library as ``x``'s chunks.
+
+    ``h0=None`` and ``lengths`` given as a list become Dask arrays of NumPy
+    chunks; when ``x`` holds CuPy chunks they are moved to CuPy per chunk.
+    (Arrays the caller gave on another device are refused earlier.)
+    """
+    if type(a._meta) is type(x._meta):
+        return a
+    return a.map_blocks(
+        _to_library_of, like=x._meta, dtype=a.dtype,
+        meta=meta_from_array(x._meta, ndim=a.ndim, dtype=a.dtype),
+    )  # fmt: skip
+
+
+def _to_library_of(block, like):
+    from ._compat import namespace_of
+
+    return namespace_of(like).asarray(block)
 
 
 def _single_chunk_along(name, a, axes):
