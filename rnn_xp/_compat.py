@@ -50,8 +50,11 @@ def array_namespace(named_arrays, *, xp=None):
 
     ``None`` values are skipped. A value that is not an array, and arrays
     from two different libraries, are ``TypeError`` naming the argument.
+    One mix is allowed: Dask arrays with NumPy arrays resolve to Dask (a
+    Dask array holds NumPy chunks), unless ``xp`` names NumPy.
     """
     first_name = None
+    explicit = xp is not None
     if xp is not None:
         xp = normalize_namespace(xp)
     for name, arr in named_arrays.items():
@@ -66,6 +69,11 @@ def array_namespace(named_arrays, *, xp=None):
         if xp is None:
             xp, first_name = arr_xp, name
         elif arr_xp is not xp:
+            if _dask_and_numpy(xp, arr_xp):
+                if is_numpy_namespace(xp) and not explicit:
+                    xp, first_name = arr_xp, name  # NumPy arrays join the Dask ones
+                if is_dask_namespace(xp):
+                    continue
             where = f"{first_name} is from {_library(xp)}" if first_name else f"xp is {_library(xp)}"
             raise TypeError(
                 f"{name} is from {_library(arr_xp)} but {where}; all arrays must "
@@ -74,6 +82,13 @@ def array_namespace(named_arrays, *, xp=None):
     if xp is None:
         raise TypeError("no array given: cannot infer the array namespace (pass xp=)")
     return xp
+
+
+def _dask_and_numpy(xp1, xp2) -> bool:
+    """True when one namespace is Dask's and the other NumPy's."""
+    return (is_dask_namespace(xp1) and is_numpy_namespace(xp2)) or (
+        is_numpy_namespace(xp1) and is_dask_namespace(xp2)
+    )
 
 
 def normalize_namespace(xp):

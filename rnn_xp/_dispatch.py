@@ -10,7 +10,7 @@ from __future__ import annotations
 
 def forward_kernel(xp):
     """A kernel with ``scan_portable``'s signature for ``xp``, or ``None``."""
-    from ._compat import is_cupy_namespace, is_jax_namespace, is_numpy_namespace
+    from ._compat import is_cupy_namespace, is_dask_namespace, is_jax_namespace, is_numpy_namespace
 
     if is_numpy_namespace(xp):
         from ._inplace import scan_numpy
@@ -24,4 +24,8 @@ def forward_kernel(xp):
         from ._cupy_kernels import scan_cupy
 
         return scan_cupy
+    if is_dask_namespace(xp):
+        from ._dask import scan_dask
+
+        return scan_dask
     return None

@@ -11,7 +11,7 @@ import pytest
 
 from support import Backend, optional_import
 
-BACKENDS = ["numpy", "numpy_readonly", "array_api_strict", "torch", "torch_cuda", "jax", "cupy"]
+BACKENDS = ["numpy", "numpy_readonly", "array_api_strict", "torch", "torch_cuda", "jax", "cupy", "dask"]
 
 
 def make_backend(name):
@@ -57,6 +57,12 @@ def make_backend(name):
         import array_api_compat.cupy as xp
 
         return Backend(name, xp, cupy.cuda.Device(0))
+    if name == "dask":
+        if optional_import("dask.array") is None:
+            pytest.skip("dask not installed")
+        import array_api_compat.dask.array as xp
+
+        return Backend(name, xp, "cpu")
     raise ValueError(f"unknown backend {name}")
 
 
