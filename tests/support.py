@@ -47,6 +47,8 @@ class Backend:
         return self.xp.asarray(a, device=self.device)
 
     def dtype(self, name):
+        if self.name.startswith("dask") and not hasattr(self.xp, name):
+            return np.dtype(name)  # Dask's namespace lists no float16; its arrays use NumPy dtypes
         return getattr(self.xp, name)
 
     def __repr__(self):

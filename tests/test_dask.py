@@ -52,7 +52,7 @@ def _per_chunk(x, h0, Wx, Wh, b, lengths, chunks, opts):
     for n in chunks:
         sl = slice(start, start + n)
         outs.append(rnn_xp.rnn_forward(
-            x[:, sl], None if h0 is None else h0[sl], Wx, Wh, b,
+            np.ascontiguousarray(x[:, sl]), None if h0 is None else h0[sl], Wx, Wh, b,  # Dask chunks are contiguous copies
             lengths=None if lengths is None else lengths[sl], **opts,
         ))  # fmt: skip
         start += n

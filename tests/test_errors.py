@@ -272,7 +272,7 @@ def test_xp_of_another_library():
 # --- float16: computed where the backend has it ------------------------------
 
 FLOAT16 = {  # does the backend have float16 arrays (and so compute in float16)?
-    "numpy": True, "numpy_readonly": True, "torch": True, "torch_cuda": True, "jax": True, "cupy": True,
+    "numpy": True, "numpy_readonly": True, "dask": True, "torch": True, "torch_cuda": True, "jax": True, "cupy": True,
     "array_api_strict": False,  # the strict namespace has no float16 dtype at all
 }
 
