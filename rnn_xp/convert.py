@@ -373,8 +373,8 @@ def to_onnx(rnn, *, layer=0):
     >>> {k: v.shape for k, v in w.items()}
     {'W': (2, 4, 3), 'R': (2, 4, 4), 'B': (2, 8)}
     """
-    xp, p = rnn.xp, rnn.params
     _check_layer(rnn, layer)
+    xp, p = rnn.xp, rnn.params
     sfx = ("", "_reverse")[: rnn.num_directions]
     out = {
         "W": xp.stack([p[f"weight_ih_l{layer}{s}"] for s in sfx], axis=0),
