@@ -101,6 +101,13 @@ def from_torch(module_or_state_dict, *, xp=None, device=None, dtype=None, nonlin
                 "state dict must hold at least 'weight_ih_l0' and 'weight_hh_l0'; got keys "
                 f"{list(state.keys())}"
             )
+        _check_arrays({"state_dict['weight_ih_l0']": state["weight_ih_l0"],
+                       "state_dict['weight_hh_l0']": state["weight_hh_l0"]})
+        if state["weight_ih_l0"].ndim != 2:
+            raise ValueError(
+                "state_dict['weight_ih_l0'] must have shape (H, D); got shape "
+                f"{shape_str(state['weight_ih_l0'].shape)}"
+            )
         num_layers = 1
         while f"weight_ih_l{num_layers}" in state:
             num_layers += 1
@@ -142,6 +149,8 @@ def torch_state_dict(rnn, *, device=None):
     import torch
 
     from .layer import _host
+
+    _check_rnn(rnn)
 
     dtype = getattr(torch, _dtype_name(rnn.xp, rnn.dtype))
     out = OrderedDict()
@@ -364,8 +373,8 @@ def to_onnx(rnn, *, layer=0):
     >>> {k: v.shape for k, v in w.items()}
     {'W': (2, 4, 3), 'R': (2, 4, 4), 'B': (2, 8)}
     """
-    xp, p = rnn.xp, rnn.params
     _check_layer(rnn, layer)
+    xp, p = rnn.xp, rnn.params
     sfx = ("", "_reverse")[: rnn.num_directions]
     out = {
         "W": xp.stack([p[f"weight_ih_l{layer}{s}"] for s in sfx], axis=0),
@@ -388,6 +397,7 @@ def onnx_attributes(rnn):
     >>> convert.onnx_attributes(RNN(3, 4, nonlinearity="relu", bidirectional=True))
     {'hidden_size': 4, 'direction': 'bidirectional', 'activations': ['Relu', 'Relu'], 'layout': 0}
     """
+    _check_rnn(rnn)
     if rnn.leak != 1.0:
         raise ValueError(f"the ONNX RNN operator has no leak; this layer has leak={rnn.leak}")
     name = {v: k for k, v in _ONNX_ACTIVATIONS.items()}[rnn.nonlinearity]
@@ -422,10 +432,13 @@ def from_onnx(W, R, B=None, *, direction=None, activations=None, layout=0, xp=No
     -------
     RNN
     """
-    for name, arr, nd in (("W", W, 3), ("R", R, 3), ("B", B, 2)):
-        if arr is not None and (not is_array(arr) or arr.ndim != nd):
-            got = shape_str(arr.shape) if is_array(arr) else type(arr).__name__
-            raise ValueError(f"{name} must be a {nd}-D array; got {got}")
+    _check_arrays({"W": W, "R": R} if B is None else {"W": W, "R": R, "B": B})
+    for name, arr, dims in (("W", W, "[dirs, H, D]"), ("R", R, "[dirs, H, H]"),
+                            ("B", B, "[dirs, 2H]")):
+        ndim = dims.count(",") + 1
+        if arr is not None and arr.ndim != ndim:
+            raise ValueError(f"{name} must be a {ndim}-D array {dims}; "
+                             f"got shape {shape_str(arr.shape)}")
     dirs, H, D = W.shape
     need = {"W": (dirs, H, D), "R": (dirs, H, H), "B": (dirs, 2 * H)}
     for name, arr in (("R", R), ("B", B)):
@@ -447,6 +460,8 @@ def from_onnx(W, R, B=None, *, direction=None, activations=None, layout=0, xp=No
         dirs == 2
     ):
         raise ValueError(f"direction={direction!r} does not fit W with {dirs} direction(s)")
+    if isinstance(activations, str):
+        raise TypeError(f"activations must be a list of names, one per direction; got the string {activations!r}")
     activations = ["Tanh"] * dirs if activations is None else list(activations)
     same = len(set(activations)) == 1 and activations[0] in _ONNX_ACTIVATIONS
     if len(activations) != dirs or not same:
@@ -454,7 +469,7 @@ def from_onnx(W, R, B=None, *, direction=None, activations=None, layout=0, xp=No
             f"activations must be {dirs} equal names from {list(_ONNX_ACTIVATIONS)}; "
             f"got {activations}"
         )
-    if layout not in (0, 1):
+    if isinstance(layout, bool) or not isinstance(layout, int) or layout not in (0, 1):
         raise ValueError(f"layout must be 0 or 1; got {layout!r}")
     xp, device, dtype = _target(W, xp, device, dtype)
     Wt, Rt = _move(W, xp, device, dtype), _move(R, xp, device, dtype)
@@ -514,7 +529,22 @@ def output_to_onnx_y(output, num_directions):
 # -- shared --------------------------------------------------------------------
 
 
+def _check_arrays(named):
+    """Each value is an array of a real floating dtype (any library), else ``TypeError``."""
+    for name, arr in named.items():
+        if not is_array(arr):
+            raise TypeError(f"{name} must be an array; got {type(arr).__name__}")
+        if not namespace_of(arr).isdtype(arr.dtype, "real floating"):
+            raise TypeError(f"{name} must have a real floating dtype; got {arr.dtype}")
+
+
+def _check_rnn(rnn):
+    if not isinstance(rnn, RNN):
+        raise TypeError(f"rnn must be an rnn_xp.RNN; got {type(rnn).__name__}")
+
+
 def _check_layer(rnn, layer):
+    _check_rnn(rnn)
     if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer < rnn.num_layers:
         raise ValueError(f"layer must be an int in [0, {rnn.num_layers - 1}]; got {layer!r}")
 
@@ -538,9 +568,7 @@ def _target(first, xp, device, dtype):
 def _from_transposed(weights, names, nonlinearity, batch_first, xp, device, dtype):
     """A one-layer RNN from ``(D, H)`` input and ``(H, H)`` recurrent weights and a bias."""
     n_in, n_rec, n_b = names
-    for name in weights:
-        if not is_array(weights[name]):
-            raise TypeError(f"{name} must be an array; got {type(weights[name]).__name__}")
+    _check_arrays(weights)
     kernel, recurrent = weights[n_in], weights[n_rec]
     if kernel.ndim != 2:
         raise ValueError(f"{n_in} must have shape (D, H); got {shape_str(kernel.shape)}")

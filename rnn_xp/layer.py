@@ -353,12 +353,18 @@ class RNN:
         if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
             raise TypeError(f"state_dict must be a mapping; got {type(state_dict).__name__}")
         shapes = self.param_shapes()
+        for name in shapes:
+            if name in state_dict and not is_array(state_dict[name]):
+                raise TypeError(
+                    f"state_dict[{name!r}] must be an array of shape {shape_str(shapes[name])}; "
+                    f"got {type(state_dict[name]).__name__}"
+                )
         missing = [name for name in shapes if name not in state_dict]
         unexpected = [name for name in state_dict if name not in shapes]
         wrong = [
             f"{name}: got {shape_str(tuple(state_dict[name].shape))}, need {shape_str(shape)}"
             for name, shape in shapes.items()
-            if name in state_dict and tuple(getattr(state_dict[name], "shape", ())) != shape
+            if name in state_dict and tuple(state_dict[name].shape) != shape
         ]
         problems = []
         if missing:
@@ -373,13 +379,11 @@ class RNN:
             )
         for name in shapes:
             value = state_dict[name]
-            if not is_array(value):
-                raise TypeError(
-                    f"state_dict[{name!r}] must be an array; got {type(value).__name__}"
-                )
             src = namespace_of(value)
             if not src.isdtype(value.dtype, "real floating"):
-                raise TypeError(f"state_dict[{name!r}] must be real floating; got {value.dtype}")
+                raise TypeError(
+                    f"state_dict[{name!r}] must have a real floating dtype; got {value.dtype}"
+                )
         self.params = {
             name: _move(state_dict[name], self.xp, self.device, self.dtype) for name in shapes
         }
@@ -462,6 +466,11 @@ def _resolve_namespace(xp, device):
     if xp is None:
         xp = "numpy"
     if isinstance(xp, str):
+        if xp not in _backends.NAMES:
+            raise ValueError(
+                f"xp must be an array namespace, a module or one of {list(_backends.NAMES)}; "
+                f"got {xp!r}"
+            )
         namespace, default_device = _backends.load(xp)
         return namespace, default_device if device is None else device
     return normalize_namespace(xp), device
