@@ -10,11 +10,14 @@ from . import columns, convert
 from .backward import RNNGrads, rnn_backward, rnn_step_backward
 from .forward import rnn_forward, rnn_step_forward
 from .layer import RNN
+from .layer import LayerCache, LayerGrads
 
 __version__ = "0.1.0"
 
 __all__ = [
     "RNN",
+    "LayerCache",
+    "LayerGrads",
     "RNNGrads",
     "__version__",
     "columns",

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 
@@ -44,9 +45,66 @@ from ._compat import (
     normalize_namespace,
     to_device,
 )
+from .backward import rnn_backward
 from .forward import _forward
 
-__all__ = ["RNN"]
+__all__ = ["RNN", "LayerCache", "LayerGrads"]
+
+
+class LayerGrads(NamedTuple):
+    """Gradients of a loss with respect to the inputs and parameters of an :class:`RNN`.
+
+    Attributes
+    ----------
+    dx : array
+        Gradient of ``x``, in the layout of ``x`` (``(T, B, D)``, ``(B, T, D)``
+        with ``batch_first``, or unbatched ``(T, D)``).
+    dh0 : array
+        Gradient of ``h0``, ``(num_layers * dirs, B, H)`` (``(num_layers * dirs, H)``
+        unbatched); returned also when ``h0`` was ``None``.
+    params : dict
+        Parameter name (torch's: ``weight_ih_l0``, ``bias_hh_l1_reverse``, ...)
+        to its gradient, the parameter's shape, in torch's order (the keys of
+        ``rnn.params``). ``bias_ih`` and ``bias_hh`` of a layer and direction
+        get equal gradients (separate arrays), as both enter the sum
+        ``x @ W_ih.T + b_ih + h @ W_hh.T + b_hh`` the same way.
+    """
+
+    dx: object
+    dh0: object
+    params: dict
+
+
+class LayerCache(NamedTuple):
+    """What :meth:`RNN.backward` needs from one :meth:`RNN.forward` call.
+
+    Made by ``rnn.forward(..., return_cache=True)``; treat it as opaque.
+    It holds references to the forward's arrays (nothing is copied):
+
+    Attributes
+    ----------
+    inputs : list of arrays
+        The time-major input ``(T, *batch, D_k)`` of every layer ``k``.
+    h0 : list
+        The initial state ``(*batch, H)`` of every layer and direction, in
+        ``h0``'s order, or ``None`` entries when ``h0`` was omitted.
+    h_seqs : list of arrays
+        The time-major states ``(T, *batch, H)`` of every layer and direction.
+    weights : list of tuples
+        ``(Wx, Wh, b)`` of every layer and direction as used by the forward
+        (``b`` the two biases folded, or ``None``).
+    lengths : array or None
+        The validated lengths ``(*batch,)``.
+    batch_first : bool
+        Whether ``x`` and ``output`` were ``(B, T, ...)``.
+    """
+
+    inputs: list
+    h0: list
+    h_seqs: list
+    weights: list
+    lengths: object
+    batch_first: bool
 
 
 class RNN:
@@ -196,11 +254,11 @@ class RNN:
 
     # -- running -----------------------------------------------------------
 
-    def __call__(self, x, h0=None, *, lengths=None):
+    def __call__(self, x, h0=None, *, lengths=None, return_cache=False):
         """Same as :meth:`forward`."""
-        return self.forward(x, h0, lengths=lengths)
+        return self.forward(x, h0, lengths=lengths, return_cache=return_cache)
 
-    def forward(self, x, h0=None, *, lengths=None):
+    def forward(self, x, h0=None, *, lengths=None, return_cache=False):
         """Run every layer and direction over a batch of sequences.
 
         Parameters
@@ -216,6 +274,8 @@ class RNN:
             ``[0, T]``, in any order. Outputs past a length are zero, ``h_n``
             is the state after the last valid step (``h0`` for length 0), and
             the reverse direction starts at each sequence's own last step.
+        return_cache : bool, optional
+            Also return a :class:`LayerCache` for :meth:`backward`.
 
         Returns
         -------
@@ -225,6 +285,9 @@ class RNN:
             then reverse on the last axis.
         h_n : array
             ``(num_layers * dirs, B, H)``: every layer and direction's final state.
+        cache : LayerCache
+            Only with ``return_cache=True``: the per-layer inputs, states and
+            weights of this call, for :meth:`backward`.
 
         Raises
         ------
@@ -262,23 +325,148 @@ class RNN:
         lengths = check_lengths(xp, lengths, batch, T, device(x))
 
         layer_in, finals = x, []
+        inputs, starts, h_seqs, weights = [], [], [], []
         for k in range(L):
             outputs = []
+            inputs.append(layer_in)  # (T, *batch, D_k)
             for d, suffix in enumerate(_suffixes(dirs)):
                 Wx, Wh, b = self._weights(k, suffix)
+                h0_kd = None if h0 is None else h0[k * dirs + d, ...]  # (*batch, H)
                 h_seq, h_last = _forward(
-                    layer_in, None if h0 is None else h0[k * dirs + d, ...], Wx, Wh, b,
+                    layer_in, h0_kd, Wx, Wh, b,
                     nonlinearity=self.nonlinearity, batch_first=False, lengths=lengths,
                     reverse=d == 1, leak=self.leak, return_sequences=True, xp=xp,
                 )  # fmt: skip
                 outputs.append(h_seq)  # (T, *batch, H)
                 finals.append(h_last)  # (*batch, H)
+                starts.append(h0_kd)
+                h_seqs.append(h_seq)
+                weights.append((Wx, Wh, b))
             # (T, *batch, dirs * H): forward states, then reverse
             layer_in = outputs[0] if dirs == 1 else xp.concat(outputs, axis=-1)
             # dropout between layers is a training-time option: identity here
 
         output = xp.permute_dims(layer_in, (1, 0, 2)) if batch_first else layer_in
-        return output, xp.stack(finals, axis=0)  # (L*dirs, *batch, H)
+        h_n = xp.stack(finals, axis=0)  # (L*dirs, *batch, H)
+        if not return_cache:
+            return output, h_n
+        cache = LayerCache(inputs, starts, h_seqs, weights, lengths, batch_first)
+        return output, h_n, cache
+
+    def backward(self, cache, d_output, d_h_n=None):
+        """Backpropagation through time through every layer and direction.
+
+        Parameters
+        ----------
+        cache : LayerCache
+            From ``rnn.forward(x, h0, lengths=..., return_cache=True)``. The
+            gradients are those of that call, with the weights it used (a
+            parameter replaced or updated since does not change them).
+        d_output : array or None
+            Gradient of the loss with respect to ``output``, the shape of
+            ``output``; ``None`` means zeros (a loss on ``h_n`` only).
+            Entries past a sequence's length are ignored (the output there
+            is a constant zero).
+        d_h_n : array, optional
+            Gradient with respect to ``h_n``, ``(num_layers * dirs, B, H)``
+            (``(num_layers * dirs, H)`` unbatched); zeros when omitted.
+
+        Returns
+        -------
+        LayerGrads
+            ``(dx, dh0, params)``: the gradient of ``x`` (its layout), of
+            ``h0`` (also when it was omitted) and ``{name: gradient}`` for every
+            parameter under torch's names. Arrays of the layer's library and
+            device.
+
+        Raises
+        ------
+        ValueError
+            ``d_output`` or ``d_h_n`` has the wrong shape.
+        TypeError
+            ``cache`` is not a :class:`LayerCache`, or a gradient is not a
+            real floating array of the layer's library.
+
+        Notes
+        -----
+        Layer by layer from the last, one :func:`rnn_xp.rnn_backward` per
+        direction (``reverse=True`` for the reverse one) with that
+        direction's half of the gradient reaching the layer's output; the
+        ``dx`` of both directions add up to the gradient reaching the layer
+        below's output. ``bias_ih`` and ``bias_hh`` both get the ``db`` of
+        their direction.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from rnn_xp import RNN
+        >>> rnn = RNN(3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=0)
+        >>> x = np.random.default_rng(0).standard_normal((5, 2, 3))
+        >>> output, h_n, cache = rnn.forward(x, return_cache=True)
+        >>> grads = rnn.backward(cache, np.ones_like(output))   # loss = output.sum()
+        >>> grads.dx.shape, grads.dh0.shape, grads.params["weight_ih_l1_reverse"].shape
+        ((5, 2, 3), (4, 2, 4), (4, 8))
+        """
+        xp = self.xp
+        if not isinstance(cache, LayerCache):
+            raise TypeError(
+                "cache must be the LayerCache from rnn.forward(..., return_cache=True); "
+                f"got {type(cache).__name__}"
+            )
+        if len(cache.h_seqs) != self.num_layers * self.num_directions:
+            raise ValueError(
+                f"cache holds {len(cache.h_seqs)} layer directions but the layer has "
+                f"num_layers * num_directions = {self.num_layers * self.num_directions}"
+            )
+        named = {"d_output": d_output, "d_h_n": d_h_n}
+        for name, arr in named.items():
+            if arr is not None and is_array(arr) and namespace_of(arr) is not xp:
+                raise TypeError(
+                    f"{name} is from {_library(namespace_of(arr))} but the layer's parameters "
+                    f"are in {_library(xp)}"
+                )
+        array_namespace(named, xp=xp)  # not an array: TypeError naming it
+        L, dirs, H = self.num_layers, self.num_directions, self.hidden_size
+        x0 = cache.inputs[0]  # (T, *batch, D)
+        T, batch = x0.shape[0], tuple(x0.shape[1:-1])
+        if d_output is not None:
+            if cache.batch_first:
+                check_state("d_output", d_output, (*batch, T), dirs * H,
+                            "(B, T, num_directions * H), the shape of output")
+                d_output = xp.permute_dims(d_output, (1, 0, 2))  # (T, B, dirs * H)
+            else:
+                layout = "(T, B, num_directions * H)" if batch else "(T, num_directions * H)"
+                check_state("d_output", d_output, (T, *batch), dirs * H,
+                            layout + ", the shape of output")
+        if d_h_n is not None:
+            layout = "(num_layers * num_directions" + (", B, H)" if batch else ", H)")
+            check_state("d_h_n", d_h_n, (L * dirs, *batch), H, layout + ", the shape of h_n")
+
+        d_out, dh0, grads = d_output, [None] * (L * dirs), {}
+        for k in range(L - 1, -1, -1):
+            d_in = None
+            for d, suffix in enumerate(_suffixes(dirs)):
+                i = k * dirs + d
+                Wx, Wh, b = cache.weights[i]
+                g = rnn_backward(
+                    None if d_out is None else d_out[..., d * H:(d + 1) * H],
+                    cache.inputs[k], cache.h0[i], Wx, Wh, b, cache.h_seqs[i],
+                    nonlinearity=self.nonlinearity,
+                    dh_n=None if d_h_n is None else d_h_n[i, ...],
+                    lengths=cache.lengths, reverse=d == 1, leak=self.leak, xp=xp,
+                )  # fmt: skip
+                d_in = g.dx if d_in is None else d_in + g.dx  # (T, *batch, D_k)
+                dh0[i] = g.dh0  # (*batch, H)
+                grads[f"weight_ih_l{k}{suffix}"] = g.dWx
+                grads[f"weight_hh_l{k}{suffix}"] = g.dWh
+                if b is not None:
+                    grads[f"bias_ih_l{k}{suffix}"] = g.db
+                    grads[f"bias_hh_l{k}{suffix}"] = xp.asarray(g.db, copy=True)
+            d_out = d_in  # gradient reaching layer k - 1's output (T, *batch, dirs * H)
+
+        dx = xp.permute_dims(d_out, (1, 0, 2)) if cache.batch_first else d_out
+        params = {name: grads[name] for name in self.param_shapes()}  # torch's order
+        return LayerGrads(dx, xp.stack(dh0, axis=0), params)
 
     def _weights(self, k, suffix):
         """``(Wx, Wh, b)`` of layer ``k`` and a direction, with the biases folded."""
