@@ -9,8 +9,7 @@ its gradient and ``rnn_xp.layer`` for the ``torch.nn.RNN``-style layer.
 from . import columns, convert
 from .backward import RNNGrads, rnn_backward, rnn_step_backward
 from .forward import rnn_forward, rnn_step_forward
-from .layer import RNN
-from .layer import LayerCache, LayerGrads
+from .layer import RNN, LayerCache, LayerGrads
 
 __version__ = "0.1.0"
 
