@@ -41,6 +41,8 @@ from ._compat import (
     array_namespace,
     device,
     is_array,
+    is_dask_namespace,
+    is_numpy_namespace,
     namespace_of,
     normalize_namespace,
     to_device,
@@ -299,12 +301,16 @@ class RNN:
         xp = self.xp
         if not is_array(x):
             raise TypeError(f"x must be an array (T, B, D) or (T, D); got {type(x).__name__}")
+        if is_numpy_namespace(xp) and is_dask_namespace(namespace_of(x)):
+            xp = namespace_of(x)  # Dask input, NumPy parameters: the result is a lazy Dask array
         named = {"x": x, "h0": h0}
         for name, arr in named.items():
-            if arr is not None and is_array(arr) and namespace_of(arr) is not xp:
+            if arr is None or not is_array(arr) or namespace_of(arr) is xp:
+                continue
+            if not (is_dask_namespace(xp) and is_numpy_namespace(namespace_of(arr))):
                 raise TypeError(
                     f"{name} is from {_library(namespace_of(arr))} but the layer's parameters "
-                    f"are in {_library(xp)}; move the layer with rnn.to(xp=...) first"
+                    f"are in {_library(self.xp)}; move the layer with rnn.to(xp=...) first"
                 )
         array_namespace(named, xp=xp)  # h0 not an array: TypeError naming it
         L, dirs, H = self.num_layers, self.num_directions, self.hidden_size
@@ -344,6 +350,8 @@ class RNN:
                 weights.append((Wx, Wh, b))
             # (T, *batch, dirs * H): forward states, then reverse
             layer_in = outputs[0] if dirs == 1 else xp.concat(outputs, axis=-1)
+            if dirs == 2 and is_dask_namespace(xp):  # one chunk along features, as the next layer needs
+                layer_in = layer_in.rechunk({layer_in.ndim - 1: -1})
             # dropout between layers is a training-time option: identity here
 
         output = xp.permute_dims(layer_in, (1, 0, 2)) if batch_first else layer_in

@@ -261,3 +261,22 @@ def test_cupy_chunks(rng):
     assert isinstance(out._meta, cupy.ndarray)
     expected, _ = reference_rnn(x, None, Wx, Wh, b, lengths=lengths)
     np.testing.assert_allclose(out.compute().get(), expected, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_layer_with_numpy_parameters_takes_dask_input(rng, bidirectional):
+    """A NumPy-parameter RNN on a Dask batch: lazy, one chunk along features, NumPy's numbers."""
+    import warnings
+
+    rnn = rnn_xp.RNN(3, 5, num_layers=2, bidirectional=bidirectional, seed=0, dtype="float64")
+    x = rng.standard_normal((6, 10, 3))
+    h0 = rng.standard_normal((2 * (2 if bidirectional else 1), 10, 5))
+    lengths = np.array([6, 1, 3, 0, 6, 2, 5, 4, 6, 6])
+    expected_out, expected_h = rnn(x, h0, lengths=lengths)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no rechunk warning between layers
+        out, h_n = rnn(da.from_array(x, chunks=(-1, 4, -1)), h0, lengths=lengths)
+    assert isinstance(out, da.Array) and isinstance(h_n, da.Array)
+    assert out.chunks[1] == (4, 4, 2) and len(out.chunks[2]) == 1
+    np.testing.assert_allclose(out.compute(), expected_out, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(h_n.compute(), expected_h, rtol=1e-13, atol=1e-14)

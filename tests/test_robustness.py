@@ -215,3 +215,25 @@ def test_hundred_thousand_steps_float32_vs_float64_numpy():
     assert rel < 1e-4  # float32 eps is 1.2e-7; a contractive recurrence does not accumulate error
     ref, _ = reference_rnn(x[:300], None, Wx, Wh, b)
     np.testing.assert_allclose(h64[:300], ref, rtol=1e-10, atol=1e-12)
+
+
+def test_eight_threads_share_one_layer(backend, dtype):
+    """One bidirectional two-layer ``RNN`` called from eight threads at once."""
+    rnn = rnn_xp.RNN(4, 6, num_layers=2, bidirectional=True, seed=3, xp=backend.xp,
+                     device=backend.device, dtype=dtype)
+    xs = [backend.asarray(np.random.default_rng(s).standard_normal((12, 3, 4)), dtype) for s in range(8)]
+    lengths = [12, 5, 1]
+    sequential = [[to_numpy(a) for a in rnn(x, lengths=lengths)] for x in xs]
+    start = threading.Barrier(8)
+
+    def work(i):
+        start.wait()
+        return [[to_numpy(a) for a in rnn(xs[i], lengths=lengths)] for _ in range(3)]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(work, range(8)))
+    for i, runs in enumerate(results):
+        assert not np.array_equal(sequential[i][0], sequential[(i + 1) % 8][0])  # inputs differ
+        for output, h_n in runs:
+            np.testing.assert_array_equal(output, sequential[i][0])
+            np.testing.assert_array_equal(h_n, sequential[i][1])
