@@ -51,6 +51,25 @@ def load(name):
         raise BackendUnavailable(f"{name} cannot be used here ({exc})") from exc
 
 
+def to_host(a):
+    """Any library's array as a NumPy array on the host (a conversion, never a computation).
+
+    For reporting and for moving weights between libraries; Dask arrays are computed.
+    """
+    import numpy as np
+
+    library = type(a).__module__.split(".")[0]
+    if library == "torch":
+        return a.detach().cpu().numpy()
+    if library == "cupy":
+        return a.get()
+    if library == "dask":
+        return np.asarray(a.compute())
+    if library == "array_api_strict":
+        return np.from_dlpack(a)
+    return np.asarray(a)
+
+
 def available():
     """Names of the backends that load on this machine."""
     names = []

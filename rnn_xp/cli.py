@@ -84,8 +84,8 @@ def _demo(args) -> int:
             cast = lambda a: xp.asarray(np.asarray(a, dtype=dtype), device=dev)  # noqa: E731
             out0 = columns.rnn_forward([cast(s) for s in x_seq], cast(h0), cast(Wx), cast(Wh), cast(b))
             out3 = rnn_forward(cast(inputs), cast(np.zeros(64)), cast(W), cast(U), cast(b3))
-            d0 = float(np.max(np.abs(_to_numpy(out0) - ref0)))
-            d3 = float(np.max(np.abs(_to_numpy(out3) - ref3)))
+            d0 = float(np.max(np.abs(_backends.to_host(out0) - ref0)))
+            d3 = float(np.max(np.abs(_backends.to_host(out3) - ref3)))
             tol = 1e-5 if dtype == "float32" else 1e-12
             ok = d0 <= tol and d3 <= tol
             failures += not ok
@@ -107,19 +107,6 @@ def _train(args) -> int:
         print(f"python -m rnn_xp train: error: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def _to_numpy(a):
-    mod = type(a).__module__.split(".")[0]
-    if mod == "torch":
-        return a.detach().cpu().numpy()
-    if mod == "cupy":
-        return a.get()
-    if mod == "dask":
-        return np.asarray(a.compute())
-    if mod == "array_api_strict":
-        return np.from_dlpack(a)
-    return np.asarray(a)
 
 
 def _seed(text) -> int:

@@ -148,7 +148,7 @@ def torch_state_dict(rnn, *, device=None):
     """
     import torch
 
-    from .layer import _host
+    from ._backends import to_host as _host
 
     _check_rnn(rnn)
 

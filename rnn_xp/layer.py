@@ -702,18 +702,6 @@ def _where(params):
     return device(first), first.dtype
 
 
-def _host(a):
-    """Any library's array as a NumPy array on the host (a conversion, never a computation)."""
-    library = type(a).__module__.split(".")[0]
-    if library == "torch":
-        return a.detach().cpu().numpy()
-    if library == "cupy":
-        return a.get()
-    if library == "array_api_strict":
-        return np.from_dlpack(a)
-    return np.asarray(a)
-
-
 def _move(a, xp, dev, dtype):
     """A copy of ``a`` as an array of ``xp`` on ``dev`` in ``dtype``."""
     if is_array(a) and namespace_of(a) is xp:
@@ -722,7 +710,7 @@ def _move(a, xp, dev, dtype):
             out = to_device(out, dev)
         out = out if out.dtype == dtype else xp.astype(out, dtype)
     else:
-        host = _host(a).astype(_dtype_name(xp, dtype))
+        host = _backends.to_host(a).astype(_dtype_name(xp, dtype))
         out = xp.asarray(host, dtype=dtype, device=dev, copy=True)
     if out.dtype != dtype:  # e.g. JAX without float64
         raise TypeError(
