@@ -188,8 +188,6 @@ def contenders(B, T, D, H, *, backends, gpu=False):
         label = "torch.nn.RNN (cuDNN)" if gpu else BASELINE
         out[label] = (torch_rnn, sync_t, lambda r: r.cpu().numpy())
         if "torch" in backends:
-            import array_api_compat.torch as txp
-
             targs = [torch.from_numpy(a).to(dev) for a in (x, h0, Wx, Wh, b)]
             out["rnn_xp torch" + (" cuda" if gpu else "")] = (
                 lambda: rnn_xp.rnn_forward(*targs), sync_t, lambda r: r.cpu().numpy())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numbers
 
-from ._compat import device, is_array, is_dask_namespace, is_numpy_namespace, namespace_of
+from ._compat import array_namespace, device, is_array, is_dask_namespace, is_numpy_namespace, namespace_of
 
 
 def shape_str(shape) -> str:
@@ -157,3 +157,56 @@ def _concrete_min_max(xp, lengths):
         return int(xp.min(lengths)), int(xp.max(lengths))
     except Exception:  # a traced value (jax.jit): cannot be read, not checked
         return None, None
+
+
+def time_first(xp, a):
+    """``(*batch, T, F)`` -> ``(T, *batch, F)``."""
+    nd = a.ndim
+    return xp.permute_dims(a, (nd - 2, *range(nd - 2), nd - 1))
+
+
+def check_sequence(x, arrays, *, batch_first, xp=None):
+    """Check a sequence input and the arrays that go with it.
+
+    ``x`` is ``(T, *batch, D)``, ``(*batch, T, D)`` with ``batch_first``, or a
+    list of T arrays ``(*batch, D)``; ``arrays`` maps names to the other
+    arguments and must hold ``Wx``, ``Wh``, ``b`` and ``h0``. Returns
+    ``(xp, x_tm, H, D, dtype, device)`` with ``x_tm`` time-major in ``dtype``.
+    """
+    steps = None
+    if isinstance(x, (list, tuple)):
+        steps = list(x)
+        if any(s is None for s in steps):
+            raise TypeError("x must not contain None")
+        named = {f"x[{i}]": s for i, s in enumerate(steps)}
+    elif x is None:
+        raise TypeError("x must be an array (T, *batch, D) or a list of T arrays; got None")
+    else:
+        named = {"x": x}
+    named.update(arrays)
+    xp = array_namespace(named, xp=xp)
+    H, D = check_weights(arrays["Wx"], arrays["Wh"], arrays["b"])
+    dtype = check_float_dtypes(xp, named)
+    dev = check_same_device(named)
+
+    if steps is not None:  # a list of T arrays (*batch, D), time-ordered
+        for i, s in enumerate(steps):
+            check_features(f"x[{i}]", s, D, "(*batch, D)", 1)
+            if s.shape != steps[0].shape:
+                raise ValueError(
+                    f"x[{i}] has shape {shape_str(s.shape)} but x[0] has shape "
+                    f"{shape_str(steps[0].shape)}; every step must have the same shape"
+                )
+        if steps:
+            x_tm = xp.stack([cast(xp, s, dtype) for s in steps], axis=0)  # (T, *batch, D)
+        else:
+            h0 = arrays["h0"]
+            batch = tuple(h0.shape[:-1]) if h0 is not None else ()
+            x_tm = xp.zeros((0, *batch, D), dtype=dtype, device=dev)
+    elif batch_first:
+        check_features("x", x, D, "(*batch, T, D) with batch_first=True", 2)
+        x_tm = time_first(xp, x)  # (T, *batch, D)
+    else:
+        check_features("x", x, D, "(T, *batch, D)", 2)
+        x_tm = x
+    return xp, cast(xp, x_tm, dtype), H, D, dtype, dev

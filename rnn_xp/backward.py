@@ -40,9 +40,10 @@ from ._checks import (
     check_leak,
     check_lengths,
     check_same_device,
+    check_sequence,
     check_state,
     check_weights,
-    shape_str,
+    time_first,
 )
 from ._compat import array_namespace, device
 from .forward import _require
@@ -247,42 +248,12 @@ def rnn_backward(
     leak = check_leak(leak)
     _require({"Wx": Wx, "Wh": Wh, "h_seq": h_seq}, ("Wx", "Wh", "h_seq"))
 
-    steps = None
-    if isinstance(x, (list, tuple)):
-        steps = list(x)
-        if any(s is None for s in steps):
-            raise TypeError("x must not contain None")
-        named = {f"x[{i}]": s for i, s in enumerate(steps)}
-    elif x is None:
-        raise TypeError("x must be an array (T, *batch, D) or a list of T arrays; got None")
-    else:
-        named = {"x": x}
-    named.update({"h0": h0, "Wx": Wx, "Wh": Wh, "b": b, "h_seq": h_seq, "dh": dh, "dh_n": dh_n})
-    xp = array_namespace(named, xp=xp)
-    H, D = check_weights(Wx, Wh, b)
-    dtype = check_float_dtypes(xp, named)
-    dev = check_same_device(named)
-
-    if steps is not None:  # a list of T arrays (*batch, D), time-ordered
-        for i, s in enumerate(steps):
-            check_features(f"x[{i}]", s, D, "(*batch, D)", 1)
-            if s.shape != steps[0].shape:
-                raise ValueError(
-                    f"x[{i}] has shape {shape_str(s.shape)} but x[0] has shape "
-                    f"{shape_str(steps[0].shape)}; every step must have the same shape"
-                )
-        if steps:
-            x_tm = xp.stack([cast(xp, s, dtype) for s in steps], axis=0)  # (T, *batch, D)
-        else:
-            batch = tuple(h0.shape[:-1]) if h0 is not None else ()
-            x_tm = xp.zeros((0, *batch, D), dtype=dtype, device=dev)
-    elif batch_first:
-        check_features("x", x, D, "(*batch, T, D) with batch_first=True", 2)
-        x_tm = _time_first(xp, x)  # (T, *batch, D)
-    else:
-        check_features("x", x, D, "(T, *batch, D)", 2)
-        x_tm = x
-
+    xp, x_tm, H, D, dtype, dev = check_sequence(
+        x,
+        {"h0": h0, "Wx": Wx, "Wh": Wh, "b": b, "h_seq": h_seq, "dh": dh, "dh_n": dh_n},
+        batch_first=batch_first,
+        xp=xp,
+    )
     T, batch = x_tm.shape[0], tuple(x_tm.shape[1:-1])
     if batch_first:
         seq_shape, layout = (*batch, T), "(*batch, T, H) (batch_first=True, from x)"
@@ -292,8 +263,8 @@ def rnn_backward(
     if dh is not None:
         check_state("dh", dh, seq_shape, H, layout + ", the shape of h_seq")
     if batch_first:
-        h_seq = _time_first(xp, h_seq)  # (T, *batch, H)
-        dh = None if dh is None else _time_first(xp, dh)  # (T, *batch, H)
+        h_seq = time_first(xp, h_seq)  # (T, *batch, H)
+        dh = None if dh is None else time_first(xp, dh)  # (T, *batch, H)
     if h0 is None:
         h0 = xp.zeros((*batch, H), dtype=dtype, device=dev)
     else:
@@ -309,7 +280,7 @@ def rnn_backward(
         xp, dh, x_tm, h0, Wx, Wh, h_seq, dh_n,
         nonlinearity=nonlinearity, lengths=lengths, reverse=reverse, leak=leak,
     )  # fmt: skip
-    if steps is not None:
+    if isinstance(x, (list, tuple)):
         dx = [dx[t, ...] for t in range(T)]  # T arrays (*batch, D)
     elif batch_first:
         nd = dx.ndim
@@ -379,9 +350,3 @@ def backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengt
     dWh = xp.tensordot(dz, prev, axes=(axes, axes))  # (H, H)
     db = xp.sum(dz, axis=tuple(axes))  # (H,)
     return dx, g, dWx, dWh, db
-
-
-def _time_first(xp, a):
-    """``(*batch, T, F)`` -> ``(T, *batch, F)``."""
-    nd = a.ndim
-    return xp.permute_dims(a, (nd - 2, *range(nd - 2), nd - 1))

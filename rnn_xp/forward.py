@@ -24,9 +24,9 @@ from ._checks import (
     check_leak,
     check_lengths,
     check_same_device,
+    check_sequence,
     check_state,
     check_weights,
-    shape_str,
 )
 from ._compat import array_namespace, device, is_array
 
@@ -198,43 +198,9 @@ def _forward(
     leak = check_leak(leak)
     _require({"Wx": Wx, "Wh": Wh}, ("Wx", "Wh"))
 
-    steps = None
-    if isinstance(x, (list, tuple)):
-        steps = list(x)
-        named = {f"x[{i}]": s for i, s in enumerate(steps)}
-        if any(s is None for s in steps):
-            raise TypeError("x must not contain None")
-    elif x is None:
-        raise TypeError("x must be an array (T, *batch, D) or a list of T arrays; got None")
-    else:
-        named = {"x": x}
-    named.update({"h0": h0, "Wx": Wx, "Wh": Wh, "b": b})
-    xp = array_namespace(named, xp=xp)
-    H, D = check_weights(Wx, Wh, b)
-    dtype = check_float_dtypes(xp, named)
-    dev = check_same_device(named)
-
-    if steps is not None:  # a list of T arrays (*batch, D), time-ordered
-        for i, s in enumerate(steps):
-            check_features(f"x[{i}]", s, D, "(*batch, D)", 1)
-            if s.shape != steps[0].shape:
-                raise ValueError(
-                    f"x[{i}] has shape {shape_str(s.shape)} but x[0] has shape "
-                    f"{shape_str(steps[0].shape)}; every step must have the same shape"
-                )
-        if steps:
-            x_tm = xp.stack([cast(xp, s, dtype) for s in steps], axis=0)  # (T, *batch, D)
-        else:
-            batch = tuple(h0.shape[:-1]) if h0 is not None else ()
-            x_tm = xp.zeros((0, *batch, D), dtype=dtype, device=dev)
-    elif batch_first:
-        check_features("x", x, D, "(*batch, T, D) with batch_first=True", 2)
-        nd = x.ndim
-        x_tm = xp.permute_dims(x, (nd - 2, *range(nd - 2), nd - 1))  # (T, *batch, D)
-    else:
-        check_features("x", x, D, "(T, *batch, D)", 2)
-        x_tm = x
-
+    xp, x_tm, H, D, dtype, dev = check_sequence(
+        x, {"h0": h0, "Wx": Wx, "Wh": Wh, "b": b}, batch_first=batch_first, xp=xp
+    )
     T, batch = x_tm.shape[0], tuple(x_tm.shape[1:-1])
     if h0 is None:
         h0 = xp.zeros((*batch, H), dtype=dtype, device=dev)

@@ -24,7 +24,7 @@ import pytest
 
 import rnn_xp
 from rnn_xp import columns
-from support import assert_close, optional_import, random_rnn, reference_rnn, to_numpy
+from support import assert_close, optional_import, random_rnn, reference_rnn
 
 torch = optional_import("torch")
 jax = optional_import("jax")
