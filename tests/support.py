@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rnn_xp._backends import to_host
 from rnn_xp._compat import device as device_of
 from rnn_xp._compat import namespace_of
 
@@ -55,18 +56,7 @@ class Backend:
         return self.name
 
 
-def to_numpy(a):
-    """Any backend's array as a NumPy array (computing Dask, copying off the GPU)."""
-    mod = type(a).__module__.split(".")[0]
-    if mod == "torch":
-        return a.detach().cpu().numpy()
-    if mod == "cupy":
-        return a.get()
-    if mod == "dask":
-        return np.asarray(a.compute())
-    if mod == "array_api_strict":
-        return np.from_dlpack(a)
-    return np.asarray(a)
+to_numpy = to_host  # any backend's array as NumPy (computing Dask, copying off the GPU)
 
 
 def assert_close(actual, expected, backend, dtype, *, rtol=None, atol=None):

@@ -247,13 +247,8 @@ def test_explicit_numpy_xp_refuses_dask(rng):
 
 
 def test_cupy_chunks(rng):
-    cupy = pytest.importorskip("cupy")
-    try:
-        available = cupy.cuda.is_available()
-    except Exception:
-        available = False
-    if not available:
-        pytest.skip("no CUDA device")
+    make_backend("cupy")  # skips: cupy not installed, or no CUDA device
+    import cupy
     x, h0, Wx, Wh, b, lengths = _case(rng, "float32")
     xd = da.from_array(cupy.asarray(x), chunks=(-1, 4, -1))
     Wd = [da.from_array(cupy.asarray(w)) for w in (Wx, Wh, b)]
