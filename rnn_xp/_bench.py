@@ -29,13 +29,16 @@ import tracemalloc
 
 import numpy as np
 
+from . import _mkl
+
 CPU_GRID = [(1, 200, 32, 64), (16, 100, 64, 128), (32, 100, 128, 256), (64, 50, 512, 1024)]
 GPU_GRID = (
     [(B, 50, H, H) for H in (1760, 2048, 2560) for B in (16, 32, 64, 128)]  # DeepBench vanilla RNN
     + [(B, 200, H, H) for H in (256, 512, 1024) for B in (1, 4, 8)]  # small batches
 )  # fmt: skip
 BASELINE = "torch.nn.RNN"
-FAST = "rnn_xp numpy (in-place)"
+FAST = "rnn_xp numpy (in-place)"  # what rnn_forward does with NumPy arrays: oneMKL if installed
+FAST_OPENBLAS = "rnn_xp numpy (OpenBLAS)"  # the same loop with oneMKL switched off
 
 
 class Progress:
@@ -83,8 +86,10 @@ def machine_info(threads):
         if mod is not None:
             info["versions"][name] = getattr(mod, "__version__", "?")
     import rnn_xp
+    from rnn_xp import _mkl
 
     info["versions"]["rnn_xp"] = rnn_xp.__version__
+    info["mkl"] = {"status": _mkl.status(), "version": _mkl.version()}
     return info
 
 
@@ -120,6 +125,9 @@ def gemm_rate(n=2048, rounds=5):
     b = rng.standard_normal((n, n), dtype=np.float32)
     out = np.empty_like(a)
     rates = {"numpy": 2 * n**3 / np.median([_time(lambda: np.matmul(a, b, out=out), _nosync, 2) for _ in range(rounds)]) / 1e9}
+    if _mkl.library() is not None:
+        bt = np.ascontiguousarray(b.T)
+        rates["mkl"] = 2 * n**3 / np.median([_time(lambda: _mkl.gemm(a, bt, out), _nosync, 2) for _ in range(rounds)]) / 1e9
     try:
         import torch
 
@@ -210,6 +218,13 @@ def contenders(B, T, D, H, *, backends, gpu=False):
     import array_api_compat.numpy as nxp
 
     out[FAST] = (lambda: rnn_xp.rnn_forward(x, h0, Wx, Wh, b), _nosync, np.asarray)
+    if _mkl.library() is not None:  # the same loop without oneMKL, side by side
+
+        def openblas_only():
+            with _mkl.suspended():
+                return rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
+
+        out[FAST_OPENBLAS] = (openblas_only, _nosync, np.asarray)
     out["rnn_xp numpy (portable)"] = (portable(nxp, x, h0, Wx, Wh, b), _nosync, np.asarray)
     out["seed loop (numpy)"] = (lambda: seed_loop(x, h0, Wx, Wh, b), _nosync, np.asarray)
     if "jax" in backends:
@@ -255,21 +270,23 @@ def bench_grid(grid, *, backends, rounds, budget_s, gpu=False, progress=None):
             rec["results"][name] = {"max_abs_diff_vs_baseline": err, "agrees": err <= 1e-3}
             n[name] = max(1, min(200, int(budget_s / max(first, 1e-6) / rounds)))
         times = {name: [] for name in cands}
-        gemm = []  # the GEMM rate, measured in the same rounds (the load may drift)
-        gemm_fn, gemm_sync, gemm_n = _gemm_call(gpu)
+        gemms = _gemm_calls(gpu)  # the GEMM rate, measured in the same rounds (the load may drift)
+        gemm = {name: [] for name in gemms}
         for _ in range(rounds):
-            order = list(cands) + ["gemm"]
+            order = list(cands) + list(gemms)
             random.shuffle(order)
             for name in order:
-                if name == "gemm":
-                    gemm.append(2 * gemm_n**3 / _time(gemm_fn, gemm_sync, 3) / 1e9)
+                if name in gemms:
+                    gemm_fn, gemm_sync, gemm_n = gemms[name]
+                    gemm[name].append(2 * gemm_n**3 / _time(gemm_fn, gemm_sync, 3) / 1e9)
                     continue
                 fn, sync, _ = cands[name]
                 times[name].append(_time(fn, sync, n[name]))
             if progress is not None:
                 progress.step(f"(B,T,D,H)=({B},{T},{D},{H})")
         base = float(np.median(times[base_name]))
-        rec["gemm_gflops"] = float(np.median(gemm))  # float32 n^3 GEMM, same rounds
+        rec["gemm_gflops_by_blas"] = {k: float(np.median(v)) for k, v in gemm.items()}
+        rec["gemm_gflops"] = max(rec["gemm_gflops_by_blas"].values())  # the fastest float32 n^3 GEMM
         for name, ts in times.items():
             med = float(np.median(ts))
             rec["results"][name].update(
@@ -280,8 +297,8 @@ def bench_grid(grid, *, backends, rounds, budget_s, gpu=False, progress=None):
     return records
 
 
-def _gemm_call(gpu):
-    """``(fn, sync, n)``: one float32 n x n GEMM, NumPy on the CPU, CuPy on a GPU."""
+def _gemm_calls(gpu):
+    """``{blas: (fn, sync, n)}``: one float32 n x n GEMM, NumPy (and oneMKL) on the CPU, CuPy on a GPU."""
     rng = np.random.default_rng(1)
     n = 4096 if gpu else 1024
     a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in "ab")
@@ -295,9 +312,13 @@ def _gemm_call(gpu):
             cupy.cuda.get_current_stream().synchronize()
             return r
 
-        return (lambda: cupy.matmul(a, b, out=out)), sync, n
+        return {"cupy": ((lambda: cupy.matmul(a, b, out=out)), sync, n)}
     out = np.empty_like(a)
-    return (lambda: np.matmul(a, b, out=out)), _nosync, n
+    calls = {"numpy": ((lambda: np.matmul(a, b, out=out)), _nosync, n)}
+    if _mkl.library() is not None:
+        bt = np.ascontiguousarray(b.T)
+        calls["mkl"] = ((lambda: _mkl.gemm(a, bt, out)), _nosync, n)
+    return calls
 
 
 def _peak_bytes(fn):
@@ -346,9 +367,13 @@ def print_tables(result, stream=sys.stdout):
     """The ratio table (time / baseline; below 1 is faster) and GFLOP/s beside the GEMM rate."""
     gemm = result["gemm"]["gflops"]
     p = lambda *a: print(*a, file=stream)  # noqa: E731
+    mkl = result["machine"].get("mkl")
+    if mkl:
+        p(f"\noneMKL: {mkl['status']}" + (f" ({mkl['version']})" if mkl.get("version") else ""))
     p(f"\nfloat32 GEMM rate ({result['gemm']['n']}^3): " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in gemm.items()))
     names = list(result["grid"][0]["results"]) if result["grid"] else []
-    p("(% GEMM: of the float32 GEMM rate (1024^3 NumPy; 4096^3 CuPy on a GPU) measured in the same rounds)")
+    p("(% GEMM: of the fastest float32 GEMM (1024^3: NumPy's BLAS or oneMKL; 4096^3 CuPy on a GPU) "
+      "measured in the same rounds)")  # fmt: skip
     p(f"\n{'(B, T, D, H)':<22}{'contender':<28}{'ms':>10}{'ratio':>8}{'GFLOP/s':>9}{'% GEMM':>8}  agrees")
     for rec in result["grid"]:
         size = f"({rec['B']}, {rec['T']}, {rec['D']}, {rec['H']})"

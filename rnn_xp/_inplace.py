@@ -17,6 +17,11 @@ every step and stacks them at the end. Here every buffer is allocated once:
 Beyond its result, the loop holds a few ``(B, H)`` buffers and a contiguous
 ``(H, H)`` copy of ``Wh.T``, whatever T is.
 
+When oneMKL is installed (``_mkl``), float32/float64 NumPy inputs above a
+small size run both products through it instead: ``Wh`` is packed once for
+all steps and each step accumulates ``out[t] += h @ Wh.T`` in one call, so
+the ``tmp`` buffer and the separate add go away.
+
 With ``return_sequences=False`` there is no ``(T, B, H)`` buffer: the input
 is projected a block of time steps at a time into a buffer of at most
 ``_BLOCK_STEPS`` steps, so memory is O(B * H) whatever T is.
@@ -31,6 +36,8 @@ from __future__ import annotations
 
 import math
 
+from . import _mkl
+
 __all__ = ["scan_inplace", "scan_numpy"]
 
 # A return_sequences=False block holds at most _BLOCK_STEPS time steps and at
@@ -42,6 +49,14 @@ _BLOCK_ELEMENTS = 1 << 20
 # multiply-adds: there, waking a second thread costs more than it saves.
 _SERIAL_MACS = 1 << 20
 
+# oneMKL (when installed) takes the recurrent product from this many multiply-adds
+# per step. Below it a step is a few tens of microseconds, and oneMKL's two
+# OpenMP threads meet at a barrier every step: when another library's idle
+# BLAS threads still spin on the same cores (OpenBLAS does for about 0.1 s
+# after each call), those barriers stall and B=32, H=256 ran 2x slower than
+# on OpenBLAS. Above it the packed product wins even then.
+_MKL_MACS = 1 << 22
+
 
 def scan_numpy(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences):
     """``scan_portable`` for NumPy arrays, in place (see the module docstring)."""
@@ -49,16 +64,19 @@ def scan_numpy(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, re
 
     B = math.prod(h0.shape[:-1])
     H = h0.shape[-1]
-    with _blas_threads(1 if B * H * H < _SERIAL_MACS else None):
+    small = B * H * H < _SERIAL_MACS
+    use_mkl = (B * H * H >= _MKL_MACS and h0.dtype in (numpy.float32, numpy.float64)
+               and _mkl.library() is not None)  # fmt: skip
+    with _blas_threads(1 if small else None):
         return scan_inplace(
             numpy, x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths,
-            reverse=reverse, leak=leak, return_sequences=return_sequences,
+            reverse=reverse, leak=leak, return_sequences=return_sequences, mkl=use_mkl,
         )  # fmt: skip
 
 
 def scan_inplace(
     mod, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences,
-    combine=None, bias_in_step=False,
+    combine=None, bias_in_step=False, mkl=False,
 ):  # fmt: skip
     """The in-place recurrence on ``mod`` arrays; returns ``(h_seq or None, h_last)``.
 
@@ -67,20 +85,27 @@ def scan_inplace(
     ``combine(o, tmp, h, b)`` sets ``o = (1 - leak) * h + leak * f(o + tmp [+ b])``
     in place; by default it is built from ``mod``'s in-place ufuncs. With
     ``bias_in_step`` the bias is left to ``combine`` instead of being added
-    to the projection.
+    to the projection. With ``mkl`` (NumPy only) both products go through
+    oneMKL and ``Wh`` is packed once (see the module docstring).
     """
     T, D = x.shape[0], x.shape[-1]
     batch, H = tuple(h0.shape[:-1]), h0.shape[-1]
     B = math.prod(batch)
     dtype = h0.dtype
+    activate = _numpy_activate(mod, nonlinearity, leak)
     if combine is None:
-        combine = _numpy_combine(mod, nonlinearity, leak)
+        combine = _numpy_combine(mod, activate)
     x3 = x.reshape(T, B, D)  # (T, B, D): a view for time-major and batch_first inputs
     h0_2 = h0.reshape(B, H)  # (B, H)
-    WxT = Wx.T  # (D, H): a transposed view, no copy
-    # (H, H): a contiguous copy makes h @ Wh.T a plain no-transpose GEMM, which
-    # BLAS runs up to twice as fast for a small batch.
-    WhT = _transposed_copy(mod, Wh)
+    if mkl:
+        h0_2 = mod.ascontiguousarray(h0_2)  # oneMKL reads rows of H contiguous values
+        WxT = mod.ascontiguousarray(Wx).T  # (D, H): a view of a C-contiguous (H, D)
+        packed = _mkl.PackedMatrix(Wh, B)  # Wh.T packed once for all steps
+    else:
+        WxT = Wx.T  # (D, H): a transposed view, no copy
+        # (H, H): a contiguous copy makes h @ Wh.T a plain no-transpose GEMM, which
+        # BLAS runs up to twice as fast for a small batch.
+        WhT = _transposed_copy(mod, Wh)
     step_b = b if bias_in_step else None
 
     if return_sequences:
@@ -106,11 +131,19 @@ def scan_inplace(
 
     for s, e in blocks:
         block = buf[: e - s]  # (n, B, H)
-        _project(mod, x3[s:e], WxT, None if bias_in_step else b, block)
+        _project(mod, x3[s:e], WxT, None if bias_in_step else b, block, mkl)
+        if mkl:  # addresses for the packed product: block is C-contiguous, h too
+            block_at, step_bytes = block.ctypes.data, B * H * block.itemsize
+            h_at = h.ctypes.data
         for t in range(e - 1, s - 1, -1) if reverse else range(s, e):
             o = block[t - s]  # (B, H): z_t's input part, becomes h_t
-            mod.matmul(h, WhT, out=tmp)
-            combine(o, tmp, h, step_b)
+            if mkl:
+                o_at = block_at + (t - s) * step_bytes  # the address of o
+                packed.matmul_add_at(h_at, o_at)  # o += h @ Wh.T
+                activate(o, h, tmp)
+            else:
+                mod.matmul(h, WhT, out=tmp)
+                combine(o, tmp, h, step_b)
             if lengths is not None:
                 # Past its length a sequence keeps its state and outputs zeros.
                 mod.greater(lens, t, out=valid)
@@ -119,6 +152,8 @@ def scan_inplace(
                     mod.copyto(o, 0, where=~valid)
             else:
                 h = o
+                if mkl:
+                    h_at = o_at
         if state is not None and h is not state:  # h lives in buf, which the next block reuses
             mod.copyto(state, h)
             h = state
@@ -147,10 +182,12 @@ def _transposed_copy(mod, W, tile=64):
     return out
 
 
-def _project(mod, x3, WxT, b, out):
+def _project(mod, x3, WxT, b, out, mkl=False):
     """``out = x3 @ Wx.T (+ b)``, written in place; ``x3`` ``(n, B, D)``, ``out`` ``(n, B, H)``."""
     n, B, D = x3.shape
-    if x3.flags.c_contiguous and out.flags.c_contiguous:
+    if mkl and x3.flags.c_contiguous and out.flags.c_contiguous:
+        _mkl.gemm(x3.reshape(n * B, D), WxT.T, out.reshape(n * B, out.shape[-1]))  # one GEMM
+    elif x3.flags.c_contiguous and out.flags.c_contiguous:
         mod.matmul(x3.reshape(n * B, D), WxT, out=out.reshape(n * B, out.shape[-1]))  # one GEMM
     else:
         mod.matmul(x3, WxT, out=out)  # a strided input (batch_first): one GEMM per step
@@ -158,13 +195,22 @@ def _project(mod, x3, WxT, b, out):
         out += b
 
 
-def _numpy_combine(mod, nonlinearity, leak):
+def _numpy_combine(mod, activate):
     """``combine(o, tmp, h, b)`` from in-place ufuncs: no new (B, H) array per step."""
 
     def combine(o, tmp, h, b):
         o += tmp
         if b is not None:
             o += b
+        activate(o, h, tmp)
+
+    return combine
+
+
+def _numpy_activate(mod, nonlinearity, leak):
+    """``activate(o, h, tmp)``: ``o = (1 - leak) * h + leak * f(o)`` in place; ``tmp`` is scratch."""
+
+    def activate(o, h, tmp):
         if nonlinearity == "tanh":
             mod.tanh(o, out=o)
         else:
@@ -174,7 +220,7 @@ def _numpy_combine(mod, nonlinearity, leak):
             mod.multiply(h, 1.0 - leak, out=tmp)  # tmp is free again here
             o += tmp
 
-    return combine
+    return activate
 
 
 class _Null:

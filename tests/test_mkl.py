@@ -1,0 +1,194 @@
+"""The oneMKL path of the NumPy recurrence (``rnn_xp._mkl``).
+
+oneMKL is optional. Where the ``mkl`` wheel is installed these tests force
+every size onto it and compare it with the OpenBLAS path and the float64
+reference on every option; where it is not, they skip and say why.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import rnn_xp
+from rnn_xp import _inplace, _mkl
+from support import random_rnn, reference_rnn
+
+needs_mkl = pytest.mark.skipif(_mkl.library() is None, reason=f"oneMKL {_mkl.status()}")
+
+OPTIONS = [
+    dict(),
+    dict(nonlinearity="relu"),
+    dict(reverse=True),
+    dict(leak=0.3),
+    dict(lengths=[3, 7, 0, 1]),
+    dict(lengths=[3, 7, 0, 1], reverse=True, leak=0.6, nonlinearity="relu"),
+]
+TOL = {"float32": dict(rtol=2e-5, atol=2e-6), "float64": dict(rtol=1e-11, atol=1e-13)}
+
+
+@pytest.fixture
+def every_size_on_mkl(monkeypatch):
+    """Send every size to oneMKL and count the packed products."""
+    monkeypatch.setattr(_inplace, "_SERIAL_MACS", 0)
+    monkeypatch.setattr(_inplace, "_MKL_MACS", 0)
+    calls = []
+    real = _mkl.PackedMatrix.matmul_add_at
+
+    def counting(self, a, out):
+        calls.append(self.shape)
+        return real(self, a, out)
+
+    monkeypatch.setattr(_mkl.PackedMatrix, "matmul_add_at", counting)
+    return calls
+
+
+def _forward(x, h0, Wx, Wh, b, dtype, opts, **kw):
+    lengths = opts.get("lengths")
+    lens = None if lengths is None else np.resize(np.asarray(lengths), x.shape[1:-1])
+    args = [a.astype(dtype) for a in (x, h0, Wx, Wh, b)]
+    rest = {k: v for k, v in opts.items() if k != "lengths"}
+    return rnn_xp.rnn_forward(*args, lengths=lens, **rest, **kw), lens
+
+
+@needs_mkl
+@pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+@pytest.mark.parametrize("batch", [(4,), (2, 4), ()])
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_mkl_matches_reference_and_openblas(every_size_on_mkl, monkeypatch, rng, dtype, opts, batch,
+                                            return_sequences):  # fmt: skip
+    x, h0, Wx, Wh, b = random_rnn(rng, 7, batch, 3, 5)
+    got, lens = _forward(x, h0, Wx, Wh, b, dtype, opts, return_sequences=return_sequences)
+    assert len(every_size_on_mkl) > 0  # the packed product ran
+    rest = {k: v for k, v in opts.items() if k != "lengths"}
+    seq, last = reference_rnn(x, h0, Wx, Wh, b, lengths=lens, **rest)
+    np.testing.assert_allclose(got, seq if return_sequences else last, **TOL[dtype])
+    assert got.dtype == np.dtype(dtype)
+
+    monkeypatch.setattr(_mkl, "library", lambda: None)  # the OpenBLAS path, same sizes
+    n = len(every_size_on_mkl)
+    other, _ = _forward(x, h0, Wx, Wh, b, dtype, opts, return_sequences=return_sequences)
+    assert len(every_size_on_mkl) == n
+    np.testing.assert_allclose(got, other, **TOL[dtype])
+
+
+@needs_mkl
+def test_mkl_batch_first_and_strided_inputs(every_size_on_mkl, rng, dtype):
+    x, h0, Wx, Wh, b = random_rnn(rng, 6, (3,), 4, 8)
+    seq, _ = reference_rnn(x, h0, Wx, Wh, b)
+    x_bf = np.moveaxis(x, 0, 1).astype(dtype)  # (B, T, D) C-contiguous; time-major view strided
+    Wx_f = np.asfortranarray(Wx.astype(dtype))
+    Wh_f = np.asfortranarray(Wh.astype(dtype))
+    h0_s = np.repeat(h0.astype(dtype), 2, axis=-1)[:, ::2]  # a strided h0
+    np.testing.assert_array_equal(h0_s, h0.astype(dtype))
+    got = rnn_xp.rnn_forward(x_bf, h0_s, Wx_f, Wh_f, b.astype(dtype), batch_first=True)
+    np.testing.assert_allclose(np.moveaxis(got, 1, 0), seq, **TOL[dtype])
+    assert len(every_size_on_mkl) == 6
+
+
+@needs_mkl
+def test_default_sizes_choose_mkl_only_above_the_threshold(monkeypatch, rng):
+    calls = []
+    real = _mkl.PackedMatrix.matmul_add_at
+    monkeypatch.setattr(_mkl.PackedMatrix, "matmul_add_at", lambda s, a, o: (calls.append(1), real(s, a, o)))
+    small = random_rnn(rng, 5, (2,), 3, 8)  # B * H * H = 128: OpenBLAS on one thread
+    rnn_xp.rnn_forward(*[a.astype(np.float32) for a in small])
+    mid = random_rnn(rng, 5, (32,), 3, 256)  # 2M: OpenBLAS on its threads
+    rnn_xp.rnn_forward(*[a.astype(np.float32) for a in mid])
+    assert calls == []
+    x, h0, Wx, Wh, b = random_rnn(rng, 5, (16,), 8, 512)  # 16 * 512**2 = 4M: oneMKL
+    got = rnn_xp.rnn_forward(*[a.astype(np.float32) for a in (x, h0, Wx, Wh, b)])
+    assert len(calls) == 5
+    np.testing.assert_allclose(got, reference_rnn(x, h0, Wx, Wh, b)[0], **TOL["float32"])
+
+
+@needs_mkl
+@pytest.mark.parametrize("dtype_", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (37, 50, 70), (64, 300, 129)])
+def test_packed_product_and_gemm(rng, dtype_, shape):
+    M, N, K = shape
+    a = rng.standard_normal((M, K)).astype(dtype_)
+    w = rng.standard_normal((N, K)).astype(dtype_)
+    c0 = rng.standard_normal((M, N)).astype(dtype_)
+    want = a.astype(np.float64) @ w.T.astype(np.float64)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype_ == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    packed = _mkl.PackedMatrix(w, M)
+    c = c0.copy()
+    packed.matmul_add(a, c)
+    np.testing.assert_allclose(c, want + c0, **tol)
+    packed.matmul_add(a, c)  # reusable: the packed copy is not consumed
+    np.testing.assert_allclose(c, 2 * want + c0, **tol)
+    out = np.full((M, N), np.nan, dtype_)
+    _mkl.gemm(a, w, out)  # beta = 0 ignores the NaN already there
+    np.testing.assert_allclose(out, want, **tol)
+
+
+@needs_mkl
+def test_threads_give_bitwise_equal_results(rng):
+    x, h0, Wx, Wh, b = [a.astype(np.float32) for a in random_rnn(rng, 10, (32,), 16, 256)]
+    want = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
+    results = [None] * 6
+
+    def work(i):
+        results[i] = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(results))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r in results:
+        np.testing.assert_array_equal(r, want)
+
+
+_ORDER_CHECK = """
+import sys, numpy as np
+if sys.argv[1] == "torch-first":
+    import torch
+import rnn_xp
+from rnn_xp import _mkl
+print(_mkl.status())
+if sys.argv[1] == "torch-last":
+    import torch
+rng = np.random.default_rng(0)
+x = rng.standard_normal((20, 64, 512)).astype(np.float32)
+Wx = (rng.standard_normal((1024, 512)) / 23).astype(np.float32)
+Wh = (rng.standard_normal((1024, 1024)) / 32).astype(np.float32)
+h = np.zeros((64, 1024), np.float32)
+got = rnn_xp.rnn_forward(x, h, Wx, Wh)
+h = h.astype(np.float64)
+for t in range(20):
+    h = np.tanh(x[t].astype(np.float64) @ Wx.T.astype(np.float64) + h @ Wh.T.astype(np.float64))
+    err = np.abs(got[t] - h).max()
+    assert err < 1e-4, (t, err)
+rt = torch.nn.RNN(512, 1024, bias=False)
+with torch.no_grad():
+    rt.weight_ih_l0.copy_(torch.from_numpy(Wx)); rt.weight_hh_l0.copy_(torch.from_numpy(Wh))
+    tout = rt(torch.from_numpy(x))[0].numpy()
+assert np.abs(tout - got).max() < 1e-4
+print("ok")
+"""
+
+
+@needs_mkl
+@pytest.mark.parametrize("order", ["torch-first", "torch-last"])
+def test_correct_beside_torch_in_either_import_order(order):
+    """Two OpenMP runtimes in one process once made oneMKL's products wrong; not with libgomp."""
+    pytest.importorskip("torch")
+    proc = subprocess.run([sys.executable, "-c", _ORDER_CHECK, order], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["in", "use", "ok"]
+
+
+def test_switched_off_by_environment():
+    code = "from rnn_xp import _mkl; print(_mkl.library() is None, _mkl.status())"
+    env = dict(os.environ, RNN_XP_MKL="0")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "True not used: RNN_XP_MKL=0"
