@@ -8,7 +8,8 @@ Every output is checked against torch's before it is timed.
 
 Method: one warm-up call each, then ``rounds`` rounds; a round runs every
 contender ``n`` times in a row, contenders in a shuffled order (interleaved,
-so a slow spell of a shared machine hits all of them); each time is per
+so a slow spell of a shared machine hits all of them), each batch after
+``SETTLE_S`` idle seconds and one untimed call; each time is per
 call, read after the device has finished (``block_until_ready``, CUDA
 synchronisation, Dask ``compute``); the result is the median over rounds.
 The float32 matrix-product rate of the machine is measured in the same run.
@@ -248,11 +249,26 @@ def contenders(B, T, D, H, *, backends, gpu=False):
         import dask.array as da
 
         dargs = [da.from_array(a) for a in (x, h0, Wx, Wh, b)]
-        out["rnn_xp dask"] = (lambda: rnn_xp.rnn_forward(*dargs).compute(), _nosync, np.asarray)
+
+        def dask_fn():
+            # oneMKL off: a Dask worker thread that has called oneMKL keeps state in
+            # the libgomp it shares with torch, and torch's own loops then ran ~40%
+            # slower on 2 cores; the baseline must not pay for another contender.
+            with _mkl.suspended():
+                return rnn_xp.rnn_forward(*dargs).compute()
+
+        out["rnn_xp dask"] = (dask_fn, _nosync, np.asarray)
     return out
 
 
-def bench_grid(grid, *, backends, rounds, budget_s, gpu=False, progress=None):
+# Idle time before each timed batch. BLAS and OpenMP pools keep their worker
+# threads spinning for a while after a call (OpenBLAS about 0.1 s); on a small
+# machine the next contender would share the cores with them and be charged
+# for another library's threads.
+SETTLE_S = 0.2
+
+
+def bench_grid(grid, *, backends, rounds, budget_s, gpu=False, progress=None, settle_s=SETTLE_S):
     """Time every contender on every size; returns a list of per-size records."""
     records = []
     for B, T, D, H in grid:
@@ -276,6 +292,7 @@ def bench_grid(grid, *, backends, rounds, budget_s, gpu=False, progress=None):
             order = list(cands) + list(gemms)
             random.shuffle(order)
             for name in order:
+                time.sleep(settle_s)
                 if name in gemms:
                     gemm_fn, gemm_sync, gemm_n = gemms[name]
                     gemm[name].append(2 * gemm_n**3 / _time(gemm_fn, gemm_sync, 3) / 1e9)

@@ -100,12 +100,14 @@ def _forward_chunk(x, h0, Wx, Wh, b, lengths, *, nonlinearity, reverse, leak, re
     Runs where the chunk lives (a worker), on the chunk's own library; it
     validates ``lengths`` values, which stay unread while the graph is built.
     """
+    from . import _mkl
     from .forward import _forward
 
-    h_seq, h_last = _forward(
-        x, h0, Wx, Wh, b, nonlinearity=nonlinearity, batch_first=False, lengths=lengths,
-        reverse=reverse, leak=leak, return_sequences=return_sequences, xp=None,
-    )  # fmt: skip
+    with _mkl.one_thread():  # the tasks are the parallelism (see _mkl.one_thread)
+        h_seq, h_last = _forward(
+            x, h0, Wx, Wh, b, nonlinearity=nonlinearity, batch_first=False, lengths=lengths,
+            reverse=reverse, leak=leak, return_sequences=return_sequences, xp=None,
+        )  # fmt: skip
     return (h_seq, h_last) if return_sequences else h_last
 
 

@@ -81,6 +81,26 @@ class suspended:
         return False
 
 
+class one_thread:
+    """A context in which oneMKL runs on the calling thread alone (``MKL_Set_Num_Threads_Local``).
+
+    For tasks that are already run in parallel (Dask chunks): no nested
+    threads, and a long-lived worker thread keeps no OpenMP team of its own.
+    On a 2-core machine such an idle team made every later OpenMP region in
+    the process (PyTorch's too, as they share ``libgomp``) about 40% slower.
+    """
+
+    def __enter__(self):
+        lib = library()
+        self._previous = None if lib is None else lib.MKL_Set_Num_Threads_Local(1)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            library().MKL_Set_Num_Threads_Local(self._previous)  # 0: back to the global setting
+        return False
+
+
 def _candidates():
     names = ("libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so")
     dirs = [Path(sys.prefix) / "lib", Path(sysconfig.get_config_var("LIBDIR") or sys.prefix)]
