@@ -73,6 +73,7 @@ def machine_info(threads):
         "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "versions": {},
     }
+    info["mkl"] = {"status": _mkl.status(), "version": _mkl.version()}  # loads it, if installed
     try:
         import threadpoolctl
 
@@ -87,10 +88,8 @@ def machine_info(threads):
         if mod is not None:
             info["versions"][name] = getattr(mod, "__version__", "?")
     import rnn_xp
-    from rnn_xp import _mkl
 
     info["versions"]["rnn_xp"] = rnn_xp.__version__
-    info["mkl"] = {"status": _mkl.status(), "version": _mkl.version()}
     return info
 
 
