@@ -273,9 +273,16 @@ def test_bench_suite_runs_and_checks_agreement(tmp_path):
         pytest.skip("torch not installed")
     from rnn_xp import _bench
 
-    grid = _bench.bench_grid([(2, 5, 3, 4)], backends=["jax", "torch"], rounds=1, budget_s=1e-3)
+    from rnn_xp import _mkl
+
+    grid = _bench.bench_grid([(2, 5, 3, 4)], backends=["jax", "torch"], rounds=1, budget_s=1e-3,
+                             settle_s=0.0)  # fmt: skip
     names = set(grid[0]["results"])
     assert {_bench.BASELINE, _bench.FAST, "seed loop (numpy)", "rnn_xp numpy (portable)"} <= names
+    with_mkl = _mkl.library() is not None  # then oneMKL and OpenBLAS are timed side by side
+    assert (_bench.FAST_OPENBLAS in names) == with_mkl
+    assert set(grid[0]["gemm_gflops_by_blas"]) == ({"numpy", "mkl"} if with_mkl else {"numpy"})
+    assert grid[0]["gemm_gflops"] == max(grid[0]["gemm_gflops_by_blas"].values())
     assert all(r["agrees"] and r["seconds"] > 0 for r in grid[0]["results"].values())
     result = {"machine": {"cpu_model": "test"}, "gemm": {"n": 8, "gflops": {"numpy": 1.0}},
               "grid": grid}  # fmt: skip
@@ -309,3 +316,20 @@ def test_numpy_kernel_large_hidden_matches_reference():
     x, h0, Wx, Wh, b = random_rnn(np.random.default_rng(1), 4, (3,), 5, 150)
     expected, _ = reference_rnn(x, h0, Wx, Wh, b)
     np.testing.assert_allclose(rnn_xp.rnn_forward(x, h0, Wx, Wh, b), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_results_file_prints_as_markdown_tables():
+    """benchmarks/results_markdown.py: one table row per contender and size, memory rows."""
+    import json
+    import pathlib
+    import runpy
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    markdown = runpy.run_path(str(root / "benchmarks" / "results_markdown.py"))["markdown"]
+    result = json.loads((root / "benchmarks" / "results" / "vm-cpu.json").read_text())
+    text = markdown(result)
+    rows = [line for line in text.splitlines() if line.startswith("| ") and " ms " not in line]
+    contenders = sum(len(rec["results"]) for rec in result["grid"])
+    assert len(rows) == contenders + 6 + 1  # + memory rows + the memory header
+    big = next(r for r in result["grid"] if r["H"] == 1024)["results"]["torch.nn.RNN"]
+    assert f"| (64, 50, 512, 1024) | torch.nn.RNN | {big['seconds'] * 1e3:.3f} |" in text
