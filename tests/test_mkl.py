@@ -192,3 +192,17 @@ def test_switched_off_by_environment():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "True not used: RNN_XP_MKL=0"
+
+
+@needs_mkl
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("lengths", [None, [11, 4, 0]])
+def test_mkl_blocks_of_time_steps(every_size_on_mkl, monkeypatch, rng, reverse, lengths):
+    """return_sequences=False reuses a block buffer; the packed product follows it across blocks."""
+    monkeypatch.setattr(_inplace, "_BLOCK_STEPS", 3)
+    x, h0, Wx, Wh, b = random_rnn(rng, 11, (3,), 2, 6)
+    _, last = reference_rnn(x, h0, Wx, Wh, b, lengths=lengths, reverse=reverse, leak=0.8)
+    lens = None if lengths is None else np.asarray(lengths)
+    got = rnn_xp.rnn_forward(x, h0, Wx, Wh, b, lengths=lens, reverse=reverse, leak=0.8, return_sequences=False)
+    np.testing.assert_allclose(got, last, **TOL["float64"])
+    assert len(every_size_on_mkl) == 11
