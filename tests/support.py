@@ -119,3 +119,27 @@ def optional_import(name):
         return importlib.import_module(name)
     except ImportError:
         return None
+
+
+def torch_rnn(D, H, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
+              bidirectional=False, seed=0):  # fmt: skip
+    """A float64 ``torch.nn.RNN`` with torch's seeded initial weights: the parity tests' reference."""
+    import torch
+
+    torch.manual_seed(seed)
+    return torch.nn.RNN(D, H, num_layers, nonlinearity=nonlinearity, bias=bias,
+                        batch_first=batch_first, bidirectional=bidirectional,
+                        dtype=torch.float64)  # fmt: skip
+
+
+def as_library(lib, a):
+    """NumPy array ``a`` as an array of ``lib``: ``"numpy"``, ``"torch"`` or ``"jax"``."""
+    if lib == "torch":
+        import torch
+
+        return torch.asarray(a)
+    if lib == "jax":
+        import jax.numpy as jnp
+
+        return jnp.asarray(a)
+    return a

@@ -24,13 +24,12 @@ import pytest
 
 import rnn_xp
 from rnn_xp import columns
-from support import assert_close, optional_import, random_rnn, reference_rnn
+from support import as_library, assert_close, optional_import, random_rnn, reference_rnn
 
 torch = optional_import("torch")
 jax = optional_import("jax")
 if jax is not None:
     jax.config.update("jax_enable_x64", True)
-    import jax.numpy as jnp
 
 _rng = np.random.default_rng(7)
 X = _rng.standard_normal((5, 2, 3))  # (T, B, D)
@@ -223,14 +222,6 @@ def _libs():
     return pairs
 
 
-def _as(lib, a):
-    if lib == "torch":
-        return torch.asarray(a)
-    if lib == "jax":
-        return jnp.asarray(a)
-    return a
-
-
 _LIB_NAME = {"numpy": "numpy", "torch": "torch", "jax": "jax.numpy"}
 
 
@@ -238,7 +229,7 @@ _LIB_NAME = {"numpy": "numpy", "torch": "torch", "jax": "jax.numpy"}
 @pytest.mark.parametrize("which", ["h0", "Wx", "Wh", "b"])
 def test_two_libraries(first, second, which):
     args = {"x": X, "h0": H0, "Wx": WX, "Wh": WH, "b": B}
-    args = {k: _as(second if k == which else first, v) for k, v in args.items()}
+    args = {k: as_library(second if k == which else first, v) for k, v in args.items()}
     match = rf"{which} is from {_LIB_NAME[second]} but x is from {_LIB_NAME[first]}; all arrays must come from one library"
     with pytest.raises(TypeError, match=match):
         rnn_xp.rnn_forward(*args.values())
@@ -248,9 +239,9 @@ def test_two_libraries(first, second, which):
 
 @pytest.mark.parametrize("first, second", _libs() + [(b, a) for a, b in _libs() if a != "numpy"])
 def test_lengths_of_another_library(first, second):
-    args = [_as(first, a) for a in (X, H0, WX, WH, B)]
+    args = [as_library(first, a) for a in (X, H0, WX, WH, B)]
     with pytest.raises(TypeError, match=r"lengths is an array of another library .*pass it in the same library as x"):
-        rnn_xp.rnn_forward(*args, lengths=_as(second, np.array([1, 2])))
+        rnn_xp.rnn_forward(*args, lengths=as_library(second, np.array([1, 2])))
 
 
 def test_numpy_lengths_are_accepted_with_every_backend(backend):

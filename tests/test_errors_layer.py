@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from rnn_xp import RNN, convert
-from support import optional_import, reference_rnn, to_numpy
+from support import as_library, optional_import, reference_rnn, to_numpy
 
 torch = optional_import("torch")
 jax = optional_import("jax")
@@ -417,22 +417,12 @@ def _layer_libs():
 _LIB_NAME = {"numpy": "numpy", "torch": "torch", "jax": "jax.numpy"}
 
 
-def _as(lib, a):
-    if lib == "torch":
-        return torch.asarray(a)
-    if lib == "jax":
-        import jax.numpy as jnp
-
-        return jnp.asarray(a)
-    return a
-
-
 @pytest.mark.parametrize("layer_lib, array_lib", _layer_libs())
 @pytest.mark.parametrize("which", ["x", "h0"])
 def test_layer_and_arrays_of_two_libraries(layer_lib, array_lib, which):
     rnn = RNN(3, 4, num_layers=2, bidirectional=True, seed=0, dtype="float64", xp=layer_lib)
     args = {"x": X, "h0": H0}
-    args = {k: _as(array_lib if k == which else layer_lib, v) for k, v in args.items()}
+    args = {k: as_library(array_lib if k == which else layer_lib, v) for k, v in args.items()}
     match = (rf"{which} is from {_LIB_NAME[array_lib]} but the layer's parameters are in "
              rf"{_LIB_NAME[layer_lib]}; move the layer with rnn.to\(xp=...\) first")
     with pytest.raises(TypeError, match=match):
@@ -448,7 +438,7 @@ def test_lengths_of_a_third_library(layer_lib, array_lib):
     """NumPy lengths are host data, accepted with every layer; another library's are not."""
     rnn = RNN(3, 4, seed=0, dtype="float64", xp=layer_lib)
     with pytest.raises(TypeError, match=r"lengths is an array of another library .*pass it in the same library as x"):
-        rnn(_as(layer_lib, X), lengths=_as(array_lib, np.array([1, 2])))
+        rnn(as_library(layer_lib, X), lengths=as_library(array_lib, np.array([1, 2])))
 
 
 def test_converters_take_weights_of_any_library():

@@ -18,7 +18,7 @@ import rnn_xp
 from rnn_xp import RNN
 from rnn_xp._backends import load
 from rnn_xp._compat import namespace_of
-from support import assert_close, reference_rnn, to_numpy
+from support import assert_close, reference_rnn, to_numpy, torch_rnn
 
 torch = pytest.importorskip("torch")
 
@@ -31,12 +31,8 @@ def tol(dtype):
     return LOOSE if dtype == "float32" else {}
 
 
-def torch_module(num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
-                 bidirectional=False, seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.RNN(D, H, num_layers, nonlinearity=nonlinearity, bias=bias,
-                        batch_first=batch_first, bidirectional=bidirectional,
-                        dtype=torch.float64)
+def torch_module(*args, **kwargs):
+    return torch_rnn(D, H, *args, **kwargs)
 
 
 def run_torch(module, x, h0=None, lengths=None):

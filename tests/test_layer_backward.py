@@ -17,7 +17,7 @@ import pytest
 
 import rnn_xp
 from rnn_xp import RNN, LayerCache, LayerGrads
-from support import assert_close, to_numpy
+from support import assert_close, to_numpy, torch_rnn
 
 torch = pytest.importorskip("torch")
 
@@ -28,12 +28,8 @@ LENGTHS = [3, 1, 5, 2]  # unsorted, with a 1 and a full-length sequence (T = 5)
 TIGHT = {"rtol": 1e-9, "atol": 1e-12}
 
 
-def torch_module(num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
-                 bidirectional=False, seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.RNN(D, H, num_layers, nonlinearity=nonlinearity, bias=bias,
-                        batch_first=batch_first, bidirectional=bidirectional,
-                        dtype=torch.float64)
+def torch_module(*args, **kwargs):
+    return torch_rnn(D, H, *args, **kwargs)
 
 
 def torch_grads(module, x, h0, lengths, d_out, d_hn):
