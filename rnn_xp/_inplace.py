@@ -50,12 +50,12 @@ _BLOCK_ELEMENTS = 1 << 20
 _SERIAL_MACS = 1 << 20
 
 # oneMKL (when installed) takes the recurrent product from this many multiply-adds
-# per step. Below it a step is a few tens of microseconds, and oneMKL's two
-# OpenMP threads meet at a barrier every step: when another library's idle
-# BLAS threads still spin on the same cores (OpenBLAS does for about 0.1 s
-# after each call), those barriers stall and B=32, H=256 ran 2x slower than
-# on OpenBLAS. Above it the packed product wins even then.
-_MKL_MACS = 1 << 22
+# per step, where it runs on its threads; below, one OpenBLAS thread is faster
+# than a ctypes call. Its threads meet at a barrier every step, which stalls
+# when another library's idle threads still spin on the same cores (OpenBLAS's
+# do for about 0.1 s after each call): ``_mkl.StepThreads`` then falls back to
+# one thread for a while (benchmarks/bench_interference.py measures both cases).
+_MKL_MACS = _SERIAL_MACS
 
 
 def scan_numpy(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences):
@@ -101,6 +101,7 @@ def scan_inplace(
         h0_2 = mod.ascontiguousarray(h0_2)  # oneMKL reads rows of H contiguous values
         WxT = mod.ascontiguousarray(Wx).T  # (D, H): a view of a C-contiguous (H, D)
         packed = _mkl.PackedMatrix(Wh, B)  # Wh.T packed once for all steps
+        threads = _mkl.StepThreads()  # oneMKL's thread count, step by step
     else:
         WxT = Wx.T  # (D, H): a transposed view, no copy
         # (H, H): a contiguous copy makes h @ Wh.T a plain no-transpose GEMM, which
@@ -129,34 +130,40 @@ def scan_inplace(
         lens = lengths.reshape(B, 1)  # (B, 1)
         valid = mod.empty((B, 1), dtype=bool)  # (B, 1)
 
-    for s, e in blocks:
-        block = buf[: e - s]  # (n, B, H)
-        _project(mod, x3[s:e], WxT, None if bias_in_step else b, block, mkl)
-        if mkl:  # addresses for the packed product: block is C-contiguous, h too
-            block_at, step_bytes = block.ctypes.data, B * H * block.itemsize
-            h_at = h.ctypes.data
-        for t in range(e - 1, s - 1, -1) if reverse else range(s, e):
-            o = block[t - s]  # (B, H): z_t's input part, becomes h_t
-            if mkl:
-                o_at = block_at + (t - s) * step_bytes  # the address of o
-                packed.matmul_add_at(h_at, o_at)  # o += h @ Wh.T
-                activate(o, h, tmp)
-            else:
-                mod.matmul(h, WhT, out=tmp)
-                combine(o, tmp, h, step_b)
-            if lengths is not None:
-                # Past its length a sequence keeps its state and outputs zeros.
-                mod.greater(lens, t, out=valid)
-                mod.copyto(state, o, where=valid)
-                if return_sequences:
-                    mod.copyto(o, 0, where=~valid)
-            else:
-                h = o
+    try:
+        for s, e in blocks:
+            block = buf[: e - s]  # (n, B, H)
+            _project(mod, x3[s:e], WxT, None if bias_in_step else b, block, mkl)
+            if mkl:  # addresses for the packed product: block is C-contiguous, h too
+                block_at, step_bytes = block.ctypes.data, B * H * block.itemsize
+                h_at = h.ctypes.data
+            for t in range(e - 1, s - 1, -1) if reverse else range(s, e):
+                o = block[t - s]  # (B, H): z_t's input part, becomes h_t
                 if mkl:
-                    h_at = o_at
-        if state is not None and h is not state:  # h lives in buf, which the next block reuses
-            mod.copyto(state, h)
-            h = state
+                    o_at = block_at + (t - s) * step_bytes  # the address of o
+                    threads.start()
+                    packed.matmul_add_at(h_at, o_at)  # o += h @ Wh.T
+                    activate(o, h, tmp)
+                    threads.stop()
+                else:
+                    mod.matmul(h, WhT, out=tmp)
+                    combine(o, tmp, h, step_b)
+                if lengths is not None:
+                    # Past its length a sequence keeps its state and outputs zeros.
+                    mod.greater(lens, t, out=valid)
+                    mod.copyto(state, o, where=valid)
+                    if return_sequences:
+                        mod.copyto(o, 0, where=~valid)
+                else:
+                    h = o
+                    if mkl:
+                        h_at = o_at
+            if state is not None and h is not state:  # h lives in buf, which the next block reuses
+                mod.copyto(state, h)
+                h = state
+    finally:
+        if mkl:
+            threads.close()  # oneMKL's thread count as the caller had it
 
     h_last = mod.array(h, copy=True).reshape(*batch, H)  # (*batch, H), never a view of out
     if out is None:

@@ -30,9 +30,10 @@ import os
 import sys
 import sysconfig
 import threading
+import time
 from pathlib import Path
 
-__all__ = ["library", "PackedMatrix", "gemm"]
+__all__ = ["PackedMatrix", "StepThreads", "gemm", "library"]
 
 # CBLAS enumerations
 _ROW_MAJOR, _NO_TRANS, _TRANS, _PACKED, _B_MATRIX = 101, 111, 112, 151, 162
@@ -99,6 +100,74 @@ class one_thread:
         if self._previous is not None:
             library().MKL_Set_Num_Threads_Local(self._previous)  # 0: back to the global setting
         return False
+
+
+_now = time.perf_counter  # the clock StepThreads reads (a module name, for tests)
+_LAST_STALL = [float("-inf")]  # _now() at the last stalled step, in any loop
+
+
+class StepThreads:
+    """oneMKL's thread count for each step of a loop: all threads, or one after a stall.
+
+    A step of the recurrence takes tens of microseconds, and oneMKL's threads
+    meet at a barrier in every one. When another library's idle threads still
+    spin on the same cores (OpenBLAS's do for about 0.1 s after each call, so
+    a NumPy matmul just before the forward is enough), the scheduler now and
+    then takes a core from one of oneMKL's threads for a whole time slice, and
+    that step takes milliseconds instead of microseconds. One thread never
+    waits for another. So the loop times its steps, and after a step that
+    took ``STALL_S`` longer than the fastest one (a time slice is a few
+    milliseconds; smaller hiccups are not stalls) it runs on one thread for ``HOLD_S``
+    seconds (the spinning lasts about that long), in this loop and the next
+    ones, then tries all threads again.
+
+    oneMKL's packed product gives bitwise-identical results on one thread or
+    several (tested), so the choice changes the time, never the result. Call
+    ``start()`` before a step's work, ``stop()`` after it, and ``close()`` at
+    the end (back to the caller's thread count).
+    """
+
+    STALL_S = 1e-3
+    HOLD_S = 0.1
+
+    def __init__(self, lib=None):
+        self._lib = lib or library()
+        self._most = self._lib.MKL_Get_Max_Threads()  # honours limits set by the caller
+        self._threads = self._most
+        self._previous = None
+        self._best = float("inf")  # the fastest step so far, seconds
+        self._t0 = 0.0
+        if self._most > 1 and self._wanted(_now()) == 1:
+            self._set(1)  # the projection too runs on one thread, after a recent stall
+
+    def start(self):
+        if self._most > 1:
+            self._t0 = now = _now()
+            want = self._wanted(now)
+            if want != self._threads:
+                self._set(want)
+
+    def stop(self):
+        if self._most > 1:
+            now = _now()
+            dt = now - self._t0
+            if self._threads > 1 and dt > self._best + self.STALL_S:
+                _LAST_STALL[0] = now
+            self._best = min(self._best, dt)
+
+    def close(self):
+        if self._previous is not None:
+            self._lib.MKL_Set_Num_Threads_Local(self._previous)  # 0: back to the global setting
+            self._previous = None
+
+    def _wanted(self, now):
+        return 1 if now - _LAST_STALL[0] < self.HOLD_S else self._most
+
+    def _set(self, threads):
+        previous = self._lib.MKL_Set_Num_Threads_Local(threads)
+        if self._previous is None:
+            self._previous = previous
+        self._threads = threads
 
 
 def _candidates():

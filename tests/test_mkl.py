@@ -98,10 +98,10 @@ def test_default_sizes_choose_mkl_only_above_the_threshold(monkeypatch, rng):
     monkeypatch.setattr(_mkl.PackedMatrix, "matmul_add_at", lambda s, a, o: (calls.append(1), real(s, a, o)))
     small = random_rnn(rng, 5, (2,), 3, 8)  # B * H * H = 128: OpenBLAS on one thread
     rnn_xp.rnn_forward(*[a.astype(np.float32) for a in small])
-    mid = random_rnn(rng, 5, (32,), 3, 256)  # 2M: OpenBLAS on its threads
-    rnn_xp.rnn_forward(*[a.astype(np.float32) for a in mid])
+    below = random_rnn(rng, 5, (15,), 3, 256)  # 15 * 256**2, just below 1M: OpenBLAS on one thread
+    rnn_xp.rnn_forward(*[a.astype(np.float32) for a in below])
     assert calls == []
-    x, h0, Wx, Wh, b = random_rnn(rng, 5, (16,), 8, 512)  # 16 * 512**2 = 4M: oneMKL
+    x, h0, Wx, Wh, b = random_rnn(rng, 5, (16,), 8, 256)  # 16 * 256**2 = 1M: oneMKL
     got = rnn_xp.rnn_forward(*[a.astype(np.float32) for a in (x, h0, Wx, Wh, b)])
     assert len(calls) == 5
     np.testing.assert_allclose(got, reference_rnn(x, h0, Wx, Wh, b)[0], **TOL["float32"])
@@ -206,3 +206,116 @@ def test_mkl_blocks_of_time_steps(every_size_on_mkl, monkeypatch, rng, reverse, 
     got = rnn_xp.rnn_forward(x, h0, Wx, Wh, b, lengths=lens, reverse=reverse, leak=0.8, return_sequences=False)
     np.testing.assert_allclose(got, last, **TOL["float64"])
     assert len(every_size_on_mkl) == 11
+
+
+class _FakeThreadsLib:
+    """The two oneMKL thread calls ``StepThreads`` makes, recorded."""
+
+    def __init__(self, most):
+        self.most, self.local, self.calls = most, 0, []
+
+    def MKL_Get_Max_Threads(self):
+        return self.local or self.most
+
+    def MKL_Set_Num_Threads_Local(self, n):
+        self.calls.append(n)
+        previous, self.local = self.local, n
+        return previous
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(_mkl, "_now", clock)
+    monkeypatch.setattr(_mkl, "_LAST_STALL", [float("-inf")])
+    return clock
+
+
+def _step(threads, clock, seconds):
+    threads.start()
+    clock.now += seconds
+    threads.stop()
+
+
+def test_step_threads_drop_to_one_after_a_stall_and_come_back(clock):
+    lib = _FakeThreadsLib(most=2)
+    threads = _mkl.StepThreads(lib)
+    for _ in range(3):
+        _step(threads, clock, 30e-6)  # quick steps: all threads
+    assert threads._threads == 2
+    _step(threads, clock, 30e-6 + 1.5 * _mkl.StepThreads.STALL_S)  # a stalled step
+    _step(threads, clock, 40e-6)
+    assert threads._threads == 1 and lib.local == 1
+    _step(threads, clock, 0.5 * _mkl.StepThreads.HOLD_S)  # slow, but one thread: not a stall
+    assert threads._threads == 1
+    clock.now += _mkl.StepThreads.HOLD_S
+    _step(threads, clock, 30e-6)  # the hold is over
+    assert threads._threads == 2
+    threads.close()
+    assert lib.local == 0  # the caller's setting (none) is back
+
+
+def test_step_threads_hold_carries_over_to_the_next_loop(clock):
+    lib = _FakeThreadsLib(most=2)
+    first = _mkl.StepThreads(lib)
+    _step(first, clock, 30e-6)
+    _step(first, clock, 30e-6 + 2 * _mkl.StepThreads.STALL_S)
+    first.close()
+    second = _mkl.StepThreads(lib)  # within HOLD_S: starts on one thread (its projection too)
+    assert lib.local == 1
+    second.close()
+    assert lib.local == 0
+
+
+def test_step_threads_leave_a_one_thread_caller_alone(clock):
+    lib = _FakeThreadsLib(most=2)
+    lib.local = 1  # as under _mkl.one_thread() in a Dask task
+    threads = _mkl.StepThreads(lib)
+    _step(threads, clock, 30e-6)
+    _step(threads, clock, 1.0)
+    threads.close()
+    assert lib.calls == [] and lib.local == 1
+
+
+def test_small_hiccups_are_not_stalls(clock):
+    lib = _FakeThreadsLib(most=2)
+    threads = _mkl.StepThreads(lib)
+    _step(threads, clock, 30e-6)
+    _step(threads, clock, 0.5 * _mkl.StepThreads.STALL_S)  # 10x slower, yet shorter than a time slice
+    _step(threads, clock, 30e-6)
+    assert threads._threads == 2
+
+
+@needs_mkl
+@pytest.mark.parametrize("dtype_", [np.float32, np.float64])
+def test_thread_changes_mid_loop_give_bitwise_equal_results(every_size_on_mkl, monkeypatch, rng, dtype_):
+    """Every step counted as a stall: the loop alternates 2 and 1 threads; the result must not move."""
+    if _mkl.library().MKL_Get_Max_Threads() < 2:
+        pytest.skip("oneMKL runs one thread here")
+    x, h0, Wx, Wh, b = [a.astype(dtype_) for a in random_rnn(rng, 40, (32,), 64, 256)]
+    monkeypatch.setattr(_mkl, "_LAST_STALL", [float("-inf")])
+    want = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
+    used = []
+    real_set = _mkl.StepThreads._set
+
+    def record(self, n):
+        used.append(n)
+        real_set(self, n)
+
+    monkeypatch.setattr(_mkl.StepThreads, "_set", record)
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(_mkl, "_now", lambda: float(next(ticks)))  # one tick per reading
+    monkeypatch.setattr(_mkl.StepThreads, "STALL_S", -1.0)  # every multi-thread step "stalls"
+    monkeypatch.setattr(_mkl.StepThreads, "HOLD_S", 1.5)  # and the hold is over after one step
+    got = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
+    assert 1 in used and 2 in used
+    np.testing.assert_array_equal(got, want)
+    assert _mkl.library().MKL_Get_Max_Threads() >= 2  # the caller's count is back
