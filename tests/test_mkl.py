@@ -109,7 +109,7 @@ def test_default_sizes_choose_mkl_only_above_the_threshold(monkeypatch, rng):
 
 @needs_mkl
 @pytest.mark.parametrize("dtype_", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(1, 1, 1), (37, 50, 70), (64, 300, 129)])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 300, 129), (2, 300, 129), (37, 50, 70), (64, 300, 129)])
 def test_packed_product_and_gemm(rng, dtype_, shape):
     M, N, K = shape
     a = rng.standard_normal((M, K)).astype(dtype_)
@@ -296,11 +296,12 @@ def test_small_hiccups_are_not_stalls(clock):
 
 @needs_mkl
 @pytest.mark.parametrize("dtype_", [np.float32, np.float64])
-def test_thread_changes_mid_loop_give_bitwise_equal_results(every_size_on_mkl, monkeypatch, rng, dtype_):
+@pytest.mark.parametrize("B", [1, 32])  # the matrix-vector and the packed product
+def test_thread_changes_mid_loop_give_bitwise_equal_results(every_size_on_mkl, monkeypatch, rng, dtype_, B):
     """Every step counted as a stall: the loop alternates 2 and 1 threads; the result must not move."""
     if _mkl.library().MKL_Get_Max_Threads() < 2:
         pytest.skip("oneMKL runs one thread here")
-    x, h0, Wx, Wh, b = [a.astype(dtype_) for a in random_rnn(rng, 40, (32,), 64, 256)]
+    x, h0, Wx, Wh, b = [a.astype(dtype_) for a in random_rnn(rng, 40, (B,), 64, 1024 if B == 1 else 256)]
     monkeypatch.setattr(_mkl, "_LAST_STALL", [float("-inf")])
     want = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
     used = []
