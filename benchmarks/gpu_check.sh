@@ -4,8 +4,9 @@
 #   bash benchmarks/gpu_check.sh            (from the repository root)
 #
 # 1. The CuPy and torch-CUDA tests (the fused CuPy kernel against the portable
-#    loop and the float64 reference, on every option). They fail here, rather
-#    than skip, if no CUDA device is visible.
+#    loop and the float64 reference, on every option; the persistent CuPy
+#    kernel, forced, against the reference and the fused path, and its
+#    self-check). They fail here, rather than skip, if no CUDA device is visible.
 # 2. The GPU grid (DeepBench vanilla-RNN sizes H in {1760, 2048, 2560},
 #    B in {16, 32, 64, 128}, T = 50; small batches B in {1, 4, 8},
 #    H in {256, 512, 1024}, T = 200) against torch.nn.RNN on CUDA (cuDNN),
@@ -19,5 +20,5 @@ assert torch.cuda.is_available(), "torch finds no CUDA device"
 print("GPU:", torch.cuda.get_device_name(0))
 PYEOF
 "$PY" -m pytest -q -p no:cacheprovider tests/test_fast_paths.py tests/test_forward.py \
-    -k "cupy or cuda" -rs
+    tests/test_cupy_persistent.py -k "cupy or cuda" -rs
 "$PY" -m rnn_xp bench --gpu --out benchmarks/results "$@"

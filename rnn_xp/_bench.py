@@ -212,7 +212,20 @@ def contenders(B, T, D, H, *, backends, gpu=False):
                 cupy.cuda.get_current_stream().synchronize()
                 return r
 
-            out["rnn_xp cupy (fused)"] = (lambda: rnn_xp.rnn_forward(*cargs), csync, cupy.asnumpy)
+            from . import _cupy_persistent as persistent
+
+            def on_path(path):  # rnn_forward with the CuPy path forced (no environment change)
+                def fn():
+                    with persistent.forced_path(path):
+                        return rnn_xp.rnn_forward(*cargs)
+
+                return fn
+
+            out["rnn_xp cupy (fused)"] = (on_path("fused"), csync, cupy.asnumpy)
+            props = persistent.device_props(cupy.cuda.Device().id)
+            if persistent.plan(B, H, 4, props) is not None:  # float32 weights, eligible size
+                out["rnn_xp cupy (persistent)"] = (on_path("persistent"), csync, cupy.asnumpy)
+            out["rnn_xp cupy (auto)"] = (on_path("auto"), csync, cupy.asnumpy)
         return out
 
     import array_api_compat.numpy as nxp

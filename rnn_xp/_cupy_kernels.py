@@ -8,13 +8,20 @@ projection written straight into the output, ``matmul(..., out=)`` for
 
     o = (1 - leak) * h + leak * f(o + tmp + b)
 
-so a step is two launches: the cuBLAS product and this kernel. CuPy is
-imported only inside these functions.
+so a step is two launches: the cuBLAS product and this kernel.
+
+For small batches ``scan_cupy`` runs the persistent kernel of
+``_cupy_persistent`` instead: all steps in one launch, the recurrent weights
+held in shared memory. ``_cupy_persistent.decide_path`` picks the path from
+the sizes, the device and ``$RNN_XP_CUPY_PATH`` (``auto`` | ``fused`` |
+``persistent``); the persistent kernel also has to pass a first-use
+self-check against the fused path. CuPy is imported only inside these
+functions.
 """
 
 from __future__ import annotations
 
-__all__ = ["fused_combine", "scan_cupy"]
+__all__ = ["fused_combine", "scan_cupy", "scan_fused"]
 
 _KERNELS = {}
 
@@ -54,14 +61,46 @@ def fused_combine(nonlinearity, leak, dtype):
 
 
 def scan_cupy(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences):
-    """``scan_portable`` for CuPy arrays: the in-place loop with the fused step."""
+    """``scan_portable`` for CuPy arrays: the persistent kernel or the fused loop."""
+    import math
+    import warnings
+
+    import cupy
+
+    from . import _cupy_persistent as persistent
+
+    kw = dict(nonlinearity=nonlinearity, lengths=lengths, reverse=reverse, leak=leak,
+              return_sequences=return_sequences)  # fmt: skip
+    T, B, H = x.shape[0], math.prod(h0.shape[:-1]), h0.shape[-1]
+    with x.device:  # new buffers and kernels on the inputs' device
+        setting = persistent.path_setting()
+        if setting != "fused" and T > 0 and B > 0:  # nothing to run otherwise
+            dev = x.device.id
+            props = persistent.device_props(dev)
+            path, note = persistent.decide_path(setting, B, H, cupy.dtype(h0.dtype).itemsize, props)
+            if note is not None:
+                warnings.warn(note, RuntimeWarning, stacklevel=3)
+            if path == "persistent":
+                plan = persistent.usable(dev, h0.dtype, nonlinearity, B, H)
+                if plan is not None:
+                    return persistent.scan_persistent(x, h0, Wx, Wh, b, plan=plan, **kw)
+                if setting == "persistent":
+                    warnings.warn(
+                        f"{persistent.ENV_VAR}=persistent, but the persistent kernel cannot run "
+                        f"B={B}, H={H} here (occupancy or the self-check); using the fused path",
+                        RuntimeWarning, stacklevel=3,
+                    )  # fmt: skip
+        return scan_fused(x, h0, Wx, Wh, b, **kw)
+
+
+def scan_fused(x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences):
+    """The in-place loop with the fused step, on the current device."""
     import cupy
 
     from ._inplace import scan_inplace
 
-    with x.device:  # new buffers on the inputs' device
-        return scan_inplace(
-            cupy, x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths,
-            reverse=reverse, leak=leak, return_sequences=return_sequences,
-            combine=fused_combine(nonlinearity, leak, h0.dtype), bias_in_step=True,
-        )  # fmt: skip
+    return scan_inplace(
+        cupy, x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths,
+        reverse=reverse, leak=leak, return_sequences=return_sequences,
+        combine=fused_combine(nonlinearity, leak, h0.dtype), bias_in_step=True,
+    )  # fmt: skip
