@@ -163,6 +163,10 @@ def main(argv=None):
     sizes, rounds = (SIZES[:1], 2) if args.quick else (SIZES, args.rounds)
     progress = _bench.Progress(len(sizes) * rounds)
     info = _bench.machine_info(args.threads)
+    pools = ", ".join(f"{p['internal_api']} {p['version']} ({p['num_threads']} threads)"
+                      for p in info["threadpools"] or [])  # fmt: skip
+    print(f"{info['cpu_model']}, {info['logical_cpus']} logical CPUs; torch threads {args.threads}; "
+          f"thread pools: {pools}; oneMKL: {info['mkl']['status']}")
     rows = measure(sizes, rounds, calls=5 if args.quick else 10, progress=progress)
     progress.close()
     print_table(rows)
