@@ -516,7 +516,7 @@ def scan_persistent(x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak,
     global _LAUNCHES
     import numpy  # only for typed kernel arguments (scalars), never on the caller's arrays
 
-    from ._inplace import _BLOCK_ELEMENTS, _BLOCK_STEPS, _project
+    from ._inplace import _project, time_blocks
 
     if mod is None:
         import cupy as mod
@@ -541,15 +541,7 @@ def scan_persistent(x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak,
         lens = mod.ascontiguousarray(lengths.reshape(B).astype(mod.int64, copy=False))  # (B,)
     barrier = mod.zeros(1, dtype=mod.uint32)  # the grid barrier's word
 
-    if return_sequences:
-        out = mod.empty((T, B, H), dtype=dtype)  # (T, B, H), the result
-        blocks, buf = [(0, T)], out
-    else:
-        out = None
-        Tb = max(1, min(T, _BLOCK_STEPS, _BLOCK_ELEMENTS // max(B * H, 1)))
-        buf = mod.empty((Tb, B, H), dtype=dtype)  # (Tb, B, H), reused for every block
-        starts = range(0, T, Tb)
-        blocks = ((s, min(s + Tb, T)) for s in (reversed(starts) if reverse else starts))
+    out, buf, blocks = time_blocks(mod, T, B, H, dtype, reverse=reverse, return_sequences=return_sequences)
 
     parity = 0  # state[parity] holds the current state
     for s, e in blocks:

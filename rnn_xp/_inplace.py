@@ -40,7 +40,7 @@ import math
 
 from . import _mkl
 
-__all__ = ["scan_inplace", "scan_numpy"]
+__all__ = ["scan_inplace", "scan_numpy", "time_blocks"]
 
 # A return_sequences=False block holds at most _BLOCK_STEPS time steps and at
 # most _BLOCK_ELEMENTS elements (4 MiB in float32), and at least one step.
@@ -111,16 +111,7 @@ def scan_inplace(
         WhT = _transposed_copy(mod, Wh)
     step_b = b if bias_in_step else None
 
-    if return_sequences:
-        out = mod.empty((T, B, H), dtype=dtype)  # (T, B, H), the result
-        blocks, buf = [(0, T)], out
-    else:
-        out = None
-        Tb = max(1, min(T, _BLOCK_STEPS, _BLOCK_ELEMENTS // max(B * H, 1)))
-        buf = mod.empty((Tb, B, H), dtype=dtype)  # (Tb, B, H), reused for every block
-        starts = range(0, T, Tb)
-        # a generator: a list of T / Tb pairs would itself grow with T
-        blocks = ((s, min(s + Tb, T)) for s in (reversed(starts) if reverse else starts))
+    out, buf, blocks = time_blocks(mod, T, B, H, dtype, reverse=reverse, return_sequences=return_sequences)
 
     tmp = mod.empty((B, H), dtype=dtype)  # (B, H) scratch for h @ Wh.T
     if lengths is not None or not return_sequences:
@@ -171,6 +162,24 @@ def scan_inplace(
     if out is None:
         return None, h_last
     return out.reshape(T, *batch, H), h_last
+
+
+def time_blocks(mod, T, B, H, dtype, *, reverse, return_sequences):
+    """``(out, buf, blocks)``: the result buffer, the projection buffer and its time blocks.
+
+    With ``return_sequences`` ``out`` is the ``(T, B, H)`` result and the one
+    block ``(0, T)`` is projected straight into it. Otherwise ``out`` is
+    ``None``, ``buf`` holds at most ``_BLOCK_STEPS`` steps (and one at least),
+    and ``blocks`` yields ``(start, end)`` pairs in the order the loop runs them.
+    """
+    if return_sequences:
+        out = mod.empty((T, B, H), dtype=dtype)  # (T, B, H), the result
+        return out, out, [(0, T)]
+    Tb = max(1, min(T, _BLOCK_STEPS, _BLOCK_ELEMENTS // max(B * H, 1)))
+    buf = mod.empty((Tb, B, H), dtype=dtype)  # (Tb, B, H), reused for every block
+    starts = range(0, T, Tb)
+    # a generator: a list of T / Tb pairs would itself grow with T
+    return None, buf, ((s, min(s + Tb, T)) for s in (reversed(starts) if reverse else starts))
 
 
 def _transposed_copy(mod, W, tile=64):
