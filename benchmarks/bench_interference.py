@@ -13,7 +13,7 @@ side by side in the same rounds:
   measured alone in the same rounds, is subtracted.
 
 Contenders: ``torch.nn.RNN``; the NumPy loop with oneMKL as shipped (it
-drops to one thread for 0.1 s after a stalled step, ``_mkl.StepThreads``);
+drops to one thread for 0.1 s after two stalled steps, ``_mkl.StepThreads``);
 the same with that choice switched off (all threads on every step); and
 the loop on OpenBLAS alone (oneMKL suspended).
 
@@ -60,7 +60,7 @@ class _forced_mkl:
         self._saved = _inplace._MKL_MACS, _mkl.StepThreads.HOLD_S
         _inplace._MKL_MACS = 0
         if not self.hold:
-            _mkl.StepThreads.HOLD_S = 0.0  # never "recent": all threads on every step
+            _mkl.StepThreads.HOLD_S = 0.0  # a hold ends as it starts: all threads on every step
         return self
 
     def __exit__(self, *exc):

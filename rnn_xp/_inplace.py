@@ -59,26 +59,42 @@ _SERIAL_MACS = 1 << 20
 # one thread for a while (benchmarks/bench_interference.py measures both cases).
 _MKL_MACS = _SERIAL_MACS
 
+# One sequence (B = 1) takes oneMKL's matrix-vector product from this many
+# multiply-adds per step (H >= 512): reading Wh is the cost there, and two
+# threads read it twice as fast (B=1, H=512, T=200: 2.8 ms against 4.8 ms on
+# one OpenBLAS thread).
+_MKL_ROW_MACS = 1 << 18
+
+# When the steps run on one BLAS thread, the input projection of a block of
+# time steps (one matrix product) still gets every thread from this many
+# multiply-adds: with D = H = 256, B = 8, T = 200 it is 105M multiply-adds.
+_PARALLEL_PROJECTION_MACS = 1 << 22
+
 
 def scan_numpy(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences):
     """``scan_portable`` for NumPy arrays, in place (see the module docstring)."""
     import numpy
 
+    T, D = x.shape[0], x.shape[-1]
     B = math.prod(h0.shape[:-1])
     H = h0.shape[-1]
-    small = B * H * H < _SERIAL_MACS
-    use_mkl = (B * H * H >= _MKL_MACS and h0.dtype in (numpy.float32, numpy.float64)
-               and _mkl.library() is not None)  # fmt: skip
-    with _blas_threads(1 if small else None):
+    macs = B * H * H  # per step
+    use_mkl = (macs >= (_MKL_ROW_MACS if B == 1 else _MKL_MACS)
+               and h0.dtype in (numpy.float32, numpy.float64) and _mkl.library() is not None)  # fmt: skip
+    small = macs < _SERIAL_MACS and not use_mkl
+    steps = T if return_sequences else _block_steps(T, B, H)  # time steps projected at once
+    serial_steps = small and steps * B * D * H >= _PARALLEL_PROJECTION_MACS
+    with _blas_threads(1 if small and not serial_steps else None):
         return scan_inplace(
             numpy, x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths,
             reverse=reverse, leak=leak, return_sequences=return_sequences, mkl=use_mkl,
+            serial_steps=serial_steps,
         )  # fmt: skip
 
 
 def scan_inplace(
     mod, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences,
-    combine=None, bias_in_step=False, mkl=False,
+    combine=None, bias_in_step=False, mkl=False, serial_steps=False,
 ):  # fmt: skip
     """The in-place recurrence on ``mod`` arrays; returns ``(h_seq or None, h_last)``.
 
@@ -88,7 +104,8 @@ def scan_inplace(
     in place; by default it is built from ``mod``'s in-place ufuncs. With
     ``bias_in_step`` the bias is left to ``combine`` instead of being added
     to the projection. With ``mkl`` (NumPy only) both products go through
-    oneMKL and ``Wh`` is packed once (see the module docstring).
+    oneMKL and ``Wh`` is packed once (see the module docstring). With
+    ``serial_steps`` the steps run on one BLAS thread and the projections on all.
     """
     T, D = x.shape[0], x.shape[-1]
     batch, H = tuple(h0.shape[:-1]), h0.shape[-1]
@@ -130,27 +147,28 @@ def scan_inplace(
             if mkl:  # addresses for the packed product: block is C-contiguous, h too
                 block_at, step_bytes = block.ctypes.data, B * H * block.itemsize
                 h_at = h.ctypes.data
-            for t in range(e - 1, s - 1, -1) if reverse else range(s, e):
-                o = block[t - s]  # (B, H): z_t's input part, becomes h_t
-                if mkl:
-                    o_at = block_at + (t - s) * step_bytes  # the address of o
-                    threads.start()
-                    packed.matmul_add_at(h_at, o_at)  # o += h @ Wh.T
-                    activate(o, h, tmp)
-                    threads.stop()
-                else:
-                    mod.matmul(h, WhT, out=tmp)
-                    combine(o, tmp, h, step_b)
-                if lengths is not None:
-                    # Past its length a sequence keeps its state and outputs zeros.
-                    mod.greater(lens, t, out=valid)
-                    mod.copyto(state, o, where=valid)
-                    if return_sequences:
-                        mod.copyto(o, 0, where=~valid)
-                else:
-                    h = o
+            with _blas_threads(1) if serial_steps else _Null():  # the steps alone
+                for t in range(e - 1, s - 1, -1) if reverse else range(s, e):
+                    o = block[t - s]  # (B, H): z_t's input part, becomes h_t
                     if mkl:
-                        h_at = o_at
+                        o_at = block_at + (t - s) * step_bytes  # the address of o
+                        threads.start()
+                        packed.matmul_add_at(h_at, o_at)  # o += h @ Wh.T
+                        activate(o, h, tmp)
+                        threads.stop()
+                    else:
+                        mod.matmul(h, WhT, out=tmp)
+                        combine(o, tmp, h, step_b)
+                    if lengths is not None:
+                        # Past its length a sequence keeps its state and outputs zeros.
+                        mod.greater(lens, t, out=valid)
+                        mod.copyto(state, o, where=valid)
+                        if return_sequences:
+                            mod.copyto(o, 0, where=~valid)
+                    else:
+                        h = o
+                        if mkl:
+                            h_at = o_at
             if state is not None and h is not state:  # h lives in buf, which the next block reuses
                 mod.copyto(state, h)
                 h = state
@@ -164,6 +182,11 @@ def scan_inplace(
     return out.reshape(T, *batch, H), h_last
 
 
+def _block_steps(T, B, H):
+    """Time steps in one block of ``return_sequences=False`` (at least one)."""
+    return max(1, min(T, _BLOCK_STEPS, _BLOCK_ELEMENTS // max(B * H, 1)))
+
+
 def time_blocks(mod, T, B, H, dtype, *, reverse, return_sequences):
     """``(out, buf, blocks)``: the result buffer, the projection buffer and its time blocks.
 
@@ -175,7 +198,7 @@ def time_blocks(mod, T, B, H, dtype, *, reverse, return_sequences):
     if return_sequences:
         out = mod.empty((T, B, H), dtype=dtype)  # (T, B, H), the result
         return out, out, [(0, T)]
-    Tb = max(1, min(T, _BLOCK_STEPS, _BLOCK_ELEMENTS // max(B * H, 1)))
+    Tb = _block_steps(T, B, H)
     buf = mod.empty((Tb, B, H), dtype=dtype)  # (Tb, B, H), reused for every block
     starts = range(0, T, Tb)
     # a generator: a list of T / Tb pairs would itself grow with T

@@ -103,7 +103,8 @@ class one_thread:
 
 
 _now = time.perf_counter  # the clock StepThreads reads (a module name, for tests)
-_LAST_STALL = [float("-inf")]  # _now() at the last stalled step, in any loop
+# _now() at the last stalled step, and until when oneMKL runs on one thread (every loop)
+_STALLS = {"last": float("-inf"), "hold_until": float("-inf")}
 
 
 class StepThreads:
@@ -115,11 +116,14 @@ class StepThreads:
     a NumPy matmul just before the forward is enough), the scheduler now and
     then takes a core from one of oneMKL's threads for a whole time slice, and
     that step takes milliseconds instead of microseconds. One thread never
-    waits for another. So the loop times its steps, and after a step that
+    waits for another. So the loop times its steps. A stall is a step that
     took ``STALL_S`` longer than the fastest one (a time slice is a few
-    milliseconds; smaller hiccups are not stalls) it runs on one thread for ``HOLD_S``
-    seconds (the spinning lasts about that long), in this loop and the next
-    ones, then tries all threads again.
+    milliseconds; smaller hiccups are not stalls). After two stalls within
+    ``WINDOW_S`` it runs on one thread for ``HOLD_S`` seconds (the spinning
+    lasts about that long), in this loop and the next ones, then tries all
+    threads again. One stall alone is not enough: on a quiet machine a 1 ms
+    hiccup now and then (about one a second here at B=64, H=1024) would
+    otherwise halve the speed for 0.1 s each time.
 
     oneMKL's packed product gives bitwise-identical results on one thread or
     several (tested), so the choice changes the time, never the result. Call
@@ -128,6 +132,7 @@ class StepThreads:
     """
 
     STALL_S = 1e-3
+    WINDOW_S = 0.05
     HOLD_S = 0.1
 
     def __init__(self, lib=None):
@@ -152,7 +157,9 @@ class StepThreads:
             now = _now()
             dt = now - self._t0
             if self._threads > 1 and dt > self._best + self.STALL_S:
-                _LAST_STALL[0] = now
+                if now - _STALLS["last"] < self.WINDOW_S:
+                    _STALLS["hold_until"] = now + self.HOLD_S
+                _STALLS["last"] = now
             self._best = min(self._best, dt)
 
     def close(self):
@@ -161,7 +168,7 @@ class StepThreads:
             self._previous = None
 
     def _wanted(self, now):
-        return 1 if now - _LAST_STALL[0] < self.HOLD_S else self._most
+        return 1 if now < _STALLS["hold_until"] else self._most
 
     def _set(self, threads):
         previous = self._lib.MKL_Set_Num_Threads_Local(threads)

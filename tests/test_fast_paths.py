@@ -333,3 +333,53 @@ def test_results_file_prints_as_markdown_tables():
     assert len(rows) == contenders + 6 + 1  # + memory rows + the memory header
     big = next(r for r in result["grid"] if r["H"] == 1024)["results"]["torch.nn.RNN"]
     assert f"| (64, 50, 512, 1024) | torch.nn.RNN | {big['seconds'] * 1e3:.3f} |" in text
+
+
+def _blas_threads_now():
+    from threadpoolctl import threadpool_info
+
+    return max((p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"), default=1)
+
+
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_small_steps_run_on_one_thread_and_a_large_projection_on_all(monkeypatch, rng, return_sequences):
+    """Below _SERIAL_MACS the steps run on one BLAS thread; the projection keeps every thread when large."""
+    pytest.importorskip("threadpoolctl")
+    if _blas_threads_now() < 2:
+        pytest.skip("NumPy's BLAS runs one thread here")
+    monkeypatch.setattr(_inplace, "_MKL_MACS", 1 << 40)  # the OpenBLAS loop, with or without oneMKL
+    monkeypatch.setattr(_inplace, "_MKL_ROW_MACS", 1 << 40)
+    seen = {"project": set(), "step": set()}
+    real_project, real_combine = _inplace._project, _inplace._numpy_combine
+
+    def project(*args, **kw):
+        seen["project"].add(_blas_threads_now())
+        return real_project(*args, **kw)
+
+    def numpy_combine(mod, activate):
+        combine = real_combine(mod, activate)
+
+        def spy(*args):
+            seen["step"].add(_blas_threads_now())
+            return combine(*args)
+
+        return spy
+
+    monkeypatch.setattr(_inplace, "_project", project)
+    monkeypatch.setattr(_inplace, "_numpy_combine", numpy_combine)
+    for D, want_project in ((4, {1}), (4096, {_blas_threads_now()})):
+        # B * H * H = 128K steps; the projection of a block is tiny, then 84M (T = 20) / 34M (8 steps)
+        seen["project"].clear(), seen["step"].clear()
+        x, h0, Wx, Wh, b = [a.astype(np.float32) for a in random_rnn(rng, 20, (8,), D, 128)]
+        monkeypatch.setattr(_inplace, "_BLOCK_STEPS", 8)
+        h_seq, h_last = _inplace.scan_numpy(
+            np, x, h0, Wx, Wh, b, nonlinearity="tanh", lengths=None, reverse=False, leak=1.0,
+            return_sequences=return_sequences,
+        )  # fmt: skip
+        assert seen["step"] == {1}
+        assert seen["project"] == want_project, D
+        want_seq, want_last = reference_rnn(x, h0, Wx, Wh, b)
+        np.testing.assert_allclose(h_last, want_last, rtol=1e-4, atol=1e-5)
+        if return_sequences:
+            np.testing.assert_allclose(h_seq, want_seq, rtol=1e-4, atol=1e-5)
+    assert _blas_threads_now() >= 2  # the caller's thread count is back

@@ -37,6 +37,7 @@ def every_size_on_mkl(monkeypatch):
     """Send every size to oneMKL and count the packed products."""
     monkeypatch.setattr(_inplace, "_SERIAL_MACS", 0)
     monkeypatch.setattr(_inplace, "_MKL_MACS", 0)
+    monkeypatch.setattr(_inplace, "_MKL_ROW_MACS", 0)
     calls = []
     real = _mkl.PackedMatrix.matmul_add_at
 
@@ -101,9 +102,16 @@ def test_default_sizes_choose_mkl_only_above_the_threshold(monkeypatch, rng):
     below = random_rnn(rng, 5, (15,), 3, 256)  # 15 * 256**2, just below 1M: OpenBLAS on one thread
     rnn_xp.rnn_forward(*[a.astype(np.float32) for a in below])
     assert calls == []
+    one_row = random_rnn(rng, 5, (), 3, 256)  # one sequence, H * H = 64K: OpenBLAS on one thread
+    rnn_xp.rnn_forward(*[a.astype(np.float32) for a in one_row])
+    assert calls == []
     x, h0, Wx, Wh, b = random_rnn(rng, 5, (16,), 8, 256)  # 16 * 256**2 = 1M: oneMKL
     got = rnn_xp.rnn_forward(*[a.astype(np.float32) for a in (x, h0, Wx, Wh, b)])
     assert len(calls) == 5
+    np.testing.assert_allclose(got, reference_rnn(x, h0, Wx, Wh, b)[0], **TOL["float32"])
+    x, h0, Wx, Wh, b = random_rnn(rng, 5, (), 3, 512)  # one sequence, 512**2 = 256K: oneMKL's gemv
+    got = rnn_xp.rnn_forward(*[a.astype(np.float32) for a in (x, h0, Wx, Wh, b)])
+    assert len(calls) == 10
     np.testing.assert_allclose(got, reference_rnn(x, h0, Wx, Wh, b)[0], **TOL["float32"])
 
 
@@ -235,7 +243,7 @@ class _Clock:
 def clock(monkeypatch):
     clock = _Clock()
     monkeypatch.setattr(_mkl, "_now", clock)
-    monkeypatch.setattr(_mkl, "_LAST_STALL", [float("-inf")])
+    monkeypatch.setattr(_mkl, "_STALLS", {"last": float("-inf"), "hold_until": float("-inf")})
     return clock
 
 
@@ -245,13 +253,19 @@ def _step(threads, clock, seconds):
     threads.stop()
 
 
-def test_step_threads_drop_to_one_after_a_stall_and_come_back(clock):
+STALL = 30e-6 + 1.5 * _mkl.StepThreads.STALL_S  # a step that lost a time slice
+
+
+def test_step_threads_drop_to_one_after_two_stalls_and_come_back(clock):
     lib = _FakeThreadsLib(most=2)
     threads = _mkl.StepThreads(lib)
     for _ in range(3):
         _step(threads, clock, 30e-6)  # quick steps: all threads
     assert threads._threads == 2
-    _step(threads, clock, 30e-6 + 1.5 * _mkl.StepThreads.STALL_S)  # a stalled step
+    _step(threads, clock, STALL)  # one stall: a hiccup, perhaps
+    _step(threads, clock, 40e-6)
+    assert threads._threads == 2
+    _step(threads, clock, STALL)  # a second one within WINDOW_S: one thread from now on
     _step(threads, clock, 40e-6)
     assert threads._threads == 1 and lib.local == 1
     _step(threads, clock, 0.5 * _mkl.StepThreads.HOLD_S)  # slow, but one thread: not a stall
@@ -267,7 +281,8 @@ def test_step_threads_hold_carries_over_to_the_next_loop(clock):
     lib = _FakeThreadsLib(most=2)
     first = _mkl.StepThreads(lib)
     _step(first, clock, 30e-6)
-    _step(first, clock, 30e-6 + 2 * _mkl.StepThreads.STALL_S)
+    _step(first, clock, STALL)
+    _step(first, clock, STALL)
     first.close()
     second = _mkl.StepThreads(lib)  # within HOLD_S: starts on one thread (its projection too)
     assert lib.local == 1
@@ -289,9 +304,21 @@ def test_small_hiccups_are_not_stalls(clock):
     lib = _FakeThreadsLib(most=2)
     threads = _mkl.StepThreads(lib)
     _step(threads, clock, 30e-6)
-    _step(threads, clock, 0.5 * _mkl.StepThreads.STALL_S)  # 10x slower, yet shorter than a time slice
+    for _ in range(3):
+        _step(threads, clock, 0.5 * _mkl.StepThreads.STALL_S)  # 10x slower, yet shorter than a time slice
     _step(threads, clock, 30e-6)
     assert threads._threads == 2
+
+
+def test_stalls_far_apart_do_not_hold(clock):
+    lib = _FakeThreadsLib(most=2)
+    threads = _mkl.StepThreads(lib)
+    _step(threads, clock, 30e-6)
+    for _ in range(3):
+        _step(threads, clock, STALL)
+        clock.now += 2 * _mkl.StepThreads.WINDOW_S  # one stall now and then, as on a quiet machine
+        _step(threads, clock, 30e-6)
+        assert threads._threads == 2
 
 
 @needs_mkl
@@ -302,7 +329,7 @@ def test_thread_changes_mid_loop_give_bitwise_equal_results(every_size_on_mkl, m
     if _mkl.library().MKL_Get_Max_Threads() < 2:
         pytest.skip("oneMKL runs one thread here")
     x, h0, Wx, Wh, b = [a.astype(dtype_) for a in random_rnn(rng, 40, (B,), 64, 1024 if B == 1 else 256)]
-    monkeypatch.setattr(_mkl, "_LAST_STALL", [float("-inf")])
+    monkeypatch.setattr(_mkl, "_STALLS", {"last": float("-inf"), "hold_until": float("-inf")})
     want = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
     used = []
     real_set = _mkl.StepThreads._set
@@ -315,7 +342,8 @@ def test_thread_changes_mid_loop_give_bitwise_equal_results(every_size_on_mkl, m
     ticks = iter(range(10**6))
     monkeypatch.setattr(_mkl, "_now", lambda: float(next(ticks)))  # one tick per reading
     monkeypatch.setattr(_mkl.StepThreads, "STALL_S", -1.0)  # every multi-thread step "stalls"
-    monkeypatch.setattr(_mkl.StepThreads, "HOLD_S", 1.5)  # and the hold is over after one step
+    monkeypatch.setattr(_mkl.StepThreads, "WINDOW_S", 10.0)  # and any two are close enough
+    monkeypatch.setattr(_mkl.StepThreads, "HOLD_S", 1.5)  # the hold is over after one step
     got = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
     assert 1 in used and 2 in used
     np.testing.assert_array_equal(got, want)
