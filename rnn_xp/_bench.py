@@ -33,9 +33,10 @@ import numpy as np
 from . import _mkl
 
 CPU_GRID = [(1, 200, 32, 64), (16, 100, 64, 128), (32, 100, 128, 256), (64, 50, 512, 1024)]
+SMALL_BATCH_GRID = [(B, 200, H, H) for H in (256, 512, 1024) for B in (1, 4, 8)]
 GPU_GRID = (
     [(B, 50, H, H) for H in (1760, 2048, 2560) for B in (16, 32, 64, 128)]  # DeepBench vanilla RNN
-    + [(B, 200, H, H) for H in (256, 512, 1024) for B in (1, 4, 8)]  # small batches
+    + SMALL_BATCH_GRID
 )  # fmt: skip
 BASELINE = "torch.nn.RNN"
 FAST = "rnn_xp numpy (in-place)"  # what rnn_forward does with NumPy arrays: oneMKL if installed
@@ -280,8 +281,9 @@ def contenders(B, T, D, H, *, backends, gpu=False):
 SETTLE_S = 0.2
 
 
-def bench_grid(grid, *, backends, rounds, budget_s, gpu=False, progress=None, settle_s=SETTLE_S):
+def bench_grid(grid, *, backends, rounds, budget_s, gpu=False, progress=None, settle_s=None):
     """Time every contender on every size; returns a list of per-size records."""
+    settle_s = SETTLE_S if settle_s is None else settle_s
     records = []
     for B, T, D, H in grid:
         cands = contenders(B, T, D, H, backends=backends, gpu=gpu)
@@ -463,8 +465,12 @@ def chart(result, path):
 
 
 def run(*, quick=False, gpu=False, threads=2, out_dir="benchmarks/results", backends=None,
-        memory=True, stream=sys.stdout):  # fmt: skip
-    """Run the suite, print the tables, write JSON and a PNG; return the result dict."""
+        memory=True, small_batch=False, stream=sys.stdout):  # fmt: skip
+    """Run the suite, print the tables, write JSON and a PNG; return the result dict.
+
+    ``small_batch`` (CPU only): the GPU grid's small batches instead, B in {1, 4, 8},
+    H in {256, 512, 1024}, T = 200, NumPy against torch only, no memory section.
+    """
     from . import _backends
 
     if backends is None:
@@ -483,8 +489,11 @@ def run(*, quick=False, gpu=False, threads=2, out_dir="benchmarks/results", back
     except ImportError:
         pass
     grid = GPU_GRID if gpu else CPU_GRID
+    small_batch = small_batch and not gpu
+    if small_batch:
+        grid, backends, memory = SMALL_BATCH_GRID, [b for b in backends if b == "numpy"], False
     if quick:
-        grid = grid[:2] if gpu else grid
+        grid = grid[:2] if gpu or small_batch else grid
     rounds, budget = (3, 0.05) if quick else (7, 0.25)
     if quick:
         backends = [b for b in backends if b != "dask"]
@@ -506,6 +515,8 @@ def run(*, quick=False, gpu=False, threads=2, out_dir="benchmarks/results", back
     print_tables(result, stream)
     os.makedirs(out_dir, exist_ok=True)
     stem = _slug(result["machine"].get("gpu_name") if gpu else f"{platform.node()}-cpu")
+    if small_batch:
+        stem += "-small-batch"
     if quick:
         stem += "-quick"
     path = os.path.join(out_dir, stem + ".json")
@@ -540,10 +551,12 @@ def add_arguments(parser):
     parser.add_argument("--threads", type=int, default=2, help="BLAS and torch threads (default 2)")
     parser.add_argument("--out", default="benchmarks/results", help="folder for the JSON and PNG")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory section")
+    parser.add_argument("--small-batch", action="store_true",
+                        help="CPU: B in {1, 4, 8}, H in {256, 512, 1024}, T = 200, NumPy against torch")
 
 
 def main_from_args(args) -> int:
     result = run(quick=args.quick, gpu=args.gpu, threads=args.threads, out_dir=args.out,
-                 memory=not args.no_memory)  # fmt: skip
+                 memory=not args.no_memory, small_batch=args.small_batch)  # fmt: skip
     ok = all(r["agrees"] for rec in result["grid"] for r in rec["results"].values())
     return 0 if ok else 1

@@ -299,7 +299,32 @@ def test_bench_command_line_parses():
     from rnn_xp import cli
 
     args = cli.build_parser().parse_args(["bench", "--quick", "--threads", "1"])
-    assert args.quick and args.threads == 1 and not args.gpu
+    assert args.quick and args.threads == 1 and not args.gpu and not args.small_batch
+    assert cli.build_parser().parse_args(["bench", "--small-batch"]).small_batch
+
+
+def test_bench_small_batch_grid(tmp_path, monkeypatch):
+    """``--small-batch``: its own grid and results file, NumPy against torch, no memory section."""
+    if optional_import("torch") is None:
+        pytest.skip("torch not installed")
+    import io
+    import json
+
+    from rnn_xp import _bench
+
+    assert _bench.SMALL_BATCH_GRID == [(B, 200, H, H) for H in (256, 512, 1024) for B in (1, 4, 8)]
+    assert set(_bench.SMALL_BATCH_GRID) <= set(_bench.GPU_GRID)
+    monkeypatch.setattr(_bench, "SMALL_BATCH_GRID", [(1, 3, 4, 4), (2, 3, 4, 4), (4, 3, 4, 4)])
+    monkeypatch.setattr(_bench, "SETTLE_S", 0.0)
+    result = _bench.run(quick=True, small_batch=True, out_dir=str(tmp_path), backends=["numpy", "jax", "torch"],
+                        stream=io.StringIO())  # fmt: skip
+    assert [(r["B"], r["T"], r["D"], r["H"]) for r in result["grid"]] == [(1, 3, 4, 4), (2, 3, 4, 4)]
+    names = set(result["grid"][0]["results"])
+    assert _bench.BASELINE in names and _bench.FAST in names
+    assert not any("jax" in n or "rnn_xp torch" in n for n in names)
+    assert "memory" not in result
+    (path,) = tmp_path.glob("*-cpu-small-batch-quick.json")
+    assert json.loads(path.read_text())["grid"] == json.loads(json.dumps(result["grid"]))
 
 
 @pytest.mark.parametrize("shape", [(65, 65), (130, 200), (200, 130), (64, 64), (3, 7)])
