@@ -8,6 +8,11 @@ short, wide left operand. For B=64, H=1024 float32 on a 2-core Xeon the
 product takes about 0.41 ms packed against 0.62 ms with OpenBLAS
 (``docs/performance.md``).
 
+A single row (B = 1) skips the packing and uses ``cblas_?gemv`` on the matrix
+as it is (``PackedMatrix``). ``StepThreads`` picks oneMKL's thread count step
+by step: one thread for a while when its threads keep stalling at the
+per-step barrier because another library's threads hold the cores.
+
 oneMKL is used only when the ``mkl`` wheel is installed (``pip install
 rnn_xp[mkl]``) and ``RNN_XP_MKL`` is not ``0``. It is reached through
 ``ctypes``: nothing is compiled, and NumPy keeps its own BLAS for everything
