@@ -339,6 +339,8 @@ def test_thread_changes_mid_loop_give_bitwise_equal_results(every_size_on_mkl, m
         real_set(self, n)
 
     monkeypatch.setattr(_mkl.StepThreads, "_set", record)
+    # a fresh record: the forward above, on the real clock, may have seen stalls of its own
+    monkeypatch.setattr(_mkl, "_STALLS", {"last": float("-inf"), "hold_until": float("-inf")})
     ticks = iter(range(10**6))
     monkeypatch.setattr(_mkl, "_now", lambda: float(next(ticks)))  # one tick per reading
     monkeypatch.setattr(_mkl.StepThreads, "STALL_S", -1.0)  # every multi-thread step "stalls"
