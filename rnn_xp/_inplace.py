@@ -22,7 +22,7 @@ small size run both products through it instead: ``Wh`` is packed once for
 all steps (for one sequence, B = 1, the matrix-vector product reads it as it
 is) and each step accumulates ``out[t] += h @ Wh.T`` in one call, so the
 ``tmp`` buffer and the separate add go away. oneMKL's thread count is chosen
-step by step (``_mkl.StepThreads``: one thread for a while after a stalled step).
+step by step (``_mkl.StepThreads``: one thread for a while after repeated stalls).
 
 With ``return_sequences=False`` there is no ``(T, B, H)`` buffer: the input
 is projected a block of time steps at a time into a buffer of at most
@@ -119,7 +119,7 @@ def scan_inplace(
     if mkl:
         h0_2 = mod.ascontiguousarray(h0_2)  # oneMKL reads rows of H contiguous values
         WxT = mod.ascontiguousarray(Wx).T  # (D, H): a view of a C-contiguous (H, D)
-        packed = _mkl.PackedMatrix(Wh, B)  # Wh.T packed once for all steps (B = 1: as it is)
+        packed = _mkl.step_product(Wh, B)  # Wh.T packed once for all steps (B = 1: as it is)
         threads = _mkl.StepThreads()  # oneMKL's thread count, step by step
     else:
         WxT = Wx.T  # (D, H): a transposed view, no copy

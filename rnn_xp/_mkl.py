@@ -9,7 +9,7 @@ product takes about 0.41 ms packed against 0.62 ms with OpenBLAS
 (``docs/performance.md``).
 
 A single row (B = 1) skips the packing and uses ``cblas_?gemv`` on the matrix
-as it is (``PackedMatrix``). ``StepThreads`` picks oneMKL's thread count step
+as it is (``RowProduct``; ``step_product`` picks). ``StepThreads`` picks oneMKL's thread count step
 by step: one thread for a while when its threads keep stalling at the
 per-step barrier because another library's threads hold the cores.
 
@@ -38,7 +38,7 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["PackedMatrix", "StepThreads", "gemm", "library"]
+__all__ = ["PackedMatrix", "RowProduct", "StepThreads", "gemm", "library", "step_product"]
 
 # CBLAS enumerations
 _ROW_MAJOR, _NO_TRANS, _TRANS, _PACKED, _B_MATRIX = 101, 111, 112, 151, 162
@@ -254,7 +254,7 @@ def _self_check(lib):
         d = np.ones((37, 50), dtype)
         packed.matmul_add(a, d)
         row = np.ones((1, 50), dtype)
-        PackedMatrix(w, 1, lib).matmul_add(a[:1], row)  # one row: the matrix-vector product
+        RowProduct(w, lib).matmul_add(a[:1], row)  # one row: the matrix-vector product
         want = a.astype(np.float64) @ w.T.astype(np.float64) + 1
         tol = 1e-3 if dtype == np.float32 else 1e-10
         if not all(np.allclose(got, want[: len(got)], rtol=tol, atol=tol) for got in (c, d, row)):
@@ -297,17 +297,16 @@ def _pack_buffer(nbytes):
     return buf, buf.ctypes.data + (-buf.ctypes.data % 64)
 
 
+def step_product(W, M, lib=None):
+    """The per-step product ``out += a @ W.T`` for ``a`` of ``M`` rows: packed, or for one row ``?gemv``."""
+    return RowProduct(W, lib) if M == 1 else PackedMatrix(W, M, lib)
+
+
 class PackedMatrix:
     """``W`` ``(N, K)`` packed once as the right operand ``W.T`` of ``(M, K) @ (K, N)``.
 
     The packed copy lives in this thread's scratch buffer: it is valid until
     the next ``PackedMatrix`` is made in the same thread.
-
-    For a single row (M = 1) nothing is packed: the product is oneMKL's
-    matrix-vector product on ``W`` as it is. The packed layout of ``W`` is
-    about 3.5 times its size (14 MB for H = 1024 float32), and with one row
-    the step is bound by reading it: at B = 1, H = 1024 a step took about
-    48 us with ``?gemv`` against 99 us packed on a 2-core Xeon.
     """
 
     def __init__(self, W, M, lib=None):
@@ -318,14 +317,9 @@ class PackedMatrix:
         p = _prefix(W.dtype)
         N, K = W.shape
         self.shape = (M, N, K)
-        W = np.ascontiguousarray(W)
-        if M == 1:
-            self._W, self._W_at = W, W.ctypes.data  # kept alive: gemv reads it at every step
-            self._gemv = getattr(self._lib, f"cblas_{p}gemv")
-            return
-        self._W = None
         size = getattr(self._lib, f"cblas_{p}gemm_pack_get_size")(_B_MATRIX, M, N, K)
         self._buf, self._ptr = _pack_buffer(size)
+        W = np.ascontiguousarray(W)
         getattr(self._lib, f"cblas_{p}gemm_pack")(
             _ROW_MAJOR, _B_MATRIX, _TRANS, M, N, K, 1.0, W.ctypes.data, K, self._ptr
         )
@@ -338,9 +332,35 @@ class PackedMatrix:
     def matmul_add_at(self, a_address, out_address):
         """``matmul_add`` on raw addresses of C-contiguous arrays (for the per-step loop)."""
         M, N, K = self.shape
-        if self._W is not None:  # out (N,) += W (N, K) @ a (K,)
-            self._gemv(_ROW_MAJOR, _NO_TRANS, N, K, 1.0, self._W_at, K, a_address, 1,
-                       1.0, out_address, 1)  # fmt: skip
-            return
         self._compute(_ROW_MAJOR, _NO_TRANS, _PACKED, M, N, K, a_address, K, self._ptr, N,
                       1.0, out_address, N)  # fmt: skip
+
+
+class RowProduct:
+    """``PackedMatrix``'s product for one row (M = 1): oneMKL's ``?gemv`` on ``W`` as it is.
+
+    Nothing is packed. The packed layout of ``W`` is about 3.5 times its size
+    (14 MB for H = 1024 float32), and with one row the step is bound by
+    reading the matrix: at B = 1, H = 1024 a step took about 48 us with
+    ``?gemv`` against 99 us packed on a 2-core Xeon.
+    """
+
+    def __init__(self, W, lib=None):
+        import numpy as np
+
+        self._lib = lib or library()
+        self.dtype = W.dtype
+        N, K = W.shape
+        self.shape = (1, N, K)
+        self._W = np.ascontiguousarray(W)  # kept alive: gemv reads it at every step
+        self._W_at = self._W.ctypes.data
+        self._gemv = getattr(self._lib, f"cblas_{_prefix(W.dtype)}gemv")
+
+    def matmul_add(self, a, out):
+        """``out += a @ W.T``, in place; ``a`` ``(1, K)``, ``out`` ``(1, N)``, C-contiguous."""
+        self.matmul_add_at(a.ctypes.data, out.ctypes.data)
+
+    def matmul_add_at(self, a_address, out_address):
+        """``out (N,) += W (N, K) @ a (K,)`` on raw addresses."""
+        _, N, K = self.shape
+        self._gemv(_ROW_MAJOR, _NO_TRANS, N, K, 1.0, self._W_at, K, a_address, 1, 1.0, out_address, 1)

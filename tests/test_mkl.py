@@ -41,11 +41,18 @@ def every_size_on_mkl(monkeypatch):
     calls = []
     real = _mkl.PackedMatrix.matmul_add_at
 
+    real_row = _mkl.RowProduct.matmul_add_at
+
     def counting(self, a, out):
         calls.append(self.shape)
         return real(self, a, out)
 
+    def counting_row(self, a, out):
+        calls.append(self.shape)
+        return real_row(self, a, out)
+
     monkeypatch.setattr(_mkl.PackedMatrix, "matmul_add_at", counting)
+    monkeypatch.setattr(_mkl.RowProduct, "matmul_add_at", counting_row)
     return calls
 
 
@@ -95,8 +102,9 @@ def test_mkl_batch_first_and_strided_inputs(every_size_on_mkl, rng, dtype):
 @needs_mkl
 def test_default_sizes_choose_mkl_only_above_the_threshold(monkeypatch, rng):
     calls = []
-    real = _mkl.PackedMatrix.matmul_add_at
+    real, real_row = _mkl.PackedMatrix.matmul_add_at, _mkl.RowProduct.matmul_add_at
     monkeypatch.setattr(_mkl.PackedMatrix, "matmul_add_at", lambda s, a, o: (calls.append(1), real(s, a, o)))
+    monkeypatch.setattr(_mkl.RowProduct, "matmul_add_at", lambda s, a, o: (calls.append(1), real_row(s, a, o)))
     small = random_rnn(rng, 5, (2,), 3, 8)  # B * H * H = 128: OpenBLAS on one thread
     rnn_xp.rnn_forward(*[a.astype(np.float32) for a in small])
     below = random_rnn(rng, 5, (15,), 3, 256)  # 15 * 256**2, just below 1M: OpenBLAS on one thread
@@ -125,12 +133,14 @@ def test_packed_product_and_gemm(rng, dtype_, shape):
     c0 = rng.standard_normal((M, N)).astype(dtype_)
     want = a.astype(np.float64) @ w.T.astype(np.float64)
     tol = dict(rtol=1e-4, atol=1e-4) if dtype_ == np.float32 else dict(rtol=1e-12, atol=1e-12)
-    packed = _mkl.PackedMatrix(w, M)
-    c = c0.copy()
-    packed.matmul_add(a, c)
-    np.testing.assert_allclose(c, want + c0, **tol)
-    packed.matmul_add(a, c)  # reusable: the packed copy is not consumed
-    np.testing.assert_allclose(c, 2 * want + c0, **tol)
+    chosen = _mkl.step_product(w, M)
+    assert isinstance(chosen, _mkl.RowProduct) == (M == 1)
+    for packed in (chosen, _mkl.PackedMatrix(w, M)):  # for one row: gemv, and the packed product too
+        c = c0.copy()
+        packed.matmul_add(a, c)
+        np.testing.assert_allclose(c, want + c0, **tol)
+        packed.matmul_add(a, c)  # reusable: the packed copy is not consumed
+        np.testing.assert_allclose(c, 2 * want + c0, **tol)
     out = np.full((M, N), np.nan, dtype_)
     _mkl.gemm(a, w, out)  # beta = 0 ignores the NaN already there
     np.testing.assert_allclose(out, want, **tol)
