@@ -58,6 +58,8 @@ class _forced_mkl:
         from rnn_xp import _inplace
 
         self._saved = _inplace._MKL_MACS, _mkl.StepThreads.HOLD_S
+        self._prefer = _mkl.preferring(True)  # on any CPU vendor
+        self._prefer.__enter__()
         _inplace._MKL_MACS = 0
         if not self.hold:
             _mkl.StepThreads.HOLD_S = 0.0  # a hold ends as it starts: all threads on every step
@@ -67,6 +69,7 @@ class _forced_mkl:
         from rnn_xp import _inplace
 
         _inplace._MKL_MACS, _mkl.StepThreads.HOLD_S = self._saved
+        self._prefer.__exit__(*exc)
         return False
 
 

@@ -39,8 +39,9 @@ GPU_GRID = (
     + SMALL_BATCH_GRID
 )  # fmt: skip
 BASELINE = "torch.nn.RNN"
-FAST = "rnn_xp numpy (in-place)"  # what rnn_forward does with NumPy arrays: oneMKL if installed
+FAST = "rnn_xp numpy (in-place)"  # what rnn_forward does with NumPy arrays (oneMKL where preferred)
 FAST_OPENBLAS = "rnn_xp numpy (OpenBLAS)"  # the same loop with oneMKL switched off
+FAST_MKL = "rnn_xp numpy (oneMKL)"  # the same loop with oneMKL taken where it is not preferred
 
 
 class Progress:
@@ -232,13 +233,21 @@ def contenders(B, T, D, H, *, backends, gpu=False):
     import array_api_compat.numpy as nxp
 
     out[FAST] = (lambda: rnn_xp.rnn_forward(x, h0, Wx, Wh, b), _nosync, np.asarray)
-    if _mkl.library() is not None:  # the same loop without oneMKL, side by side
+    if _mkl.library() is not None:  # the other BLAS of the same loop, side by side
+        if _mkl.preferred():
 
-        def openblas_only():
-            with _mkl.suspended():
-                return rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
+            def openblas_only():
+                with _mkl.suspended():
+                    return rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
 
-        out[FAST_OPENBLAS] = (openblas_only, _nosync, np.asarray)
+            out[FAST_OPENBLAS] = (openblas_only, _nosync, np.asarray)
+        else:
+
+            def mkl_anyway():
+                with _mkl.preferring(True):
+                    return rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
+
+            out[FAST_MKL] = (mkl_anyway, _nosync, np.asarray)
     out["rnn_xp numpy (portable)"] = (portable(nxp, x, h0, Wx, Wh, b), _nosync, np.asarray)
     out["seed loop (numpy)"] = (lambda: seed_loop(x, h0, Wx, Wh, b), _nosync, np.asarray)
     if "jax" in backends:

@@ -17,8 +17,9 @@ every step and stacks them at the end. Here every buffer is allocated once:
 Beyond its result, the loop holds a few ``(B, H)`` buffers and a contiguous
 ``(H, H)`` copy of ``Wh.T``, whatever T is.
 
-When oneMKL is installed (``_mkl``), float32/float64 NumPy inputs above a
-small size run both products through it instead: ``Wh`` is packed once for
+When oneMKL is installed and preferred (``_mkl.preferred``: an Intel CPU,
+or ``RNN_XP_MKL=1``), float32/float64 NumPy inputs above a small size run
+both products through it instead: ``Wh`` is packed once for
 all steps (for one sequence, B = 1, the matrix-vector product reads it as it
 is) and each step accumulates ``out[t] += h @ Wh.T`` in one call, so the
 ``tmp`` buffer and the separate add go away. oneMKL's thread count is chosen
@@ -79,8 +80,9 @@ def scan_numpy(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, re
     B = math.prod(h0.shape[:-1])
     H = h0.shape[-1]
     macs = B * H * H  # per step
-    use_mkl = (macs >= (_MKL_ROW_MACS if B == 1 else _MKL_MACS)
-               and h0.dtype in (numpy.float32, numpy.float64) and _mkl.library() is not None)  # fmt: skip
+    use_mkl = (_mkl.preferred()  # first: it also checks RNN_XP_MKL, whatever the size
+               and macs >= (_MKL_ROW_MACS if B == 1 else _MKL_MACS)
+               and h0.dtype in (numpy.float32, numpy.float64))  # fmt: skip
     small = macs < _SERIAL_MACS and not use_mkl
     steps = T if return_sequences else _block_steps(T, B, H)  # time steps projected at once
     serial_steps = small and steps * B * D * H >= _PARALLEL_PROJECTION_MACS

@@ -13,10 +13,14 @@ as it is (``RowProduct``; ``step_product`` picks). ``StepThreads`` picks oneMKL'
 by step: one thread for a while when its threads keep stalling at the
 per-step barrier because another library's threads hold the cores.
 
-oneMKL is used only when the ``mkl`` wheel is installed (``pip install
+oneMKL is loaded only when the ``mkl`` wheel is installed (``pip install
 rnn_xp[mkl]``) and ``RNN_XP_MKL`` is not ``0``. It is reached through
 ``ctypes``: nothing is compiled, and NumPy keeps its own BLAS for everything
-else.
+else. The NumPy loop takes it by default only on Intel CPUs (``preferred``):
+elsewhere oneMKL runs slower generic kernels than OpenBLAS's (on a 2-core
+AMD EPYC, a float32 GEMM at about 195 GFLOP/s against OpenBLAS's 255, and
+the (64, 50, 512, 1024) forward 30% slower). ``RNN_XP_MKL=1`` takes it on
+any CPU.
 
 Two facts shape the loading:
 
@@ -38,7 +42,7 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["PackedMatrix", "RowProduct", "StepThreads", "gemm", "library", "step_product"]
+__all__ = ["PackedMatrix", "RowProduct", "StepThreads", "gemm", "library", "preferred", "step_product"]
 
 # CBLAS enumerations
 _ROW_MAJOR, _NO_TRANS, _TRANS, _PACKED, _B_MATRIX = 101, 111, 112, 151, 162
@@ -46,6 +50,20 @@ _GNU_THREADING = 3
 
 _LIB = None  # None: not tried yet; False: unavailable; else the ctypes library
 _WHY = "not tried"
+_PREFERRED = None  # None: not decided yet; else (bool, why not)
+_FORCED = None  # set by ``preferring``: overrides the decision (benchmarks, tests)
+
+ENV_VAR = "RNN_XP_MKL"
+_MODES = {"": "auto", "auto": "auto", "1": "on", "0": "off"}
+
+
+def _mode():
+    """``RNN_XP_MKL`` as ``"auto"`` (unset, empty or ``auto``), ``"on"`` (``1``) or ``"off"`` (``0``)."""
+    value = os.environ.get(ENV_VAR, "")
+    try:
+        return _MODES[value.strip().lower()]
+    except KeyError:
+        raise ValueError(f"{ENV_VAR} must be 0, 1 or auto; got {value!r}") from None
 
 
 def library():
@@ -56,10 +74,72 @@ def library():
     return _LIB or None
 
 
+def preferred():
+    """Whether the NumPy loop takes oneMKL (above its size thresholds) rather than NumPy's BLAS.
+
+    It must be loaded (``library()``), and either ``RNN_XP_MKL=1`` or the CPU
+    is an Intel one (``/proc/cpuinfo``'s ``vendor_id`` is ``GenuineIntel``).
+    oneMKL picks its fastest kernels by CPU vendor; on other CPUs it runs
+    generic ones, slower than OpenBLAS's (module docstring).
+    """
+    global _PREFERRED
+    if library() is None:
+        return False
+    if _FORCED is not None:
+        return _FORCED
+    if _PREFERRED is None:
+        _PREFERRED = _decide(_mode(), cpu_vendor())
+    return _PREFERRED[0]
+
+
+def _decide(mode, vendor):
+    """``(use oneMKL, why not)`` from ``RNN_XP_MKL``'s mode and the CPU vendor, oneMKL being loaded."""
+    if mode == "on" or vendor == "GenuineIntel":
+        return True, ""
+    return False, (f"the CPU is {vendor or 'of an unknown vendor'}, where oneMKL runs generic kernels, "
+                   f"slower than OpenBLAS's ({ENV_VAR}=1 takes oneMKL anyway)")  # fmt: skip
+
+
+def cpu_vendor():
+    """The CPU vendor from ``/proc/cpuinfo`` (``GenuineIntel``, ``AuthenticAMD``, ...), or ``None``."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+class preferring:
+    """A context in which ``preferred()`` is ``value`` (when oneMKL is loaded); for benchmarks and tests.
+
+    Not thread-safe: it changes a module setting for the whole process.
+    """
+
+    def __init__(self, value):
+        self._value = bool(value)
+
+    def __enter__(self):
+        global _FORCED
+        self._saved, _FORCED = _FORCED, self._value
+        return self
+
+    def __exit__(self, *exc):
+        global _FORCED
+        _FORCED = self._saved
+        return False
+
+
 def status():
-    """A one-line account of whether oneMKL is in use, and why (for benchmarks)."""
-    library()
-    return "in use" if _LIB else f"not used: {_WHY}"
+    """A one-line account of whether the NumPy loop uses oneMKL, and why (for benchmarks)."""
+    if library() is None:
+        return f"not used: {_WHY}"
+    if preferred():
+        return "in use"
+    why = _decide(_mode(), cpu_vendor())[1] or "switched off (preferring(False))"
+    return f"loaded, not used by default: {why}"
 
 
 def version():
@@ -76,14 +156,14 @@ class suspended:
     """A context in which oneMKL is not used (for side-by-side benchmarks; not thread-safe)."""
 
     def __enter__(self):
-        global _LIB
+        global _LIB, _WHY
         library()
-        self._saved, _LIB = _LIB, False
+        self._saved, _LIB, _WHY = (_LIB, _WHY), False, "suspended"
         return self
 
     def __exit__(self, *exc):
-        global _LIB
-        _LIB = self._saved
+        global _LIB, _WHY
+        _LIB, _WHY = self._saved
         return False
 
 
@@ -195,8 +275,8 @@ def _candidates():
 
 
 def _load():
-    if os.environ.get("RNN_XP_MKL", "1") == "0":
-        return False, "RNN_XP_MKL=0"
+    if _mode() == "off":
+        return False, f"{ENV_VAR}=0"
     if not sys.platform.startswith("linux"):
         return False, "only loaded on Linux"
     path = next(iter(_candidates()), None)

@@ -280,7 +280,8 @@ def test_bench_suite_runs_and_checks_agreement(tmp_path):
     names = set(grid[0]["results"])
     assert {_bench.BASELINE, _bench.FAST, "seed loop (numpy)", "rnn_xp numpy (portable)"} <= names
     with_mkl = _mkl.library() is not None  # then oneMKL and OpenBLAS are timed side by side
-    assert (_bench.FAST_OPENBLAS in names) == with_mkl
+    assert (_bench.FAST_OPENBLAS in names) == (with_mkl and _mkl.preferred())  # the default is oneMKL
+    assert (_bench.FAST_MKL in names) == (with_mkl and not _mkl.preferred())  # the default is OpenBLAS
     assert set(grid[0]["gemm_gflops_by_blas"]) == ({"numpy", "mkl"} if with_mkl else {"numpy"})
     assert grid[0]["gemm_gflops"] == max(grid[0]["gemm_gflops_by_blas"].values())
     assert all(r["agrees"] and r["seconds"] > 0 for r in grid[0]["results"].values())

@@ -33,7 +33,13 @@ TOL = {"float32": dict(rtol=2e-5, atol=2e-6), "float64": dict(rtol=1e-11, atol=1
 
 
 @pytest.fixture
-def every_size_on_mkl(monkeypatch):
+def mkl_preferred(monkeypatch):
+    """oneMKL preferred whatever the CPU vendor (as with ``RNN_XP_MKL=1``)."""
+    monkeypatch.setattr(_mkl, "_FORCED", True)
+
+
+@pytest.fixture
+def every_size_on_mkl(monkeypatch, mkl_preferred):
     """Send every size to oneMKL and count the packed products."""
     monkeypatch.setattr(_inplace, "_SERIAL_MACS", 0)
     monkeypatch.setattr(_inplace, "_MKL_MACS", 0)
@@ -101,6 +107,8 @@ def test_mkl_batch_first_and_strided_inputs(every_size_on_mkl, rng, dtype):
 
 @needs_mkl
 def test_default_sizes_choose_mkl_only_above_the_threshold(monkeypatch, rng):
+    monkeypatch.setattr(_mkl, "cpu_vendor", lambda: "GenuineIntel")  # the default choice on Intel
+    monkeypatch.setattr(_mkl, "_PREFERRED", None)
     calls = []
     real, real_row = _mkl.PackedMatrix.matmul_add_at, _mkl.RowProduct.matmul_add_at
     monkeypatch.setattr(_mkl.PackedMatrix, "matmul_add_at", lambda s, a, o: (calls.append(1), real(s, a, o)))
@@ -147,7 +155,7 @@ def test_packed_product_and_gemm(rng, dtype_, shape):
 
 
 @needs_mkl
-def test_threads_give_bitwise_equal_results(rng):
+def test_threads_give_bitwise_equal_results(mkl_preferred, rng):
     x, h0, Wx, Wh, b = [a.astype(np.float32) for a in random_rnn(rng, 10, (32,), 16, 256)]
     want = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
     results = [None] * 6
@@ -198,10 +206,79 @@ print("ok")
 def test_correct_beside_torch_in_either_import_order(order):
     """Two OpenMP runtimes in one process once made oneMKL's products wrong; not with libgomp."""
     pytest.importorskip("torch")
+    env = dict(os.environ, RNN_XP_MKL="1")  # oneMKL on any CPU vendor
     proc = subprocess.run([sys.executable, "-c", _ORDER_CHECK, order], capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+                          env=env, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["in", "use", "ok"]
+
+
+@pytest.mark.parametrize("mode", ["auto", "on"])
+@pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD", "HygonGenuine", None])
+def test_preferred_by_cpu_vendor_unless_forced(mode, vendor):
+    use, why = _mkl._decide(mode, vendor)
+    assert use == (mode == "on" or vendor == "GenuineIntel")
+    assert (why == "") == use
+    if not use:
+        assert (vendor or "unknown vendor") in why and "RNN_XP_MKL=1" in why
+
+
+@needs_mkl
+@pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD"])
+def test_default_forward_takes_mkl_on_intel_only(monkeypatch, rng, vendor):
+    monkeypatch.setattr(_mkl, "cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(_mkl, "_PREFERRED", None)  # decide again, with this vendor
+    monkeypatch.delenv("RNN_XP_MKL", raising=False)
+    calls = []
+    real = _mkl.PackedMatrix.matmul_add_at
+    monkeypatch.setattr(_mkl.PackedMatrix, "matmul_add_at", lambda s, a, o: (calls.append(1), real(s, a, o)))
+    x, h0, Wx, Wh, b = random_rnn(rng, 4, (16,), 8, 256)  # 1M multiply-adds per step: oneMKL's size
+    got = rnn_xp.rnn_forward(*[a.astype(np.float32) for a in (x, h0, Wx, Wh, b)])
+    assert len(calls) == (4 if vendor == "GenuineIntel" else 0)
+    assert _mkl.status() == "in use" if vendor == "GenuineIntel" else _mkl.status().startswith(
+        "loaded, not used by default: the CPU is AuthenticAMD")
+    np.testing.assert_allclose(got, reference_rnn(x, h0, Wx, Wh, b)[0], **TOL["float32"])
+
+
+def test_cpu_vendor_is_read_on_linux():
+    vendor = _mkl.cpu_vendor()
+    if sys.platform.startswith("linux") and os.path.exists("/proc/cpuinfo"):
+        assert vendor and vendor.strip() == vendor
+    else:
+        assert vendor is None
+
+
+_MODE_CHECK = """
+import numpy as np, rnn_xp
+from rnn_xp import _mkl
+try:
+    rnn_xp.rnn_forward(np.zeros((2, 1, 3), np.float32), None, np.zeros((4, 3), np.float32),
+                       np.zeros((4, 4), np.float32))
+except ValueError as exc:
+    print("ValueError:", exc)
+else:
+    print(_mkl.preferred(), _mkl.status())
+"""
+
+
+@pytest.mark.parametrize("value", ["1", "0", "auto", "yes"])
+def test_environment_variable_modes(value):
+    env = dict(os.environ, RNN_XP_MKL=value)
+    proc = subprocess.run([sys.executable, "-c", _MODE_CHECK], capture_output=True, text=True, env=env,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.strip()
+    if value == "yes":
+        assert out == "ValueError: RNN_XP_MKL must be 0, 1 or auto; got 'yes'"
+    elif value == "0":
+        assert out == "False not used: RNN_XP_MKL=0"
+    elif _mkl.library() is None:
+        assert out.startswith("False not used:")
+    elif value == "1":
+        assert out == "True in use"
+    else:
+        intel = _mkl.cpu_vendor() == "GenuineIntel"
+        assert out.startswith("True in use" if intel else "False loaded, not used by default:")
 
 
 def test_switched_off_by_environment():
