@@ -19,7 +19,7 @@ the loop on OpenBLAS alone (oneMKL suspended).
 
 Run from the repository root::
 
-    python benchmarks/bench_interference.py           # writes benchmarks/results/interference.json
+    python benchmarks/bench_interference.py           # writes benchmarks/results/interference-<cpu>.json
     python benchmarks/bench_interference.py --quick   # one size, fewer rounds, nothing written
 """
 
@@ -41,7 +41,7 @@ import torch  # noqa: E402
 import rnn_xp  # noqa: E402
 from rnn_xp import _bench, _mkl  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "interference.json"
+RESULTS = ROOT / "benchmarks" / "results" / f"interference-{_bench.cpu_tag(_bench._cpu_model())}.json"
 SIZES = [(32, 100, 128, 256), (64, 50, 512, 1024)]  # (B, T, D, H): where oneMKL may run
 SHIPPED = "rnn_xp numpy (oneMKL, shipped)"
 ALL_THREADS = "rnn_xp numpy (oneMKL, all threads every step)"

@@ -1,6 +1,6 @@
 """Print the tables of a results file as Markdown, for docs/performance.md.
 
-    python benchmarks/results_markdown.py benchmarks/results/vm-cpu.json
+    python benchmarks/results_markdown.py benchmarks/results/vm-epyc-cpu.json
 """
 
 from __future__ import annotations

@@ -523,7 +523,8 @@ def run(*, quick=False, gpu=False, threads=2, out_dir="benchmarks/results", back
         limiter.restore_original_limits()
     print_tables(result, stream)
     os.makedirs(out_dir, exist_ok=True)
-    stem = _slug(result["machine"].get("gpu_name") if gpu else f"{platform.node()}-cpu")
+    stem = _slug(result["machine"].get("gpu_name") if gpu else
+                 f"{platform.node()}-{cpu_tag(result['machine']['cpu_model'])}-cpu")  # fmt: skip
     if small_batch:
         stem += "-small-batch"
     if quick:
@@ -548,6 +549,14 @@ def _gpu_name():
         import cupy
 
         return cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+
+
+def cpu_tag(model):
+    """A short name for a CPU model in results file names: ``xeon``, ``epyc``, ``ryzen``, ... (else ``cpu``)."""
+    words = model.lower().replace("(r)", " ").replace("(tm)", " ").split()
+    skip = {"intel", "amd", "genuine", "processor", "cpu"}
+    word = next((w for w in words if w not in skip and w.isalpha()), "")
+    return word or "cpu"
 
 
 def _slug(s):

@@ -325,7 +325,19 @@ def test_bench_small_batch_grid(tmp_path, monkeypatch):
     assert not any("jax" in n or "rnn_xp torch" in n for n in names)
     assert "memory" not in result
     (path,) = tmp_path.glob("*-cpu-small-batch-quick.json")
+    assert path.name.endswith(f"-{_bench.cpu_tag(result['machine']['cpu_model'])}-cpu-small-batch-quick.json")
     assert json.loads(path.read_text())["grid"] == json.loads(json.dumps(result["grid"]))
+
+
+@pytest.mark.parametrize("model, tag", [
+    ("Intel(R) Xeon(R) Processor", "xeon"), ("Intel(R) Xeon(R) Platinum 8488C", "xeon"),
+    ("AMD EPYC", "epyc"), ("AMD EPYC 9B45 128-Core Processor", "epyc"), ("AMD Ryzen 9 7950X", "ryzen"),
+    ("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz", "core"), ("", "cpu"), ("12345", "cpu"),
+])  # fmt: skip
+def test_results_files_are_named_by_cpu(model, tag):
+    from rnn_xp import _bench
+
+    assert _bench.cpu_tag(model) == tag
 
 
 @pytest.mark.parametrize("shape", [(65, 65), (130, 200), (200, 130), (64, 64), (3, 7)])
@@ -352,7 +364,7 @@ def test_results_file_prints_as_markdown_tables():
 
     root = pathlib.Path(__file__).resolve().parents[1]
     markdown = runpy.run_path(str(root / "benchmarks" / "results_markdown.py"))["markdown"]
-    result = json.loads((root / "benchmarks" / "results" / "vm-cpu.json").read_text())
+    result = json.loads((root / "benchmarks" / "results" / "vm-xeon-cpu.json").read_text())
     text = markdown(result)
     rows = [line for line in text.splitlines() if line.startswith("| ") and " ms " not in line]
     contenders = sum(len(rec["results"]) for rec in result["grid"])
