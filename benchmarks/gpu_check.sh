@@ -1,24 +1,74 @@
 #!/usr/bin/env bash
-# On a machine with an NVIDIA GPU: run the GPU tests, then the GPU benchmark grid.
+# On a machine with an NVIDIA GPU: the GPU tests, then the GPU benchmark grid,
+# in at most about 8 minutes (each phase has its own time limit).
 #
-#   bash benchmarks/gpu_check.sh            (from the repository root)
+#   bash benchmarks/gpu_wheels.sh        # once, on a machine with PyPI: .whl/ for a bare GPU machine
+#   bash benchmarks/gpu_check.sh         # on the GPU machine, from anywhere in the repository
 #
-# 1. The CuPy and torch-CUDA tests (the fused CuPy kernel against the portable
-#    loop and the float64 reference, on every option; the persistent CuPy
-#    kernel, forced, against the reference and the fused path, and its
-#    self-check). They fail here, rather than skip, if no CUDA device is visible.
-# 2. The GPU grid (DeepBench vanilla-RNN sizes H in {1760, 2048, 2560},
-#    B in {16, 32, 64, 128}, T = 50; small batches B in {1, 4, 8},
-#    H in {256, 512, 1024}, T = 200) against torch.nn.RNN on CUDA (cuDNN),
-#    writing benchmarks/results/<gpu-name>.json and .png.
-set -euo pipefail
-PY=${PYTHON:-python}
-"$PY" - <<'PYEOF'
-import cupy, torch
+# Phases (docs/gpu.md, "Running the GPU check"):
+# 0. Wheels in .whl/ (array-api-compat, array-api-strict), if present, are
+#    installed into a scratch folder: a GPU image may lack them.
+# 1. The machine: GPU, driver, library versions -> gpu-env.txt. Stops here
+#    if CuPy or torch sees no CUDA device.
+# 2. Every CuPy and torch-CUDA test except the persistent kernel's -> gpu-tests.log
+# 3. The persistent CuPy kernel's tests -> gpu-tests-persistent.log (apart,
+#    so that a hang in its grid barrier cannot hide the other results)
+# 4. The GPU grid (DeepBench vanilla-RNN sizes first, then the small
+#    batches) against torch.nn.RNN on CUDA (cuDNN) -> <gpu-name>.json, .png
+#    and gpu-bench.log. The JSON is rewritten after every size, so a run cut
+#    short keeps what it measured ("complete": false).
+#
+# A phase that runs out of time is interrupted (SIGINT): pytest still prints
+# its summary. Everything lands in $OUT when it is set (the device tool's
+# output folder), else in benchmarks/results/. The exit status is 0 only if
+# both test phases and the benchmark passed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+DEST=${OUT:-benchmarks/results}
+mkdir -p "$DEST"
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+
+if compgen -G ".whl/*.whl" >/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/rnn_xp_site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/rnn_xp_site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+
+"$PY" - <<'PYEOF' 2>&1 | tee "$DEST/gpu-env.txt"
+import platform, subprocess, sys
+import numpy, array_api_compat, cupy, torch
+print("python", platform.python_version(), "numpy", numpy.__version__, "array_api_compat",
+      array_api_compat.__version__, "cupy", cupy.__version__, "torch", torch.__version__)
 assert cupy.cuda.is_available(), "cupy finds no CUDA device"
 assert torch.cuda.is_available(), "torch finds no CUDA device"
-print("GPU:", torch.cuda.get_device_name(0))
+print("GPU:", torch.cuda.get_device_name(0), "| CUDA runtime", cupy.cuda.runtime.runtimeGetVersion(),
+      "| driver", cupy.cuda.runtime.driverGetVersion(), "| cuDNN", torch.backends.cudnn.version())
+try:
+    print(subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm,memory.total",
+                          "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout.strip())
+except Exception as exc:  # nvidia-smi is a nicety
+    print("nvidia-smi:", exc)
 PYEOF
-"$PY" -m pytest -q -p no:cacheprovider tests/test_fast_paths.py tests/test_forward.py \
-    tests/test_cupy_persistent.py -k "cupy or cuda" -rs
-"$PY" -m rnn_xp bench --gpu --out benchmarks/results "$@"
+[ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
+
+phase() {  # phase SECONDS LOG COMMAND...: run with a time limit, output to the log too
+    local limit=$1 log=$2
+    shift 2
+    echo "=== $* (limit ${limit}s)"
+    timeout -s INT -k 20 "$limit" "$@" 2>&1 | tee "$DEST/$log"
+    return "${PIPESTATUS[0]}"
+}
+
+phase 150 gpu-tests.log "$PY" -m pytest -q -p no:cacheprovider tests -k "cupy or cuda" \
+    --ignore=tests/test_cupy_persistent.py -rfEs --durations=10
+tests_rc=$?
+phase 90 gpu-tests-persistent.log "$PY" -m pytest -q -p no:cacheprovider tests/test_cupy_persistent.py \
+    -rfEs --durations=10
+persistent_rc=$?
+phase 200 gpu-bench.log "$PY" -m rnn_xp bench --gpu --out "$DEST" "$@"
+bench_rc=$?
+
+echo "=== exit codes: tests $tests_rc, persistent-kernel tests $persistent_rc, bench $bench_rc"
+[ "$tests_rc" -eq 0 ] && [ "$persistent_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]

@@ -290,8 +290,12 @@ def contenders(B, T, D, H, *, backends, gpu=False):
 SETTLE_S = 0.2
 
 
-def bench_grid(grid, *, backends, rounds, budget_s, gpu=False, progress=None, settle_s=None):
-    """Time every contender on every size; returns a list of per-size records."""
+def bench_grid(grid, *, backends, rounds, budget_s, gpu=False, progress=None, settle_s=None, on_record=None):
+    """Time every contender on every size; returns a list of per-size records.
+
+    ``on_record(records)`` is called after each size (the caller saves what
+    has been measured so far: a run cut short keeps its finished sizes).
+    """
     settle_s = SETTLE_S if settle_s is None else settle_s
     records = []
     for B, T, D, H in grid:
@@ -302,11 +306,13 @@ def bench_grid(grid, *, backends, rounds, budget_s, gpu=False, progress=None, se
         rec = {"B": B, "T": T, "D": D, "H": H, "gflop": flops / 1e9, "results": {}}
         n = {}
         for name, (fn, sync, to_np) in cands.items():
-            t0 = time.perf_counter()
-            got = to_np(sync(fn()))  # warm-up (compiles JAX) and the agreement check
-            first = time.perf_counter() - t0
+            launches = _persistent_launches()
+            got = to_np(sync(fn()))  # warm-up (compiles JAX and CUDA kernels) and the agreement check
             err = float(np.max(np.abs(got - ref))) if got.size else 0.0
             rec["results"][name] = {"max_abs_diff_vs_baseline": err, "agrees": err <= 1e-3}
+            if name.endswith("(persistent)"):  # did the kernel run, or did its self-check fall back?
+                rec["results"][name]["persistent_kernel_ran"] = _persistent_launches() > launches
+            first = _time(fn, sync, 1)  # a warm call sets how many calls fill a round
             n[name] = max(1, min(200, int(budget_s / max(first, 1e-6) / rounds)))
         times = {name: [] for name in cands}
         gemms = _gemm_calls(gpu)  # the GEMM rate, measured in the same rounds (the load may drift)
@@ -334,7 +340,15 @@ def bench_grid(grid, *, backends, rounds, budget_s, gpu=False, progress=None, se
                 gflops=flops / med / 1e9, ratio_to_baseline=med / base,
             )  # fmt: skip
         records.append(rec)
+        if on_record is not None:
+            on_record(records)
     return records
+
+
+def _persistent_launches():
+    """Launches of the persistent CuPy kernel so far (0 where it was never imported)."""
+    mod = sys.modules.get("rnn_xp._cupy_persistent")
+    return 0 if mod is None else mod._LAUNCHES
 
 
 def _gemm_calls(gpu):
@@ -434,6 +448,20 @@ def print_tables(result, stream=sys.stdout):
             p(f"{FAST} on (64, 50, 512, 1024): {r['results'][FAST]['gflops']:.1f} GFLOP/s = "
               f"{100 * r['results'][FAST]['gflops'] / r['gemm_gflops']:.0f}% of the GEMM rate "
               f"({r['gemm_gflops']:.1f} GFLOP/s)")
+    auto = "rnn_xp cupy (auto)"  # what rnn_forward does with CuPy arrays
+    if auto in names:
+        for label, sizes, target in (("DeepBench", GPU_GRID[:-len(SMALL_BATCH_GRID)], 1.0),
+                                     ("small-batch", SMALL_BATCH_GRID, 0.5)):  # fmt: skip
+            ratios = [rec["results"][auto]["ratio_to_baseline"] for rec in result["grid"]
+                      if (rec["B"], rec["T"], rec["D"], rec["H"]) in sizes and auto in rec["results"]]  # fmt: skip
+            if ratios:
+                p(f"worst ratio {auto} / {names[0]} on the {label} grid ({len(ratios)} of {len(sizes)} sizes): "
+                  f"{max(ratios):.2f} (target <= {target})")  # fmt: skip
+    for rec in result["grid"]:
+        for name, r in rec["results"].items():
+            if r.get("persistent_kernel_ran") is False:
+                p(f"WARNING: at (B, T, D, H) = ({rec['B']}, {rec['T']}, {rec['D']}, {rec['H']}) the row "
+                  f"'{name}' timed the fused path: the persistent kernel did not run (self-check or launch failed)")
     mem = result.get("memory")
     if mem:
         ls = mem["last_state"]
@@ -504,6 +532,9 @@ def run(*, quick=False, gpu=False, threads=2, out_dir="benchmarks/results", back
     if quick:
         grid = grid[:2] if gpu or small_batch else grid
     rounds, budget = (3, 0.05) if quick else (7, 0.25)
+    settle = None
+    if gpu:  # GPU times are steady and no CPU thread pool is involved: shorter, no idle time
+        rounds, budget, settle = (3, 0.05, 0.0) if quick else (5, 0.1, 0.0)
     if quick:
         backends = [b for b in backends if b != "dask"]
     random.seed(0)
@@ -512,16 +543,6 @@ def run(*, quick=False, gpu=False, threads=2, out_dir="benchmarks/results", back
               "gemm": gemm_rate(1024 if quick else 2048)}  # fmt: skip  (CPU, NumPy/torch)
     if gpu:
         result["machine"]["gpu_name"] = _gpu_name()
-    result["grid"] = bench_grid(grid, backends=backends, rounds=rounds, budget_s=budget, gpu=gpu,
-                                progress=progress)  # fmt: skip
-    progress.close()
-    if memory and not gpu:
-        result["memory"] = memory_section(T_large=20_000 if quick else 100_000)
-    if hasattr(os, "getloadavg"):
-        result["machine"]["load_average_at_end"] = list(os.getloadavg())
-    if limiter is not None:
-        limiter.restore_original_limits()
-    print_tables(result, stream)
     os.makedirs(out_dir, exist_ok=True)
     stem = _slug(result["machine"].get("gpu_name") if gpu else
                  f"{platform.node()}-{cpu_tag(result['machine']['cpu_model'])}-cpu")  # fmt: skip
@@ -530,8 +551,23 @@ def run(*, quick=False, gpu=False, threads=2, out_dir="benchmarks/results", back
     if quick:
         stem += "-quick"
     path = os.path.join(out_dir, stem + ".json")
-    with open(path, "w") as fh:
-        json.dump(result, fh, indent=1)
+
+    def save(records, complete=False):
+        result["grid"], result["complete"] = records, complete
+        with open(path, "w") as fh:
+            json.dump(result, fh, indent=1)
+
+    result["grid"] = bench_grid(grid, backends=backends, rounds=rounds, budget_s=budget, gpu=gpu,
+                                progress=progress, settle_s=settle, on_record=save)  # fmt: skip
+    progress.close()
+    if memory and not gpu:
+        result["memory"] = memory_section(T_large=20_000 if quick else 100_000)
+    if hasattr(os, "getloadavg"):
+        result["machine"]["load_average_at_end"] = list(os.getloadavg())
+    if limiter is not None:
+        limiter.restore_original_limits()
+    print_tables(result, stream)
+    save(result["grid"], complete=True)
     try:
         chart(result, os.path.join(out_dir, stem + ".png"))
     except ImportError:

@@ -66,6 +66,10 @@ _MKL_MACS = _SERIAL_MACS
 # one OpenBLAS thread).
 _MKL_ROW_MACS = 1 << 18
 
+# Below this batch size the NumPy loop multiplies by a contiguous copy of Wh.T;
+# from it on, by the transposed view (see scan_inplace).
+_COPY_BELOW_BATCH = 16
+
 # When the steps run on one BLAS thread, the input projection of a block of
 # time steps (one matrix product) still gets every thread from this many
 # multiply-adds: with D = H = 256, B = 8, T = 200 it is 105M multiply-adds.
@@ -125,9 +129,12 @@ def scan_inplace(
         threads = _mkl.StepThreads()  # oneMKL's thread count, step by step
     else:
         WxT = Wx.T  # (D, H): a transposed view, no copy
-        # (H, H): a contiguous copy makes h @ Wh.T a plain no-transpose GEMM, which
-        # BLAS runs up to twice as fast for a small batch.
-        WhT = _transposed_copy(mod, Wh)
+        # (H, H): for a small batch a contiguous copy makes h @ Wh.T a plain
+        # no-transpose GEMM, which BLAS runs up to twice as fast. From
+        # _COPY_BELOW_BATCH rows on, NumPy's BLAS runs the transposed view as fast
+        # (it packs Wh either way) and the copy is saved (1.4-1.7 ms at H = 1024).
+        small_batch = B < _COPY_BELOW_BATCH or mod.__name__ != "numpy"
+        WhT = _transposed_copy(mod, Wh) if small_batch else Wh.T
     step_b = b if bias_in_step else None
 
     out, buf, blocks = time_blocks(mod, T, B, H, dtype, reverse=reverse, return_sequences=return_sequences)

@@ -421,3 +421,81 @@ def test_small_steps_run_on_one_thread_and_a_large_projection_on_all(monkeypatch
         if return_sequences:
             np.testing.assert_allclose(h_seq, want_seq, rtol=1e-4, atol=1e-5)
     assert _blas_threads_now() >= 2  # the caller's thread count is back
+
+
+def _fake_gpu_result(persistent_ran=True):
+    """A GPU results dict as ``bench --gpu`` writes it, with made-up times (for the printing code)."""
+    from rnn_xp import _bench
+
+    grid = []
+    for i, (B, T, D, H) in enumerate([_bench.GPU_GRID[0], _bench.GPU_GRID[1], _bench.SMALL_BATCH_GRID[0]]):
+        base = 1e-3 * (i + 1)
+        results = {"torch.nn.RNN (cuDNN)": {"seconds": base, "ratio_to_baseline": 1.0},
+                   "rnn_xp cupy (fused)": {"seconds": 1.2 * base, "ratio_to_baseline": 1.2},
+                   "rnn_xp cupy (auto)": {"seconds": (0.9 + 0.2 * i) * base, "ratio_to_baseline": 0.9 + 0.2 * i}}
+        if B <= 8:
+            results["rnn_xp cupy (persistent)"] = {"seconds": base, "ratio_to_baseline": 1.0,
+                                                   "persistent_kernel_ran": persistent_ran}
+        for r in results.values():
+            r.update(gflops=1.0, agrees=True)
+        grid.append({"B": B, "T": T, "D": D, "H": H, "gemm_gflops": 10.0, "results": results})
+    return {"machine": {"cpu_model": "test", "gpu_name": "Test GPU"}, "gemm": {"n": 8, "gflops": {"numpy": 1.0}},
+            "grid": grid}
+
+
+@pytest.mark.parametrize("persistent_ran", [True, False])
+def test_gpu_tables_report_the_targets_and_a_fallback(persistent_ran):
+    import io
+
+    from rnn_xp import _bench
+
+    text = io.StringIO()
+    _bench.print_tables(_fake_gpu_result(persistent_ran), text)
+    out = text.getvalue()
+    # DeepBench rows have ratios 0.9 and 1.1, the small-batch row 1.3
+    assert "on the DeepBench grid (2 of 12 sizes): 1.10 (target <= 1.0)" in out
+    assert "on the small-batch grid (1 of 9 sizes): 1.30 (target <= 0.5)" in out
+    assert ("WARNING" in out and "the persistent kernel did not run" in out) == (not persistent_ran)
+
+
+def test_bench_saves_each_size_as_it_goes(tmp_path, monkeypatch):
+    """A run cut short keeps the sizes it finished: the JSON is rewritten after each one."""
+    if optional_import("torch") is None:
+        pytest.skip("torch not installed")
+    import io
+    import json
+
+    from rnn_xp import _bench
+
+    monkeypatch.setattr(_bench, "CPU_GRID", [(1, 3, 4, 4), (2, 3, 4, 4)])
+    monkeypatch.setattr(_bench, "SETTLE_S", 0.0)
+    seen = []
+    real = _bench.bench_grid
+
+    def spy(*args, on_record, **kw):
+        def record(records):
+            on_record(records)
+            (path,) = tmp_path.glob("*-cpu-quick.json")
+            saved = json.loads(path.read_text())
+            seen.append((len(saved["grid"]), saved["complete"]))
+
+        return real(*args, on_record=record, **kw)
+
+    monkeypatch.setattr(_bench, "bench_grid", spy)
+    _bench.run(quick=True, out_dir=str(tmp_path), backends=["numpy", "torch"], memory=False, stream=io.StringIO())
+    assert seen == [(1, False), (2, False)]
+    (path,) = tmp_path.glob("*-cpu-quick.json")
+    assert json.loads(path.read_text())["complete"] is True
+
+
+@pytest.mark.parametrize("B", [15, 16, 40])
+def test_numpy_loop_copies_wh_transposed_only_for_small_batches(monkeypatch, rng, B):
+    """Below 16 rows the loop multiplies by a contiguous copy of Wh.T, from 16 on by the view: same numbers."""
+    monkeypatch.setattr(_inplace, "_MKL_MACS", 1 << 40)  # the OpenBLAS loop, with or without oneMKL
+    copies = []
+    real = _inplace._transposed_copy
+    monkeypatch.setattr(_inplace, "_transposed_copy", lambda mod, W: (copies.append(W.shape), real(mod, W))[1])
+    x, h0, Wx, Wh, b = random_rnn(rng, 6, (B,), 5, 70)
+    got = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
+    assert copies == ([(70, 70)] if B < 16 else [])
+    np.testing.assert_allclose(got, reference_rnn(x, h0, Wx, Wh, b)[0], rtol=1e-12, atol=1e-12)
