@@ -1,6 +1,7 @@
-"""Choose the recurrence kernel for a namespace.
+"""Choose the recurrence kernels (forward and backward) for a namespace.
 
-The portable kernel (``forward.scan_portable``) runs everywhere. A faster
+The portable kernels (``forward.scan_portable``, ``backward.backward_portable``)
+run everywhere. A faster
 kernel for one library sits in its own module and is imported only when
 the caller's arrays come from that library.
 """
@@ -28,4 +29,15 @@ def forward_kernel(xp):
         from ._dask import scan_dask
 
         return scan_dask
+    return None
+
+
+def backward_kernel(xp):
+    """A kernel with ``backward_portable``'s signature for ``xp``, or ``None``."""
+    from ._compat import is_numpy_namespace
+
+    if is_numpy_namespace(xp):
+        from ._inplace_backward import backward_numpy
+
+        return backward_numpy
     return None

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from . import _dispatch
 from ._activations import check_nonlinearity, derivative
 from ._checks import (
     cast,
@@ -276,7 +277,8 @@ def rnn_backward(
         cast(xp, a, dtype) for a in (dh, x_tm, h0, Wx, Wh, h_seq, dh_n)
     )
 
-    dx, dh0, dWx, dWh, db = backward_portable(
+    kernel = _dispatch.backward_kernel(xp) or backward_portable
+    dx, dh0, dWx, dWh, db = kernel(
         xp, dh, x_tm, h0, Wx, Wh, h_seq, dh_n,
         nonlinearity=nonlinearity, lengths=lengths, reverse=reverse, leak=leak,
     )  # fmt: skip

@@ -1,0 +1,138 @@
+"""Backpropagation through time as an in-place loop, for NumPy.
+
+``backward.backward_portable`` allocates a few arrays at every step, stacks
+the ``dz_t`` at the end and builds a ``(T, B, H)`` copy of the previous
+states. Here (same signature, same results):
+
+1. ``dz`` ``(T, B, H)`` is allocated once and first holds
+   ``leak * f'(z_t)``, computed in place from ``h_seq`` (with ``leak < 1``,
+   ``f(z_t) = (h_t - (1 - leak) h_{t-1}) / leak`` is formed in ``dz`` too).
+2. Step t, walking against the forward's direction, multiplies ``dz[t]`` in
+   place by the gradient reaching ``h_t`` and writes ``dz[t] @ Wh`` into a
+   ``(B, H)`` buffer: two ``(B, H)`` buffers are swapped, nothing is allocated.
+3. ``dx``, ``dWx`` and ``db`` are each one product or sum over all steps. ``dWh``
+   is ``dz[t].T @ h_{t-1}`` summed over t, read straight from ``h_seq``
+   shifted by one step (two products: the steps that start from ``h0`` and
+   the rest), without a copy of the previous states.
+
+Beyond its results the loop holds ``dz`` and a few ``(B, H)`` buffers. The
+caller's arrays are never written to (they may be read-only). The step's
+product runs on one BLAS thread below ``_inplace._SERIAL_MACS`` multiply-adds,
+as in the forward loop.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ._inplace import _SERIAL_MACS, _blas_threads
+
+__all__ = ["backward_numpy"]
+
+
+def backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak):
+    """``backward.backward_portable`` for NumPy arrays, in place (see the module docstring)."""
+    import numpy as np
+
+    T, D = x.shape[0], x.shape[-1]
+    batch, H = tuple(h0.shape[:-1]), h0.shape[-1]
+    B = math.prod(batch)
+    dtype = h0.dtype
+    if T == 0 or B == 0:
+        from .backward import backward_portable
+
+        return backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, nonlinearity=nonlinearity,
+                                 lengths=lengths, reverse=reverse, leak=leak)  # fmt: skip
+
+    hs = h_seq.reshape(T, B, H)  # (T, B, H): the forward's states (a view when contiguous)
+    h0_2 = h0.reshape(B, H)  # (B, H)
+    lens = None if lengths is None else np.asarray(lengths).reshape(B)  # (B,)
+    # Where a sequence of length L starts, run in reverse: step L - 1 starts from h0.
+    if reverse and lens is not None:
+        starts = np.nonzero((lens >= 1) & (lens < T))[0]  # (n,) sequences not starting at T - 1
+        start_t = lens[starts] - 1  # (n,)
+
+    # 1. dz = leak * f'(z_t), in place.
+    dz = np.empty((T, B, H), dtype=dtype)  # (T, B, H)
+    if leak == 1.0:
+        act = hs  # f(z_t) is the state itself
+    else:
+        _previous_states(hs, h0_2, reverse, dz)  # dz = h_{t-1}
+        if reverse and lens is not None:
+            dz[start_t, starts] = h0_2[starts]
+        dz *= -(1.0 - leak)
+        dz += hs
+        dz /= leak  # f(z_t)
+        act = dz
+    if nonlinearity == "tanh":
+        np.multiply(act, act, out=dz)
+        np.subtract(1, dz, out=dz)  # 1 - f(z)^2
+    else:
+        np.greater(act, 0, out=dz)  # 1 where f(z) > 0, else 0 (NaN too)
+    if leak != 1.0:
+        dz *= leak
+
+    # 2. The loop, against the forward's direction.
+    g = np.zeros((B, H), dtype=dtype) if dh_n is None else np.array(dh_n.reshape(B, H), dtype=dtype)
+    tmp = np.empty((B, H), dtype=dtype)  # (B, H): dz_t @ Wh, then the next g
+    gt_buf = np.empty((B, H), dtype=dtype) if (dh is not None and lens is not None) else None
+    leak_buf = np.empty((B, H), dtype=dtype) if leak != 1.0 else None
+    if lens is not None:
+        invalid = np.empty((B, 1), dtype=bool)  # (B, 1): the step is past the sequence's length
+        lens_col = lens.reshape(B, 1)
+    with _blas_threads(1 if B * H * H < _SERIAL_MACS else None):
+        for t in range(T) if reverse else range(T - 1, -1, -1):
+            dz_t = dz[t]  # (B, H): holds leak * f'(z_t), becomes dL/dz_t
+            if dh is None:
+                gt = g  # dL/dh_t
+            elif lens is None:
+                gt = g
+                gt += dh[t].reshape(B, H)
+            else:
+                gt = np.add(g, dh[t].reshape(B, H), out=gt_buf)  # g itself is kept for frozen steps
+            dz_t *= gt
+            if lens is not None:
+                np.less_equal(lens_col, t, out=invalid)
+                np.copyto(dz_t, 0, where=invalid)  # frozen steps take no gradient (not even 0 * inf)
+            np.matmul(dz_t, Wh, out=tmp)  # dL/dh_{t-1} through z_t
+            if leak != 1.0:
+                np.multiply(gt, 1.0 - leak, out=leak_buf)
+                tmp += leak_buf  # ... and through the leak
+            if lens is None:
+                g, tmp = tmp, g
+            else:
+                np.copyto(g, tmp, where=~invalid)  # a frozen step passes g through unchanged
+
+    # 3. The weight gradients and dx, each over all steps at once.
+    dz2 = dz.reshape(T * B, H)  # (T*B, H)
+    dx = (dz2 @ Wx).reshape(T, *batch, D)  # (T, *batch, D)
+    dWx = dz2.T @ x.reshape(T * B, D)  # (H, D)
+    db = dz2.sum(axis=0)  # (H,)
+    if T > 1:  # the steps that start from a previous state: forward h_{t-1}, reverse h_{t+1}
+        if reverse:
+            dWh = dz[:-1].reshape(-1, H).T @ hs[1:].reshape(-1, H)  # (H, H)
+        else:
+            dWh = dz[1:].reshape(-1, H).T @ hs[:-1].reshape(-1, H)  # (H, H)
+    else:
+        dWh = np.zeros((H, H), dtype=dtype)
+    first = dz[-1] if reverse else dz[0]  # (B, H): the step that starts from h0 ...
+    if reverse and lens is not None:
+        first = first.copy()
+        first[starts] = dz[start_t, starts]  # ... at t = L - 1 for a shorter sequence
+        # (hs[L] there is the zero output past the length: that step added nothing above)
+    dWh += first.T @ h0_2  # (H, H)
+    if reverse and lens is not None and T > 1:
+        # The product above paired step L - 1 with hs[L], the output past the
+        # sequence's length (zeros from rnn_forward): take that pairing out.
+        dWh -= dz[start_t, starts].T @ hs[start_t + 1, starts]  # (H, H)
+    return dx, g.reshape(*batch, H), dWx, dWh, db
+
+
+def _previous_states(hs, h0_2, reverse, out):
+    """``out[t]`` = the state step t started from: ``h_{t-1}`` (forward) or ``h_{t+1}`` (reverse), ``h0`` at the end."""
+    if reverse:
+        out[:-1] = hs[1:]
+        out[-1] = h0_2
+    else:
+        out[1:] = hs[:-1]
+        out[0] = h0_2
