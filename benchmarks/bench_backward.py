@@ -51,12 +51,7 @@ def contenders(B, T, D, H):
 
     x, h0, Wx, Wh, b = _bench._weights(B, T, D, H)
     dh = np.random.default_rng(1).standard_normal((T, B, H), dtype=np.float32)
-    rnn = torch.nn.RNN(D, H)
-    with torch.no_grad():
-        rnn.weight_ih_l0.copy_(torch.from_numpy(Wx))
-        rnn.weight_hh_l0.copy_(torch.from_numpy(Wh))
-        rnn.bias_ih_l0.copy_(torch.from_numpy(b))
-        rnn.bias_hh_l0.zero_()
+    rnn = _bench.torch_baseline(Wx, Wh, b)
     tx = torch.from_numpy(x).clone().requires_grad_(True)
     th0 = torch.from_numpy(h0)[None].clone().requires_grad_(True)
     tdh = torch.from_numpy(dh)

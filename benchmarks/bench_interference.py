@@ -75,12 +75,7 @@ class _forced_mkl:
 
 def contenders(B, T, D, H):
     x, h0, Wx, Wh, b = _bench._weights(B, T, D, H)
-    rnn = torch.nn.RNN(D, H)
-    with torch.no_grad():
-        rnn.weight_ih_l0.copy_(torch.from_numpy(Wx))
-        rnn.weight_hh_l0.copy_(torch.from_numpy(Wh))
-        rnn.bias_ih_l0.copy_(torch.from_numpy(b))
-        rnn.bias_hh_l0.zero_()
+    rnn = _bench.torch_baseline(Wx, Wh, b)
     xt, h0t = torch.from_numpy(x), torch.from_numpy(h0)[None]
 
     def torch_rnn():
@@ -144,7 +139,7 @@ def measure(sizes, rounds, calls, progress):
     return rows
 
 
-def print_table(rows, stream=sys.stdout):
+def print_table(rows, stream=None):
     p = lambda s="": print(s, file=stream)  # noqa: E731
     p("| (B, T, D, H) | contender | alone, ms | ratio | after a NumPy matmul, ms | ratio |")
     p("|---|---|---:|---:|---:|---:|")

@@ -47,8 +47,9 @@ FAST_MKL = "rnn_xp numpy (oneMKL)"  # the same loop with oneMKL taken where it i
 class Progress:
     """A one-line progress bar on stderr (no dependency)."""
 
-    def __init__(self, total, stream=sys.stderr):
-        self.total, self.done, self.stream, self.t0 = max(total, 1), 0, stream, time.perf_counter()
+    def __init__(self, total, stream=None):
+        self.total, self.done, self.t0 = max(total, 1), 0, time.perf_counter()
+        self.stream = sys.stderr if stream is None else stream  # the stream of now, not of import time
 
     def step(self, label):
         self.done += 1
@@ -96,14 +97,7 @@ def machine_info(threads):
 
 
 def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return _mkl.cpuinfo("model name") or platform.processor() or "unknown"
 
 
 def _time(fn, sync, n):
@@ -159,6 +153,21 @@ def seed_loop(x, h0, Wx, Wh, b):
     return np.stack(states)
 
 
+def torch_baseline(Wx, Wh, b):
+    """``torch.nn.RNN`` (one layer, tanh, CPU) with these float32 NumPy weights; ``b`` is its
+    ``bias_ih`` and ``bias_hh`` is zero (torch adds the two)."""
+    import torch
+
+    H, D = Wx.shape
+    rnn = torch.nn.RNN(D, H)
+    with torch.no_grad():
+        rnn.weight_ih_l0.copy_(torch.from_numpy(Wx))
+        rnn.weight_hh_l0.copy_(torch.from_numpy(Wh))
+        rnn.bias_ih_l0.copy_(torch.from_numpy(b))
+        rnn.bias_hh_l0.zero_()
+    return rnn
+
+
 def contenders(B, T, D, H, *, backends, gpu=False):
     """``{name: (fn, sync, to_numpy)}`` for one size, all with the same weights."""
     import rnn_xp
@@ -178,12 +187,7 @@ def contenders(B, T, D, H, *, backends, gpu=False):
         import torch
 
         dev = torch.device("cuda" if gpu else "cpu")
-        rnn = torch.nn.RNN(D, H).to(dev)
-        with torch.no_grad():
-            rnn.weight_ih_l0.copy_(torch.from_numpy(Wx))
-            rnn.weight_hh_l0.copy_(torch.from_numpy(Wh))
-            rnn.bias_ih_l0.copy_(torch.from_numpy(b))
-            rnn.bias_hh_l0.zero_()
+        rnn = torch_baseline(Wx, Wh, b).to(dev)
         tx, th0 = torch.from_numpy(x).to(dev), torch.from_numpy(h0).to(dev)[None]
         tsync = torch.cuda.synchronize if gpu else (lambda: None)
 
@@ -417,8 +421,9 @@ def memory_section(B=8, D=8, H=128, T_small=1000, T_large=100_000, T_full=2000):
     return out
 
 
-def print_tables(result, stream=sys.stdout):
+def print_tables(result, stream=None):
     """The ratio table (time / baseline; below 1 is faster) and GFLOP/s beside the GEMM rate."""
+    stream = sys.stdout if stream is None else stream
     gemm = result["gemm"]["gflops"]
     p = lambda *a: print(*a, file=stream)  # noqa: E731
     mkl = result["machine"].get("mkl")
@@ -502,7 +507,7 @@ def chart(result, path):
 
 
 def run(*, quick=False, gpu=False, threads=2, out_dir="benchmarks/results", backends=None,
-        memory=True, small_batch=False, stream=sys.stdout):  # fmt: skip
+        memory=True, small_batch=False, stream=None):  # fmt: skip
     """Run the suite, print the tables, write JSON and a PNG; return the result dict.
 
     ``small_batch`` (CPU only): the GPU grid's small batches instead, B in {1, 4, 8},

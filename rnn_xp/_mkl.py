@@ -102,10 +102,15 @@ def _decide(mode, vendor):
 
 def cpu_vendor():
     """The CPU vendor from ``/proc/cpuinfo`` (``GenuineIntel``, ``AuthenticAMD``, ...), or ``None``."""
+    return cpuinfo("vendor_id")
+
+
+def cpuinfo(field):
+    """The first value of ``field`` in ``/proc/cpuinfo`` (``vendor_id``, ``model name``, ...), or ``None``."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("vendor_id"):
+                if line.split(":", 1)[0].strip() == field:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
