@@ -14,8 +14,8 @@ every step and stacks them at the end. Here every buffer is allocated once:
 
    and ``h`` becomes the view ``out[t]``: no copy, no new array.
 
-Beyond its result, the loop holds a few ``(B, H)`` buffers and a contiguous
-``(H, H)`` copy of ``Wh.T``, whatever T is.
+Beyond its result, the loop holds a few ``(B, H)`` buffers and, for fewer
+than 16 rows, a contiguous ``(H, H)`` copy of ``Wh.T``, whatever T is.
 
 When oneMKL is installed and preferred (``_mkl.preferred``: an Intel CPU,
 or ``RNN_XP_MKL=1``), float32/float64 NumPy inputs above a small size run
