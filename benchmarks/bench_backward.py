@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 import rnn_xp  # noqa: E402
-from rnn_xp import _bench  # noqa: E402
-from rnn_xp.backward import backward_portable  # noqa: E402
+from rnn_xp.cli import bench  # noqa: E402
+from rnn_xp.kernels.portable import backward_portable  # noqa: E402
 
 TORCH_BWD = "torch.nn.RNN backward"
 FAST = "rnn_xp rnn_backward (numpy)"
@@ -49,9 +49,9 @@ def contenders(B, T, D, H):
     """``{name: fn}`` and the torch gradients ``(dx, dWx, dWh, db)`` to check against."""
     import array_api_compat.numpy as xp
 
-    x, h0, Wx, Wh, b = _bench._weights(B, T, D, H)
+    x, h0, Wx, Wh, b = bench._weights(B, T, D, H)
     dh = np.random.default_rng(1).standard_normal((T, B, H), dtype=np.float32)
-    rnn = _bench.torch_baseline(Wx, Wh, b)
+    rnn = bench.torch_baseline(Wx, Wh, b)
     tx = torch.from_numpy(x).clone().requires_grad_(True)
     th0 = torch.from_numpy(h0)[None].clone().requires_grad_(True)
     tdh = torch.from_numpy(dh)
@@ -93,15 +93,15 @@ def measure(grid, rounds, budget_s, progress):
     records = []
     for B, T, D, H in grid:
         cands = contenders(B, T, D, H)
-        n = {name: max(1, min(100, int(budget_s / max(_bench._time(fn, _bench._nosync, 1), 1e-6) / rounds)))
+        n = {name: max(1, min(100, int(budget_s / max(bench._time(fn, bench._nosync, 1), 1e-6) / rounds)))
              for name, fn in cands.items()}  # fmt: skip
         times = {name: [] for name in cands}
         for _ in range(rounds):
             order = list(cands)
             random.shuffle(order)
             for name in order:
-                time.sleep(_bench.SETTLE_S)
-                times[name].append(_bench._time(cands[name], _bench._nosync, n[name]))
+                time.sleep(bench.SETTLE_S)
+                times[name].append(bench._time(cands[name], bench._nosync, n[name]))
             progress.step(f"(B,T,D,H)=({B},{T},{D},{H})")
         med = {name: float(np.median(ts)) for name, ts in times.items()}
         records.append({"B": B, "T": T, "D": D, "H": H, "results": {
@@ -120,11 +120,11 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     limiter = threadpool_limits(limits=args.threads, user_api="blas")
-    grid = _bench.CPU_GRID[:2] if args.quick else _bench.CPU_GRID
+    grid = bench.CPU_GRID[:2] if args.quick else bench.CPU_GRID
     rounds, budget = (3, 0.05) if args.quick else (7, 0.25)
     random.seed(0)
-    info = _bench.machine_info(args.threads)
-    progress = _bench.Progress(len(grid) * rounds)
+    info = bench.machine_info(args.threads)
+    progress = bench.Progress(len(grid) * rounds)
     records = measure(grid, rounds, budget, progress)
     progress.close()
     limiter.restore_original_limits()
@@ -136,7 +136,7 @@ def main(argv=None):
             size = ""
     print("(ratio: backward rows to torch's backward, forward + backward rows to torch's forward + backward)")
     if not args.quick:
-        path = ROOT / "benchmarks" / "results" / f"backward-{_bench.cpu_tag(info['cpu_model'])}.json"
+        path = ROOT / "benchmarks" / "results" / f"backward-{bench.cpu_tag(info['cpu_model'])}.json"
         path.write_text(json.dumps({"machine": info, "rounds": rounds, "grid": records}, indent=1) + "\n")
         print(f"wrote {path.relative_to(ROOT)}")
     return 0

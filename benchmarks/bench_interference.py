@@ -13,7 +13,7 @@ side by side in the same rounds:
   measured alone in the same rounds, is subtracted.
 
 Contenders: ``torch.nn.RNN``; the NumPy loop with oneMKL as shipped (it
-drops to one thread for 0.1 s after two stalled steps, ``_mkl.StepThreads``);
+drops to one thread for 0.1 s after two stalled steps, ``mkl.StepThreads``);
 the same with that choice switched off (all threads on every step); and
 the loop on OpenBLAS alone (oneMKL suspended).
 
@@ -39,9 +39,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import rnn_xp  # noqa: E402
-from rnn_xp import _bench, _mkl  # noqa: E402
+from rnn_xp.cli import bench
+from rnn_xp.kernels import mkl  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / f"interference-{_bench.cpu_tag(_bench._cpu_model())}.json"
+RESULTS = ROOT / "benchmarks" / "results" / f"interference-{bench.cpu_tag(bench._cpu_model())}.json"
 SIZES = [(32, 100, 128, 256), (64, 50, 512, 1024)]  # (B, T, D, H): where oneMKL may run
 SHIPPED = "rnn_xp numpy (oneMKL, shipped)"
 ALL_THREADS = "rnn_xp numpy (oneMKL, all threads every step)"
@@ -55,27 +56,27 @@ class _forced_mkl:
         self.hold = hold
 
     def __enter__(self):
-        from rnn_xp import _inplace
+        from rnn_xp.kernels import numpy as numpy_kernel
 
-        self._saved = _inplace._MKL_MACS, _mkl.StepThreads.HOLD_S
-        self._prefer = _mkl.preferring(True)  # on any CPU vendor
+        self._saved = numpy_kernel._MKL_MACS, mkl.StepThreads.HOLD_S
+        self._prefer = mkl.preferring(True)  # on any CPU vendor
         self._prefer.__enter__()
-        _inplace._MKL_MACS = 0
+        numpy_kernel._MKL_MACS = 0
         if not self.hold:
-            _mkl.StepThreads.HOLD_S = 0.0  # a hold ends as it starts: all threads on every step
+            mkl.StepThreads.HOLD_S = 0.0  # a hold ends as it starts: all threads on every step
         return self
 
     def __exit__(self, *exc):
-        from rnn_xp import _inplace
+        from rnn_xp.kernels import numpy as numpy_kernel
 
-        _inplace._MKL_MACS, _mkl.StepThreads.HOLD_S = self._saved
+        numpy_kernel._MKL_MACS, mkl.StepThreads.HOLD_S = self._saved
         self._prefer.__exit__(*exc)
         return False
 
 
 def contenders(B, T, D, H):
-    x, h0, Wx, Wh, b = _bench._weights(B, T, D, H)
-    rnn = _bench.torch_baseline(Wx, Wh, b)
+    x, h0, Wx, Wh, b = bench._weights(B, T, D, H)
+    rnn = bench.torch_baseline(Wx, Wh, b)
     xt, h0t = torch.from_numpy(x), torch.from_numpy(h0)[None]
 
     def torch_rnn():
@@ -92,8 +93,8 @@ def contenders(B, T, D, H):
 
         return run
 
-    out = {_bench.BASELINE: torch_rnn, OPENBLAS: with_context(_mkl.suspended)}
-    if _mkl.library() is not None:
+    out = {bench.BASELINE: torch_rnn, OPENBLAS: with_context(mkl.suspended)}
+    if mkl.library() is not None:
         out[SHIPPED] = with_context(lambda: _forced_mkl(hold=True))
         out[ALL_THREADS] = with_context(lambda: _forced_mkl(hold=False))
     want = torch_rnn()
@@ -116,19 +117,19 @@ def measure(sizes, rounds, calls, progress):
         mm = []
         for _ in range(rounds):
             time.sleep(0.2)
-            mm.append(_bench._time(lambda: matmul(), _bench._nosync, calls))
+            mm.append(bench._time(lambda: matmul(), bench._nosync, calls))
             for name, fn in cands.items():
                 time.sleep(0.2)  # the spinning threads of the last contender settle
-                times[name, "alone"].append(_bench._time(fn, _bench._nosync, calls))
+                times[name, "alone"].append(bench._time(fn, bench._nosync, calls))
 
                 def after(fn=fn):
                     matmul()
                     return fn()
 
-                times[name, "after"].append(_bench._time(after, _bench._nosync, calls))
+                times[name, "after"].append(bench._time(after, bench._nosync, calls))
             progress.step(f"({B}, {T}, {D}, {H})")
         mm_s = statistics.median(mm)
-        base = {s: statistics.median(times[_bench.BASELINE, s]) - (mm_s if s == "after" else 0) for s in ("alone", "after")}
+        base = {s: statistics.median(times[bench.BASELINE, s]) - (mm_s if s == "after" else 0) for s in ("alone", "after")}
         for name in cands:
             alone = statistics.median(times[name, "alone"])
             after = statistics.median(times[name, "after"]) - mm_s
@@ -159,8 +160,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     sizes, rounds = (SIZES[:1], 2) if args.quick else (SIZES, args.rounds)
-    progress = _bench.Progress(len(sizes) * rounds)
-    info = _bench.machine_info(args.threads)
+    progress = bench.Progress(len(sizes) * rounds)
+    info = bench.machine_info(args.threads)
     pools = ", ".join(f"{p['internal_api']} {p['version']} ({p['num_threads']} threads)"
                       for p in info["threadpools"] or [])  # fmt: skip
     print(f"{info['cpu_model']}, {info['logical_cpus']} logical CPUs; torch threads {args.threads}; "

@@ -8,7 +8,7 @@ Run from the repository root::
 
 (the same as ``python -m rnn_xp bench``). Prints the tables and writes
 ``benchmarks/results/<host>-cpu.json`` (or ``<gpu-name>.json``) and a PNG
-chart. See ``docs/performance.md`` and ``rnn_xp/_bench.py`` for the method.
+chart. See ``docs/performance.md`` and ``rnn_xp/bench.py`` for the method.
 """
 
 import argparse
@@ -17,9 +17,9 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from rnn_xp import _bench  # noqa: E402
+from rnn_xp.cli import bench  # noqa: E402
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    _bench.add_arguments(parser)
-    sys.exit(_bench.main_from_args(parser.parse_args()))
+    bench.add_arguments(parser)
+    sys.exit(bench.main_from_args(parser.parse_args()))

@@ -1,13 +1,17 @@
-"""Backends by name, for the command line, the benchmarks and the layer.
+"""Backends by name, and copies of arrays between them (the layer, the converters, the CLI).
 
 ``load("torch")`` returns ``(xp, device)`` for a library name, importing the
-library only then. The library code of rnn_xp never calls this: it takes
-the namespace from the caller's arrays.
+library only then. The functions of rnn_xp never call it: they take the
+namespace from the caller's arrays. The layer (``RNN(..., xp="torch")``),
+the converters and the command line name libraries, and use ``load``,
+``resolve_namespace``, ``resolve_dtype`` and ``move`` from here.
 """
 
 from __future__ import annotations
 
 import importlib
+
+from ._compat import device, is_array, namespace_of, normalize_namespace, to_device
 
 NAMES = ("numpy", "array_api_strict", "torch", "jax", "cupy", "dask")
 
@@ -80,3 +84,68 @@ def available():
             continue
         names.append(name)
     return names
+
+
+# -- namespaces, dtypes and copies between libraries (the layer and the converters) --
+
+
+def library_name(xp):
+    """The library of a namespace as users know it: ``numpy``, ``torch``, ``jax.numpy``, ..."""
+    return getattr(xp, "__name__", repr(xp)).replace("array_api_compat.", "")
+
+
+def resolve_namespace(xp, device):
+    """``(namespace, device)`` for ``xp`` given as None, a name or a module."""
+    if xp is None:
+        xp = "numpy"
+    if isinstance(xp, str):
+        if xp not in NAMES:
+            raise ValueError(
+                f"xp must be an array namespace, a module or one of {list(NAMES)}; "
+                f"got {xp!r}"
+            )
+        namespace, default_device = load(xp)
+        return namespace, default_device if device is None else device
+    return normalize_namespace(xp), device
+
+
+def dtype_name(xp, dtype):
+    """``"float32"``-style name of a real floating dtype of ``xp``."""
+    return f"float{xp.finfo(dtype).bits}"
+
+
+def resolve_dtype(xp, dtype):
+    """A real floating dtype of ``xp`` from ``None``, a name, or a dtype (of any library)."""
+    if dtype is None:
+        return xp.float32
+    name = dtype if isinstance(dtype, str) else None
+    if name is None:
+        try:
+            if xp.isdtype(dtype, "real floating"):
+                return dtype
+        except Exception:  # a dtype of another library
+            pass
+        name = str(getattr(dtype, "name", dtype)).rsplit(".", 1)[-1]
+    if name not in ("float16", "float32", "float64") or not hasattr(xp, name):
+        raise TypeError(
+            f"dtype must be a real floating dtype such as 'float32' or 'float64'; got {dtype!r}"
+        )
+    return getattr(xp, name)
+
+
+def move(a, xp, dev, dtype):
+    """A copy of ``a`` as an array of ``xp`` on ``dev`` in ``dtype``."""
+    if is_array(a) and namespace_of(a) is xp:
+        out = xp.asarray(a, copy=True)
+        if dev is not None and device(out) != dev:
+            out = to_device(out, dev)
+        out = out if out.dtype == dtype else xp.astype(out, dtype)
+    else:
+        host = to_host(a).astype(dtype_name(xp, dtype))
+        out = xp.asarray(host, dtype=dtype, device=dev, copy=True)
+    if out.dtype != dtype:  # e.g. JAX without float64
+        raise TypeError(
+            f"{library_name(xp)} made {out.dtype} instead of {dtype}; for JAX, enable float64 "
+            "with jax.config.update('jax_enable_x64', True) or pass xp='jax'"
+        )
+    return out

@@ -210,3 +210,21 @@ def check_sequence(x, arrays, *, batch_first, xp=None):
         check_features("x", x, D, "(T, *batch, D)", 2)
         x_tm = x
     return xp, cast(xp, x_tm, dtype), H, D, dtype, dev
+
+
+def require(named, names):
+    """Each of ``names`` in ``named`` is given (not ``None``) and is an array, else ``TypeError``."""
+    for name in names:
+        if named[name] is None:
+            raise TypeError(f"{name} is required; got None")
+        if not is_array(named[name]):
+            raise TypeError(f"{name} must be an array; got {type(named[name]).__name__}")
+
+
+def check_real_arrays(named):
+    """Each value is an array of a real floating dtype (any library), else ``TypeError``."""
+    for name, arr in named.items():
+        if not is_array(arr):
+            raise TypeError(f"{name} must be an array; got {type(arr).__name__}")
+        if not namespace_of(arr).isdtype(arr.dtype, "real floating"):
+            raise TypeError(f"{name} must have a real floating dtype; got {arr.dtype}")

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from . import _dispatch
 from ._activations import check_nonlinearity, derivative
 from ._checks import (
     cast,
@@ -44,10 +43,11 @@ from ._checks import (
     check_sequence,
     check_state,
     check_weights,
+    require,
     time_first,
 )
-from ._compat import array_namespace, device
-from .forward import _require
+from ._compat import array_namespace
+from .kernels import backward_kernel
 
 __all__ = ["RNNGrads", "rnn_backward", "rnn_step_backward"]
 
@@ -129,7 +129,7 @@ def rnn_step_backward(dnext_h, x, prev_h, Wx, Wh, next_h, *, nonlinearity="tanh"
     """
     check_nonlinearity(nonlinearity)
     named = {"dnext_h": dnext_h, "x": x, "prev_h": prev_h, "Wx": Wx, "Wh": Wh, "next_h": next_h}
-    _require(named, tuple(named))
+    require(named, tuple(named))
     xp = array_namespace(named, xp=xp)
     H, D = check_weights(Wx, Wh, None)
     check_features("x", x, D, "(*batch, D)", 1)
@@ -247,7 +247,7 @@ def rnn_backward(
     check_bool("batch_first", batch_first)
     check_bool("reverse", reverse)
     leak = check_leak(leak)
-    _require({"Wx": Wx, "Wh": Wh, "h_seq": h_seq}, ("Wx", "Wh", "h_seq"))
+    require({"Wx": Wx, "Wh": Wh, "h_seq": h_seq}, ("Wx", "Wh", "h_seq"))
 
     xp, x_tm, H, D, dtype, dev = check_sequence(
         x,
@@ -277,7 +277,7 @@ def rnn_backward(
         cast(xp, a, dtype) for a in (dh, x_tm, h0, Wx, Wh, h_seq, dh_n)
     )
 
-    kernel = _dispatch.backward_kernel(xp) or backward_portable
+    kernel = backward_kernel(xp)
     dx, dh0, dWx, dWh, db = kernel(
         xp, dh, x_tm, h0, Wx, Wh, h_seq, dh_n,
         nonlinearity=nonlinearity, lengths=lengths, reverse=reverse, leak=leak,
@@ -288,67 +288,3 @@ def rnn_backward(
         nd = dx.ndim
         dx = xp.permute_dims(dx, (*range(1, nd - 1), 0, nd - 1))  # (*batch, T, D)
     return RNNGrads(dx, dh0, dWx, dWh, None if b is None else db)
-
-
-def backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak):
-    """Backpropagation through time on validated, time-major arrays of one dtype and device.
-
-    ``dh`` and ``h_seq`` are ``(T, *batch, H)`` (``dh`` may be ``None``),
-    ``x`` ``(T, *batch, D)``, ``h0`` ``(*batch, H)``, ``dh_n`` ``(*batch, H)``
-    or ``None``, ``lengths`` ``None`` or an integer array ``(*batch,)``.
-    Returns ``(dx (T, *batch, D), dh0, dWx, dWh, db)``.
-    """
-    T = x.shape[0]
-    g = xp.zeros_like(h0) if dh_n is None else dh_n  # (*batch, H): gradient reaching the carried state
-    if T == 0:
-        return (
-            xp.zeros_like(x),
-            g,
-            xp.zeros_like(Wx),
-            xp.zeros_like(Wh),
-            xp.zeros_like(Wh[0, ...]),
-        )
-
-    # The state each step started from: forward, h_{t-1} (h0 at t = 0); reverse,
-    # h_{t+1} (h0 at t = T - 1, or at t = L - 1 for a sequence of length L).
-    h0_ = xp.expand_dims(h0, axis=0)  # (1, *batch, H)
-    if reverse:
-        prev = xp.concat([h_seq[1:, ...], h0_], axis=0)  # (T, *batch, H)
-        if lengths is not None:
-            shape = (T,) + (1,) * lengths.ndim
-            t_next = xp.reshape(xp.arange(1, T + 1, dtype=lengths.dtype, device=device(lengths)), shape)
-            prev = xp.where((lengths == t_next)[..., None], h0_, prev)  # (T, *batch, H)
-    else:
-        prev = xp.concat([h0_, h_seq[:-1, ...]], axis=0)  # (T, *batch, H)
-    # Past a sequence's length `prev` and `h_seq` hold zeros, not the frozen
-    # state; those steps get dz = 0 below, so the values there never count.
-
-    # dh_t/dz_t = leak * f'(z_t), with f(z_t) read off the forward's output.
-    if leak == 1.0:
-        act = h_seq  # (T, *batch, H): f(z_t)
-    else:
-        act = (h_seq - (1.0 - leak) * prev) / leak  # (T, *batch, H): f(z_t)
-    dh_dz = leak * derivative(nonlinearity)(xp, act)  # (T, *batch, H)
-
-    zeros = xp.zeros_like(h0) if lengths is not None else None  # (*batch, H)
-    dz = [None] * T
-    for t in range(T) if reverse else range(T - 1, -1, -1):
-        g_t = g if dh is None else g + dh[t, ...]  # (*batch, H): dL/dh_t
-        dz_t = g_t * dh_dz[t, ...]  # (*batch, H): dL/dz_t
-        if lengths is not None:
-            valid = (lengths > t)[..., None]  # (*batch, 1)
-            dz_t = xp.where(valid, dz_t, zeros)  # (*batch, H)
-        g_prev = dz_t @ Wh  # (*batch, H): dL/dh_{t-1} through z_t
-        if leak != 1.0:
-            g_prev = g_prev + (1.0 - leak) * g_t  # (*batch, H): ... and through the leak
-        # A frozen step passes the carried gradient through unchanged.
-        g = g_prev if lengths is None else xp.where(valid, g_prev, g)  # (*batch, H)
-        dz[t] = dz_t
-    dz = xp.stack(dz, axis=0)  # (T, *batch, H)
-
-    axes = list(range(x.ndim - 1))  # time and batch, summed over by the weight gradients
-    dx = dz @ Wx  # (T, *batch, D)
-    dWx = xp.tensordot(dz, x, axes=(axes, axes))  # (H, D)
-    dWh = xp.tensordot(dz, prev, axes=(axes, axes))  # (H, H)
-    db = xp.sum(dz, axis=tuple(axes))  # (H,)
-    return dx, g, dWx, dWh, db

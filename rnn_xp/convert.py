@@ -29,9 +29,10 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from ._activations import check_nonlinearity
-from ._checks import shape_str
+from ._backends import dtype_name, move, resolve_dtype, resolve_namespace, to_host
+from ._checks import check_real_arrays, shape_str
 from ._compat import is_array, namespace_of
-from .layer import RNN, _dtype_name, _move, _resolve_dtype, _resolve_namespace
+from .layer import RNN
 
 __all__ = [
     "from_cs231n",
@@ -58,7 +59,7 @@ def from_torch(module_or_state_dict, *, xp=None, device=None, dtype=None, nonlin
                batch_first=None):
     """A :class:`~rnn_xp.RNN` from a ``torch.nn.RNN`` or its state dict.
 
-    See :meth:`rnn_xp.RNN.from_torch`, which calls this.
+    The same as :meth:`rnn_xp.RNN.from_torch`; see there for the parameters.
 
     Examples
     --------
@@ -69,67 +70,8 @@ def from_torch(module_or_state_dict, *, xp=None, device=None, dtype=None, nonlin
     >>> rnn.bidirectional, rnn.nonlinearity, rnn.hidden_size
     (True, 'relu', 4)
     """
-    obj = module_or_state_dict
-    if _is_torch_module(obj):
-        import torch
-
-        if not isinstance(obj, torch.nn.RNN):
-            raise TypeError(
-                f"module_or_state_dict must be a torch.nn.RNN (or a state dict); got "
-                f"{type(obj).__name__}, which rnn_xp cannot run"
-            )
-        if getattr(obj, "proj_size", 0):
-            raise ValueError(f"proj_size must be 0; got {obj.proj_size}")
-        config = {
-            "nonlinearity": obj.nonlinearity,
-            "bias": obj.bias,
-            "batch_first": obj.batch_first,
-            "bidirectional": obj.bidirectional,
-        }
-        for name, given in (("nonlinearity", nonlinearity), ("batch_first", batch_first)):
-            if given is not None and given != config[name]:
-                raise ValueError(
-                    f"{name}={given!r} disagrees with the module's {name}={config[name]!r}"
-                )
-        state = obj.state_dict()
-        sizes = (obj.input_size, obj.hidden_size, obj.num_layers)
-        dropout = obj.dropout
-    elif hasattr(obj, "keys") and hasattr(obj, "__getitem__"):
-        state = obj
-        if "weight_ih_l0" not in state or "weight_hh_l0" not in state:
-            raise ValueError(
-                "state dict must hold at least 'weight_ih_l0' and 'weight_hh_l0'; got keys "
-                f"{list(state.keys())}"
-            )
-        _check_arrays({"state_dict['weight_ih_l0']": state["weight_ih_l0"],
-                       "state_dict['weight_hh_l0']": state["weight_hh_l0"]})
-        if state["weight_ih_l0"].ndim != 2:
-            raise ValueError(
-                "state_dict['weight_ih_l0'] must have shape (H, D); got shape "
-                f"{shape_str(state['weight_ih_l0'].shape)}"
-            )
-        num_layers = 1
-        while f"weight_ih_l{num_layers}" in state:
-            num_layers += 1
-        H, D = tuple(state["weight_ih_l0"].shape)
-        sizes = (D, H, num_layers)
-        config = {
-            "nonlinearity": "tanh" if nonlinearity is None else nonlinearity,
-            "bias": "bias_ih_l0" in state or "bias_hh_l0" in state,
-            "batch_first": False if batch_first is None else batch_first,
-            "bidirectional": "weight_ih_l0_reverse" in state,
-        }
-        dropout = 0.0
-    else:
-        raise TypeError(
-            "module_or_state_dict must be a torch.nn.RNN or a mapping of torch's parameter "
-            f"names to arrays; got {type(obj).__name__}"
-        )
-    first = state["weight_ih_l0"]
-    if dtype is None and is_array(first):
-        dtype = _dtype_name(namespace_of(first), first.dtype)
-    rnn = RNN(*sizes, dropout=dropout, xp=xp, device=device, dtype=dtype, seed=0, **config)
-    return rnn.load_state_dict(state)
+    return RNN.from_torch(module_or_state_dict, xp=xp, device=device, dtype=dtype,
+                          nonlinearity=nonlinearity, batch_first=batch_first)
 
 
 def torch_state_dict(rnn, *, device=None):
@@ -148,17 +90,15 @@ def torch_state_dict(rnn, *, device=None):
     """
     import torch
 
-    from ._backends import to_host as _host
-
     _check_rnn(rnn)
 
-    dtype = getattr(torch, _dtype_name(rnn.xp, rnn.dtype))
+    dtype = getattr(torch, dtype_name(rnn.xp, rnn.dtype))
     out = OrderedDict()
     for name, p in rnn.params.items():
         if type(p).__module__.split(".")[0] == "torch":
             t = p.detach().clone()
         else:
-            t = torch.from_numpy(_host(p).copy())
+            t = torch.from_numpy(to_host(p).copy())
         out[name] = t.to(device=device if device is not None else t.device, dtype=dtype)
     return out
 
@@ -185,14 +125,6 @@ def to_torch(rnn, *, device=None):
         )  # fmt: skip
     module.load_state_dict(state)
     return module
-
-
-def _is_torch_module(obj):
-    if not type(obj).__module__.startswith("torch"):
-        return False
-    import torch
-
-    return isinstance(obj, torch.nn.Module)
 
 
 class _quiet_dropout_warning:
@@ -432,7 +364,7 @@ def from_onnx(W, R, B=None, *, direction=None, activations=None, layout=0, xp=No
     -------
     RNN
     """
-    _check_arrays({"W": W, "R": R} if B is None else {"W": W, "R": R, "B": B})
+    check_real_arrays({"W": W, "R": R} if B is None else {"W": W, "R": R, "B": B})
     for name, arr, dims in (("W", W, "[dirs, H, D]"), ("R", R, "[dirs, H, H]"),
                             ("B", B, "[dirs, 2H]")):
         ndim = dims.count(",") + 1
@@ -472,8 +404,8 @@ def from_onnx(W, R, B=None, *, direction=None, activations=None, layout=0, xp=No
     if isinstance(layout, bool) or not isinstance(layout, int) or layout not in (0, 1):
         raise ValueError(f"layout must be 0 or 1; got {layout!r}")
     xp, device, dtype = _target(W, xp, device, dtype)
-    Wt, Rt = _move(W, xp, device, dtype), _move(R, xp, device, dtype)
-    Bt = None if B is None else _move(B, xp, device, dtype)
+    Wt, Rt = move(W, xp, device, dtype), move(R, xp, device, dtype)
+    Bt = None if B is None else move(B, xp, device, dtype)
     rnn = RNN(D, H, nonlinearity=_ONNX_ACTIVATIONS[activations[0]], bias=B is not None,
               batch_first=layout == 1, bidirectional=dirs == 2, xp=xp, device=device,
               dtype=dtype, seed=0)
@@ -529,15 +461,6 @@ def output_to_onnx_y(output, num_directions):
 # -- shared --------------------------------------------------------------------
 
 
-def _check_arrays(named):
-    """Each value is an array of a real floating dtype (any library), else ``TypeError``."""
-    for name, arr in named.items():
-        if not is_array(arr):
-            raise TypeError(f"{name} must be an array; got {type(arr).__name__}")
-        if not namespace_of(arr).isdtype(arr.dtype, "real floating"):
-            raise TypeError(f"{name} must have a real floating dtype; got {arr.dtype}")
-
-
 def _check_rnn(rnn):
     if not isinstance(rnn, RNN):
         raise TypeError(f"rnn must be an rnn_xp.RNN; got {type(rnn).__name__}")
@@ -559,16 +482,16 @@ def _layer_weights(rnn, layer, reverse):
 
 def _target(first, xp, device, dtype):
     """``(xp, device, dtype)`` of a new layer: ``dtype`` defaults to ``first``'s."""
-    xp, device = _resolve_namespace(xp, device)
+    xp, device = resolve_namespace(xp, device)
     if dtype is None and is_array(first):
-        dtype = _dtype_name(namespace_of(first), first.dtype)
-    return xp, device, _resolve_dtype(xp, dtype)
+        dtype = dtype_name(namespace_of(first), first.dtype)
+    return xp, device, resolve_dtype(xp, dtype)
 
 
 def _from_transposed(weights, names, nonlinearity, batch_first, xp, device, dtype):
     """A one-layer RNN from ``(D, H)`` input and ``(H, H)`` recurrent weights and a bias."""
     n_in, n_rec, n_b = names
-    _check_arrays(weights)
+    check_real_arrays(weights)
     kernel, recurrent = weights[n_in], weights[n_rec]
     if kernel.ndim != 2:
         raise ValueError(f"{n_in} must have shape (D, H); got {shape_str(kernel.shape)}")
@@ -588,11 +511,11 @@ def _from_transposed(weights, names, nonlinearity, batch_first, xp, device, dtyp
     rnn = RNN(D, H, nonlinearity=nonlinearity, bias=bias is not None, batch_first=batch_first,
               xp=xp, device=device, dtype=dtype, seed=0)
     state = {
-        "weight_ih_l0": xp.permute_dims(_move(kernel, xp, device, dtype), (1, 0)),
-        "weight_hh_l0": xp.permute_dims(_move(recurrent, xp, device, dtype), (1, 0)),
+        "weight_ih_l0": xp.permute_dims(move(kernel, xp, device, dtype), (1, 0)),
+        "weight_hh_l0": xp.permute_dims(move(recurrent, xp, device, dtype), (1, 0)),
     }
     if bias is not None:
-        b = _move(bias, xp, device, dtype)
+        b = move(bias, xp, device, dtype)
         state["bias_ih_l0"] = b
         state["bias_hh_l0"] = xp.zeros_like(b)
     return rnn.load_state_dict(state)

@@ -7,14 +7,13 @@ One step of the recurrence, in the row convention (features last)::
 
 ``rnn_forward`` computes the input projection ``x @ Wx.T + b`` for all T
 steps as one matrix product, then runs the recurrence step by step. The
-loop here is the portable one: no in-place writes, so it runs on every
-array library. ``_dispatch.forward_kernel`` may pick a faster loop for a
-given namespace; every such loop is tested to agree with this one.
+loop itself is a kernel: ``kernels.forward_kernel`` picks one for the
+caller's library (``kernels.portable.scan_portable`` runs everywhere and
+defines the answer; every faster loop is tested to agree with it).
 """
 
 from __future__ import annotations
 
-from . import _dispatch
 from ._activations import activation, check_nonlinearity
 from ._checks import (
     cast,
@@ -27,8 +26,10 @@ from ._checks import (
     check_sequence,
     check_state,
     check_weights,
+    require,
 )
-from ._compat import array_namespace, device, is_array
+from ._compat import array_namespace
+from .kernels import forward_kernel
 
 __all__ = ["rnn_forward", "rnn_step_forward"]
 
@@ -80,7 +81,7 @@ def rnn_step_forward(x, prev_h, Wx, Wh, b=None, *, nonlinearity="tanh", xp=None)
     """
     check_nonlinearity(nonlinearity)
     named = {"x": x, "prev_h": prev_h, "Wx": Wx, "Wh": Wh, "b": b}
-    _require(named, ("x", "prev_h", "Wx", "Wh"))
+    require(named, ("x", "prev_h", "Wx", "Wh"))
     xp = array_namespace(named, xp=xp)
     H, D = check_weights(Wx, Wh, b)
     check_features("x", x, D, "(*batch, D)", 1)
@@ -196,7 +197,7 @@ def _forward(
     check_bool("reverse", reverse)
     check_bool("return_sequences", return_sequences)
     leak = check_leak(leak)
-    _require({"Wx": Wx, "Wh": Wh}, ("Wx", "Wh"))
+    require({"Wx": Wx, "Wh": Wh}, ("Wx", "Wh"))
 
     xp, x_tm, H, D, dtype, dev = check_sequence(
         x, {"h0": h0, "Wx": Wx, "Wh": Wh, "b": b}, batch_first=batch_first, xp=xp
@@ -209,7 +210,7 @@ def _forward(
     lengths = check_lengths(xp, lengths, batch, T, dev)
     x_tm, h0, Wx, Wh, b = (cast(xp, a, dtype) for a in (x_tm, h0, Wx, Wh, b))
 
-    kernel = _dispatch.forward_kernel(xp) or scan_portable
+    kernel = forward_kernel(xp)
     h_seq, h_last = kernel(
         xp, x_tm, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths,
         reverse=reverse, leak=leak, return_sequences=return_sequences,
@@ -218,51 +219,3 @@ def _forward(
         nd = h_seq.ndim
         h_seq = xp.permute_dims(h_seq, (*range(1, nd - 1), 0, nd - 1))  # (*batch, T, H)
     return h_seq, h_last
-
-
-def scan_portable(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences):
-    """The recurrence on validated, time-major arrays of one dtype and device.
-
-    ``x`` is ``(T, *batch, D)``, ``h0`` ``(*batch, H)``, ``lengths`` ``None``
-    or an integer array ``(*batch,)``. Returns ``(h_seq, h_last)`` with
-    ``h_seq`` ``(T, *batch, H)`` or ``None`` when ``return_sequences`` is
-    False. Every fast kernel has this signature and these results.
-    """
-    f = activation(nonlinearity)
-    T = x.shape[0]
-    xw = x @ Wx.T  # (T, *batch, H): the input projection, one product for all steps
-    if b is not None:
-        xw = xw + b
-    WhT = Wh.T  # (H, H)
-    zeros = xp.zeros_like(h0) if lengths is not None else None
-
-    h = h0  # (*batch, H)
-    outputs = [None] * T if return_sequences else None
-    for t in range(T - 1, -1, -1) if reverse else range(T):
-        h_new = f(xp, xw[t, ...] + h @ WhT)  # (*batch, H)
-        if leak != 1.0:
-            h_new = (1.0 - leak) * h + leak * h_new
-        if lengths is not None:
-            # Past its length a sequence keeps its state and outputs zeros. Run
-            # backwards, a sequence of length L starts from h0 at t = L - 1.
-            valid = (lengths > t)[..., None]  # (*batch, 1)
-            h = xp.where(valid, h_new, h)
-            out = xp.where(valid, h_new, zeros)
-        else:
-            h = out = h_new
-        if return_sequences:
-            outputs[t] = out
-
-    if not return_sequences:
-        return None, h
-    if T == 0:
-        return xp.zeros((0, *h0.shape), dtype=h0.dtype, device=device(h0)), h
-    return xp.stack(outputs, axis=0), h  # (T, *batch, H)
-
-
-def _require(named, names):
-    for name in names:
-        if named[name] is None:
-            raise TypeError(f"{name} is required; got None")
-        if not is_array(named[name]):
-            raise TypeError(f"{name} must be an array; got {type(named[name]).__name__}")

@@ -27,13 +27,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _backends
+from ._backends import dtype_name, library_name, move, resolve_dtype, resolve_namespace
 from ._activations import check_nonlinearity
 from ._checks import (
     check_bool,
     check_features,
     check_leak,
     check_lengths,
+    check_real_arrays,
     check_state,
     shape_str,
 )
@@ -205,8 +206,8 @@ class RNN:
         self.dropout = _check_dropout(dropout, self.num_layers)
         self.leak = check_leak(leak)
 
-        xp, device = _resolve_namespace(xp, device)
-        dtype = _resolve_dtype(xp, dtype)
+        xp, device = resolve_namespace(xp, device)
+        dtype = resolve_dtype(xp, dtype)
         k = 1.0 / math.sqrt(self.hidden_size)
         rng = np.random.default_rng(seed)
         params = {
@@ -214,7 +215,7 @@ class RNN:
             for name, shape in self.param_shapes().items()
         }
         self.xp, self.device, self.dtype = xp, device, dtype
-        self.params = {name: _move(p, xp, device, dtype) for name, p in params.items()}
+        self.params = {name: move(p, xp, device, dtype) for name, p in params.items()}
         self.device, self.dtype = _where(self.params)
 
     # -- structure ---------------------------------------------------------
@@ -251,7 +252,7 @@ class RNN:
             if getattr(self, name) != default:
                 options.append(f"{name}={getattr(self, name)!r}")
         library = getattr(self.xp, "__name__", repr(self.xp)).replace("array_api_compat.", "")
-        dtype = _dtype_name(self.xp, self.dtype)
+        dtype = dtype_name(self.xp, self.dtype)
         return f"RNN({', '.join(options)}; {library}, {dtype}, device={self.device})"
 
     # -- running -----------------------------------------------------------
@@ -309,8 +310,8 @@ class RNN:
                 continue
             if not (is_dask_namespace(xp) and is_numpy_namespace(namespace_of(arr))):
                 raise TypeError(
-                    f"{name} is from {_library(namespace_of(arr))} but the layer's parameters "
-                    f"are in {_library(self.xp)}; move the layer with rnn.to(xp=...) first"
+                    f"{name} is from {library_name(namespace_of(arr))} but the layer's parameters "
+                    f"are in {library_name(self.xp)}; move the layer with rnn.to(xp=...) first"
                 )
         array_namespace(named, xp=xp)  # h0 not an array: TypeError naming it
         L, dirs, H = self.num_layers, self.num_directions, self.hidden_size
@@ -430,8 +431,8 @@ class RNN:
         for name, arr in named.items():
             if arr is not None and is_array(arr) and namespace_of(arr) is not xp:
                 raise TypeError(
-                    f"{name} is from {_library(namespace_of(arr))} but the layer's parameters "
-                    f"are in {_library(xp)}"
+                    f"{name} is from {library_name(namespace_of(arr))} but the layer's parameters "
+                    f"are in {library_name(xp)}"
                 )
         array_namespace(named, xp=xp)  # not an array: TypeError naming it
         L, dirs, H = self.num_layers, self.num_directions, self.hidden_size
@@ -514,12 +515,12 @@ class RNN:
         if xp is None:
             xp, default_device = self.xp, self.device
         else:
-            xp, default_device = _resolve_namespace(xp, None)
+            xp, default_device = resolve_namespace(xp, None)
             if xp is self.xp and default_device is None:
                 default_device = self.device
         device = default_device if device is None else device
-        dtype = _resolve_dtype(xp, _dtype_name(self.xp, self.dtype) if dtype is None else dtype)
-        self.params = {name: _move(p, xp, device, dtype) for name, p in self.params.items()}
+        dtype = resolve_dtype(xp, dtype_name(self.xp, self.dtype) if dtype is None else dtype)
+        self.params = {name: move(p, xp, device, dtype) for name, p in self.params.items()}
         self.xp = xp
         self.device, self.dtype = _where(self.params)
         return self
@@ -581,7 +582,7 @@ class RNN:
                     f"state_dict[{name!r}] must have a real floating dtype; got {value.dtype}"
                 )
         self.params = {
-            name: _move(state_dict[name], self.xp, self.device, self.dtype) for name in shapes
+            name: move(state_dict[name], self.xp, self.device, self.dtype) for name in shapes
         }
         return self
 
@@ -616,13 +617,78 @@ class RNN:
         ValueError
             The state dict has missing, unexpected or mis-shaped keys.
         """
-        from .convert import from_torch
+        obj = module_or_state_dict
+        if _is_torch_module(obj):
+            import torch
 
-        return from_torch(module_or_state_dict, xp=xp, device=device, dtype=dtype,
-                          nonlinearity=nonlinearity, batch_first=batch_first)
+            if not isinstance(obj, torch.nn.RNN):
+                raise TypeError(
+                    f"module_or_state_dict must be a torch.nn.RNN (or a state dict); got "
+                    f"{type(obj).__name__}, which rnn_xp cannot run"
+                )
+            if getattr(obj, "proj_size", 0):
+                raise ValueError(f"proj_size must be 0; got {obj.proj_size}")
+            config = {
+                "nonlinearity": obj.nonlinearity,
+                "bias": obj.bias,
+                "batch_first": obj.batch_first,
+                "bidirectional": obj.bidirectional,
+            }
+            for name, given in (("nonlinearity", nonlinearity), ("batch_first", batch_first)):
+                if given is not None and given != config[name]:
+                    raise ValueError(
+                        f"{name}={given!r} disagrees with the module's {name}={config[name]!r}"
+                    )
+            state = obj.state_dict()
+            sizes = (obj.input_size, obj.hidden_size, obj.num_layers)
+            dropout = obj.dropout
+        elif hasattr(obj, "keys") and hasattr(obj, "__getitem__"):
+            state = obj
+            if "weight_ih_l0" not in state or "weight_hh_l0" not in state:
+                raise ValueError(
+                    "state dict must hold at least 'weight_ih_l0' and 'weight_hh_l0'; got keys "
+                    f"{list(state.keys())}"
+                )
+            check_real_arrays({"state_dict['weight_ih_l0']": state["weight_ih_l0"],
+                               "state_dict['weight_hh_l0']": state["weight_hh_l0"]})
+            if state["weight_ih_l0"].ndim != 2:
+                raise ValueError(
+                    "state_dict['weight_ih_l0'] must have shape (H, D); got shape "
+                    f"{shape_str(state['weight_ih_l0'].shape)}"
+                )
+            num_layers = 1
+            while f"weight_ih_l{num_layers}" in state:
+                num_layers += 1
+            H, D = tuple(state["weight_ih_l0"].shape)
+            sizes = (D, H, num_layers)
+            config = {
+                "nonlinearity": "tanh" if nonlinearity is None else nonlinearity,
+                "bias": "bias_ih_l0" in state or "bias_hh_l0" in state,
+                "batch_first": False if batch_first is None else batch_first,
+                "bidirectional": "weight_ih_l0_reverse" in state,
+            }
+            dropout = 0.0
+        else:
+            raise TypeError(
+                "module_or_state_dict must be a torch.nn.RNN or a mapping of torch's parameter "
+                f"names to arrays; got {type(obj).__name__}"
+            )
+        first = state["weight_ih_l0"]
+        if dtype is None and is_array(first):
+            dtype = dtype_name(namespace_of(first), first.dtype)
+        rnn = cls(*sizes, dropout=dropout, xp=xp, device=device, dtype=dtype, seed=0, **config)
+        return rnn.load_state_dict(state)
 
 
 # -- helpers -----------------------------------------------------------------
+
+
+def _is_torch_module(obj):
+    if not type(obj).__module__.startswith("torch"):
+        return False
+    import torch
+
+    return isinstance(obj, torch.nn.Module)
 
 
 def _suffixes(num_directions):
@@ -653,68 +719,7 @@ def _check_dropout(dropout, num_layers):
     return dropout
 
 
-def _library(xp):
-    return getattr(xp, "__name__", repr(xp)).replace("array_api_compat.", "")
-
-
-def _resolve_namespace(xp, device):
-    """``(namespace, device)`` for ``xp`` given as None, a name or a module."""
-    if xp is None:
-        xp = "numpy"
-    if isinstance(xp, str):
-        if xp not in _backends.NAMES:
-            raise ValueError(
-                f"xp must be an array namespace, a module or one of {list(_backends.NAMES)}; "
-                f"got {xp!r}"
-            )
-        namespace, default_device = _backends.load(xp)
-        return namespace, default_device if device is None else device
-    return normalize_namespace(xp), device
-
-
-def _dtype_name(xp, dtype):
-    """``"float32"``-style name of a real floating dtype of ``xp``."""
-    return f"float{xp.finfo(dtype).bits}"
-
-
-def _resolve_dtype(xp, dtype):
-    """A real floating dtype of ``xp`` from ``None``, a name, or a dtype (of any library)."""
-    if dtype is None:
-        return xp.float32
-    name = dtype if isinstance(dtype, str) else None
-    if name is None:
-        try:
-            if xp.isdtype(dtype, "real floating"):
-                return dtype
-        except Exception:  # a dtype of another library
-            pass
-        name = str(getattr(dtype, "name", dtype)).rsplit(".", 1)[-1]
-    if name not in ("float16", "float32", "float64") or not hasattr(xp, name):
-        raise TypeError(
-            f"dtype must be a real floating dtype such as 'float32' or 'float64'; got {dtype!r}"
-        )
-    return getattr(xp, name)
-
-
 def _where(params):
     """``(device, dtype)`` of the parameters (the dtype as the arrays report it)."""
     first = next(iter(params.values()))
     return device(first), first.dtype
-
-
-def _move(a, xp, dev, dtype):
-    """A copy of ``a`` as an array of ``xp`` on ``dev`` in ``dtype``."""
-    if is_array(a) and namespace_of(a) is xp:
-        out = xp.asarray(a, copy=True)
-        if dev is not None and device(out) != dev:
-            out = to_device(out, dev)
-        out = out if out.dtype == dtype else xp.astype(out, dtype)
-    else:
-        host = _backends.to_host(a).astype(_dtype_name(xp, dtype))
-        out = xp.asarray(host, dtype=dtype, device=dev, copy=True)
-    if out.dtype != dtype:  # e.g. JAX without float64
-        raise TypeError(
-            f"{_library(xp)} made {out.dtype} instead of {dtype}; for JAX, enable float64 "
-            "with jax.config.update('jax_enable_x64', True) or pass xp='jax'"
-        )
-    return out

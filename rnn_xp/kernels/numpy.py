@@ -1,6 +1,6 @@
 """The recurrence as an in-place loop, for NumPy (and, with ``mod=cupy``, CuPy).
 
-The portable loop (``forward.scan_portable``) allocates a few new arrays at
+The portable loop (``portable.scan_portable``) allocates a few new arrays at
 every step and stacks them at the end. Here every buffer is allocated once:
 
 1. ``out`` ``(T, B, H)`` is allocated empty and the input projection
@@ -31,7 +31,7 @@ is projected a block of time steps at a time into a buffer of at most
 
 The code is written against a NumPy-like module ``mod`` (``numpy`` or
 ``cupy``); ``combine`` is the per-step elementwise part, which CuPy replaces
-with one fused kernel (see ``_cupy_kernels``). The caller's arrays are never
+with one fused kernel (see ``kernels.cupy_fused``). The caller's arrays are never
 written to (they may be read-only).
 """
 
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 
-from . import _mkl
+from . import mkl as _mkl
 
 __all__ = ["scan_inplace", "scan_numpy", "time_blocks"]
 

@@ -1,4 +1,4 @@
-"""The oneMKL path of the NumPy recurrence (``rnn_xp._mkl``).
+"""The oneMKL path of the NumPy recurrence (``rnn_xp.kernels.mkl``).
 
 oneMKL is optional. Where the ``mkl`` wheel is installed these tests force
 every size onto it and compare it with the OpenBLAS path and the float64
@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 import rnn_xp
-from rnn_xp import _inplace, _mkl
+from rnn_xp.kernels import mkl
+from rnn_xp.kernels import numpy as numpy_kernel
 from support import random_rnn, reference_rnn
 
-needs_mkl = pytest.mark.skipif(_mkl.library() is None, reason=f"oneMKL {_mkl.status()}")
+needs_mkl = pytest.mark.skipif(mkl.library() is None, reason=f"oneMKL {mkl.status()}")
 
 OPTIONS = [
     dict(),
@@ -35,19 +36,19 @@ TOL = {"float32": dict(rtol=2e-5, atol=2e-6), "float64": dict(rtol=1e-11, atol=1
 @pytest.fixture
 def mkl_preferred(monkeypatch):
     """oneMKL preferred whatever the CPU vendor (as with ``RNN_XP_MKL=1``)."""
-    monkeypatch.setattr(_mkl, "_FORCED", True)
+    monkeypatch.setattr(mkl, "_FORCED", True)
 
 
 @pytest.fixture
 def every_size_on_mkl(monkeypatch, mkl_preferred):
     """Send every size to oneMKL and count the packed products."""
-    monkeypatch.setattr(_inplace, "_SERIAL_MACS", 0)
-    monkeypatch.setattr(_inplace, "_MKL_MACS", 0)
-    monkeypatch.setattr(_inplace, "_MKL_ROW_MACS", 0)
+    monkeypatch.setattr(numpy_kernel, "_SERIAL_MACS", 0)
+    monkeypatch.setattr(numpy_kernel, "_MKL_MACS", 0)
+    monkeypatch.setattr(numpy_kernel, "_MKL_ROW_MACS", 0)
     calls = []
-    real = _mkl.PackedMatrix.matmul_add_at
+    real = mkl.PackedMatrix.matmul_add_at
 
-    real_row = _mkl.RowProduct.matmul_add_at
+    real_row = mkl.RowProduct.matmul_add_at
 
     def counting(self, a, out):
         calls.append(self.shape)
@@ -57,8 +58,8 @@ def every_size_on_mkl(monkeypatch, mkl_preferred):
         calls.append(self.shape)
         return real_row(self, a, out)
 
-    monkeypatch.setattr(_mkl.PackedMatrix, "matmul_add_at", counting)
-    monkeypatch.setattr(_mkl.RowProduct, "matmul_add_at", counting_row)
+    monkeypatch.setattr(mkl.PackedMatrix, "matmul_add_at", counting)
+    monkeypatch.setattr(mkl.RowProduct, "matmul_add_at", counting_row)
     return calls
 
 
@@ -84,7 +85,7 @@ def test_mkl_matches_reference_and_openblas(every_size_on_mkl, monkeypatch, rng,
     np.testing.assert_allclose(got, seq if return_sequences else last, **TOL[dtype])
     assert got.dtype == np.dtype(dtype)
 
-    monkeypatch.setattr(_mkl, "library", lambda: None)  # the OpenBLAS path, same sizes
+    monkeypatch.setattr(mkl, "library", lambda: None)  # the OpenBLAS path, same sizes
     n = len(every_size_on_mkl)
     other, _ = _forward(x, h0, Wx, Wh, b, dtype, opts, return_sequences=return_sequences)
     assert len(every_size_on_mkl) == n
@@ -107,12 +108,12 @@ def test_mkl_batch_first_and_strided_inputs(every_size_on_mkl, rng, dtype):
 
 @needs_mkl
 def test_default_sizes_choose_mkl_only_above_the_threshold(monkeypatch, rng):
-    monkeypatch.setattr(_mkl, "cpu_vendor", lambda: "GenuineIntel")  # the default choice on Intel
-    monkeypatch.setattr(_mkl, "_PREFERRED", None)
+    monkeypatch.setattr(mkl, "cpu_vendor", lambda: "GenuineIntel")  # the default choice on Intel
+    monkeypatch.setattr(mkl, "_PREFERRED", None)
     calls = []
-    real, real_row = _mkl.PackedMatrix.matmul_add_at, _mkl.RowProduct.matmul_add_at
-    monkeypatch.setattr(_mkl.PackedMatrix, "matmul_add_at", lambda s, a, o: (calls.append(1), real(s, a, o)))
-    monkeypatch.setattr(_mkl.RowProduct, "matmul_add_at", lambda s, a, o: (calls.append(1), real_row(s, a, o)))
+    real, real_row = mkl.PackedMatrix.matmul_add_at, mkl.RowProduct.matmul_add_at
+    monkeypatch.setattr(mkl.PackedMatrix, "matmul_add_at", lambda s, a, o: (calls.append(1), real(s, a, o)))
+    monkeypatch.setattr(mkl.RowProduct, "matmul_add_at", lambda s, a, o: (calls.append(1), real_row(s, a, o)))
     small = random_rnn(rng, 5, (2,), 3, 8)  # B * H * H = 128: OpenBLAS on one thread
     rnn_xp.rnn_forward(*[a.astype(np.float32) for a in small])
     below = random_rnn(rng, 5, (15,), 3, 256)  # 15 * 256**2, just below 1M: OpenBLAS on one thread
@@ -141,16 +142,16 @@ def test_packed_product_and_gemm(rng, dtype_, shape):
     c0 = rng.standard_normal((M, N)).astype(dtype_)
     want = a.astype(np.float64) @ w.T.astype(np.float64)
     tol = dict(rtol=1e-4, atol=1e-4) if dtype_ == np.float32 else dict(rtol=1e-12, atol=1e-12)
-    chosen = _mkl.step_product(w, M)
-    assert isinstance(chosen, _mkl.RowProduct) == (M == 1)
-    for packed in (chosen, _mkl.PackedMatrix(w, M)):  # for one row: gemv, and the packed product too
+    chosen = mkl.step_product(w, M)
+    assert isinstance(chosen, mkl.RowProduct) == (M == 1)
+    for packed in (chosen, mkl.PackedMatrix(w, M)):  # for one row: gemv, and the packed product too
         c = c0.copy()
         packed.matmul_add(a, c)
         np.testing.assert_allclose(c, want + c0, **tol)
         packed.matmul_add(a, c)  # reusable: the packed copy is not consumed
         np.testing.assert_allclose(c, 2 * want + c0, **tol)
     out = np.full((M, N), np.nan, dtype_)
-    _mkl.gemm(a, w, out)  # beta = 0 ignores the NaN already there
+    mkl.gemm(a, w, out)  # beta = 0 ignores the NaN already there
     np.testing.assert_allclose(out, want, **tol)
 
 
@@ -177,8 +178,8 @@ import sys, numpy as np
 if sys.argv[1] == "torch-first":
     import torch
 import rnn_xp
-from rnn_xp import _mkl
-print(_mkl.status())
+from rnn_xp.kernels import mkl
+print(mkl.status())
 if sys.argv[1] == "torch-last":
     import torch
 rng = np.random.default_rng(0)
@@ -216,7 +217,7 @@ def test_correct_beside_torch_in_either_import_order(order):
 @pytest.mark.parametrize("mode", ["auto", "on"])
 @pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD", "HygonGenuine", None])
 def test_preferred_by_cpu_vendor_unless_forced(mode, vendor):
-    use, why = _mkl._decide(mode, vendor)
+    use, why = mkl._decide(mode, vendor)
     assert use == (mode == "on" or vendor == "GenuineIntel")
     assert (why == "") == use
     if not use:
@@ -226,24 +227,24 @@ def test_preferred_by_cpu_vendor_unless_forced(mode, vendor):
 @needs_mkl
 @pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD"])
 def test_default_forward_takes_mkl_on_intel_only(monkeypatch, rng, vendor):
-    monkeypatch.setattr(_mkl, "cpu_vendor", lambda: vendor)
-    monkeypatch.setattr(_mkl, "_PREFERRED", None)  # decide again, with this vendor
+    monkeypatch.setattr(mkl, "cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(mkl, "_PREFERRED", None)  # decide again, with this vendor
     monkeypatch.delenv("RNN_XP_MKL", raising=False)
     calls = []
-    real = _mkl.PackedMatrix.matmul_add_at
-    monkeypatch.setattr(_mkl.PackedMatrix, "matmul_add_at", lambda s, a, o: (calls.append(1), real(s, a, o)))
+    real = mkl.PackedMatrix.matmul_add_at
+    monkeypatch.setattr(mkl.PackedMatrix, "matmul_add_at", lambda s, a, o: (calls.append(1), real(s, a, o)))
     x, h0, Wx, Wh, b = random_rnn(rng, 4, (16,), 8, 256)  # 1M multiply-adds per step: oneMKL's size
     got = rnn_xp.rnn_forward(*[a.astype(np.float32) for a in (x, h0, Wx, Wh, b)])
     assert len(calls) == (4 if vendor == "GenuineIntel" else 0)
     if vendor == "GenuineIntel":
-        assert _mkl.status() == "in use"
+        assert mkl.status() == "in use"
     else:
-        assert _mkl.status().startswith("loaded, not used by default: the CPU is AuthenticAMD")
+        assert mkl.status().startswith("loaded, not used by default: the CPU is AuthenticAMD")
     np.testing.assert_allclose(got, reference_rnn(x, h0, Wx, Wh, b)[0], **TOL["float32"])
 
 
 def test_cpu_vendor_is_read_on_linux():
-    vendor = _mkl.cpu_vendor()
+    vendor = mkl.cpu_vendor()
     if sys.platform.startswith("linux") and os.path.exists("/proc/cpuinfo"):
         assert vendor and vendor.strip() == vendor
     else:
@@ -252,14 +253,14 @@ def test_cpu_vendor_is_read_on_linux():
 
 _MODE_CHECK = """
 import numpy as np, rnn_xp
-from rnn_xp import _mkl
+from rnn_xp.kernels import mkl
 try:
     rnn_xp.rnn_forward(np.zeros((2, 1, 3), np.float32), None, np.zeros((4, 3), np.float32),
                        np.zeros((4, 4), np.float32))
 except ValueError as exc:
     print("ValueError:", exc)
 else:
-    print(_mkl.preferred(), _mkl.status())
+    print(mkl.preferred(), mkl.status())
 """
 
 
@@ -274,17 +275,17 @@ def test_environment_variable_modes(value):
         assert out == "ValueError: RNN_XP_MKL must be 0, 1 or auto; got 'yes'"
     elif value == "0":
         assert out == "False not used: RNN_XP_MKL=0"
-    elif _mkl.library() is None:
+    elif mkl.library() is None:
         assert out.startswith("False not used:")
     elif value == "1":
         assert out == "True in use"
     else:
-        intel = _mkl.cpu_vendor() == "GenuineIntel"
+        intel = mkl.cpu_vendor() == "GenuineIntel"
         assert out.startswith("True in use" if intel else "False loaded, not used by default:")
 
 
 def test_switched_off_by_environment():
-    code = "from rnn_xp import _mkl; print(_mkl.library() is None, _mkl.status())"
+    code = "from rnn_xp.kernels import mkl; print(mkl.library() is None, mkl.status())"
     env = dict(os.environ, RNN_XP_MKL="0")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -296,7 +297,7 @@ def test_switched_off_by_environment():
 @pytest.mark.parametrize("lengths", [None, [11, 4, 0]])
 def test_mkl_blocks_of_time_steps(every_size_on_mkl, monkeypatch, rng, reverse, lengths):
     """return_sequences=False reuses a block buffer; the packed product follows it across blocks."""
-    monkeypatch.setattr(_inplace, "_BLOCK_STEPS", 3)
+    monkeypatch.setattr(numpy_kernel, "_BLOCK_STEPS", 3)
     x, h0, Wx, Wh, b = random_rnn(rng, 11, (3,), 2, 6)
     _, last = reference_rnn(x, h0, Wx, Wh, b, lengths=lengths, reverse=reverse, leak=0.8)
     lens = None if lengths is None else np.asarray(lengths)
@@ -331,8 +332,8 @@ class _Clock:
 @pytest.fixture
 def clock(monkeypatch):
     clock = _Clock()
-    monkeypatch.setattr(_mkl, "_now", clock)
-    monkeypatch.setattr(_mkl, "_STALLS", {"last": float("-inf"), "hold_until": float("-inf")})
+    monkeypatch.setattr(mkl, "_now", clock)
+    monkeypatch.setattr(mkl, "_STALLS", {"last": float("-inf"), "hold_until": float("-inf")})
     return clock
 
 
@@ -342,12 +343,12 @@ def _step(threads, clock, seconds):
     threads.stop()
 
 
-STALL = 30e-6 + 1.5 * _mkl.StepThreads.STALL_S  # a step that lost a time slice
+STALL = 30e-6 + 1.5 * mkl.StepThreads.STALL_S  # a step that lost a time slice
 
 
 def test_step_threads_drop_to_one_after_two_stalls_and_come_back(clock):
     lib = _FakeThreadsLib(most=2)
-    threads = _mkl.StepThreads(lib)
+    threads = mkl.StepThreads(lib)
     for _ in range(3):
         _step(threads, clock, 30e-6)  # quick steps: all threads
     assert threads._threads == 2
@@ -357,9 +358,9 @@ def test_step_threads_drop_to_one_after_two_stalls_and_come_back(clock):
     _step(threads, clock, STALL)  # a second one within WINDOW_S: one thread from now on
     _step(threads, clock, 40e-6)
     assert threads._threads == 1 and lib.local == 1
-    _step(threads, clock, 0.5 * _mkl.StepThreads.HOLD_S)  # slow, but one thread: not a stall
+    _step(threads, clock, 0.5 * mkl.StepThreads.HOLD_S)  # slow, but one thread: not a stall
     assert threads._threads == 1
-    clock.now += _mkl.StepThreads.HOLD_S
+    clock.now += mkl.StepThreads.HOLD_S
     _step(threads, clock, 30e-6)  # the hold is over
     assert threads._threads == 2
     threads.close()
@@ -368,12 +369,12 @@ def test_step_threads_drop_to_one_after_two_stalls_and_come_back(clock):
 
 def test_step_threads_hold_carries_over_to_the_next_loop(clock):
     lib = _FakeThreadsLib(most=2)
-    first = _mkl.StepThreads(lib)
+    first = mkl.StepThreads(lib)
     _step(first, clock, 30e-6)
     _step(first, clock, STALL)
     _step(first, clock, STALL)
     first.close()
-    second = _mkl.StepThreads(lib)  # within HOLD_S: starts on one thread (its projection too)
+    second = mkl.StepThreads(lib)  # within HOLD_S: starts on one thread (its projection too)
     assert lib.local == 1
     second.close()
     assert lib.local == 0
@@ -381,8 +382,8 @@ def test_step_threads_hold_carries_over_to_the_next_loop(clock):
 
 def test_step_threads_leave_a_one_thread_caller_alone(clock):
     lib = _FakeThreadsLib(most=2)
-    lib.local = 1  # as under _mkl.one_thread() in a Dask task
-    threads = _mkl.StepThreads(lib)
+    lib.local = 1  # as under mkl.one_thread() in a Dask task
+    threads = mkl.StepThreads(lib)
     _step(threads, clock, 30e-6)
     _step(threads, clock, 1.0)
     threads.close()
@@ -391,21 +392,21 @@ def test_step_threads_leave_a_one_thread_caller_alone(clock):
 
 def test_small_hiccups_are_not_stalls(clock):
     lib = _FakeThreadsLib(most=2)
-    threads = _mkl.StepThreads(lib)
+    threads = mkl.StepThreads(lib)
     _step(threads, clock, 30e-6)
     for _ in range(3):
-        _step(threads, clock, 0.5 * _mkl.StepThreads.STALL_S)  # 10x slower, yet shorter than a time slice
+        _step(threads, clock, 0.5 * mkl.StepThreads.STALL_S)  # 10x slower, yet shorter than a time slice
     _step(threads, clock, 30e-6)
     assert threads._threads == 2
 
 
 def test_stalls_far_apart_do_not_hold(clock):
     lib = _FakeThreadsLib(most=2)
-    threads = _mkl.StepThreads(lib)
+    threads = mkl.StepThreads(lib)
     _step(threads, clock, 30e-6)
     for _ in range(3):
         _step(threads, clock, STALL)
-        clock.now += 2 * _mkl.StepThreads.WINDOW_S  # one stall now and then, as on a quiet machine
+        clock.now += 2 * mkl.StepThreads.WINDOW_S  # one stall now and then, as on a quiet machine
         _step(threads, clock, 30e-6)
         assert threads._threads == 2
 
@@ -415,27 +416,27 @@ def test_stalls_far_apart_do_not_hold(clock):
 @pytest.mark.parametrize("B", [1, 32])  # the matrix-vector and the packed product
 def test_thread_changes_mid_loop_give_bitwise_equal_results(every_size_on_mkl, monkeypatch, rng, dtype_, B):
     """Every step counted as a stall: the loop alternates 2 and 1 threads; the result must not move."""
-    if _mkl.library().MKL_Get_Max_Threads() < 2:
+    if mkl.library().MKL_Get_Max_Threads() < 2:
         pytest.skip("oneMKL runs one thread here")
     x, h0, Wx, Wh, b = [a.astype(dtype_) for a in random_rnn(rng, 40, (B,), 64, 1024 if B == 1 else 256)]
-    monkeypatch.setattr(_mkl, "_STALLS", {"last": float("-inf"), "hold_until": float("-inf")})
+    monkeypatch.setattr(mkl, "_STALLS", {"last": float("-inf"), "hold_until": float("-inf")})
     want = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
     used = []
-    real_set = _mkl.StepThreads._set
+    real_set = mkl.StepThreads._set
 
     def record(self, n):
         used.append(n)
         real_set(self, n)
 
-    monkeypatch.setattr(_mkl.StepThreads, "_set", record)
+    monkeypatch.setattr(mkl.StepThreads, "_set", record)
     # a fresh record: the forward above, on the real clock, may have seen stalls of its own
-    monkeypatch.setattr(_mkl, "_STALLS", {"last": float("-inf"), "hold_until": float("-inf")})
+    monkeypatch.setattr(mkl, "_STALLS", {"last": float("-inf"), "hold_until": float("-inf")})
     ticks = iter(range(10**6))
-    monkeypatch.setattr(_mkl, "_now", lambda: float(next(ticks)))  # one tick per reading
-    monkeypatch.setattr(_mkl.StepThreads, "STALL_S", -1.0)  # every multi-thread step "stalls"
-    monkeypatch.setattr(_mkl.StepThreads, "WINDOW_S", 10.0)  # and any two are close enough
-    monkeypatch.setattr(_mkl.StepThreads, "HOLD_S", 1.5)  # the hold is over after one step
+    monkeypatch.setattr(mkl, "_now", lambda: float(next(ticks)))  # one tick per reading
+    monkeypatch.setattr(mkl.StepThreads, "STALL_S", -1.0)  # every multi-thread step "stalls"
+    monkeypatch.setattr(mkl.StepThreads, "WINDOW_S", 10.0)  # and any two are close enough
+    monkeypatch.setattr(mkl.StepThreads, "HOLD_S", 1.5)  # the hold is over after one step
     got = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
     assert 1 in used and 2 in used
     np.testing.assert_array_equal(got, want)
-    assert _mkl.library().MKL_Get_Max_Threads() >= 2  # the caller's count is back
+    assert mkl.library().MKL_Get_Max_Threads() >= 2  # the caller's count is back

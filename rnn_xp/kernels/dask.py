@@ -2,9 +2,8 @@
 
 Sequences in a batch do not interact, so a Dask array chunked along its
 batch axes splits the work into independent pieces. Each batch chunk runs
-the in-memory forward pass (``forward._forward``, which picks the kernel
-for the chunk's own library: NumPy, or CuPy when the chunks hold CuPy
-arrays) over the whole sequence, as a single task::
+the in-memory kernel of the chunk's own library (NumPy's, or CuPy's when
+the chunks hold CuPy arrays) over the whole sequence, as a single task::
 
     x        (T, *batch, D)   chunks: one along T, any along batch, one along D
     h0       (*batch, H)      aligned with x's batch chunks
@@ -19,7 +18,7 @@ features is rechunked to one chunk along those axes, with a
 given with Dask inputs become single-chunk Dask arrays: one key each in the
 graph, which a distributed scheduler ships to a worker once, not per task.
 
-This module imports Dask; ``_dispatch.forward_kernel`` imports it only when
+This module imports Dask; ``kernels.forward_kernel`` imports it only when
 the caller's arrays are Dask arrays.
 """
 
@@ -31,7 +30,9 @@ import warnings
 import dask.array as da
 from dask.array.utils import meta_from_array
 
-from ._checks import shape_str
+from .._checks import check_lengths, shape_str
+from .._compat import device, is_cupy_namespace, is_numpy_namespace, namespace_of
+from .portable import scan_portable
 
 __all__ = ["scan_dask"]
 
@@ -100,15 +101,30 @@ def _forward_chunk(x, h0, Wx, Wh, b, lengths, *, nonlinearity, reverse, leak, re
     Runs where the chunk lives (a worker), on the chunk's own library; it
     validates ``lengths`` values, which stay unread while the graph is built.
     """
-    from . import _mkl
-    from .forward import _forward
+    from . import mkl
 
-    with _mkl.one_thread():  # the tasks are the parallelism (see _mkl.one_thread)
-        h_seq, h_last = _forward(
-            x, h0, Wx, Wh, b, nonlinearity=nonlinearity, batch_first=False, lengths=lengths,
-            reverse=reverse, leak=leak, return_sequences=return_sequences, xp=None,
+    xp = namespace_of(x)
+    T, batch = x.shape[0], tuple(x.shape[1:-1])
+    lengths = check_lengths(xp, lengths, batch, T, device(x))  # the values, now that they are known
+    with mkl.one_thread():  # the tasks are the parallelism (see mkl.one_thread)
+        h_seq, h_last = _in_memory_kernel(xp)(
+            xp, x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths,
+            reverse=reverse, leak=leak, return_sequences=return_sequences,
         )  # fmt: skip
     return (h_seq, h_last) if return_sequences else h_last
+
+
+def _in_memory_kernel(xp):
+    """The kernel for a chunk's library: NumPy's or CuPy's in-place loop, else the portable one."""
+    if is_numpy_namespace(xp):
+        from .numpy import scan_numpy
+
+        return scan_numpy
+    if is_cupy_namespace(xp):
+        from .cupy import scan_cupy
+
+        return scan_cupy
+    return scan_portable
 
 
 def _as_dask(a, chunks=-1):
@@ -134,8 +150,6 @@ def _chunks_like(x, a):
 
 
 def _to_library_of(block, like):
-    from ._compat import namespace_of
-
     return namespace_of(like).asarray(block)
 
 

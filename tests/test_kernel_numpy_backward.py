@@ -1,4 +1,4 @@
-"""The NumPy backward loop (``_inplace_backward.backward_numpy``) against the portable one.
+"""The NumPy backward loop (``numpy_backward.backward_numpy``) against the portable one.
 
 ``rnn_backward`` on NumPy arrays runs ``backward_numpy``; everywhere else it
 runs ``backward.backward_portable``. Both take the same validated arrays and
@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 
 import rnn_xp
-from rnn_xp import _dispatch, _inplace, _inplace_backward
-from rnn_xp.backward import backward_portable
+from rnn_xp import kernels
+from rnn_xp.kernels import numpy as numpy_kernel
+from rnn_xp.kernels import numpy_backward
+from rnn_xp.kernels.portable import backward_portable
 from support import random_rnn
 
 TOL = {"float64": dict(rtol=1e-11, atol=1e-12), "float32": dict(rtol=2e-4, atol=2e-5)}
@@ -37,7 +39,7 @@ def _case(rng, T, batch, D, H, dtype, *, lengths, reverse, leak, nonlinearity, w
 def _both(args, **opts):
     import array_api_compat.numpy as xp
 
-    fast = _inplace_backward.backward_numpy(xp, *args, **opts)
+    fast = numpy_backward.backward_numpy(xp, *args, **opts)
     slow = backward_portable(xp, *args, **opts)
     return fast, slow
 
@@ -86,20 +88,20 @@ def test_frozen_steps_take_no_gradient_even_from_inf(rng, reverse):
 
 def test_rnn_backward_runs_the_numpy_kernel_on_numpy_only(monkeypatch, rng):
     calls = []
-    real = _inplace_backward.backward_numpy
-    monkeypatch.setattr(_inplace_backward, "backward_numpy", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    real = numpy_backward.backward_numpy
+    monkeypatch.setattr(numpy_backward, "backward_numpy", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     x, h0, Wx, Wh, b = random_rnn(rng, 4, (2,), 3, 5)
     h = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
     rnn_xp.rnn_backward(np.ones_like(h), x, h0, Wx, Wh, b, h)
     assert calls == [1]
     import array_api_strict
 
-    assert _dispatch.backward_kernel(array_api_strict) is None
+    assert kernels.backward_kernel(array_api_strict) is backward_portable
 
 
 @pytest.mark.parametrize("B, H", [(16, 256), (3, 40)])  # the step's product on all threads, and on one
 def test_numpy_backward_above_and_below_the_thread_threshold(rng, B, H):
-    assert (B * H * H >= _inplace._SERIAL_MACS) == (H == 256)
+    assert (B * H * H >= numpy_kernel._SERIAL_MACS) == (H == 256)
     args, lens = _case(rng, 4, (B,), 8, H, "float64", lengths=None, reverse=False, leak=1.0,
                        nonlinearity="tanh", with_dh=True, with_dh_n=True)  # fmt: skip
     fast, slow = _both(args, nonlinearity="tanh", lengths=None, reverse=False, leak=1.0)
@@ -134,7 +136,7 @@ def test_numpy_backward_holds_dz_and_a_few_row_buffers(rng):
     args, _ = _case(rng, T, (B,), D, H, "float64", lengths=None, reverse=False, leak=0.5,
                     nonlinearity="tanh", with_dh=True, with_dh_n=False)  # fmt: skip
     peaks = {}
-    for name, kernel in (("numpy", _inplace_backward.backward_numpy), ("portable", backward_portable)):
+    for name, kernel in (("numpy", numpy_backward.backward_numpy), ("portable", backward_portable)):
         kernel(xp, *args, nonlinearity="tanh", lengths=None, reverse=False, leak=0.5)  # warm-up
         tracemalloc.start()
         out = kernel(xp, *args, nonlinearity="tanh", lengths=None, reverse=False, leak=0.5)
@@ -166,10 +168,10 @@ def test_backward_benchmark_checks_and_prints(monkeypatch, capsys):
     import pathlib
     import runpy
 
-    from rnn_xp import _bench
+    from rnn_xp.cli import bench
 
-    monkeypatch.setattr(_bench, "CPU_GRID", [(2, 3, 4, 5), (1, 4, 3, 2)])
-    monkeypatch.setattr(_bench, "SETTLE_S", 0.0)
+    monkeypatch.setattr(bench, "CPU_GRID", [(2, 3, 4, 5), (1, 4, 3, 2)])
+    monkeypatch.setattr(bench, "SETTLE_S", 0.0)
     path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_backward.py"
     bench = runpy.run_path(str(path))
     assert bench["main"](["--quick", "--threads", "1"]) == 0

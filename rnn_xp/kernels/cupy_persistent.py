@@ -1,6 +1,6 @@
 """The CuPy persistent kernel: the whole recurrence in one launch, for small batches.
 
-For a small batch a step of the fused path (``_cupy_kernels``) is a cuBLAS
+For a small batch a step of the fused path (``kernels.cupy_fused``) is a cuBLAS
 product and one elementwise kernel, two launches of a few microseconds each
 that do almost no work: at B = 8, H = 1024 the product is 8 M multiply-adds,
 a few tens of nanoseconds of an H100. Launch latency, not arithmetic, sets
@@ -39,7 +39,7 @@ Exactly the fused path's semantics: z = (projection + h @ Wh.T) + b, then
 relu keeps NaN; with ``lengths`` a step t >= length keeps the state and writes
 zeros to the output; ``reverse`` runs each block of time backwards; with
 ``return_sequences=False`` the input is projected a block of time steps at a
-time (``_inplace._BLOCK_STEPS``) and the kernel runs once per block, the
+time (``kernels.numpy._BLOCK_STEPS``) and the kernel runs once per block, the
 state carried between launches in the double buffer (memory O(B * H)).
 All options are supported; none falls back to the fused path.
 
@@ -166,7 +166,7 @@ _ACTIVATIONS = {
 # The CUDA source; {real}, {activate}, {name}, {maxb} and {threads} are filled in per variant.
 _SOURCE = r"""
 // rnn_xp: the persistent recurrence, all steps of a block of time in one launch.
-// See rnn_xp/_cupy_persistent.py for the design. No #include: NVRTC's built-ins only.
+// See rnn_xp/kernels/cupy_persistent.py for the design. No #include: NVRTC's built-ins only.
 typedef {real} real;
 #define MAXB {maxb}
 #define ACTIVATE(z) {activate}
@@ -516,7 +516,7 @@ def scan_persistent(x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak,
     global _LAUNCHES
     import numpy  # only for typed kernel arguments (scalars), never on the caller's arrays
 
-    from ._inplace import _project, time_blocks
+    from .numpy import _project, time_blocks
 
     if mod is None:
         import cupy as mod
@@ -623,7 +623,7 @@ def _compare(device_id, dtype_name, nonlinearity):
     import cupy
     import numpy
 
-    from ._cupy_kernels import scan_fused
+    from .cupy_fused import scan_fused
 
     n = _CHECK_SIZES
     rng = numpy.random.default_rng(20240605)

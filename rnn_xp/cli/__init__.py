@@ -9,7 +9,7 @@ Subcommands:
 
 ``train``
     Trains a small RNN with the hand-written backward pass on one backend
-    (see ``rnn_xp.train``) and writes the loss curve as a PNG.
+    (see ``rnn_xp.cli.train``) and writes the loss curve as a PNG.
 
 ``bench``
     Times the forward pass against ``torch.nn.RNN`` and the seed loop on
@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
-
-from . import _backends
+from .. import _backends
 
 __all__ = ["main"]
 
@@ -37,60 +35,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _demo(args) -> int:
-    from . import columns, rnn_forward
+    from .demo import run  # imported only for this subcommand
 
-    names = _backends.NAMES if args.backend == "all" else (args.backend,)
-    rng = np.random.default_rng(args.seed)
-
-    # Seed 000: column vectors, x (D, 1), a list of T steps.
-    D, H, T = 3, 2, 4
-    Wx = rng.standard_normal((H, D)) * 0.01
-    Wh = rng.standard_normal((H, H)) * 0.01
-    b = np.zeros((H, 1))
-    h0 = np.zeros((H, 1))
-    x_seq = [rng.standard_normal((D, 1)) for _ in range(T)]
-    ref0 = np.zeros((T, H, 1))
-    prev = h0
-    for t in range(T):
-        prev = np.tanh(np.dot(Wx, x_seq[t]) + np.dot(Wh, prev) + b)
-        ref0[t] = prev
-    hidden_states = columns.rnn_forward(x_seq, h0, Wx, Wh, b)
-    print("seed 000: rnn_xp.columns.rnn_forward on NumPy")
-    for t, h in enumerate(hidden_states):
-        print(f"Timestep {t} hidden state:\n{h.squeeze()}")
-
-    # Seed 003: rows, inputs (T, D) -> (T, H).
-    inputs = rng.random((42, 32))
-    W = rng.random((64, 32)) * 0.05
-    U = rng.random((64, 64)) * 0.05
-    b3 = rng.random(64)
-    ref3, state = [], np.zeros(64)
-    for input_t in inputs:
-        state = np.tanh(np.dot(W, input_t) + np.dot(U, state) + b3)
-        ref3.append(state)
-    ref3 = np.stack(ref3)
-    print("\nseed 003: rnn_xp.rnn_forward(inputs (42, 32), state (64,), W, U, b) -> (42, 64)")
-    print(f"last output (first 4 of 64): {rnn_forward(inputs, np.zeros(64), W, U, b3)[-1, :4]}")
-
-    print(f"\n{'backend':<18}{'device':<22}{'dtype':<9}{'seed 000 max|diff|':>20}{'seed 003 max|diff|':>20}")
-    failures = 0
-    for name in names:
-        try:
-            xp, dev = _backends.load(name)
-        except _backends.BackendUnavailable as exc:
-            print(f"{name:<18}skipped: {exc}")
-            continue
-        for dtype in ("float32", "float64"):
-            cast = lambda a: xp.asarray(np.asarray(a, dtype=dtype), device=dev)  # noqa: E731
-            out0 = columns.rnn_forward([cast(s) for s in x_seq], cast(h0), cast(Wx), cast(Wh), cast(b))
-            out3 = rnn_forward(cast(inputs), cast(np.zeros(64)), cast(W), cast(U), cast(b3))
-            d0 = float(np.max(np.abs(_backends.to_host(out0) - ref0)))
-            d3 = float(np.max(np.abs(_backends.to_host(out3) - ref3)))
-            tol = 1e-5 if dtype == "float32" else 1e-12
-            ok = d0 <= tol and d3 <= tol
-            failures += not ok
-            print(f"{name:<18}{str(dev)[:20]:<22}{dtype:<9}{d0:>20.2e}{d3:>20.2e}  {'ok' if ok else 'MISMATCH'}")
-    return 1 if failures else 0
+    return run(backend=args.backend, seed=args.seed)
 
 
 def _train(args) -> int:
@@ -121,15 +68,15 @@ def _seed(text) -> int:
 
 
 def _add_bench_arguments(parser):
-    from . import _bench
+    from . import bench
 
-    _bench.add_arguments(parser)
+    bench.add_arguments(parser)
 
 
 def _bench_main(args) -> int:
-    from . import _bench
+    from . import bench
 
-    return _bench.main_from_args(args)
+    return bench.main_from_args(args)
 
 
 def build_parser():

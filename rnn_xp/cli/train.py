@@ -30,10 +30,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._backends import load
-from ._compat import is_dask_namespace
-from .backward import rnn_backward
-from .forward import rnn_forward
+from .._backends import load
+from .._compat import is_dask_namespace
+from ..backward import rnn_backward
+from ..forward import rnn_forward
 
 __all__ = ["DEFAULTS", "TASKS", "TrainResult", "make_batch", "train"]
 
@@ -210,7 +210,7 @@ def train(
 
     Examples
     --------
-    >>> from rnn_xp.train import train
+    >>> from rnn_xp.cli.train import train
     >>> r = train("sine", steps=30, seq_len=10, hidden=8, quiet=True)
     >>> r.final_loss < r.initial_loss
     True

@@ -22,7 +22,7 @@ da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
 
 from conftest import make_backend  # noqa: E402
-from rnn_xp._dask import TOKEN  # noqa: E402
+from rnn_xp.kernels.dask import TOKEN  # noqa: E402
 
 OPTIONS = [
     {},

@@ -30,7 +30,7 @@ import tracemalloc
 
 import numpy as np
 
-from . import _mkl
+from ..kernels import mkl as _mkl
 
 CPU_GRID = [(1, 200, 32, 64), (16, 100, 64, 128), (32, 100, 128, 256), (64, 50, 512, 1024)]
 SMALL_BATCH_GRID = [(B, 200, H, H) for H in (256, 512, 1024) for B in (1, 4, 8)]
@@ -171,7 +171,7 @@ def torch_baseline(Wx, Wh, b):
 def contenders(B, T, D, H, *, backends, gpu=False):
     """``{name: (fn, sync, to_numpy)}`` for one size, all with the same weights."""
     import rnn_xp
-    from rnn_xp.forward import scan_portable
+    from ..kernels.portable import scan_portable
 
     x, h0, Wx, Wh, b = _weights(B, T, D, H)
     out = {}
@@ -218,7 +218,7 @@ def contenders(B, T, D, H, *, backends, gpu=False):
                 cupy.cuda.get_current_stream().synchronize()
                 return r
 
-            from . import _cupy_persistent as persistent
+            from ..kernels import cupy_persistent as persistent
 
             def on_path(path):  # rnn_forward with the CuPy path forced (no environment change)
                 def fn():
@@ -351,7 +351,7 @@ def bench_grid(grid, *, backends, rounds, budget_s, gpu=False, progress=None, se
 
 def _persistent_launches():
     """Launches of the persistent CuPy kernel so far (0 where it was never imported)."""
-    mod = sys.modules.get("rnn_xp._cupy_persistent")
+    mod = sys.modules.get("rnn_xp.kernels.cupy_persistent")
     return 0 if mod is None else mod._LAUNCHES
 
 
@@ -412,7 +412,7 @@ def memory_section(B=8, D=8, H=128, T_small=1000, T_large=100_000, T_full=2000):
     full["in_place_extra_bytes"] = peak - full["output_bytes"]
     import array_api_compat.numpy as nxp
 
-    from rnn_xp.forward import scan_portable
+    from ..kernels.portable import scan_portable
 
     peak, _ = _peak_bytes(lambda: scan_portable(nxp, x, h0, Wx, Wh, b, nonlinearity="tanh", lengths=None,
                                                 reverse=False, leak=1.0, return_sequences=True))  # fmt: skip
@@ -513,7 +513,7 @@ def run(*, quick=False, gpu=False, threads=2, out_dir="benchmarks/results", back
     ``small_batch`` (CPU only): the GPU grid's small batches instead, B in {1, 4, 8},
     H in {256, 512, 1024}, T = 200, NumPy against torch only, no memory section.
     """
-    from . import _backends
+    from .. import _backends
 
     if backends is None:
         backends = _backends.available()

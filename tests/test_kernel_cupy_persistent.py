@@ -1,4 +1,4 @@
-"""The persistent CuPy kernel (``_cupy_persistent``): its source, sizes and path, and its results.
+"""The persistent CuPy kernel (``rnn_xp.kernels.cupy_persistent``): its source, sizes and path, and its results.
 
 Without a GPU (these run everywhere):
 
@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 
 import rnn_xp
-from rnn_xp import _cupy_persistent as persistent
-from rnn_xp import _inplace
+from rnn_xp.kernels import cupy_persistent as persistent
+from rnn_xp.kernels import numpy as numpy_kernel
 from support import assert_close, optional_import, random_rnn, reference_rnn, to_numpy
 
 from conftest import make_backend
@@ -340,7 +340,7 @@ def _ids(o):
 @pytest.mark.parametrize("B, H", [(1, 5), (5, 37), (3, 16)])
 def test_host_loop_with_emulated_kernel(monkeypatch, dtype, rng, opts, props, B, H):
     """Blocks of 7 steps (return_sequences=False), k split over warps, a short last block."""
-    monkeypatch.setattr(_inplace, "_BLOCK_STEPS", 7)
+    monkeypatch.setattr(numpy_kernel, "_BLOCK_STEPS", 7)
     T, D = 20, 3
     x, h0, Wx, Wh, b = random_rnn(rng, T, (B,), D, H)
     act = opts.get("nonlinearity", "tanh")

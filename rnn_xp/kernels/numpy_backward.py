@@ -1,6 +1,6 @@
 """Backpropagation through time as an in-place loop, for NumPy.
 
-``backward.backward_portable`` allocates a few arrays at every step, stacks
+``portable.backward_portable`` allocates a few arrays at every step, stacks
 the ``dz_t`` at the end and builds a ``(T, B, H)`` copy of the previous
 states. Here (same signature, same results):
 
@@ -17,7 +17,7 @@ states. Here (same signature, same results):
 
 Beyond its results the loop holds ``dz`` and a few ``(B, H)`` buffers. The
 caller's arrays are never written to (they may be read-only). The step's
-product runs on one BLAS thread below ``_inplace._SERIAL_MACS`` multiply-adds,
+product runs on one BLAS thread below ``kernels.numpy._SERIAL_MACS`` multiply-adds,
 as in the forward loop.
 """
 
@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import math
 
-from ._inplace import _SERIAL_MACS, _blas_threads
+from .numpy import _SERIAL_MACS, _blas_threads
 
 __all__ = ["backward_numpy"]
 
 
 def backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak):
-    """``backward.backward_portable`` for NumPy arrays, in place (see the module docstring)."""
+    """``portable.backward_portable`` for NumPy arrays, in place (see the module docstring)."""
     import numpy as np
 
     T, D = x.shape[0], x.shape[-1]
@@ -39,7 +39,7 @@ def backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
     B = math.prod(batch)
     dtype = h0.dtype
     if T == 0 or B == 0:
-        from .backward import backward_portable
+        from .portable import backward_portable
 
         return backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, nonlinearity=nonlinearity,
                                  lengths=lengths, reverse=reverse, leak=leak)  # fmt: skip

@@ -7,7 +7,7 @@ import pytest
 
 from rnn_xp import _backends
 from rnn_xp.cli import main
-from rnn_xp.train import make_batch, train
+from rnn_xp.cli.train import make_batch, train
 
 
 def need(name):

@@ -1,0 +1,76 @@
+"""The kernels wing: one module per array library, and the dispatch between them.
+
+A kernel runs the recurrence (or its gradient) on arrays that the public
+layer (``forward``, ``backward``) has already validated: time-major, one
+dtype, one device. Every forward kernel has the signature of
+``portable.scan_portable`` and every backward kernel that of
+``portable.backward_portable``; the portable loops define the answer and
+every other kernel is tested against them.
+
+====================  ========================================================
+module                what it holds
+====================  ========================================================
+``portable``          the Array API loops, forward and backward (every library)
+``numpy``             the in-place NumPy loop (``scan_inplace`` also serves CuPy)
+``numpy_backward``    the in-place NumPy backward loop
+``mkl``               oneMKL's packed product for the NumPy loop (optional)
+``jax``               the recurrence as one jitted ``lax.scan``
+``cupy``              the CuPy path choice: fused loop or persistent kernel
+``cupy_fused``        the in-place loop with one fused CUDA kernel per step
+``cupy_persistent``   all steps in one cooperative CUDA launch (small batches)
+``dask``              one task per batch chunk, each running an in-memory kernel
+====================  ========================================================
+
+A kernel never imports a public module (``tests/test_layout.py`` checks it).
+Library modules are imported here only when the caller's arrays come from
+that library, so ``import rnn_xp`` imports no backend.
+"""
+
+from __future__ import annotations
+
+from .._compat import is_cupy_namespace, is_dask_namespace, is_jax_namespace, is_numpy_namespace
+from .portable import backward_portable, scan_portable
+
+__all__ = ["backward_kernel", "backward_portable", "forward_kernel", "scan_portable"]
+
+
+def forward_kernel(xp):
+    """The forward kernel for namespace ``xp`` (``scan_portable``'s signature)."""
+    if is_numpy_namespace(xp):
+        # NumPy arrays are mutable: preallocated buffers, matmul(out=), in-place
+        # ufuncs, and oneMKL's packed product when it is installed and preferred.
+        from .numpy import scan_numpy
+
+        return scan_numpy
+    if is_jax_namespace(xp):
+        # A Python loop dispatches a few small XLA calls per step; lax.scan
+        # compiles the whole loop once per shape and options.
+        from .jax import scan_jax
+
+        return scan_jax
+    if is_cupy_namespace(xp):
+        # Kernel launches dominate on a GPU: one fused launch per step, or one
+        # launch for all steps (the persistent kernel) for small batches.
+        from .cupy import scan_cupy
+
+        return scan_cupy
+    if is_dask_namespace(xp):
+        # The portable loop on lazy arrays builds a graph that grows with T;
+        # one task per batch chunk runs an in-memory kernel over the whole sequence.
+        from .dask import scan_dask
+
+        return scan_dask
+    # torch, array-api-strict and anything else: the portable loop. torch's
+    # own ops are already fused enough per step, and autograd must see them.
+    return scan_portable
+
+
+def backward_kernel(xp):
+    """The backward kernel for namespace ``xp`` (``backward_portable``'s signature)."""
+    if is_numpy_namespace(xp):
+        # One (T, B, H) buffer for dz, two swapped (B, H) buffers, no stack.
+        from .numpy_backward import backward_numpy
+
+        return backward_numpy
+    # Everything else, Dask included: the portable loop on the caller's arrays.
+    return backward_portable

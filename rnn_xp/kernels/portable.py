@@ -1,0 +1,127 @@
+"""The portable kernels: the recurrence and its gradient in plain Array API code.
+
+These loops define rnn_xp's answer. They write nothing in place, so they run
+on every array library (array-api-strict, torch, Dask's lazy arrays, JAX
+tracers); every fast kernel of this package has the same signature and is
+tested to agree with them. ``forward.rnn_forward`` and
+``backward.rnn_backward`` validate the arguments and call a kernel with
+time-major arrays of one dtype and device.
+
+Forward, one step (``leak`` is 1.0 for a plain RNN)::
+
+    z_t = x_t @ Wx.T + h_{t-1} @ Wh.T + b        # (*batch, H)
+    h_t = (1 - leak) * h_{t-1} + leak * f(z_t)
+
+Backward: see ``rnn_xp.backward`` for the derivation.
+"""
+
+from __future__ import annotations
+
+from .._activations import activation, derivative
+from .._compat import device
+
+__all__ = ["backward_portable", "scan_portable"]
+
+
+def scan_portable(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences):
+    """The recurrence on validated, time-major arrays of one dtype and device.
+
+    ``x`` is ``(T, *batch, D)``, ``h0`` ``(*batch, H)``, ``lengths`` ``None``
+    or an integer array ``(*batch,)``. Returns ``(h_seq, h_last)`` with
+    ``h_seq`` ``(T, *batch, H)`` or ``None`` when ``return_sequences`` is
+    False. Every fast kernel has this signature and these results.
+    """
+    f = activation(nonlinearity)
+    T = x.shape[0]
+    xw = x @ Wx.T  # (T, *batch, H): the input projection, one product for all steps
+    if b is not None:
+        xw = xw + b
+    WhT = Wh.T  # (H, H)
+    zeros = xp.zeros_like(h0) if lengths is not None else None
+
+    h = h0  # (*batch, H)
+    outputs = [None] * T if return_sequences else None
+    for t in range(T - 1, -1, -1) if reverse else range(T):
+        h_new = f(xp, xw[t, ...] + h @ WhT)  # (*batch, H)
+        if leak != 1.0:
+            h_new = (1.0 - leak) * h + leak * h_new
+        if lengths is not None:
+            # Past its length a sequence keeps its state and outputs zeros. Run
+            # backwards, a sequence of length L starts from h0 at t = L - 1.
+            valid = (lengths > t)[..., None]  # (*batch, 1)
+            h = xp.where(valid, h_new, h)
+            out = xp.where(valid, h_new, zeros)
+        else:
+            h = out = h_new
+        if return_sequences:
+            outputs[t] = out
+
+    if not return_sequences:
+        return None, h
+    if T == 0:
+        return xp.zeros((0, *h0.shape), dtype=h0.dtype, device=device(h0)), h
+    return xp.stack(outputs, axis=0), h  # (T, *batch, H)
+
+
+def backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak):
+    """Backpropagation through time on validated, time-major arrays of one dtype and device.
+
+    ``dh`` and ``h_seq`` are ``(T, *batch, H)`` (``dh`` may be ``None``),
+    ``x`` ``(T, *batch, D)``, ``h0`` ``(*batch, H)``, ``dh_n`` ``(*batch, H)``
+    or ``None``, ``lengths`` ``None`` or an integer array ``(*batch,)``.
+    Returns ``(dx (T, *batch, D), dh0, dWx, dWh, db)``.
+    """
+    T = x.shape[0]
+    g = xp.zeros_like(h0) if dh_n is None else dh_n  # (*batch, H): gradient reaching the carried state
+    if T == 0:
+        return (
+            xp.zeros_like(x),
+            g,
+            xp.zeros_like(Wx),
+            xp.zeros_like(Wh),
+            xp.zeros_like(Wh[0, ...]),
+        )
+
+    # The state each step started from: forward, h_{t-1} (h0 at t = 0); reverse,
+    # h_{t+1} (h0 at t = T - 1, or at t = L - 1 for a sequence of length L).
+    h0_ = xp.expand_dims(h0, axis=0)  # (1, *batch, H)
+    if reverse:
+        prev = xp.concat([h_seq[1:, ...], h0_], axis=0)  # (T, *batch, H)
+        if lengths is not None:
+            shape = (T,) + (1,) * lengths.ndim
+            t_next = xp.reshape(xp.arange(1, T + 1, dtype=lengths.dtype, device=device(lengths)), shape)
+            prev = xp.where((lengths == t_next)[..., None], h0_, prev)  # (T, *batch, H)
+    else:
+        prev = xp.concat([h0_, h_seq[:-1, ...]], axis=0)  # (T, *batch, H)
+    # Past a sequence's length `prev` and `h_seq` hold zeros, not the frozen
+    # state; those steps get dz = 0 below, so the values there never count.
+
+    # dh_t/dz_t = leak * f'(z_t), with f(z_t) read off the forward's output.
+    if leak == 1.0:
+        act = h_seq  # (T, *batch, H): f(z_t)
+    else:
+        act = (h_seq - (1.0 - leak) * prev) / leak  # (T, *batch, H): f(z_t)
+    dh_dz = leak * derivative(nonlinearity)(xp, act)  # (T, *batch, H)
+
+    zeros = xp.zeros_like(h0) if lengths is not None else None  # (*batch, H)
+    dz = [None] * T
+    for t in range(T) if reverse else range(T - 1, -1, -1):
+        g_t = g if dh is None else g + dh[t, ...]  # (*batch, H): dL/dh_t
+        dz_t = g_t * dh_dz[t, ...]  # (*batch, H): dL/dz_t
+        if lengths is not None:
+            valid = (lengths > t)[..., None]  # (*batch, 1)
+            dz_t = xp.where(valid, dz_t, zeros)  # (*batch, H)
+        g_prev = dz_t @ Wh  # (*batch, H): dL/dh_{t-1} through z_t
+        if leak != 1.0:
+            g_prev = g_prev + (1.0 - leak) * g_t  # (*batch, H): ... and through the leak
+        # A frozen step passes the carried gradient through unchanged.
+        g = g_prev if lengths is None else xp.where(valid, g_prev, g)  # (*batch, H)
+        dz[t] = dz_t
+    dz = xp.stack(dz, axis=0)  # (T, *batch, H)
+
+    axes = list(range(x.ndim - 1))  # time and batch, summed over by the weight gradients
+    dx = dz @ Wx  # (T, *batch, D)
+    dWx = xp.tensordot(dz, x, axes=(axes, axes))  # (H, D)
+    dWh = xp.tensordot(dz, prev, axes=(axes, axes))  # (H, H)
+    db = xp.sum(dz, axis=tuple(axes))  # (H,)
+    return dx, g, dWx, dWh, db

@@ -1,0 +1,160 @@
+"""``python -m rnn_xp bench`` (``rnn_xp.cli.bench``): the suite, its tables, charts and results files."""
+
+from __future__ import annotations
+
+import pytest
+from support import optional_import
+
+
+def test_bench_suite_runs_and_checks_agreement(tmp_path):
+    """The benchmark machinery on a tiny size: every contender agrees with torch.nn.RNN."""
+    if optional_import("torch") is None:
+        pytest.skip("torch not installed")
+    from rnn_xp.cli import bench
+    from rnn_xp.kernels import mkl
+
+    grid = bench.bench_grid([(2, 5, 3, 4)], backends=["jax", "torch"], rounds=1, budget_s=1e-3,
+                             settle_s=0.0)  # fmt: skip
+    names = set(grid[0]["results"])
+    assert {bench.BASELINE, bench.FAST, "seed loop (numpy)", "rnn_xp numpy (portable)"} <= names
+    with_mkl = mkl.library() is not None  # then oneMKL and OpenBLAS are timed side by side
+    assert (bench.FAST_OPENBLAS in names) == (with_mkl and mkl.preferred())  # the default is oneMKL
+    assert (bench.FAST_MKL in names) == (with_mkl and not mkl.preferred())  # the default is OpenBLAS
+    assert set(grid[0]["gemm_gflops_by_blas"]) == ({"numpy", "mkl"} if with_mkl else {"numpy"})
+    assert grid[0]["gemm_gflops"] == max(grid[0]["gemm_gflops_by_blas"].values())
+    assert all(r["agrees"] and r["seconds"] > 0 for r in grid[0]["results"].values())
+    result = {"machine": {"cpu_model": "test"}, "gemm": {"n": 8, "gflops": {"numpy": 1.0}},
+              "grid": grid}  # fmt: skip
+    import io
+
+    text = io.StringIO()
+    bench.print_tables(result, text)
+    assert "worst ratio" in text.getvalue()
+    bench.chart(result, tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_bench_command_line_parses():
+    from rnn_xp import cli
+
+    args = cli.build_parser().parse_args(["bench", "--quick", "--threads", "1"])
+    assert args.quick and args.threads == 1 and not args.gpu and not args.small_batch
+    assert cli.build_parser().parse_args(["bench", "--small-batch"]).small_batch
+
+
+def test_bench_small_batch_grid(tmp_path, monkeypatch):
+    """``--small-batch``: its own grid and results file, NumPy against torch, no memory section."""
+    if optional_import("torch") is None:
+        pytest.skip("torch not installed")
+    import io
+    import json
+
+    from rnn_xp.cli import bench
+
+    assert bench.SMALL_BATCH_GRID == [(B, 200, H, H) for H in (256, 512, 1024) for B in (1, 4, 8)]
+    assert set(bench.SMALL_BATCH_GRID) <= set(bench.GPU_GRID)
+    monkeypatch.setattr(bench, "SMALL_BATCH_GRID", [(1, 3, 4, 4), (2, 3, 4, 4), (4, 3, 4, 4)])
+    monkeypatch.setattr(bench, "SETTLE_S", 0.0)
+    result = bench.run(quick=True, small_batch=True, out_dir=str(tmp_path), backends=["numpy", "jax", "torch"],
+                        stream=io.StringIO())  # fmt: skip
+    assert [(r["B"], r["T"], r["D"], r["H"]) for r in result["grid"]] == [(1, 3, 4, 4), (2, 3, 4, 4)]
+    names = set(result["grid"][0]["results"])
+    assert bench.BASELINE in names and bench.FAST in names
+    assert not any("jax" in n or "rnn_xp torch" in n for n in names)
+    assert "memory" not in result
+    (path,) = tmp_path.glob("*-cpu-small-batch-quick.json")
+    assert path.name.endswith(f"-{bench.cpu_tag(result['machine']['cpu_model'])}-cpu-small-batch-quick.json")
+    assert json.loads(path.read_text())["grid"] == json.loads(json.dumps(result["grid"]))
+
+
+@pytest.mark.parametrize("model, tag", [
+    ("Intel(R) Xeon(R) Processor", "xeon"), ("Intel(R) Xeon(R) Platinum 8488C", "xeon"),
+    ("AMD EPYC", "epyc"), ("AMD EPYC 9B45 128-Core Processor", "epyc"), ("AMD Ryzen 9 7950X", "ryzen"),
+    ("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz", "core"), ("", "cpu"), ("12345", "cpu"),
+])  # fmt: skip
+def test_results_files_are_named_by_cpu(model, tag):
+    from rnn_xp.cli import bench
+
+    assert bench.cpu_tag(model) == tag
+
+
+def test_results_file_prints_as_markdown_tables():
+    """benchmarks/results_markdown.py: one table row per contender and size, memory rows."""
+    import json
+    import pathlib
+    import runpy
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    markdown = runpy.run_path(str(root / "benchmarks" / "results_markdown.py"))["markdown"]
+    result = json.loads((root / "benchmarks" / "results" / "vm-xeon-cpu.json").read_text())
+    text = markdown(result)
+    rows = [line for line in text.splitlines() if line.startswith("| ") and " ms " not in line]
+    contenders = sum(len(rec["results"]) for rec in result["grid"])
+    assert len(rows) == contenders + 6 + 1  # + memory rows + the memory header
+    big = next(r for r in result["grid"] if r["H"] == 1024)["results"]["torch.nn.RNN"]
+    assert f"| (64, 50, 512, 1024) | torch.nn.RNN | {big['seconds'] * 1e3:.3f} |" in text
+
+
+def _fake_gpu_result(persistent_ran=True):
+    """A GPU results dict as ``bench --gpu`` writes it, with made-up times (for the printing code)."""
+    from rnn_xp.cli import bench
+
+    grid = []
+    for i, (B, T, D, H) in enumerate([bench.GPU_GRID[0], bench.GPU_GRID[1], bench.SMALL_BATCH_GRID[0]]):
+        base = 1e-3 * (i + 1)
+        results = {"torch.nn.RNN (cuDNN)": {"seconds": base, "ratio_to_baseline": 1.0},
+                   "rnn_xp cupy (fused)": {"seconds": 1.2 * base, "ratio_to_baseline": 1.2},
+                   "rnn_xp cupy (auto)": {"seconds": (0.9 + 0.2 * i) * base, "ratio_to_baseline": 0.9 + 0.2 * i}}
+        if B <= 8:
+            results["rnn_xp cupy (persistent)"] = {"seconds": base, "ratio_to_baseline": 1.0,
+                                                   "persistent_kernel_ran": persistent_ran}
+        for r in results.values():
+            r.update(gflops=1.0, agrees=True)
+        grid.append({"B": B, "T": T, "D": D, "H": H, "gemm_gflops": 10.0, "results": results})
+    return {"machine": {"cpu_model": "test", "gpu_name": "Test GPU"}, "gemm": {"n": 8, "gflops": {"numpy": 1.0}},
+            "grid": grid}
+
+
+@pytest.mark.parametrize("persistent_ran", [True, False])
+def test_gpu_tables_report_the_targets_and_a_fallback(persistent_ran):
+    import io
+
+    from rnn_xp.cli import bench
+
+    text = io.StringIO()
+    bench.print_tables(_fake_gpu_result(persistent_ran), text)
+    out = text.getvalue()
+    # DeepBench rows have ratios 0.9 and 1.1, the small-batch row 1.3
+    assert "on the DeepBench grid (2 of 12 sizes): 1.10 (target <= 1.0)" in out
+    assert "on the small-batch grid (1 of 9 sizes): 1.30 (target <= 0.5)" in out
+    assert ("WARNING" in out and "the persistent kernel did not run" in out) == (not persistent_ran)
+
+
+def test_bench_saves_each_size_as_it_goes(tmp_path, monkeypatch):
+    """A run cut short keeps the sizes it finished: the JSON is rewritten after each one."""
+    if optional_import("torch") is None:
+        pytest.skip("torch not installed")
+    import io
+    import json
+
+    from rnn_xp.cli import bench
+
+    monkeypatch.setattr(bench, "CPU_GRID", [(1, 3, 4, 4), (2, 3, 4, 4)])
+    monkeypatch.setattr(bench, "SETTLE_S", 0.0)
+    seen = []
+    real = bench.bench_grid
+
+    def spy(*args, on_record, **kw):
+        def record(records):
+            on_record(records)
+            (path,) = tmp_path.glob("*-cpu-quick.json")
+            saved = json.loads(path.read_text())
+            seen.append((len(saved["grid"]), saved["complete"]))
+
+        return real(*args, on_record=record, **kw)
+
+    monkeypatch.setattr(bench, "bench_grid", spy)
+    bench.run(quick=True, out_dir=str(tmp_path), backends=["numpy", "torch"], memory=False, stream=io.StringIO())
+    assert seen == [(1, False), (2, False)]
+    (path,) = tmp_path.glob("*-cpu-quick.json")
+    assert json.loads(path.read_text())["complete"] is True

@@ -1,0 +1,158 @@
+"""The in-place NumPy kernel (``rnn_xp.kernels.numpy``): views, blocks of time, memory, BLAS threads.
+
+Its agreement with the portable loop on every option is in ``test_kernels.py``.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from support import random_rnn, reference_rnn
+
+import rnn_xp
+from rnn_xp.kernels import numpy as numpy_kernel
+
+
+def test_last_state_is_not_a_view_of_the_output(rng):
+    x, h0, Wx, Wh, b = random_rnn(rng, 4, (2,), 3, 5)
+    seq, last = numpy_kernel.scan_numpy(
+        None, x, h0, Wx, Wh, b, nonlinearity="tanh", lengths=None, reverse=False, leak=1.0,
+        return_sequences=True,
+    )  # fmt: skip
+    kept = last.copy()
+    seq[...] = 0.0
+    np.testing.assert_array_equal(last, kept)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("lengths", [None, [50, 13, 0]])
+def test_blocks_of_time_steps(rng, monkeypatch, reverse, lengths):
+    """return_sequences=False projects the input in blocks; block edges change nothing."""
+    monkeypatch.setattr(numpy_kernel, "_BLOCK_STEPS", 7)
+    x, h0, Wx, Wh, b = random_rnn(rng, 50, (3,), 2, 4)
+    _, last = reference_rnn(x, h0, Wx, Wh, b, lengths=lengths, reverse=reverse, leak=0.7)
+    lens = None if lengths is None else np.asarray(lengths)
+    got = rnn_xp.rnn_forward(x, h0, Wx, Wh, b, lengths=lens, reverse=reverse, leak=0.7,
+                             return_sequences=False)
+    np.testing.assert_allclose(got, last, rtol=1e-10, atol=1e-12)
+
+
+def _peak_last_state(T, B=8, D=16, H=32):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T, B, D)).astype(np.float32)
+    _, h0, Wx, Wh, b = random_rnn(rng, 0, (B,), D, H)
+    h0, Wx, Wh, b = (a.astype(np.float32) for a in (h0, Wx, Wh, b))
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    rnn_xp.rnn_forward(x, h0, Wx, Wh, b, return_sequences=False)
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    return peak
+
+
+def test_last_state_memory_does_not_grow_with_T():
+    """No (T, B, H) buffer: peak extra memory at T=20000 is that at T=1000, within 10%.
+
+    With B=8, H=32 a (T, B, H) float32 buffer would be 1 MB at T=1000 and
+    20 MB at T=20000.
+    """
+    small, large = _peak_last_state(1000), _peak_last_state(20000)
+    assert large <= 1.1 * small + 64 * 1024, (small, large)
+    assert large < 20000 * 8 * 32 * 4 / 4  # far below one (T, B, H) buffer
+
+
+def test_full_forward_extra_memory_is_output_plus_O_BH():
+    rng = np.random.default_rng(0)
+    T, B, D, H = 2000, 8, 16, 32
+    x = rng.standard_normal((T, B, D)).astype(np.float32)
+    _, h0, Wx, Wh, b = random_rnn(rng, 0, (B,), D, H)
+    h0, Wx, Wh, b = (a.astype(np.float32) for a in (h0, Wx, Wh, b))
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    out = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    extra = peak - out.nbytes
+    assert 0 <= extra <= 16 * B * H * 4 + 4 * H * H * 4 + 64 * 1024, extra
+
+
+@pytest.mark.parametrize("shape", [(65, 65), (130, 200), (200, 130), (64, 64), (3, 7)])
+def test_tiled_transpose_copy(shape):
+    from rnn_xp.kernels.numpy import _transposed_copy
+
+    W = np.random.default_rng(0).standard_normal(shape)
+    Wt = _transposed_copy(np, W)
+    assert Wt.flags.c_contiguous
+    np.testing.assert_array_equal(Wt, W.T)
+
+
+def test_numpy_kernel_large_hidden_matches_reference():
+    x, h0, Wx, Wh, b = random_rnn(np.random.default_rng(1), 4, (3,), 5, 150)
+    expected, _ = reference_rnn(x, h0, Wx, Wh, b)
+    np.testing.assert_allclose(rnn_xp.rnn_forward(x, h0, Wx, Wh, b), expected, rtol=1e-12, atol=1e-12)
+
+
+def _blas_threads_now():
+    from threadpoolctl import threadpool_info
+
+    return max((p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"), default=1)
+
+
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_small_steps_run_on_one_thread_and_a_large_projection_on_all(monkeypatch, rng, return_sequences):
+    """Below _SERIAL_MACS the steps run on one BLAS thread; the projection keeps every thread when large."""
+    pytest.importorskip("threadpoolctl")
+    if _blas_threads_now() < 2:
+        pytest.skip("NumPy's BLAS runs one thread here")
+    monkeypatch.setattr(numpy_kernel, "_MKL_MACS", 1 << 40)  # the OpenBLAS loop, with or without oneMKL
+    monkeypatch.setattr(numpy_kernel, "_MKL_ROW_MACS", 1 << 40)
+    seen = {"project": set(), "step": set()}
+    real_project, real_combine = numpy_kernel._project, numpy_kernel._numpy_combine
+
+    def project(*args, **kw):
+        seen["project"].add(_blas_threads_now())
+        return real_project(*args, **kw)
+
+    def numpy_combine(mod, activate):
+        combine = real_combine(mod, activate)
+
+        def spy(*args):
+            seen["step"].add(_blas_threads_now())
+            return combine(*args)
+
+        return spy
+
+    monkeypatch.setattr(numpy_kernel, "_project", project)
+    monkeypatch.setattr(numpy_kernel, "_numpy_combine", numpy_combine)
+    for D, want_project in ((4, {1}), (4096, {_blas_threads_now()})):
+        # B * H * H = 128K steps; the projection of a block is tiny, then 84M (T = 20) / 34M (8 steps)
+        seen["project"].clear(), seen["step"].clear()
+        x, h0, Wx, Wh, b = [a.astype(np.float32) for a in random_rnn(rng, 20, (8,), D, 128)]
+        monkeypatch.setattr(numpy_kernel, "_BLOCK_STEPS", 8)
+        h_seq, h_last = numpy_kernel.scan_numpy(
+            np, x, h0, Wx, Wh, b, nonlinearity="tanh", lengths=None, reverse=False, leak=1.0,
+            return_sequences=return_sequences,
+        )  # fmt: skip
+        assert seen["step"] == {1}
+        assert seen["project"] == want_project, D
+        want_seq, want_last = reference_rnn(x, h0, Wx, Wh, b)
+        np.testing.assert_allclose(h_last, want_last, rtol=1e-4, atol=1e-5)
+        if return_sequences:
+            np.testing.assert_allclose(h_seq, want_seq, rtol=1e-4, atol=1e-5)
+    assert _blas_threads_now() >= 2  # the caller's thread count is back
+
+
+@pytest.mark.parametrize("B", [15, 16, 40])
+def test_numpy_loop_copies_wh_transposed_only_for_small_batches(monkeypatch, rng, B):
+    """Below 16 rows the loop multiplies by a contiguous copy of Wh.T, from 16 on by the view: same numbers."""
+    monkeypatch.setattr(numpy_kernel, "_MKL_MACS", 1 << 40)  # the OpenBLAS loop, with or without oneMKL
+    copies = []
+    real = numpy_kernel._transposed_copy
+    monkeypatch.setattr(numpy_kernel, "_transposed_copy", lambda mod, W: (copies.append(W.shape), real(mod, W))[1])
+    x, h0, Wx, Wh, b = random_rnn(rng, 6, (B,), 5, 70)
+    got = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
+    assert copies == ([(70, 70)] if B < 16 else [])
+    np.testing.assert_allclose(got, reference_rnn(x, h0, Wx, Wh, b)[0], rtol=1e-12, atol=1e-12)

@@ -1,0 +1,186 @@
+"""The package's layout: imports flow one way, down the floors, with no circle.
+
+The floors, from the edge of the package to its bottom::
+
+    5  cli, cli.*, __main__                 the command line (demo, train, bench)
+    4  rnn_xp (the package's __init__)      re-exports the public names
+    3  layer, convert                       the torch-style layer and the converters
+    2  forward, backward, columns           validate, pick a kernel, shape the result
+    1  kernels, kernels.*                   one module per library, the dispatch in __init__
+    0  _checks, _compat, _activations, _backends
+
+A module may import modules on its own floor or below, never above, and the
+graph (every ``import`` statement, inside functions too) has no circle. So a
+kernel never imports a public module, and ``layer`` does not import
+``convert`` (``convert`` imports ``layer``). The graph is read from the
+source with ``ast``: nothing is imported.
+
+Run this file to print the graph: ``python tests/test_layout.py``.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import sys
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "rnn_xp"
+
+FLOORS = {
+    "rnn_xp.cli": 5,
+    "rnn_xp.__main__": 5,
+    "rnn_xp": 4,
+    "rnn_xp.layer": 3,
+    "rnn_xp.convert": 3,
+    "rnn_xp.forward": 2,
+    "rnn_xp.backward": 2,
+    "rnn_xp.columns": 2,
+    "rnn_xp.kernels": 1,
+    "rnn_xp._checks": 0,
+    "rnn_xp._compat": 0,
+    "rnn_xp._activations": 0,
+    "rnn_xp._backends": 0,
+}
+
+
+def modules(root=PACKAGE):
+    """``{dotted name: path}`` of every module of the package under ``root``."""
+    found = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(parts)] = path
+    return found
+
+
+def floor(name):
+    """The floor of a module: its own entry, else its package's (``rnn_xp.kernels.jax`` -> kernels)."""
+    while name not in FLOORS:
+        parent = name.rsplit(".", 1)[0]
+        if parent == "rnn_xp" or "." not in name:  # a module of the top package must be listed
+            return None
+        name = parent
+    return FLOORS[name]
+
+
+def _targets(name, path, node, mods):
+    """The package's modules that one import statement of module ``name`` reaches."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    if isinstance(node, ast.ImportFrom):
+        if node.level:
+            base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+            target = ".".join(base + ([node.module] if node.module else []))
+        else:
+            target = node.module or ""
+        names = [f"{target}.{alias.name}" for alias in node.names]
+        candidates = [full if full in mods else target for full in names]
+    else:
+        candidates = [alias.name for alias in node.names]
+    for target in candidates:
+        while target and target not in mods:  # a name inside a module: the module
+            target = target.rsplit(".", 1)[0] if "." in target else ""
+        # `from . import x` inside a package reaches x, not the package's own __init__
+        if target and target != name and not name.startswith(target + "."):
+            yield target
+
+
+def import_graph(root=PACKAGE):
+    """``{module: {imported module of the package}}``, from every import statement."""
+    mods = modules(root)
+    graph = {name: set() for name in mods}
+    for name, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                graph[name].update(_targets(name, path, node, mods))
+    return graph
+
+
+def circles(graph):
+    """The strongly connected components of more than one module (Tarjan), sorted."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+def upward(graph):
+    """``(importer, imported)`` pairs that point up the floors."""
+    return sorted(
+        (a, b) for a, targets in graph.items() for b in targets
+        if floor(a) is not None and floor(b) is not None and floor(b) > floor(a)
+    )  # fmt: skip
+
+
+# -- the tests -------------------------------------------------------------------
+
+
+def test_every_module_has_a_floor():
+    unplaced = [name for name in modules() if floor(name) is None]
+    assert not unplaced, f"modules on no floor (add them to FLOORS): {unplaced}"
+
+
+def test_no_circle():
+    assert circles(import_graph()) == []
+
+
+def test_imports_point_down():
+    bad = [f"{a} (floor {floor(a)}) imports {b} (floor {floor(b)})" for a, b in upward(import_graph())]
+    assert not bad, "imports against the direction:\n" + "\n".join(bad)
+
+
+def test_kernels_import_no_public_module():
+    graph = import_graph()
+    for name, targets in graph.items():
+        if floor(name) == 1:
+            assert all(floor(t) <= 1 for t in targets), (name, sorted(targets))
+
+
+def test_the_checks_see_a_circle_and_an_upward_import(tmp_path):
+    """The checks themselves can fail: a kernel importing ``forward`` makes a circle and points up."""
+    root = tmp_path / "rnn_xp"
+    (root / "kernels").mkdir(parents=True)
+    (root / "__init__.py").write_text("from .forward import f\n")
+    (root / "forward.py").write_text("from .kernels import k\n")
+    (root / "kernels" / "__init__.py").write_text("def k():\n    from ..forward import f\n")
+    graph = import_graph(root)
+    assert graph["rnn_xp.kernels"] == {"rnn_xp.forward"}
+    assert circles(graph) == [["rnn_xp.forward", "rnn_xp.kernels"]]
+    assert upward(graph) == [("rnn_xp.kernels", "rnn_xp.forward")]
+
+
+if __name__ == "__main__":  # print the graph: python tests/test_layout.py [path/to/rnn_xp]
+    root = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else PACKAGE
+    graph = import_graph(root)
+    for name in sorted(graph, key=lambda n: (-(floor(n) if floor(n) is not None else 9), n)):
+        where = "?" if floor(name) is None else floor(name)
+        print(f"[{where}] {name} -> {', '.join(sorted(graph[name])) or '-'}")
+    for circle in circles(graph):
+        print("circle:", " <-> ".join(circle))
+    for a, b in upward(graph):
+        print(f"upward: {a} -> {b}")
+    print(f"circles {len(circles(graph))}, upward imports {len(upward(graph))}")
+    sys.exit(1 if circles(graph) or upward(graph) else 0)
