@@ -803,7 +803,8 @@ class RNN:
         Parameters
         ----------
         module_or_state_dict : torch.nn.RNN or mapping
-            A module (its configuration is copied too), or a state dict with
+            A module (its configuration, ``dropout`` and training mode are
+            copied too), or a state dict with
             torch's names (the configuration is read from the names and shapes;
             ``nonlinearity`` and ``batch_first`` default to torch's defaults).
         xp, device : optional

@@ -8,11 +8,13 @@ there. It is marked ``wheel``: deselect it with ``-m "not wheel"``.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -126,7 +128,8 @@ def test_readme_commands_are_a_fresh_machines():
 
 @pytest.mark.wheel
 def test_wheel_installs_and_runs_the_demo(tmp_path):
-    """Build the wheel, install it in a fresh venv, run ``rnn-xp demo`` there."""
+    """Build the sdist and the wheel (``twine check`` passes), install the wheel in a
+    fresh venv, run ``rnn-xp demo`` there."""
     pytest.importorskip("build", reason="the build package (test extra) builds the wheel")
     src = tmp_path / "src"
     src.mkdir()
@@ -136,11 +139,20 @@ def test_wheel_installs_and_runs_the_demo(tmp_path):
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     dist = tmp_path / "dist"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    # no isolation: this environment's setuptools builds it, without a download
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir",
-                    str(dist), str(src)], check=True, capture_output=True, env=env, cwd=tmp_path)
+    # no isolation: this environment's setuptools builds them, without a download
+    subprocess.run([sys.executable, "-m", "build", "--sdist", "--wheel", "--no-isolation",
+                    "--outdir", str(dist), str(src)],
+                   check=True, capture_output=True, env=env, cwd=tmp_path)
     (wheel,) = dist.glob("rnn_xp-*.whl")
+    (sdist,) = dist.glob("rnn_xp-*.tar.gz")
     assert wheel.name == f"rnn_xp-{rnn_xp.__version__}-py3-none-any.whl"
+    with tarfile.open(sdist) as tf:
+        members = {m.split("/", 1)[-1] for m in tf.getnames()}
+    assert {"LICENSE", "CHANGELOG.md", "README.md", "pyproject.toml"} <= members
+    if importlib.util.find_spec("twine") is not None:  # the test extra has it
+        check = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", str(wheel),
+                                str(sdist)], capture_output=True, text=True, env=env)
+        assert check.returncode == 0, check.stdout + check.stderr
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
         meta = zf.read(f"rnn_xp-{rnn_xp.__version__}.dist-info/METADATA").decode()
