@@ -21,7 +21,7 @@ extensions = [
 ]
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 root_doc = "index"
-exclude_patterns = ["_build", "conftest.py", "README.md"]
+exclude_patterns = ["_build"]
 templates_path = ["_templates"]
 
 # MyST: the pages link to each other's headings as GitHub does (page.md#a-heading).
