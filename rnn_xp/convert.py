@@ -124,7 +124,7 @@ def to_torch(rnn, *, device=None):
             bidirectional=rnn.bidirectional, device=first.device, dtype=first.dtype,
         )  # fmt: skip
     module.load_state_dict(state)
-    return module
+    return module.train(rnn.training)
 
 
 class _quiet_dropout_warning:

@@ -16,10 +16,16 @@ and runs each layer and direction through the functional forward pass of
 
 ``h0`` and ``h_n`` stack one ``(*batch, H)`` state per layer and direction,
 in torch's order ``[l0, l0_reverse, l1, l1_reverse, ...]``.
+
+As in torch, a layer is in training mode until ``rnn.eval()``: then (and
+only with ``dropout > 0``) each layer's output is multiplied by a dropout
+mask before the next layer reads it, and the masks are kept in the cache
+for :meth:`RNN.backward`.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import warnings
@@ -27,7 +33,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._backends import dtype_name, library_name, move, resolve_dtype, resolve_namespace
+from ._backends import (
+    NAMES,
+    BackendUnavailable,
+    dtype_name,
+    library_name,
+    move,
+    resolve_dtype,
+    resolve_namespace,
+)
 from ._activations import check_nonlinearity
 from ._checks import (
     check_bool,
@@ -42,8 +56,11 @@ from ._compat import (
     array_namespace,
     device,
     is_array,
+    is_cupy_namespace,
     is_dask_namespace,
+    is_jax_namespace,
     is_numpy_namespace,
+    is_torch_namespace,
     namespace_of,
     normalize_namespace,
     to_device,
@@ -100,6 +117,11 @@ class LayerCache(NamedTuple):
         The validated lengths ``(*batch,)``.
     batch_first : bool
         Whether ``x`` and ``output`` were ``(B, T, ...)``.
+    masks : list
+        The dropout mask ``(T, *batch, dirs * H)`` applied to the input of
+        every layer ``k`` (``0`` or ``1 / (1 - dropout)`` per entry), or
+        ``None`` where no dropout was applied (layer 0, eval mode,
+        ``dropout=0``). ``inputs[k]`` is the input after its mask.
     """
 
     inputs: list
@@ -108,6 +130,7 @@ class LayerCache(NamedTuple):
     weights: list
     lengths: object
     batch_first: bool
+    masks: list = None
 
 
 class RNN:
@@ -130,9 +153,10 @@ class RNN:
         (``h0`` and ``h_n`` are not affected; nor is unbatched input).
     dropout : float, optional
         Dropout probability on the outputs of every layer but the last, in
-        ``[0, 1]``. A training-time option: rnn_xp only runs inference, where
-        dropout is the identity, so it is stored and has no effect. As in
-        torch, a non-zero value with ``num_layers=1`` warns.
+        ``[0, 1]``, applied in training mode only (see :meth:`train`) as
+        torch does: inverted dropout, each kept entry scaled by
+        ``1 / (1 - dropout)``. As in torch, a non-zero value with
+        ``num_layers=1`` warns.
     bidirectional : bool, optional
         Run a second, reverse direction per layer.
     leak : float, optional
@@ -150,9 +174,9 @@ class RNN:
         floating dtype of ``xp``.
     seed : int or None, optional
         Seed of the ``numpy.random.default_rng`` that draws the initial
-        weights, ``U(-1/sqrt(H), 1/sqrt(H))`` as in torch. The draws are made
-        in float64 NumPy and then moved, so one seed gives the same weights on
-        every backend.
+        weights, ``U(-1/sqrt(H), 1/sqrt(H))`` as in torch, and then the
+        dropout masks. The draws are made in float64 NumPy and then moved, so
+        one seed gives the same weights and masks on every backend.
 
     Attributes
     ----------
@@ -160,6 +184,11 @@ class RNN:
         Parameter name (torch's) to array, in torch's order.
     xp, device, dtype
         Where the parameters live.
+    training : bool
+        Training mode (``True`` for a new layer, as in torch): dropout is
+        applied. :meth:`train` and :meth:`eval` set it.
+    generator : numpy.random.Generator
+        Draws the dropout masks; assign a new one to reseed them.
 
     Notes
     -----
@@ -217,6 +246,8 @@ class RNN:
         self.xp, self.device, self.dtype = xp, device, dtype
         self.params = {name: move(p, xp, device, dtype) for name, p in params.items()}
         self.device, self.dtype = _where(self.params)
+        self.training = True
+        self.generator = rng  # after the weights, the same stream draws the dropout masks
 
     # -- structure ---------------------------------------------------------
 
@@ -237,6 +268,79 @@ class RNN:
                     shapes[f"bias_ih_l{k}{suffix}"] = (H,)
                     shapes[f"bias_hh_l{k}{suffix}"] = (H,)
         return shapes
+
+    def parameters(self):
+        """An iterator over the parameter arrays, in torch's order (as ``torch.nn.Module``).
+
+        Examples
+        --------
+        >>> from rnn_xp import RNN
+        >>> [tuple(p.shape) for p in RNN(3, 5, seed=0).parameters()]
+        [(5, 3), (5, 5), (5,), (5,)]
+        """
+        return iter(list(self.params.values()))
+
+    def named_parameters(self, prefix=""):
+        """An iterator over ``(name, array)`` pairs, in torch's order (as ``torch.nn.Module``).
+
+        Parameters
+        ----------
+        prefix : str, optional
+            Put before every name, followed by a dot (torch's ``prefix``).
+
+        Examples
+        --------
+        >>> from rnn_xp import RNN
+        >>> [name for name, p in RNN(3, 5, bias=False, seed=0).named_parameters("rnn")]
+        ['rnn.weight_ih_l0', 'rnn.weight_hh_l0']
+        """
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str; got {type(prefix).__name__}")
+        lead = prefix + "." if prefix else ""
+        return iter([(lead + name, p) for name, p in self.params.items()])
+
+    # -- training mode -----------------------------------------------------
+
+    def train(self, mode=True):
+        """Set training mode (dropout applied) or, with ``mode=False``, eval mode; return ``self``.
+
+        As ``torch.nn.Module.train``. A new layer is in training mode. Only
+        dropout depends on the mode: with ``dropout=0`` (the default) both
+        modes compute the same thing.
+
+        Parameters
+        ----------
+        mode : bool, optional
+            ``True`` for training mode, ``False`` for eval mode.
+
+        Returns
+        -------
+        RNN
+            This layer.
+
+        Examples
+        --------
+        >>> from rnn_xp import RNN
+        >>> rnn = RNN(3, 5, num_layers=2, dropout=0.5, seed=0)
+        >>> rnn.training, rnn.eval().training, rnn.train().training
+        (True, False, True)
+        """
+        self.training = check_bool("mode", mode)
+        return self
+
+    def eval(self):
+        """Set eval mode (no dropout); return ``self``. Same as ``train(False)``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from rnn_xp import RNN
+        >>> rnn = RNN(3, 5, num_layers=2, dropout=0.5, seed=0).eval()
+        >>> x = np.ones((4, 2, 3), dtype=np.float32)
+        >>> bool(np.array_equal(rnn(x)[0], rnn(x)[0]))   # no dropout: the same output each time
+        True
+        """
+        return self.train(False)
 
     def __getattr__(self, name):  # rnn.weight_ih_l0, as on a torch module
         params = self.__dict__.get("params")
@@ -278,7 +382,8 @@ class RNN:
             is the state after the last valid step (``h0`` for length 0), and
             the reverse direction starts at each sequence's own last step.
         return_cache : bool, optional
-            Also return a :class:`LayerCache` for :meth:`backward`.
+            Also return a :class:`LayerCache` for :meth:`backward` (it keeps
+            the dropout masks of this call).
 
         Returns
         -------
@@ -298,6 +403,20 @@ class RNN:
             A shape does not match, or a length is outside ``[0, T]``.
         TypeError
             ``x`` or ``h0`` is not a real floating array of the layer's library.
+
+        Notes
+        -----
+        In training mode (:attr:`training`, the default, as in torch) with
+        ``dropout > 0``, the input of every layer ``k > 0`` is layer
+        ``k - 1``'s output times a fresh mask drawn from :attr:`generator`:
+        each entry is 0 with probability ``dropout``, else
+        ``1 / (1 - dropout)``. Call :meth:`eval` for inference.
+
+        The dtype of the result is the promotion of the inputs' and the
+        parameters' dtypes: a float32 layer given float64 ``x`` computes and
+        returns float64 (the weights are promoted, not the input rounded).
+        ``torch.nn.RNN`` refuses that call instead (a ``ValueError`` asking
+        to convert the input or the module).
         """
         xp = self.xp
         if not is_array(x):
@@ -309,8 +428,15 @@ class RNN:
             if arr is None or not is_array(arr) or namespace_of(arr) is xp:
                 continue
             if not (is_dask_namespace(xp) and is_numpy_namespace(namespace_of(arr))):
+                library = library_name(namespace_of(arr))
+                if name == "h0":  # x already matches the layer: h0 is the one to convert
+                    raise TypeError(
+                        f"h0 is from {library} but x and the layer's parameters are in "
+                        f"{library_name(self.xp)}; convert h0 to {library_name(self.xp)} first "
+                        f"({library_name(self.xp)}.asarray(h0))"
+                    )
                 raise TypeError(
-                    f"{name} is from {library_name(namespace_of(arr))} but the layer's parameters "
+                    f"{name} is from {library} but the layer's parameters "
                     f"are in {library_name(self.xp)}; move the layer with rnn.to(xp=...) first"
                 )
         array_namespace(named, xp=xp)  # h0 not an array: TypeError naming it
@@ -331,10 +457,16 @@ class RNN:
             check_state("h0", h0, (L * dirs, *batch), H, layout)
         lengths = check_lengths(xp, lengths, batch, T, device(x))
 
+        p = self.dropout if self.training else 0.0
         layer_in, finals = x, []
-        inputs, starts, h_seqs, weights = [], [], [], []
+        inputs, starts, h_seqs, weights, masks = [], [], [], [], []
         for k in range(L):
             outputs = []
+            mask = None
+            if k > 0 and p > 0:  # dropout on layer k - 1's output
+                mask = self._dropout_mask(layer_in, p)  # (T, *batch, dirs * H)
+                layer_in = layer_in * mask
+            masks.append(mask)
             inputs.append(layer_in)  # (T, *batch, D_k)
             for d, suffix in enumerate(_suffixes(dirs)):
                 Wx, Wh, b = self._weights(k, suffix)
@@ -353,14 +485,26 @@ class RNN:
             layer_in = outputs[0] if dirs == 1 else xp.concat(outputs, axis=-1)
             if dirs == 2 and is_dask_namespace(xp):  # one chunk along features, as the next layer needs
                 layer_in = layer_in.rechunk({layer_in.ndim - 1: -1})
-            # dropout between layers is a training-time option: identity here
 
         output = xp.permute_dims(layer_in, (1, 0, 2)) if batch_first else layer_in
         h_n = xp.stack(finals, axis=0)  # (L*dirs, *batch, H)
         if not return_cache:
             return output, h_n
-        cache = LayerCache(inputs, starts, h_seqs, weights, lengths, batch_first)
+        cache = LayerCache(inputs, starts, h_seqs, weights, lengths, batch_first, masks)
         return output, h_n, cache
+
+    def _dropout_mask(self, like, p):
+        """``0`` or ``1 / (1 - p)`` per entry of ``like``, drawn from :attr:`generator`.
+
+        The draws are float64 NumPy numbers, then moved: one generator state
+        gives the same mask on every backend and in every dtype.
+        """
+        xp = namespace_of(like)
+        keep = self.generator.random(tuple(like.shape)) >= p  # (T, *batch, dirs * H) bool
+        host = keep * (1.0 / (1.0 - p)) if p < 1 else np.zeros(keep.shape)
+        if is_dask_namespace(xp):  # chunked as the output it multiplies
+            return xp.asarray(host, dtype=like.dtype).rechunk(like.chunks)
+        return xp.asarray(host, dtype=like.dtype, device=device(like))
 
     def backward(self, cache, d_output, d_h_n=None):
         """Backpropagation through time through every layer and direction.
@@ -471,6 +615,9 @@ class RNN:
                 if b is not None:
                     grads[f"bias_ih_l{k}{suffix}"] = g.db
                     grads[f"bias_hh_l{k}{suffix}"] = xp.asarray(g.db, copy=True)
+            mask = cache.masks[k] if cache.masks is not None else None
+            if mask is not None:  # layer k read mask * (layer k - 1's output)
+                d_in = d_in * mask
             d_out = d_in  # gradient reaching layer k - 1's output (T, *batch, dirs * H)
 
         dx = xp.permute_dims(d_out, (1, 0, 2)) if cache.batch_first else d_out
@@ -487,51 +634,113 @@ class RNN:
 
     # -- moving and converting ---------------------------------------------
 
-    def to(self, xp=None, device=None, dtype=None):
+    def to(self, *args, xp=None, device=None, dtype=None):
         """Move the parameters to another library, device or dtype; return ``self``.
+
+        Called as ``torch.nn.Module.to`` is: ``rnn.to("cuda")``,
+        ``rnn.to(torch.device("cpu"))``, ``rnn.to(torch.float64)``,
+        ``rnn.to("cpu", "float64")``, or with keywords. Each positional
+        argument is read as a library, a device or a dtype by what it is.
 
         Parameters
         ----------
+        *args : library, device or dtype
+            A library: a module (``numpy``, ``torch``, ``jax.numpy``, ...) or a
+            name (``"numpy"``, ``"torch"``, ``"jax"``, ``"cupy"``,
+            ``"array_api_strict"``, ``"dask"``). A device: a string
+            (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"gpu"``) or a device object.
+            A dtype: a name (``"float64"``) or a dtype of any library
+            (``torch.float64``, ``jnp.float32``, ``np.float64``).
         xp : namespace, module or str, optional
-            As in the constructor; the current library when omitted.
-        device : device, optional
-            The target device; the current one (same library) or the library's
-            default (another library) when omitted.
+            The library; the current one when omitted, except that a device
+            object of another library (``torch.device("cpu")`` on a NumPy
+            layer) moves the layer to that library.
+        device : str or device, optional
+            The device. A string is read in the target library: ``"cpu"``
+            and ``"cuda:N"`` for torch, ``"cpu"`` and ``"gpu"`` (or
+            ``"cuda"``) for JAX. NumPy, array-api-strict and Dask have only
+            the CPU: ``"cuda"`` moves such a layer to CuPy, NumPy's
+            interface on the GPU (and ``"cpu"`` a CuPy layer back to NumPy).
+            When omitted: the current device (same library) or the
+            library's default.
         dtype : str or dtype, optional
-            The target dtype; the current one when omitted.
+            The target dtype; the current one when omitted. A dtype changes
+            the dtype only, never the library: ``rnn.to(torch.float64)``
+            keeps a NumPy layer in NumPy.
 
         Returns
         -------
         RNN
             This layer, changed in place (like ``torch.nn.Module.to``).
 
+        Raises
+        ------
+        TypeError
+            An argument is none of a library, a device or a dtype, or two
+            arguments give the same thing.
+        ValueError
+            A string names no library, device or dtype that rnn_xp knows.
+        rnn_xp._backends.BackendUnavailable
+            The library is not installed or has no such device (``"cuda"``
+            without a CUDA device).
+
         Examples
         --------
+        >>> import numpy as np
         >>> from rnn_xp import RNN
-        >>> rnn = RNN(2, 3, seed=0).to(dtype="float64")
+        >>> rnn = RNN(2, 3, seed=0).to(np.float64)
         >>> rnn.weight_hh_l0.dtype
         dtype('float64')
+        >>> rnn.to("cpu", "float32").device, rnn.dtype
+        ('cpu', dtype('float32'))
         """
-        if xp is None:
-            xp, default_device = self.xp, self.device
-        else:
-            xp, default_device = resolve_namespace(xp, None)
-            if xp is self.xp and default_device is None:
-                default_device = self.device
-        device = default_device if device is None else device
-        dtype = resolve_dtype(xp, dtype_name(self.xp, self.dtype) if dtype is None else dtype)
-        self.params = {name: move(p, xp, device, dtype) for name, p in self.params.items()}
+        given = {"xp": xp, "device": device, "dtype": dtype}
+        for arg in args:
+            kind = _to_kind(arg)
+            if given[kind] is not None:
+                raise TypeError(f"rnn.to got two {kind} arguments: {given[kind]!r} and {arg!r}")
+            given[kind] = arg
+        xp, dev = _target(self.xp, self.device, given["xp"], given["device"])
+        dtype = given["dtype"]
+        dtype = dtype_name(self.xp, self.dtype) if dtype is None else _dtype_arg(dtype)
+        dtype = resolve_dtype(xp, dtype)
+        self.params = {name: move(p, xp, dev, dtype) for name, p in self.params.items()}
         self.xp = xp
         self.device, self.dtype = _where(self.params)
         return self
 
-    def state_dict(self):
+    def state_dict(self, *, xp=None, device=None):
         """The parameters under torch's names, in torch's order (a new dict).
 
-        The arrays are the layer's own (its library, device and dtype); use
-        :func:`rnn_xp.convert.torch_state_dict` for torch tensors.
+        Parameters
+        ----------
+        xp : namespace, module or str, optional
+            Return copies as arrays of this library, in the layer's dtype:
+            ``xp="torch"`` gives tensors that ``torch.nn.RNN.load_state_dict``
+            takes (:func:`rnn_xp.convert.torch_state_dict` does the same).
+            Default: the layer's own arrays (not copies).
+        device : str or device, optional
+            The device of the copies, read as in :meth:`to`.
+
+        Returns
+        -------
+        dict
+            ``{name: array}``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from rnn_xp import RNN
+        >>> rnn = RNN(3, 4, num_layers=2, seed=0)
+        >>> module = torch.nn.RNN(3, 4, num_layers=2)
+        >>> module.load_state_dict(rnn.state_dict(xp="torch"))
+        <All keys matched successfully>
         """
-        return dict(self.params)
+        if xp is None and device is None:
+            return dict(self.params)
+        xp, dev = _target(self.xp, self.device, xp, device)
+        dtype = resolve_dtype(xp, dtype_name(self.xp, self.dtype))
+        return {name: move(p, xp, dev, dtype) for name, p in self.params.items()}
 
     def load_state_dict(self, state_dict):
         """Replace every parameter from a mapping with torch's names; return ``self``.
@@ -594,7 +803,8 @@ class RNN:
         Parameters
         ----------
         module_or_state_dict : torch.nn.RNN or mapping
-            A module (its configuration is copied too), or a state dict with
+            A module (its configuration, ``dropout`` and training mode are
+            copied too), or a state dict with
             torch's names (the configuration is read from the names and shapes;
             ``nonlinearity`` and ``batch_first`` default to torch's defaults).
         xp, device : optional
@@ -677,6 +887,8 @@ class RNN:
         if dtype is None and is_array(first):
             dtype = dtype_name(namespace_of(first), first.dtype)
         rnn = cls(*sizes, dropout=dropout, xp=xp, device=device, dtype=dtype, seed=0, **config)
+        if _is_torch_module(obj):
+            rnn.train(obj.training)  # the module's mode, as its dropout goes with it
         return rnn.load_state_dict(state)
 
 
@@ -717,6 +929,132 @@ def _check_dropout(dropout, num_layers):
             stacklevel=3,
         )
     return dropout
+
+
+_FLOAT_NAMES = ("float16", "bfloat16", "float32", "float64")
+_DEVICE_KINDS = ("cpu", "cuda", "gpu", "mps")
+
+
+def _to_kind(arg):
+    """``"xp"``, ``"device"`` or ``"dtype"``: what a positional argument of ``RNN.to`` is."""
+    if isinstance(arg, str):
+        if arg in NAMES:
+            return "xp"
+        if arg in _FLOAT_NAMES:
+            return "dtype"
+        if arg.partition(":")[0] in _DEVICE_KINDS:
+            return "device"
+        raise ValueError(
+            f"rnn.to: {arg!r} is neither a library {list(NAMES)}, a device ('cpu', 'cuda', "
+            "'cuda:1', 'gpu') nor a dtype ('float32', 'float64')"
+        )
+    if inspect.ismodule(arg):
+        return "xp"
+    if type(arg).__name__.lower().endswith("device"):  # torch.device, jax's, CuPy's, array-api-strict's
+        return "device"
+    if isinstance(arg, type) or isinstance(_dtype_arg(arg), str):
+        return "dtype"
+    raise TypeError(
+        "rnn.to takes a library, a device or a dtype; got "
+        f"{type(arg).__name__} {arg!r}"
+    )
+
+
+def _dtype_arg(dtype):
+    """A dtype of any library (``torch.float64``, ``jnp.float32``, ``np.float64``) as
+    its name, which ``resolve_dtype`` takes for every library; anything else as given,
+    for ``resolve_dtype``'s message."""
+    name = dtype
+    if isinstance(dtype, type):
+        if issubclass(dtype, np.generic):
+            name = np.dtype(dtype).name
+        else:
+            inner = getattr(dtype, "dtype", None)  # jnp.float32 and the like
+            if inner is not None and not inspect.isdatadescriptor(inner):
+                name = str(getattr(inner, "name", inner))
+    elif not isinstance(dtype, str):
+        name = str(getattr(dtype, "name", dtype)).rsplit(".", 1)[-1]
+    return name if name in _FLOAT_NAMES else dtype
+
+
+def _family(xp):
+    """The library of a namespace as a backend name of ``rnn_xp._backends``."""
+    for name, test in (("torch", is_torch_namespace), ("jax", is_jax_namespace),
+                       ("cupy", is_cupy_namespace), ("dask", is_dask_namespace),
+                       ("numpy", is_numpy_namespace)):
+        if test(xp):
+            return name
+    return "array_api_strict" if "array_api_strict" in library_name(xp) else None
+
+
+def _target(cur_xp, cur_device, xp, dev):
+    """``(namespace, device)`` that ``RNN.to(xp=xp, device=dev)`` moves a layer to."""
+    if xp is not None:
+        namespace, default = resolve_namespace(xp, None)
+        if dev is None:
+            return namespace, cur_device if namespace is cur_xp else default
+    elif dev is None:
+        return cur_xp, cur_device
+    elif isinstance(dev, str):
+        namespace, default = cur_xp, cur_device
+    else:  # a device object: its library
+        library = type(dev).__module__.split(".")[0].replace("jaxlib", "jax")
+        if library in NAMES and library != _family(cur_xp):
+            namespace, _ = resolve_namespace(library, None)
+        else:
+            namespace = cur_xp
+        return namespace, dev
+    if not isinstance(dev, str):
+        return namespace, dev
+    return _named_device(namespace, default, dev)
+
+
+def _named_device(xp, default, name):
+    """``(namespace, device)`` for a device string read in library ``xp``."""
+    kind, _, index = name.partition(":")
+    if kind not in _DEVICE_KINDS or not (index == "" or index.isdigit()):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'gpu'; got {name!r}")
+    family = _family(xp)
+    if family == "torch":
+        import torch
+
+        dev = torch.device(name)
+        if dev.type == "cuda":
+            if not torch.cuda.is_available():
+                raise BackendUnavailable(f"torch finds no CUDA device for device={name!r}")
+            if dev.index is None:
+                dev = torch.device("cuda", torch.cuda.current_device())
+        return xp, dev
+    if family == "jax":
+        import jax
+
+        platform = "cpu" if kind == "cpu" else "gpu"
+        try:
+            devices = jax.devices(platform)
+        except RuntimeError as exc:
+            raise BackendUnavailable(f"jax has no {platform} device for device={name!r}") from exc
+        number = int(index or 0)
+        if number >= len(devices):
+            raise ValueError(f"device {name!r}: jax has {len(devices)} {platform} device(s)")
+        return xp, devices[number]
+    if kind == "mps":
+        raise ValueError(f"device 'mps' is a torch device; {library_name(xp)} has none")
+    if kind == "cpu":
+        if family == "cupy":  # off the GPU: NumPy
+            return resolve_namespace("numpy", None)
+        return xp, default
+    try:  # CPU libraries move to the GPU as CuPy
+        namespace, dev = resolve_namespace("cupy", None)
+    except BackendUnavailable as exc:
+        raise BackendUnavailable(
+            f"device={name!r} moves a {library_name(xp)} layer to CuPy, NumPy's interface on "
+            f"the GPU, and {exc}"
+        ) from exc
+    if index:
+        import cupy
+
+        dev = cupy.cuda.Device(int(index))
+    return namespace, dev
 
 
 def _where(params):

@@ -101,3 +101,8 @@ except ImportError:  # hypothesis is a test extra; tests that need it skip
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "long: long-sequence tests (seconds; deselect with -m 'not long')")
+    config.addinivalue_line(
+        "markers",
+        "wheel: builds the wheel and installs it in a fresh venv from the package index "
+        "(deselect with -m 'not wheel')",
+    )

@@ -423,8 +423,13 @@ def test_layer_and_arrays_of_two_libraries(layer_lib, array_lib, which):
     rnn = RNN(3, 4, num_layers=2, bidirectional=True, seed=0, dtype="float64", xp=layer_lib)
     args = {"x": X, "h0": H0}
     args = {k: as_library(array_lib if k == which else layer_lib, v) for k, v in args.items()}
-    match = (rf"{which} is from {_LIB_NAME[array_lib]} but the layer's parameters are in "
-             rf"{_LIB_NAME[layer_lib]}; move the layer with rnn.to\(xp=...\) first")
+    if which == "x":
+        match = (rf"x is from {_LIB_NAME[array_lib]} but the layer's parameters are in "
+                 rf"{_LIB_NAME[layer_lib]}; move the layer with rnn.to\(xp=...\) first")
+    else:  # x matches the layer: h0 is the one to convert
+        match = (rf"h0 is from {_LIB_NAME[array_lib]} but x and the layer's parameters are in "
+                 rf"{_LIB_NAME[layer_lib]}; convert h0 to {_LIB_NAME[layer_lib]} first "
+                 rf"\({_LIB_NAME[layer_lib]}.asarray\(h0\)\)")
     with pytest.raises(TypeError, match=match):
         rnn(args["x"], args["h0"])
     # moving the layer, as the message says, makes the call work and agree with the reference

@@ -226,7 +226,7 @@ def test_bad_leak(leak):
         RNN(D, H, leak=leak)
 
 
-def test_dropout_is_identity_and_warns_like_torch():
+def test_dropout_is_identity_in_eval_mode_and_warns_like_torch():
     with pytest.warns(UserWarning, match="dropout"):
         RNN(D, H, 1, dropout=0.5)
     with pytest.warns(UserWarning, match="dropout"):
@@ -236,7 +236,9 @@ def test_dropout_is_identity_and_warns_like_torch():
         with_dropout = RNN(D, H, 2, dropout=0.5, seed=1, dtype="float64")
     plain = RNN(D, H, 2, seed=1, dtype="float64")
     x = np.random.default_rng(0).standard_normal((T, B, D))
-    for a, b in zip(with_dropout(x), plain(x)):
+    trained, _ = with_dropout(x)  # training mode, as a new torch module: dropout applies
+    assert not np.array_equal(trained, plain(x)[0])
+    for a, b in zip(with_dropout.eval()(x), plain(x)):
         np.testing.assert_array_equal(a, b)
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="dropout"):
