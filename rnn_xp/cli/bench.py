@@ -352,7 +352,7 @@ def bench_grid(grid, *, backends, rounds, budget_s, gpu=False, progress=None, se
 def _persistent_launches():
     """Launches of the persistent CuPy kernel so far (0 where it was never imported)."""
     mod = sys.modules.get("rnn_xp.kernels.cupy_persistent")
-    return 0 if mod is None else mod._LAUNCHES
+    return 0 if mod is None else mod.launches()
 
 
 def _gemm_calls(gpu):
