@@ -58,6 +58,7 @@ def _threads(module):
     return module._THREADS
 
 
+@pytest.mark.long  # about 2 s of CPU per architecture
 @pytest.mark.parametrize("lib, arch", TARGETS)
 def test_kernels_compile_to_machine_code(lib, arch):
     _, log = lib.compile(_unit(), "rnn_xp_kernels.cu", [*OPTIONS, f"-arch=sm_{arch}", "--ptxas-options=-v"])

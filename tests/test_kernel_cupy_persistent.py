@@ -210,7 +210,7 @@ def test_each_plan_is_checked_once_and_a_failure_warns_once(monkeypatch, fresh):
     assert "0.5" in message and "fused path" in message
 
 
-@pytest.mark.parametrize("where", ["occupancy", "compile", "not eligible"])
+@pytest.mark.parametrize("where", ["occupancy", "compile"])
 def test_a_check_that_cannot_run_switches_the_kernel_off_with_a_warning(monkeypatch, fresh, where):
     if where == "occupancy":
         monkeypatch.setattr(persistent, "_occupancy_problem", lambda *a: "the occupancy API allows 0 block(s)")
@@ -219,13 +219,21 @@ def test_a_check_that_cannot_run_switches_the_kernel_off_with_a_warning(monkeypa
             raise RuntimeError("nvrtc: error: CUDA_ERROR_INVALID_PTX")
 
         monkeypatch.setattr(persistent, "_compare", compare)
-    B, H = (3, 10) if where != "not eligible" else (64, 4096)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert persistent.self_check(7, "float32", "tanh", B, H, mod=np) is False
-        assert persistent.self_check(7, "float32", "tanh", B, H, mod=np) is False
+        assert persistent.self_check(7, "float32", "tanh", 3, 10, mod=np) is False
+        assert persistent.self_check(7, "float32", "tanh", 3, 10, mod=np) is False
     (message,) = _runtime_warnings(caught)
-    assert {"occupancy": "occupancy API", "compile": "INVALID_PTX", "not eligible": "not eligible"}[where] in message
+    assert {"occupancy": "occupancy API", "compile": "INVALID_PTX"}[where] in message
+
+
+def test_a_size_without_a_plan_is_no_failure_of_the_kernel(monkeypatch, fresh):
+    """No plan (h does not fit on chip): False, no warning, the kernel stays on for other sizes."""
+    monkeypatch.setattr(persistent, "_compare", lambda *a: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert persistent.self_check(7, "float32", "tanh", 64, 4096, mod=np) is False
+        assert persistent.self_check(7, "float32", "tanh", 3, 10, mod=np) is True
 
 
 def _small_problem(B=3, H=10, T=4, dtype="float32"):

@@ -602,8 +602,9 @@ def self_check(device_id, dtype_name, nonlinearity, B, H, *, mod=None):
     The first time for a (device, dtype, activation, B, H): the occupancy API
     must allow the plan's grid, and the kernel must agree with the fused path on
     small cases of that B and H. Any failure (a mismatch, a compile or launch
-    error) switches the kernel off for the (device, dtype, activation) with one
-    ``RuntimeWarning``; later calls return False at once.
+    error, an occupancy refusal) switches the kernel off for the (device,
+    dtype, activation) with one ``RuntimeWarning``; later calls return False
+    at once. A size with no plan (``plan`` is None) is False, and no failure.
     """
     key = (device_id, dtype_name, nonlinearity)
     with _LOCK:
@@ -614,9 +615,10 @@ def self_check(device_id, dtype_name, nonlinearity, B, H, *, mod=None):
     if mod is None:
         import cupy as mod
     pl = plan(B, H, mod.dtype(dtype_name).itemsize, device_props(device_id))
+    if pl is None:  # no plan to check (decide_path keeps such sizes on the fused path)
+        return False
     try:
-        problem = f"B={B}, H={H} is not eligible" if pl is None else None
-        problem = problem or _occupancy_problem(device_id, dtype_name, nonlinearity, pl)
+        problem = _occupancy_problem(device_id, dtype_name, nonlinearity, pl)
         problem = problem or _compare(dtype_name, nonlinearity, B, H, pl, mod)
     except Exception as exc:  # compile or launch failure: no persistent kernel here
         problem = f"B={B}, H={H}: {type(exc).__name__}: {exc}"
