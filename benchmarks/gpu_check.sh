@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: the GPU tests, then the GPU benchmark grid,
-# in at most about 8 minutes (each phase has its own time limit).
+# in about 8 minutes at most (each phase has its own time limit).
 #
 #   bash benchmarks/gpu_wheels.sh        # once, on a machine with PyPI: .whl/ for a bare GPU machine
 #   bash benchmarks/gpu_check.sh         # on the GPU machine, from anywhere in the repository
@@ -10,24 +10,32 @@
 #    installed into a scratch folder: a GPU image may lack them.
 # 1. The machine: GPU, driver, library versions -> gpu-env.txt. Stops here
 #    if CuPy or torch sees no CUDA device.
-# 2. Every CuPy and torch-CUDA test except the persistent kernel's -> gpu-tests.log
-# 3. The persistent CuPy kernel's tests -> gpu-tests-persistent.log (apart,
-#    so that a hang in its grid barrier cannot hide the other results)
+# 2. Every CuPy and torch-CUDA test except the persistent kernel's, with
+#    RNN_XP_CUPY_PATH=fused: nothing here reaches the persistent kernel's grid
+#    barrier (the CuPy tests of small batches would take it on the auto path)
+#    -> gpu-tests.log
+# 3. The persistent kernel's tests, and the CuPy cases of the forward,
+#    kernel and robustness tests with RNN_XP_CUPY_PATH=persistent (infinite
+#    and NaN states, leak 1, lengths...) -> gpu-tests-persistent.log; apart,
+#    so that a hang in its grid barrier cannot hide the other results.
 # 4. The GPU grid (DeepBench vanilla-RNN sizes first, then the small
-#    batches) against torch.nn.RNN on CUDA (cuDNN) -> <gpu-name>.json, .png
-#    and gpu-bench.log. The JSON is rewritten after every size, so a run cut
-#    short keeps what it measured ("complete": false).
+#    batches) against torch.nn.RNN on CUDA (cuDNN, TF32 off) -> <gpu-name>.json,
+#    .png and gpu-bench.log. The JSON is rewritten after every size, so a run
+#    cut short keeps what it measured ("complete": false).
 #
-# A phase that runs out of time is interrupted (SIGINT): pytest still prints
-# its summary. Everything lands in $OUT when it is set (the device tool's
-# output folder), else in benchmarks/results/. The exit status is 0 only if
-# both test phases and the benchmark passed.
+# RNN_XP_REQUIRE_GPU=1 turns the tests' "no CUDA device" skips into failures:
+# here a CuPy or torch-CUDA test that does not run is a fault, not a pass.
+# The CPU-only CUDA tests (NVRTC compiles, the kernels' emulation) are left
+# to CI. A phase that runs out of time is interrupted (SIGINT): pytest still
+# prints its summary. Everything lands in $OUT when it is set (the device
+# tool's output folder), else in benchmarks/results/. The exit status is 0
+# only if both test phases and the benchmark passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 DEST=${OUT:-benchmarks/results}
 mkdir -p "$DEST"
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false RNN_XP_REQUIRE_GPU=1
 
 if compgen -G ".whl/*.whl" >/dev/null; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -61,11 +69,13 @@ phase() {  # phase SECONDS LOG COMMAND...: run with a time limit, output to the 
     return "${PIPESTATUS[0]}"
 }
 
-phase 150 gpu-tests.log "$PY" -m pytest -q -p no:cacheprovider tests -k "cupy or cuda" \
-    --ignore=tests/test_cupy_persistent.py -rfEs --durations=10
+CPU_ONLY="--ignore=tests/test_kernel_cupy_compile.py --ignore=tests/test_kernel_cupy_emulated.py"
+phase 150 gpu-tests.log env RNN_XP_CUPY_PATH=fused "$PY" -m pytest -q -p no:cacheprovider tests \
+    -k "cupy or cuda" --ignore=tests/test_kernel_cupy_persistent.py $CPU_ONLY -rfEs --durations=10
 tests_rc=$?
-phase 90 gpu-tests-persistent.log "$PY" -m pytest -q -p no:cacheprovider tests/test_cupy_persistent.py \
-    -rfEs --durations=10
+phase 120 gpu-tests-persistent.log env RNN_XP_CUPY_PATH=persistent "$PY" -m pytest -q -p no:cacheprovider \
+    tests/test_kernel_cupy_persistent.py tests/test_robustness.py tests/test_kernels.py tests/test_forward.py \
+    -k "persistent or cupy" -rfEs --durations=10
 persistent_rc=$?
 phase 200 gpu-bench.log "$PY" -m rnn_xp bench --gpu --out "$DEST" "$@"
 bench_rc=$?

@@ -1,17 +1,28 @@
 """One ``backend`` fixture over every array library the tests can reach.
 
 An unavailable library or device is a skip with its reason, never a silent pass.
-JAX runs with float64 enabled; torch keeps its float32 default (tests pass
-dtypes explicitly).
+With ``RNN_XP_REQUIRE_GPU=1`` (``benchmarks/gpu_check.sh`` sets it) a CuPy or
+torch-CUDA backend that cannot run is a failure instead: on a GPU machine a
+test that skips for "no CUDA device" hides a broken install. JAX runs with
+float64 enabled; torch keeps its float32 default (tests pass dtypes explicitly).
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
 from support import Backend, optional_import
 
 BACKENDS = ["numpy", "numpy_readonly", "array_api_strict", "torch", "torch_cuda", "jax", "cupy", "dask"]
+
+
+def _no_gpu(reason):
+    """Skip with ``reason``, or fail where a GPU is required (``RNN_XP_REQUIRE_GPU=1``)."""
+    if os.environ.get("RNN_XP_REQUIRE_GPU", "") not in ("", "0"):
+        pytest.fail(f"RNN_XP_REQUIRE_GPU is set, but {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def make_backend(name):
@@ -28,12 +39,12 @@ def make_backend(name):
     if name.startswith("torch"):
         torch = optional_import("torch")
         if torch is None:
-            pytest.skip("torch not installed")
+            (_no_gpu if name == "torch_cuda" else pytest.skip)("torch not installed")
         import array_api_compat.torch as xp
 
         if name == "torch_cuda":
             if not torch.cuda.is_available():
-                pytest.skip("no CUDA device for torch")
+                _no_gpu("no CUDA device for torch")
             return Backend(name, xp, torch.device("cuda", 0))
         return Backend(name, xp, torch.device("cpu"))
     if name == "jax":
@@ -47,13 +58,13 @@ def make_backend(name):
     if name == "cupy":
         cupy = optional_import("cupy")
         if cupy is None:
-            pytest.skip("cupy not installed")
+            _no_gpu("cupy not installed")
         try:
-            available = cupy.cuda.is_available()
-        except Exception:
-            available = False
+            available, why = cupy.cuda.is_available(), ""
+        except Exception as exc:  # a driver or runtime that fails to start: say so
+            available, why = False, f" ({type(exc).__name__}: {exc})"
         if not available:
-            pytest.skip("no CUDA device")
+            _no_gpu(f"no CUDA device for cupy{why}")
         import array_api_compat.cupy as xp
 
         return Backend(name, xp, cupy.cuda.Device(0))

@@ -1,33 +1,44 @@
-"""The persistent CuPy kernel (``rnn_xp.kernels.cupy_persistent``): its source, sizes and path, and its results.
+"""The persistent CuPy kernel (``rnn_xp.kernels.cupy_persistent``): sizes, path, checks, guards and results.
 
 Without a GPU (these run everywhere):
 
-- the generated CUDA source compiles with NVRTC for every (dtype, activation),
-  to PTX and to sm_90 machine code without register spills;
-- the launch plan, the path heuristic and ``RNN_XP_CUPY_PATH`` are checked
-  with fake device properties;
-- the host loop (``scan_persistent``: arguments, blocks of time, the state's
-  double buffer) runs with NumPy and an emulation of the kernel that checks
-  every argument against the kernel's parameter list, and is compared with
-  the float64 reference.
+- the launch plan, the path heuristic and ``RNN_XP_CUPY_PATH``, with fake
+  device properties;
+- the checks before use and the guard on every launch: a failure (a
+  mismatch, a compile or launch error, an occupancy refusal) gives the fused
+  path's result and one ``RuntimeWarning``, never an exception; every plan
+  (B, H) is checked on first use; the launch count is thread-safe and leaves
+  out the checks' own launches;
+- the same end to end, with both kernels' CUDA source run by the
+  interpreter of ``tests/cuda_emulator.py`` (a planted error in the source is
+  caught by the check).
 
-With a CUDA device: the kernel, forced, against the float64 reference and the
-fused path on every option; the self-check; the path choice. Without one they
-skip with "no CUDA device".
+The kernel's arithmetic on the whole edge catalogue is in
+``tests/test_kernel_cupy_emulated.py``, its compilation for every
+architecture in ``tests/test_kernel_cupy_compile.py``.
+
+With a CUDA device: the self-check on every class of plan, the kernel forced
+against the float64 reference and the fused path on every option, the path
+choice. Without one they skip with the reason ("no CUDA device ...").
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import warnings
 
+import array_api_compat.numpy as nxp
 import numpy as np
 import pytest
 
 import rnn_xp
+from cuda_emulator import Kernel
+from rnn_xp.kernels import cupy_fused as fused
 from rnn_xp.kernels import cupy_persistent as persistent
 from rnn_xp.kernels import numpy as numpy_kernel
-from support import assert_close, optional_import, random_rnn, reference_rnn, to_numpy
+from rnn_xp.kernels.portable import scan_portable
+from support import assert_close, random_rnn, reference_rnn, to_numpy
 
 from conftest import make_backend
 
@@ -42,85 +53,22 @@ SMALL_GPU = persistent.DeviceProps(sm_count=4, smem_per_block_optin=49152, smem_
                                    cooperative_launch=True)  # fmt: skip
 
 
-# --- the CUDA source, compiled by NVRTC (no GPU needed) ------------------------------------
-
-
-def _nvrtc():
-    if optional_import("cupy") is None:
-        pytest.skip("cupy not installed")
-    try:
-        from cupy.cuda import nvrtc
-
-        nvrtc.getVersion()
-    except Exception as exc:  # the library is loaded on first use
-        pytest.skip(f"cupy.cuda.nvrtc cannot load libnvrtc: {exc}")
-    return nvrtc
-
-
-def _compile(dtype, act, options):
-    """``(ptx, log)`` for one variant, or a test failure showing NVRTC's log."""
-    nvrtc = _nvrtc()
-    name = persistent.kernel_name(dtype, act)
-    prog = nvrtc.createProgram(persistent.kernel_source(dtype, act), f"{name}.cu", [], [])
-    try:
-        try:
-            nvrtc.compileProgram(prog, ["-std=c++14", "-ftz=true", *options])
-        except Exception:
-            pytest.fail(f"NVRTC failed on {name}:\n{nvrtc.getProgramLog(prog)}")
-        return nvrtc.getPTX(prog).decode(), nvrtc.getProgramLog(prog)
-    finally:
-        nvrtc.destroyProgram(prog)
-
-
-@pytest.mark.parametrize("arch", ["compute_60", "compute_90"])  # cooperative launch: sm_60+
-@pytest.mark.parametrize("act", ACTIVATIONS)
-def test_source_compiles_to_ptx(dtype, act, arch):
-    ptx, _ = _compile(dtype, act, [f"-arch={arch}"])
-    name = persistent.kernel_name(dtype, act)
-    header = re.search(rf"\.visible \.entry {name}\((.*?)\)", ptx, re.S)
-    assert header, "extern \"C\": the name must not be mangled"
-    assert header.group(1).count(f"{name}_param_") == len(_kernel_params(dtype, act))
-    assert "atom.global.add.u32" in ptx  # the barrier's arrival
-    assert "ld.volatile.global.u32" in ptx  # the barrier's spin, not cached in L1
-    assert "membar.gl" in ptx or "fence.sc.gpu" in ptx  # __threadfence
-    assert "ld.global.cg" in ptx  # h_{t-1} read through L2
-    assert "shfl.sync.bfly" in ptx  # warp reductions
-    fma = "fma.rn.f64" if dtype == "float64" else "fma.rn.ftz.f32"
-    assert fma in ptx, f"no {fma}: the dot products are not in {dtype}"
-    other = "fma.rn.f64" if dtype == "float32" else "fma.rn.ftz.f32"
-    if act == "relu":  # tanh's own code may use the other precision; relu must not
-        assert other not in ptx
-
-
-@pytest.mark.parametrize("act", ACTIVATIONS)
-def test_machine_code_for_h100_has_no_spills(dtype, act):
-    _, log = _compile(dtype, act, ["-arch=sm_90", "--ptxas-options=-v"])
-    assert "0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads" in log, log
-    regs = int(re.search(r"Used (\d+) registers", log).group(1))
-    assert regs * persistent._THREADS <= 65536, log  # one block fits an SM's registers
-
-
 def test_source_variants_differ_only_where_they_should():
     a = persistent.kernel_source("float32", "tanh")
-    assert "typedef float real;" in a and "tanhf(z)" in a
-    assert not re.search(r"^\s*#\s*include", a, re.M)  # no header: NVRTC here has none
+    assert "typedef float real;" in a and "tanhf(z)" in a and "#define VEC 4" in a
     assert "typedef double real;" in persistent.kernel_source("float64", "relu")
-    assert not re.search(r"\{(real|activate|name|maxb|threads)\}", a)  # every field filled
+    assert "#define VEC 2" in persistent.kernel_source("float64", "relu")
+    assert not re.search(r"^\s*#\s*include", a, re.M)  # no header: NVRTC here has none
+    assert not re.search(r"\{(real|activate|name|maxb|threads|vec|unroll|step|load_batch)\}", a)
     with pytest.raises(ValueError, match="dtype"):
         persistent.kernel_source("float16", "tanh")
     with pytest.raises(ValueError, match="nonlinearity"):
         persistent.kernel_source("float32", "sigmoid")
 
 
-def _kernel_params(dtype, act):
-    """``[(C type, name), ...]`` of the kernel, read from its source."""
-    src = persistent.kernel_source(dtype, act)
-    sig = re.search(rf"{persistent.kernel_name(dtype, act)}\((.*?)\)\s*\{{", src, re.S).group(1)
-    params = []
-    for p in sig.split(","):
-        ctype, name = p.strip().replace("__restrict__", "").rsplit(None, 1)
-        params.append((" ".join(ctype.split()), name.strip("*")))
-    return params
+def test_state_stride_is_whole_16_byte_vectors():
+    assert persistent.state_stride(3, 37, 4) == 112 and persistent.state_stride(3, 37, 8) == 112
+    assert persistent.state_stride(2, 8, 4) == 16 and persistent.state_stride(1, 1, 8) == 2
 
 
 # --- the plan and the path: pure functions of numbers --------------------------------------
@@ -221,162 +169,206 @@ def test_decide_path():
     assert path == "fused" and "RNN_XP_CUPY_PATH=persistent" in note and "H=4096" in note
 
 
-@pytest.mark.parametrize("outcome", ["agree", "disagree", "raise"])
-def test_self_check_warns_once_and_remembers(monkeypatch, outcome):
-    """The first-use guard, with the comparison itself replaced (it needs a GPU)."""
+# --- the checks before use and the guard on every launch (no GPU: the CUDA side is replaced) ---
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """Empty tables of checked plans and switched-off kernels, and a device 7 of 4 SMs."""
+    monkeypatch.setattr(persistent, "_PLANS", {})
+    monkeypatch.setattr(persistent, "_OFF", {})
+    monkeypatch.setattr(persistent, "_PROPS", {7: SMALL_GPU})
+    monkeypatch.setattr(persistent, "_occupancy_problem", lambda *a: None)
+
+
+def _runtime_warnings(caught):
+    return [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
+def test_each_plan_is_checked_once_and_a_failure_warns_once(monkeypatch, fresh):
     calls = []
 
-    def compare(device_id, dtype_name, nonlinearity):
-        calls.append((device_id, dtype_name, nonlinearity))
-        persistent._LAUNCHES += 4  # the check's own launches
-        if outcome == "raise":
-            raise RuntimeError("CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE")
-        return None if outcome == "agree" else "states differ by up to 0.5"
+    def compare(dtype_name, nonlinearity, B, H, pl, mod):
+        calls.append((dtype_name, nonlinearity, B, H))
+        assert pl == persistent.plan(B, H, np.dtype(dtype_name).itemsize, SMALL_GPU)  # the very plan
+        return None if B == 3 else f"B={B}, H={H}: states differ by up to 0.5"
 
     monkeypatch.setattr(persistent, "_compare", compare)
-    monkeypatch.setattr(persistent, "_CHECKED", {})
-    before = persistent._LAUNCHES
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        first = persistent.self_check(7, "float32", "relu")
-        second = persistent.self_check(7, "float32", "relu")
-    assert first is second is (outcome == "agree")
-    assert calls == [(7, "float32", "relu")]  # run once per (device, dtype, activation)
-    assert persistent._LAUNCHES == before  # the check's launches are not counted
-    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-    if outcome == "agree":
-        assert messages == []
+        assert persistent.self_check(7, "float32", "relu", 3, 10, mod=np) is True
+        assert persistent.self_check(7, "float32", "relu", 3, 10, mod=np) is True  # remembered
+        assert persistent.self_check(7, "float32", "relu", 3, 20, mod=np) is True  # a new plan: checked
+        assert persistent.self_check(7, "float32", "relu", 4, 10, mod=np) is False  # fails: off
+        assert persistent.self_check(7, "float32", "relu", 3, 10, mod=np) is False  # off for all plans
+        assert persistent.self_check(7, "float32", "relu", 5, 10, mod=np) is False
+        assert persistent.self_check(7, "float64", "relu", 3, 10, mod=np) is True  # another dtype
+    assert calls == [("float32", "relu", 3, 10), ("float32", "relu", 3, 20), ("float32", "relu", 4, 10),
+                     ("float64", "relu", 3, 10)]  # fmt: skip
+    (message,) = _runtime_warnings(caught)
+    assert "float32, relu" in message and "device 7" in message and "B=4, H=10" in message
+    assert "0.5" in message and "fused path" in message
+
+
+@pytest.mark.parametrize("where", ["occupancy", "compile"])
+def test_a_check_that_cannot_run_switches_the_kernel_off_with_a_warning(monkeypatch, fresh, where):
+    if where == "occupancy":
+        monkeypatch.setattr(persistent, "_occupancy_problem", lambda *a: "the occupancy API allows 0 block(s)")
     else:
-        assert len(messages) == 1 and "fused path" in messages[0] and "device 7" in messages[0]
-        assert ("0.5" if outcome == "disagree" else "COOPERATIVE_LAUNCH") in messages[0]
+        def compare(*a):
+            raise RuntimeError("nvrtc: error: CUDA_ERROR_INVALID_PTX")
+
+        monkeypatch.setattr(persistent, "_compare", compare)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert persistent.self_check(7, "float32", "tanh", 3, 10, mod=np) is False
+        assert persistent.self_check(7, "float32", "tanh", 3, 10, mod=np) is False
+    (message,) = _runtime_warnings(caught)
+    assert {"occupancy": "occupancy API", "compile": "INVALID_PTX"}[where] in message
+
+
+def test_a_size_without_a_plan_is_no_failure_of_the_kernel(monkeypatch, fresh):
+    """No plan (h does not fit on chip): False, no warning, the kernel stays on for other sizes."""
+    monkeypatch.setattr(persistent, "_compare", lambda *a: None)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        persistent.self_check(7, "float64", "relu")
-    assert len(calls) == 2  # another dtype is checked on its own
+        warnings.simplefilter("error")
+        assert persistent.self_check(7, "float32", "tanh", 64, 4096, mod=np) is False
+        assert persistent.self_check(7, "float32", "tanh", 3, 10, mod=np) is True
 
 
-# --- the host loop on the CPU, with an emulation of the kernel -----------------------------
-
-_CTYPES = {"int": np.int32, "long long": np.int64}
-
-
-def _emulator(dtype, act, seed=0):
-    """``launch(grid, block, args, smem)`` that runs the kernel's algorithm with NumPy.
-
-    It checks each argument against the kernel's parameter list (count, array
-    or scalar, dtype, contiguity), then follows the kernel: block by block (in
-    a random order) for each step, with the same rows, k parts and state
-    double buffer, and checks that every hidden unit is written each step.
-    """
-    params = _kernel_params(dtype, act)
-    real = np.dtype(dtype)
-    elem = {"real": real, "long long": np.dtype(np.int64), "unsigned int": np.dtype(np.uint32)}
-    rng = np.random.default_rng(seed)
-    f = np.tanh if act == "tanh" else (lambda z: np.where((z > 0) | (z != z), z, 0))
-
-    def launch(grid, block, args, smem):
-        assert len(args) == len(params), (len(args), params)
-        a = {}
-        for (ctype, name), v in zip(params, args):
-            base = ctype.replace("const", "").replace("*", "").strip()
-            if "*" in ctype:
-                assert isinstance(v, np.ndarray) and v.dtype == elem[base], (name, ctype, v.dtype)
-                assert v.flags.c_contiguous, f"{name} must be C-contiguous"
-            else:
-                want = real.type if base == "real" else _CTYPES[base]
-                assert type(v) is want, (name, ctype, type(v))
-            a[name] = v
-        (G,), (NT,) = grid, block
-        n, B, H, R, KP = (int(a[k]) for k in ("n", "B", "H", "R", "KP"))
-        assert NT % 32 == 0 and NT <= persistent._THREADS
-        assert smem == (R * H + B * H + B * R + KP * R * B) * real.itemsize
-        out, Wh, state = a["out"], a["Wh"], a["state"]  # (n, B, H), (H, H), (2, B, H)
-        assert out.shape == (n, B, H) and state.shape == (2, B, H) and a["barrier"][0] == 0
-        Hc = -(-H // KP)
-        for s in range(n):
-            t = n - 1 - s if a["reverse"] else s
-            hs = state[(a["parity0"] + s) & 1].copy()  # what every block staged
-            h_next = state[(a["parity0"] + s + 1) & 1]
-            written = np.zeros(H, dtype=bool)
-            for blk in rng.permutation(G):
-                row0 = int(blk) * R
-                rows = max(0, min(R, H - row0))
-                u = slice(row0, row0 + rows)
-                red = np.zeros((KP, B, rows), dtype=real)
-                for kp in range(KP):
-                    k = slice(kp * Hc, min(H, kp * Hc + Hc))
-                    red[kp] = hs[:, k] @ Wh[u, k].T
-                z = out[t, :, u] + red.sum(axis=0)
-                if a["has_bias"]:
-                    z = z + a["bias"][u]
-                hn = a["one_minus_leak"] * hs[:, u] + a["leak"] * f(z)
-                valid = (a["t0"] + t < a["lengths"][:B])[:, None] if a["has_lengths"] else True
-                h_next[:, u] = np.where(valid, hn, hs[:, u])
-                if a["write_seq"]:
-                    out[t, :, u] = np.where(valid, hn, 0)
-                assert not written[u].any()
-                written[u] = True
-            assert written.all(), "some hidden units belong to no block"
-
-    return launch
+def _small_problem(B=3, H=10, T=4, dtype="float32"):
+    return [a.astype(dtype) for a in random_rnn(np.random.default_rng(5), T, (B,), 2, H)]
 
 
-OPTIONS = [
-    dict(),
-    dict(nonlinearity="relu"),
-    dict(reverse=True),
-    dict(leak=0.3),
-    dict(lengths=[20, 7, 0, 1, 13]),
-    dict(lengths=[3, 20, 0, 19, 8], reverse=True, leak=0.6, nonlinearity="relu"),
-]
+def _run_checked(arrays, **kw):
+    opts = dict(nonlinearity="tanh", lengths=None, reverse=False, leak=1.0, return_sequences=True)
+    opts.update(kw)
+    return persistent.run_checked(*arrays, device_id=7, mod=np, **opts)
 
 
-def _ids(o):
-    return ",".join(f"{k}={v}" for k, v in o.items()) or "plain"
+def test_a_launch_error_on_the_callers_data_gives_none_and_one_warning(monkeypatch, fresh):
+    """``run_checked`` returns None (the caller runs the fused path), warns once, stays off."""
+    monkeypatch.setattr(persistent, "_compare", lambda *a: None)
+    runs = []
+
+    def failing(*args, **kw):
+        runs.append(kw["plan"])
+        raise RuntimeError("CUDA_ERROR_LAUNCH_FAILED: unspecified launch failure")
+
+    monkeypatch.setattr(persistent, "scan_persistent", failing)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _run_checked(_small_problem()) is None
+        assert _run_checked(_small_problem()) is None
+    assert len(runs) == 1  # not tried again
+    (message,) = _runtime_warnings(caught)
+    assert "a launch failed" in message and "LAUNCH_FAILED" in message
 
 
-@pytest.mark.parametrize("opts", OPTIONS, ids=_ids)
-@pytest.mark.parametrize("props", [SMALL_GPU, SMALL_GPU._replace(sm_count=16)], ids=["4sm", "16sm"])
-@pytest.mark.parametrize("B, H", [(1, 5), (5, 37), (3, 16)])
-def test_host_loop_with_emulated_kernel(monkeypatch, dtype, rng, opts, props, B, H):
-    """Blocks of 7 steps (return_sequences=False), k split over warps, a short last block."""
-    monkeypatch.setattr(numpy_kernel, "_BLOCK_STEPS", 7)
-    T, D = 20, 3
-    x, h0, Wx, Wh, b = random_rnn(rng, T, (B,), D, H)
-    act = opts.get("nonlinearity", "tanh")
-    lengths = opts.get("lengths")
-    lengths = None if lengths is None else np.resize(np.asarray(lengths), B)
-    kw = {k: v for k, v in opts.items() if k not in ("lengths", "nonlinearity")}
-    expected, last = reference_rnn(x, h0, Wx, Wh, b, nonlinearity=act, lengths=lengths, **kw)
-    pl = persistent.plan(B, H, np.dtype(dtype).itemsize, props)
-    assert pl is not None
-    arrays = [a.astype(dtype) for a in (x, h0, Wx, Wh, b)]
-    tol = dict(rtol=2e-4, atol=2e-5) if dtype == "float32" else dict(rtol=1e-10, atol=1e-12)
-    for return_sequences in (True, False):
-        before = persistent._LAUNCHES
-        seq, fin = persistent.scan_persistent(
-            *arrays, nonlinearity=act, lengths=lengths, reverse=kw.get("reverse", False),
-            leak=kw.get("leak", 1.0), return_sequences=return_sequences, plan=pl, mod=np,
-            launch=_emulator(dtype, act),
-        )  # fmt: skip
-        launches = persistent._LAUNCHES - before
-        assert launches == (1 if return_sequences else 3)  # 20 steps in blocks of 7
-        assert fin.dtype == np.dtype(dtype) and fin.shape == (B, H)
-        np.testing.assert_allclose(fin, last, **tol)
-        if return_sequences:
-            assert seq.dtype == np.dtype(dtype) and seq.shape == (T, B, H)
-            np.testing.assert_allclose(seq, expected, **tol)
-        else:
-            assert seq is None
+def test_launch_count_is_thread_safe_and_leaves_out_the_checks(monkeypatch, fresh):
+    """Launches made while another thread runs a check all count (issue 14, #10)."""
+    arrays = _small_problem()
+    pl = persistent.plan(3, 10, 4, SMALL_GPU)
+    noop = lambda *a: None  # noqa: E731
+    started, others_done = threading.Event(), threading.Event()
+
+    def compare(dtype_name, nonlinearity, B, H, pl_, mod):
+        persistent.scan_persistent(*arrays, nonlinearity="tanh", lengths=None, reverse=False, leak=1.0,
+                                   return_sequences=True, plan=pl_, mod=np, launch=noop, count=False)  # fmt: skip
+        started.set()
+        assert others_done.wait(10)
+        return None
+
+    monkeypatch.setattr(persistent, "_compare", compare)
+    before = persistent.launches()
+    checker = threading.Thread(target=persistent.self_check, args=(7, "float32", "tanh", 3, 10),
+                               kwargs=dict(mod=np))  # fmt: skip
+    checker.start()
+    assert started.wait(10)
+
+    def callers():
+        for _ in range(25):
+            persistent.scan_persistent(*arrays, nonlinearity="tanh", lengths=None, reverse=False, leak=1.0,
+                                       return_sequences=True, plan=pl, mod=np, launch=noop)  # fmt: skip
+
+    threads = [threading.Thread(target=callers) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    others_done.set()
+    checker.join()
+    assert persistent.launches() - before == 4 * 25  # every caller launch, none of the check's
+
+
+# --- end to end on the CPU: both kernels' CUDA source run by the interpreter ----------------
+
+
+@pytest.fixture
+def interpreted(monkeypatch, fresh):
+    """The CUDA side of ``run_checked``: both kernels run by ``tests/cuda_emulator.py``; short checks."""
+    kernels = {}
+
+    def launcher(module):
+        def make(dtype_name, nonlinearity):
+            key = (module.__name__, dtype_name, nonlinearity)
+            if key not in kernels:
+                kernels[key] = Kernel(module.kernel_source(dtype_name, nonlinearity),
+                                      module.kernel_name(dtype_name, nonlinearity))  # fmt: skip
+            return kernels[key].launch
+
+        return make
+
+    monkeypatch.setattr(persistent, "_cooperative_launch", launcher(persistent))
+    monkeypatch.setattr(fused, "_launch", launcher(fused))
+    monkeypatch.setattr(persistent, "_CHECK_SIZES", dict(T=5, D=2))
+    monkeypatch.setattr(persistent, "_CHECK_CASES", (dict(lengths=(5, 2, 0), reverse=True, leak=0.6),
+                                                     dict(return_sequences=False, leak=0.3)))  # fmt: skip
+    monkeypatch.setattr(numpy_kernel, "_BLOCK_STEPS", 3)
+    return kernels
+
+
+def test_run_checked_end_to_end(interpreted):
+    arrays = _small_problem(B=3, H=10, T=7)
+    lens = np.array([7, 0, 4])
+    before = persistent.launches()
+    got = _run_checked(arrays, lengths=lens, reverse=True, return_sequences=False)
+    want = scan_portable(nxp, *arrays, nonlinearity="tanh", lengths=lens, reverse=True, leak=1.0,
+                         return_sequences=False)  # fmt: skip
+    assert got[0] is None
+    np.testing.assert_allclose(got[1], want[1], rtol=2e-4, atol=2e-5)
+    assert persistent.launches() - before == 3  # 7 steps in blocks of 3: the caller's launches only
+    launched = interpreted[(persistent.__name__, "float32", "tanh")].launches
+    pl = persistent.plan(3, 10, 4, SMALL_GPU)
+    assert {(g, nt) for g, nt, _ in launched} == {(pl.blocks, pl.threads)}  # the check ran this plan
+    assert len(launched) == 1 + 2 + 3  # the check's two cases (5 steps: 1 and 2 launches), then ours
+    again = _run_checked(arrays, lengths=lens, reverse=True, return_sequences=False)
+    np.testing.assert_array_equal(again[1], got[1])
+    assert len(launched) == 6 + 3  # no second check
+
+
+def test_a_wrong_kernel_is_caught_by_the_check(monkeypatch, interpreted):
+    """A persistent kernel that computes the wrong thing: the fused path, one warning."""
+    swapped = persistent.kernel_source("float32", "tanh").replace(
+        "real z = xs[i] + dot;", "real z = xs[i] - dot;")  # fmt: skip
+    wrong = Kernel(swapped, persistent.kernel_name("float32", "tanh"))
+    monkeypatch.setattr(persistent, "_cooperative_launch", lambda *a: wrong.launch)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _run_checked(_small_problem()) is None
+        assert _run_checked(_small_problem()) is None
+    (message,) = _runtime_warnings(caught)
+    assert "differ by up to" in message and "B=3, H=10" in message
 
 
 def test_host_loop_no_bias_and_batch_dims(rng):
     x, h0, Wx, Wh, _ = random_rnn(rng, 6, (2, 3), 4, 9)
     expected, last = reference_rnn(x, h0, Wx, Wh, None)
     pl = persistent.plan(6, 9, 8, SMALL_GPU)
+    kernel = Kernel(persistent.kernel_source("float64", "tanh"), persistent.kernel_name("float64", "tanh"))
     seq, fin = persistent.scan_persistent(
         x, h0, Wx, Wh, None, nonlinearity="tanh", lengths=None, reverse=False, leak=1.0,
-        return_sequences=True, plan=pl, mod=np, launch=_emulator("float64", "tanh"),
+        return_sequences=True, plan=pl, mod=np, launch=kernel.launch, count=False,
     )  # fmt: skip
     np.testing.assert_allclose(seq, expected, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(fin, last, rtol=1e-10, atol=1e-12)
@@ -388,11 +380,15 @@ def test_host_loop_no_bias_and_batch_dims(rng):
 
 @pytest.fixture
 def gpu():
-    return make_backend("cupy")  # skips with "no CUDA device" (or "cupy not installed")
+    return make_backend("cupy")  # skips with the reason: "no CUDA device ..." or "cupy not installed"
 
 
 def _lengths(B, T):
     return np.resize(np.array([T, T // 2, 0, 1, T - 1, 5, T, 12]), B)
+
+
+def _ids(o):
+    return ",".join(f"{k}={v}" for k, v in o.items()) or "plain"
 
 
 GPU_OPTIONS = [
@@ -406,19 +402,47 @@ GPU_OPTIONS = [
 
 def _forward(arrays, path, **kw):
     """``rnn_forward`` with ``path`` forced; returns (result, persistent launches it made)."""
-    before = persistent._LAUNCHES
+    before = persistent.launches()
     with persistent.forced_path(path), warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a fallback must not pass unseen
         out = rnn_xp.rnn_forward(*arrays, **kw)
-    return out, persistent._LAUNCHES - before
+    return out, persistent.launches() - before
 
 
 @pytest.mark.parametrize("act", ACTIVATIONS)
-def test_gpu_self_check_passes(gpu, dtype, act):
-    persistent._CHECKED.pop((0, dtype, act), None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)
-        assert persistent.self_check(0, dtype, act) is True
+def test_gpu_self_check_passes_on_every_class_of_plan(gpu, dtype, act, monkeypatch):
+    """Small, above 48 KiB of shared memory (the opt-in), a grid on every SM, k split, B > MAXB."""
+    monkeypatch.setattr(persistent, "_PLANS", {})
+    monkeypatch.setattr(persistent, "_OFF", {})
+    props = persistent.device_props(0)
+    itemsize = np.dtype(dtype).itemsize
+    sizes = [(3, 300), (8, 1024), (2, 2 * props.sm_count), (4, 64), (12, 256), (1, 1)]
+    plans = {}
+    for B, H in sizes:
+        pl = persistent.plan(B, H, itemsize, props)
+        if pl is None:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            assert persistent.self_check(0, dtype, act, B, H) is True, (B, H, pl)
+        plans[(B, H)] = pl
+    assert any(pl.smem_bytes > 48 * 1024 for pl in plans.values()), plans
+    assert any(pl.blocks == props.sm_count for pl in plans.values()), plans
+    assert any(pl.kparts > 1 for pl in plans.values()), plans
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_gpu_leak_1_keeps_an_infinite_state_out_of_nan(gpu, act):
+    """leak = 1 with an infinite unit of h0: f(z), never 0 * inf (issue 14, #1), on the kernel."""
+    x, h0, Wx, Wh, b = random_rnn(np.random.default_rng(3), 4, (2,), 3, 6)
+    h0[0, 1] = np.inf
+    arrays = [gpu.asarray(a, "float64") for a in (x, h0, Wx, Wh, b)]
+    got, launches = _forward(arrays, "persistent", nonlinearity=act)
+    assert launches == 1
+    with np.errstate(all="ignore"):
+        want = scan_portable(nxp, x, h0, Wx, Wh, b, nonlinearity=act, lengths=None, reverse=False,
+                             leak=1.0, return_sequences=True)[0]  # fmt: skip
+    np.testing.assert_allclose(to_numpy(got), want, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("opts", GPU_OPTIONS, ids=_ids)
@@ -486,8 +510,8 @@ def test_gpu_forced_but_not_eligible_warns_and_is_right(gpu, rng):
     x, h0, Wx, Wh, b = random_rnn(rng, 3, (64,), 4, 2048)
     expected, _ = reference_rnn(x, h0, Wx, Wh, b)
     arrays = [gpu.asarray(a, "float32") for a in (x, h0, Wx, Wh, b)]
-    before = persistent._LAUNCHES
+    before = persistent.launches()
     with persistent.forced_path("persistent"), pytest.warns(RuntimeWarning, match="not eligible"):
         got = rnn_xp.rnn_forward(*arrays)
-    assert persistent._LAUNCHES == before
+    assert persistent.launches() == before
     assert_close(got, expected, gpu, "float32")

@@ -19,6 +19,7 @@ Torch, JAX, Dask and CuPy are imported only when their backend is run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -307,6 +308,8 @@ def bench_grid(grid, *, backends, rounds, budget_s, gpu=False, progress=None, se
         flops = 2.0 * T * B * H * (D + H)
         base_name = next(iter(cands))
         ref = cands[base_name][2](cands[base_name][1](cands[base_name][0]()))  # also a warm-up
+        if gpu:  # the baseline is a contender too: every row against float64
+            ref = gpu_reference(B, T, D, H)
         rec = {"B": B, "T": T, "D": D, "H": H, "gflop": flops / 1e9, "results": {}}
         n = {}
         for name, (fn, sync, to_np) in cands.items():
@@ -352,7 +355,7 @@ def bench_grid(grid, *, backends, rounds, budget_s, gpu=False, progress=None, se
 def _persistent_launches():
     """Launches of the persistent CuPy kernel so far (0 where it was never imported)."""
     mod = sys.modules.get("rnn_xp.kernels.cupy_persistent")
-    return 0 if mod is None else mod._LAUNCHES
+    return 0 if mod is None else mod.launches()
 
 
 def _gemm_calls(gpu):
@@ -430,7 +433,7 @@ def print_tables(result, stream=None):
     if mkl:
         p(f"\noneMKL: {mkl['status']}" + (f" ({mkl['version']})" if mkl.get("version") else ""))
     p(f"\nfloat32 GEMM rate ({result['gemm']['n']}^3): " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in gemm.items()))
-    names = list(result["grid"][0]["results"]) if result["grid"] else []
+    names = contender_names(result["grid"])  # of every size: a row may exist at some sizes only
     p("(% GEMM: of the fastest float32 GEMM (1024^3: NumPy's BLAS or oneMKL; 4096^3 CuPy on a GPU) "
       "measured in the same rounds)")  # fmt: skip
     p(f"\n{'(B, T, D, H)':<22}{'contender':<28}{'ms':>10}{'ratio':>8}{'GFLOP/s':>9}{'% GEMM':>8}  agrees")
@@ -445,7 +448,7 @@ def print_tables(result, stream=None):
               f"{r['gflops']:>9.1f}{pct:>7.0f}%  {'yes' if r['agrees'] else 'NO'}")  # fmt: skip
             size = ""
     if FAST in names:
-        worst = max(rec["results"][FAST]["ratio_to_baseline"] for rec in result["grid"])
+        worst = max(rec["results"][FAST]["ratio_to_baseline"] for rec in result["grid"] if FAST in rec["results"])
         p(f"\nworst ratio {FAST} / {BASELINE}: {worst:.2f}")
         big = [r for r in result["grid"] if (r["B"], r["T"], r["D"], r["H"]) == (64, 50, 512, 1024)]
         if big:
@@ -480,26 +483,42 @@ def print_tables(result, stream=None):
           f"portable {ff['portable_extra_bytes'] / 1e6:.2f} MB")  # fmt: skip
 
 
+def contender_names(grid):
+    """The contenders of every size, in order of first appearance (the baseline first)."""
+    names = []
+    for rec in grid:
+        names.extend(n for n in rec["results"] if n not in names)
+    return names
+
+
 def chart(result, path):
-    """A bar chart of the ratio to the baseline, one group per size (log scale)."""
+    """A bar chart of the ratio to the baseline, one group per size (log scale).
+
+    A contender without a row at some size (the persistent CuPy kernel where
+    its plan does not fit) leaves a gap there.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     grid = result["grid"]
-    names = [n for n in grid[0]["results"] if not n.startswith("torch.nn.RNN")]
+    if not grid:
+        return
+    names = [n for n in contender_names(grid) if not n.startswith("torch.nn.RNN")]
     fig, ax = plt.subplots(figsize=(10, 4.5))
     width = 0.8 / max(len(names), 1)
     for i, name in enumerate(names):
-        vals = [rec["results"][name]["ratio_to_baseline"] for rec in grid]
-        ax.bar([k + i * width for k in range(len(grid))], vals, width, label=name)
+        at = [k for k, rec in enumerate(grid) if name in rec["results"]]
+        vals = [grid[k]["results"][name]["ratio_to_baseline"] for k in at]
+        ax.bar([k + i * width for k in at], vals, width, label=name)
     ax.axhline(1.0, color="k", lw=1)
     ax.set_yscale("log")
     ax.set_xticks([k + 0.4 - width / 2 for k in range(len(grid))])
     ax.set_xticklabels([f"B={r['B']} T={r['T']}\nD={r['D']} H={r['H']}" for r in grid], fontsize=8)
     ax.set_ylabel(f"time / {next(iter(grid[0]['results']))} (lower is faster)")
-    ax.set_title(f"rnn_xp forward, float32, {result['machine']['cpu_model']}", fontsize=9)
+    machine = result["machine"].get("gpu_name") or result["machine"]["cpu_model"]
+    ax.set_title(f"rnn_xp forward, float32, {machine}", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -562,8 +581,12 @@ def run(*, quick=False, gpu=False, threads=2, out_dir="benchmarks/results", back
         with open(path, "w") as fh:
             json.dump(result, fh, indent=1)
 
-    result["grid"] = bench_grid(grid, backends=backends, rounds=rounds, budget_s=budget, gpu=gpu,
-                                progress=progress, settle_s=settle, on_record=save)  # fmt: skip
+    with tf32_off() if gpu else contextlib.nullcontext() as tf32:
+        if gpu:
+            result["machine"]["tf32"] = tf32  # what the torch and CuPy contenders ran with
+            result["reference"] = REFERENCE_GPU
+        result["grid"] = bench_grid(grid, backends=backends, rounds=rounds, budget_s=budget, gpu=gpu,
+                                    progress=progress, settle_s=settle, on_record=save)  # fmt: skip
     progress.close()
     if memory and not gpu:
         result["memory"] = memory_section(T_large=20_000 if quick else 100_000)
@@ -575,10 +598,75 @@ def run(*, quick=False, gpu=False, threads=2, out_dir="benchmarks/results", back
     save(result["grid"], complete=True)
     try:
         chart(result, os.path.join(out_dir, stem + ".png"))
-    except ImportError:
-        pass
+    except Exception as exc:  # the results are saved: a chart problem never fails the run
+        print(f"\nno chart: {type(exc).__name__}: {exc}", file=stream)
     print(f"\nwrote {path}", file=stream)
     return result
+
+
+REFERENCE_GPU = "torch.nn.RNN in float64 on the GPU (no TF32 in float64)"
+
+
+@contextlib.contextmanager
+def tf32_off():
+    """torch's cuDNN RNNs and CUDA products in true float32 (no TF32) inside the block; yields the setting.
+
+    ``torch.backends.cudnn.allow_tf32`` is True by default, and TF32 (a 10-bit
+    mantissa) puts a float32 RNN about 2e-3 off: the baseline must not run
+    faster for being less exact. The flags are restored exactly afterwards.
+    CuPy uses TF32 only when ``CUPY_TF32=1``; that is recorded, not changed.
+    """
+    import torch
+
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    rnn = getattr(cudnn, "rnn", None)
+    if rnn is not None and hasattr(matmul, "fp32_precision"):  # torch >= 2.9: per-operator precision
+        saved = (rnn.fp32_precision, matmul.fp32_precision)
+        rnn.fp32_precision, matmul.fp32_precision = "ieee", "ieee"
+        setting = {"cudnn.rnn.fp32_precision": "ieee", "cuda.matmul.fp32_precision": "ieee"}
+    else:
+        saved = (cudnn.allow_tf32, matmul.allow_tf32)
+        cudnn.allow_tf32, matmul.allow_tf32 = False, False
+        setting = {"cudnn.allow_tf32": False, "cuda.matmul.allow_tf32": False}
+    setting["CUPY_TF32"] = os.environ.get("CUPY_TF32", "")
+    try:
+        yield setting
+    finally:
+        if rnn is not None and hasattr(matmul, "fp32_precision"):
+            rnn.fp32_precision, matmul.fp32_precision = saved
+        else:
+            cudnn.allow_tf32, matmul.allow_tf32 = saved
+
+
+def gpu_reference(B, T, D, H):
+    """The benchmark's float32 problem computed by ``torch.nn.RNN`` in float64 on the GPU, as NumPy."""
+    import torch
+
+    x, h0, Wx, Wh, b = _weights(B, T, D, H)
+    rnn = torch_baseline(Wx, Wh, b).double().cuda()
+    with torch.no_grad():
+        out = rnn(torch.from_numpy(x).double().cuda(), torch.from_numpy(h0).double().cuda()[None])[0]
+    return out.cpu().numpy()
+
+
+def gpu_problem():
+    """``None`` when CuPy and torch both see a CUDA device, else why not (one line)."""
+    from .. import _backends
+
+    try:
+        _backends.load("cupy")
+    except _backends.BackendUnavailable as exc:
+        return str(exc)
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed (the cuDNN baseline)"
+    try:
+        if not torch.cuda.is_available():
+            return "torch finds no CUDA device (the cuDNN baseline)"
+    except Exception as exc:  # a CUDA runtime that fails to start
+        return f"torch cannot use CUDA ({type(exc).__name__}: {exc})"
+    return None
 
 
 def _gpu_name():
@@ -615,6 +703,11 @@ def add_arguments(parser):
 
 
 def main_from_args(args) -> int:
+    if args.gpu:
+        problem = gpu_problem()
+        if problem is not None:
+            print(f"python -m rnn_xp bench: error: --gpu needs a CUDA device: {problem}", file=sys.stderr)
+            return 2
     result = run(quick=args.quick, gpu=args.gpu, threads=args.threads, out_dir=args.out,
                  memory=not args.no_memory, small_batch=args.small_batch)  # fmt: skip
     ok = all(r["agrees"] for rec in result["grid"] for r in rec["results"].values())

@@ -2,16 +2,19 @@
 
 ``scan_cupy`` picks one of two paths for CuPy arrays:
 
-- ``kernels.cupy_fused``: the in-place loop with a cuBLAS product and one
-  fused elementwise kernel per step (two launches a step), for any size;
+- ``kernels.cupy_fused``: a cuBLAS product and one fused CUDA kernel per step
+  (two launches a step, ``lengths`` included), for any size;
 - ``kernels.cupy_persistent``: all steps in one cooperative launch, the
   recurrent weights held in shared memory, for small batches whose weights
   fit on chip.
 
 ``cupy_persistent.decide_path`` picks the path from the sizes, the device
-and ``$RNN_XP_CUPY_PATH`` (``auto`` | ``fused`` | ``persistent``); the
-persistent kernel also has to pass a first-use self-check against the fused
-path. CuPy is imported only inside the function.
+and ``$RNN_XP_CUPY_PATH`` (``auto`` | ``fused`` | ``persistent``). The
+persistent kernel runs only after a check of its plan (B, H) on this device
+against the fused path (``cupy_persistent.self_check``), and any failure,
+then or at a later launch, gives the fused path's result with one
+``RuntimeWarning``: never an exception, never a wrong number. CuPy is
+imported only inside the function.
 """
 
 from __future__ import annotations
@@ -41,13 +44,14 @@ def scan_cupy(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, ret
             if note is not None:
                 warnings.warn(note, RuntimeWarning, stacklevel=3)
             if path == "persistent":
-                plan = persistent.usable(dev, h0.dtype, nonlinearity, B, H)
-                if plan is not None:
-                    return persistent.scan_persistent(x, h0, Wx, Wh, b, plan=plan, **kw)
+                result = persistent.run_checked(x, h0, Wx, Wh, b, device_id=dev, **kw)
+                if result is not None:
+                    return result
                 if setting == "persistent":
                     warnings.warn(
                         f"{persistent.ENV_VAR}=persistent, but the persistent kernel cannot run "
-                        f"B={B}, H={H} here (occupancy or the self-check); using the fused path",
+                        f"B={B}, H={H} here (occupancy, the self-check or a launch failed); "
+                        "using the fused path",
                         RuntimeWarning, stacklevel=3,
                     )  # fmt: skip
         return scan_fused(x, h0, Wx, Wh, b, **kw)
