@@ -96,12 +96,40 @@ def _atomic_load(typingctx, address):
     return sig, codegen
 
 
+@intrinsic
+def _call_void(typingctx, fn):
+    """Call the C function ``void fn(void)`` at address ``fn`` (``sched_yield``: its int result is dropped)."""
+    sig = types.void(types.int64)
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(32), [])
+        builder.call(builder.inttoptr(args[0], fnty.as_pointer()), [])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+# Spins at the barrier before each yield of the core: a few microseconds of
+# spinning catch the other thread's step; past that it has likely lost its
+# core (more runnable threads than cores) and spinning would keep it off.
+_SPINS = 4096
+
+
 @njit(**_JIT)
-def _barrier(address, target):
-    """Count this thread in, then wait until ``target`` threads-steps have been counted."""
+def _barrier(address, target, yield_fn):
+    """Count this thread in, then wait until ``target`` threads-steps have been counted.
+
+    Spins, and every ``_SPINS`` reads gives the core away (``sched_yield`` at
+    ``yield_fn``; 0: never).
+    """
     _atomic_add(address, 1)
+    spins = 0
     while _atomic_load(address) < target:
-        pass
+        spins += 1
+        if spins == _SPINS:
+            spins = 0
+            if yield_fn != 0:
+                _call_void(yield_fn)
 
 
 @njit(**_JIT)
@@ -270,7 +298,8 @@ def recurrence(buf, s, e, k0, reverse, lens, S, Wh, r0, r1, c0, c1, flags, coef,
     then the C-contiguous ``Wh.T`` (OpenBLAS multiplies a short matrix by it
     twice as fast as by ``Wh`` transposed); with ``gemm`` 0 the own product
     loop reads the rows of ``Wh`` itself. With ``nsync`` > 1 threads share the steps by columns and
-    wait for each other after every step on the counter ``sync[0]``.
+    wait for each other after every step on the counter ``sync[0]`` (``sync[1]`` is
+    the address of ``sched_yield``, or 0).
     """
     has_lens, relu, leaky = flags
     B, H = S.shape[1], S.shape[2]
@@ -298,7 +327,7 @@ def recurrence(buf, s, e, k0, reverse, lens, S, Wh, r0, r1, c0, c1, flags, coef,
                 else:
                     _activate(o[i, c0:c1], cur[i, c0:c1], nxt[i, c0:c1], relu, leaky, lk, lk1, zero)
         if nsync > 1:
-            _barrier(sync_at, nsync * (m + 1))
+            _barrier(sync_at, nsync * (m + 1), sync[1])
 
 
 # -- the backward recurrence -----------------------------------------------------------------
@@ -345,7 +374,8 @@ def backward_recurrence(dz, dh, has_dh, G, Wh, lens, reverse, r0, r1, c0, c1, fl
     step run reads ``G[k % 2]`` and writes ``G[(k + 1) % 2]``. ``flags`` is
     ``(lengths given, leak != 1)``, ``coef`` ``(leak, 1 - leak)`` in the
     dtype. ``gemm``: the address of ``cblas_?gemm`` (0: the own loop).
-    With ``nsync`` > 1 threads split the columns and meet after each step.
+    With ``nsync`` > 1 threads split the columns and meet after each step
+    (``sync`` as in ``recurrence``).
     """
     has_lens, leaky = flags
     T, B, H = dz.shape[0], dz.shape[1], dz.shape[2]
@@ -369,7 +399,7 @@ def backward_recurrence(dz, dh, has_dh, G, Wh, lens, reverse, r0, r1, c0, c1, fl
                     dh_row = dh[t, i, c0:c1] if has_dh else cur[i, c0:c1]
                     _grad_row(d[i, c0:c1], cur[i, c0:c1], dh_row, nxt[i, c0:c1], has_dh, leaky, lk1, zero)
         if nsync > 1:  # every column of dz_t is needed before the product
-            _barrier(sync_at, nsync * (m + 1))
+            _barrier(sync_at, nsync * (m + 1), sync[1])
         if work:
             if gemm != 0:
                 a_at = dz_at + (t * B * H + r0 * H) * size

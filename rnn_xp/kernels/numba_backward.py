@@ -74,7 +74,7 @@ def backward_numba(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
     lens64 = np.zeros(B, dtype=np.int64) if lens is None else np.ascontiguousarray(lens, dtype=np.int64)
     coef = np.array([leak, 1.0 - leak], dtype=dtype)  # (2,)
     flags = (int(lens is not None), int(leak != 1.0))
-    sync = np.zeros(16, dtype=np.int64)
+    sync = numba_cpu.barrier_words()  # the barrier's counter and sched_yield
     Wh_c = np.ascontiguousarray(Wh)  # (H, H)
     if n > 1 and split == "rows":
         bounds = [(B * i // n, B * (i + 1) // n, 0, H) for i in range(n)]

@@ -184,7 +184,7 @@ def scan_numba(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, re
         numpy.ascontiguousarray(lengths.reshape(B), dtype=numpy.int64)  # fmt: skip
     coef = numpy.array([leak, 1.0 - leak], dtype=dtype)  # (2,): in the dtype, as the portable loop rounds
     flags = (int(lengths is not None), int(nonlinearity == "relu"), int(leak != 1.0))
-    sync = numpy.zeros(16, dtype=numpy.int64)  # the barrier's counter (its own cache line)
+    sync = barrier_words()  # the barrier's counter and sched_yield
 
     out, buf, blocks = _np_kernel.time_blocks(numpy, T, B, H, dtype, reverse=reverse,
                                               return_sequences=return_sequences)  # fmt: skip
@@ -209,6 +209,29 @@ def scan_numba(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, re
     if out is None:
         return None, h_last
     return out.reshape(T, *batch, H), h_last
+
+
+def barrier_words():
+    """``(16,)`` int64: ``[0]`` the barrier's counter (on its own cache line), ``[1]`` ``sched_yield``'s address."""
+    import numpy
+
+    sync = numpy.zeros(16, dtype=numpy.int64)
+    sync[1] = _sched_yield()
+    return sync
+
+
+_YIELD = None
+
+
+def _sched_yield():
+    """The address of the C library's ``sched_yield`` (0 where there is none)."""
+    global _YIELD
+    if _YIELD is None:
+        try:
+            _YIELD = ctypes.cast(ctypes.CDLL(None).sched_yield, ctypes.c_void_p).value or 0
+        except (OSError, AttributeError, TypeError):
+            _YIELD = 0
+    return _YIELD
 
 
 def _run_parallel(fn, args):
