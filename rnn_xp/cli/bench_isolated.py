@@ -158,6 +158,8 @@ def worker(spec):
         return _inprocess(spec)
     B, T, D, H = spec["size"]
     name = spec["name"]
+    if name not in {**FORWARD, **BACKWARD, **RESERVOIR}:
+        raise ValueError(f"unknown contender {name!r}")
     leak = spec.get("leak", 1.0)
     if name.startswith("torch"):
         import torch
