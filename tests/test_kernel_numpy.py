@@ -149,6 +149,7 @@ def test_small_steps_run_on_one_thread_and_a_large_projection_on_all(monkeypatch
 def test_numpy_loop_copies_wh_transposed_only_for_small_batches(monkeypatch, rng, B):
     """Below 16 rows the loop multiplies by a contiguous copy of Wh.T, from 16 on by the view: same numbers."""
     monkeypatch.setattr(numpy_kernel, "_MKL_MACS", 1 << 40)  # the OpenBLAS loop, with or without oneMKL
+    monkeypatch.setenv("RNN_XP_NUMBA", "0")  # the NumPy loop, with or without numba
     copies = []
     real = numpy_kernel._transposed_copy
     monkeypatch.setattr(numpy_kernel, "_transposed_copy", lambda mod, W: (copies.append(W.shape), real(mod, W))[1])

@@ -87,6 +87,7 @@ def test_frozen_steps_take_no_gradient_even_from_inf(rng, reverse):
 
 
 def test_rnn_backward_runs_the_numpy_kernel_on_numpy_only(monkeypatch, rng):
+    monkeypatch.setenv("RNN_XP_NUMBA", "0")  # the NumPy loop, with or without numba
     calls = []
     real = numpy_backward.backward_numpy
     monkeypatch.setattr(numpy_backward, "backward_numpy", lambda *a, **k: (calls.append(1), real(*a, **k))[1])

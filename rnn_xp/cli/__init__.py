@@ -68,12 +68,19 @@ def _seed(text) -> int:
 
 
 def _add_bench_arguments(parser):
-    from . import bench
+    from . import bench, bench_isolated
 
     bench.add_arguments(parser)
+    parser.add_argument("--isolated", action="store_true",
+                        help="each contender in a process of its own, for every install (see docs/cpu-kernels.md)")
+    bench_isolated.add_arguments(parser)
 
 
 def _bench_main(args) -> int:
+    if args.isolated:
+        from . import bench_isolated
+
+        return bench_isolated.main_from_args(args)
     from . import bench
 
     return bench.main_from_args(args)

@@ -13,6 +13,9 @@ module                what it holds
 ``portable``          the Array API loops, forward and backward (every library)
 ``numpy``             the in-place NumPy loop (``scan_inplace`` also serves CuPy)
 ``numpy_backward``    the in-place NumPy backward loop
+``numba_cpu``         the NumPy loop as one numba-compiled call (optional), picked by size
+``numba_backward``    the NumPy backward loop as one numba-compiled call (optional)
+``_numba_jit``        the compiled functions of both (the only module importing numba)
 ``mkl``               oneMKL's packed product for the NumPy loop (optional)
 ``jax``               the recurrence as one jitted ``lax.scan``
 ``cupy``              the CuPy path choice: fused loop or persistent kernel
@@ -39,9 +42,10 @@ def forward_kernel(xp):
     if is_numpy_namespace(xp):
         # NumPy arrays are mutable: preallocated buffers, matmul(out=), in-place
         # ufuncs, and oneMKL's packed product when it is installed and preferred.
-        from .numpy import scan_numpy
+        # With numba installed, the whole loop as one compiled call, picked by size.
+        from .numba_cpu import scan_cpu
 
-        return scan_numpy
+        return scan_cpu
     if is_jax_namespace(xp):
         # A Python loop dispatches a few small XLA calls per step; lax.scan
         # compiles the whole loop once per shape and options.
@@ -68,9 +72,10 @@ def forward_kernel(xp):
 def backward_kernel(xp):
     """The backward kernel for namespace ``xp`` (``backward_portable``'s signature)."""
     if is_numpy_namespace(xp):
-        # One (T, B, H) buffer for dz, two swapped (B, H) buffers, no stack.
-        from .numpy_backward import backward_numpy
+        # One (T, B, H) buffer for dz, two swapped (B, H) buffers, no stack;
+        # with numba installed, the loop as one compiled call where the forward takes it.
+        from .numba_backward import backward_cpu
 
-        return backward_numpy
+        return backward_cpu
     # Everything else, Dask included: the portable loop on the caller's arrays.
     return backward_portable

@@ -25,16 +25,16 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .numpy import _SERIAL_MACS, _blas_threads
 
-__all__ = ["backward_numpy"]
+__all__ = ["backward_numpy", "derivative_buffer", "weight_gradients"]
 
 
 def backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak):
     """``portable.backward_portable`` for NumPy arrays, in place (see the module docstring)."""
-    import numpy as np
-
-    T, D = x.shape[0], x.shape[-1]
+    T = x.shape[0]
     batch, H = tuple(h0.shape[:-1]), h0.shape[-1]
     B = math.prod(batch)
     dtype = h0.dtype
@@ -47,30 +47,7 @@ def backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
     hs = h_seq.reshape(T, B, H)  # (T, B, H): the forward's states (a view when contiguous)
     h0_2 = h0.reshape(B, H)  # (B, H)
     lens = None if lengths is None else np.asarray(lengths).reshape(B)  # (B,)
-    # Where a sequence of length L starts, run in reverse: step L - 1 starts from h0.
-    if reverse and lens is not None:
-        starts = np.nonzero((lens >= 1) & (lens < T))[0]  # (n,) sequences not starting at T - 1
-        start_t = lens[starts] - 1  # (n,)
-
-    # 1. dz = leak * f'(z_t), in place.
-    dz = np.empty((T, B, H), dtype=dtype)  # (T, B, H)
-    if leak == 1.0:
-        act = hs  # f(z_t) is the state itself
-    else:
-        _previous_states(hs, h0_2, reverse, dz)  # dz = h_{t-1}
-        if reverse and lens is not None:
-            dz[start_t, starts] = h0_2[starts]
-        dz *= -(1.0 - leak)
-        dz += hs
-        dz /= leak  # f(z_t)
-        act = dz
-    if nonlinearity == "tanh":
-        np.multiply(act, act, out=dz)
-        np.subtract(1, dz, out=dz)  # 1 - f(z)^2
-    else:
-        np.greater(act, 0, out=dz)  # 1 where f(z) > 0, else 0 (NaN too)
-    if leak != 1.0:
-        dz *= leak
+    dz = derivative_buffer(hs, h0_2, lens, nonlinearity=nonlinearity, reverse=reverse, leak=leak)  # step 1
 
     # 2. The loop, against the forward's direction.
     g = np.zeros((B, H), dtype=dtype) if dh_n is None else np.array(dh_n.reshape(B, H), dtype=dtype)
@@ -103,7 +80,44 @@ def backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
             else:
                 np.copyto(g, tmp, where=~invalid)  # a frozen step passes g through unchanged
 
-    # 3. The weight gradients and dx, each over all steps at once.
+    dx, dWx, dWh, db = weight_gradients(dz, x, hs, h0_2, Wx, lens, reverse=reverse)  # step 3
+    return dx, g.reshape(*batch, H), dWx, dWh, db
+
+
+def derivative_buffer(hs, h0_2, lens, *, nonlinearity, reverse, leak):
+    """Step 1: a new ``(T, B, H)`` array holding ``leak * f'(z_t)``, computed in place.
+
+    ``hs`` ``(T, B, H)`` are the forward's states, ``h0_2`` ``(B, H)`` its
+    initial state, ``lens`` ``None`` or ``(B,)`` (NumPy).
+    """
+    T, B, H = hs.shape
+    dz = np.empty((T, B, H), dtype=hs.dtype)  # (T, B, H)
+    if leak == 1.0:
+        act = hs  # f(z_t) is the state itself
+    else:
+        _previous_states(hs, h0_2, reverse, dz)  # dz = h_{t-1}
+        if reverse and lens is not None:
+            starts, start_t = _reverse_starts(lens, T)
+            dz[start_t, starts] = h0_2[starts]
+        dz *= -(1.0 - leak)
+        dz += hs
+        dz /= leak  # f(z_t)
+        act = dz
+    if nonlinearity == "tanh":
+        np.multiply(act, act, out=dz)
+        np.subtract(1, dz, out=dz)  # 1 - f(z)^2
+    else:
+        np.greater(act, 0, out=dz)  # 1 where f(z) > 0, else 0 (NaN too)
+    if leak != 1.0:
+        dz *= leak
+    return dz
+
+
+def weight_gradients(dz, x, hs, h0_2, Wx, lens, *, reverse):
+    """Step 3: ``(dx, dWx, dWh, db)`` from ``dz = dL/dz`` ``(T, B, H)``, each over all steps at once."""
+    T, B, H = dz.shape
+    D = x.shape[-1]
+    batch = tuple(x.shape[1:-1])
     dz2 = dz.reshape(T * B, H)  # (T*B, H)
     dx = (dz2 @ Wx).reshape(T, *batch, D)  # (T, *batch, D)
     dWx = dz2.T @ x.reshape(T * B, D)  # (H, D)
@@ -114,9 +128,10 @@ def backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
         else:
             dWh = dz[1:].reshape(-1, H).T @ hs[:-1].reshape(-1, H)  # (H, H)
     else:
-        dWh = np.zeros((H, H), dtype=dtype)
+        dWh = np.zeros((H, H), dtype=dz.dtype)
     first = dz[-1] if reverse else dz[0]  # (B, H): the step that starts from h0 ...
     if reverse and lens is not None:
+        starts, start_t = _reverse_starts(lens, T)
         first = first.copy()
         first[starts] = dz[start_t, starts]  # ... at t = L - 1 for a shorter sequence
         # (hs[L] there is the zero output past the length: that step added nothing above)
@@ -125,7 +140,13 @@ def backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
         # The product above paired step L - 1 with hs[L], the output past the
         # sequence's length (zeros from rnn_forward): take that pairing out.
         dWh -= dz[start_t, starts].T @ hs[start_t + 1, starts]  # (H, H)
-    return dx, g.reshape(*batch, H), dWx, dWh, db
+    return dx, dWx, dWh, db
+
+
+def _reverse_starts(lens, T):
+    """Run in reverse, a sequence of length L starts from h0 at step L - 1: ``(rows, L - 1)`` where L < T."""
+    starts = np.nonzero((lens >= 1) & (lens < T))[0]  # (n,) sequences not starting at T - 1
+    return starts, lens[starts] - 1
 
 
 def _previous_states(hs, h0_2, reverse, out):

@@ -1,0 +1,93 @@
+"""Backpropagation through time as one compiled call, for NumPy on the CPU (numba, optional).
+
+The same three steps as ``kernels.numpy_backward`` (whose first and last
+step this module reuses), with the loop of step 2 compiled by numba
+(``_numba_jit.backward_recurrence``): per step, against the forward's
+direction::
+
+    g_t  = g + dh_t                                  # the gradient reaching h_t
+    dz_t = g_t * leak * f'(z_t)                      # in place in dz (frozen rows: 0)
+    g    = dz_t @ Wh + (1 - leak) * g_t              # BLAS, or an own loop when tiny
+
+with no Python per step. The gradient ``g`` is a ``(2, B, H)`` double
+buffer. Threads follow the forward's plan (``numba_cpu.plan``): two threads
+over halves of the rows with no synchronisation, or, for a few rows, over
+halves of the columns with a barrier after each step's ``dz_t``.
+``dx``, ``dWx``, ``dWh`` and ``db`` are then each one product over all steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import numba_cpu
+from . import numpy_backward as _np_backward
+from .numpy import _blas_threads
+
+__all__ = ["backward_cpu", "backward_numba"]
+
+
+def backward_cpu(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak):
+    """``backward_portable`` for NumPy: the compiled loop where the forward takes it, else ``backward_numpy``."""
+    if numba_cpu._picks(x, h0, nonlinearity):
+        return backward_numba(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, nonlinearity=nonlinearity,
+                              lengths=lengths, reverse=reverse, leak=leak)  # fmt: skip
+    return _np_backward.backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, nonlinearity=nonlinearity,
+                                       lengths=lengths, reverse=reverse, leak=leak)  # fmt: skip
+
+
+def backward_numba(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak,
+                   product=None, split=None, threads=None):  # fmt: skip
+    """``backward_portable`` for float32/float64 NumPy arrays, the loop compiled (module docstring).
+
+    ``product``, ``split`` and ``threads`` override ``numba_cpu.plan`` as in
+    ``numba_cpu.scan_numba``; every choice gives the same results to rounding.
+    """
+    jit = numba_cpu._jit()
+    T = x.shape[0]
+    batch, H = tuple(h0.shape[:-1]), h0.shape[-1]
+    B = math.prod(batch)
+    dtype = h0.dtype
+    if jit is None or T == 0 or B == 0 or H == 0 or nonlinearity not in ("tanh", "relu") \
+            or dtype not in (np.float32, np.float64):  # fmt: skip
+        return _np_backward.backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, nonlinearity=nonlinearity,
+                                           lengths=lengths, reverse=reverse, leak=leak)  # fmt: skip
+
+    auto = numba_cpu.plan(B, H, threads)
+    product = product or auto[0]
+    split = split or auto[1]
+    n = auto[2] if threads is None else max(1, min(int(threads), B if split == "rows" else H))
+    if split == "rows":
+        n = min(n, B)
+    gemm, ilp64 = (0, False) if product == "own" else numba_cpu.blas_gemm(dtype)
+
+    hs = h_seq.reshape(T, B, H)  # (T, B, H)
+    h0_2 = h0.reshape(B, H)  # (B, H)
+    lens = None if lengths is None else np.asarray(lengths).reshape(B)  # (B,)
+    dz = _np_backward.derivative_buffer(hs, h0_2, lens, nonlinearity=nonlinearity, reverse=reverse, leak=leak)
+
+    G = np.empty((2, B, H), dtype=dtype)  # (2, B, H): the gradient reaching the carried state
+    G[0] = 0 if dh_n is None else dh_n.reshape(B, H)
+    dh3 = G[:1] if dh is None else np.ascontiguousarray(dh.reshape(T, B, H), dtype=dtype)  # (T, B, H)
+    lens64 = np.zeros(B, dtype=np.int64) if lens is None else np.ascontiguousarray(lens, dtype=np.int64)
+    coef = np.array([leak, 1.0 - leak], dtype=dtype)  # (2,)
+    flags = (int(lens is not None), int(leak != 1.0))
+    sync = numba_cpu.barrier_words()  # the barrier's counter and sched_yield
+    Wh_c = np.ascontiguousarray(Wh)  # (H, H)
+    if n > 1 and split == "rows":
+        bounds = [(B * i // n, B * (i + 1) // n, 0, H) for i in range(n)]
+    elif n > 1:
+        bounds = [(0, B, H * i // n, H * (i + 1) // n) for i in range(n)]
+    else:
+        bounds = [(0, B, 0, H)]
+    args = [(dz, dh3, int(dh is not None), G, Wh_c, lens64, int(reverse), r0, r1, c0, c1, flags, coef,
+             gemm, int(ilp64), sync, len(bounds) if split == "cols" else 1)
+            for r0, r1, c0, c1 in bounds]  # fmt: skip
+    with _blas_threads(1 if gemm else None):  # one BLAS thread per caller
+        numba_cpu._run_parallel(jit["backward_recurrence"], args)
+
+    g = G[T % 2]  # (B, H): dL/dh0
+    dx, dWx, dWh, db = _np_backward.weight_gradients(dz, x, hs, h0_2, Wx, lens, reverse=reverse)
+    return dx, g.reshape(*batch, H).copy(), dWx, dWh, db

@@ -1,0 +1,348 @@
+"""The recurrence as one compiled call, for NumPy on the CPU (numba, optional).
+
+``kernels.numpy.scan_numpy`` runs a Python loop: per step a matrix product,
+an add and a tanh, each a separate NumPy call, so a small step costs a few
+microseconds of dispatch on top of its arithmetic. Here the whole time loop
+is one function compiled by numba (``_recurrence``):
+
+1. The input projection ``x @ Wx.T + b`` is still one BLAS GEMM over all
+   steps, written into the result buffer (``kernels.numpy._project``), with
+   every BLAS thread.
+2. One compiled call then runs every step for a block of rows and columns::
+
+       o[rows, cols] += S_k[rows] @ Wh[cols].T    # BLAS sgemm/dgemm, or an own loop when tiny
+       o[rows, cols]  = (1 - leak) * S_k + leak * f(o)      # vectorised tanh / relu
+       S_{k+1}[rows, cols] = o  (frozen rows: S_k, and o = 0)
+
+   ``S`` is a ``(2, B, H)`` double-buffered state: step k reads ``S[k % 2]``
+   and writes ``S[(k + 1) % 2]``. The product calls the ``cblas_?gemm`` of
+   NumPy's own BLAS through its address (no Python per step); below
+   ``_OWN_PRODUCT_MACS`` multiply-adds per step, where a BLAS call costs more
+   than its arithmetic, a register-blocked loop of the function does it.
+3. Threads (``_plan``): the batch rows are independent, so two threads each
+   run the whole sequence on half the rows, with no synchronisation at all.
+   With fewer rows than that pays for (one sequence), two threads split the
+   output columns instead and meet at a spin barrier once per step (an
+   atomic counter), each keeping its half of ``Wh`` in its own cache.
+
+tanh is computed in the function (``_tanh32`` / ``_tanh64``), in the
+array's dtype, so that the compiler vectorises it: an odd Taylor polynomial
+below a small threshold and ``1 - 2 / (exp(2|x|) + 1)`` above it, ``exp``
+by range reduction to ``[-ln 2 / 2, ln 2 / 2]``, a polynomial and a power
+of two built by an integer shift. Against NumPy's tanh it is within 4 ulp
+(``tests/test_kernel_numba.py`` checks it over the whole float range,
+NaN and infinities included).
+
+The compiled functions are cached on disk (numba's ``cache=True``, in
+``__pycache__`` beside this file or numba's user cache directory), so a new
+process loads them instead of compiling (``docs/cpu-kernels.md`` has the
+numbers). numba is imported only when NumPy arrays reach this kernel; when
+it is not installed, or NumPy's BLAS cannot be found by address, the kernel
+falls back (``kernels.numpy.scan_numpy`` for the first, its own product loop
+for the second).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import math
+import os
+import threading
+
+from . import numpy as _np_kernel
+
+__all__ = ["available", "plan", "scan_cpu", "scan_numba"]
+
+# Per-step multiply-adds (rows x H x H) below which the compiled loop's own
+# product beats a call into BLAS (whose entry costs about a microsecond).
+_OWN_PRODUCT_MACS = 1 << 14
+
+# Two threads over halves of the batch rows from this many multiply-adds per
+# step (rows x H x H): below, waking a second thread costs more than it saves.
+_THREAD_ROW_MACS = 1 << 17
+
+# With fewer than _ROW_SPLIT_MIN_ROWS rows, two threads split the columns
+# (a barrier each step) from this many multiply-adds per step (H >= 256 for
+# one sequence), where reading Wh is what a step costs.
+_THREAD_COL_MACS = 1 << 16
+_ROW_SPLIT_MIN_ROWS = 4
+
+_JIT = None  # the compiled functions, once numba is imported: a dict
+_WHY = "not tried"
+_BLAS = {}  # dtype name -> (address of cblas_?gemm, 64-bit integers) or (0, False)
+_POOL = None
+_POOL_LOCK = threading.Lock()
+
+
+def available():
+    """Whether numba is installed and the compiled kernel can run."""
+    return _jit() is not None
+
+
+def why_not():
+    """Why the compiled kernel is not available ("" when it is)."""
+    return "" if available() else _WHY
+
+
+def scan_cpu(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences):
+    """``scan_portable`` for NumPy: the compiled loop where it is the faster one, else ``scan_numpy``."""
+    if _picks(x, h0, nonlinearity):
+        return scan_numba(xp, x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths,
+                          reverse=reverse, leak=leak, return_sequences=return_sequences)  # fmt: skip
+    return _np_kernel.scan_numpy(xp, x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths,
+                                 reverse=reverse, leak=leak, return_sequences=return_sequences)  # fmt: skip
+
+
+ENV_VAR = "RNN_XP_NUMBA"
+_MODES = {"": "auto", "auto": "auto", "1": "on", "0": "off"}
+
+
+def mode():
+    """``RNN_XP_NUMBA`` as ``"auto"`` (unset, empty or ``auto``), ``"on"`` (``1``) or ``"off"`` (``0``)."""
+    value = os.environ.get(ENV_VAR, "")
+    try:
+        return _MODES[value.strip().lower()]
+    except KeyError:
+        raise ValueError(f"{ENV_VAR} must be 0, 1 or auto; got {value!r}") from None
+
+
+def _picks(x, h0, nonlinearity):
+    """Whether ``scan_cpu`` (and the backward's dispatch) takes the compiled loop for these arrays.
+
+    ``auto``: for float32/float64 with tanh or relu, unless the NumPy loop
+    would run this size on oneMKL (installed and preferred, above its
+    thresholds: its packed product and threads were the faster ones there).
+    ``1``: whenever numba is installed; ``0``: never.
+    """
+    import numpy
+
+    setting = mode()  # first: an unknown value is an error whatever the arrays
+    mkl = _np_kernel._mkl.preferred()  # also checks RNN_XP_MKL, whatever the size
+    if setting == "off" or nonlinearity not in ("tanh", "relu") \
+            or h0.dtype not in (numpy.float32, numpy.float64) or not available():  # fmt: skip
+        return False
+    if setting == "on":
+        return True
+    B, H = math.prod(h0.shape[:-1]), h0.shape[-1]
+    macs = B * H * H
+    return not (mkl and macs >= (_np_kernel._MKL_ROW_MACS if B == 1 else _np_kernel._MKL_MACS))
+
+
+def plan(B, H, threads=None):
+    """``(product, split, n)``: the product (``"own"`` or ``"blas"``), the split and thread count.
+
+    ``split`` is ``"rows"`` (each thread runs the whole sequence on its rows,
+    no synchronisation) or ``"cols"`` (each thread computes its columns of
+    every row, a barrier per step); ``n`` is 1 or 2.
+    """
+    threads = min(2, os.cpu_count() or 1) if threads is None else threads
+    macs = B * H * H
+    product = "own" if macs < _OWN_PRODUCT_MACS else "blas"
+    if threads >= 2 and B >= _ROW_SPLIT_MIN_ROWS and macs >= _THREAD_ROW_MACS:
+        return product, "rows", 2
+    if threads >= 2 and B >= 1 and H >= 64 and macs >= _THREAD_COL_MACS:
+        return product, "cols", 2
+    return product, "rows", 1
+
+
+def scan_numba(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences,
+               product=None, split=None, threads=None):  # fmt: skip
+    """``scan_portable`` for float32/float64 NumPy arrays, as one compiled call (module docstring).
+
+    ``product`` (``"own"``, ``"blas"``), ``split`` (``"rows"``, ``"cols"``)
+    and ``threads`` (1, 2) override ``plan``'s choice (for tests and
+    benchmarks); every choice gives the same results to rounding.
+    """
+    import numpy
+
+    jit = _jit()
+    T, D = x.shape[0], x.shape[-1]
+    batch, H = tuple(h0.shape[:-1]), h0.shape[-1]
+    B = math.prod(batch)
+    dtype = h0.dtype
+    if jit is None or T == 0 or B == 0 or H == 0 or nonlinearity not in ("tanh", "relu") \
+            or dtype not in (numpy.float32, numpy.float64):  # fmt: skip
+        return _np_kernel.scan_numpy(xp, x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths,
+                                     reverse=reverse, leak=leak, return_sequences=return_sequences)  # fmt: skip
+
+    auto = plan(B, H, threads)
+    product = product or auto[0]
+    split = split or auto[1]
+    n = auto[2] if threads is None else max(1, min(int(threads), B if split == "rows" else H))
+    if split == "rows":
+        n = min(n, B)
+    gemm, ilp64 = (0, False) if product == "own" else blas_gemm(dtype)
+
+    x3 = x.reshape(T, B, D)  # (T, B, D): a view for time-major and batch_first inputs
+    WxT = Wx.T  # (D, H)
+    # (H, H): the own loop reads rows of Wh; BLAS multiplies by a C-contiguous Wh.T
+    W = _np_kernel._transposed_copy(numpy, Wh) if gemm else numpy.ascontiguousarray(Wh)
+    S = numpy.empty((2, B, H), dtype=dtype)  # (2, B, H): the double-buffered state
+    S[0] = h0.reshape(B, H)
+    lens = numpy.zeros(B, dtype=numpy.int64) if lengths is None else \
+        numpy.ascontiguousarray(lengths.reshape(B), dtype=numpy.int64)  # fmt: skip
+    coef = numpy.array([leak, 1.0 - leak], dtype=dtype)  # (2,): in the dtype, as the portable loop rounds
+    flags = (int(lengths is not None), int(nonlinearity == "relu"), int(leak != 1.0))
+    sync = barrier_words()  # the barrier's counter and sched_yield
+
+    out, buf, blocks = _np_kernel.time_blocks(numpy, T, B, H, dtype, reverse=reverse,
+                                              return_sequences=return_sequences)  # fmt: skip
+    if n > 1 and split == "rows":
+        bounds = [(B * i // n, B * (i + 1) // n, 0, H) for i in range(n)]
+    elif n > 1:
+        bounds = [(0, B, H * i // n, H * (i + 1) // n) for i in range(n)]
+    else:
+        bounds = [(0, B, 0, H)]
+    k0 = 0  # steps run so far, in the loop's order
+    for s, e in blocks:
+        block = buf[: e - s]  # (n, B, H)
+        _np_kernel._project(numpy, x3[s:e], WxT, b, block)  # every BLAS thread
+        with _np_kernel._blas_threads(1 if gemm else None):  # the steps: one BLAS thread per caller
+            sync[0] = 0
+            args = [(block, s, e, k0, int(reverse), lens, S, W, r0, r1, c0, c1, flags, coef,
+                     gemm, int(ilp64), sync, len(bounds) if split == "cols" else 1)
+                    for r0, r1, c0, c1 in bounds]  # fmt: skip
+            _run_parallel(jit["recurrence"], args)
+        k0 += e - s
+    h_last = S[T % 2].reshape(*batch, H).copy()  # (*batch, H)
+    if out is None:
+        return None, h_last
+    return out.reshape(T, *batch, H), h_last
+
+
+def barrier_words():
+    """``(16,)`` int64: ``[0]`` the barrier's counter (on its own cache line), ``[1]`` ``sched_yield``'s address."""
+    import numpy
+
+    sync = numpy.zeros(16, dtype=numpy.int64)
+    sync[1] = _sched_yield()
+    return sync
+
+
+_YIELD = None
+
+
+def _sched_yield():
+    """The address of the C library's ``sched_yield`` (0 where there is none)."""
+    global _YIELD
+    if _YIELD is None:
+        try:
+            _YIELD = ctypes.cast(ctypes.CDLL(None).sched_yield, ctypes.c_void_p).value or 0
+        except (OSError, AttributeError, TypeError):
+            _YIELD = 0
+    return _YIELD
+
+
+def _run_parallel(fn, args):
+    """``fn(*a)`` for each ``a`` of ``args``, the first on this thread, the others on pool threads."""
+    if len(args) == 1:
+        fn(*args[0])
+        return
+    pool = _pool()
+    futures = [pool.submit(fn, *a) for a in args[1:]]
+    try:
+        fn(*args[0])
+    finally:
+        for f in futures:
+            f.result()
+
+
+def _pool():
+    """The worker threads (created once); each runs compiled code without the GIL."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _POOL = ThreadPoolExecutor(max_workers=3, thread_name_prefix="rnn_xp-numba")
+        return _POOL
+
+
+# -- NumPy's BLAS by address ------------------------------------------------------------
+
+_SYMBOLS = (  # (name pattern, 64-bit integers)
+    ("scipy_cblas_{p}gemm64_", True),
+    ("cblas_{p}gemm64_", True),
+    ("scipy_cblas_{p}gemm", False),
+    ("cblas_{p}gemm", False),
+)
+
+
+def blas_gemm(dtype):
+    """``(address, ilp64)`` of ``cblas_sgemm`` / ``cblas_dgemm`` in NumPy's own BLAS, or ``(0, False)``.
+
+    The library is the OpenBLAS that NumPy's wheels ship (``numpy.libs``) or,
+    failing that, the BLAS that threadpoolctl finds loaded. The address is
+    used only after a small product through it matched NumPy's.
+    """
+    import numpy
+
+    name = numpy.dtype(dtype).name
+    if name not in _BLAS:
+        _BLAS[name] = _find_gemm(numpy.dtype(dtype))
+    return _BLAS[name]
+
+
+def _blas_libraries():
+    import numpy
+
+    root = os.path.dirname(os.path.dirname(numpy.__file__))
+    paths = sorted(glob.glob(os.path.join(root, "numpy.libs", "*openblas*")))
+    try:
+        from threadpoolctl import threadpool_info
+
+        paths += [p["filepath"] for p in threadpool_info() if p.get("user_api") == "blas"]
+    except ImportError:
+        pass
+    return paths
+
+
+def _find_gemm(dtype):
+    p = "s" if dtype.itemsize == 4 else "d"
+    for path in _blas_libraries():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for pattern, ilp64 in _SYMBOLS:
+            try:
+                fn = getattr(lib, pattern.format(p=p))
+            except AttributeError:
+                continue
+            address = ctypes.cast(fn, ctypes.c_void_p).value
+            if _gemm_agrees(address, ilp64, dtype):
+                return address, ilp64
+    return 0, False
+
+
+def _gemm_agrees(address, ilp64, dtype):
+    """Whether a (3, 5) += (3, 7) @ (5, 7).T product through ``address`` matches NumPy's."""
+    import numpy
+
+    jit = _jit()
+    if jit is None:
+        return False
+    rng = numpy.random.default_rng(0)
+    a = rng.standard_normal((3, 7)).astype(dtype)
+    w = rng.standard_normal((5, 7)).astype(dtype)
+    c = rng.standard_normal((3, 5)).astype(dtype)
+    want = c + a @ w.T
+    jit["gemm_nt"](address, int(ilp64), a, w, c)
+    return bool(numpy.allclose(c, want, rtol=1e-5, atol=1e-5))
+
+
+# -- the compiled functions ------------------------------------------------------------------
+
+
+def _jit():
+    """The compiled functions (numba imported and the module compiled once), or ``None``."""
+    global _JIT, _WHY
+    if _JIT is None:
+        try:
+            from . import _numba_jit
+        except ImportError as exc:  # numba is optional
+            _JIT, _WHY = False, f"numba is not installed ({exc})"
+        else:
+            _JIT, _WHY = _numba_jit.FUNCTIONS, ""
+    return _JIT or None

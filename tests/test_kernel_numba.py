@@ -1,0 +1,276 @@
+"""The numba kernels (``kernels.numba_cpu``, ``kernels.numba_backward``) against the portable loops.
+
+Every way the compiled loop can run (its own product or BLAS's, one thread,
+two threads over rows, two threads over columns with a barrier per step) is
+held against ``portable.scan_portable`` / ``backward_portable`` on the edge
+catalogue: zero sizes, NaN and infinite values, lengths 0 and T, reverse,
+leak 1 and below, ``return_sequences=False``, float32 and float64, 0, 1 and 2
+batch dimensions, batch-first inputs; and the compiled tanh against NumPy's
+over the whole float range. numba is optional: without it these tests skip.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import rnn_xp
+from rnn_xp import kernels
+from rnn_xp.kernels import numba_backward, numba_cpu
+from rnn_xp.kernels import numpy as numpy_kernel
+from rnn_xp.kernels.portable import backward_portable, scan_portable
+from support import reference_rnn
+
+pytest.importorskip("numba", reason="numba is not installed (pip install rnn_xp[numba])")
+
+import array_api_compat.numpy as xp  # noqa: E402
+
+# (product, split, threads): every way the compiled loop runs
+PATHS = [("own", "rows", 1), ("own", "rows", 2), ("own", "cols", 2),
+         ("blas", "rows", 1), ("blas", "rows", 2), ("blas", "cols", 2)]  # fmt: skip
+TOL = {"float64": dict(rtol=1e-11, atol=1e-12), "float32": dict(rtol=2e-4, atol=2e-5)}
+LENGTHS = {(): None, (4,): [5, 0, 2, 1], (2, 3): [[5, 3, 0], [1, 4, 5]]}  # 0 and T = 5 among them
+OPTIONS = [
+    dict(nonlinearity="tanh", reverse=False, leak=1.0),
+    dict(nonlinearity="tanh", reverse=True, leak=1.0),
+    dict(nonlinearity="relu", reverse=False, leak=0.3),
+    dict(nonlinearity="tanh", reverse=True, leak=0.6),
+]
+
+
+def _inputs(rng, T, batch, D, H, dtype, scale=0.9):
+    x = rng.standard_normal((T, *batch, D))
+    h0 = rng.standard_normal((*batch, H)) * 0.5
+    Wx = rng.standard_normal((H, D)) * scale / np.sqrt(max(D, 1))
+    Wh = rng.standard_normal((H, H)) * scale / np.sqrt(max(H, 1))
+    b = rng.standard_normal(H) * 0.1
+    return [a.astype(dtype) for a in (x, h0, Wx, Wh, b)]
+
+
+def _forward_both(arrays, lens, path, **opts):
+    product, split, threads = path
+    got = numba_cpu.scan_numba(xp, *arrays, lengths=lens, product=product, split=split, threads=threads, **opts)
+    want = scan_portable(xp, *arrays, lengths=lens, **opts)
+    return got, want
+
+
+def _check(got, want, dtype, what):
+    for g, w, name in zip(got, want, ("h_seq", "h_last")):
+        if w is None:
+            assert g is None, (what, name)
+            continue
+        assert g.shape == w.shape and g.dtype == w.dtype, (what, name, g.shape, w.shape)
+        np.testing.assert_allclose(g, w, err_msg=f"{what} {name}", **TOL[dtype])
+
+
+@pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: "-".join(str(v) for v in o.values()))
+@pytest.mark.parametrize("batch, with_lengths", [((), False), ((4,), False), ((4,), True), ((2, 3), True)])
+def test_forward_matches_portable_on_every_path(rng, dtype, opts, batch, with_lengths):
+    arrays = _inputs(rng, 5, batch, 3, 6, dtype)
+    lens = np.asarray(LENGTHS[batch], dtype=np.int64) if with_lengths else None
+    for path, return_sequences in itertools.product(PATHS, (True, False)):
+        got, want = _forward_both(arrays, lens, path, return_sequences=return_sequences, **opts)
+        _check(got, want, dtype, (path, return_sequences))
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: "-".join(map(str, p)))
+def test_forward_larger_sizes_and_long_blocks(rng, path):
+    """H past the own loop's 4-column blocks, B odd, T past a return_sequences=False block (32 steps)."""
+    arrays = _inputs(rng, 70, (5,), 7, 67, "float64")
+    lens = np.asarray([70, 0, 33, 69, 1], dtype=np.int64)
+    for reverse, return_sequences in itertools.product((False, True), (True, False)):
+        got, want = _forward_both(arrays, lens, path, nonlinearity="tanh", reverse=reverse, leak=0.8,
+                                  return_sequences=return_sequences)  # fmt: skip
+        _check(got, want, "float64", (reverse, return_sequences))
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: "-".join(map(str, p)))
+def test_forward_nan_and_inf_where_the_portable_loop_has_them(rng, path):
+    x, h0, Wx, Wh, b = _inputs(rng, 6, (4,), 3, 6, "float64")
+    x[2, 0, 1] = np.nan  # sequence 0 turns NaN from step 2 on
+    x[1, 1, 0] = np.inf  # sequence 1 saturates
+    Wh[3, 2] = -np.inf  # every sequence meets an infinite weight
+    h0[2, 4] = np.nan  # a NaN start, frozen where the length is 0
+    lens = np.asarray([6, 3, 0, 4], dtype=np.int64)
+    for nonlinearity, return_sequences in itertools.product(("tanh", "relu"), (True, False)):
+        got, want = _forward_both([x, h0, Wx, Wh, b], lens, path, nonlinearity=nonlinearity, reverse=False,
+                                  leak=1.0, return_sequences=return_sequences)  # fmt: skip
+        for g, w in zip(got, want):
+            if w is not None:
+                np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
+                np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-12)  # NaN where NaN
+
+
+@pytest.mark.parametrize("T, batch, D, H", [(0, (3,), 2, 4), (4, (0,), 2, 4), (4, (3,), 0, 4),
+                                            (4, (3,), 2, 0), (0, (), 2, 4)])  # fmt: skip
+def test_forward_zero_sizes(rng, dtype, T, batch, D, H):
+    arrays = _inputs(rng, T, batch, D, H, dtype)
+    for path, return_sequences in itertools.product(PATHS, (True, False)):
+        got, want = _forward_both(arrays, None, path, nonlinearity="tanh", reverse=False, leak=1.0,
+                                  return_sequences=return_sequences)  # fmt: skip
+        _check(got, want, dtype, (path, return_sequences))
+
+
+def test_rnn_forward_batch_first_and_strided_inputs(monkeypatch, rng, dtype):
+    """Through ``rnn_forward`` (numba forced): batch-first, Fortran-ordered weights, against the reference."""
+    monkeypatch.setenv("RNN_XP_NUMBA", "1")
+    calls = []
+    real = numba_cpu.scan_numba
+    monkeypatch.setattr(numba_cpu, "scan_numba", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    x, h0, Wx, Wh, b = _inputs(rng, 6, (2, 3), 4, 9, "float64")
+    want, _ = reference_rnn(x, h0, Wx, Wh, b, leak=0.7)
+    x_bf = np.moveaxis(x, 0, -2).astype(dtype)  # (2, 3, T, D)
+    got = rnn_xp.rnn_forward(x_bf, h0.astype(dtype), np.asfortranarray(Wx.astype(dtype)),
+                             np.asfortranarray(Wh.astype(dtype)), b.astype(dtype), batch_first=True, leak=0.7)
+    assert calls == [1] and got.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(got, np.moveaxis(want, 0, -2), **TOL[dtype])
+
+
+# -- backward -------------------------------------------------------------------------------
+
+
+def _backward_case(rng, T, batch, D, H, dtype, *, lens, opts, with_dh, with_dh_n):
+    x, h0, Wx, Wh, b = _inputs(rng, T, batch, D, H, "float64")
+    h_seq, _ = scan_portable(xp, x, h0, Wx, Wh, b, lengths=lens, return_sequences=True, **opts)
+    dh = rng.standard_normal((T, *batch, H)) if with_dh else None
+    dh_n = rng.standard_normal((*batch, H)) if with_dh_n else None
+    cast = lambda a: None if a is None else a.astype(dtype)  # noqa: E731
+    return tuple(cast(a) for a in (dh, x, h0, Wx, Wh, h_seq, dh_n))
+
+
+def _backward_check(args, lens, dtype, opts, paths=PATHS):
+    want = backward_portable(xp, *args, lengths=lens, **opts)
+    for product, split, threads in paths:
+        got = numba_backward.backward_numba(xp, *args, lengths=lens, product=product, split=split,
+                                            threads=threads, **opts)  # fmt: skip
+        for g, w, name in zip(got, want, ("dx", "dh0", "dWx", "dWh", "db")):
+            assert g.shape == w.shape and g.dtype == np.dtype(dtype), (name, g.shape, w.shape)
+            np.testing.assert_allclose(g, w, err_msg=f"{(product, split, threads)} {name}", **TOL[dtype])
+
+
+@pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: "-".join(str(v) for v in o.values()))
+@pytest.mark.parametrize("batch, with_lengths", [((), False), ((4,), False), ((4,), True), ((2, 3), True)])
+def test_backward_matches_portable_on_every_path(rng, dtype, opts, batch, with_lengths):
+    lens = np.asarray(LENGTHS[batch], dtype=np.int64) if with_lengths else None
+    for with_dh, with_dh_n in ((True, False), (False, True), (True, True)):
+        args = _backward_case(rng, 5, batch, 3, 6, dtype, lens=lens, opts=opts, with_dh=with_dh,
+                              with_dh_n=with_dh_n)  # fmt: skip
+        _backward_check(args, lens, dtype, opts)
+
+
+def test_backward_larger_sizes(rng):
+    lens = np.asarray([40, 0, 17, 39, 1], dtype=np.int64)
+    for reverse in (False, True):
+        opts = dict(nonlinearity="tanh", reverse=reverse, leak=0.8)
+        args = _backward_case(rng, 40, (5,), 7, 67, "float64", lens=lens, opts=opts, with_dh=True, with_dh_n=True)
+        _backward_check(args, lens, "float64", opts)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_backward_frozen_steps_pass_the_gradient_exactly(rng, reverse):
+    """Past a length, dh is ignored (an infinite dh gives 0, not NaN) and g passes an infinite Wh untouched."""
+    lens = np.asarray([6, 2, 0], dtype=np.int64)
+    opts = dict(nonlinearity="tanh", reverse=reverse, leak=1.0)
+    dh, x, h0, Wx, Wh, h_seq, dh_n = _backward_case(rng, 6, (3,), 2, 4, "float64", lens=lens, opts=opts,
+                                                    with_dh=True, with_dh_n=True)  # fmt: skip
+    dh[3:, 1] = np.inf
+    dh[:, 2] = np.inf
+    want = backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, lengths=lens, **opts)
+    for product, split, threads in PATHS:
+        got = numba_backward.backward_numba(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, lengths=lens, product=product,
+                                            split=split, threads=threads, **opts)  # fmt: skip
+        np.testing.assert_array_equal(got[1][2], dh_n[2])  # length 0: dh0 is dh_n, bit for bit
+        for g, w in zip(got, want):
+            assert np.all(np.isfinite(g))
+            np.testing.assert_allclose(g, w, **TOL["float64"])
+
+
+@pytest.mark.parametrize("T, batch", [(0, (3,)), (3, (0,))])
+def test_backward_zero_sizes(rng, T, batch):
+    opts = dict(nonlinearity="tanh", reverse=False, leak=1.0)
+    args = _backward_case(rng, T, batch, 2, 4, "float64", lens=None, opts=opts, with_dh=True, with_dh_n=True)
+    _backward_check(args, None, "float64", opts)
+
+
+# -- tanh, dispatch, cache ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["float32", "float64"])
+def test_compiled_tanh_within_a_few_ulp_everywhere(name):
+    dtype = np.dtype(name)
+    rng = np.random.default_rng(0)
+    info = np.finfo(dtype)
+    x = np.concatenate([
+        np.linspace(-25, 25, 200_001), rng.standard_normal(100_000) * 3,
+        np.geomspace(float(info.smallest_subnormal), 1.0, 20_000),
+        [0.0, -0.0, np.inf, -np.inf, np.nan, float(info.max), -float(info.max), 0.15, 0.25, 9.0, 10.0, 20.0],
+    ]).astype(dtype)  # fmt: skip
+    x = np.concatenate([x, -x])
+    out = np.empty_like(x)
+    numba_cpu._jit()["tanh_into"](x, out)
+    want = np.tanh(x.astype(np.float64)).astype(dtype)  # float64 rounded: within half an ulp for float32
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(x))
+    ok = ~np.isnan(x)
+    np.testing.assert_array_equal(np.signbit(out[ok]), np.signbit(want[ok]))  # -0.0 stays -0.0
+    ulps = np.abs(out[ok].astype(np.float64) - want[ok]) / np.spacing(np.abs(want[ok]).astype(dtype))
+    assert ulps.max() <= 8, (ulps.max(), x[ok][np.argmax(ulps)])
+    assert np.all(np.abs(out[ok]) <= 1)
+
+
+def test_dispatch_picks_the_compiled_loop_on_numpy(monkeypatch):
+    assert kernels.forward_kernel(xp) is numba_cpu.scan_cpu
+    assert kernels.backward_kernel(xp) is numba_backward.backward_cpu
+    small = np.zeros((1, 2, 8), np.float32), np.zeros((2, 8), np.float32)
+    big = np.zeros((1, 64, 8), np.float32), np.zeros((64, 1024), np.float32)
+    monkeypatch.setattr(numpy_kernel._mkl, "preferred", lambda: True)  # oneMKL installed and preferred
+    assert numba_cpu._picks(*small, "tanh") and not numba_cpu._picks(*big, "tanh")
+    monkeypatch.setattr(numpy_kernel._mkl, "preferred", lambda: False)  # the default install: OpenBLAS only
+    assert numba_cpu._picks(*small, "tanh") and numba_cpu._picks(*big, "tanh")
+    assert not numba_cpu._picks(np.zeros((1, 2, 8), np.float16), np.zeros((2, 8), np.float16), "tanh")
+    monkeypatch.setenv("RNN_XP_NUMBA", "0")
+    assert not numba_cpu._picks(*small, "tanh")
+    monkeypatch.setenv("RNN_XP_NUMBA", "1")
+    monkeypatch.setattr(numpy_kernel._mkl, "preferred", lambda: True)
+    assert numba_cpu._picks(*big, "tanh")
+    monkeypatch.setenv("RNN_XP_NUMBA", "yes")
+    with pytest.raises(ValueError, match="RNN_XP_NUMBA must be 0, 1 or auto; got 'yes'"):
+        rnn_xp.rnn_forward(*small[:1], None, np.zeros((2, 8), np.float32), np.zeros((2, 2), np.float32))
+
+
+def test_plan_threads_rows_for_batches_and_columns_for_one_sequence():
+    assert numba_cpu.plan(1, 64, threads=2) == ("own", "rows", 1)  # a step is too small to share
+    assert numba_cpu.plan(16, 128, threads=2) == ("blas", "rows", 2)
+    assert numba_cpu.plan(1, 1024, threads=2) == ("blas", "cols", 2)
+    assert numba_cpu.plan(64, 1024, threads=1) == ("blas", "rows", 1)
+
+
+def test_blas_found_by_address_agrees_with_numpy():
+    for dtype in (np.float32, np.float64):
+        address, ilp64 = numba_cpu.blas_gemm(dtype)
+        if address == 0:
+            pytest.skip("NumPy's BLAS exports no cblas_?gemm here: the own product loop runs")
+        assert numba_cpu._gemm_agrees(address, ilp64, np.dtype(dtype))
+
+
+_CACHE_CHECK = """
+import numpy as np, rnn_xp
+from rnn_xp.kernels import _numba_jit as J
+x = np.ones((5, 2, 3), np.float32)
+h = rnn_xp.rnn_forward(x, None, np.ones((4, 3), np.float32), np.eye(4, dtype=np.float32))
+print(sum(J.recurrence.stats.cache_hits.values()), sum(J.recurrence.stats.cache_misses.values()))
+"""
+
+
+def test_a_new_process_loads_the_compiled_code_from_disk(tmp_path):
+    """numba's on-disk cache: the second process compiles nothing (misses 0, hits 1)."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), RNN_XP_NUMBA="1")
+    runs = [subprocess.run([sys.executable, "-c", _CACHE_CHECK], capture_output=True, text=True, env=env,
+                           timeout=300) for _ in range(2)]  # fmt: skip
+    for proc in runs:
+        assert proc.returncode == 0, proc.stderr
+    assert runs[1].stdout.split() == ["1", "0"], [r.stdout for r in runs]
