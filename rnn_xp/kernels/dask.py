@@ -61,7 +61,7 @@ from .._checks import check_lengths, shape_str
 from .._compat import device, is_cupy_namespace, is_numpy_namespace, namespace_of
 from .portable import backward_portable, scan_portable
 
-__all__ = ["backward_dask", "scan_dask"]
+__all__ = ["backward_dask", "scan_dask", "split_every", "tree_sum"]
 
 TOKEN = "rnn_xp-forward"  # key prefix of the tasks that run the recurrence
 BACKWARD_TOKEN = "rnn_xp-backward"  # key prefix of the tasks that run the backward pass
@@ -257,41 +257,55 @@ def _batch_chunks(x, h_seq, dh, h0, dh_n):
     return tuple((n,) for n in x.shape[1:-1])  # only weights are Dask arrays: one chunk
 
 
-def _split_every():
-    """How many partial sums one task of the gradient tree adds: Dask's ``split_every``, else 4."""
+def split_every():
+    """How many values one task of a sum tree adds: Dask's ``split_every`` setting, else 4."""
     value = dask.config.get("split_every", None)
     if isinstance(value, Integral) and not isinstance(value, bool) and value >= 2:
         return int(value)
     return 4  # Dask's own default for its reductions
 
 
-def _sum_over_chunks(parts, shapes, like):
-    """The chunks' weight gradients, added up by a tree of tasks in a fixed order.
+def tree_sum(keys, name, every=None):
+    """Graph entries that add up the values at ``keys`` in a fixed order.
 
-    ``parts`` has one block per batch chunk, each ``(dx, dh0, grads)``;
-    ``shapes`` maps the name of each array of ``grads`` to its shape. Level 0
-    takes ``grads`` out of every block (on the worker that holds it); each
-    further level adds ``_split_every()`` consecutive entries of the level
-    below, left to right. Returns one single-chunk Dask array per entry of
-    ``shapes``.
+    Each task adds ``every`` (default ``split_every()``) consecutive values of
+    the level below, left to right (``((v0 + v1) + v2) + v3``), until one is
+    left; a value is an array, a number, or tuples and dicts of them (added
+    entry by entry; ``None`` entries stay ``None``). Returns ``(dsk, root)``: a dict of new tasks named
+    ``(name, level, j)`` and the key of the sum (``keys[0]`` itself when
+    there is one key). The order depends only on ``keys`` and ``every``, so
+    the sum is the same bits on every scheduler.
     """
-    every = _split_every()
-    token = tokenize(parts.name, every)
-    tree = f"{SUM_TOKEN}-{token}"
-    level = []
-    dsk = {}
-    for i, key in enumerate(flatten(parts.__dask_keys__())):  # C order over the batch chunks
-        dsk[(tree, 0, i)] = (operator.getitem, key, 2)
-        level.append((tree, 0, i))
-    depth = 0
+    every = split_every() if every is None else every
+    level, dsk, depth = list(keys), {}, 0
     while len(level) > 1:
         depth += 1
         groups = [level[j:j + every] for j in range(0, len(level), every)]
         level = []
         for j, group in enumerate(groups):
-            dsk[(tree, depth, j)] = (_add_in_order, *group)
-            level.append((tree, depth, j))
-    root = level[0]
+            dsk[(name, depth, j)] = (_add_in_order, *group)
+            level.append((name, depth, j))
+    return dsk, level[0]
+
+
+def _sum_over_chunks(parts, shapes, like):
+    """The chunks' weight gradients as Dask arrays, added up by ``tree_sum``.
+
+    ``parts`` has one block per batch chunk, each ``(dx, dh0, grads)``;
+    ``shapes`` maps the name of each array of ``grads`` to its shape. Level 0
+    takes ``grads`` out of every block (on the worker that holds it), in C
+    order over the batch chunks. Returns one single-chunk Dask array per
+    entry of ``shapes``.
+    """
+    every = split_every()
+    token = tokenize(parts.name, every)
+    tree = f"{SUM_TOKEN}-{token}"
+    dsk, level = {}, []
+    for i, key in enumerate(flatten(parts.__dask_keys__())):  # C order over the batch chunks
+        dsk[(tree, 0, i)] = (operator.getitem, key, 2)
+        level.append((tree, 0, i))
+    sums, root = tree_sum(level, tree, every)
+    dsk.update(sums)
 
     graph = parts.__dask_graph__()
     layers = {**graph.layers, tree: MaterializedLayer(dsk)}
@@ -308,12 +322,22 @@ def _sum_over_chunks(parts, shapes, like):
     return out
 
 
-def _add_in_order(*grads):
-    """Tuples of arrays added entry by entry, left to right: ``((g0 + g1) + g2) + ...``."""
-    total = grads[0]
-    for g in grads[1:]:
-        total = tuple(a + b for a, b in zip(total, g))
+def _add_in_order(*values):
+    """``((v0 + v1) + v2) + ...``, entry by entry through tuples and dicts."""
+    total = values[0]
+    for v in values[1:]:
+        total = _add(total, v)
     return total
+
+
+def _add(a, b):
+    if a is None:  # an entry that is None in every value (a gradient not asked for)
+        return None
+    if isinstance(a, tuple):
+        return tuple(_add(u, v) for u, v in zip(a, b))
+    if isinstance(a, dict):
+        return {k: _add(u, b[k]) for k, u in a.items()}
+    return a + b
 
 
 def _as_dask(a, chunks=-1):
