@@ -583,3 +583,52 @@ def test_backward_survives_a_killed_worker(cluster, rng):
     _check_backward(got, _backward_per_chunk(c, (2,) * 6, 4))
     client.wait_for_workers(2, timeout=60)  # the nanny restarts the worker
     assert pids[victim] not in client.run(os.getpid).values()
+
+
+# ---------------------------------------------------------------- the layer's backward on Dask
+
+
+@pytest.mark.parametrize("params", ["numpy", "dask"])
+@pytest.mark.parametrize("bidirectional,batch_first", [(False, False), (True, True)])
+def test_layer_backward_one_task_per_chunk(rng, params, bidirectional, batch_first):
+    """RNN.forward(return_cache=True) and RNN.backward on a Dask batch: lazy, per chunk, NumPy's numbers."""
+    L, dirs = 2, 2 if bidirectional else 1
+    lengths = np.array([6, 1, 3, 0, 6, 2, 5, 4, 6, 6])
+    sizes = []
+    for T in (6, 30):
+        rnn = rnn_xp.RNN(3, 5, num_layers=L, bidirectional=bidirectional, batch_first=batch_first,
+                         seed=0, dtype="float64")  # fmt: skip
+        x = rng.standard_normal((10, T, 3) if batch_first else (T, 10, 3))
+        h0 = rng.standard_normal((L * dirs, 10, 5))
+        lens = np.minimum(lengths, T)
+        out, h_n, cache = rnn.forward(x, h0, lengths=lens, return_cache=True)
+        d_out, d_h_n = rng.standard_normal(out.shape), rng.standard_normal(h_n.shape)
+        want = rnn.backward(cache, d_out, d_h_n)
+
+        if params == "dask":
+            rnn.to(xp="dask")
+        xd = da.from_array(x, chunks=(4, -1, -1) if batch_first else (-1, 4, -1))
+        outd, h_nd, cached = rnn.forward(xd, h0, lengths=lens, return_cache=True)
+        d_outd = da.from_array(d_out, chunks=(3, -1, -1) if batch_first else (-1, 3, -1))  # rechunked to x's
+        got = rnn.backward(cached, d_outd, d_h_n)  # NumPy d_h_n with a Dask cache
+        arrays = [got.dx, got.dh0, *got.params.values()]
+        assert all(isinstance(a, da.Array) for a in arrays)
+        assert got.dx.chunks == xd.chunks and got.dh0.chunks[1] == (4, 4, 2)
+        assert _tasks(arrays, BACKWARD_TOKEN) == L * dirs * 3  # per layer and direction, one per chunk
+        assert _tasks(arrays, TOKEN) == L * dirs * 3
+        sizes.append(len(_graph(arrays)))
+        computed = dask.compute(got)[0]
+        np.testing.assert_allclose(computed.dx, want.dx, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(computed.dh0, want.dh0, rtol=1e-12, atol=1e-13)
+        for name, w in want.params.items():
+            np.testing.assert_allclose(computed.params[name], w, rtol=1e-12, atol=1e-13, err_msg=name)
+    assert sizes[0] == sizes[1], f"graph grows with T: {sizes}"
+
+
+def test_layer_backward_refuses_other_libraries(rng):
+    torch = pytest.importorskip("torch")
+    rnn = rnn_xp.RNN(3, 5, seed=0, dtype="float64")
+    out, _, cache = rnn.forward(da.from_array(rng.standard_normal((4, 6, 3)), chunks=(-1, 3, -1)),
+                                return_cache=True)  # fmt: skip
+    with pytest.raises(TypeError, match="d_output is from torch but the layer's parameters are in numpy"):
+        rnn.backward(cache, torch.zeros(out.shape, dtype=torch.float64))
