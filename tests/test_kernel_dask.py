@@ -3,8 +3,12 @@
 Each batch chunk runs the in-memory NumPy forward pass, so a Dask result
 must equal, bit for bit, ``rnn_forward`` run on the same NumPy chunks one
 by one (and agree with the float64 reference loop within the dtype's
-tolerance). Schedulers: synchronous, threads, and a two-process
-``dask.distributed`` cluster on loopback.
+tolerance). The backward pass likewise: ``dx`` and ``dh0`` equal NumPy's
+``rnn_backward`` per chunk, the weight gradients the chunks' gradients
+added in the documented tree order, bit for bit, and torch autograd's to
+the dtype's tolerance. Schedulers: synchronous, threads, and a two-process
+``dask.distributed`` cluster on loopback (one for the whole module), once
+with a worker killed mid-computation.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
 
 from conftest import make_backend  # noqa: E402
-from rnn_xp.kernels.dask import TOKEN  # noqa: E402
+from rnn_xp.kernels.dask import BACKWARD_TOKEN, SUM_TOKEN, TOKEN  # noqa: E402
 
 OPTIONS = [
     {},
@@ -296,7 +300,6 @@ def test_layer_with_numpy_parameters_takes_dask_input(rng, bidirectional):
 # weight gradients must equal those chunks' gradients added in the documented
 # tree order (groups of split_every consecutive chunks, left to right).
 
-from rnn_xp.kernels.dask import BACKWARD_TOKEN, SUM_TOKEN  # noqa: E402
 
 BACKWARD_OPTIONS = [
     {},

@@ -155,6 +155,7 @@ def _in_memory_kernel(xp):
         return scan_cupy
     return scan_portable
 
+
 # -- the backward pass ---------------------------------------------------------
 
 
@@ -276,10 +277,10 @@ def tree_sum(keys, name, every=None):
     Each task adds ``every`` (default ``split_every()``) consecutive values of
     the level below, left to right (``((v0 + v1) + v2) + v3``), until one is
     left; a value is an array, a number, or tuples and dicts of them (added
-    entry by entry; ``None`` entries stay ``None``). Returns ``(dsk, root)``: a dict of new tasks named
-    ``(name, level, j)`` and the key of the sum (``keys[0]`` itself when
-    there is one key). The order depends only on ``keys`` and ``every``, so
-    the sum is the same bits on every scheduler.
+    entry by entry; ``None`` entries stay ``None``). Returns ``(dsk, root)``:
+    a dict of new tasks named ``(name, level, j)`` and the key of the sum
+    (``keys[0]`` itself when there is one key). The order depends only on
+    ``keys`` and ``every``, so the sum is the same bits on every scheduler.
     """
     every = split_every() if every is None else every
     level, dsk, depth = list(keys), {}, 0
