@@ -420,13 +420,18 @@ def reservoir(H, seed=0, radius=0.9):
 
 
 def ridge_graph(data, Win, W, *, leak, washout, ridge):
-    """The read-out ``w (H + 1, 1)``, lazy: states, features and the normal equations in one graph."""
+    """The read-out ``w (H + 1, 1)``, lazy: states, features and the normal equations in one graph.
+
+    The states are float32; the normal equations are summed in float64 (a
+    float32 ``S^T S`` over millions of rows loses the digits the solve needs).
+    """
     H = W.shape[0]
     u, y = data[..., :1], data[..., 1:]  # (T, B, 1) each
-    states = rnn_xp.rnn_forward(u, None, Win, W, leak=leak)[washout:]  # (T', B, H)
-    S = da.concatenate([states, da.ones_like(states[..., :1])], axis=-1).rechunk({2: -1})  # bias
+    states = rnn_xp.rnn_forward(u, None, Win, W, leak=leak)[washout:]  # (T', B, H) float32
+    S = da.concatenate([states, da.ones_like(states[..., :1])], axis=-1)  # (T', B, H + 1): a bias
+    S = S.rechunk({2: -1}).astype(np.float64)
     StS = da.tensordot(S, S, axes=([0, 1], [0, 1]))  # (H + 1, H + 1), a tree of partial sums
-    Sty = da.tensordot(S, y[washout:], axes=([0, 1], [0, 1]))  # (H + 1, 1)
+    Sty = da.tensordot(S, y[washout:].astype(np.float64), axes=([0, 1], [0, 1]))  # (H + 1, 1)
     return da.linalg.solve(StS + ridge * da.eye(H + 1, dtype=StS.dtype), Sty), states.nbytes
 
 
