@@ -636,20 +636,3 @@ def test_layer_backward_refuses_other_libraries(rng):
                                 return_cache=True)  # fmt: skip
     with pytest.raises(TypeError, match="d_output is from torch but the layer's parameters are in numpy"):
         rnn.backward(cache, torch.zeros(out.shape, dtype=torch.float64))
-
-
-def test_backward_tasks_leave_blas_threads_alone(rng, monkeypatch):
-    """Overlapping tasks must not set the process's BLAS thread count (they would restore it out of order)."""
-    from rnn_xp.kernels import numpy_backward
-
-    limits = []
-    real = numpy_backward._blas_threads
-    monkeypatch.setattr(numpy_backward, "_blas_threads", lambda limit: limits.append(limit) or real(limit))
-    c = _backward_case(rng, "float64", B=12)  # B * H * H far below _SERIAL_MACS: NumPy would limit
-    rnn_xp.rnn_backward(c["dh"], c["x"], c["h0"], c["Wx"], c["Wh"], c["b"], c["h_seq"])
-    assert limits == [1]
-    limits.clear()
-    g = _dask_backward(c, 3)
-    got = rnn_xp.RNNGrads(*dask.compute(*g, scheduler="threads"))
-    assert limits == [None] * 4  # four chunks, none of them touched the setting
-    _check_backward(got, _backward_per_chunk(c, (3,) * 4, 4))

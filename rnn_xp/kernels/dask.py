@@ -19,7 +19,7 @@ given with Dask inputs become single-chunk Dask arrays: one key each in the
 graph, which a distributed scheduler ships to a worker once, not per task.
 
 The backward pass has the same shape. Each batch chunk runs the in-memory
-backward of its library (``numpy_backward.backward_inplace`` on NumPy
+backward of its library (``numpy_backward.backward_numpy`` on NumPy
 chunks) over the whole sequence, as one task that returns the chunk's
 ``dx``, ``dh0`` and its share of the weight gradients::
 
@@ -239,16 +239,11 @@ def _backward_chunk(dh, x, h0, Wx, Wh, h_seq, dh_n, lengths, *, nonlinearity, re
 
 
 def _in_memory_backward(xp):
-    """The backward kernel for a chunk's library: NumPy's in-place loop, else the portable one.
-
-    NumPy's loop runs as ``backward_inplace``: tasks overlap on the threaded
-    scheduler, so they leave the process's BLAS thread setting alone (on a
-    ``dask.distributed`` worker it is one thread already).
-    """
+    """The backward kernel for a chunk's library: NumPy's in-place loop, else the portable one."""
     if is_numpy_namespace(xp):
-        from .numpy_backward import backward_inplace
+        from .numpy_backward import backward_numpy
 
-        return backward_inplace
+        return backward_numpy
     return backward_portable  # CuPy included: kernels.backward_kernel has nothing faster for it
 
 

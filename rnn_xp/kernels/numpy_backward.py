@@ -18,10 +18,7 @@ states. Here (same signature, same results):
 Beyond its results the loop holds ``dz`` and a few ``(B, H)`` buffers. The
 caller's arrays are never written to (they may be read-only). The step's
 product runs on one BLAS thread below ``kernels.numpy._SERIAL_MACS`` multiply-adds,
-as in the forward loop. That limit is the process's BLAS setting, changed for
-the loop and restored after it, so code that runs loops on several threads
-at once (Dask's tasks, ``kernels.dask``) calls ``backward_inplace``, which
-leaves the setting alone.
+as in the forward loop.
 """
 
 from __future__ import annotations
@@ -30,23 +27,11 @@ import math
 
 from .numpy import _SERIAL_MACS, _blas_threads
 
-__all__ = ["backward_inplace", "backward_numpy"]
+__all__ = ["backward_numpy"]
 
 
 def backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak):
     """``portable.backward_portable`` for NumPy arrays, in place (see the module docstring)."""
-    return backward_inplace(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, nonlinearity=nonlinearity,
-                            lengths=lengths, reverse=reverse, leak=leak, limit_threads=True)  # fmt: skip
-
-
-def backward_inplace(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak,
-                     limit_threads=False):  # fmt: skip
-    """``backward_numpy``'s loop; with ``limit_threads`` small steps run on one BLAS thread.
-
-    Without it the process's BLAS setting is left as it is: for callers whose
-    threads overlap (two overlapping limits can restore each other's values
-    in the wrong order).
-    """
     import numpy as np
 
     T, D = x.shape[0], x.shape[-1]
@@ -95,7 +80,7 @@ def backward_inplace(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, length
     if lens is not None:
         invalid = np.empty((B, 1), dtype=bool)  # (B, 1): the step is past the sequence's length
         lens_col = lens.reshape(B, 1)
-    with _blas_threads(1 if limit_threads and B * H * H < _SERIAL_MACS else None):
+    with _blas_threads(1 if B * H * H < _SERIAL_MACS else None):
         for t in range(T) if reverse else range(T - 1, -1, -1):
             dz_t = dz[t]  # (B, H): holds leak * f'(z_t), becomes dL/dz_t
             if dh is None:
