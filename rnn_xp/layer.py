@@ -571,16 +571,20 @@ class RNN:
                 f"cache holds {len(cache.h_seqs)} layer directions but the layer has "
                 f"num_layers * num_directions = {self.num_layers * self.num_directions}"
             )
+        x0 = cache.inputs[0]  # (T, *batch, D)
+        if is_numpy_namespace(xp) and is_array(x0) and is_dask_namespace(namespace_of(x0)):
+            xp = namespace_of(x0)  # a Dask batch, NumPy parameters: lazy Dask gradients
         named = {"d_output": d_output, "d_h_n": d_h_n}
         for name, arr in named.items():
-            if arr is not None and is_array(arr) and namespace_of(arr) is not xp:
+            if arr is None or not is_array(arr) or namespace_of(arr) is xp:
+                continue
+            if not (is_dask_namespace(xp) and is_numpy_namespace(namespace_of(arr))):
                 raise TypeError(
                     f"{name} is from {library_name(namespace_of(arr))} but the layer's parameters "
-                    f"are in {library_name(xp)}"
+                    f"are in {library_name(self.xp)}"
                 )
         array_namespace(named, xp=xp)  # not an array: TypeError naming it
         L, dirs, H = self.num_layers, self.num_directions, self.hidden_size
-        x0 = cache.inputs[0]  # (T, *batch, D)
         T, batch = x0.shape[0], tuple(x0.shape[1:-1])
         if d_output is not None:
             if cache.batch_first:

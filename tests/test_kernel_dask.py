@@ -3,8 +3,12 @@
 Each batch chunk runs the in-memory NumPy forward pass, so a Dask result
 must equal, bit for bit, ``rnn_forward`` run on the same NumPy chunks one
 by one (and agree with the float64 reference loop within the dtype's
-tolerance). Schedulers: synchronous, threads, and a two-process
-``dask.distributed`` cluster on loopback.
+tolerance). The backward pass likewise: ``dx`` and ``dh0`` equal NumPy's
+``rnn_backward`` per chunk, the weight gradients the chunks' gradients
+added in the documented tree order, bit for bit, and torch autograd's to
+the dtype's tolerance. Schedulers: synchronous, threads, and a two-process
+``dask.distributed`` cluster on loopback (one for the whole module), once
+with a worker killed mid-computation.
 """
 
 from __future__ import annotations
@@ -16,13 +20,13 @@ import numpy as np
 import pytest
 
 import rnn_xp
-from support import assert_close, random_rnn, reference_rnn
+from support import ATOL, RTOL, assert_close, random_rnn, reference_rnn
 
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
 
 from conftest import make_backend  # noqa: E402
-from rnn_xp.kernels.dask import TOKEN  # noqa: E402
+from rnn_xp.kernels.dask import BACKWARD_TOKEN, SUM_TOKEN, TOKEN  # noqa: E402
 
 OPTIONS = [
     {},
@@ -84,21 +88,33 @@ def test_equals_numpy_per_chunk(dask_backend, dtype, rng, scheduler, opts):
         assert_close(out, expected, dask_backend, dtype)
 
 
-def test_distributed_local_cluster(rng):
+@pytest.fixture(scope="module")
+def cluster():
+    """A two-process ``LocalCluster`` on loopback and its client, shared by the tests below."""
     distributed = pytest.importorskip("dask.distributed")
-    cases = [(dtype, opts) for dtype in ("float32", "float64") for opts in OPTIONS]
     with distributed.LocalCluster(
         n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
         dashboard_address=None,
-    ) as cluster, distributed.Client(cluster) as client:  # fmt: skip
-        workers = set(client.scheduler_info()["workers"])
-        assert len(workers) == 2
-        with distributed.get_task_stream(client) as stream:
-            for dtype, opts in cases:
-                x, h0, Wx, Wh, b, lengths = _case(rng, dtype, B=12)
-                out, ref, _ = _run(x, h0, Wx, Wh, b, lengths, opts, chunks=3)
-                result = client.compute(out).result()
-                np.testing.assert_array_equal(result, ref, err_msg=f"{dtype} {opts}")
+    ) as cl, distributed.Client(cl) as client:  # fmt: skip
+        client.wait_for_workers(2, timeout=60)
+        yield cl, client
+
+
+def test_distributed_local_cluster(cluster, rng):
+    distributed = pytest.importorskip("dask.distributed")
+    _, client = cluster
+    workers = set(client.scheduler_info()["workers"])
+    outs, refs = [], []
+    for dtype in ("float32", "float64"):
+        for opts in OPTIONS:
+            x, h0, Wx, Wh, b, lengths = _case(rng, dtype, B=12)
+            out, ref, _ = _run(x, h0, Wx, Wh, b, lengths, opts, chunks=3)
+            outs.append(out)
+            refs.append((ref, f"{dtype} {opts}"))
+    with distributed.get_task_stream(client) as stream:
+        results = client.compute(outs, sync=True)  # every case in one call
+    for result, (ref, case) in zip(results, refs):
+        np.testing.assert_array_equal(result, ref, err_msg=case)
     ran_on = {t["worker"] for t in stream.data if t["key"][0].startswith(TOKEN)}
     assert ran_on == workers, "the recurrence tasks did not use both worker processes"
 
@@ -275,3 +291,348 @@ def test_layer_with_numpy_parameters_takes_dask_input(rng, bidirectional):
     assert out.chunks[1] == (4, 4, 2) and len(out.chunks[2]) == 1
     np.testing.assert_allclose(out.compute(), expected_out, rtol=1e-13, atol=1e-14)
     np.testing.assert_allclose(h_n.compute(), expected_h, rtol=1e-13, atol=1e-14)
+
+
+# ---------------------------------------------------------------- the backward pass
+#
+# Each batch chunk runs the in-memory NumPy backward, so dx and dh0 must equal,
+# bit for bit, rnn_backward run on the same NumPy chunks one by one, and the
+# weight gradients must equal those chunks' gradients added in the documented
+# tree order (groups of split_every consecutive chunks, left to right).
+
+
+BACKWARD_OPTIONS = [
+    {},
+    {"nonlinearity": "relu", "leak": 0.7},
+    {"reverse": True, "lengths": True},
+    {"reverse": True, "lengths": True, "leak": 0.5, "nonlinearity": "relu"},
+    {"dh": False, "dh_n": True, "lengths": True},  # a loss on the final state only
+    {"batch_first": True, "lengths": True},
+]
+
+
+def _tree_order_sum(parts, every):
+    """The documented order: groups of ``every`` consecutive values, left to right, level by level."""
+    while len(parts) > 1:
+        groups = [parts[i:i + every] for i in range(0, len(parts), every)]
+        parts = []
+        for group in groups:
+            total = group[0]
+            for g in group[1:]:
+                total = total + g
+            parts.append(total)
+    return parts[0]
+
+
+def _backward_case(rng, dtype, *, T=6, B=10, D=3, H=5, opts=None):
+    """NumPy inputs in ``dtype`` for a backward call: forward outputs, upstream gradients, lengths."""
+    opts = dict(opts or {})
+    x, h0, Wx, Wh, b, lengths = _case(rng, dtype, T=T, B=B, D=D, H=H)
+    fwd = {k: opts[k] for k in ("nonlinearity", "reverse", "leak") if k in opts}
+    lens = lengths if opts.get("lengths") else None
+    h_seq = rnn_xp.rnn_forward(x, h0, Wx, Wh, b, lengths=lens, **fwd)
+    dh = rng.standard_normal(h_seq.shape).astype(dtype) if opts.get("dh", True) else None
+    dh_n = rng.standard_normal(h0.shape).astype(dtype) if opts.get("dh_n") else None
+    return dict(x=x, h0=h0, Wx=Wx, Wh=Wh, b=b, h_seq=h_seq, dh=dh, dh_n=dh_n, lengths=lens, fwd=fwd)
+
+
+def _backward_per_chunk(c, chunks, every):
+    """NumPy ``rnn_backward`` on each batch chunk in turn; weight gradients summed in tree order."""
+    grads, start = [], 0
+    cut = lambda a, sl: None if a is None else np.ascontiguousarray(a[sl])  # noqa: E731
+    for n in chunks:
+        sl, tsl = slice(start, start + n), (slice(None), slice(start, start + n))
+        grads.append(rnn_xp.rnn_backward(
+            cut(c["dh"], tsl), cut(c["x"], tsl), cut(c["h0"], sl), c["Wx"], c["Wh"], c["b"],
+            cut(c["h_seq"], tsl), dh_n=cut(c["dh_n"], sl), lengths=cut(c["lengths"], sl), **c["fwd"],
+        ))  # fmt: skip
+        start += n
+    return rnn_xp.RNNGrads(
+        np.concatenate([g.dx for g in grads], axis=1),
+        np.concatenate([g.dh0 for g in grads], axis=0),
+        *(_tree_order_sum([getattr(g, name) for g in grads], every) for name in ("dWx", "dWh", "db")),
+    )  # fmt: skip
+
+
+def _dask_backward(c, chunks, *, batch_first=False):
+    """The Dask call: x, h_seq, dh and lengths chunked along the batch; NumPy weights, h0 and dh_n."""
+    def chunked(a):
+        if a is None:
+            return None
+        if batch_first:
+            return da.from_array(np.moveaxis(a, 0, 1), chunks=(chunks, -1, -1))
+        return da.from_array(a, chunks=(-1, chunks, -1))
+
+    lengths = None if c["lengths"] is None else da.from_array(c["lengths"], chunks=chunks)
+    return rnn_xp.rnn_backward(
+        chunked(c["dh"]), chunked(c["x"]), c["h0"], c["Wx"], c["Wh"], c["b"], chunked(c["h_seq"]),
+        dh_n=c["dh_n"], lengths=lengths, batch_first=batch_first, **c["fwd"],
+    )  # fmt: skip
+
+
+def _check_backward(got, want, *, batch_first=False, bitwise=True):
+    check = np.testing.assert_array_equal if bitwise else (
+        lambda a, b, err_msg="": np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13, err_msg=err_msg))
+    dx = np.moveaxis(want.dx, 0, 1) if batch_first else want.dx
+    for name, w in zip(("dx", "dh0", "dWx", "dWh", "db"), (dx, *want[1:])):
+        check(getattr(got, name), w, err_msg=name)
+
+
+@pytest.mark.parametrize("scheduler", ["synchronous", "threads"])
+@pytest.mark.parametrize("opts", BACKWARD_OPTIONS, ids=lambda o: ",".join(o) or "plain")
+def test_backward_equals_numpy_per_chunk(dtype, rng, scheduler, opts):
+    c = _backward_case(rng, dtype, opts=opts)
+    batch_first = opts.get("batch_first", False)
+    g = _dask_backward(c, 3, batch_first=batch_first)  # chunks (3, 3, 3, 1): a tree of two levels
+    assert all(isinstance(a, da.Array) for a in g)
+    assert g.dx.chunks == (((3, 3, 3, 1), (6,), (3,)) if batch_first else ((6,), (3, 3, 3, 1), (3,)))
+    assert g.dh0.chunks == ((3, 3, 3, 1), (5,)) and g.dWh.chunks == ((5,), (5,))
+    with dask.config.set(scheduler=scheduler):
+        got = rnn_xp.RNNGrads(*dask.compute(*g))
+    want = _backward_per_chunk(c, (3, 3, 3, 1), every=4)
+    _check_backward(got, want, batch_first=batch_first)
+    # and, to the dtype's rounding, the gradients of an independent float64 autograd loop
+    from test_backward import torch_grads
+
+    ref = torch_grads(c["x"], c["h0"], c["Wx"], c["Wh"], c["b"],
+                      np.zeros(c["h_seq"].shape) if c["dh"] is None else c["dh"], c["dh_n"],
+                      lengths=c["lengths"], **c["fwd"])  # fmt: skip
+    dx_ref = np.moveaxis(ref.dx, 0, 1) if batch_first else ref.dx
+    for name, w in zip(("dx", "dh0", "dWx", "dWh", "db"), (dx_ref, *ref[1:])):
+        assert getattr(g, name).dtype == getattr(got, name).dtype == np.dtype(dtype), name
+        np.testing.assert_allclose(getattr(got, name), w, rtol=RTOL[dtype], atol=ATOL[dtype], err_msg=name)
+
+
+@pytest.mark.parametrize("every,chunk", [(3, 1), (2, 2), (16, 1)])
+def test_backward_tree_order(rng, every, chunk):
+    """split_every sets the tree; the float32 sums are the tree's, bit for bit."""
+    c = _backward_case(rng, "float32", B=10, opts={"lengths": True})
+    with dask.config.set(split_every=every):
+        g = _dask_backward(c, chunk)
+    n = len(g.dx.chunks[1])
+    sums = _tasks([g.dWh], SUM_TOKEN)
+    width, tree_tasks = n, 0
+    while width > 1:
+        width = -(-width // every)
+        tree_tasks += width
+    assert sums == n + tree_tasks  # one getitem per chunk, then the tree
+    got = rnn_xp.RNNGrads(*dask.compute(*g, scheduler="threads"))
+    _check_backward(got, _backward_per_chunk(c, g.dx.chunks[1], every))
+
+
+def _graph(arrays):
+    """The graph of several arrays together, as built (before Dask's optimizations rename keys)."""
+    from dask.highlevelgraph import HighLevelGraph
+
+    return HighLevelGraph.merge(*(a.__dask_graph__() for a in arrays if a is not None))
+
+
+def _tasks(arrays, prefix):
+    return sum(len(layer) for name, layer in _graph(arrays).layers.items() if name.startswith(prefix))
+
+
+@pytest.mark.parametrize("batch,chunks", [((12,), (3,)), ((4, 6), (2, 3)), ((), ())])
+def test_backward_one_task_per_batch_chunk(rng, batch, chunks):
+    sizes = []
+    for T in (3, 40):
+        x, h0, Wx, Wh, b = random_rnn(rng, T, batch, 3, 4)
+        xd = da.from_array(x, chunks=(-1, *chunks, -1))
+        h_seq = rnn_xp.rnn_forward(xd, h0, Wx, Wh, b)
+        dh = da.from_array(rng.standard_normal(h_seq.shape), chunks=(-1, *chunks, -1))
+        g = rnn_xp.rnn_backward(dh, xd, h0, Wx, Wh, b, h_seq)
+        n_chunks = int(np.prod(xd.numblocks[1:-1]))
+        assert _tasks(g, BACKWARD_TOKEN) == n_chunks
+        assert _tasks(g, TOKEN) == n_chunks  # the forward, once, shared by every gradient
+        assert g.dx.chunks == xd.chunks and g.dh0.chunks == (*xd.chunks[1:-1], (4,))
+        sizes.append(len(_graph(g)))
+        want = rnn_xp.rnn_backward(dh.compute(), x, h0, Wx, Wh, b, h_seq.compute())
+        for got, w in zip(dask.compute(*g), want):
+            np.testing.assert_allclose(got, w, rtol=1e-12, atol=1e-13)
+    assert sizes[0] == sizes[1], f"graph grows with T: {sizes}"
+
+
+def test_backward_mixed_inputs_are_aligned(rng):
+    """dh chunked unlike x, h_seq as NumPy, Dask weights: all follow x's batch chunks."""
+    c = _backward_case(rng, "float64", B=9, opts={"lengths": True})
+    xd = da.from_array(c["x"], chunks=(-1, 4, -1))
+    g = rnn_xp.rnn_backward(
+        da.from_array(c["dh"], chunks=(-1, 2, -1)), xd, da.from_array(c["h0"], chunks=(3, -1)),
+        da.from_array(c["Wx"]), da.from_array(c["Wh"]), c["b"], c["h_seq"],
+        lengths=[int(v) for v in c["lengths"]], **c["fwd"],
+    )  # fmt: skip
+    assert g.dx.chunks[1] == (4, 4, 1) and _tasks(g, BACKWARD_TOKEN) == 3
+    _check_backward(rnn_xp.RNNGrads(*dask.compute(*g)), _backward_per_chunk(c, (4, 4, 1), 4))
+
+
+def test_backward_rechunk_warning_points_at_caller(rng):
+    c = _backward_case(rng, "float64", B=8)
+    dh = da.from_array(c["dh"], chunks=(2, 4, -1))  # chunked along time
+    with pytest.warns(da.PerformanceWarning, match="dh is chunked along time") as record:
+        g = rnn_xp.rnn_backward(dh, da.from_array(c["x"], chunks=(-1, 4, -1)), c["h0"], c["Wx"],
+                                c["Wh"], c["b"], c["h_seq"])  # fmt: skip
+    assert record[0].filename == __file__
+    _check_backward(rnn_xp.RNNGrads(*dask.compute(*g)), _backward_per_chunk(c, (4, 4), 4))
+
+
+def test_backward_lengths_values_checked_at_compute(rng):
+    c = _backward_case(rng, "float64")
+    lengths = c["x"].shape[0] + np.zeros(10, dtype=int)
+    lengths[7] = -1  # cannot be seen while the graph is built
+    g = rnn_xp.rnn_backward(c["dh"], da.from_array(c["x"], chunks=(-1, 4, -1)), None, c["Wx"],
+                            c["Wh"], None, c["h_seq"], lengths=da.from_array(lengths, chunks=4))
+    with pytest.raises(ValueError, match=r"lengths must lie in \[0, T\]"):
+        g.dWh.compute(scheduler="synchronous")
+
+
+@pytest.mark.parametrize("T,B", [(0, 6), (5, 0)])
+def test_backward_empty(rng, T, B):
+    x, h0, Wx, Wh, b = random_rnn(rng, T, (B,), 3, 4)
+    h_seq = np.zeros((T, B, 4))
+    g = rnn_xp.rnn_backward(np.ones_like(h_seq), da.from_array(x, chunks=(-1, 4, -1)), h0, Wx, Wh,
+                            b, h_seq, dh_n=np.ones((B, 4)))  # fmt: skip
+    want = rnn_xp.rnn_backward(np.ones_like(h_seq), x, h0, Wx, Wh, b, h_seq, dh_n=np.ones((B, 4)))
+    for got, w in zip(g, want):
+        assert isinstance(got, da.Array)
+        np.testing.assert_array_equal(got.compute(), w)
+
+
+def test_backward_list_input_and_h0_none(rng):
+    c = _backward_case(rng, "float64", T=4)
+    xs = [da.from_array(c["x"][t], chunks=(5, -1)) for t in range(4)]  # stacked, one chunk per step
+    with pytest.warns(da.PerformanceWarning, match="x is chunked along time"):
+        g = rnn_xp.rnn_backward(c["dh"], xs, None, c["Wx"], c["Wh"], None, c["h_seq"])
+    want = rnn_xp.rnn_backward(c["dh"], c["x"], None, c["Wx"], c["Wh"], None, c["h_seq"])
+    assert isinstance(g.dx, list) and len(g.dx) == 4 and g.db is None
+    for got, w in zip((np.stack(dask.compute(*g.dx)), *dask.compute(*g[1:4])), want[:4]):
+        np.testing.assert_allclose(got, w, rtol=1e-12, atol=1e-13)
+
+
+def test_backward_cupy_chunks(rng):
+    make_backend("cupy")  # skips: cupy not installed, or no CUDA device
+    import cupy
+
+    c = _backward_case(rng, "float32", opts={"lengths": True})
+    cp = lambda a: da.from_array(cupy.asarray(a), chunks=(-1, 4, -1))  # noqa: E731
+    Wd = [da.from_array(cupy.asarray(w)) for w in (c["Wx"], c["Wh"])]
+    g = rnn_xp.rnn_backward(cp(c["dh"]), cp(c["x"]), None, *Wd, None, cp(c["h_seq"]),
+                            lengths=[int(v) for v in c["lengths"]])  # NumPy-made h0 and lengths
+    assert isinstance(g.dWh._meta, cupy.ndarray)
+    want = rnn_xp.rnn_backward(c["dh"], c["x"], None, c["Wx"], c["Wh"], None, c["h_seq"],
+                               lengths=c["lengths"])  # fmt: skip
+    for got, w in zip(g[:4], want[:4]):
+        np.testing.assert_allclose(got.compute().get(), w, rtol=2e-4, atol=2e-5)
+
+
+# ---------------------------------------------------------------- the backward pass on a cluster
+
+
+def test_backward_local_cluster(cluster, rng):
+    distributed = pytest.importorskip("dask.distributed")
+    _, client = cluster
+    workers = set(client.scheduler_info()["workers"])
+    grads, refs = [], []
+    for dtype in ("float32", "float64"):
+        for opts in BACKWARD_OPTIONS[1:5]:
+            c = _backward_case(rng, dtype, B=12, opts=opts)
+            grads.append(list(_dask_backward(c, 2)))  # 6 chunks: a tree of two levels
+            refs.append(_backward_per_chunk(c, (2,) * 6, 4))
+    with distributed.get_task_stream(client) as stream:
+        results = client.compute(grads, sync=True)  # every case in one call
+    for got, want in zip(results, refs):
+        _check_backward(rnn_xp.RNNGrads(*got), want)
+    ran_on = {t["worker"] for t in stream.data if t["key"][0].startswith(BACKWARD_TOKEN)}
+    assert ran_on == workers, "the backward tasks did not use both worker processes"
+
+
+def _slow(block, seconds):
+    """Runs on a worker: ``block`` after a pause, so that tasks are still running when one is killed."""
+    import time
+
+    time.sleep(seconds)
+    return block
+
+
+def _chunk_results(prefix, dask_scheduler=None):
+    """Runs on the scheduler: ``{key: [workers]}`` of the finished tasks whose key starts with ``prefix``."""
+    return {
+        str(ts.key): [ws.address for ws in ts.who_has]
+        for ts in dask_scheduler.tasks.values()
+        if str(ts.key[0] if isinstance(ts.key, tuple) else ts.key).startswith(prefix) and ts.state == "memory"
+    }
+
+
+def test_backward_survives_a_killed_worker(cluster, rng):
+    """A worker process killed mid-computation: its tasks run again elsewhere, same bits."""
+    import os
+    import signal
+    import time
+
+    _, client = cluster
+    c = _backward_case(rng, "float64", B=12, opts={"lengths": True, "dh_n": True})
+    xd = da.from_array(c["x"], chunks=(-1, 2, -1)).map_blocks(_slow, 0.4, dtype=c["x"].dtype)
+    lengths = da.from_array(c["lengths"], chunks=2)
+    h_seq = rnn_xp.rnn_forward(xd, c["h0"], c["Wx"], c["Wh"], c["b"], lengths=lengths)
+    g = rnn_xp.rnn_backward(c["dh"], xd, c["h0"], c["Wx"], c["Wh"], c["b"], h_seq, dh_n=c["dh_n"],
+                            lengths=lengths)  # fmt: skip
+    pids = client.run(os.getpid)  # {worker address: process id}
+    futures = client.compute(list(g), optimize_graph=False)  # keep the task names visible
+    deadline = time.monotonic() + 60
+    while not (done := client.run_on_scheduler(_chunk_results, BACKWARD_TOKEN)):
+        assert time.monotonic() < deadline, "no backward task finished within 60 s"
+        time.sleep(0.05)
+    victim = next(iter(done.values()))[0]  # a worker that holds a chunk's result
+    assert not all(f.done() for f in futures), "the computation ended before a worker could be killed"
+    os.kill(pids[victim], signal.SIGKILL)
+    got = rnn_xp.RNNGrads(*client.gather(futures))
+    _check_backward(got, _backward_per_chunk(c, (2,) * 6, 4))
+    client.wait_for_workers(2, timeout=60)  # the nanny restarts the worker
+    assert pids[victim] not in client.run(os.getpid).values()
+
+
+# ---------------------------------------------------------------- the layer's backward on Dask
+
+
+@pytest.mark.parametrize("params", ["numpy", "dask"])
+@pytest.mark.parametrize("bidirectional,batch_first", [(False, False), (True, True)])
+def test_layer_backward_one_task_per_chunk(rng, params, bidirectional, batch_first):
+    """RNN.forward(return_cache=True) and RNN.backward on a Dask batch: lazy, per chunk, NumPy's numbers."""
+    L, dirs = 2, 2 if bidirectional else 1
+    lengths = np.array([6, 1, 3, 0, 6, 2, 5, 4, 6, 6])
+    sizes = []
+    for T in (6, 30):
+        rnn = rnn_xp.RNN(3, 5, num_layers=L, bidirectional=bidirectional, batch_first=batch_first,
+                         seed=0, dtype="float64")  # fmt: skip
+        x = rng.standard_normal((10, T, 3) if batch_first else (T, 10, 3))
+        h0 = rng.standard_normal((L * dirs, 10, 5))
+        lens = np.minimum(lengths, T)
+        out, h_n, cache = rnn.forward(x, h0, lengths=lens, return_cache=True)
+        d_out, d_h_n = rng.standard_normal(out.shape), rng.standard_normal(h_n.shape)
+        want = rnn.backward(cache, d_out, d_h_n)
+
+        if params == "dask":
+            rnn.to(xp="dask")
+        xd = da.from_array(x, chunks=(4, -1, -1) if batch_first else (-1, 4, -1))
+        outd, h_nd, cached = rnn.forward(xd, h0, lengths=lens, return_cache=True)
+        d_outd = da.from_array(d_out, chunks=(3, -1, -1) if batch_first else (-1, 3, -1))  # rechunked to x's
+        got = rnn.backward(cached, d_outd, d_h_n)  # NumPy d_h_n with a Dask cache
+        arrays = [got.dx, got.dh0, *got.params.values()]
+        assert all(isinstance(a, da.Array) for a in arrays)
+        assert got.dx.chunks == xd.chunks and got.dh0.chunks[1] == (4, 4, 2)
+        assert _tasks(arrays, BACKWARD_TOKEN) == L * dirs * 3  # per layer and direction, one per chunk
+        assert _tasks(arrays, TOKEN) == L * dirs * 3
+        sizes.append(len(_graph(arrays)))
+        computed = dask.compute(got)[0]
+        np.testing.assert_allclose(computed.dx, want.dx, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(computed.dh0, want.dh0, rtol=1e-12, atol=1e-13)
+        for name, w in want.params.items():
+            np.testing.assert_allclose(computed.params[name], w, rtol=1e-12, atol=1e-13, err_msg=name)
+    assert sizes[0] == sizes[1], f"graph grows with T: {sizes}"
+
+
+def test_layer_backward_refuses_other_libraries(rng):
+    torch = pytest.importorskip("torch")
+    rnn = rnn_xp.RNN(3, 5, seed=0, dtype="float64")
+    out, _, cache = rnn.forward(da.from_array(rng.standard_normal((4, 6, 3)), chunks=(-1, 3, -1)),
+                                return_cache=True)  # fmt: skip
+    with pytest.raises(TypeError, match="d_output is from torch but the layer's parameters are in numpy"):
+        rnn.backward(cache, torch.zeros(out.shape, dtype=torch.float64))

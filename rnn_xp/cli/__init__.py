@@ -48,12 +48,26 @@ def _train(args) -> int:
             args.task, backend=args.backend, steps=args.steps, batch=args.batch,
             seq_len=args.seq_len, hidden=args.hidden, optimizer=args.optimizer, lr=args.lr,
             dtype=args.dtype, seed=args.seed, log_every=args.log_every,
-            plot=None if args.plot == "none" else args.plot,
+            plot=None if args.plot == "none" else args.plot, scheduler=args.scheduler,
         )  # fmt: skip
     except _backends.BackendUnavailable as exc:
         print(f"python -m rnn_xp train: error: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # options that do not go together (--scheduler without dask)
+        print(f"python -m rnn_xp train: error: {exc}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _scheduler(text) -> str:
+    """A Dask scheduler for ``train``: a name, or a scheduler's address."""
+    from .train import SCHEDULERS
+
+    if text in SCHEDULERS or "://" in text:
+        return text
+    raise argparse.ArgumentTypeError(
+        f"must be one of {', '.join(SCHEDULERS)} or an address such as tcp://host:8786; got {text!r}"
+    )
 
 
 def _seed(text) -> int:
@@ -106,6 +120,11 @@ def build_parser():
     tr.add_argument("--seed", type=_seed, default=0)
     tr.add_argument("--log-every", type=int, default=50)
     tr.add_argument("--plot", default="rnn_xp_loss.png", help="PNG path for the loss curve, or 'none'")
+    tr.add_argument(
+        "--scheduler", type=_scheduler, default=None,
+        help="with --backend dask: threads (the default), synchronous, local-cluster (two worker "
+             "processes on 127.0.0.1) or a running scheduler's address tcp://host:port",
+    )  # fmt: skip
     tr.set_defaults(func=_train)
     bench = sub.add_parser("bench", help="time the forward pass against torch.nn.RNN")
     _add_bench_arguments(bench)

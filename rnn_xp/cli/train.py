@@ -19,12 +19,22 @@ Two tasks with a known answer:
     adds costs 0. The loss is on the final state only, so the gradient
     enters through ``dh_n``.
 
+On Dask (``backend="dask"``) the training batch is a Dask array chunked
+along the batch, one chunk per worker thread, and the weights stay NumPy
+arrays in this process: each step builds the graph of the loss and of every
+gradient (``rnn_forward`` and ``rnn_backward`` run one task per batch
+chunk), computes it in one ``dask.compute`` call on the chosen scheduler,
+and updates the weights in NumPy. ``scheduler`` picks Dask's threads, the
+synchronous scheduler, a ``LocalCluster`` of two worker processes on
+127.0.0.1, or an existing cluster by its address.
+
 Run it with ``python -m rnn_xp train --help``.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import NamedTuple
 
@@ -35,9 +45,10 @@ from .._compat import is_dask_namespace
 from ..backward import rnn_backward
 from ..forward import rnn_forward
 
-__all__ = ["DEFAULTS", "TASKS", "TrainResult", "make_batch", "train"]
+__all__ = ["DEFAULTS", "SCHEDULERS", "TASKS", "TrainResult", "make_batch", "train"]
 
 TASKS = ("sine", "adding")
+SCHEDULERS = ("threads", "synchronous", "local-cluster")  # or a cluster's address, tcp://host:port
 SINE_PERIOD = 16.0  # steps per period of the sine
 SINE_NOISE = 0.1  # standard deviation of the noise on the sine
 
@@ -96,8 +107,13 @@ def init_params(rng, D, H, xp, dtype, device):
     return {k: xp.asarray(v.astype(dtype), device=device) for k, v in raw.items()}
 
 
-def loss_and_grads(xp, task, p, x, y, *, with_grads=True):
-    """Mean squared error of the model on ``(x, y)``, and its gradient for every parameter."""
+def loss_and_grads(xp, task, p, x, y, *, with_grads=True, count=None):
+    """Mean squared error of the model on ``(x, y)``, and its gradient for every parameter.
+
+    ``count`` is the number of terms the mean divides by, all of ``(x, y)``'s
+    by default; a chunk of a larger batch passes the whole batch's, so that
+    the chunks' losses and gradients add up to the batch's.
+    """
     h = rnn_forward(x, None, p["Wx"], p["Wh"], p["b"])  # (T, B, H)
     if task == "sine":
         feats = h  # (T, B, H): a prediction at every step
@@ -105,11 +121,11 @@ def loss_and_grads(xp, task, p, x, y, *, with_grads=True):
         feats = h[-1, ...]  # (B, H): one prediction, at the end
     pred = feats @ p["Wy"].T + p["by"]  # (T, B, 1) or (B, 1)
     err = pred - y  # same shape
-    loss = xp.mean(err * err)  # ()
+    loss = xp.mean(err * err) if count is None else xp.sum(err * err) / count  # ()
     if not with_grads:
         return loss, None
 
-    dpred = (2.0 / math.prod(err.shape)) * err  # (T, B, 1) or (B, 1)
+    dpred = (2.0 / (math.prod(err.shape) if count is None else count)) * err  # (T, B, 1) or (B, 1)
     axes = list(range(err.ndim - 1))
     dWy = xp.tensordot(dpred, feats, axes=(axes, axes))  # (1, H)
     dby = xp.sum(dpred, axis=tuple(axes))  # (1,)
@@ -182,6 +198,7 @@ def train(
     seed=0,
     log_every=50,
     plot=None,
+    scheduler=None,
     quiet=False,
 ):
     """Train an RNN plus linear read-out on ``task`` and return a ``TrainResult``.
@@ -207,6 +224,13 @@ def train(
         Print a progress line this often (unless ``quiet``).
     plot : str or path, optional
         Write the loss curve to this PNG file (needs matplotlib).
+    scheduler : str, optional
+        Dask only (``backend="dask"``): ``"threads"`` (the default),
+        ``"synchronous"``, ``"local-cluster"`` (two single-threaded worker
+        processes on 127.0.0.1, started and closed here) or the address of
+        a running scheduler (``"tcp://host:8786"``). The batch is split into
+        one chunk per worker thread, and the weights (``params`` of the
+        result too) are NumPy arrays.
 
     Examples
     --------
@@ -221,46 +245,171 @@ def train(
         raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}; got {optimizer!r}")
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
+    if scheduler is not None and backend != "dask":
+        raise ValueError(f"scheduler applies to backend='dask' only; got backend={backend!r}")
+    if scheduler is not None and scheduler not in SCHEDULERS and "://" not in str(scheduler):
+        raise ValueError(
+            f"scheduler must be one of {list(SCHEDULERS)} or an address such as "
+            f"'tcp://host:8786'; got {scheduler!r}"
+        )
     defaults = DEFAULTS[task]
     steps = defaults["steps"] if steps is None else steps
     seq_len = defaults["seq_len"] if seq_len is None else seq_len
     lr = defaults[f"lr_{optimizer}"] if lr is None else lr
-    xp, dev = load(backend)
-    rng = np.random.default_rng(seed)
-    to = lambda a: xp.asarray(a.astype(dtype), device=dev)  # noqa: E731
-
-    D = 1 if task == "sine" else 2
-    params = init_params(rng, D, hidden, xp, dtype, dev)
-    opt = OPTIMIZERS[optimizer](xp, params, lr)
-    x_eval, y_eval = make_batch(np.random.default_rng(seed + 1), task, 256, seq_len)
-    base = baselines(task, x_eval, y_eval)
-    x_eval, y_eval = to(x_eval), to(y_eval)
-    initial = float(loss_and_grads(xp, task, params, x_eval, y_eval, with_grads=False)[0])
-
+    data_xp, dev = load(backend)
     say = (lambda *a: None) if quiet else print
-    say(f"training on {backend} ({dev}, {dtype}): task {task}, T={seq_len}, batch {batch}, "
-        f"hidden {hidden}, {optimizer} lr {lr}, {steps} steps")
-    say(f"untrained loss {initial:.4f}; " + ", ".join(f"{k} {v:.4f}" for k, v in base.items()))
-    losses, start = [], time.perf_counter()
-    for step in range(1, steps + 1):
-        x, y = make_batch(rng, task, batch, seq_len)
-        loss, grads = loss_and_grads(xp, task, params, to(x), to(y))
-        params = opt.step(params, clip_by_norm(xp, grads, clip))
-        if is_dask_namespace(xp):  # keep Dask's task graph from growing step after step
-            params = {k: p.persist() for k, p in params.items()}
-            if isinstance(opt, Adam):
-                opt.m = {k: a.persist() for k, a in opt.m.items()}
-                opt.v = {k: a.persist() for k, a in opt.v.items()}
-        losses.append(float(loss))
-        if step % log_every == 0 or step == steps:
-            say(_progress(step, steps, np.mean(losses[-log_every:]), time.perf_counter() - start))
-    seconds = time.perf_counter() - start
-    final = float(loss_and_grads(xp, task, params, x_eval, y_eval, with_grads=False)[0])
+    with _runner(data_xp, dev, dtype, scheduler) as run:
+        xp = run.xp  # the weights' namespace: NumPy's when the data are Dask arrays
+        rng = np.random.default_rng(seed)
+        D = 1 if task == "sine" else 2
+        params = init_params(rng, D, hidden, xp, dtype, run.device)
+        opt = OPTIMIZERS[optimizer](xp, params, lr)
+        x_eval, y_eval = make_batch(np.random.default_rng(seed + 1), task, 256, seq_len)
+        base = baselines(task, x_eval, y_eval)
+        x_eval, y_eval = run.data(x_eval), run.data(y_eval)
+        initial = float(run.loss_and_grads(task, params, x_eval, y_eval, with_grads=False)[0])
+
+        say(f"training on {backend} ({dev}, {dtype}{run.describe()}): task {task}, T={seq_len}, "
+            f"batch {batch}, hidden {hidden}, {optimizer} lr {lr}, {steps} steps")
+        say(f"untrained loss {initial:.4f}; " + ", ".join(f"{k} {v:.4f}" for k, v in base.items()))
+        losses, start = [], time.perf_counter()
+        for step in range(1, steps + 1):
+            x, y = make_batch(rng, task, batch, seq_len)
+            loss, grads = run.loss_and_grads(task, params, run.data(x), run.data(y))
+            params = opt.step(params, clip_by_norm(xp, grads, clip))
+            losses.append(float(loss))
+            if step % log_every == 0 or step == steps:
+                say(_progress(step, steps, np.mean(losses[-log_every:]), time.perf_counter() - start))
+        seconds = time.perf_counter() - start
+        final = float(run.loss_and_grads(task, params, x_eval, y_eval, with_grads=False)[0])
     say(f"final loss {final:.4f} on the evaluation batch (untrained {initial:.4f}) in {seconds:.1f} s")
     if plot is not None:
         write_plot(plot, losses, base, title=f"{task} on {backend}, {optimizer}")
         say(f"loss curve written to {plot}")
     return TrainResult(losses, initial, final, base, params, seconds)
+
+
+class _InMemory:
+    """Data and weights in the backend's namespace, the step as written in ``loss_and_grads``."""
+
+    def __init__(self, xp, dev, dtype):
+        self.xp, self.device, self._dtype = xp, dev, dtype
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def data(self, a):
+        return self.xp.asarray(a.astype(self._dtype), device=self.device)
+
+    def loss_and_grads(self, task, params, x, y, *, with_grads=True):
+        return loss_and_grads(self.xp, task, params, x, y, with_grads=with_grads)
+
+    def describe(self):
+        return ""
+
+
+class _OnDask:
+    """Dask: one task per batch chunk, NumPy weights here, one compute per step.
+
+    The batch is cut along its batch axis into one chunk per worker thread.
+    Each step is one graph: a task per chunk runs ``loss_and_grads`` on the
+    chunk (``rnn_forward`` and ``rnn_backward`` on NumPy arrays, the mean
+    taken over the whole batch), and ``kernels.dask.tree_sum`` adds the
+    chunks' losses and gradients in a fixed order. Only the weights travel
+    to the workers and only the gradients come back. (The read-out and the
+    loss are a few small products per chunk: as Dask array operations they
+    would cost a graph of dozens of tasks per step, more than the math at
+    the tutorial's size.)
+
+    ``scheduler`` is a name of ``SCHEDULERS`` or a scheduler's address; a
+    ``LocalCluster`` is started on entry and closed on exit.
+    """
+
+    def __init__(self, dtype, scheduler):
+        import array_api_compat.numpy as np_xp
+
+        self.xp, self.device, self._dtype = np_xp, "cpu", dtype
+        self._name = scheduler or "threads"
+        self._client = self._cluster = None
+        self._steps = 0
+
+    def __enter__(self):
+        import dask.local
+        import dask.threaded
+
+        if self._name in ("threads", "synchronous"):
+            self._get = dask.threaded.get if self._name == "threads" else dask.local.get_sync
+            self._threads = (os.cpu_count() or 1) if self._name == "threads" else 1
+            return self
+        from dask.distributed import Client, LocalCluster  # only for a cluster
+
+        try:
+            if self._name == "local-cluster":
+                self._cluster = LocalCluster(
+                    n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
+                    dashboard_address=None,
+                )  # fmt: skip
+            self._client = Client(self._cluster or self._name, set_as_default=False)
+            self._client.wait_for_workers(1)
+        except BaseException:
+            self.__exit__()
+            raise
+        self._get = self._client.get
+        workers = self._client.scheduler_info()["workers"].values()
+        self._threads = sum(w["nthreads"] for w in workers)
+        return self
+
+    def __exit__(self, *exc):
+        for resource in (self._client, self._cluster):
+            if resource is not None:
+                resource.close()
+        self._client = self._cluster = None
+        return False
+
+    def data(self, a):
+        """A NumPy batch ``(T, B, F)`` or ``(B, F)`` cut into one chunk per worker thread."""
+        axis = a.ndim - 2  # the batch axis
+        n = a.shape[axis]
+        size = -(-n // max(1, min(self._threads, n)))  # ceil(n / chunks)
+        a = a.astype(self._dtype)
+        return tuple(a[(slice(None),) * axis + (slice(i, i + size),)] for i in range(0, n, size))
+
+    def loss_and_grads(self, task, params, x, y, *, with_grads=True):
+        """The batch's loss and gradients (NumPy), from one graph computed in one call."""
+        from ..kernels.dask import tree_sum
+
+        self._steps += 1
+        name = f"rnn_xp-train-{os.getpid()}-{self._steps}"
+        count = sum(math.prod(c.shape) for c in y)  # terms of the whole batch's mean
+        dsk = {(name, "params"): params}
+        chunks = []
+        for i, (xc, yc) in enumerate(zip(x, y)):
+            dsk[(name, 0, i)] = (_chunk_step, task, (name, "params"), xc, yc, with_grads, count)
+            chunks.append((name, 0, i))
+        sums, root = tree_sum(chunks, name)
+        dsk.update(sums)
+        return self._get(dsk, root)
+
+    def describe(self):
+        threads = f"{self._threads} worker thread" + "s" * (self._threads != 1)
+        return f", Dask scheduler {self._name}, {threads}, one task per batch chunk"
+
+
+def _chunk_step(task, params, x, y, with_grads, count):
+    """One task: ``loss_and_grads`` on one batch chunk, in NumPy."""
+    import array_api_compat.numpy as np_xp
+
+    return loss_and_grads(np_xp, task, params, x, y, with_grads=with_grads, count=count)
+
+
+def _runner(xp, dev, dtype, scheduler):
+    """How the loop runs: in memory, or on Dask (``_OnDask``)."""
+    if is_dask_namespace(xp):
+        return _OnDask(dtype, scheduler)
+    return _InMemory(xp, dev, dtype)
 
 
 def _progress(step, steps, loss, seconds, width=24):

@@ -22,6 +22,7 @@ module                what it holds
 ``cupy_fused``        the in-place loop with one fused CUDA kernel per step
 ``cupy_persistent``   all steps in one cooperative CUDA launch (small batches)
 ``dask``              one task per batch chunk, each running an in-memory kernel
+                      (forward and backward)
 ====================  ========================================================
 
 A kernel never imports a public module (``tests/test_layout.py`` checks it).
@@ -77,5 +78,12 @@ def backward_kernel(xp):
         from .numba_backward import backward_cpu
 
         return backward_cpu
-    # Everything else, Dask included: the portable loop on the caller's arrays.
+    if is_dask_namespace(xp):
+        # The portable loop on lazy arrays builds a graph that grows with T; one
+        # task per batch chunk runs the chunk library's in-memory backward, and
+        # a tree of tasks adds the chunks' weight gradients.
+        from .dask import backward_dask
+
+        return backward_dask
+    # torch, JAX, CuPy, array-api-strict and anything else: the portable loop.
     return backward_portable

@@ -1,4 +1,4 @@
-"""The recurrence on Dask arrays: one task per batch chunk.
+"""The recurrence and its gradient on Dask arrays: one task per batch chunk.
 
 Sequences in a batch do not interact, so a Dask array chunked along its
 batch axes splits the work into independent pieces. Each batch chunk runs
@@ -18,25 +18,54 @@ features is rechunked to one chunk along those axes, with a
 given with Dask inputs become single-chunk Dask arrays: one key each in the
 graph, which a distributed scheduler ships to a worker once, not per task.
 
-This module imports Dask; ``kernels.forward_kernel`` imports it only when
-the caller's arrays are Dask arrays.
+The backward pass has the same shape. Each batch chunk runs the in-memory
+backward of its library (``numpy_backward.backward_numpy`` on NumPy
+chunks) over the whole sequence, as one task that returns the chunk's
+``dx``, ``dh0`` and its share of the weight gradients::
+
+    dh, x, h_seq   (T, *batch, H|D)  one chunk along T and features, batch chunks aligned
+    h0, dh_n       (*batch, H)       aligned with the batch chunks
+    -> dx (T, *batch, D), dh0 (*batch, H), chunked like the inputs along the batch
+    -> dWx (H, D), dWh (H, H), db (H,): one chunk each, the chunks' shares added
+       up by a tree of tasks
+
+The tree adds the shares of ``split_every`` consecutive chunks at a time
+(Dask's ``split_every`` setting, 4 by default), left to right in the order
+of the batch chunks (C order over several batch axes), then the sums of
+those groups the same way until one is left. The order is fixed by the
+graph, not by the scheduler, so the weight gradients are the same bits on
+every scheduler; they differ from the in-memory backward of the whole batch
+only by the rounding of that order of additions. Graph size: one task per
+batch chunk, three ``getitem`` tasks per chunk, the tree's tasks (about one
+per ``split_every - 1`` chunks) and three more, whatever T is.
+
+This module imports Dask; ``kernels.forward_kernel`` and
+``kernels.backward_kernel`` import it only when the caller's arrays are Dask
+arrays.
 """
 
 from __future__ import annotations
 
 import operator
 import warnings
+from numbers import Integral
 
+import dask
 import dask.array as da
 from dask.array.utils import meta_from_array
+from dask.base import tokenize
+from dask.core import flatten
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from .._checks import check_lengths, shape_str
 from .._compat import device, is_cupy_namespace, is_numpy_namespace, namespace_of
-from .portable import scan_portable
+from .portable import backward_portable, scan_portable
 
-__all__ = ["scan_dask"]
+__all__ = ["backward_dask", "scan_dask", "split_every", "tree_sum"]
 
 TOKEN = "rnn_xp-forward"  # key prefix of the tasks that run the recurrence
+BACKWARD_TOKEN = "rnn_xp-backward"  # key prefix of the tasks that run the backward pass
+SUM_TOKEN = "rnn_xp-grad-sum"  # key prefix of the tree that adds the chunks' weight gradients
 
 
 def scan_dask(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences):
@@ -127,6 +156,191 @@ def _in_memory_kernel(xp):
     return scan_portable
 
 
+# -- the backward pass ---------------------------------------------------------
+
+
+def backward_dask(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak):
+    """``backward_portable`` for Dask: lazy results, one task per batch chunk.
+
+    ``dh`` (or ``None``) and ``h_seq`` are ``(T, *batch, H)``, ``x``
+    ``(T, *batch, D)``, ``h0`` and ``dh_n`` (or ``None``) ``(*batch, H)``,
+    ``lengths`` ``None`` or an integer array ``(*batch,)``; any of them (and
+    the weights) may be a NumPy array instead of a Dask array. The batch
+    chunks are those of ``x`` (else of ``h_seq``, ``dh``, ``h0`` or
+    ``dh_n``, the first that is a Dask array); the other arrays are
+    rechunked to them. Returns ``(dx, dh0, dWx, dWh, db)`` as Dask arrays:
+    ``dx`` and ``dh0`` chunked like ``x`` along the batch, the weight
+    gradients one chunk each (see the module docstring for the order of
+    their sums).
+    """
+    k = x.ndim - 2  # number of batch axes
+    T, D, H = x.shape[0], x.shape[-1], Wx.shape[0]
+    batch_chunks = _batch_chunks(x, h_seq, dh, h0, dh_n)
+    seq = {}
+    for name, a in (("x", x), ("h_seq", h_seq), ("dh", dh)):
+        if a is not None:
+            a = _as_dask(a, (-1, *batch_chunks, -1))
+            a = _single_chunk_along(name, a, {0: "time", k + 1: "features"}, stacklevel=4)
+            seq[name] = a.rechunk((-1, *batch_chunks, -1))
+    x = seq["x"]
+    h_seq, dh = (None if n not in seq else _chunks_like(x, seq[n]) for n in ("h_seq", "dh"))
+    h0, dh_n = (
+        None if a is None else _chunks_like(x, _single_chunk_along(
+            name, _as_dask(a, (*batch_chunks, -1)), {k: "features"}, stacklevel=4,
+        ).rechunk((*batch_chunks, -1)))
+        for name, a in (("h0", h0), ("dh_n", dh_n))
+    )  # fmt: skip
+    if lengths is not None:
+        lengths = _chunks_like(x, _as_dask(lengths, batch_chunks).rechunk(batch_chunks))  # (*batch,)
+    Wx, Wh = (_as_dask(w, -1).rechunk(-1) for w in (Wx, Wh))
+
+    bi = tuple(f"b{i}" for i in range(k))  # one blockwise index per batch axis
+    args = [
+        dh, None if dh is None else ("t", *bi, "h"),
+        x, ("t", *bi, "d"),
+        h0, (*bi, "h"),
+        Wx, ("h", "d"),
+        Wh, ("h", "g"),
+        h_seq, ("t", *bi, "h"),
+        dh_n, None if dh_n is None else (*bi, "h"),
+        lengths, None if lengths is None else bi,
+    ]  # fmt: skip
+    # One task per batch chunk returns (dx, dh0, (dWx, dWh, db)) for its chunk.
+    parts = da.blockwise(
+        _backward_chunk, bi, *args, token=BACKWARD_TOKEN, dtype=x.dtype, concatenate=True,
+        meta=meta_from_array(x, ndim=k), nonlinearity=nonlinearity, reverse=reverse, leak=leak,
+    )  # fmt: skip
+    dx = da.blockwise(
+        operator.getitem, ("t", *bi, "d"), parts, bi, 0, None, new_axes={"t": T, "d": D},
+        dtype=x.dtype, meta=meta_from_array(x, ndim=k + 2),
+    )  # fmt: skip  # (T, *batch, D)
+    dh0 = da.blockwise(
+        operator.getitem, (*bi, "h"), parts, bi, 1, None, new_axes={"h": H},
+        dtype=x.dtype, meta=meta_from_array(x, ndim=k + 1),
+    )  # fmt: skip  # (*batch, H)
+    dWx, dWh, db = _sum_over_chunks(parts, {"dWx": (H, D), "dWh": (H, H), "db": (H,)}, x)
+    return dx, dh0, dWx, dWh, db
+
+
+def _backward_chunk(dh, x, h0, Wx, Wh, h_seq, dh_n, lengths, *, nonlinearity, reverse, leak):
+    """One task: the in-memory backward pass over one batch chunk.
+
+    Returns ``(dx, dh0, (dWx, dWh, db))`` of the chunk; like
+    ``_forward_chunk`` it checks the chunk's ``lengths`` values.
+    """
+    xp = namespace_of(x)
+    T, batch = x.shape[0], tuple(x.shape[1:-1])
+    lengths = check_lengths(xp, lengths, batch, T, device(x))  # the values, now that they are known
+    dx, dh0, dWx, dWh, db = _in_memory_backward(xp)(
+        xp, dh, x, h0, Wx, Wh, h_seq, dh_n, nonlinearity=nonlinearity, lengths=lengths,
+        reverse=reverse, leak=leak,
+    )  # fmt: skip
+    return dx, dh0, (dWx, dWh, db)
+
+
+def _in_memory_backward(xp):
+    """The backward kernel for a chunk's library: NumPy's in-place loop, else the portable one."""
+    if is_numpy_namespace(xp):
+        from .numpy_backward import backward_numpy
+
+        return backward_numpy
+    return backward_portable  # CuPy included: kernels.backward_kernel has nothing faster for it
+
+
+def _batch_chunks(x, h_seq, dh, h0, dh_n):
+    """The batch chunks of the backward: those of the first Dask array among the arguments."""
+    for a in (x, h_seq, dh):
+        if isinstance(a, da.Array):
+            return a.chunks[1:-1]
+    for a in (h0, dh_n):
+        if isinstance(a, da.Array):
+            return a.chunks[:-1]
+    return tuple((n,) for n in x.shape[1:-1])  # only weights are Dask arrays: one chunk
+
+
+def split_every():
+    """How many values one task of a sum tree adds: Dask's ``split_every`` setting, else 4."""
+    value = dask.config.get("split_every", None)
+    if isinstance(value, Integral) and not isinstance(value, bool) and value >= 2:
+        return int(value)
+    return 4  # Dask's own default for its reductions
+
+
+def tree_sum(keys, name, every=None):
+    """Graph entries that add up the values at ``keys`` in a fixed order.
+
+    Each task adds ``every`` (default ``split_every()``) consecutive values of
+    the level below, left to right (``((v0 + v1) + v2) + v3``), until one is
+    left; a value is an array, a number, or tuples and dicts of them (added
+    entry by entry; ``None`` entries stay ``None``). Returns ``(dsk, root)``:
+    a dict of new tasks named ``(name, level, j)`` and the key of the sum
+    (``keys[0]`` itself when there is one key). The order depends only on
+    ``keys`` and ``every``, so the sum is the same bits on every scheduler.
+    """
+    every = split_every() if every is None else every
+    level, dsk, depth = list(keys), {}, 0
+    while len(level) > 1:
+        depth += 1
+        groups = [level[j:j + every] for j in range(0, len(level), every)]
+        level = []
+        for j, group in enumerate(groups):
+            dsk[(name, depth, j)] = (_add_in_order, *group)
+            level.append((name, depth, j))
+    return dsk, level[0]
+
+
+def _sum_over_chunks(parts, shapes, like):
+    """The chunks' weight gradients as Dask arrays, added up by ``tree_sum``.
+
+    ``parts`` has one block per batch chunk, each ``(dx, dh0, grads)``;
+    ``shapes`` maps the name of each array of ``grads`` to its shape. Level 0
+    takes ``grads`` out of every block (on the worker that holds it), in C
+    order over the batch chunks. Returns one single-chunk Dask array per
+    entry of ``shapes``.
+    """
+    every = split_every()
+    token = tokenize(parts.name, every)
+    tree = f"{SUM_TOKEN}-{token}"
+    dsk, level = {}, []
+    for i, key in enumerate(flatten(parts.__dask_keys__())):  # C order over the batch chunks
+        dsk[(tree, 0, i)] = (operator.getitem, key, 2)
+        level.append((tree, 0, i))
+    sums, root = tree_sum(level, tree, every)
+    dsk.update(sums)
+
+    graph = parts.__dask_graph__()
+    layers = {**graph.layers, tree: MaterializedLayer(dsk)}
+    dependencies = {**graph.dependencies, tree: {parts.name}}
+    out = []
+    for i, (label, shape) in enumerate(shapes.items()):
+        name = f"rnn_xp-{label}-{token}"  # one task: entry i of the root's tuple
+        layer = MaterializedLayer({(name, *(0,) * len(shape)): (operator.getitem, root, i)})
+        out.append(da.Array(
+            HighLevelGraph({**layers, name: layer}, {**dependencies, name: {tree}}), name,
+            chunks=tuple((n,) for n in shape), dtype=like.dtype,
+            meta=meta_from_array(like, ndim=len(shape)),
+        ))  # fmt: skip
+    return out
+
+
+def _add_in_order(*values):
+    """``((v0 + v1) + v2) + ...``, entry by entry through tuples and dicts."""
+    total = values[0]
+    for v in values[1:]:
+        total = _add(total, v)
+    return total
+
+
+def _add(a, b):
+    if a is None:  # an entry that is None in every value (a gradient not asked for)
+        return None
+    if isinstance(a, tuple):
+        return tuple(_add(u, v) for u, v in zip(a, b))
+    if isinstance(a, dict):
+        return {k: _add(u, b[k]) for k, u in a.items()}
+    return a + b
+
+
 def _as_dask(a, chunks=-1):
     """``a`` as a Dask array; an in-memory array becomes one graph key (or one per chunk)."""
     if isinstance(a, da.Array):
@@ -153,8 +367,12 @@ def _to_library_of(block, like):
     return namespace_of(like).asarray(block)
 
 
-def _single_chunk_along(name, a, axes):
-    """``a`` with one chunk along each of ``axes`` ({axis: label}), warning if that rechunks."""
+def _single_chunk_along(name, a, axes, stacklevel=5):
+    """``a`` with one chunk along each of ``axes`` ({axis: label}), warning if that rechunks.
+
+    ``stacklevel`` points the warning at the caller of the public function
+    (5 for ``rnn_forward``, 4 for ``rnn_backward``).
+    """
     split = {ax: label for ax, label in axes.items() if a.numblocks[ax] > 1}
     if not split:
         return a
@@ -164,6 +382,6 @@ def _single_chunk_along(name, a, axes):
         f"{name} is rechunked to a single chunk along {' and '.join(split.values())}, "
         "keeping its batch chunks. Chunk it along the batch axes only to avoid this.",
         da.PerformanceWarning,
-        stacklevel=5,  # the caller of rnn_forward
+        stacklevel=stacklevel,
     )
     return a.rechunk({ax: -1 for ax in split})
