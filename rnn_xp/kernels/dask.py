@@ -144,11 +144,16 @@ def _forward_chunk(x, h0, Wx, Wh, b, lengths, *, nonlinearity, reverse, leak, re
 
 
 def _in_memory_kernel(xp):
-    """The kernel for a chunk's library: NumPy's or CuPy's in-place loop, else the portable one."""
-    if is_numpy_namespace(xp):
-        from .numpy import scan_numpy
+    """The kernel for a chunk's library: the one ``rnn_forward`` takes for it, else the portable one.
 
-        return scan_numpy
+    NumPy chunks run what NumPy arrays run (the compiled loop when numba is
+    installed and picks the size, else the in-place loop), so a chunk's states
+    are the bits ``rnn_forward`` gives for that chunk alone.
+    """
+    if is_numpy_namespace(xp):
+        from .numba_cpu import scan_cpu
+
+        return scan_cpu
     if is_cupy_namespace(xp):
         from .cupy import scan_cupy
 
@@ -239,11 +244,11 @@ def _backward_chunk(dh, x, h0, Wx, Wh, h_seq, dh_n, lengths, *, nonlinearity, re
 
 
 def _in_memory_backward(xp):
-    """The backward kernel for a chunk's library: NumPy's in-place loop, else the portable one."""
+    """The backward kernel for a chunk's library: the one ``rnn_backward`` takes for NumPy, else the portable one."""
     if is_numpy_namespace(xp):
-        from .numpy_backward import backward_numpy
+        from .numba_backward import backward_cpu
 
-        return backward_numpy
+        return backward_cpu
     return backward_portable  # CuPy included: kernels.backward_kernel has nothing faster for it
 
 
