@@ -121,7 +121,7 @@ CASES = {
         ({"num_layers": 2.0}, T_, r"num_layers must be a positive int; got float"),
         ({"num_layers": True}, T_, r"num_layers must be a positive int; got bool"),
         # options
-        ({"nonlinearity": "sigmoid"}, V, r"nonlinearity must be one of \['tanh', 'relu'\]; got 'sigmoid'"),
+        ({"nonlinearity": "gelu"}, V, r"nonlinearity must be one of \['tanh', 'relu', .*\]; got 'gelu'"),
         ({"nonlinearity": "Tanh"}, V, r"nonlinearity must be one of \['tanh', 'relu'\]; got 'Tanh'"),
         ({"nonlinearity": None}, V, r"nonlinearity must be one of \['tanh', 'relu'\]; got None"),
         ({"num_layers": 2, "dropout": 1.5}, V, r"dropout must be a probability in \[0, 1\]; got 1.5"),
@@ -236,7 +236,7 @@ CASES = {
         ({"bias": KBIAS > 0}, T_, r"bias must have a real floating dtype; got bool"),
         ({"kernel": KERNEL.tolist()}, T_, r"kernel must be an array; got list"),
         ({"recurrent_kernel": None}, T_, r"recurrent_kernel must be an array; got NoneType"),
-        ({"nonlinearity": "sigmoid"}, V, r"nonlinearity must be one of \['tanh', 'relu'\]; got 'sigmoid'"),
+        ({"nonlinearity": "gelu"}, V, r"nonlinearity must be one of \['tanh', 'relu', .*\]; got 'gelu'"),
         ({"batch_first": "yes"}, T_, r"batch_first must be True or False; got 'yes'"),
         ({"dtype": "int8"}, T_, r"dtype must be a real floating dtype .*; got 'int8'"),
         ({"weights": [KERNEL, RKERNEL]}, None, None),  # valid: no bias
