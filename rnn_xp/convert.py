@@ -28,9 +28,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from ._activations import ONNX_NAMES, PARAMETERS, check_nonlinearity
+from ._activations import ONNX_NAMES, PARAMETERS, check_activation, check_nonlinearity
 from ._backends import dtype_name, move, resolve_dtype, resolve_namespace, to_host
-from ._checks import check_bool, check_real_arrays, shape_str
+from ._checks import check_bool, check_mask, check_real_arrays, shape_str
+from ._compat import device as _device_of
 from ._compat import is_array, namespace_of
 from .layer import RNN
 
@@ -121,6 +122,12 @@ def to_torch(rnn, *, device=None):
     first = next(iter(state.values()))
     if rnn.leak != 1.0:
         raise ValueError(f"torch.nn.RNN has no leak; this layer has leak={rnn.leak}")
+    if rnn.nonlinearity not in ("tanh", "relu") or rnn.clip is not None or rnn.reverse:
+        raise ValueError(
+            "torch.nn.RNN runs tanh or relu, the same in both directions, without clip or a "
+            f"reverse-only direction; this layer has nonlinearity={rnn.nonlinearity!r}, "
+            f"clip={rnn.clip}, reverse={rnn.reverse}"
+        )
     with _quiet_dropout_warning():
         module = torch.nn.RNN(
             rnn.input_size, rnn.hidden_size, rnn.num_layers, nonlinearity=rnn.nonlinearity,
@@ -145,6 +152,28 @@ class _quiet_dropout_warning:
 
 # -- Keras SimpleRNN -----------------------------------------------------------
 
+# Keras activation name -> (rnn_xp name, alpha, beta): the same function.
+_KERAS_ACTIVATIONS = {
+    "tanh": ("tanh", None, None),
+    "relu": ("relu", None, None),
+    "sigmoid": ("sigmoid", None, None),
+    "softsign": ("softsign", None, None),
+    "softplus": ("softplus", None, None),
+    "elu": ("elu", 1.0, None),
+    "linear": ("affine", 1.0, 0.0),
+    "hard_sigmoid": ("hard_sigmoid", 1.0 / 6.0, 0.5),  # Keras 3: relu6(x + 3) / 6
+    "leaky_relu": ("leaky_relu", 0.2, None),  # Keras 3's default negative_slope
+}
+
+
+def _keras_activation(name):
+    if not isinstance(name, str) or name not in _KERAS_ACTIVATIONS:
+        raise ValueError(
+            f"nonlinearity must be one of {list(_KERAS_ACTIVATIONS)} (Keras activation names); "
+            f"got {name!r}"
+        )
+    return _KERAS_ACTIVATIONS[name]
+
 
 def to_keras(rnn, *, layer=0, reverse=False):
     """One layer and direction as Keras ``SimpleRNN`` weights.
@@ -163,6 +192,8 @@ def to_keras(rnn, *, layer=0, reverse=False):
     list of array
         ``[kernel (D, H), recurrent_kernel (H, H), bias (H,)]`` (no ``bias``
         when ``rnn.bias`` is False), the order of ``SimpleRNN.get_weights()``.
+        :func:`keras_config` gives the ``SimpleRNN`` arguments that go with
+        them (a layer with ``reverse=True`` is a ``go_backwards=True`` one).
 
     Examples
     --------
@@ -177,17 +208,90 @@ def to_keras(rnn, *, layer=0, reverse=False):
     return weights if b is None else [*weights, b]
 
 
-def from_keras(layer_or_weights, *, nonlinearity=None, batch_first=True, xp=None, device=None,
-               dtype=None):
-    """A one-layer :class:`~rnn_xp.RNN` from a Keras ``SimpleRNN`` or its weights.
+def to_keras_bidirectional(rnn, *, layer=0):
+    """One bidirectional layer as the weights of a Keras ``Bidirectional(SimpleRNN)``.
+
+    Returns
+    -------
+    list of array
+        The forward layer's ``to_keras`` weights, then the backward layer's:
+        the order of ``Bidirectional.get_weights()``.
+
+    Examples
+    --------
+    >>> from rnn_xp import RNN, convert
+    >>> [w.shape for w in convert.to_keras_bidirectional(RNN(3, 4, bidirectional=True))]
+    [(3, 4), (4, 4), (4,), (3, 4), (4, 4), (4,)]
+    """
+    _check_layer(rnn, layer)
+    if not rnn.bidirectional:
+        raise ValueError("to_keras_bidirectional needs a bidirectional layer")
+    return to_keras(rnn, layer=layer) + to_keras(rnn, layer=layer, reverse=True)
+
+
+def keras_config(rnn, *, reverse=False):
+    """The ``keras.layers.SimpleRNN`` arguments of one direction of the layer.
+
+    Returns
+    -------
+    dict
+        ``units``, ``activation`` (a Keras name), ``use_bias`` and
+        ``go_backwards`` (True for the reverse direction, and for a layer
+        with ``reverse=True``). With ``to_keras`` weights, a ``SimpleRNN``
+        made with them computes the same function.
+
+    Raises
+    ------
+    ValueError
+        The activation has no Keras equivalent (thresholded_relu,
+        scaled_tanh, and parameters other than Keras's), or the layer has
+        ``clip`` or ``leak``.
+
+    Examples
+    --------
+    >>> from rnn_xp import RNN, convert
+    >>> convert.keras_config(RNN(3, 4, nonlinearity="relu", reverse=True))
+    {'units': 4, 'activation': 'relu', 'use_bias': True, 'go_backwards': True}
+    """
+    _check_rnn(rnn)
+    if reverse and not rnn.bidirectional:
+        raise ValueError("reverse=True needs a bidirectional layer")
+    if rnn.clip is not None or rnn.leak != 1.0:
+        raise ValueError(f"a Keras SimpleRNN has no clip or leak; this layer has clip={rnn.clip}, "
+                         f"leak={rnn.leak}")
+    act = rnn.activations[1 if reverse else 0]
+    for keras_name, ours in _KERAS_ACTIVATIONS.items():
+        if ours[0] == act[0] and all(
+                (a is None) == (b is None) and (a is None or abs(a - b) < 1e-7)
+                for a, b in zip(ours[1:], act[1:])):  # fmt: skip
+            break
+    else:
+        raise ValueError(f"the activation {act} has no Keras equivalent")
+    return {"units": rnn.hidden_size, "activation": keras_name, "use_bias": rnn.bias,
+            "go_backwards": bool(reverse or rnn.reverse)}
+
+
+def from_keras(layer_or_weights, *, nonlinearity=None, go_backwards=None, batch_first=True,
+               xp=None, device=None, dtype=None):
+    """A one-layer :class:`~rnn_xp.RNN` from a Keras ``SimpleRNN``, ``Bidirectional`` or weights.
 
     Parameters
     ----------
-    layer_or_weights : keras.layers.SimpleRNN or sequence of array
-        A built layer (its activation and ``use_bias`` are read), or
-        ``[kernel (D, H), recurrent_kernel (H, H)]`` with an optional ``bias (H,)``.
-    nonlinearity : {"tanh", "relu"}, optional
-        Default: the layer's activation, or ``"tanh"`` (Keras' default) for weights.
+    layer_or_weights : keras layer or sequence of array
+        A built ``SimpleRNN`` (its activation, ``use_bias`` and
+        ``go_backwards`` are read), a built ``Bidirectional(SimpleRNN)``
+        (both directions, each with its own activation), or weights:
+        ``[kernel (D, H), recurrent_kernel (H, H)(, bias (H,))]`` for one
+        direction, twice that (4 or 6 arrays, forward first) for a
+        ``Bidirectional``.
+    nonlinearity : str, optional
+        A Keras activation name (``"tanh"``, ``"relu"``, ``"sigmoid"``,
+        ``"softsign"``, ``"softplus"``, ``"elu"``, ``"linear"``,
+        ``"hard_sigmoid"``, ``"leaky_relu"``, with Keras's parameters).
+        Default: the layer's, or ``"tanh"`` (Keras's default) for weights.
+    go_backwards : bool, optional
+        For one direction's weights: the ``SimpleRNN`` ran backwards. For a
+        layer it must agree with the layer's.
     batch_first : bool, optional
         Default True: Keras feeds ``(B, T, D)``.
     xp, device, dtype : optional
@@ -197,45 +301,319 @@ def from_keras(layer_or_weights, *, nonlinearity=None, batch_first=True, xp=None
     -------
     RNN
         ``weight_ih = kernel.T``, ``weight_hh = recurrent_kernel.T``,
-        ``bias_ih = bias``, ``bias_hh = 0``.
+        ``bias_ih = bias``, ``bias_hh = 0``. A ``go_backwards=True`` layer
+        becomes ``reverse=True``: rnn_xp keeps the outputs in the original
+        time order, where Keras returns them in the order it ran (flip the
+        time axis to compare). A ``Bidirectional`` becomes
+        ``bidirectional=True``, whose output is Keras's ``merge_mode="concat"``;
+        :func:`keras_merge` gives the other merge modes.
 
     Raises
     ------
     ValueError
-        A shape does not match, the activation is not tanh or relu, or the
-        layer runs backwards (``go_backwards=True``).
+        A shape does not match, the activation has no rnn_xp equivalent, or
+        a ``Bidirectional`` whose forward layer runs backwards.
+    TypeError
+        Neither a Keras layer nor a list of arrays.
     """
     obj = layer_or_weights
-    if hasattr(obj, "get_weights") and hasattr(obj, "get_config"):
-        config = obj.get_config()
-        if config.get("go_backwards"):
-            raise ValueError("a SimpleRNN with go_backwards=True has no rnn_xp equivalent")
-        activation = config.get("activation", "tanh")
-        activation = activation if isinstance(activation, str) else str(activation)
-        if nonlinearity is None:
-            nonlinearity = activation
-        elif nonlinearity != activation:
-            raise ValueError(
-                f"nonlinearity={nonlinearity!r} disagrees with the layer's activation "
-                f"{activation!r}"
-            )
-        weights = obj.get_weights()
+    if hasattr(obj, "forward_layer") and hasattr(obj, "backward_layer"):  # Bidirectional
+        fwd, bwd = obj.forward_layer, obj.backward_layer
+        for part in (fwd, bwd):
+            if type(part).__name__ != "SimpleRNN":
+                raise TypeError(f"a Keras Bidirectional of {type(part).__name__} has no rnn_xp "
+                                "equivalent; rnn_xp runs SimpleRNN")
+        if fwd.get_config().get("go_backwards") or not bwd.get_config().get("go_backwards"):
+            raise ValueError("a Bidirectional whose forward layer runs backwards (or whose backward "
+                             "layer runs forwards) has no rnn_xp equivalent")
+        acts = [_keras_layer_activation(part, nonlinearity) for part in (fwd, bwd)]
+        weights = [list(fwd.get_weights()), list(bwd.get_weights())]
+        reverse = False
+    elif hasattr(obj, "get_weights") and hasattr(obj, "get_config"):
+        if type(obj).__name__ != "SimpleRNN":
+            raise TypeError(f"a Keras {type(obj).__name__} has no rnn_xp equivalent; rnn_xp runs "
+                            "SimpleRNN and Bidirectional(SimpleRNN)")
+        acts = [_keras_layer_activation(obj, nonlinearity)]
+        reverse = bool(obj.get_config().get("go_backwards", False))
+        if go_backwards is not None and go_backwards != reverse:
+            raise ValueError(f"go_backwards={go_backwards!r} disagrees with the layer's "
+                             f"go_backwards={reverse!r}")
+        weights = [list(obj.get_weights())]
     elif isinstance(obj, (list, tuple)):
-        weights = list(obj)
+        n = len(obj)
+        if n not in (2, 3, 4, 6):
+            raise ValueError(
+                "Keras SimpleRNN weights are [kernel, recurrent_kernel(, bias)] (twice that for a "
+                f"Bidirectional); got {n} arrays"
+            )
+        weights = [list(obj)] if n in (2, 3) else [list(obj[: n // 2]), list(obj[n // 2:])]
+        acts = [_keras_activation("tanh" if nonlinearity is None else nonlinearity)] * len(weights)
+        reverse = bool(go_backwards) and len(weights) == 1
     else:
         raise TypeError(
-            "layer_or_weights must be a keras SimpleRNN or a list [kernel, recurrent_kernel"
-            f"(, bias)]; got {type(obj).__name__}"
+            "layer_or_weights must be a keras SimpleRNN, a Bidirectional(SimpleRNN) or a list "
+            f"[kernel, recurrent_kernel(, bias)]; got {type(obj).__name__}"
         )
-    if len(weights) not in (2, 3):
-        raise ValueError(
-            "Keras SimpleRNN weights are [kernel, recurrent_kernel(, bias)]; "
-            f"got {len(weights)} arrays"
-        )
-    nonlinearity = check_nonlinearity("tanh" if nonlinearity is None else nonlinearity)
     names = ("kernel", "recurrent_kernel", "bias")
-    return _from_transposed(dict(zip(names, weights)), names, nonlinearity, batch_first,
-                            xp, device, dtype)
+    return _from_transposed([dict(zip(names, w)) for w in weights], names, acts, batch_first,
+                            xp, device, dtype, reverse=reverse)
+
+
+def _keras_layer_activation(layer, nonlinearity):
+    activation = layer.get_config().get("activation", "tanh")
+    activation = activation if isinstance(activation, str) else str(activation)
+    if nonlinearity is not None and nonlinearity != activation:
+        raise ValueError(
+            f"nonlinearity={nonlinearity!r} disagrees with the layer's activation {activation!r}"
+        )
+    return _keras_activation(activation)
+
+
+def keras_merge(output, merge_mode="concat", *, mask=None, batch_first=True):
+    """A bidirectional layer's ``output`` merged as Keras's ``Bidirectional`` does.
+
+    Parameters
+    ----------
+    output : array
+        ``(..., 2H)``: the forward states then the reverse ones, as a
+        bidirectional :class:`~rnn_xp.RNN` returns them (or the two rows of
+        ``h_n`` concatenated, for ``return_sequences=False``).
+    merge_mode : {"concat", "sum", "ave", "mul", None}, optional
+        Keras's ``merge_mode``.
+    mask : bool array or nested list of bool, optional
+        ``(B, T)``: the mask the layer ran with. ``Bidirectional`` with
+        ``return_sequences=True`` outputs zeros at masked steps (it sets
+        ``zero_output_for_mask``), where rnn_xp repeats the previous output;
+        this zeroes them first.
+    batch_first : bool, optional
+        ``output`` is ``(B, T, 2H)`` (default, Keras's layout) rather than
+        ``(T, B, 2H)``; only read with ``mask``.
+
+    Returns
+    -------
+    array or tuple of two arrays
+        ``(..., 2H)`` for concat, ``(..., H)`` for sum, ave and mul, the two
+        halves for ``None``; in ``output``'s library.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rnn_xp import convert
+    >>> convert.keras_merge(np.array([[1.0, 2.0, 3.0, 4.0]]), "sum")
+    array([[4., 6.]])
+    """
+    if merge_mode not in ("concat", "sum", "ave", "mul", None):
+        raise ValueError(f"merge_mode must be 'concat', 'sum', 'ave', 'mul' or None; got {merge_mode!r}")
+    if not is_array(output) or output.ndim < 1 or output.shape[-1] % 2:
+        got = shape_str(output.shape) if is_array(output) else type(output).__name__
+        raise ValueError(f"output must have shape (..., 2H); got {got}")
+    xp = namespace_of(output)
+    if mask is not None:
+        check_bool("batch_first", batch_first)
+        if output.ndim != 3:
+            raise ValueError(f"output must be (B, T, 2H) or (T, B, 2H) with a mask; got "
+                             f"{shape_str(output.shape)}")
+        batch = output.shape[0] if batch_first else output.shape[1]
+        T = output.shape[1] if batch_first else output.shape[0]
+        m = check_mask(xp, mask, (batch,), T, _device_of(output))  # (T, B)
+        if batch_first:
+            m = xp.permute_dims(m, (1, 0))  # (B, T)
+        output = xp.where(m[..., None], output, xp.zeros_like(output))
+    H = output.shape[-1] // 2
+    fwd, bwd = output[..., :H], output[..., H:]
+    if merge_mode == "concat":
+        return output
+    if merge_mode == "sum":
+        return fwd + bwd
+    if merge_mode == "ave":
+        return (fwd + bwd) / 2
+    if merge_mode == "mul":
+        return fwd * bwd
+    return fwd, bwd
+
+
+# -- Flax SimpleCell -------------------------------------------------------------
+
+# JAX function name -> (rnn_xp name, alpha, beta) with JAX's default parameters.
+_JAX_ACTIVATIONS = {
+    "tanh": ("tanh", None, None),
+    "relu": ("relu", None, None),
+    "sigmoid": ("sigmoid", None, None),
+    "soft_sign": ("softsign", None, None),
+    "softplus": ("softplus", None, None),
+    "elu": ("elu", 1.0, None),
+    "leaky_relu": ("leaky_relu", 0.01, None),
+    "hard_sigmoid": ("hard_sigmoid", 1.0 / 6.0, 0.5),  # relu6(x + 3) / 6
+}
+
+
+def _flax_activation(fn):
+    """``(name, alpha, beta)`` of an rnn_xp name or a JAX activation function."""
+    if isinstance(fn, str):
+        return check_activation(fn)
+    name = getattr(fn, "__name__", None)
+    module = getattr(fn, "__module__", "") or ""
+    if name in _JAX_ACTIVATIONS and module.split(".")[0] in ("jax", "flax", "jaxlib"):
+        return _JAX_ACTIVATIONS[name]
+    raise ValueError(
+        f"the activation {fn!r} has no rnn_xp equivalent; rnn_xp reads the JAX functions "
+        f"{list(_JAX_ACTIVATIONS)} (jax.nn, jax.numpy, flax's re-exports)"
+    )
+
+
+def _unwrap(value):
+    """An array from a Flax variable (``get_value()``, or ``.value`` in older Flax) or an array."""
+    if is_array(value):
+        return value
+    if hasattr(value, "get_value"):
+        return value.get_value()
+    return getattr(value, "value", value)
+
+
+def from_flax(cell_or_params, *, cell=None, nonlinearity=None, residual=None, batch_first=True,
+              xp=None, device=None, dtype=None):
+    """A one-layer :class:`~rnn_xp.RNN` from a Flax simple RNN cell (NNX or Linen).
+
+    Flax's ``SimpleCell`` computes ``h' = f(x @ Ki + bi + h @ Kh)`` (``+ h``
+    inside ``f`` with ``residual=True``), with ``Ki (D, H)``, ``bi (H,)`` and
+    ``Kh (H, H)``.
+
+    Parameters
+    ----------
+    cell_or_params : flax.nnx.SimpleCell or mapping
+        An NNX cell (its parameters, ``activation_fn`` and ``residual`` are
+        read), or parameters in either layout: NNX's
+        ``{"dense_i": {"kernel", "bias"}, "dense_h": {"kernel"}}`` (arrays or
+        ``nnx.Param``), Linen's ``{"params": {"i": {"kernel", "bias"}, "h":
+        {"kernel"}}}`` (with or without ``"params"``, or under ``"cell"`` as
+        ``nn.RNN`` keeps them).
+    cell : flax.linen.SimpleCell or flax.nnx.SimpleCell, optional
+        For parameters: the cell whose ``activation_fn`` and ``residual``
+        they go with.
+    nonlinearity : str or callable, optional
+        An rnn_xp activation name, or a JAX function (``jax.nn.relu``,
+        ``jax.nn.hard_sigmoid``, ... with JAX's parameters). Default: the
+        cell's ``activation_fn``, else tanh.
+    residual : bool, optional
+        Default: the cell's, else False. A residual cell becomes
+        ``weight_hh = Kh.T + I``.
+    batch_first : bool, optional
+        Default True: Flax's ``nn.RNN`` takes ``(B, T, D)``.
+    xp, device, dtype : optional
+        Where the layer lives; ``dtype`` defaults to the parameters'.
+
+    Returns
+    -------
+    RNN
+        ``weight_ih = Ki.T``, ``weight_hh = Kh.T``, ``bias_ih = bi``,
+        ``bias_hh = 0``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rnn_xp import convert
+    >>> params = {"params": {"i": {"kernel": np.ones((3, 4)), "bias": np.zeros(4)},
+    ...                      "h": {"kernel": np.eye(4)}}}
+    >>> rnn = convert.from_flax(params, nonlinearity="relu")
+    >>> rnn.weight_ih_l0.shape, rnn.nonlinearity, rnn.batch_first
+    ((4, 3), 'relu', True)
+    """
+    obj = cell_or_params
+    if hasattr(obj, "activation_fn") and hasattr(obj, "dense_i"):  # an NNX SimpleCell (not its State)
+        if cell is not None:
+            raise ValueError("cell= is for parameters; an NNX cell carries its own")
+        cell, params = obj, {"dense_i": {"kernel": obj.dense_i.kernel, "bias": obj.dense_i.bias},
+                             "dense_h": {"kernel": obj.dense_h.kernel}}
+    elif hasattr(obj, "keys") and hasattr(obj, "__getitem__"):
+        params = obj
+    else:
+        raise TypeError("cell_or_params must be a flax.nnx.SimpleCell or a mapping of its "
+                        f"parameters; got {type(obj).__name__}")
+    kernel_i, bias_i, kernel_h = _flax_params(params)
+    if cell is not None:
+        for name, given, own in (("nonlinearity", nonlinearity, cell.activation_fn),
+                                 ("residual", residual, bool(cell.residual))):
+            if given is not None and (_flax_activation(given) != _flax_activation(own)
+                                      if name == "nonlinearity" else given != own):
+                raise ValueError(f"{name}={given!r} disagrees with the cell's {own!r}")
+        nonlinearity, residual = cell.activation_fn, bool(cell.residual)
+    act = _flax_activation("tanh" if nonlinearity is None else nonlinearity)
+    residual = check_bool("residual", False if residual is None else residual)
+    weights = {"kernel": kernel_i, "recurrent_kernel": kernel_h, "bias": bias_i}
+    rnn = _from_transposed([weights], ("kernel", "recurrent_kernel", "bias"), [act], batch_first,
+                           xp, device, dtype)
+    if residual:  # f(x Ki + b + h Kh + h): the recurrent matrix is Kh + I
+        Wh = rnn.params["weight_hh_l0"]
+        eye = rnn.xp.eye(rnn.hidden_size, dtype=rnn.dtype, device=rnn.device)
+        rnn.params["weight_hh_l0"] = Wh + eye
+    return rnn
+
+
+def _flax_params(params):
+    """``(Ki, bi, Kh)`` from NNX's or Linen's parameter layout."""
+    p = params
+    for key in ("params", "cell"):
+        if hasattr(p, "keys") and key in p and not {"i", "dense_i"} & set(p.keys()):
+            p = p[key]
+    if "dense_i" in p and "dense_h" in p:
+        i, h = p["dense_i"], p["dense_h"]
+    elif "i" in p and "h" in p:
+        i, h = p["i"], p["h"]
+    else:
+        raise ValueError(
+            "the parameters must hold NNX's {'dense_i', 'dense_h'} or Linen's {'i', 'h'} "
+            f"(optionally under 'params' and 'cell'); got keys {list(p.keys())}"
+        )
+    try:
+        kernel_i, bias_i, kernel_h = (_unwrap(i["kernel"]), _unwrap(i["bias"]), _unwrap(h["kernel"]))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"the input part needs 'kernel' and 'bias', the recurrent part 'kernel'; "
+                         f"missing {exc}") from None
+    if "bias" in h:
+        raise ValueError("the recurrent part has a bias; Flax's SimpleCell has none there")
+    return kernel_i, bias_i, kernel_h
+
+
+def to_flax(rnn, *, layer=0, reverse=False, layout="linen"):
+    """One layer and direction as a Flax ``SimpleCell``'s parameters.
+
+    Parameters
+    ----------
+    rnn : RNN
+    layer : int, optional
+    reverse : bool, optional
+        The reverse direction of a bidirectional layer.
+    layout : {"linen", "nnx"}, optional
+        ``"linen"``: ``{"params": {"i": {"kernel", "bias"}, "h": {"kernel"}}}``,
+        the variables of ``flax.linen.SimpleCell`` (``cell.apply(variables,
+        carry, x)``; under ``{"params": {"cell": ...}}`` for ``nn.RNN``).
+        ``"nnx"``: ``{"dense_i": {"kernel", "bias"}, "dense_h": {"kernel"}}``,
+        the pure dict of ``nnx.state(flax.nnx.SimpleCell(...))``.
+
+    Returns
+    -------
+    dict
+        Arrays of the layer's library (``rnn.to("jax")`` first for JAX
+        arrays): ``kernel = weight_ih.T``, ``recurrent kernel = weight_hh.T``,
+        ``bias = bias_ih + bias_hh`` (zeros without bias). The cell must be
+        made with the matching ``activation_fn`` and ``residual=False``.
+
+    Examples
+    --------
+    >>> from rnn_xp import RNN, convert
+    >>> p = convert.to_flax(RNN(3, 4, seed=0), layout="nnx")
+    >>> p["dense_i"]["kernel"].shape, p["dense_h"]["kernel"].shape
+    ((3, 4), (4, 4))
+    """
+    if layout not in ("linen", "nnx"):
+        raise ValueError(f"layout must be 'linen' or 'nnx'; got {layout!r}")
+    Wx, Wh, b = _layer_weights(rnn, layer, reverse)
+    xp = rnn.xp
+    if b is None:
+        b = xp.zeros((rnn.hidden_size,), dtype=rnn.dtype, device=rnn.device)
+    i = {"kernel": xp.permute_dims(Wx, (1, 0)), "bias": b}
+    h = {"kernel": xp.permute_dims(Wh, (1, 0))}
+    return {"params": {"i": i, "h": h}} if layout == "linen" else {"dense_i": i, "dense_h": h}
 
 
 # -- CS231n --------------------------------------------------------------------
@@ -284,8 +662,8 @@ def from_cs231n(Wx, Wh, b=None, *, nonlinearity="tanh", batch_first=True, xp=Non
     weights = {"Wx": Wx, "Wh": Wh, "b": b}
     if b is None:
         del weights["b"]
-    return _from_transposed(weights, ("Wx", "Wh", "b"), nonlinearity, batch_first,
-                            xp, device, dtype)
+    return _from_transposed([weights], ("Wx", "Wh", "b"), [check_activation(nonlinearity)],
+                            batch_first, xp, device, dtype)
 
 
 # -- ONNX RNN ------------------------------------------------------------------
@@ -1115,34 +1493,57 @@ def _target(first, xp, device, dtype):
     return xp, device, resolve_dtype(xp, dtype)
 
 
-def _from_transposed(weights, names, nonlinearity, batch_first, xp, device, dtype):
-    """A one-layer RNN from ``(D, H)`` input and ``(H, H)`` recurrent weights and a bias."""
+def _from_transposed(directions, names, activations, batch_first, xp, device, dtype, *,
+                     reverse=False):
+    """A one-layer RNN from ``(D, H)`` input and ``(H, H)`` recurrent weights and a bias.
+
+    ``directions`` holds one mapping of ``names`` to arrays per direction
+    (two: a bidirectional layer), ``activations`` one ``(name, alpha, beta)``
+    per direction.
+    """
     n_in, n_rec, n_b = names
-    check_real_arrays(weights)
-    kernel, recurrent = weights[n_in], weights[n_rec]
-    if kernel.ndim != 2:
-        raise ValueError(f"{n_in} must have shape (D, H); got {shape_str(kernel.shape)}")
+    dirs = len(directions)
+    checked = []
+    for weights in directions:
+        weights = {k: v for k, v in weights.items() if v is not None}
+        check_real_arrays(weights)
+        kernel, recurrent = weights[n_in], weights[n_rec]
+        if kernel.ndim != 2:
+            raise ValueError(f"{n_in} must have shape (D, H); got {shape_str(kernel.shape)}")
+        D, H = kernel.shape
+        if tuple(recurrent.shape) != (H, H):
+            raise ValueError(
+                f"{n_rec} must have shape (H, H) = {shape_str((H, H))} to match {n_in} (D, H) = "
+                f"{shape_str(kernel.shape)}; got {shape_str(recurrent.shape)}"
+            )
+        bias = weights.get(n_b)
+        if bias is not None and tuple(bias.shape) != (H,):
+            raise ValueError(
+                f"{n_b} must have shape (H,) = {shape_str((H,))} to match {n_in} (D, H) = "
+                f"{shape_str(kernel.shape)}; got {shape_str(bias.shape)}"
+            )
+        checked.append((kernel, recurrent, bias))
+    if dirs == 2 and (checked[0][0].shape != checked[1][0].shape
+                      or (checked[0][2] is None) != (checked[1][2] is None)):
+        raise ValueError(
+            f"the two directions have {n_in} {shape_str(checked[0][0].shape)} and "
+            f"{shape_str(checked[1][0].shape)}, biases {checked[0][2] is not None} and "
+            f"{checked[1][2] is not None}; they must match"
+        )
+    kernel, _, bias = checked[0]
     D, H = kernel.shape
-    if tuple(recurrent.shape) != (H, H):
-        raise ValueError(
-            f"{n_rec} must have shape (H, H) = {shape_str((H, H))} to match {n_in} (D, H) = "
-            f"{shape_str(kernel.shape)}; got {shape_str(recurrent.shape)}"
-        )
-    bias = weights.get(n_b)
-    if bias is not None and tuple(bias.shape) != (H,):
-        raise ValueError(
-            f"{n_b} must have shape (H,) = {shape_str((H,))} to match {n_in} (D, H) = "
-            f"{shape_str(kernel.shape)}; got {shape_str(bias.shape)}"
-        )
     xp, device, dtype = _target(kernel, xp, device, dtype)
-    rnn = RNN(D, H, nonlinearity=nonlinearity, bias=bias is not None, batch_first=batch_first,
+    rnn = RNN(D, H, nonlinearity=tuple(a[0] for a in activations), bias=bias is not None,
+              batch_first=batch_first, bidirectional=dirs == 2,
+              activation_alpha=tuple(a[1] for a in activations),
+              activation_beta=tuple(a[2] for a in activations), reverse=reverse,
               xp=xp, device=device, dtype=dtype, seed=0)
-    state = {
-        "weight_ih_l0": xp.permute_dims(move(kernel, xp, device, dtype), (1, 0)),
-        "weight_hh_l0": xp.permute_dims(move(recurrent, xp, device, dtype), (1, 0)),
-    }
-    if bias is not None:
-        b = move(bias, xp, device, dtype)
-        state["bias_ih_l0"] = b
-        state["bias_hh_l0"] = xp.zeros_like(b)
+    state = {}
+    for (kernel, recurrent, bias), s in zip(checked, ("", "_reverse")):
+        state[f"weight_ih_l0{s}"] = xp.permute_dims(move(kernel, xp, device, dtype), (1, 0))
+        state[f"weight_hh_l0{s}"] = xp.permute_dims(move(recurrent, xp, device, dtype), (1, 0))
+        if bias is not None:
+            b = move(bias, xp, device, dtype)
+            state[f"bias_ih_l0{s}"] = b
+            state[f"bias_hh_l0{s}"] = xp.zeros_like(b)
     return rnn.load_state_dict(state)
