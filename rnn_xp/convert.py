@@ -169,8 +169,8 @@ _KERAS_ACTIVATIONS = {
 def _keras_activation(name):
     if not isinstance(name, str) or name not in _KERAS_ACTIVATIONS:
         raise ValueError(
-            f"nonlinearity must be one of {list(_KERAS_ACTIVATIONS)} (Keras activation names); "
-            f"got {name!r}"
+            f"nonlinearity must be one of {list(_KERAS_ACTIVATIONS)}; got {name!r} "
+            "(Keras's activation names)"
         )
     return _KERAS_ACTIVATIONS[name]
 
@@ -1505,7 +1505,7 @@ def _from_transposed(directions, names, activations, batch_first, xp, device, dt
     dirs = len(directions)
     checked = []
     for weights in directions:
-        weights = {k: v for k, v in weights.items() if v is not None}
+        weights = {k: v for k, v in weights.items() if v is not None or k != n_b}
         check_real_arrays(weights)
         kernel, recurrent = weights[n_in], weights[n_rec]
         if kernel.ndim != 2:
