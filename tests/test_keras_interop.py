@@ -158,6 +158,15 @@ def test_masks_on_other_backends_match_keras(keras, rng, name):
     assert_close(h_n, np_(keras, state)[None], backend, "float32", **TOL)
 
 
+def test_return_sequences_false_is_h_n(keras, rng):
+    layer = keras.layers.SimpleRNN(H, activation="sigmoid", go_backwards=True)
+    layer.build((None, None, D))
+    randomize(layer, rng)
+    x = rng.standard_normal((B, T, D)).astype(np.float32)
+    _, h_n = convert.from_keras(layer)(x, mask=MASK)
+    np.testing.assert_allclose(h_n[0], np_(keras, layer(x, mask=MASK)), **TOL)
+
+
 def test_keras_weights_lists_and_refusals(keras, rng):
     kernel, rec, bias = (rng.standard_normal(s) for s in ((D, H), (H, H), (H,)))
     rnn = convert.from_keras([kernel, rec, bias, kernel, rec, bias], nonlinearity="linear")
