@@ -318,6 +318,8 @@ def from_keras(layer_or_weights, *, nonlinearity=None, go_backwards=None, batch_
     """
     obj = layer_or_weights
     if hasattr(obj, "forward_layer") and hasattr(obj, "backward_layer"):  # Bidirectional
+        if go_backwards is not None:
+            raise ValueError("go_backwards is for a SimpleRNN; a Bidirectional has both directions")
         fwd, bwd = obj.forward_layer, obj.backward_layer
         for part in (fwd, bwd):
             if type(part).__name__ != "SimpleRNN":
@@ -347,8 +349,11 @@ def from_keras(layer_or_weights, *, nonlinearity=None, go_backwards=None, batch_
                 f"Bidirectional); got {n} arrays"
             )
         weights = [list(obj)] if n in (2, 3) else [list(obj[: n // 2]), list(obj[n // 2:])]
+        if len(weights) == 2 and go_backwards is not None:
+            raise ValueError("go_backwards is for one direction's weights; a Bidirectional's "
+                             "second half is its backward layer")
         acts = [_keras_activation("tanh" if nonlinearity is None else nonlinearity)] * len(weights)
-        reverse = bool(go_backwards) and len(weights) == 1
+        reverse = bool(go_backwards)
     else:
         raise TypeError(
             "layer_or_weights must be a keras SimpleRNN, a Bidirectional(SimpleRNN) or a list "
@@ -1085,7 +1090,7 @@ def from_onnx_model(model_or_path, *, xp=None, device=None, dtype=None):
     reader = _GraphReader(consts, producer, base_dir)
 
     configs, weights = [], []
-    for k, (i, nd) in enumerate(rnns):
+    for i, nd in rnns:
         configs.append(reader.config(nd, i))
         weights.append(reader.weights(nd, i, configs[-1]))
     first = configs[0]
