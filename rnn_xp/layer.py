@@ -107,8 +107,9 @@ class LayerCache(NamedTuple):
         The validated lengths ``(*batch,)``.
     batch_first : bool
         Whether ``x`` and ``output`` were ``(B, T, ...)``.
-    mask : array or None
-        The validated mask ``(*batch, T)``.
+    step_mask : array or None
+        The validated Keras-style mask ``(*batch, T)`` of ``forward(mask=...)``
+        (the steps each sequence takes), or ``None``.
     """
 
     inputs: list
@@ -117,7 +118,7 @@ class LayerCache(NamedTuple):
     weights: list
     lengths: object
     batch_first: bool
-    mask: object = None
+    step_mask: object = None
 
 
 class RNN:
@@ -380,9 +381,9 @@ class RNN:
             layout = "(num_layers * num_directions" + (", B, H)" if batch else ", H)")
             check_state("h0", h0, (L * dirs, *batch), H, layout)
         lengths = check_lengths(xp, lengths, batch, T, device(x))
-        mask = check_mask(xp, mask, batch, T, device(x), lengths=lengths)  # (T, *batch)
-        if mask is not None:
-            mask = xp.permute_dims(mask, (*range(1, mask.ndim), 0))  # (*batch, T)
+        step_mask = check_mask(xp, mask, batch, T, device(x), lengths=lengths)  # (T, *batch)
+        if step_mask is not None:
+            step_mask = xp.permute_dims(step_mask, (*range(1, step_mask.ndim), 0))  # (*batch, T)
 
         layer_in, finals = x, []
         inputs, starts, h_seqs, weights = [], [], [], []
@@ -397,7 +398,7 @@ class RNN:
                     layer_in, h0_kd, Wx, Wh, b,
                     nonlinearity=name, batch_first=False, lengths=lengths,
                     reverse=d == 1 or self.reverse, leak=self.leak, return_sequences=True, xp=xp,
-                    activation_alpha=alpha, activation_beta=beta, clip=self.clip, mask=mask,
+                    activation_alpha=alpha, activation_beta=beta, clip=self.clip, mask=step_mask,
                 )  # fmt: skip
                 outputs.append(h_seq)  # (T, *batch, H)
                 finals.append(h_last)  # (*batch, H)
@@ -414,7 +415,8 @@ class RNN:
         h_n = xp.stack(finals, axis=0)  # (L*dirs, *batch, H)
         if not return_cache:
             return output, h_n
-        cache = LayerCache(inputs, starts, h_seqs, weights, lengths, batch_first, mask)
+        cache = LayerCache(inputs, starts, h_seqs, weights, lengths, batch_first,
+                           step_mask=step_mask)
         return output, h_n, cache
 
     def backward(self, cache, d_output, d_h_n=None):
@@ -517,7 +519,7 @@ class RNN:
                     None if d_out is None else d_out[..., d * H:(d + 1) * H],
                     cache.inputs[k], cache.h0[i], Wx, Wh, b, cache.h_seqs[i],
                     nonlinearity=name, activation_alpha=alpha, activation_beta=beta,
-                    clip=self.clip, mask=cache.mask,
+                    clip=self.clip, mask=cache.step_mask,
                     dh_n=None if d_h_n is None else d_h_n[i, ...],
                     lengths=cache.lengths, reverse=d == 1 or self.reverse, leak=self.leak, xp=xp,
                 )  # fmt: skip
