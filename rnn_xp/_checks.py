@@ -150,6 +150,49 @@ def check_lengths(xp, lengths, batch, T, dev):
     return lengths
 
 
+def check_mask(xp, mask, batch, T, dev, *, lengths=None):
+    """Validate a Keras-style mask ``(*batch, T)`` of booleans; return it time-major ``(T, *batch)``.
+
+    Accepts a boolean array of the caller's library (moved to ``dev``), a
+    NumPy boolean array or nested lists of bools (host data, copied to
+    ``dev``). ``lengths`` and ``mask`` together are a ``ValueError``: they
+    mean different things past a sequence's end (zeros, or the repeated
+    last output). Returns a boolean array of ``xp`` on ``dev``, or ``None``.
+    """
+    if mask is None:
+        return None
+    if lengths is not None:
+        raise ValueError(
+            "give lengths or mask, not both: past its length a sequence outputs zeros, "
+            "at a masked step it repeats its previous output"
+        )
+    need = (*batch, T)
+    if isinstance(mask, (list, tuple)):
+        import numpy as np  # host data the caller wrote out: a NumPy array to check, then move
+
+        host = np.asarray(mask)
+        if host.dtype != np.bool_:
+            raise TypeError(f"mask must hold booleans; got a list of {host.dtype}")
+        mask = xp.asarray(host, device=dev)
+    elif not is_array(mask):
+        raise TypeError(f"mask must be a boolean array of shape (*batch, T); got {type(mask).__name__}")
+    else:
+        if namespace_of(mask) is not xp and not is_numpy_namespace(namespace_of(mask)):
+            raise TypeError(
+                f"mask is an array of another library ({type(mask).__name__}); "
+                "pass it in the same library as x, as a NumPy array or as a list of bools"
+            )
+        if not namespace_of(mask).isdtype(mask.dtype, "bool"):
+            raise TypeError(f"mask must have a boolean dtype; got {mask.dtype}")
+        mask = xp.asarray(mask, device=dev)
+    if tuple(mask.shape) != need:
+        raise ValueError(
+            f"mask must have shape (*batch, T) = {shape_str(need)}; got shape {shape_str(mask.shape)}"
+        )
+    nd = mask.ndim
+    return xp.permute_dims(mask, (nd - 1, *range(nd - 1)))  # (T, *batch)
+
+
 def _concrete_min_max(xp, lengths):
     if lengths.size == 0:
         return None, None

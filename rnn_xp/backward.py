@@ -25,13 +25,20 @@ With ``lengths``, a sequence's carried state is frozen past its length (the
 output there is zero): those steps take no gradient from ``dh`` and pass
 the carried gradient through unchanged, so ``dh0`` of a length-0 sequence
 is ``dh_n``.
+
+With an activation other than tanh and relu, or with ``clip``, ``f'(z_t)``
+cannot be read off ``h_t``: the portable loop recomputes ``z_t`` from
+``x``, the states and ``b`` (one product over all steps) and takes ``f'``
+there, zero where ``clip`` cut ``z_t``. With a Keras-style ``mask`` a masked
+step passes the state's gradient through and sends its output's gradient
+to the previous output (see ``kernels.portable``).
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from ._activations import check_nonlinearity, derivative
+from ._activations import check_activation, check_clip, derivative, derivative_at, is_plain
 from ._checks import (
     cast,
     check_bool,
@@ -39,6 +46,7 @@ from ._checks import (
     check_float_dtypes,
     check_leak,
     check_lengths,
+    check_mask,
     check_same_device,
     check_sequence,
     check_state,
@@ -74,7 +82,8 @@ class RNNGrads(NamedTuple):
     db: object
 
 
-def rnn_step_backward(dnext_h, x, prev_h, Wx, Wh, next_h, *, nonlinearity="tanh", xp=None):
+def rnn_step_backward(dnext_h, x, prev_h, Wx, Wh, next_h, *, nonlinearity="tanh",
+                      activation_alpha=None, activation_beta=None, clip=None, b=None, xp=None):
     """Backward of one plain step ``next_h = f(x @ Wx.T + prev_h @ Wh.T + b)``.
 
     Parameters
@@ -89,8 +98,16 @@ def rnn_step_backward(dnext_h, x, prev_h, Wx, Wh, next_h, *, nonlinearity="tanh"
         Weights ``(H, D)`` and ``(H, H)``.
     next_h : array
         Output of the step (from ``rnn_step_forward``), ``(*batch, H)``.
-    nonlinearity : {"tanh", "relu"}, optional
-        The activation ``f`` used in the forward step.
+    nonlinearity : str, optional
+        The activation ``f`` used in the forward step (any of
+        ``rnn_step_forward``'s).
+    activation_alpha, activation_beta, clip : optional
+        The forward step's activation parameters and clip.
+    b : array, optional
+        The forward step's bias ``(H,)``. Only read with an activation other
+        than tanh and relu, or with ``clip``: ``f'`` is then taken at the
+        recomputed pre-activation, which needs it (pass it whenever the
+        forward step had one).
     xp : namespace, optional
         Array namespace; inferred from the arrays when omitted.
 
@@ -112,10 +129,10 @@ def rnn_step_backward(dnext_h, x, prev_h, Wx, Wh, next_h, *, nonlinearity="tanh"
 
     Notes
     -----
-    ``dz = dnext_h * f'(z)`` with ``f'`` read off ``next_h``; then
-    ``dx = dz @ Wx``, ``dprev_h = dz @ Wh``, ``dWx = dz.T @ x``,
-    ``dWh = dz.T @ prev_h``, ``db = sum(dz)``. The bias does not enter
-    any gradient but its own, so it is not an argument.
+    ``dz = dnext_h * f'(z)`` with ``f'`` read off ``next_h`` (tanh, relu)
+    or taken at ``z = x @ Wx.T + prev_h @ Wh.T + b`` (the other activations,
+    ``clip``); then ``dx = dz @ Wx``, ``dprev_h = dz @ Wh``,
+    ``dWx = dz.T @ x``, ``dWh = dz.T @ prev_h``, ``db = sum(dz)``.
 
     Examples
     --------
@@ -127,23 +144,37 @@ def rnn_step_backward(dnext_h, x, prev_h, Wx, Wh, next_h, *, nonlinearity="tanh"
     >>> np.round(dx, 6)                     # 1 - tanh(0.5)**2
     array([0.786448])
     """
-    check_nonlinearity(nonlinearity)
+    nonlinearity, alpha, beta = check_activation(nonlinearity, activation_alpha, activation_beta)
+    clip = check_clip(clip)
     named = {"dnext_h": dnext_h, "x": x, "prev_h": prev_h, "Wx": Wx, "Wh": Wh, "next_h": next_h}
     require(named, tuple(named))
+    named["b"] = b
     xp = array_namespace(named, xp=xp)
-    H, D = check_weights(Wx, Wh, None)
+    H, D = check_weights(Wx, Wh, b)
     check_features("x", x, D, "(*batch, D)", 1)
     batch = tuple(x.shape[:-1])
     for name in ("prev_h", "next_h", "dnext_h"):
         check_state(name, named[name], batch, H)
     dtype = check_float_dtypes(xp, named)
     check_same_device(named)
-    dnext_h, x, prev_h, Wx, Wh, next_h = (
-        cast(xp, a, dtype) for a in (dnext_h, x, prev_h, Wx, Wh, next_h)
+    dnext_h, x, prev_h, Wx, Wh, next_h, b = (
+        cast(xp, a, dtype) for a in (dnext_h, x, prev_h, Wx, Wh, next_h, b)
     )
 
     axes = list(range(x.ndim - 1))  # the batch axes, summed over by the weight gradients
-    dz = dnext_h * derivative(nonlinearity)(xp, next_h)  # (*batch, H)
+    if is_plain(nonlinearity, alpha, beta, clip):
+        dz = dnext_h * derivative(nonlinearity)(xp, next_h)  # (*batch, H)
+    else:
+        z = x @ Wx.T + prev_h @ Wh.T  # (*batch, H): the pre-activation, recomputed
+        if b is not None:
+            z = z + b
+        df = derivative_at(nonlinearity, alpha, beta)
+        if clip is None:
+            dz = dnext_h * df(xp, z)  # (*batch, H)
+        else:
+            inside = (z >= -clip) & (z <= clip)  # (*batch, H)
+            dz = xp.where(inside, dnext_h * df(xp, xp.clip(z, min=-clip, max=clip)),
+                          xp.zeros_like(z))  # fmt: skip
     dx = dz @ Wx  # (*batch, D)
     dprev_h = dz @ Wh  # (*batch, H)
     dWx = xp.tensordot(dz, x, axes=(axes, axes))  # (H, D)
@@ -167,6 +198,10 @@ def rnn_backward(
     reverse=False,
     leak=1.0,
     batch_first=False,
+    activation_alpha=None,
+    activation_beta=None,
+    clip=None,
+    mask=None,
     xp=None,
 ):
     """Backpropagation through time for ``rnn_forward``.
@@ -185,13 +220,17 @@ def rnn_backward(
         Weights ``(H, D)``, ``(H, H)`` and bias ``(H,)`` or ``None``.
     h_seq : array
         The forward's output, from ``rnn_forward`` with the same options.
-    nonlinearity : {"tanh", "relu"}, optional
-        The forward's activation.
+    nonlinearity : str, optional
+        The forward's activation (any of ``rnn_forward``'s).
     dh_n : array, optional
         Extra upstream gradient of the final state ``(*batch, H)`` (the state
         at each sequence's last valid step, ``return_sequences=False``).
     lengths, reverse, leak, batch_first
         The forward's options, with the same meaning and checks.
+    activation_alpha, activation_beta, clip, mask
+        The forward's options, with the same meaning and checks. With an
+        activation other than tanh and relu, or with ``clip``, ``b`` is read
+        to recompute the pre-activation.
     xp : namespace, optional
         Array namespace; inferred from the arrays when omitted.
 
@@ -207,11 +246,12 @@ def rnn_backward(
     Raises
     ------
     ValueError
-        A shape does not match, or ``nonlinearity``, ``leak`` or ``lengths``
-        is out of range.
+        A shape does not match, ``nonlinearity``, ``leak``, ``clip`` or
+        ``lengths`` is out of range, a parameter does not apply to the
+        activation, or both ``lengths`` and ``mask`` are given.
     TypeError
         An input is not a real floating array, ``lengths`` is not integer,
-        or arrays come from two libraries.
+        ``mask`` is not boolean, or arrays come from two libraries.
 
     Notes
     -----
@@ -243,7 +283,8 @@ def rnn_backward(
     >>> g.dx.shape, g.dh0.shape, g.dWx.shape, g.dWh.shape, g.db
     ((5, 2, 3), (2, 4), (4, 3), (4, 4), None)
     """
-    check_nonlinearity(nonlinearity)
+    nonlinearity, alpha, beta = check_activation(nonlinearity, activation_alpha, activation_beta)
+    clip = check_clip(clip)
     check_bool("batch_first", batch_first)
     check_bool("reverse", reverse)
     leak = check_leak(leak)
@@ -273,14 +314,19 @@ def rnn_backward(
     if dh_n is not None:
         check_state("dh_n", dh_n, batch, H)
     lengths = check_lengths(xp, lengths, batch, T, dev)
+    mask = check_mask(xp, mask, batch, T, dev, lengths=lengths)  # (T, *batch)
     dh, x_tm, h0, Wx, Wh, h_seq, dh_n = (
         cast(xp, a, dtype) for a in (dh, x_tm, h0, Wx, Wh, h_seq, dh_n)
     )
 
-    kernel = backward_kernel(xp)
+    options = {}  # the portable loop's own options, only when used
+    if not is_plain(nonlinearity, alpha, beta, clip) or mask is not None:
+        options = {"activation_alpha": alpha, "activation_beta": beta, "clip": clip,
+                   "mask": mask, "b": cast(xp, b, dtype)}  # fmt: skip
+    kernel = backward_kernel(xp, extended=bool(options))
     dx, dh0, dWx, dWh, db = kernel(
         xp, dh, x_tm, h0, Wx, Wh, h_seq, dh_n,
-        nonlinearity=nonlinearity, lengths=lengths, reverse=reverse, leak=leak,
+        nonlinearity=nonlinearity, lengths=lengths, reverse=reverse, leak=leak, **options,
     )  # fmt: skip
     if isinstance(x, (list, tuple)):
         dx = [dx[t, ...] for t in range(T)]  # T arrays (*batch, D)

@@ -5,16 +5,22 @@ One step of the recurrence, in the row convention (features last)::
     z_t = x_t @ Wx.T + h_{t-1} @ Wh.T + b        # (*batch, H)
     h_t = (1 - alpha) * h_{t-1} + alpha * f(z_t)  # alpha = leak, 1.0 for a plain RNN
 
+``f`` is tanh, relu or any activation of the ONNX ``RNN`` operator (with its
+``activation_alpha``/``activation_beta``), optionally applied to ``z_t``
+clipped to ``[-clip, clip]``; a Keras-style ``mask`` skips steps.
+
 ``rnn_forward`` computes the input projection ``x @ Wx.T + b`` for all T
 steps as one matrix product, then runs the recurrence step by step. The
 loop itself is a kernel: ``kernels.forward_kernel`` picks one for the
 caller's library (``kernels.portable.scan_portable`` runs everywhere and
-defines the answer; every faster loop is tested to agree with it).
+defines the answer; every faster loop is tested to agree with it). The
+fast loops run tanh and relu; the other activations, ``clip`` and ``mask``
+fall back to the portable loop.
 """
 
 from __future__ import annotations
 
-from ._activations import activation, check_nonlinearity
+from ._activations import activation, check_activation, check_clip, is_plain
 from ._checks import (
     cast,
     check_bool,
@@ -22,6 +28,7 @@ from ._checks import (
     check_float_dtypes,
     check_leak,
     check_lengths,
+    check_mask,
     check_same_device,
     check_sequence,
     check_state,
@@ -34,7 +41,8 @@ from .kernels import forward_kernel
 __all__ = ["rnn_forward", "rnn_step_forward"]
 
 
-def rnn_step_forward(x, prev_h, Wx, Wh, b=None, *, nonlinearity="tanh", xp=None):
+def rnn_step_forward(x, prev_h, Wx, Wh, b=None, *, nonlinearity="tanh", activation_alpha=None,
+                     activation_beta=None, clip=None, xp=None):
     """One step of a simple (Elman) RNN.
 
     Parameters
@@ -50,8 +58,16 @@ def rnn_step_forward(x, prev_h, Wx, Wh, b=None, *, nonlinearity="tanh", xp=None)
         Hidden-to-hidden weights, ``(H, H)``.
     b : array or None, optional
         Bias, ``(H,)``.
-    nonlinearity : {"tanh", "relu"}, optional
-        The activation ``f``.
+    nonlinearity : str, optional
+        The activation ``f``: ``"tanh"`` (default), ``"relu"``, ``"sigmoid"``,
+        ``"affine"``, ``"leaky_relu"``, ``"thresholded_relu"``,
+        ``"scaled_tanh"``, ``"hard_sigmoid"``, ``"elu"``, ``"softsign"`` or
+        ``"softplus"`` (the ONNX ``RNN`` operator's list; see docs/activations.md).
+    activation_alpha, activation_beta : float, optional
+        The activation's parameters, for those that take them; ONNX's
+        defaults when omitted.
+    clip : float, optional
+        Clip the pre-activation to ``[-clip, clip]`` before ``f``.
     xp : namespace, optional
         Array namespace; inferred from the arrays when omitted.
 
@@ -63,13 +79,14 @@ def rnn_step_forward(x, prev_h, Wx, Wh, b=None, *, nonlinearity="tanh", xp=None)
     Raises
     ------
     ValueError
-        A shape does not match, or ``nonlinearity`` is unknown.
+        A shape does not match, ``nonlinearity`` is unknown, a parameter does
+        not apply to it, or ``clip`` is not positive.
     TypeError
         An input is not a real floating array, or arrays come from two libraries.
 
     Notes
     -----
-    ``next_h = f(x @ Wx.T + prev_h @ Wh.T + b)``.
+    ``next_h = f(clip(x @ Wx.T + prev_h @ Wh.T + b))``.
 
     Examples
     --------
@@ -79,7 +96,8 @@ def rnn_step_forward(x, prev_h, Wx, Wh, b=None, *, nonlinearity="tanh", xp=None)
     >>> rnn_step_forward(np.array([0.5, -0.5]), np.zeros(2), Wx, Wh)
     array([ 0.46211716, -0.46211716])
     """
-    check_nonlinearity(nonlinearity)
+    nonlinearity, alpha, beta = check_activation(nonlinearity, activation_alpha, activation_beta)
+    clip = check_clip(clip)
     named = {"x": x, "prev_h": prev_h, "Wx": Wx, "Wh": Wh, "b": b}
     require(named, ("x", "prev_h", "Wx", "Wh"))
     xp = array_namespace(named, xp=xp)
@@ -93,7 +111,9 @@ def rnn_step_forward(x, prev_h, Wx, Wh, b=None, *, nonlinearity="tanh", xp=None)
     z = x @ Wx.T + prev_h @ Wh.T  # (*batch, H)
     if b is not None:
         z = z + b
-    return activation(nonlinearity)(xp, z)
+    if clip is not None:
+        z = xp.clip(z, min=-clip, max=clip)
+    return activation(nonlinearity, alpha, beta)(xp, z)
 
 
 def rnn_forward(
@@ -109,6 +129,10 @@ def rnn_forward(
     reverse=False,
     leak=1.0,
     return_sequences=True,
+    activation_alpha=None,
+    activation_beta=None,
+    clip=None,
+    mask=None,
     xp=None,
 ):
     """Run a simple (Elman) RNN over a whole sequence.
@@ -122,8 +146,12 @@ def rnn_forward(
         Initial state ``(*batch, H)``; ``None`` means zeros.
     Wx, Wh, b : array
         Weights ``(H, D)``, ``(H, H)`` and bias ``(H,)`` (or ``None``).
-    nonlinearity : {"tanh", "relu"}, optional
-        The activation ``f``.
+    nonlinearity : str, optional
+        The activation ``f``: ``"tanh"`` (default), ``"relu"``, or another of
+        the ONNX ``RNN`` operator's activations (``"sigmoid"``, ``"affine"``,
+        ``"leaky_relu"``, ``"thresholded_relu"``, ``"scaled_tanh"``,
+        ``"hard_sigmoid"``, ``"elu"``, ``"softsign"``, ``"softplus"``; see
+        docs/activations.md).
     batch_first : bool, optional
         Time is axis ``-2`` of ``x`` and of the result instead of axis 0.
     lengths : int array or list of int, optional
@@ -139,6 +167,18 @@ def rnn_forward(
     return_sequences : bool, optional
         If False, return only the final state ``(*batch, H)`` (the state at
         each sequence's last valid step), in memory independent of T.
+    activation_alpha, activation_beta : float, optional
+        The activation's parameters, for those that take them (ONNX's
+        defaults when omitted).
+    clip : float, optional
+        Clip the pre-activation ``z_t`` to ``[-clip, clip]`` before ``f``
+        (the ONNX operator's ``clip``).
+    mask : bool array or nested list of bool, optional
+        ``(*batch, T)`` (batch before time, as in Keras, whatever
+        ``batch_first`` is): a False step keeps the state and repeats the
+        previous output (zeros before the first valid step), Keras's masking.
+        Not together with ``lengths``, the fast special case of a mask that
+        is True up to each length.
     xp : namespace, optional
         Array namespace; inferred from the arrays when omitted.
 
@@ -152,17 +192,21 @@ def rnn_forward(
     Raises
     ------
     ValueError
-        A shape does not match, or ``nonlinearity``, ``leak`` or ``lengths``
-        is out of range.
+        A shape does not match, ``nonlinearity``, ``leak``, ``clip`` or
+        ``lengths`` is out of range, a parameter does not apply to the
+        activation, or both ``lengths`` and ``mask`` are given.
     TypeError
         An input is not a real floating array, ``lengths`` is not integer,
-        or arrays come from two libraries.
+        ``mask`` is not boolean, or arrays come from two libraries.
 
     Notes
     -----
     For t = 1..T (or T..1 with ``reverse``)::
 
-        h_t = (1 - leak) * h_{t-1} + leak * f(x_t @ Wx.T + h_{t-1} @ Wh.T + b)
+        h_t = (1 - leak) * h_{t-1} + leak * f(clip(x_t @ Wx.T + h_{t-1} @ Wh.T + b))
+
+    The fast kernels run tanh and relu without ``clip`` and ``mask``; any of
+    the other options falls back to the portable loop.
 
     Examples
     --------
@@ -179,20 +223,22 @@ def rnn_forward(
         x, h0, Wx, Wh, b,
         nonlinearity=nonlinearity, batch_first=batch_first, lengths=lengths,
         reverse=reverse, leak=leak, return_sequences=return_sequences, xp=xp,
+        activation_alpha=activation_alpha, activation_beta=activation_beta, clip=clip, mask=mask,
     )  # fmt: skip
     return h_seq if return_sequences else h_last
 
 
 def _forward(
     x, h0, Wx, Wh, b, *, nonlinearity, batch_first, lengths, reverse, leak,
-    return_sequences, xp,
+    return_sequences, xp, activation_alpha=None, activation_beta=None, clip=None, mask=None,
 ):  # fmt: skip
     """Validate, run the kernel, return ``(h_seq or None, h_last)``.
 
     ``h_last`` is each sequence's state after its last valid step (``h0``
     for a sequence of length 0). The layer and the backward pass use this.
     """
-    check_nonlinearity(nonlinearity)
+    nonlinearity, alpha, beta = check_activation(nonlinearity, activation_alpha, activation_beta)
+    clip = check_clip(clip)
     check_bool("batch_first", batch_first)
     check_bool("reverse", reverse)
     check_bool("return_sequences", return_sequences)
@@ -208,12 +254,16 @@ def _forward(
     else:
         check_state("h0", h0, batch, H)
     lengths = check_lengths(xp, lengths, batch, T, dev)
+    mask = check_mask(xp, mask, batch, T, dev, lengths=lengths)  # (T, *batch)
     x_tm, h0, Wx, Wh, b = (cast(xp, a, dtype) for a in (x_tm, h0, Wx, Wh, b))
 
-    kernel = forward_kernel(xp)
+    options = {}  # the portable loop's own options, only when used
+    if not is_plain(nonlinearity, alpha, beta, clip) or mask is not None:
+        options = {"activation_alpha": alpha, "activation_beta": beta, "clip": clip, "mask": mask}
+    kernel = forward_kernel(xp, extended=bool(options))
     h_seq, h_last = kernel(
         xp, x_tm, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths,
-        reverse=reverse, leak=leak, return_sequences=return_sequences,
+        reverse=reverse, leak=leak, return_sequences=return_sequences, **options,
     )  # fmt: skip
     if h_seq is not None and batch_first:
         nd = h_seq.ndim

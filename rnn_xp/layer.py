@@ -21,6 +21,12 @@ As in torch, a layer is in training mode until ``rnn.eval()``: then (and
 only with ``dropout > 0``) each layer's output is multiplied by a dropout
 mask before the next layer reads it, and the masks are kept in the cache
 for :meth:`RNN.backward`.
+
+Beyond torch's options the layer takes every activation of the ONNX ``RNN``
+operator (one per direction if wanted, with ``activation_alpha`` /
+``activation_beta``), ``clip``, a single direction that runs backwards
+(``reverse=True``: ONNX's ``direction="reverse"``, Keras's
+``go_backwards``) and Keras-style masks (``mask=`` in ``forward``).
 """
 
 from __future__ import annotations
@@ -42,12 +48,13 @@ from ._backends import (
     resolve_dtype,
     resolve_namespace,
 )
-from ._activations import check_nonlinearity
+from ._activations import check_activation, check_clip, check_nonlinearity
 from ._checks import (
     check_bool,
     check_features,
     check_leak,
     check_lengths,
+    check_mask,
     check_real_arrays,
     check_state,
     shape_str,
@@ -122,6 +129,9 @@ class LayerCache(NamedTuple):
         every layer ``k`` (``0`` or ``1 / (1 - dropout)`` per entry), or
         ``None`` where no dropout was applied (layer 0, eval mode,
         ``dropout=0``). ``inputs[k]`` is the input after its mask.
+    step_mask : array or None
+        The validated Keras-style mask ``(*batch, T)`` of ``forward(mask=...)``
+        (the steps each sequence takes), or ``None``.
     """
 
     inputs: list
@@ -131,6 +141,7 @@ class LayerCache(NamedTuple):
     lengths: object
     batch_first: bool
     masks: list = None
+    step_mask: object = None
 
 
 class RNN:
@@ -144,8 +155,11 @@ class RNN:
         Features ``H`` of the state.
     num_layers : int, optional
         Stacked layers; layer ``k > 0`` reads layer ``k - 1``'s output.
-    nonlinearity : {"tanh", "relu"}, optional
-        The activation ``f``.
+    nonlinearity : str or sequence of str, optional
+        The activation ``f``: ``"tanh"`` (default), ``"relu"``, or any other
+        of :func:`rnn_xp.rnn_forward`'s (the ONNX ``RNN`` operator's list); or
+        one name per direction, ``(forward, reverse)``, as an ONNX
+        bidirectional node may have.
     bias : bool, optional
         Keep the biases ``bias_ih`` and ``bias_hh`` (else no bias at all).
     batch_first : bool, optional
@@ -162,6 +176,16 @@ class RNN:
     leak : float, optional
         Leak rate alpha in ``(0, 1]`` of an echo-state network,
         ``h_t = (1 - alpha) * h_{t-1} + alpha * f(...)``; 1.0 is the plain RNN.
+    activation_alpha, activation_beta : float or sequence, optional
+        The activation's parameters (ONNX's defaults when omitted), or one
+        per direction (``None`` entries for the defaults).
+    clip : float, optional
+        Clip every pre-activation to ``[-clip, clip]`` (ONNX's ``clip``).
+    reverse : bool, optional
+        With ``bidirectional=False``: the one direction runs from each
+        sequence's last step to its first (ONNX ``direction="reverse"``,
+        Keras ``go_backwards=True`` but with outputs in the original time
+        order). Its parameters keep the names without ``_reverse``.
     xp : namespace, module or str, optional
         Array library of the parameters: a module (``numpy``, ``torch``,
         ``jax.numpy``, ``array_api_strict``, ...) or a name accepted by
@@ -189,12 +213,18 @@ class RNN:
         applied. :meth:`train` and :meth:`eval` set it.
     generator : numpy.random.Generator
         Draws the dropout masks; assign a new one to reseed them.
+    activations : tuple
+        ``(name, alpha, beta)`` of each direction, the defaults filled in
+        (``None`` where the activation takes no such parameter).
 
     Notes
     -----
     For each layer and direction::
 
-        h_t = (1 - leak) * h_{t-1} + leak * f(x_t @ W_ih.T + b_ih + h_{t-1} @ W_hh.T + b_hh)
+        h_t = (1 - leak) * h_{t-1} + leak * f(clip(x_t @ W_ih.T + b_ih + h_{t-1} @ W_hh.T + b_hh))
+
+    The fast kernels run tanh and relu without ``clip`` or ``mask``; the
+    other options fall back to the portable loop.
 
     Examples
     --------
@@ -220,6 +250,10 @@ class RNN:
         bidirectional=False,
         *,
         leak=1.0,
+        activation_alpha=None,
+        activation_beta=None,
+        clip=None,
+        reverse=False,
         xp=None,
         device=None,
         dtype=None,
@@ -228,12 +262,21 @@ class RNN:
         self.input_size = _check_size("input_size", input_size)
         self.hidden_size = _check_size("hidden_size", hidden_size)
         self.num_layers = _check_size("num_layers", num_layers)
-        self.nonlinearity = check_nonlinearity(nonlinearity)
         self.bias = check_bool("bias", bias)
         self.batch_first = check_bool("batch_first", batch_first)
         self.bidirectional = check_bool("bidirectional", bidirectional)
+        (self.nonlinearity, self.activation_alpha, self.activation_beta,
+         self.activations) = _check_activations(nonlinearity, activation_alpha, activation_beta,
+                                                self.num_directions)  # fmt: skip
         self.dropout = _check_dropout(dropout, self.num_layers)
         self.leak = check_leak(leak)
+        self.clip = check_clip(clip)
+        self.reverse = check_bool("reverse", reverse)
+        if self.reverse and self.bidirectional:
+            raise ValueError(
+                "reverse=True is a single direction that runs backwards; a bidirectional "
+                "layer already has one (bidirectional=True, reverse=False)"
+            )
 
         xp, device = resolve_namespace(xp, device)
         dtype = resolve_dtype(xp, dtype)
@@ -351,7 +394,9 @@ class RNN:
     def __repr__(self):
         options = [f"{self.input_size}", f"{self.hidden_size}"]
         defaults = {"num_layers": 1, "nonlinearity": "tanh", "bias": True,
-                    "batch_first": False, "dropout": 0.0, "bidirectional": False, "leak": 1.0}
+                    "batch_first": False, "dropout": 0.0, "bidirectional": False, "leak": 1.0,
+                    "activation_alpha": None, "activation_beta": None, "clip": None,
+                    "reverse": False}
         for name, default in defaults.items():
             if getattr(self, name) != default:
                 options.append(f"{name}={getattr(self, name)!r}")
@@ -361,11 +406,11 @@ class RNN:
 
     # -- running -----------------------------------------------------------
 
-    def __call__(self, x, h0=None, *, lengths=None, return_cache=False):
+    def __call__(self, x, h0=None, *, lengths=None, mask=None, return_cache=False):
         """Same as :meth:`forward`."""
-        return self.forward(x, h0, lengths=lengths, return_cache=return_cache)
+        return self.forward(x, h0, lengths=lengths, mask=mask, return_cache=return_cache)
 
-    def forward(self, x, h0=None, *, lengths=None, return_cache=False):
+    def forward(self, x, h0=None, *, lengths=None, mask=None, return_cache=False):
         """Run every layer and direction over a batch of sequences.
 
         Parameters
@@ -381,6 +426,10 @@ class RNN:
             ``[0, T]``, in any order. Outputs past a length are zero, ``h_n``
             is the state after the last valid step (``h0`` for length 0), and
             the reverse direction starts at each sequence's own last step.
+        mask : bool array or nested list of bool, optional
+            ``(B, T)`` (``(T,)`` unbatched), whatever ``batch_first`` is, as
+            in Keras: a False step keeps each state and repeats the previous
+            output (zeros before the first valid step). Not with ``lengths``.
         return_cache : bool, optional
             Also return a :class:`LayerCache` for :meth:`backward` (it keeps
             the dropout masks of this call).
@@ -400,9 +449,11 @@ class RNN:
         Raises
         ------
         ValueError
-            A shape does not match, or a length is outside ``[0, T]``.
+            A shape does not match, a length is outside ``[0, T]``, or both
+            ``lengths`` and ``mask`` are given.
         TypeError
-            ``x`` or ``h0`` is not a real floating array of the layer's library.
+            ``x`` or ``h0`` is not a real floating array of the layer's
+            library, or ``mask`` is not boolean.
 
         Notes
         -----
@@ -456,25 +507,30 @@ class RNN:
             layout = "(num_layers * num_directions" + (", B, H)" if batch else ", H)")
             check_state("h0", h0, (L * dirs, *batch), H, layout)
         lengths = check_lengths(xp, lengths, batch, T, device(x))
+        step_mask = check_mask(xp, mask, batch, T, device(x), lengths=lengths)  # (T, *batch)
+        if step_mask is not None:
+            step_mask = xp.permute_dims(step_mask, (*range(1, step_mask.ndim), 0))  # (*batch, T)
 
         p = self.dropout if self.training else 0.0
         layer_in, finals = x, []
         inputs, starts, h_seqs, weights, masks = [], [], [], [], []
         for k in range(L):
             outputs = []
-            mask = None
+            drop = None
             if k > 0 and p > 0:  # dropout on layer k - 1's output
-                mask = self._dropout_mask(layer_in, p)  # (T, *batch, dirs * H)
-                layer_in = layer_in * mask
-            masks.append(mask)
+                drop = self._dropout_mask(layer_in, p)  # (T, *batch, dirs * H)
+                layer_in = layer_in * drop
+            masks.append(drop)
             inputs.append(layer_in)  # (T, *batch, D_k)
             for d, suffix in enumerate(_suffixes(dirs)):
                 Wx, Wh, b = self._weights(k, suffix)
                 h0_kd = None if h0 is None else h0[k * dirs + d, ...]  # (*batch, H)
+                name, alpha, beta = self.activations[d]
                 h_seq, h_last = _forward(
                     layer_in, h0_kd, Wx, Wh, b,
-                    nonlinearity=self.nonlinearity, batch_first=False, lengths=lengths,
-                    reverse=d == 1, leak=self.leak, return_sequences=True, xp=xp,
+                    nonlinearity=name, batch_first=False, lengths=lengths,
+                    reverse=d == 1 or self.reverse, leak=self.leak, return_sequences=True, xp=xp,
+                    activation_alpha=alpha, activation_beta=beta, clip=self.clip, mask=step_mask,
                 )  # fmt: skip
                 outputs.append(h_seq)  # (T, *batch, H)
                 finals.append(h_last)  # (*batch, H)
@@ -490,7 +546,8 @@ class RNN:
         h_n = xp.stack(finals, axis=0)  # (L*dirs, *batch, H)
         if not return_cache:
             return output, h_n
-        cache = LayerCache(inputs, starts, h_seqs, weights, lengths, batch_first, masks)
+        cache = LayerCache(inputs, starts, h_seqs, weights, lengths, batch_first, masks,
+                           step_mask=step_mask)
         return output, h_n, cache
 
     def _dropout_mask(self, like, p):
@@ -605,12 +662,14 @@ class RNN:
             for d, suffix in enumerate(_suffixes(dirs)):
                 i = k * dirs + d
                 Wx, Wh, b = cache.weights[i]
+                name, alpha, beta = self.activations[d]
                 g = rnn_backward(
                     None if d_out is None else d_out[..., d * H:(d + 1) * H],
                     cache.inputs[k], cache.h0[i], Wx, Wh, b, cache.h_seqs[i],
-                    nonlinearity=self.nonlinearity,
+                    nonlinearity=name, activation_alpha=alpha, activation_beta=beta,
+                    clip=self.clip, mask=cache.step_mask,
                     dh_n=None if d_h_n is None else d_h_n[i, ...],
-                    lengths=cache.lengths, reverse=d == 1, leak=self.leak, xp=xp,
+                    lengths=cache.lengths, reverse=d == 1 or self.reverse, leak=self.leak, xp=xp,
                 )  # fmt: skip
                 d_in = g.dx if d_in is None else d_in + g.dx  # (T, *batch, D_k)
                 dh0[i] = g.dh0  # (*batch, H)
@@ -905,6 +964,35 @@ def _is_torch_module(obj):
     import torch
 
     return isinstance(obj, torch.nn.Module)
+
+
+def _per_direction(name, value, dirs):
+    """``value`` once per direction: a tuple of ``dirs`` entries, or one value repeated."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != dirs:
+            raise ValueError(
+                f"{name} must be one value or one per direction ({dirs}); got {len(value)}: "
+                f"{list(value)!r}"
+            )
+        return tuple(value)
+    return (value,) * dirs
+
+
+def _collapse(values):
+    """One value when every direction has the same, else the tuple."""
+    return values[0] if len(set(values)) == 1 else tuple(values)
+
+
+def _check_activations(nonlinearity, alpha, beta, dirs):
+    """``(nonlinearity, alpha, beta, activations)``: the attributes, and ``(name, alpha, beta)`` per direction."""
+    names = _per_direction("nonlinearity", nonlinearity, dirs)
+    alphas = _per_direction("activation_alpha", alpha, dirs)
+    betas = _per_direction("activation_beta", beta, dirs)
+    for n in names:
+        check_nonlinearity(n)
+    activations = tuple(check_activation(n, a, b) for n, a, b in zip(names, alphas, betas))
+    given = lambda vs: tuple(None if v is None else float(v) for v in vs)  # noqa: E731
+    return _collapse(names), _collapse(given(alphas)), _collapse(given(betas)), activations
 
 
 def _suffixes(num_directions):

@@ -197,8 +197,12 @@ def test_onnx_reverse_matches_reference(backend, rng, activation):
     x = rng.standard_normal((T, B, D))
     h0 = rng.standard_normal((1, B, H))
     Y, Y_h = run_onnx(W, R, Bias, x, h0, "reverse", activation)
-    with pytest.raises(ValueError, match="reverse=True"):
-        convert.from_onnx(W, R, Bias, direction="reverse")
+    rnn = convert.from_onnx(W, R, Bias, direction="reverse", activations=[activation],
+                            xp=backend.xp, device=backend.device)
+    assert rnn.reverse and convert.onnx_attributes(rnn)["direction"] == "reverse"
+    out, h_n = rnn(backend.asarray(x), backend.asarray(h0))
+    assert_close(out, Y[:, 0], backend, "float64")
+    assert_close(h_n, Y_h, backend, "float64")
     args = [backend.asarray(a) for a in (x, h0[0], W[0], R[0], Bias[0, :H] + Bias[0, H:])]
     out = rnn_forward(*args, nonlinearity=activation.lower(), reverse=True)
     assert_close(out, Y[:, 0], backend, "float64")
@@ -234,7 +238,7 @@ def test_onnx_bad_shapes():
     with pytest.raises(ValueError, match=r"B must have shape \(1, 8\)"):
         convert.from_onnx(W, R, Bias[:, :4])
     with pytest.raises(ValueError, match="activations"):
-        convert.from_onnx(W, R, Bias, activations=["Sigmoid"])
+        convert.from_onnx(W, R, Bias, activations=["Gelu"])
     with pytest.raises(ValueError, match="Y must have shape"):
         convert.onnx_y_to_output(np.zeros((T, B, H)))
 

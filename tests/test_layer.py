@@ -341,7 +341,7 @@ def test_x_from_another_library_is_a_type_error():
 
 @pytest.mark.parametrize(
     "kwargs,error",
-    [({"nonlinearity": "sigmoid"}, ValueError), ({"hidden_size": 0}, ValueError),
+    [({"nonlinearity": "gelu"}, ValueError), ({"hidden_size": 0}, ValueError),
      ({"num_layers": 0}, ValueError), ({"input_size": 2.5}, TypeError),
      ({"bias": 1}, TypeError), ({"dtype": "int32"}, TypeError), ({"xp": "nope"}, ValueError)],
 )

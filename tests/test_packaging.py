@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
 
 # The extras a user picks by what they have, as the install page lists them.
-USER_EXTRAS = {"torch", "jax", "dask", "onnx", "keras", "plot", "mkl", "numba", "cuda12", "cuda13",
+USER_EXTRAS = {"torch", "jax", "dask", "onnx", "keras", "flax", "plot", "mkl", "numba", "cuda12", "cuda13",
                "bench", "docs", "all"}
-CPU_EXTRAS = {"torch", "jax", "dask", "onnx", "keras", "plot", "mkl", "numba", "bench"}
+CPU_EXTRAS = {"torch", "jax", "dask", "onnx", "keras", "flax", "plot", "mkl", "numba", "bench"}
 
 
 def pyproject():
@@ -84,7 +84,7 @@ def test_extras_install_what_they_say():
     table = extras()
     wants = {
         "torch": {"torch"}, "jax": {"jax"}, "dask": {"dask"}, "onnx": {"onnx", "onnxruntime"},
-        "keras": {"keras"}, "plot": {"matplotlib"}, "mkl": {"mkl"}, "numba": {"numba"},
+        "keras": {"keras"}, "flax": {"flax"}, "plot": {"matplotlib"}, "mkl": {"mkl"}, "numba": {"numba"},
         "cuda12": {"cupy-cuda12x", "nvidia-cuda-nvrtc-cu12"},
         "cuda13": {"cupy-cuda13x", "nvidia-cuda-nvrtc"},
         "docs": {"sphinx", "myst-parser", "pydata-sphinx-theme", "numpydoc"},

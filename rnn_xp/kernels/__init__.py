@@ -25,6 +25,12 @@ module                what it holds
                       (forward and backward)
 ====================  ========================================================
 
+The fast kernels run the plain recurrence: tanh or relu, no ``clip``, no
+``mask``. A call with any of the other activations, ``clip`` or ``mask``
+(``extended=True``) falls back to the portable loop of its direction,
+which takes them as extra keyword arguments; so do Dask arrays, which run
+the portable loop lazily (a graph that grows with T).
+
 A kernel never imports a public module (``tests/test_layout.py`` checks it).
 Library modules are imported here only when the caller's arrays come from
 that library, so ``import rnn_xp`` imports no backend.
@@ -38,8 +44,16 @@ from .portable import backward_portable, scan_portable
 __all__ = ["backward_kernel", "backward_portable", "forward_kernel", "scan_portable"]
 
 
-def forward_kernel(xp):
-    """The forward kernel for namespace ``xp`` (``scan_portable``'s signature)."""
+def forward_kernel(xp, *, extended=False):
+    """The forward kernel for namespace ``xp`` (``scan_portable``'s signature).
+
+    ``extended``: the call uses an activation other than tanh/relu, ``clip``
+    or ``mask``, options only ``scan_portable`` takes.
+    """
+    if extended:
+        # Only the portable loop has the other activations, clip and masks; it
+        # runs on every library (Dask lazily, jax.grad and torch autograd through it).
+        return scan_portable
     if is_numpy_namespace(xp):
         # NumPy arrays are mutable: preallocated buffers, matmul(out=), in-place
         # ufuncs, and oneMKL's packed product when it is installed and preferred.
@@ -70,8 +84,14 @@ def forward_kernel(xp):
     return scan_portable
 
 
-def backward_kernel(xp):
-    """The backward kernel for namespace ``xp`` (``backward_portable``'s signature)."""
+def backward_kernel(xp, *, extended=False):
+    """The backward kernel for namespace ``xp`` (``backward_portable``'s signature).
+
+    ``extended``: as for ``forward_kernel``; the portable loop then also takes ``b``.
+    """
+    if extended:
+        # f' at the recomputed pre-activation, and masks: the portable loop only.
+        return backward_portable
     if is_numpy_namespace(xp):
         # One (T, B, H) buffer for dz, two swapped (B, H) buffers, no stack;
         # with numba installed, the loop as one compiled call where the forward takes it.

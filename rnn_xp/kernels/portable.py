@@ -13,39 +13,63 @@ Forward, one step (``leak`` is 1.0 for a plain RNN)::
     h_t = (1 - leak) * h_{t-1} + leak * f(z_t)
 
 Backward: see ``rnn_xp.backward`` for the derivation.
+
+The options that only these loops run (the fast kernels take the plain
+tanh/relu recurrence) come as keyword arguments that default to "off":
+``activation_alpha``/``activation_beta`` (the other activations of
+``_activations``), ``clip`` (``z_t`` clipped to ``[-clip, clip]`` before
+``f``) and ``mask`` (time-major ``(T, *batch)`` booleans: a masked step
+keeps the state and repeats the previous output, zeros before the first
+valid step, as Keras does). The backward loop with any of them recomputes
+``z_t`` from the states it started from (so it also takes ``b``) and takes
+``f'`` at ``z_t``.
 """
 
 from __future__ import annotations
 
-from .._activations import activation, derivative
+from .._activations import activation, derivative, derivative_at, is_plain
 from .._compat import device
 
 __all__ = ["backward_portable", "scan_portable"]
 
 
-def scan_portable(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences):
+def scan_portable(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences,
+                  activation_alpha=None, activation_beta=None, clip=None, mask=None):
     """The recurrence on validated, time-major arrays of one dtype and device.
 
     ``x`` is ``(T, *batch, D)``, ``h0`` ``(*batch, H)``, ``lengths`` ``None``
     or an integer array ``(*batch,)``. Returns ``(h_seq, h_last)`` with
     ``h_seq`` ``(T, *batch, H)`` or ``None`` when ``return_sequences`` is
     False. Every fast kernel has this signature and these results.
+
+    ``activation_alpha``, ``activation_beta``, ``clip`` and ``mask``
+    (``(T, *batch)`` booleans, not with ``lengths``) are the options only
+    the portable loop runs (see the module docstring).
     """
-    f = activation(nonlinearity)
+    f = activation(nonlinearity, activation_alpha, activation_beta)
     T = x.shape[0]
     xw = x @ Wx.T  # (T, *batch, H): the input projection, one product for all steps
     if b is not None:
         xw = xw + b
     WhT = Wh.T  # (H, H)
-    zeros = xp.zeros_like(h0) if lengths is not None else None
+    zeros = xp.zeros_like(h0) if lengths is not None or mask is not None else None
 
     h = h0  # (*batch, H)
+    prev_out = zeros  # (*batch, H): with a mask, the output a masked step repeats
     outputs = [None] * T if return_sequences else None
     for t in range(T - 1, -1, -1) if reverse else range(T):
-        h_new = f(xp, xw[t, ...] + h @ WhT)  # (*batch, H)
+        z = xw[t, ...] + h @ WhT  # (*batch, H)
+        if clip is not None:
+            z = xp.clip(z, min=-clip, max=clip)
+        h_new = f(xp, z)  # (*batch, H)
         if leak != 1.0:
             h_new = (1.0 - leak) * h + leak * h_new
-        if lengths is not None:
+        if mask is not None:
+            # A masked step keeps the state and repeats the previous output.
+            valid = mask[t, ...][..., None]  # (*batch, 1)
+            h = xp.where(valid, h_new, h)
+            out = prev_out = xp.where(valid, h_new, prev_out)
+        elif lengths is not None:
             # Past its length a sequence keeps its state and outputs zeros. Run
             # backwards, a sequence of length L starts from h0 at t = L - 1.
             valid = (lengths > t)[..., None]  # (*batch, 1)
@@ -63,14 +87,25 @@ def scan_portable(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak,
     return xp.stack(outputs, axis=0), h  # (T, *batch, H)
 
 
-def backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak):
+def backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak,
+                      activation_alpha=None, activation_beta=None, clip=None, mask=None, b=None):
     """Backpropagation through time on validated, time-major arrays of one dtype and device.
 
     ``dh`` and ``h_seq`` are ``(T, *batch, H)`` (``dh`` may be ``None``),
     ``x`` ``(T, *batch, D)``, ``h0`` ``(*batch, H)``, ``dh_n`` ``(*batch, H)``
     or ``None``, ``lengths`` ``None`` or an integer array ``(*batch,)``.
     Returns ``(dx (T, *batch, D), dh0, dWx, dWh, db)``.
+
+    With ``activation_alpha``, ``activation_beta``, ``clip``, ``mask`` or an
+    activation other than tanh and relu, ``z_t`` is recomputed with the
+    forward's bias ``b`` (``(H,)`` or ``None``) and ``f'`` taken at it.
     """
+    if not is_plain(nonlinearity, activation_alpha, activation_beta, clip) or mask is not None:
+        return _backward_at_z(
+            xp, dh, x, h0, Wx, Wh, h_seq, dh_n, b, nonlinearity=nonlinearity, lengths=lengths,
+            reverse=reverse, leak=leak, alpha=activation_alpha, beta=activation_beta, clip=clip,
+            mask=mask,
+        )  # fmt: skip
     T = x.shape[0]
     g = xp.zeros_like(h0) if dh_n is None else dh_n  # (*batch, H): gradient reaching the carried state
     if T == 0:
@@ -116,6 +151,91 @@ def backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengt
             g_prev = g_prev + (1.0 - leak) * g_t  # (*batch, H): ... and through the leak
         # A frozen step passes the carried gradient through unchanged.
         g = g_prev if lengths is None else xp.where(valid, g_prev, g)  # (*batch, H)
+        dz[t] = dz_t
+    dz = xp.stack(dz, axis=0)  # (T, *batch, H)
+
+    axes = list(range(x.ndim - 1))  # time and batch, summed over by the weight gradients
+    dx = dz @ Wx  # (T, *batch, D)
+    dWx = xp.tensordot(dz, x, axes=(axes, axes))  # (H, D)
+    dWh = xp.tensordot(dz, prev, axes=(axes, axes))  # (H, H)
+    db = xp.sum(dz, axis=tuple(axes))  # (H,)
+    return dx, g, dWx, dWh, db
+
+
+def _backward_at_z(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, b, *, nonlinearity, lengths, reverse, leak,
+                   alpha, beta, clip, mask):
+    """``backward_portable`` with ``f'`` taken at the recomputed ``z_t``; masks too.
+
+    With a mask, two gradients travel back: ``g`` reaching the carried state
+    and ``go`` reaching the previous output, which a masked step repeats::
+
+        valid step:   gh = g + go + dh_t,  dz_t = gh * leak * f'(z_t),
+                      g = dz_t @ Wh + (1 - leak) * gh,  go = 0
+        masked step:  g unchanged,  go = go + dh_t,  dz_t = 0
+
+    (``go`` reaching the zeros before the first valid step goes nowhere.)
+    """
+    T = x.shape[0]
+    g = xp.zeros_like(h0) if dh_n is None else dh_n  # (*batch, H): gradient reaching the carried state
+    if T == 0:
+        return xp.zeros_like(x), g, xp.zeros_like(Wx), xp.zeros_like(Wh), xp.zeros_like(Wh[0, ...])
+    steps = list(range(T - 1, -1, -1) if reverse else range(T))  # the forward's order
+
+    # The state each step started from.
+    h0_ = xp.expand_dims(h0, axis=0)  # (1, *batch, H)
+    if mask is not None:
+        # Outputs repeat the state after the first valid step, not before it:
+        # carry the state along the forward's order.
+        prev, state = [None] * T, h0
+        for t in steps:
+            prev[t] = state
+            state = xp.where(mask[t, ...][..., None], h_seq[t, ...], state)  # (*batch, H)
+        prev = xp.stack(prev, axis=0)  # (T, *batch, H)
+    elif reverse:
+        prev = xp.concat([h_seq[1:, ...], h0_], axis=0)  # (T, *batch, H)
+        if lengths is not None:
+            shape = (T,) + (1,) * lengths.ndim
+            t_next = xp.reshape(xp.arange(1, T + 1, dtype=lengths.dtype, device=device(lengths)), shape)
+            prev = xp.where((lengths == t_next)[..., None], h0_, prev)  # (T, *batch, H)
+    else:
+        prev = xp.concat([h0_, h_seq[:-1, ...]], axis=0)  # (T, *batch, H)
+    # Past a sequence's length, and at masked steps, dz = 0 below, so the
+    # values of `prev` and `z` there never count.
+
+    z = x @ Wx.T + prev @ Wh.T  # (T, *batch, H): the pre-activation, recomputed
+    if b is not None:
+        z = z + b
+    df = derivative_at(nonlinearity, alpha, beta)
+    if clip is not None:
+        inside = (z >= -clip) & (z <= clip)  # (T, *batch, H): clipping passes no gradient outside
+        dh_dz = xp.where(inside, leak * df(xp, xp.clip(z, min=-clip, max=clip)), xp.zeros_like(z))
+    else:
+        dh_dz = leak * df(xp, z)  # (T, *batch, H)
+
+    zeros = xp.zeros_like(h0)  # (*batch, H)
+    go = zeros  # (*batch, H): gradient reaching the previous output (masks only)
+    dz = [None] * T
+    for t in reversed(steps):
+        if mask is not None:
+            valid = mask[t, ...][..., None]  # (*batch, 1)
+            go_t = go if dh is None else go + dh[t, ...]  # (*batch, H): dL/d(output_t)
+            gh = g + go_t  # (*batch, H): dL/dh_t at a valid step
+            dz_t = xp.where(valid, gh * dh_dz[t, ...], zeros)  # (*batch, H)
+            g_prev = dz_t @ Wh  # (*batch, H)
+            if leak != 1.0:
+                g_prev = g_prev + (1.0 - leak) * gh
+            g = xp.where(valid, g_prev, g)  # (*batch, H)
+            go = xp.where(valid, zeros, go_t)  # (*batch, H)
+        else:
+            g_t = g if dh is None else g + dh[t, ...]  # (*batch, H): dL/dh_t
+            dz_t = g_t * dh_dz[t, ...]  # (*batch, H)
+            if lengths is not None:
+                valid = (lengths > t)[..., None]  # (*batch, 1)
+                dz_t = xp.where(valid, dz_t, zeros)
+            g_prev = dz_t @ Wh  # (*batch, H)
+            if leak != 1.0:
+                g_prev = g_prev + (1.0 - leak) * g_t
+            g = g_prev if lengths is None else xp.where(valid, g_prev, g)  # (*batch, H)
         dz[t] = dz_t
     dz = xp.stack(dz, axis=0)  # (T, *batch, H)
 
