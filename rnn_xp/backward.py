@@ -47,7 +47,7 @@ from ._checks import (
     time_first,
 )
 from ._compat import array_namespace
-from .kernels import backward_kernel
+from .kernels import backward_kernel, own_precision
 
 __all__ = ["RNNGrads", "rnn_backward", "rnn_step_backward"]
 
@@ -143,12 +143,13 @@ def rnn_step_backward(dnext_h, x, prev_h, Wx, Wh, next_h, *, nonlinearity="tanh"
     )
 
     axes = list(range(x.ndim - 1))  # the batch axes, summed over by the weight gradients
-    dz = dnext_h * derivative(nonlinearity)(xp, next_h)  # (*batch, H)
-    dx = dz @ Wx  # (*batch, D)
-    dprev_h = dz @ Wh  # (*batch, H)
-    dWx = xp.tensordot(dz, x, axes=(axes, axes))  # (H, D)
-    dWh = xp.tensordot(dz, prev_h, axes=(axes, axes))  # (H, H)
-    db = xp.sum(dz, axis=tuple(axes))  # (H,)
+    with own_precision(xp, x):  # in the inputs' dtype, torch.autocast or not
+        dz = dnext_h * derivative(nonlinearity)(xp, next_h)  # (*batch, H)
+        dx = dz @ Wx  # (*batch, D)
+        dprev_h = dz @ Wh  # (*batch, H)
+        dWx = xp.tensordot(dz, x, axes=(axes, axes))  # (H, D)
+        dWh = xp.tensordot(dz, prev_h, axes=(axes, axes))  # (H, H)
+        db = xp.sum(dz, axis=tuple(axes))  # (H,)
     return dx, dprev_h, dWx, dWh, db
 
 

@@ -14,7 +14,9 @@ module                what it holds
 ``numpy``             the in-place NumPy loop (``scan_inplace`` also serves CuPy)
 ``numpy_backward``    the in-place NumPy backward loop
 ``mkl``               oneMKL's packed product for the NumPy loop (optional)
-``jax``               the recurrence as one jitted ``lax.scan``
+``jax``               the recurrence and its gradient, each one jitted ``lax.scan``
+``torch``             one autograd.Function with rnn_xp's backward; in-place loops
+``autodiff``          whose gradient runs inside JAX and torch (``RNN_XP_AUTODIFF``)
 ``cupy``              the CuPy path choice: fused loop or persistent kernel
 ``cupy_fused``        the in-place loop with one fused CUDA kernel per step
 ``cupy_persistent``   all steps in one cooperative CUDA launch (small batches)
@@ -28,10 +30,22 @@ that library, so ``import rnn_xp`` imports no backend.
 
 from __future__ import annotations
 
-from .._compat import is_cupy_namespace, is_dask_namespace, is_jax_namespace, is_numpy_namespace
+from .._compat import (
+    is_cupy_namespace,
+    is_dask_namespace,
+    is_jax_namespace,
+    is_numpy_namespace,
+    is_torch_namespace,
+)
 from .portable import backward_portable, scan_portable
 
-__all__ = ["backward_kernel", "backward_portable", "forward_kernel", "scan_portable"]
+__all__ = [
+    "backward_kernel",
+    "backward_portable",
+    "forward_kernel",
+    "own_precision",
+    "scan_portable",
+]
 
 
 def forward_kernel(xp):
@@ -44,7 +58,8 @@ def forward_kernel(xp):
         return scan_numpy
     if is_jax_namespace(xp):
         # A Python loop dispatches a few small XLA calls per step; lax.scan
-        # compiles the whole loop once per shape and options.
+        # compiles the whole loop once per shape and options, and jax.grad
+        # of it runs rnn_xp's backward (a jax.custom_vjp).
         from .jax import scan_jax
 
         return scan_jax
@@ -60,8 +75,14 @@ def forward_kernel(xp):
         from .dask import scan_dask
 
         return scan_dask
-    # torch, array-api-strict and anything else: the portable loop. torch's
-    # own ops are already fused enough per step, and autograd must see them.
+    if is_torch_namespace(xp):
+        # Autograd would record every step of a loop: when the tensors need
+        # gradients, one autograd.Function whose backward is rnn_xp's; without
+        # a graph, an in-place loop (two calls per step).
+        from .torch import scan_torch
+
+        return scan_torch
+    # array-api-strict and anything else: the portable loop.
     return scan_portable
 
 
@@ -72,5 +93,33 @@ def backward_kernel(xp):
         from .numpy_backward import backward_numpy
 
         return backward_numpy
+    if is_jax_namespace(xp):
+        # One reverse lax.scan, compiled once per shape and options (the
+        # portable loop would trace T steps); also the gradient of scan_jax.
+        from .jax import backward_jax
+
+        return backward_jax
+    if is_torch_namespace(xp):
+        # In place like NumPy's; the portable loop when the backward itself is
+        # recorded (create_graph=True) or the tensors are torch.func wrappers.
+        from .torch import backward_torch
+
+        return backward_torch
     # Everything else, Dask included: the portable loop on the caller's arrays.
     return backward_portable
+
+
+def own_precision(xp, x):
+    """A context in which ``xp``'s operations on ``x``'s device run in their inputs' dtype.
+
+    For torch, ``torch.autocast`` turned off on the device type of ``x`` for
+    the ``with`` block (rnn_xp computes in the dtype of its arrays, autocast
+    or not); for every other library, nothing.
+    """
+    if is_torch_namespace(xp):
+        from .torch import autocast_off
+
+        return autocast_off(x)
+    import contextlib
+
+    return contextlib.nullcontext()

@@ -1,0 +1,301 @@
+"""PyTorch: the recurrence as one autograd node whose backward is rnn_xp's, and in-place loops.
+
+Left to itself, autograd records every operation of the portable loop: a few
+nodes and saved tensors per time step, walked back one by one. When the
+caller's tensors need gradients, ``scan_torch`` runs the recurrence inside a
+``torch.autograd.Function`` instead::
+
+    forward:   h_seq, h_last = loop(x, h0, Wx, Wh, b)        nothing recorded; keeps h_seq
+    backward:  dx, dh0, dWx, dWh, db = backward_torch(dh, dh_n; x, h0, Wx, Wh, h_seq)
+
+``h_seq`` is the forward's own output, so the node keeps no more than the
+states the caller gets back (with ``return_sequences=False`` it still keeps
+them: the backward reads them). The Function has ``setup_context`` and
+``generate_vmap_rule``, so ``torch.func.grad``, ``vjp``, ``jacrev`` and
+``vmap`` run it too; ``create_graph=True`` (a double backward) works because
+a backward that itself records runs the portable loop, whose operations
+autograd differentiates (the states it reads come from this node, so the
+second derivative flows back through it as well).
+
+Without a graph to record (``torch.no_grad``, ``torch.inference_mode``,
+tensors that need no gradient) and on plain tensors, both directions run as
+in-place loops, like the NumPy kernels:
+
+- forward: ``out (T, B, H)`` holds the input projection ``x @ Wx.T + b``
+  (one product), and step t updates ``out[t]`` in place,
+  ``out[t] += h @ Wh.T`` then ``f`` in place: two calls per step.
+- backward: ``dz (T, B, H)`` first holds ``leak * f'(z_t)`` (read off
+  ``h_seq``); step t multiplies ``dz[t]`` by the gradient reaching ``h_t``
+  and writes ``dz[t] @ Wh`` into a second ``(B, H)`` buffer; ``dx``,
+  ``dWx``, ``dWh`` and ``db`` are then one product or sum each.
+
+Tensors that ``torch.func`` wraps (``vmap``'s batched tensors), tensor
+subclasses, tracing under ``torch.compile``, a backward that records, and
+options these loops do not name run the portable loops instead: they are
+plain out-of-place tensor code that every transform understands.
+
+``torch.autocast``: rnn_xp computes in its inputs' dtype, so the loops here
+run with autocast turned off (``autocast_off``; ``kernels.own_precision``
+does the same for the single-step functions).
+"""
+
+from __future__ import annotations
+
+import math
+
+from .._compat import is_array, namespace_of
+from .autodiff import backward_options, framework_autodiff, split_options, takes
+from .portable import backward_portable, scan_portable
+
+__all__ = ["autocast_off", "backward_torch", "scan_torch"]
+
+_NONLINEARITIES = ("tanh", "relu")
+
+
+def scan_torch(xp, x, h0, Wx, Wh, b, **options):
+    """``scan_portable`` for torch tensors: one autograd node with rnn_xp's backward, or an in-place loop."""
+    with autocast_off(x):
+        if not _records(x, h0, Wx, Wh, b):
+            return _loop(xp, x, h0, Wx, Wh, b, options)
+        if framework_autodiff():
+            return scan_portable(xp, x, h0, Wx, Wh, b, **options)
+        settings, data = split_options(options, is_array)
+        h_seq, h_last = _Recurrence.apply(x, h0, Wx, Wh, b, settings, tuple(data), *data.values())
+        return (h_seq if options.get("return_sequences", True) else None), h_last
+
+
+def backward_torch(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, **options):
+    """``backward_portable`` for torch tensors: in place, unless the backward itself is recorded."""
+    arrays = (dh, x, h0, Wx, Wh, h_seq, dh_n)
+    with autocast_off(x):
+        if _records(*arrays) or not _plain(*arrays) or not _fits(_backward_inplace, options):
+            return backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, **options)
+        return _backward_inplace(dh, x, h0, Wx, Wh, h_seq, dh_n, **options)
+
+
+def _loop(xp, x, h0, Wx, Wh, b, options):
+    """The forward without recording: in place on plain tensors, else the portable loop."""
+    if _plain(x, h0, Wx, Wh, b) and _fits(_scan_inplace, options):
+        return _scan_inplace(x, h0, Wx, Wh, b, **options)
+    return scan_portable(xp, x, h0, Wx, Wh, b, **options)
+
+
+def _records(*arrays):
+    """True when autograd would record operations on these tensors."""
+    import torch
+
+    return torch.is_grad_enabled() and any(a is not None and a.requires_grad for a in arrays)
+
+
+def _plain(*arrays):
+    """True for plain tensors outside ``torch.compile``'s tracing (no ``torch.func`` wrapper, no subclass)."""
+    import torch
+
+    if torch.compiler.is_compiling():
+        return False
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    return all(
+        a is None or (type(a) in (torch.Tensor, torch.nn.Parameter) and not wrapped(a))
+        for a in arrays
+    )  # fmt: skip
+
+
+def _fits(kernel, options):
+    return takes(kernel, options) and options.get("nonlinearity", "tanh") in _NONLINEARITIES
+
+
+def autocast_off(x):
+    """A context with autocast off for ``x``'s device type (rnn_xp computes in its inputs' dtype)."""
+    import torch
+
+    return torch.autocast(x.device.type, enabled=False)
+
+
+def _make_recurrence():
+    import torch
+
+    class Recurrence(torch.autograd.Function):
+        """``(h_seq, h_last)`` of the recurrence, with ``backward_torch`` as its gradient."""
+
+        generate_vmap_rule = True  # vmap runs forward and backward on batched tensors
+
+        @staticmethod
+        def forward(x, h0, Wx, Wh, b, settings, names, *data):
+            options = {**dict(settings), **dict(zip(names, data)), "return_sequences": True}
+            with autocast_off(x):
+                h_seq, h_last = _loop(namespace_of(x), x, h0, Wx, Wh, b, options)
+            if h_last is h0:  # T = 0: an output must not be an input
+                h_last = h0.clone()
+            return h_seq, h_last
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            x, h0, Wx, Wh, b, settings, names, *data = inputs
+            ctx.save_for_backward(x, h0, Wx, Wh, output[0], *data)
+            ctx.settings, ctx.names, ctx.bias = settings, names, b is not None
+            ctx.set_materialize_grads(False)  # an unused output's gradient stays None
+
+        @staticmethod
+        def backward(ctx, dh, dh_n):
+            x, h0, Wx, Wh, h_seq, *data = ctx.saved_tensors
+            options = backward_options({**dict(ctx.settings), **dict(zip(ctx.names, data))})
+            dx, dh0, dWx, dWh, db = backward_torch(
+                namespace_of(x), dh, x, h0, Wx, Wh, h_seq, dh_n, **options
+            )
+            return (dx, dh0, dWx, dWh, db if ctx.bias else None, None, None, *(None for _ in data))
+
+    return Recurrence
+
+
+class _Lazy:
+    """The autograd.Function class, defined on first use (torch is imported only then)."""
+
+    cls = None
+
+    def apply(self, *args):
+        if self.cls is None:
+            type(self).cls = _make_recurrence()
+        return self.cls.apply(*args)
+
+
+_Recurrence = _Lazy()
+
+
+def _scan_inplace(x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences):
+    """The forward loop in place on plain tensors (see the module docstring)."""
+    import torch
+
+    T, D = x.shape[0], x.shape[-1]
+    batch, H = tuple(h0.shape[:-1]), h0.shape[-1]
+    B = math.prod(batch)
+    if T == 0 or B == 0 or H == 0:
+        return scan_portable(namespace_of(x), x, h0, Wx, Wh, b, nonlinearity=nonlinearity,
+                             lengths=lengths, reverse=reverse, leak=leak,
+                             return_sequences=return_sequences)  # fmt: skip
+    out = torch.empty((T, B, H), dtype=h0.dtype, device=h0.device)  # (T, B, H)
+    x2, out2 = x.reshape(T * B, D), out.view(T * B, H)
+    if b is None:
+        torch.mm(x2, Wx.T, out=out2)  # the input projection, all steps at once
+    else:
+        torch.addmm(b, x2, Wx.T, out=out2)
+    WhT = Wh.T  # (H, H): a transposed view, no copy
+    steps = out.unbind(0)  # T views (B, H)
+    if lengths is not None:
+        t = torch.arange(T, device=out.device)[:, None]  # (T, 1)
+        valid = (t < lengths.reshape(1, B)).unsqueeze(-1)  # (T, B, 1)
+        valid_t, invalid_t = valid.unbind(0), (~valid).unbind(0)
+
+    h = h0.reshape(B, H)  # (B, H)
+    for t in range(T - 1, -1, -1) if reverse else range(T):
+        o = steps[t]  # (B, H): holds x_t @ Wx.T + b
+        o.addmm_(h, WhT)  # z_t
+        if nonlinearity == "tanh":
+            o.tanh_()
+        else:
+            o.clamp_(min=0)  # keeps NaN, as the portable loop's clip
+        if leak != 1.0:
+            o.mul_(leak).add_(h, alpha=1.0 - leak)
+        if lengths is None:
+            h = o
+        else:  # past its length a sequence keeps its state and outputs zeros
+            h = torch.where(valid_t[t], o, h)
+            o.masked_fill_(invalid_t[t], 0)
+    h_last = h.reshape(*batch, H).clone()  # not a view of the states
+    if not return_sequences:
+        return None, h_last
+    return out.view(T, *batch, H), h_last
+
+
+def _backward_inplace(dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak):
+    """The backward loop in place on plain tensors (see ``kernels.numpy_backward`` for the same steps)."""
+    import torch
+
+    T, D = x.shape[0], x.shape[-1]
+    batch, H = tuple(h0.shape[:-1]), h0.shape[-1]
+    B = math.prod(batch)
+    if T == 0 or B == 0:
+        return backward_portable(namespace_of(x), dh, x, h0, Wx, Wh, h_seq, dh_n,
+                                 nonlinearity=nonlinearity, lengths=lengths, reverse=reverse,
+                                 leak=leak)  # fmt: skip
+    dtype, dev = h0.dtype, h0.device
+    hs = h_seq.reshape(T, B, H)  # (T, B, H): the forward's states
+    h0_2 = h0.reshape(B, H)  # (B, H)
+    lens = None if lengths is None else lengths.reshape(B)  # (B,)
+    if reverse and lens is not None:  # run in reverse, a length-L sequence starts at L - 1
+        starts = torch.nonzero((lens >= 1) & (lens < T)).reshape(-1)  # (n,)
+        start_t = lens[starts] - 1  # (n,)
+
+    # 1. dz = leak * f'(z_t), in place.
+    dz = torch.empty((T, B, H), dtype=dtype, device=dev)  # (T, B, H)
+    if leak == 1.0:
+        act = hs  # f(z_t) is the state itself
+    else:
+        if reverse:  # dz = the state each step started from
+            dz[:-1] = hs[1:]
+            dz[-1] = h0_2
+            if lens is not None:
+                dz[start_t, starts] = h0_2[starts]
+        else:
+            dz[1:] = hs[:-1]
+            dz[0] = h0_2
+        dz.mul_(-(1.0 - leak)).add_(hs).div_(leak)  # f(z_t)
+        act = dz
+    if nonlinearity == "tanh":
+        torch.mul(act, act, out=dz)
+        dz.neg_().add_(1)  # 1 - f(z)^2
+    else:
+        dz.copy_(act > 0)  # 1 where f(z) > 0, else 0 (NaN too)
+    if leak != 1.0:
+        dz.mul_(leak)
+
+    # 2. The loop, against the forward's direction.
+    g = torch.zeros((B, H), dtype=dtype, device=dev) if dh_n is None else dh_n.reshape(B, H).clone()
+    tmp = torch.empty((B, H), dtype=dtype, device=dev)  # dz_t @ Wh, then the next g
+    dhs = None if dh is None else dh.reshape(T, B, H).unbind(0)
+    dzs = dz.unbind(0)
+    if lens is not None:
+        valid = (torch.arange(T, device=dev)[:, None] < lens[None, :]).unsqueeze(-1)  # (T, B, 1)
+        valid_t, invalid_t = valid.unbind(0), (~valid).unbind(0)
+        gt_buf = torch.empty((B, H), dtype=dtype, device=dev)
+    for t in range(T) if reverse else range(T - 1, -1, -1):
+        dz_t = dzs[t]  # (B, H): holds leak * f'(z_t), becomes dL/dz_t
+        if dhs is None:
+            gt = g  # dL/dh_t
+        elif lens is None:
+            gt = g.add_(dhs[t])
+        else:
+            gt = torch.add(g, dhs[t], out=gt_buf)  # g itself is kept for frozen steps
+        dz_t.mul_(gt)
+        if lens is not None:
+            dz_t.masked_fill_(invalid_t[t], 0)  # frozen steps take no gradient (not even 0 * inf)
+        if leak == 1.0:
+            torch.mm(dz_t, Wh, out=tmp)  # dL/dh_{t-1} through z_t
+        else:
+            torch.addmm(gt, dz_t, Wh, beta=1.0 - leak, out=tmp)  # ... and through the leak
+        if lens is None:
+            g, tmp = tmp, g
+        else:
+            g = torch.where(valid_t[t], tmp, g)  # a frozen step passes g through unchanged
+
+    # 3. The weight gradients and dx, each over all steps at once.
+    dz2 = dz.view(T * B, H)  # (T*B, H)
+    dx = (dz2 @ Wx).view(T, *batch, D)  # (T, *batch, D)
+    dWx = dz2.T @ x.reshape(T * B, D)  # (H, D)
+    db = dz2.sum(dim=0)  # (H,)
+    if T > 1:  # the steps that start from a previous state: forward h_{t-1}, reverse h_{t+1}
+        if reverse:
+            dWh = dz[:-1].reshape(-1, H).T @ hs[1:].reshape(-1, H)  # (H, H)
+        else:
+            dWh = dz[1:].reshape(-1, H).T @ hs[:-1].reshape(-1, H)  # (H, H)
+    else:
+        dWh = torch.zeros((H, H), dtype=dtype, device=dev)
+    first = dz[-1] if reverse else dz[0]  # (B, H): the step that starts from h0 ...
+    if reverse and lens is not None:
+        first = first.clone()
+        first[starts] = dz[start_t, starts]  # ... at t = L - 1 for a shorter sequence
+    dWh.addmm_(first.T, h0_2)  # (H, H)
+    if reverse and lens is not None and T > 1:
+        # The product above paired step L - 1 with hs[L], the output past the
+        # sequence's length (zeros from rnn_forward): take that pairing out.
+        dWh.sub_(dz[start_t, starts].T @ hs[start_t + 1, starts])
+    return dx, g.reshape(*batch, H), dWx, dWh, db
