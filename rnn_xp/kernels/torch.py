@@ -24,10 +24,13 @@ in-place loops, like the NumPy kernels:
 - forward: ``out (T, B, H)`` holds the input projection ``x @ Wx.T + b``
   (one product), and step t updates ``out[t]`` in place,
   ``out[t] += h @ Wh.T`` then ``f`` in place: two calls per step.
-- backward: ``dz (T, B, H)`` first holds ``leak * f'(z_t)`` (read off
-  ``h_seq``); step t multiplies ``dz[t]`` by the gradient reaching ``h_t``
-  and writes ``dz[t] @ Wh`` into a second ``(B, H)`` buffer; ``dx``,
-  ``dWx``, ``dWh`` and ``db`` are then one product or sum each.
+- backward, a block of time steps at a time (at most ``_BLOCK_ELEMENTS``
+  elements, so its memory does not grow with T): ``dz (steps, B, H)`` first
+  holds ``leak * f'(z_t)`` (read off ``h_seq``); step t multiplies ``dz[t]``
+  by the gradient reaching ``h_t`` and writes ``dz[t] @ Wh + dh[t-1]`` (one
+  ``addmm``) into a ``(B, H)`` buffer: two calls per step. The block then
+  adds its share of ``dWx``, ``dWh`` and ``db`` and writes its ``dx``, one
+  product or sum each.
 
 Tensors that ``torch.func`` wraps (``vmap``'s batched tensors), tensor
 subclasses, tracing under ``torch.compile``, a backward that records, and
@@ -51,6 +54,10 @@ __all__ = ["autocast_off", "backward_torch", "scan_torch"]
 
 _NONLINEARITIES = ("tanh", "relu")
 
+# The backward loop holds dz and the previous states for a block of time steps
+# of at most this many elements (4 MiB in float32), and at least one step.
+_BLOCK_ELEMENTS = 1 << 20
+
 
 def scan_torch(xp, x, h0, Wx, Wh, b, **options):
     """``scan_portable`` for torch tensors: one autograd node with rnn_xp's backward, or an in-place loop."""
@@ -66,11 +73,16 @@ def scan_torch(xp, x, h0, Wx, Wh, b, **options):
 
 def backward_torch(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, **options):
     """``backward_portable`` for torch tensors: in place, unless the backward itself is recorded."""
+    return _backward(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, True, options)
+
+
+def _backward(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, need_dx, options):
+    """``backward_torch``; without ``need_dx`` the in-place loop leaves ``dx`` out (``None``)."""
     arrays = (dh, x, h0, Wx, Wh, h_seq, dh_n)
     with autocast_off(x):
         if _records(*arrays) or not _plain(*arrays) or not _fits(_backward_inplace, options):
             return backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, **options)
-        return _backward_inplace(dh, x, h0, Wx, Wh, h_seq, dh_n, **options)
+        return _backward_inplace(dh, x, h0, Wx, Wh, h_seq, dh_n, need_dx=need_dx, **options)
 
 
 def _loop(xp, x, h0, Wx, Wh, b, options):
@@ -139,9 +151,12 @@ def _make_recurrence():
         def backward(ctx, dh, dh_n):
             x, h0, Wx, Wh, h_seq, *data = ctx.saved_tensors
             options = backward_options({**dict(ctx.settings), **dict(zip(ctx.names, data))})
-            dx, dh0, dWx, dWh, db = backward_torch(
-                namespace_of(x), dh, x, h0, Wx, Wh, h_seq, dh_n, **options
+            need_dx = ctx.needs_input_grad[0]
+            dx, dh0, dWx, dWh, db = _backward(
+                namespace_of(x), dh, x, h0, Wx, Wh, h_seq, dh_n, need_dx, options
             )
+            if not need_dx:
+                dx = None
             return (dx, dh0, dWx, dWh, db if ctx.bias else None, None, None, *(None for _ in data))
 
     return Recurrence
@@ -206,96 +221,119 @@ def _scan_inplace(x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, ret
     return out.view(T, *batch, H), h_last
 
 
-def _backward_inplace(dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak):
-    """The backward loop in place on plain tensors (see ``kernels.numpy_backward`` for the same steps)."""
+def _backward_inplace(dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak,
+                      need_dx=True):  # fmt: skip
+    """The backward loop in place on plain tensors, a block of time steps at a time.
+
+    ``dz`` and the previous states are held for one block of at most
+    ``_BLOCK_ELEMENTS`` elements (at least one step): beyond its results the
+    loop holds two such blocks and a few ``(B, H)`` buffers, whatever T is.
+    With ``need_dx=False`` the gradient of ``x`` is not formed (``None``).
+    """
     import torch
 
     T, D = x.shape[0], x.shape[-1]
     batch, H = tuple(h0.shape[:-1]), h0.shape[-1]
     B = math.prod(batch)
     if T == 0 or B == 0:
-        return backward_portable(namespace_of(x), dh, x, h0, Wx, Wh, h_seq, dh_n,
-                                 nonlinearity=nonlinearity, lengths=lengths, reverse=reverse,
-                                 leak=leak)  # fmt: skip
+        grads = backward_portable(namespace_of(x), dh, x, h0, Wx, Wh, h_seq, dh_n,
+                                  nonlinearity=nonlinearity, lengths=lengths, reverse=reverse,
+                                  leak=leak)  # fmt: skip
+        return grads if need_dx else (None, *grads[1:])
     dtype, dev = h0.dtype, h0.device
     hs = h_seq.reshape(T, B, H)  # (T, B, H): the forward's states
     h0_2 = h0.reshape(B, H)  # (B, H)
+    x3 = x.reshape(T, B, D)  # (T, B, D)
+    dhs = None if dh is None else dh.reshape(T, B, H)  # (T, B, H)
     lens = None if lengths is None else lengths.reshape(B)  # (B,)
-    if reverse and lens is not None:  # run in reverse, a length-L sequence starts at L - 1
-        starts = torch.nonzero((lens >= 1) & (lens < T)).reshape(-1)  # (n,)
-        start_t = lens[starts] - 1  # (n,)
-
-    # 1. dz = leak * f'(z_t), in place.
-    dz = torch.empty((T, B, H), dtype=dtype, device=dev)  # (T, B, H)
-    if leak == 1.0:
-        act = hs  # f(z_t) is the state itself
-    else:
-        if reverse:  # dz = the state each step started from
-            dz[:-1] = hs[1:]
-            dz[-1] = h0_2
-            if lens is not None:
-                dz[start_t, starts] = h0_2[starts]
-        else:
-            dz[1:] = hs[:-1]
-            dz[0] = h0_2
-        dz.mul_(-(1.0 - leak)).add_(hs).div_(leak)  # f(z_t)
-        act = dz
-    if nonlinearity == "tanh":
-        torch.mul(act, act, out=dz)
-        dz.neg_().add_(1)  # 1 - f(z)^2
-    else:
-        dz.copy_(act > 0)  # 1 where f(z) > 0, else 0 (NaN too)
-    if leak != 1.0:
-        dz.mul_(leak)
-
-    # 2. The loop, against the forward's direction.
+    steps = max(1, min(T, _BLOCK_ELEMENTS // max(B * H, 1)))  # time steps per block
+    dz_buf = torch.empty((steps, B, H), dtype=dtype, device=dev)  # dL/dz of one block
+    prev_buf = torch.empty((steps, B, H), dtype=dtype, device=dev)  # the states its steps started from
+    tmp = torch.empty((B, H), dtype=dtype, device=dev)
     g = torch.zeros((B, H), dtype=dtype, device=dev) if dh_n is None else dh_n.reshape(B, H).clone()
-    tmp = torch.empty((B, H), dtype=dtype, device=dev)  # dz_t @ Wh, then the next g
-    dhs = None if dh is None else dh.reshape(T, B, H).unbind(0)
-    dzs = dz.unbind(0)
+    dx = torch.empty((T, B, D), dtype=dtype, device=dev) if need_dx else None
+    dWx = torch.zeros((H, D), dtype=dtype, device=dev)
+    dWh = torch.zeros((H, H), dtype=dtype, device=dev)
+    db = torch.zeros((H,), dtype=dtype, device=dev)
     if lens is not None:
-        valid = (torch.arange(T, device=dev)[:, None] < lens[None, :]).unsqueeze(-1)  # (T, B, 1)
-        valid_t, invalid_t = valid.unbind(0), (~valid).unbind(0)
         gt_buf = torch.empty((B, H), dtype=dtype, device=dev)
-    for t in range(T) if reverse else range(T - 1, -1, -1):
-        dz_t = dzs[t]  # (B, H): holds leak * f'(z_t), becomes dL/dz_t
-        if dhs is None:
-            gt = g  # dL/dh_t
-        elif lens is None:
-            gt = g.add_(dhs[t])
-        else:
-            gt = torch.add(g, dhs[t], out=gt_buf)  # g itself is kept for frozen steps
-        dz_t.mul_(gt)
-        if lens is not None:
-            dz_t.masked_fill_(invalid_t[t], 0)  # frozen steps take no gradient (not even 0 * inf)
-        if leak == 1.0:
-            torch.mm(dz_t, Wh, out=tmp)  # dL/dh_{t-1} through z_t
-        else:
-            torch.addmm(gt, dz_t, Wh, beta=1.0 - leak, out=tmp)  # ... and through the leak
-        if lens is None:
-            g, tmp = tmp, g
-        else:
-            g = torch.where(valid_t[t], tmp, g)  # a frozen step passes g through unchanged
 
-    # 3. The weight gradients and dx, each over all steps at once.
-    dz2 = dz.view(T * B, H)  # (T*B, H)
-    dx = (dz2 @ Wx).view(T, *batch, D)  # (T, *batch, D)
-    dWx = dz2.T @ x.reshape(T * B, D)  # (H, D)
-    db = dz2.sum(dim=0)  # (H,)
-    if T > 1:  # the steps that start from a previous state: forward h_{t-1}, reverse h_{t+1}
+    if lens is None and dhs is not None:
+        g.add_(dhs[0 if reverse else T - 1])  # the first step's own output gradient
+    # Blocks in the backward's order: a forward run is walked back from T - 1.
+    starts = range(0, T, steps)
+    for t0 in starts if reverse else reversed(starts):
+        t1 = min(T, t0 + steps)
+        n = t1 - t0
+        dz, prev = dz_buf[:n], prev_buf[:n]  # (n, B, H)
+        # The state step t started from: forward h_{t-1} (h0 at t = 0); reverse
+        # h_{t+1} (h0 at T - 1, and at L - 1 for a sequence of length L).
         if reverse:
-            dWh = dz[:-1].reshape(-1, H).T @ hs[1:].reshape(-1, H)  # (H, H)
+            m = min(t1, T - 1) - t0  # steps whose successor is in h_seq
+            prev[:m] = hs[t0 + 1:t0 + 1 + m]
+            prev[m:] = h0_2
+            if lens is not None:
+                t = torch.arange(t0 + 1, t1 + 1, device=dev)[:, None, None]  # (n, 1, 1)
+                torch.where(lens[None, :, None] == t, h0_2, prev, out=prev)
         else:
-            dWh = dz[1:].reshape(-1, H).T @ hs[:-1].reshape(-1, H)  # (H, H)
-    else:
-        dWh = torch.zeros((H, H), dtype=dtype, device=dev)
-    first = dz[-1] if reverse else dz[0]  # (B, H): the step that starts from h0 ...
-    if reverse and lens is not None:
-        first = first.clone()
-        first[starts] = dz[start_t, starts]  # ... at t = L - 1 for a shorter sequence
-    dWh.addmm_(first.T, h0_2)  # (H, H)
-    if reverse and lens is not None and T > 1:
-        # The product above paired step L - 1 with hs[L], the output past the
-        # sequence's length (zeros from rnn_forward): take that pairing out.
-        dWh.sub_(dz[start_t, starts].T @ hs[start_t + 1, starts])
-    return dx, g.reshape(*batch, H), dWx, dWh, db
+            k = 1 if t0 == 0 else 0
+            prev[k:] = hs[t0 - 1 + k:t1 - 1]
+            prev[:k] = h0_2
+        # dz = leak * f'(z_t), f(z_t) read off the states
+        if leak == 1.0:
+            act = hs[t0:t1]
+        else:
+            torch.mul(prev, -(1.0 - leak), out=dz)
+            dz.add_(hs[t0:t1]).div_(leak)  # f(z_t)
+            act = dz
+        if nonlinearity == "tanh":
+            torch.mul(act, act, out=dz)
+            dz.neg_().add_(1)  # 1 - f(z)^2
+        else:
+            dz.copy_(act > 0)  # 1 where f(z) > 0, else 0 (NaN too)
+        if leak != 1.0:
+            dz.mul_(leak)
+
+        # The loop over the block's steps, against the forward's direction.
+        dzs = dz.unbind(0)
+        order = range(t0, t1) if reverse else range(t1 - 1, t0 - 1, -1)
+        if lens is None:
+            # g is dL/dh_t, dh[t] included, as step t begins: each step's product
+            # adds the output gradient of the step after it (addmm), two calls a step.
+            for t in order:
+                dz_t = dzs[t - t0].mul_(g)  # (B, H): dL/dz_t
+                t_next = t + 1 if reverse else t - 1
+                dh_next = dhs[t_next] if dhs is not None and 0 <= t_next < T else None
+                if leak == 1.0:
+                    if dh_next is None:
+                        torch.mm(dz_t, Wh, out=g)  # dL/dh_{t-1} through z_t
+                    else:
+                        torch.addmm(dh_next, dz_t, Wh, out=g)  # ... and from its own output
+                else:
+                    torch.addmm(g, dz_t, Wh, beta=1.0 - leak, out=tmp)  # ... and through the leak
+                    g, tmp = tmp, g
+                    if dh_next is not None:
+                        g.add_(dh_next)
+        else:
+            t = torch.arange(t0, t1, device=dev)[:, None, None]  # (n, 1, 1)
+            valid = t < lens[None, :, None]  # (n, B, 1)
+            valid_t, invalid_t = valid.unbind(0), (~valid).unbind(0)
+            for t in order:
+                i = t - t0
+                gt = g if dhs is None else torch.add(g, dhs[t], out=gt_buf)  # dL/dh_t; g kept for frozen steps
+                dz_t = dzs[i].mul_(gt)
+                dz_t.masked_fill_(invalid_t[i], 0)  # frozen steps take no gradient (not even 0 * inf)
+                if leak == 1.0:
+                    torch.mm(dz_t, Wh, out=tmp)  # dL/dh_{t-1} through z_t
+                else:
+                    torch.addmm(gt, dz_t, Wh, beta=1.0 - leak, out=tmp)  # ... and through the leak
+                g = torch.where(valid_t[i], tmp, g)  # a frozen step passes g through unchanged
+
+        # The block's share of the weight gradients and dx: one product each.
+        dz2 = dz.view(n * B, H)  # (n*B, H)
+        dWx.addmm_(dz2.T, x3[t0:t1].reshape(n * B, D))
+        dWh.addmm_(dz2.T, prev.view(n * B, H))
+        db.add_(dz2.sum(dim=0))
+        if need_dx:
+            torch.mm(dz2, Wx, out=dx[t0:t1].view(n * B, D))
+    return (None if dx is None else dx.view(T, *batch, D)), g.reshape(*batch, H), dWx, dWh, db
