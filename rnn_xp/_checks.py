@@ -137,7 +137,8 @@ def check_lengths(xp, lengths, batch, T, dev):
                 "pass it in the same library as x, as a NumPy array or as a list of ints"
             )
         try:
-            lengths = xp.asarray(lengths, device=dev)
+            if device(lengths) is not None:  # a tracer (jax.jit, jax.vmap) is placed with its program
+                lengths = xp.asarray(lengths, device=dev)
         except Exception as exc:
             raise TypeError(
                 f"lengths is an array of another library ({type(lengths).__name__}); "

@@ -168,17 +168,19 @@ def test_grad_with_every_argument_passed_and_traced(be, rng):
     _close(jax.jit(jax.grad(loss, argnums=argnums))(*args), jax.grad(portable, argnums=argnums)(*args))
 
 
-def test_vmap_per_example_gradients_equal_a_loop(be, rng):
+@pytest.mark.parametrize("jit", [False, True])
+def test_vmap_per_example_gradients_equal_a_loop(be, rng, jit):
     x, h0, Wx, Wh, b = _inputs(rng, batch=(4,))
     lens = jnp.asarray([4, 0, 1, 3])
 
-    def loss(params, xi, hi, li):  # one example: xi (T, D), hi (H,)
-        Wx, Wh, b = params
+    def loss(params, xi, hi, li):  # one example: xi (T, D), hi (H,); b closed over (concrete)
+        Wx, Wh = params
         return jnp.sum(jnp.sin(rnn_xp.rnn_forward(xi, hi, Wx, Wh, b, lengths=li)))
 
-    per_example = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 1, 0, 0)))((Wx, Wh, b), x, h0, lens)
+    per_example = jax.vmap(jax.grad(loss), in_axes=(None, 1, 0, 0))
+    per_example = (jax.jit(per_example) if jit else per_example)((Wx, Wh), x, h0, lens)
     for i in range(4):
-        one = jax.grad(loss)((Wx, Wh, b), x[:, i], h0[i], lens[i])
+        one = jax.grad(loss)((Wx, Wh), x[:, i], h0[i], lens[i])
         _close(tuple(p[i] for p in per_example), one)
 
 
