@@ -169,7 +169,7 @@ def test_torch_compile_agrees_with_eager(rng):
     eager_grads = torch.autograd.grad(eager, (x, Wx))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # graph-break notices
-        compiled = torch.compile(f, backend="eager")(x, Wx)
+        compiled = torch.compile(f, backend="aot_eager")(x, Wx)
     _close([compiled], [eager])
     _close(torch.autograd.grad(compiled, (x, Wx)), eager_grads)
 

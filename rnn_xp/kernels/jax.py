@@ -47,7 +47,9 @@ _NONLINEARITIES = ("tanh", "relu")
 
 def scan_jax(xp, x, h0, Wx, Wh, b, **options):
     """``scan_portable`` for JAX arrays, as one jitted ``lax.scan`` whose gradient is rnn_xp's backward."""
-    if framework_autodiff():
+    if framework_autodiff() or not _traced(x, h0, Wx, Wh, b):
+        # Concrete arrays: no transformation is looking, so there is no gradient to
+        # register (and the custom_vjp wrapper would cost a millisecond per call).
         return _forward(x, h0, Wx, Wh, b, options)
     settings, data = split_options(options, is_array)
     try:
@@ -91,6 +93,13 @@ def _forward(x, h0, Wx, Wh, b, options):
 
         _JITTED = jax.jit(_scan, static_argnames=_static_names(_scan))
     return _JITTED(x, h0, Wx, Wh, b, **options)
+
+
+def _traced(*arrays):
+    """True when an array is a tracer: a JAX transformation (grad, jit, vmap, ...) is running."""
+    import jax
+
+    return any(isinstance(a, jax.core.Tracer) for a in arrays)
 
 
 def _fits(kernel, options):
