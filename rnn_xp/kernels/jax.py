@@ -201,11 +201,15 @@ def _backward(dh, x, h0, Wx, Wh, h_seq, dh_n, lengths=None, *, nonlinearity, rev
             prev = jnp.where((lengths == t_next)[..., None], h0_, prev)
     else:
         prev = jnp.concatenate([h0_, h_seq[:-1]], axis=0)  # (T, *batch, H)
-    act = h_seq if leak == 1.0 else (h_seq - (1.0 - leak) * prev) / leak  # f(z_t)
     if nonlinearity == "tanh":
+        act = h_seq if leak == 1.0 else (h_seq - (1.0 - leak) * prev) / leak  # f(z_t)
         dh_dz = leak * (1 - act * act)  # (T, *batch, H)
     else:
-        dh_dz = leak * (act > 0).astype(act.dtype)
+        # f(z_t) > 0 exactly when h_t > (1 - leak) h_{t-1}: a comparison, because XLA
+        # may fuse h_t - (1 - leak) h_{t-1} into one multiply-add, which leaves a
+        # rounding residue where f(z_t) = 0 (and would count the unit as active).
+        active = h_seq > 0 if leak == 1.0 else h_seq > (1.0 - leak) * prev
+        dh_dz = leak * active.astype(h_seq.dtype)
 
     def step(g, inp):  # g: dL/dh_t from the later steps
         dh_t, d_t, t = inp
