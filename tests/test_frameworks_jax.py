@@ -247,20 +247,20 @@ def test_rnn_backward_under_jit_with_traced_lengths(be, rng):
 
 # -- the backward kernel against the portable loop, on the edge catalogue ------------------------
 
-EDGES = [  # (T, batch, D, H, lengths, reverse, leak)
-    (0, (2,), 3, 4, None, False, 1.0),
-    (4, (0,), 3, 4, None, True, 1.0),
-    (3, (), 2, 3, None, False, 0.3),
-    (5, (2, 3), 2, 3, None, True, 1.0),
-    (5, (3,), 2, 4, (0, 5, 2), True, 0.5),
-    (5, (3,), 2, 4, (5, 5, 5), False, 1.0),
+EDGES = [  # (T, batch, D, H, lengths, reverse, leak, nonlinearity)
+    (0, (2,), 3, 4, None, False, 1.0, "tanh"),
+    (4, (0,), 3, 4, None, True, 1.0, "tanh"),
+    (3, (), 2, 3, None, False, 0.3, "relu"),
+    (5, (2, 3), 2, 3, None, True, 1.0, "tanh"),
+    (5, (3,), 2, 4, (0, 5, 2), True, 0.6, "relu"),
+    (5, (3,), 2, 4, (5, 5, 5), False, 1.0, "tanh"),
 ]
 
 
-@pytest.mark.parametrize("T, batch, D, H, lengths, reverse, leak", EDGES)
-def test_backward_kernel_against_portable(be, rng, T, batch, D, H, lengths, reverse, leak):
+@pytest.mark.parametrize("T, batch, D, H, lengths, reverse, leak, nonlinearity", EDGES)
+def test_backward_kernel_against_portable(be, rng, T, batch, D, H, lengths, reverse, leak, nonlinearity):
     x, h0, Wx, Wh, _ = _inputs(rng, T, batch, D, H)
-    options = dict(nonlinearity="tanh", lengths=None if lengths is None else jnp.asarray(lengths),
+    options = dict(nonlinearity=nonlinearity, lengths=None if lengths is None else jnp.asarray(lengths),
                    reverse=reverse, leak=leak)  # fmt: skip
     h_seq, h_last = scan_portable(jnp, x, h0, Wx, Wh, None, return_sequences=True, **options)
     dh = jnp.asarray(rng.standard_normal(h_seq.shape))
