@@ -211,6 +211,9 @@ def test_a_genuinely_different_device_still_raises(rng):
     x, h0, Wx, Wh, b = _inputs(rng, requires_grad=False)
     with pytest.raises(ValueError, match="is on device meta but x is on device cpu"):
         rnn_xp.rnn_forward(x, None, Wx.to("meta"), Wh, b)
+    # all on one device that has no autocast (meta: shapes only) still runs
+    out = rnn_xp.rnn_forward(*(a.to("meta") for a in (x, h0, Wx, Wh, b)), reverse=True)
+    assert out.device.type == "meta" and out.shape == (4, 3, 5)
 
 
 # -- the in-place loops against the portable loops, on the edge catalogue --------------------------

@@ -105,7 +105,9 @@ def _plain(*arrays):
 
     if torch.compiler.is_compiling():
         return False
-    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    if wrapped is None:  # a torch without it: take the portable loops
+        return False
     return all(
         a is None or (type(a) in (torch.Tensor, torch.nn.Parameter) and not wrapped(a))
         for a in arrays
@@ -118,9 +120,13 @@ def _fits(kernel, options):
 
 def autocast_off(x):
     """A context with autocast off for ``x``'s device type (rnn_xp computes in its inputs' dtype)."""
+    import contextlib
+
     import torch
 
-    return torch.autocast(x.device.type, enabled=False)
+    kind = x.device.type
+    available = getattr(torch.amp, "is_autocast_available", lambda kind: kind in ("cpu", "cuda"))
+    return torch.autocast(kind, enabled=False) if available(kind) else contextlib.nullcontext()
 
 
 def _make_recurrence():
