@@ -99,7 +99,10 @@ def _traced(*arrays):
     """True when an array is a tracer: a JAX transformation (grad, jit, vmap, ...) is running."""
     import jax
 
-    return any(isinstance(a, jax.core.Tracer) for a in arrays)
+    tracer = getattr(jax.core, "Tracer", None)
+    if tracer is None:  # a JAX that hides it: always register the gradient
+        return True
+    return any(isinstance(a, tracer) for a in arrays)
 
 
 def _fits(kernel, options):
