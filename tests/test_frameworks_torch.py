@@ -146,6 +146,7 @@ def test_func_grad_and_vmap_per_example_gradients(rng):
         _close(tuple(g[i] for g in per_example), one)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # torch.func's own
 def test_func_jacrev(rng, monkeypatch):
     x, h0, Wx, Wh, b = _inputs(rng, T=3, batch=(2,), D=2, H=3, requires_grad=False)
     f = lambda W, x: rnn_xp.rnn_forward(x, h0, W, Wh, b, reverse=True)  # noqa: E731
