@@ -317,3 +317,32 @@ def test_rnn_xp_never_turns_on_x64_and_checks_devices():
         assert "jax_enable_x64" in message and "64-bit mode" in message, message
     assert "is on device" in report["mismatch"] and "move them to one device" in report["mismatch"]
     assert report["traced"] == [3, 2, 4]
+
+
+def test_options_the_scans_do_not_know_travel_to_the_portable_loops(be, rng, monkeypatch):
+    """A newer option (here a setting and an array) reaches the portable forward and backward, with the bias."""
+    from rnn_xp.kernels import portable
+
+    seen = {}
+
+    def scan(xp, *args, extra_setting, extra_data, **options):
+        seen["forward"] = extra_setting, extra_data.shape
+        return scan_portable(xp, *args, **options)
+
+    def backward(xp, *args, extra_setting, extra_data, b=None, **options):
+        seen["backward"] = extra_setting, extra_data.shape, b is not None
+        return backward_portable(xp, *args, **options)
+
+    args = _inputs(rng)
+    options = dict(nonlinearity="relu", lengths=jnp.asarray([4, 0, 2]), reverse=True, leak=0.6,
+                   return_sequences=False)  # fmt: skip
+    want = jax.grad(lambda a: jnp.sum(jnp.sin(scan_portable(jnp, *a, **options)[1])))(args)
+    monkeypatch.setattr(portable, "scan_portable", scan)
+    monkeypatch.setattr(portable, "backward_portable", backward)
+
+    def loss(a):
+        _, h_last = jax_kernel.scan_jax(jnp, *a, extra_setting=0.5, extra_data=jnp.ones(3), **options)
+        return jnp.sum(jnp.sin(h_last))
+
+    _close(jax.grad(loss)(args), want)
+    assert seen["forward"] == (0.5, (3,)) and seen["backward"] == (0.5, (3,), True)

@@ -252,3 +252,28 @@ def test_inplace_loops_against_portable(rng, monkeypatch, T, batch, D, H, length
         got = torch_kernel.backward_torch(txp, upstream[0], x, h0, Wx, Wh, h_seq, upstream[1], **options)
         want = backward_portable(txp, upstream[0], x, h0, Wx, Wh, h_seq, upstream[1], **options)
         _close(got, want)
+
+
+def test_options_the_loops_do_not_know_travel_to_the_portable_loops(rng, monkeypatch):
+    """A newer option (here a setting and an array) reaches the portable forward and backward, with the bias."""
+    seen = {}
+
+    def scan(xp, *args, extra_setting, extra_data, **options):
+        seen["forward"] = (extra_setting, extra_data)
+        return scan_portable(xp, *args, **options)
+
+    def backward(xp, *args, extra_setting, extra_data, b=None, **options):
+        seen["backward"] = (extra_setting, extra_data, b)
+        return backward_portable(xp, *args, **options)
+
+    x, h0, Wx, Wh, b = _inputs(rng)
+    options = dict(nonlinearity="tanh", lengths=None, reverse=True, leak=0.6, return_sequences=True)
+    want = torch.autograd.grad(torch.sin(rnn_xp.rnn_forward(x, h0, Wx, Wh, b, **options)).sum(), (x, Wx, b))
+    monkeypatch.setattr(torch_kernel, "scan_portable", scan)
+    monkeypatch.setattr(torch_kernel, "backward_portable", backward)
+    extra = torch.ones(3)
+    h_seq, _ = torch_kernel.scan_torch(txp, x, h0, Wx, Wh, b, extra_setting=0.5, extra_data=extra, **options)
+    assert "Recurrence" in type(h_seq.grad_fn).__name__
+    _close(torch.autograd.grad(torch.sin(h_seq).sum(), (x, Wx, b)), want)
+    assert seen["forward"][0] == 0.5 and seen["forward"][1] is extra
+    assert seen["backward"][0] == 0.5 and seen["backward"][1] is extra and seen["backward"][2] is b

@@ -24,7 +24,8 @@ Kernel options travel through the wrappers untouched (``**options``): an
 option whose value is an array (``lengths``) is data, passed along with the
 arrays and given no gradient; any other value (``nonlinearity``, ``leak``,
 ...) is a setting, fixed for a compiled program. Every forward option but
-``return_sequences`` is also an option of the backward kernels.
+``return_sequences`` is also an option of the backward kernels, and a
+backward that names ``b`` gets the forward's bias (``with_bias``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from __future__ import annotations
 import inspect
 import os
 
-__all__ = ["VARIABLE", "backward_options", "framework_autodiff", "split_options", "takes"]
+__all__ = ["VARIABLE", "backward_options", "framework_autodiff", "split_options", "takes", "with_bias"]
 
 VARIABLE = "RNN_XP_AUTODIFF"
 CHOICES = ("rnn_xp", "framework")
@@ -55,10 +56,24 @@ def backward_options(options):
 
 
 def split_options(options, is_array):
-    """``(settings, data)``: a sorted tuple of ``(name, value)`` for the non-array options, and a dict of the array ones."""
-    settings = tuple(sorted((k, v) for k, v in options.items() if not is_array(v)))
+    """``(settings, data)``: a sorted tuple of ``(name, value)`` for the non-array options
+    (lists as tuples, so that the settings can key a cache), and a dict of the array ones."""
+    settings = tuple(sorted(
+        (k, tuple(v) if isinstance(v, list) else v) for k, v in options.items() if not is_array(v)
+    ))  # fmt: skip
     data = {k: v for k, v in options.items() if is_array(v)}
     return settings, data
+
+
+def with_bias(kernel, options, b):
+    """``options``, plus the forward's bias ``b`` when the backward ``kernel`` takes one.
+
+    A backward that recomputes ``z_t`` (rather than reading ``f(z_t)`` off
+    ``h_seq``) needs the bias; the fast backward kernels do not take it.
+    """
+    if "b" in inspect.signature(kernel).parameters and "b" not in options:
+        return {**options, "b": b}
+    return options
 
 
 def takes(kernel, options) -> bool:

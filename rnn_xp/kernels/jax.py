@@ -34,7 +34,7 @@ from __future__ import annotations
 import functools
 
 from .._compat import is_array
-from .autodiff import backward_options, framework_autodiff, split_options, takes
+from .autodiff import backward_options, framework_autodiff, split_options, takes, with_bias
 
 __all__ = ["backward_jax", "scan_jax"]
 
@@ -141,7 +141,14 @@ def _differentiable(settings):
         x, h0, Wx, Wh, b, h_seq, data = residuals
         dh, dh_n = cotangents  # (T, *batch, H) or None, (*batch, H)
         options = backward_options({**settings, **data})
-        dx, dh0, dWx, dWh, db = backward_jax(jnp, dh, x, h0, Wx, Wh, h_seq, dh_n, **options)
+        if _fits(_backward, options):
+            grads = backward_jax(jnp, dh, x, h0, Wx, Wh, h_seq, dh_n, **options)
+        else:  # options only the portable loop runs (it may need the bias)
+            from .portable import backward_portable
+
+            options = with_bias(backward_portable, options, b)
+            grads = backward_portable(jnp, dh, x, h0, Wx, Wh, h_seq, dh_n, **options)
+        dx, dh0, dWx, dWh, db = grads
         return dx, dh0, dWx, dWh, None if b is None else db, None  # data: no gradient
 
     run.defvjp(fwd, bwd)

@@ -47,7 +47,7 @@ from __future__ import annotations
 import math
 
 from .._compat import is_array, namespace_of
-from .autodiff import backward_options, framework_autodiff, split_options, takes
+from .autodiff import backward_options, framework_autodiff, split_options, takes, with_bias
 from .portable import backward_portable, scan_portable
 
 __all__ = ["autocast_off", "backward_torch", "scan_torch"]
@@ -76,11 +76,16 @@ def backward_torch(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, **options):
     return _backward(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, True, options)
 
 
-def _backward(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, need_dx, options):
-    """``backward_torch``; without ``need_dx`` the in-place loop leaves ``dx`` out (``None``)."""
+def _backward(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, need_dx, options, b=None):
+    """``backward_torch``; without ``need_dx`` the in-place loop leaves ``dx`` out (``None``).
+
+    ``b``, the forward's bias, goes to a portable backward that takes it
+    (one that recomputes ``z_t``, see ``autodiff.with_bias``).
+    """
     arrays = (dh, x, h0, Wx, Wh, h_seq, dh_n)
     with autocast_off(x):
         if _records(*arrays) or not _plain(*arrays) or not _fits(_backward_inplace, options):
+            options = with_bias(backward_portable, options, b)
             return backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, **options)
         return _backward_inplace(dh, x, h0, Wx, Wh, h_seq, dh_n, need_dx=need_dx, **options)
 
@@ -149,17 +154,17 @@ def _make_recurrence():
         @staticmethod
         def setup_context(ctx, inputs, output):
             x, h0, Wx, Wh, b, settings, names, *data = inputs
-            ctx.save_for_backward(x, h0, Wx, Wh, output[0], *data)
+            ctx.save_for_backward(x, h0, Wx, Wh, b, output[0], *data)
             ctx.settings, ctx.names, ctx.bias = settings, names, b is not None
             ctx.set_materialize_grads(False)  # an unused output's gradient stays None
 
         @staticmethod
         def backward(ctx, dh, dh_n):
-            x, h0, Wx, Wh, h_seq, *data = ctx.saved_tensors
+            x, h0, Wx, Wh, b, h_seq, *data = ctx.saved_tensors
             options = backward_options({**dict(ctx.settings), **dict(zip(ctx.names, data))})
             need_dx = ctx.needs_input_grad[0]
             dx, dh0, dWx, dWh, db = _backward(
-                namespace_of(x), dh, x, h0, Wx, Wh, h_seq, dh_n, need_dx, options
+                namespace_of(x), dh, x, h0, Wx, Wh, h_seq, dh_n, need_dx, options, b
             )
             if not need_dx:
                 dx = None
