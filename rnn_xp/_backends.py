@@ -1,7 +1,8 @@
 """Backends by name, and copies of arrays between them (the layer, the converters, the CLI).
 
 ``load("torch")`` returns ``(xp, device)`` for a library name, importing the
-library only then. The functions of rnn_xp never call it: they take the
+library only then, and changing none of its settings (JAX keeps its float32
+default: ``jax_enable_x64`` is the caller's choice, see ``jax_float64``). The functions of rnn_xp never call it: they take the
 namespace from the caller's arrays. The layer (``RNN(..., xp="torch")``),
 the converters and the command line name libraries, and use ``load``,
 ``resolve_namespace``, ``resolve_dtype`` and ``move`` from here.
@@ -9,9 +10,10 @@ the converters and the command line name libraries, and use ``load``,
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 
-from ._compat import device, is_array, namespace_of, normalize_namespace, to_device
+from ._compat import device, is_array, is_jax_namespace, namespace_of, normalize_namespace, to_device
 
 NAMES = ("numpy", "array_api_strict", "torch", "jax", "cupy", "dask")
 
@@ -37,7 +39,6 @@ def load(name):
             return xp, "cpu"
         if name == "jax":
             jax = importlib.import_module("jax")
-            jax.config.update("jax_enable_x64", True)
             return importlib.import_module("jax.numpy"), jax.devices()[0]
         if name == "cupy":
             cupy = importlib.import_module("cupy")
@@ -115,22 +116,70 @@ def dtype_name(xp, dtype):
 
 
 def resolve_dtype(xp, dtype):
-    """A real floating dtype of ``xp`` from ``None``, a name, or a dtype (of any library)."""
+    """A real floating dtype of ``xp`` from ``None``, a name, or a dtype (of any library).
+
+    ``None`` is float32. Scalar types count as their dtype (``jnp.float64``,
+    ``np.float32``). float64 on JAX needs ``jax_enable_x64``: without it the
+    answer is a ``TypeError`` that says how to enable it (rnn_xp never turns
+    it on itself).
+    """
     if dtype is None:
         return xp.float32
     name = dtype if isinstance(dtype, str) else None
     if name is None:
         try:
-            if xp.isdtype(dtype, "real floating"):
-                return dtype
-        except Exception:  # a dtype of another library
-            pass
-        name = str(getattr(dtype, "name", dtype)).rsplit(".", 1)[-1]
+            native = xp.isdtype(dtype, "real floating")
+        except Exception:  # a dtype of another library, or a scalar type (jnp.float64)
+            native = False
+        if native:
+            return _check_x64(xp, dtype_name(xp, dtype), dtype)
+        name = getattr(dtype, "__name__", None) if isinstance(dtype, type) else None
+        name = name or str(getattr(dtype, "name", dtype)).rsplit(".", 1)[-1]
     if name not in ("float16", "float32", "float64") or not hasattr(xp, name):
         raise TypeError(
             f"dtype must be a real floating dtype such as 'float32' or 'float64'; got {dtype!r}"
         )
-    return getattr(xp, name)
+    return _check_x64(xp, name, getattr(xp, name))
+
+
+def _check_x64(xp, name, dtype):
+    """``dtype``, unless it is float64 on JAX with 64-bit mode off: then ``TypeError``."""
+    if name == "float64" and is_jax_namespace(xp) and not jax_x64_enabled():
+        raise TypeError(
+            "dtype float64 on JAX needs 64-bit mode, which is off (JAX's default); " + X64_HINT
+        )
+    return dtype
+
+
+X64_HINT = (
+    "for float64 on JAX enable 64-bit mode yourself: jax.config.update('jax_enable_x64', True) "
+    "at startup, JAX_ENABLE_X64=1 in the environment, or a scoped `with jax.enable_x64(True):` "
+    "(rnn_xp never changes JAX's configuration)"
+)
+
+
+def jax_x64_enabled():
+    """True when JAX makes float64 arrays here (``jax_enable_x64``, globally or in a scope)."""
+    import jax
+    import numpy as np
+
+    return jax.dtypes.canonicalize_dtype(np.float64) == np.float64
+
+
+@contextlib.contextmanager
+def jax_float64():
+    """JAX's 64-bit mode for the ``with`` block only (this thread), restored after.
+
+    For the command line, which runs float64 on every backend; the library's
+    functions never call it.
+    """
+    import jax
+
+    scoped = getattr(jax, "enable_x64", None)  # a thread-local config context (newer JAX)
+    if scoped is None:  # older JAX
+        from jax.experimental import enable_x64 as scoped
+    with scoped(True):
+        yield
 
 
 def move(a, xp, dev, dtype):
@@ -145,7 +194,6 @@ def move(a, xp, dev, dtype):
         out = xp.asarray(host, dtype=dtype, device=dev, copy=True)
     if out.dtype != dtype:  # e.g. JAX without float64
         raise TypeError(
-            f"{library_name(xp)} made {out.dtype} instead of {dtype}; for JAX, enable float64 "
-            "with jax.config.update('jax_enable_x64', True) or pass xp='jax'"
+            f"{library_name(xp)} made {out.dtype} instead of {dtype}; " + X64_HINT
         )
     return out

@@ -31,12 +31,21 @@ def check_float_dtypes(xp, named_arrays):
 
 
 def check_same_device(named_arrays):
-    """All arrays on one device, else ``ValueError``; return that device."""
+    """All arrays on one device, else ``ValueError``; return that device.
+
+    An array with no device yet (a JAX tracer under ``jax.jit``, ``jax.grad``
+    or ``jax.vmap``, for which ``device`` is ``None``) is skipped: it cannot
+    be checked, and it is not on a different device. The device returned is
+    that of the first array that has one, or ``None`` when none has.
+    ``torch.func`` wrappers report their tensor's device and are checked.
+    """
     first = None
     for name, arr in named_arrays.items():
         if arr is None:
             continue
         dev = device(arr)
+        if dev is None:  # a tracer: placed only when the traced program runs
+            continue
         if first is None:
             first = (name, dev)
         elif dev != first[1]:
@@ -128,7 +137,8 @@ def check_lengths(xp, lengths, batch, T, dev):
                 "pass it in the same library as x, as a NumPy array or as a list of ints"
             )
         try:
-            lengths = xp.asarray(lengths, device=dev)
+            if device(lengths) is not None:  # a tracer (jax.jit, jax.vmap) is placed with its program
+                lengths = xp.asarray(lengths, device=dev)
         except Exception as exc:
             raise TypeError(
                 f"lengths is an array of another library ({type(lengths).__name__}); "

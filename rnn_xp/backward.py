@@ -55,7 +55,7 @@ from ._checks import (
     time_first,
 )
 from ._compat import array_namespace
-from .kernels import backward_kernel
+from .kernels import backward_kernel, own_precision
 
 __all__ = ["RNNGrads", "rnn_backward", "rnn_step_backward"]
 
@@ -162,24 +162,25 @@ def rnn_step_backward(dnext_h, x, prev_h, Wx, Wh, next_h, *, nonlinearity="tanh"
     )
 
     axes = list(range(x.ndim - 1))  # the batch axes, summed over by the weight gradients
-    if is_plain(nonlinearity, alpha, beta, clip):
-        dz = dnext_h * derivative(nonlinearity)(xp, next_h)  # (*batch, H)
-    else:
-        z = x @ Wx.T + prev_h @ Wh.T  # (*batch, H): the pre-activation, recomputed
-        if b is not None:
-            z = z + b
-        df = derivative_at(nonlinearity, alpha, beta)
-        if clip is None:
-            dz = dnext_h * df(xp, z)  # (*batch, H)
+    with own_precision(xp, x):  # in the inputs' dtype, torch.autocast or not
+        if is_plain(nonlinearity, alpha, beta, clip):
+            dz = dnext_h * derivative(nonlinearity)(xp, next_h)  # (*batch, H)
         else:
-            inside = (z >= -clip) & (z <= clip)  # (*batch, H)
-            dz = xp.where(inside, dnext_h * df(xp, xp.clip(z, min=-clip, max=clip)),
-                          xp.zeros_like(z))  # fmt: skip
-    dx = dz @ Wx  # (*batch, D)
-    dprev_h = dz @ Wh  # (*batch, H)
-    dWx = xp.tensordot(dz, x, axes=(axes, axes))  # (H, D)
-    dWh = xp.tensordot(dz, prev_h, axes=(axes, axes))  # (H, H)
-    db = xp.sum(dz, axis=tuple(axes))  # (H,)
+            z = x @ Wx.T + prev_h @ Wh.T  # (*batch, H): the pre-activation, recomputed
+            if b is not None:
+                z = z + b
+            df = derivative_at(nonlinearity, alpha, beta)
+            if clip is None:
+                dz = dnext_h * df(xp, z)  # (*batch, H)
+            else:
+                inside = (z >= -clip) & (z <= clip)  # (*batch, H)
+                dz = xp.where(inside, dnext_h * df(xp, xp.clip(z, min=-clip, max=clip)),
+                              xp.zeros_like(z))  # fmt: skip
+        dx = dz @ Wx  # (*batch, D)
+        dprev_h = dz @ Wh  # (*batch, H)
+        dWx = xp.tensordot(dz, x, axes=(axes, axes))  # (H, D)
+        dWh = xp.tensordot(dz, prev_h, axes=(axes, axes))  # (H, H)
+        db = xp.sum(dz, axis=tuple(axes))  # (H,)
     return dx, dprev_h, dWx, dWh, db
 
 

@@ -36,7 +36,7 @@ from ._checks import (
     require,
 )
 from ._compat import array_namespace
-from .kernels import forward_kernel
+from .kernels import forward_kernel, own_precision
 
 __all__ = ["rnn_forward", "rnn_step_forward"]
 
@@ -108,12 +108,13 @@ def rnn_step_forward(x, prev_h, Wx, Wh, b=None, *, nonlinearity="tanh", activati
     check_same_device(named)
     x, prev_h, Wx, Wh, b = (cast(xp, a, dtype) for a in (x, prev_h, Wx, Wh, b))
 
-    z = x @ Wx.T + prev_h @ Wh.T  # (*batch, H)
-    if b is not None:
-        z = z + b
-    if clip is not None:
-        z = xp.clip(z, min=-clip, max=clip)
-    return activation(nonlinearity, alpha, beta)(xp, z)
+    with own_precision(xp, x):  # in the inputs' dtype, torch.autocast or not
+        z = x @ Wx.T + prev_h @ Wh.T  # (*batch, H)
+        if b is not None:
+            z = z + b
+        if clip is not None:
+            z = xp.clip(z, min=-clip, max=clip)
+        return activation(nonlinearity, alpha, beta)(xp, z)
 
 
 def rnn_forward(

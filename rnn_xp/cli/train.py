@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._backends import load
+from .._backends import jax_float64, jax_x64_enabled, load
 from .._compat import is_dask_namespace
 from ..backward import rnn_backward
 from ..forward import rnn_forward
@@ -239,6 +239,10 @@ def train(
     >>> r.final_loss < r.initial_loss
     True
     """
+    if backend == "jax" and dtype == "float64" and not jax_x64_enabled():
+        # JAX's 64-bit mode for this run only: rnn_xp leaves JAX's configuration alone
+        with jax_float64():
+            return train(**locals())  # every argument, unchanged
     if task not in TASKS:
         raise ValueError(f"task must be one of {list(TASKS)}; got {task!r}")
     if optimizer not in OPTIMIZERS:

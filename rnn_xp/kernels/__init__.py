@@ -17,7 +17,9 @@ module                what it holds
 ``numba_backward``    the NumPy backward loop as one numba-compiled call (optional)
 ``_numba_jit``        the compiled functions of both (the only module importing numba)
 ``mkl``               oneMKL's packed product for the NumPy loop (optional)
-``jax``               the recurrence as one jitted ``lax.scan``
+``jax``               the recurrence and its gradient, each one jitted ``lax.scan``
+``torch``             one autograd.Function with rnn_xp's backward; in-place loops
+``autodiff``          whose gradient runs inside JAX and torch (``RNN_XP_AUTODIFF``)
 ``cupy``              the CuPy path choice: fused loop or persistent kernel
 ``cupy_fused``        the in-place loop with one fused CUDA kernel per step
 ``cupy_persistent``   all steps in one cooperative CUDA launch (small batches)
@@ -38,10 +40,22 @@ that library, so ``import rnn_xp`` imports no backend.
 
 from __future__ import annotations
 
-from .._compat import is_cupy_namespace, is_dask_namespace, is_jax_namespace, is_numpy_namespace
+from .._compat import (
+    is_cupy_namespace,
+    is_dask_namespace,
+    is_jax_namespace,
+    is_numpy_namespace,
+    is_torch_namespace,
+)
 from .portable import backward_portable, scan_portable
 
-__all__ = ["backward_kernel", "backward_portable", "forward_kernel", "scan_portable"]
+__all__ = [
+    "backward_kernel",
+    "backward_portable",
+    "forward_kernel",
+    "own_precision",
+    "scan_portable",
+]
 
 
 def forward_kernel(xp, *, extended=False):
@@ -50,9 +64,24 @@ def forward_kernel(xp, *, extended=False):
     ``extended``: the call uses an activation other than tanh/relu, ``clip``
     or ``mask``, options only ``scan_portable`` takes.
     """
+    if is_jax_namespace(xp):
+        # A Python loop dispatches a few small XLA calls per step; lax.scan
+        # compiles the whole loop once per shape and options, and jax.grad
+        # of it runs rnn_xp's backward (a jax.custom_vjp). Options the scan
+        # does not know run the portable loop under the same custom_vjp.
+        from .jax import scan_jax
+
+        return scan_jax
+    if is_torch_namespace(xp):
+        # One autograd.Function whose backward is rnn_xp's when the tensors need
+        # gradients; an in-place loop otherwise (the portable loop for options
+        # it does not know).
+        from .torch import scan_torch
+
+        return scan_torch
     if extended:
         # Only the portable loop has the other activations, clip and masks; it
-        # runs on every library (Dask lazily, jax.grad and torch autograd through it).
+        # runs on every library (Dask lazily).
         return scan_portable
     if is_numpy_namespace(xp):
         # NumPy arrays are mutable: preallocated buffers, matmul(out=), in-place
@@ -61,12 +90,6 @@ def forward_kernel(xp, *, extended=False):
         from .numba_cpu import scan_cpu
 
         return scan_cpu
-    if is_jax_namespace(xp):
-        # A Python loop dispatches a few small XLA calls per step; lax.scan
-        # compiles the whole loop once per shape and options.
-        from .jax import scan_jax
-
-        return scan_jax
     if is_cupy_namespace(xp):
         # Kernel launches dominate on a GPU: one fused launch per step, or one
         # launch for all steps (the persistent kernel) for small batches.
@@ -79,8 +102,7 @@ def forward_kernel(xp, *, extended=False):
         from .dask import scan_dask
 
         return scan_dask
-    # torch, array-api-strict and anything else: the portable loop. torch's
-    # own ops are already fused enough per step, and autograd must see them.
+    # array-api-strict and anything else: the portable loop.
     return scan_portable
 
 
@@ -89,6 +111,20 @@ def backward_kernel(xp, *, extended=False):
 
     ``extended``: as for ``forward_kernel``; the portable loop then also takes ``b``.
     """
+    if is_jax_namespace(xp):
+        # One reverse lax.scan, compiled once per shape and options (the
+        # portable loop would trace T steps); also the gradient of scan_jax.
+        # Options the scan does not know run the portable loop (with the bias).
+        from .jax import backward_jax
+
+        return backward_jax
+    if is_torch_namespace(xp):
+        # In place like NumPy's; the portable loop when the backward itself is
+        # recorded (create_graph=True), the tensors are torch.func wrappers, or
+        # the options are ones only the portable loop knows.
+        from .torch import backward_torch
+
+        return backward_torch
     if extended:
         # f' at the recomputed pre-activation, and masks: the portable loop only.
         return backward_portable
@@ -105,5 +141,21 @@ def backward_kernel(xp, *, extended=False):
         from .dask import backward_dask
 
         return backward_dask
-    # torch, JAX, CuPy, array-api-strict and anything else: the portable loop.
+    # CuPy, array-api-strict and anything else: the portable loop.
     return backward_portable
+
+
+def own_precision(xp, x):
+    """A context in which ``xp``'s operations on ``x``'s device run in their inputs' dtype.
+
+    For torch, ``torch.autocast`` turned off on the device type of ``x`` for
+    the ``with`` block (rnn_xp computes in the dtype of its arrays, autocast
+    or not); for every other library, nothing.
+    """
+    if is_torch_namespace(xp):
+        from .torch import autocast_off
+
+        return autocast_off(x)
+    import contextlib
+
+    return contextlib.nullcontext()
