@@ -227,8 +227,11 @@ def test_dispatch_sends_the_new_options_to_the_portable_loops():
     assert kernels.forward_kernel(xnp, extended=True) is scan_portable
     assert kernels.backward_kernel(xnp, extended=True) is backward_portable
     jnp = optional_import("jax.numpy")
-    if jnp is not None:
-        assert kernels.forward_kernel(jnp, extended=True) is scan_portable
+    if jnp is not None:  # JAX keeps its kernel: it runs the portable loop under its custom_vjp
+        from rnn_xp.kernels.jax import backward_jax, scan_jax
+
+        assert kernels.forward_kernel(jnp, extended=True) is scan_jax
+        assert kernels.backward_kernel(jnp, extended=True) is backward_jax
 
 
 def test_plain_options_keep_the_fast_kernels_result_bit_for_bit(rng):
