@@ -86,6 +86,7 @@ def scan_numpy(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, re
     macs = B * H * H  # per step
     use_mkl = (_mkl.preferred()  # first: it also checks RNN_XP_MKL, whatever the size
                and macs >= (_MKL_ROW_MACS if B == 1 else _MKL_MACS)
+               and min(T, B, H) > 0  # nothing to pack or multiply otherwise (D = 0 is fine)
                and h0.dtype in (numpy.float32, numpy.float64))  # fmt: skip
     small = macs < _SERIAL_MACS and not use_mkl
     steps = T if return_sequences else _block_steps(T, B, H)  # time steps projected at once
@@ -184,6 +185,7 @@ def scan_inplace(
     finally:
         if mkl:
             threads.close()  # oneMKL's thread count as the caller had it
+            packed.close()  # the pack buffer back to the shared pool
 
     h_last = mod.array(h, copy=True).reshape(*batch, H)  # (*batch, H), never a view of out
     if out is None:
