@@ -46,7 +46,16 @@ def backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
 
     hs = h_seq.reshape(T, B, H)  # (T, B, H): the forward's states (a view when contiguous)
     h0_2 = h0.reshape(B, H)  # (B, H)
+    x3 = x.reshape(T, B, D)  # (T, B, D)
     lens = None if lengths is None else np.asarray(lengths).reshape(B)  # (B,)
+    if lens is not None:
+        # Padding never reaches a gradient: the steps past a sequence's length get
+        # dz = 0, and the inputs and states there are zeroed too (copies), so that
+        # a NaN or Inf in them is not multiplied by that zero in the products below.
+        pad = (np.arange(T)[:, None] >= lens[None, :])[..., None]  # (T, B, 1)
+        x3 = np.where(pad, 0, x3).astype(dtype, copy=False)  # (T, B, D)
+        hs = np.where(pad, 0, hs).astype(dtype, copy=False)  # (T, B, H)
+        h0_2 = np.where((lens == 0)[:, None], 0, h0_2).astype(dtype, copy=False)  # (B, H): unused at length 0
     # Where a sequence of length L starts, run in reverse: step L - 1 starts from h0.
     if reverse and lens is not None:
         starts = np.nonzero((lens >= 1) & (lens < T))[0]  # (n,) sequences not starting at T - 1
@@ -106,13 +115,14 @@ def backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
     # 3. The weight gradients and dx, each over all steps at once.
     dz2 = dz.reshape(T * B, H)  # (T*B, H)
     dx = (dz2 @ Wx).reshape(T, *batch, D)  # (T, *batch, D)
-    dWx = dz2.T @ x.reshape(T * B, D)  # (H, D)
+    dWx = dz2.T @ x3.reshape(T * B, D)  # (H, D)
     db = dz2.sum(axis=0)  # (H,)
     if T > 1:  # the steps that start from a previous state: forward h_{t-1}, reverse h_{t+1}
+        n = (T - 1) * B  # explicit sizes: reshape(-1, H) fails for H = 0
         if reverse:
-            dWh = dz[:-1].reshape(-1, H).T @ hs[1:].reshape(-1, H)  # (H, H)
+            dWh = dz[:-1].reshape(n, H).T @ hs[1:].reshape(n, H)  # (H, H)
         else:
-            dWh = dz[1:].reshape(-1, H).T @ hs[:-1].reshape(-1, H)  # (H, H)
+            dWh = dz[1:].reshape(n, H).T @ hs[:-1].reshape(n, H)  # (H, H)
     else:
         dWh = np.zeros((H, H), dtype=dtype)
     first = dz[-1] if reverse else dz[0]  # (B, H): the step that starts from h0 ...

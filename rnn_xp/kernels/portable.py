@@ -72,14 +72,15 @@ def backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengt
     Returns ``(dx (T, *batch, D), dh0, dWx, dWh, db)``.
     """
     T = x.shape[0]
+    H = h0.shape[-1]
     g = xp.zeros_like(h0) if dh_n is None else dh_n  # (*batch, H): gradient reaching the carried state
     if T == 0:
         return (
             xp.zeros_like(x),
-            g,
+            xp.zeros_like(g) if dh_n is None else xp.asarray(dh_n, copy=True),  # never the caller's array
             xp.zeros_like(Wx),
             xp.zeros_like(Wh),
-            xp.zeros_like(Wh[0, ...]),
+            xp.zeros((H,), dtype=Wh.dtype, device=device(Wh)),
         )
 
     # The state each step started from: forward, h_{t-1} (h0 at t = 0); reverse,
@@ -93,8 +94,15 @@ def backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengt
             prev = xp.where((lengths == t_next)[..., None], h0_, prev)  # (T, *batch, H)
     else:
         prev = xp.concat([h0_, h_seq[:-1, ...]], axis=0)  # (T, *batch, H)
-    # Past a sequence's length `prev` and `h_seq` hold zeros, not the frozen
-    # state; those steps get dz = 0 below, so the values there never count.
+    if lengths is not None:
+        # Padding never reaches a gradient: past a sequence's length the steps get
+        # dz = 0 below, and the inputs and states there are zeroed too, so that
+        # a NaN or Inf in them is not multiplied by that zero (0 * NaN = NaN).
+        shape = (T,) + (1,) * lengths.ndim
+        steps = xp.reshape(xp.arange(T, dtype=lengths.dtype, device=device(lengths)), shape)
+        valid_all = (lengths > steps)[..., None]  # (T, *batch, 1)
+        x = xp.where(valid_all, x, xp.zeros_like(x))  # (T, *batch, D)
+        prev = xp.where(valid_all, prev, xp.zeros_like(prev))  # (T, *batch, H)
 
     # dh_t/dz_t = leak * f'(z_t), with f(z_t) read off the forward's output.
     if leak == 1.0:
