@@ -38,6 +38,7 @@ written to (they may be read-only).
 from __future__ import annotations
 
 import math
+import threading
 
 from . import mkl as _mkl
 
@@ -284,18 +285,55 @@ class _Null:
 
 
 _CONTROLLER = None
+_LOCK = threading.Lock()
+_HOLDERS = 0  # calls (in any thread) inside a one-thread BLAS block right now
+_LIMITER = None  # threadpoolctl's limiter of the first of them: it holds the caller's settings
+
+
+class _OneBlasThread:
+    """BLAS on one thread while any call of the process is inside such a block.
+
+    BLAS thread counts are process-wide. The first block to enter saves the
+    caller's settings and sets one thread; the last one to leave restores
+    them. Each call saving and restoring on its own (threadpoolctl's
+    ``limit``) loses the caller's settings when calls overlap: a second call
+    saves the 1 that the first one set, and restores it after the first has
+    restored the original. Four threads (or Dask's worker threads) calling
+    the forward at once then left NumPy's and SciPy's BLAS on one thread for
+    the rest of the process.
+    """
+
+    def __enter__(self):
+        global _HOLDERS, _LIMITER
+        with _LOCK:
+            if _HOLDERS == 0:
+                _LIMITER = _CONTROLLER.limit(limits=1, user_api="blas")
+            _HOLDERS += 1
+        return self
+
+    def __exit__(self, *exc):
+        global _HOLDERS, _LIMITER
+        with _LOCK:
+            _HOLDERS -= 1
+            if _HOLDERS == 0:
+                _LIMITER.restore_original_limits()
+                _LIMITER = None
+        return False
 
 
 def _blas_threads(limit):
-    """A context that caps BLAS threads at ``limit`` (``None``: leave as is)."""
+    """A context that runs BLAS on one thread (``limit=1``) or leaves it as is (``None``)."""
     global _CONTROLLER
     if limit is None:
         return _Null()
-    try:
-        if _CONTROLLER is None:
+    if limit != 1:
+        raise ValueError(f"only a limit of 1 BLAS thread is supported; got {limit}")
+    if _CONTROLLER is None:
+        try:
             from threadpoolctl import ThreadpoolController
-
-            _CONTROLLER = ThreadpoolController()  # scanning loaded libraries is slow: once
-        return _CONTROLLER.limit(limits=limit, user_api="blas")
-    except ImportError:  # threadpoolctl is optional
-        return _Null()
+        except ImportError:  # threadpoolctl is optional
+            return _Null()
+        with _LOCK:
+            if _CONTROLLER is None:
+                _CONTROLLER = ThreadpoolController()  # scanning loaded libraries is slow: once
+    return _OneBlasThread()
