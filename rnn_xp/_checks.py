@@ -199,6 +199,8 @@ def check_sequence(x, arrays, *, batch_first, xp=None):
                 )
         if steps:
             x_tm = xp.stack([cast(xp, s, dtype) for s in steps], axis=0)  # (T, *batch, D)
+            if is_dask_namespace(xp):  # one chunk per step came from the stack, not from the caller
+                x_tm = x_tm.rechunk({0: -1})
         else:
             h0 = arrays["h0"]
             batch = tuple(h0.shape[:-1]) if h0 is not None else ()
