@@ -30,7 +30,7 @@ from collections import OrderedDict
 
 from ._activations import check_nonlinearity
 from ._backends import dtype_name, move, resolve_dtype, resolve_namespace, to_host
-from ._checks import check_real_arrays, shape_str
+from ._checks import check_bool, check_real_arrays, shape_str
 from ._compat import is_array, namespace_of
 from .layer import RNN
 
@@ -203,6 +203,11 @@ def from_keras(layer_or_weights, *, nonlinearity=None, batch_first=True, xp=None
     """
     obj = layer_or_weights
     if hasattr(obj, "get_weights") and hasattr(obj, "get_config"):
+        if not any(cls.__name__ == "SimpleRNN" for cls in type(obj).__mro__):
+            raise TypeError(
+                f"layer_or_weights must be a keras SimpleRNN (or its weights); got {type(obj).__name__}, "
+                "which is not a SimpleRNN and which rnn_xp cannot run"
+            )
         config = obj.get_config()
         if config.get("go_backwards"):
             raise ValueError("a SimpleRNN with go_backwards=True has no rnn_xp equivalent")
@@ -394,6 +399,10 @@ def from_onnx(W, R, B=None, *, direction=None, activations=None, layout=0, xp=No
         raise ValueError(f"direction={direction!r} does not fit W with {dirs} direction(s)")
     if isinstance(activations, str):
         raise TypeError(f"activations must be a list of names, one per direction; got the string {activations!r}")
+    if activations is not None and not isinstance(activations, (list, tuple)):
+        raise TypeError(
+            f"activations must be a list of names, one per direction; got {type(activations).__name__}"
+        )
     activations = ["Tanh"] * dirs if activations is None else list(activations)
     same = len(set(activations)) == 1 and activations[0] in _ONNX_ACTIVATIONS
     if len(activations) != dirs or not same:
@@ -404,8 +413,8 @@ def from_onnx(W, R, B=None, *, direction=None, activations=None, layout=0, xp=No
     if isinstance(layout, bool) or not isinstance(layout, int) or layout not in (0, 1):
         raise ValueError(f"layout must be 0 or 1; got {layout!r}")
     xp, device, dtype = _target(W, xp, device, dtype)
-    Wt, Rt = move(W, xp, device, dtype), move(R, xp, device, dtype)
-    Bt = None if B is None else move(B, xp, device, dtype)
+    Wt, Rt = move(W, xp, device, dtype, name="W"), move(R, xp, device, dtype, name="R")
+    Bt = None if B is None else move(B, xp, device, dtype, name="B")
     rnn = RNN(D, H, nonlinearity=_ONNX_ACTIVATIONS[activations[0]], bias=B is not None,
               batch_first=layout == 1, bidirectional=dirs == 2, xp=xp, device=device,
               dtype=dtype, seed=0)
@@ -475,6 +484,7 @@ def _check_layer(rnn, layer):
 def _layer_weights(rnn, layer, reverse):
     """``(weight_ih, weight_hh, bias_ih + bias_hh or None)`` of one layer and direction."""
     _check_layer(rnn, layer)
+    check_bool("reverse", reverse)
     if reverse and not rnn.bidirectional:
         raise ValueError("reverse=True needs a bidirectional layer")
     return rnn._weights(layer, "_reverse" if reverse else "")
@@ -511,11 +521,11 @@ def _from_transposed(weights, names, nonlinearity, batch_first, xp, device, dtyp
     rnn = RNN(D, H, nonlinearity=nonlinearity, bias=bias is not None, batch_first=batch_first,
               xp=xp, device=device, dtype=dtype, seed=0)
     state = {
-        "weight_ih_l0": xp.permute_dims(move(kernel, xp, device, dtype), (1, 0)),
-        "weight_hh_l0": xp.permute_dims(move(recurrent, xp, device, dtype), (1, 0)),
+        "weight_ih_l0": xp.permute_dims(move(kernel, xp, device, dtype, name=n_in), (1, 0)),
+        "weight_hh_l0": xp.permute_dims(move(recurrent, xp, device, dtype, name=n_rec), (1, 0)),
     }
     if bias is not None:
-        b = move(bias, xp, device, dtype)
+        b = move(bias, xp, device, dtype, name=n_b)
         state["bias_ih_l0"] = b
         state["bias_hh_l0"] = xp.zeros_like(b)
     return rnn.load_state_dict(state)
