@@ -86,14 +86,16 @@ def backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengt
     # The state each step started from: forward, h_{t-1} (h0 at t = 0); reverse,
     # h_{t+1} (h0 at t = T - 1, or at t = L - 1 for a sequence of length L).
     h0_ = xp.expand_dims(h0, axis=0)  # (1, *batch, H)
+    # (T = 1: h0 alone, not a concat with an empty piece, whose zero-length chunk
+    # Dask's tensordot cannot contract over)
     if reverse:
-        prev = xp.concat([h_seq[1:, ...], h0_], axis=0)  # (T, *batch, H)
+        prev = h0_ if T == 1 else xp.concat([h_seq[1:, ...], h0_], axis=0)  # (T, *batch, H)
         if lengths is not None:
             shape = (T,) + (1,) * lengths.ndim
             t_next = xp.reshape(xp.arange(1, T + 1, dtype=lengths.dtype, device=device(lengths)), shape)
             prev = xp.where((lengths == t_next)[..., None], h0_, prev)  # (T, *batch, H)
     else:
-        prev = xp.concat([h0_, h_seq[:-1, ...]], axis=0)  # (T, *batch, H)
+        prev = h0_ if T == 1 else xp.concat([h0_, h_seq[:-1, ...]], axis=0)  # (T, *batch, H)
     if lengths is not None:
         # Padding never reaches a gradient: past a sequence's length the steps get
         # dz = 0 below, and the inputs and states there are zeroed too, so that
