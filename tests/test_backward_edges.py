@@ -120,3 +120,22 @@ def test_empty_sequence_returns_a_new_dh0(backend, rng):
     got = rnn_xp.rnn_backward(None, *args, h_seq, dh_n=dh_n)
     assert got.dh0 is not dh_n
     assert_close(got.dh0, to_numpy(dh_n), backend, "float64")
+
+
+def test_a_nan_state_meets_no_padding_step(backend):
+    """The last valid state h_{L-1} is the previous state of the padding step L: no 0 * NaN there.
+
+    Found by tests/test_differential.py: with no upstream gradient every dz is 0,
+    so dWh is the sum over the valid steps of 0 * h_{t-1}; the NaN of h0 reaches
+    the column it multiplies (step 0 is valid), and the all-NaN state h_0 must not
+    (its only partner is the padding step 1).
+    """
+    h0 = np.array([0.0, np.nan])
+    Wh = np.array([[0.04, -0.05], [0.23, 0.04]])
+    args = [backend.asarray(a) for a in (np.zeros((3, 0)), h0, np.zeros((2, 0)), Wh, np.array([-0.27, 0.18]))]
+    with np.errstate(invalid="ignore"):
+        h_seq = rnn_xp.rnn_forward(*args, lengths=np.array(1), nonlinearity="relu")
+        got = rnn_xp.rnn_backward(None, *args, h_seq, lengths=np.array(1), nonlinearity="relu")
+        want = np.outer(np.zeros(2), h0)  # the one valid step: dz_0 = 0 against h0
+    assert np.isnan(to_numpy(h_seq)[0]).all()  # the valid state is NaN
+    assert_close(got.dWh, want, backend, "float64")

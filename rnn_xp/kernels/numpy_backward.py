@@ -122,7 +122,12 @@ def backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
         if reverse:
             dWh = dz[:-1].reshape(n, H).T @ hs[1:].reshape(n, H)  # (H, H)
         else:
-            dWh = dz[1:].reshape(n, H).T @ hs[:-1].reshape(n, H)  # (H, H)
+            prev = hs[:-1]  # (T - 1, B, H): the state step t = 1.. started from
+            if lens is not None:
+                # the last valid state h_{L-1} is the previous state of step L, a padding
+                # step: zeroed for this product, so that its NaN meets no 0 * NaN there
+                prev = np.where(pad[1:], 0, prev).astype(dtype, copy=False)
+            dWh = dz[1:].reshape(n, H).T @ prev.reshape(n, H)  # (H, H)
     else:
         dWh = np.zeros((H, H), dtype=dtype)
     first = dz[-1] if reverse else dz[0]  # (B, H): the step that starts from h0 ...
