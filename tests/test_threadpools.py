@@ -10,6 +10,8 @@ them back.
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -99,3 +101,54 @@ def test_bench_puts_torch_and_blas_threads_back(tmp_path, monkeypatch):
         assert pools() == before
     finally:
         torch.set_num_threads(saved)
+
+
+_FORK_WHILE_LIMITED = """
+import multiprocessing as mp, sys, threading
+import numpy as np, threadpoolctl, rnn_xp
+
+def small():
+    rnn_xp.rnn_forward(np.ones((200, 4, 8)), None, np.full((64, 8), 0.01), np.full((64, 64), 0.01))
+
+def blas():
+    return sorted((p["filepath"], p["num_threads"]) for p in threadpoolctl.threadpool_info()
+                  if p["user_api"] == "blas")
+
+def child(queue):
+    small()
+    queue.put(blas())
+
+if __name__ == "__main__":
+    small()
+    before = blas()
+    stop = threading.Event()
+    def busy():  # a thread that is inside a one-thread block most of the time
+        while not stop.is_set():
+            small()
+    worker = threading.Thread(target=busy)
+    worker.start()
+    ctx = mp.get_context("fork")
+    results = []
+    for _ in range(4):
+        queue = ctx.Queue()
+        proc = ctx.Process(target=child, args=(queue,))
+        proc.start()
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+            print("a child hung")
+            sys.exit(1)
+        results.append(queue.get(timeout=10))
+    stop.set()
+    worker.join()
+    print("ok" if all(r == before for r in results) and blas() == before else f"changed: {before} {results}")
+"""
+
+
+def test_forked_children_start_with_the_callers_thread_counts(tmp_path):
+    """A fork while another thread holds the one-thread limit: the child neither hangs nor keeps one thread."""
+    script = tmp_path / "fork_limited.py"
+    script.write_text(_FORK_WHILE_LIMITED)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert proc.stdout.strip() == "ok"

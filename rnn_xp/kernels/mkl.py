@@ -74,8 +74,9 @@ def _after_fork_in_child():
     A flag rather than a change of ``_LIB``: a ``suspended`` block that was
     open in the forking thread restores ``_LIB`` on exit, in the child too.
     """
-    global _FORKED
+    global _FORKED, _POOL_LOCK
     _FORKED = True
+    _POOL_LOCK = threading.Lock()  # another thread of the parent may have held it at the fork
 
 
 if hasattr(os, "register_at_fork"):

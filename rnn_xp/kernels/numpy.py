@@ -38,6 +38,7 @@ written to (they may be read-only).
 from __future__ import annotations
 
 import math
+import os
 import threading
 
 from . import mkl as _mkl
@@ -319,6 +320,27 @@ class _OneBlasThread:
                 _LIMITER.restore_original_limits()
                 _LIMITER = None
         return False
+
+
+def _after_fork_in_child():
+    """A forked child starts with no one-thread block open (their threads stayed in the parent).
+
+    The parent's lock may have been held by another thread at the fork, and
+    blocks open in the parent would never close in the child: a new lock, no
+    holders, and the caller's thread counts back if the parent was inside a block.
+    """
+    global _LOCK, _HOLDERS, _LIMITER
+    _LOCK = threading.Lock()
+    if _HOLDERS and _LIMITER is not None:
+        try:
+            _LIMITER.restore_original_limits()
+        except Exception:  # best effort: the child computes the same either way
+            pass
+    _HOLDERS, _LIMITER = 0, None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _blas_threads(limit):
