@@ -139,3 +139,27 @@ def test_a_nan_state_meets_no_padding_step(backend):
         want = np.outer(np.zeros(2), h0)  # the one valid step: dz_0 = 0 against h0
     assert np.isnan(to_numpy(h_seq)[0]).all()  # the valid state is NaN
     assert_close(got.dWh, want, backend, "float64")
+
+
+def test_zero_gradient_times_inf_is_nan_whatever_the_shapes(backend):
+    """An Inf input saturates tanh (f' = 0): its step's dz is 0 and dWx gets 0 * Inf = NaN, on every path.
+
+    Found by tests/test_differential.py: the portable loop summed the weight
+    gradients with tensordot, and NumPy's dot runs a (1, 1) @ (1, D) product as
+    a scaled vector that skips a zero scale, so one sequence with H = 1 (and
+    Dask, whose chunks of one step make such products) gave 0 where every other
+    shape gave NaN.
+    """
+    x = np.array([[0.13, -0.13], [0.64, np.inf]])  # (T, D) = (2, 2), one sequence
+    h0, Wx, Wh = np.zeros(1), np.array([[-0.19, 0.13]]), np.array([[0.65]])
+    args = [backend.asarray(a) for a in (x, h0, Wx, Wh)]
+    with np.errstate(invalid="ignore"):
+        h_seq = rnn_xp.rnn_forward(*args)
+        got = rnn_xp.rnn_backward(None, *args, None, h_seq, dh_n=backend.asarray(np.ones(1)))
+        # the float64 reference, elementwise: dz_1 = 1 * (1 - tanh(inf)^2) = 0, dz_0 from it
+        h = to_numpy(h_seq).astype(np.float64)
+        dz1 = 1.0 * (1 - h[1] ** 2)
+        dz0 = (dz1 * Wh[0, 0]) * (1 - h[0] ** 2)
+        want = dz0[:, None] * x[0][None, :] + dz1[:, None] * x[1][None, :]  # (1, 2): [finite, 0 * inf]
+    assert np.isnan(want[0, 1]) and np.isfinite(want[0, 0])
+    assert_close(got.dWx, want, backend, "float64")

@@ -17,6 +17,8 @@ Backward: see ``rnn_xp.backward`` for the derivation.
 
 from __future__ import annotations
 
+import math
+
 from .._activations import activation, derivative
 from .._compat import device
 
@@ -129,9 +131,15 @@ def backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengt
         dz[t] = dz_t
     dz = xp.stack(dz, axis=0)  # (T, *batch, H)
 
-    axes = list(range(x.ndim - 1))  # time and batch, summed over by the weight gradients
     dx = dz @ Wx  # (T, *batch, D)
-    dWx = xp.tensordot(dz, x, axes=(axes, axes))  # (H, D)
-    dWh = xp.tensordot(dz, prev, axes=(axes, axes))  # (H, H)
-    db = xp.sum(dz, axis=tuple(axes))  # (H,)
+    # The weight gradients sum over time and batch: one matmul over N = T * B rows.
+    # (Not tensordot: NumPy's dot runs a (1, 1) @ (1, n) product as a scaled vector
+    # and skips a zero scale, so 0 * Inf there gave 0 instead of NaN, and the answer
+    # depended on the shapes and, on Dask, on the chunks.)
+    N, D = math.prod(x.shape[:-1]), x.shape[-1]
+    dz2 = xp.reshape(dz, (N, H))  # (N, H)
+    dz2T = xp.matrix_transpose(dz2)  # (H, N)
+    dWx = dz2T @ xp.reshape(x, (N, D))  # (H, D)
+    dWh = dz2T @ xp.reshape(prev, (N, H))  # (H, H)
+    db = xp.sum(dz2, axis=0)  # (H,)
     return dx, g, dWx, dWh, db
