@@ -21,7 +21,8 @@ kernel there is covered without a new entry.
 Profiles: the default (CI) draws ``DEFAULT_EXAMPLES`` problems per kernel and
 direction (a ``share`` of them for the slow JAX and Dask entries), derandomized
 so that a run is reproducible; ``RNN_XP_DIFFERENTIAL=large``
-draws ``LARGE_EXAMPLES`` each, from a random seed.
+draws ``LARGE_EXAMPLES`` each, from a random seed (``RNN_XP_DIFFERENTIAL=<n>``:
+``n`` each).
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ from support import optional_import  # noqa: E402
 
 DEFAULT_EXAMPLES = 30
 LARGE_EXAMPLES = 400
-LARGE = os.environ.get("RNN_XP_DIFFERENTIAL", "") == "large"
+_PROFILE = os.environ.get("RNN_XP_DIFFERENTIAL", "").strip()
+LARGE = _PROFILE == "large" or _PROFILE.isdigit()
+if _PROFILE.isdigit():  # RNN_XP_DIFFERENTIAL=<n>: n examples each, from a random seed
+    LARGE_EXAMPLES = int(_PROFILE)
 
 
 def _settings(kernel):

@@ -137,6 +137,8 @@ def backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengt
     # and skips a zero scale, so 0 * Inf there gave 0 instead of NaN, and the answer
     # depended on the shapes and, on Dask, on the chunks.)
     N, D = math.prod(x.shape[:-1]), x.shape[-1]
+    if N == 0:  # an empty batch: empty sums (and no reshape of an empty array, which Dask cannot do)
+        return dx, g, xp.zeros_like(Wx), xp.zeros_like(Wh), xp.zeros((H,), dtype=Wh.dtype, device=device(Wh))
     dz2 = xp.reshape(dz, (N, H))  # (N, H)
     dz2T = xp.matrix_transpose(dz2)  # (H, N)
     dWx = dz2T @ xp.reshape(x, (N, D))  # (H, D)
