@@ -30,7 +30,8 @@ def markdown(result):
         size = f"({rec['B']}, {rec['T']}, {rec['D']}, {rec['H']})"
         for name, r in rec["results"].items():
             pct = 100 * r["gflops"] / rec["gemm_gflops"]
-            lines.append(f"| {size} | {name} | {r['seconds'] * 1e3:.3f} | {r['ratio_to_baseline']:.2f} | "
+            ratio = "-" if r.get("ratio_to_baseline") is None else f"{r['ratio_to_baseline']:.2f}"  # no torch
+            lines.append(f"| {size} | {name} | {r['seconds'] * 1e3:.3f} | {ratio} | "
                          f"{r['gflops']:.1f} | {pct:.0f}% |")  # fmt: skip
             size = ""
     mem = result.get("memory")

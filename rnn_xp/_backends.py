@@ -59,13 +59,21 @@ def load(name):
 def to_host(a):
     """Any library's array as a NumPy array on the host (a conversion, never a computation).
 
-    For reporting and for moving weights between libraries; Dask arrays are computed.
+    For reporting and for moving weights between libraries; Dask arrays are
+    computed. bfloat16 (torch, JAX) comes back as float32, which holds every
+    bfloat16 value exactly (NumPy itself has no bfloat16).
     """
     import numpy as np
 
     library = type(a).__module__.split(".")[0]
     if library == "torch":
-        return a.detach().cpu().numpy()
+        a = a.detach().cpu()
+        if str(a.dtype) == "torch.bfloat16":
+            a = a.float()  # exact; torch cannot hand a bfloat16 tensor to NumPy
+        return a.numpy()
+    if library in ("jax", "jaxlib"):
+        host = np.asarray(a)
+        return host.astype(np.float32) if host.dtype.name == "bfloat16" else host
     if library == "cupy":
         return a.get()
     if library == "dask":
@@ -110,8 +118,21 @@ def resolve_namespace(xp, device):
     return normalize_namespace(xp), device
 
 
+FLOAT_NAMES = ("bfloat16", "float16", "float32", "float64")
+
+
 def dtype_name(xp, dtype):
-    """``"float32"``-style name of a real floating dtype of ``xp``."""
+    """``"float32"``-style name of a real floating dtype of ``xp`` (``"bfloat16"`` included)."""
+    name = getattr(dtype, "name", None)
+    if not isinstance(name, str):  # torch.float32, jnp.bfloat16 (a type), ...
+        try:
+            import numpy as np
+
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = str(dtype).rsplit(".", 1)[-1]
+    if name in FLOAT_NAMES:
+        return name
     return f"float{xp.finfo(dtype).bits}"
 
 
@@ -119,9 +140,10 @@ def resolve_dtype(xp, dtype):
     """A real floating dtype of ``xp`` from ``None``, a name, or a dtype (of any library).
 
     ``None`` is float32. Scalar types count as their dtype (``jnp.float64``,
-    ``np.float32``). float64 on JAX needs ``jax_enable_x64``: without it the
-    answer is a ``TypeError`` that says how to enable it (rnn_xp never turns
-    it on itself).
+    ``np.float32``). ``bfloat16`` where ``xp`` has it (torch, JAX); elsewhere a
+    ``TypeError`` that says so: a dtype is never changed silently. float64 on
+    JAX needs ``jax_enable_x64``: without it the answer is a ``TypeError``
+    that says how to enable it (rnn_xp never turns it on itself).
     """
     if dtype is None:
         return xp.float32
@@ -133,9 +155,16 @@ def resolve_dtype(xp, dtype):
             native = False
         if native:
             return _check_x64(xp, dtype_name(xp, dtype), dtype)
-        name = getattr(dtype, "__name__", None) if isinstance(dtype, type) else None
-        name = name or str(getattr(dtype, "name", dtype)).rsplit(".", 1)[-1]
-    if name not in ("float16", "float32", "float64") or not hasattr(xp, name):
+        if isinstance(dtype, type):  # np.float32, jnp.float64
+            name = getattr(dtype, "__name__", None)
+        if name not in FLOAT_NAMES:
+            name = dtype_name(xp, dtype) if _is_float_dtype(dtype) else str(getattr(dtype, "name", dtype))
+    if name == "bfloat16" and not hasattr(xp, "bfloat16"):
+        raise TypeError(
+            f"dtype bfloat16 is not available in {library_name(xp)}; use torch or JAX for bfloat16, "
+            "or dtype='float32', which holds every bfloat16 value exactly"
+        )
+    if name not in FLOAT_NAMES or not hasattr(xp, name):
         raise TypeError(
             f"dtype must be a real floating dtype such as 'float32' or 'float64'; got {dtype!r}"
         )
@@ -182,18 +211,62 @@ def jax_float64():
         yield
 
 
-def move(a, xp, dev, dtype):
-    """A copy of ``a`` as an array of ``xp`` on ``dev`` in ``dtype``."""
-    if is_array(a) and namespace_of(a) is xp:
-        out = xp.asarray(a, copy=True)
-        if dev is not None and device(out) != dev:
-            out = to_device(out, dev)
-        out = out if out.dtype == dtype else xp.astype(out, dtype)
-    else:
-        host = to_host(a).astype(dtype_name(xp, dtype))
-        out = xp.asarray(host, dtype=dtype, device=dev, copy=True)
+def _is_float_dtype(dtype):
+    try:
+        return str(dtype).rsplit(".", 1)[-1] in FLOAT_NAMES or getattr(dtype, "name", None) in FLOAT_NAMES
+    except Exception:
+        return False
+
+
+def move(a, xp, dev, dtype, *, name=None):
+    """A copy of ``a`` as an array of ``xp`` on ``dev`` in ``dtype``.
+
+    A narrowing conversion whose values do not fit (float32 weights beyond
+    float16's range) is a ``ValueError`` naming ``name``: it would turn them
+    into ``inf`` silently.
+    """
+    import numpy as np
+
+    with np.errstate(over="ignore"):  # an overflow is reported below, naming the array
+        if is_array(a) and namespace_of(a) is xp:
+            out = xp.asarray(a, copy=True)
+            if dev is not None and device(out) != dev:
+                out = to_device(out, dev)
+            out = out if out.dtype == dtype else xp.astype(out, dtype)
+        else:
+            host = to_host(a)
+            target = dtype_name(xp, dtype)
+            if target == "bfloat16":  # NumPy has no bfloat16: the library rounds from float32
+                out = xp.asarray(xp.asarray(host.astype("float32"), device=dev, copy=True), dtype=dtype)
+            else:
+                out = xp.asarray(host.astype(target), dtype=dtype, device=dev, copy=True)
     if out.dtype != dtype:  # e.g. JAX without float64
         raise TypeError(
             f"{library_name(xp)} made {out.dtype} instead of {dtype}; " + X64_HINT
         )
+    _check_fits(a, out, xp, dtype, name)
     return out
+
+
+def _check_fits(a, out, xp, dtype, name):
+    """``ValueError`` when the conversion made ``inf`` out of finite values (a narrowing overflow)."""
+    import numpy as np
+
+    if type(a).__module__.split(".")[0] == "dask" or type(out).__module__.split(".")[0] == "dask":
+        return  # lazy: checking would compute the weights
+    try:
+        got = to_host(out)
+    except Exception:  # a traced value: nothing to read
+        return
+    if not np.isinf(got).any():
+        return
+    src = to_host(a)
+    overflow = np.isinf(got) & np.isfinite(src)
+    if overflow.any():
+        biggest = float(np.max(np.abs(src[overflow])))
+        limit = float(xp.finfo(dtype).max)
+        what = "a value" if name is None else name
+        raise ValueError(
+            f"{what} has values up to {biggest:g}, beyond {dtype_name(xp, dtype)}'s largest "
+            f"({limit:g}); converting would make them inf. Keep a wider dtype, or scale the weights"
+        )

@@ -7,9 +7,18 @@ shape it needs.
 
 from __future__ import annotations
 
+import math
 import numbers
 
-from ._compat import array_namespace, device, is_array, is_dask_namespace, is_numpy_namespace, namespace_of
+from ._compat import (
+    array_namespace,
+    device,
+    is_array,
+    is_dask_namespace,
+    is_numpy_namespace,
+    namespace_of,
+    refuse_masked,
+)
 
 
 def shape_str(shape) -> str:
@@ -24,7 +33,8 @@ def check_float_dtypes(xp, named_arrays):
             continue
         if not xp.isdtype(arr.dtype, "real floating"):
             raise TypeError(
-                f"{name} must have a real floating dtype (float16 where the library has it, float32 or float64); got {arr.dtype}"
+                f"{name} must have a real floating dtype (float32 or float64; float16 and bfloat16 where the "
+                f"library has them); got {arr.dtype}"
             )
         arrays.append(arr)
     return xp.result_type(*arrays)
@@ -124,18 +134,39 @@ def check_lengths(xp, lengths, batch, T, dev):
     """
     if lengths is None:
         return None
+    refuse_masked("lengths", lengths)
     if isinstance(lengths, (list, tuple)):
         if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in lengths):
             raise TypeError("lengths must be an integer array or a list of ints")
-        lengths = xp.asarray(lengths, dtype=xp.int64, device=dev)
+        if len(lengths) != math.prod(batch) or len(batch) != 1:
+            raise ValueError(
+                f"lengths must have the batch shape (*batch,) = {shape_str(batch)}; "
+                f"got shape {shape_str((len(lengths),))}"
+            )
+        # The values, as Python ints, before any cast: an int32 array (JAX without
+        # float64) would wrap 2**32 + 3 to 3, and 2**70 fits no integer dtype at all.
+        _check_range([int(v) for v in lengths], T)
+        lengths = xp.asarray([int(v) for v in lengths], dtype=xp.int64, device=dev)
     elif not is_array(lengths):
         raise TypeError(f"lengths must be an integer array of shape (*batch,); got {type(lengths).__name__}")
     else:
-        if namespace_of(lengths) is not xp and not is_numpy_namespace(namespace_of(lengths)):
+        src = namespace_of(lengths)
+        if src is not xp and not is_numpy_namespace(src):
             raise TypeError(
                 f"lengths is an array of another library ({type(lengths).__name__}); "
                 "pass it in the same library as x, as a NumPy array or as a list of ints"
             )
+        if not src.isdtype(lengths.dtype, "integral"):
+            raise TypeError(f"lengths must have an integer dtype; got {lengths.dtype}")
+        if tuple(lengths.shape) != tuple(batch):
+            raise ValueError(
+                f"lengths must have the batch shape (*batch,) = {shape_str(batch)}; "
+                f"got shape {shape_str(lengths.shape)}"
+            )
+        if src is not xp:  # host data for another library: its values before the cast
+            lo, hi = _concrete_min_max(src, lengths)
+            if lo is not None:
+                _check_range([lo, hi], T)
         try:
             if device(lengths) is not None:  # a tracer (jax.jit, jax.vmap) is placed with its program
                 lengths = xp.asarray(lengths, device=dev)
@@ -146,17 +177,10 @@ def check_lengths(xp, lengths, batch, T, dev):
             ) from exc
     if not xp.isdtype(lengths.dtype, "integral"):
         raise TypeError(f"lengths must have an integer dtype; got {lengths.dtype}")
-    if tuple(lengths.shape) != tuple(batch):
-        raise ValueError(
-            f"lengths must have the batch shape (*batch,) = {shape_str(batch)}; "
-            f"got shape {shape_str(lengths.shape)}"
-        )
     if not is_dask_namespace(xp):  # Dask stays lazy: its values are not read here
         lo, hi = _concrete_min_max(xp, lengths)
-        if lo is not None and (lo < 0 or hi > T):
-            raise ValueError(
-                f"lengths must lie in [0, T] = [0, {T}]; got values from {lo} to {hi}"
-            )
+        if lo is not None:
+            _check_range([lo, hi], T)
     return lengths
 
 
@@ -201,6 +225,14 @@ def check_mask(xp, mask, batch, T, dev, *, lengths=None):
         )
     nd = mask.ndim
     return xp.permute_dims(mask, (nd - 1, *range(nd - 1)))  # (T, *batch)
+
+
+def _check_range(values, T):
+    """Python ints ``values`` in ``[0, T]``, else ``ValueError`` quoting the smallest and largest."""
+    if values and (min(values) < 0 or max(values) > T):
+        raise ValueError(
+            f"lengths must lie in [0, T] = [0, {T}]; got values from {min(values)} to {max(values)}"
+        )
 
 
 def _concrete_min_max(xp, lengths):
@@ -252,6 +284,8 @@ def check_sequence(x, arrays, *, batch_first, xp=None):
                 )
         if steps:
             x_tm = xp.stack([cast(xp, s, dtype) for s in steps], axis=0)  # (T, *batch, D)
+            if is_dask_namespace(xp):  # one chunk per step came from the stack, not from the caller
+                x_tm = x_tm.rechunk({0: -1})
         else:
             h0 = arrays["h0"]
             batch = tuple(h0.shape[:-1]) if h0 is not None else ()
@@ -270,6 +304,7 @@ def require(named, names):
     for name in names:
         if named[name] is None:
             raise TypeError(f"{name} is required; got None")
+        refuse_masked(name, named[name])
         if not is_array(named[name]):
             raise TypeError(f"{name} must be an array; got {type(named[name]).__name__}")
 
@@ -277,6 +312,7 @@ def require(named, names):
 def check_real_arrays(named):
     """Each value is an array of a real floating dtype (any library), else ``TypeError``."""
     for name, arr in named.items():
+        refuse_masked(name, arr)
         if not is_array(arr):
             raise TypeError(f"{name} must be an array; got {type(arr).__name__}")
         if not namespace_of(arr).isdtype(arr.dtype, "real floating"):

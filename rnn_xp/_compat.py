@@ -31,13 +31,30 @@ __all__ = [
     "is_torch_namespace",
     "namespace_of",
     "normalize_namespace",
+    "refuse_masked",
     "to_device",
 ]
 
 
 def is_array(obj) -> bool:
-    """True for an array of any library that the Array API covers."""
-    return is_array_api_obj(obj)
+    """True for an array of any library that the Array API covers (a NumPy masked array is not one)."""
+    return is_array_api_obj(obj) and not _is_masked(obj)
+
+
+def _is_masked(obj) -> bool:
+    """A ``numpy.ma.MaskedArray`` (told apart without importing NumPy)."""
+    return any(cls.__name__ == "MaskedArray" and cls.__module__.startswith("numpy.ma")
+               for cls in type(obj).__mro__)  # fmt: skip
+
+
+def refuse_masked(name, obj):
+    """``TypeError`` for a NumPy masked array: rnn_xp would compute on its data and ignore its mask."""
+    if _is_masked(obj):
+        raise TypeError(
+            f"{name} is a NumPy masked array, whose mask rnn_xp would ignore; pass "
+            f"{name}.filled(value) or numpy.ma.getdata({name}) for the data, and give the valid "
+            "length of each sequence with lengths="
+        )
 
 
 def namespace_of(x):
@@ -60,6 +77,7 @@ def array_namespace(named_arrays, *, xp=None):
     for name, arr in named_arrays.items():
         if arr is None:
             continue
+        refuse_masked(name, arr)
         if not is_array(arr):
             raise TypeError(
                 f"{name} must be an array (NumPy, CuPy, PyTorch, JAX, Dask or "

@@ -12,7 +12,7 @@ functions only check shapes, transpose, and call the core.
 from __future__ import annotations
 
 from . import forward as _core
-from ._checks import shape_str
+from ._checks import check_real_arrays, shape_str
 from ._compat import array_namespace
 
 __all__ = ["rnn_forward", "rnn_step_forward"]
@@ -92,6 +92,7 @@ def rnn_forward(x_seq, h0, Wx, Wh, b=None, *, nonlinearity="tanh", xp=None):
         xp = array_namespace(named, xp=xp)
         for i, s in enumerate(x_seq):
             _check_column(f"x_seq[{i}]", s, Wx, "D", None if i == 0 else x_seq[0].shape[1])
+        check_real_arrays({f"x_seq[{i}]": s for i, s in enumerate(x_seq)})  # named as given, not x[i]
         if not x_seq and h0 is None:
             raise ValueError("x_seq is an empty list and h0 is None: pass h0 (H, N) to give N")
         x_rows = [s.T for s in x_seq]  # T arrays (N, D)
@@ -101,6 +102,7 @@ def rnn_forward(x_seq, h0, Wx, Wh, b=None, *, nonlinearity="tanh", xp=None):
             raise TypeError("x_seq is required: an array (T, D, N) or a list of T arrays (D, N); got None")
         if x_seq.ndim != 3:
             raise ValueError(f"x_seq must have shape (T, D, N); got {shape_str(x_seq.shape)}")
+        check_real_arrays({"x_seq": x_seq})  # named as given: the core would call it x
         if Wx is not None and Wx.ndim == 2 and x_seq.shape[1] != Wx.shape[1]:
             raise ValueError(
                 f"x_seq must have shape (T, D, N) with D = {Wx.shape[1]} (from Wx (H, D) = "

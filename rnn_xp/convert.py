@@ -322,7 +322,7 @@ def from_keras(layer_or_weights, *, nonlinearity=None, go_backwards=None, batch_
             raise ValueError("go_backwards is for a SimpleRNN; a Bidirectional has both directions")
         fwd, bwd = obj.forward_layer, obj.backward_layer
         for part in (fwd, bwd):
-            if type(part).__name__ != "SimpleRNN":
+            if not _is_simple_rnn(part):
                 raise TypeError(f"a Keras Bidirectional of {type(part).__name__} has no rnn_xp "
                                 "equivalent; rnn_xp runs SimpleRNN")
         if fwd.get_config().get("go_backwards") or not bwd.get_config().get("go_backwards"):
@@ -332,7 +332,7 @@ def from_keras(layer_or_weights, *, nonlinearity=None, go_backwards=None, batch_
         weights = [list(fwd.get_weights()), list(bwd.get_weights())]
         reverse = False
     elif hasattr(obj, "get_weights") and hasattr(obj, "get_config"):
-        if type(obj).__name__ != "SimpleRNN":
+        if not _is_simple_rnn(obj):
             raise TypeError(f"a Keras {type(obj).__name__} has no rnn_xp equivalent; rnn_xp runs "
                             "SimpleRNN and Bidirectional(SimpleRNN)")
         acts = [_keras_layer_activation(obj, nonlinearity)]
@@ -621,6 +621,12 @@ def to_flax(rnn, *, layer=0, reverse=False, layout="linen"):
     return {"params": {"i": i, "h": h}} if layout == "linen" else {"dense_i": i, "dense_h": h}
 
 
+
+def _is_simple_rnn(layer):
+    """A Keras ``SimpleRNN`` (or a subclass of it)."""
+    return any(cls.__name__ == "SimpleRNN" for cls in type(layer).__mro__)
+
+
 # -- CS231n --------------------------------------------------------------------
 
 
@@ -812,8 +818,8 @@ def from_onnx(W, R, B=None, *, direction=None, activations=None, activation_alph
     if isinstance(layout, bool) or not isinstance(layout, int) or layout not in (0, 1):
         raise ValueError(f"layout must be 0 or 1; got {layout!r}")
     xp, device, dtype = _target(W, xp, device, dtype)
-    Wt, Rt = move(W, xp, device, dtype), move(R, xp, device, dtype)
-    Bt = None if B is None else move(B, xp, device, dtype)
+    Wt, Rt = move(W, xp, device, dtype, name="W"), move(R, xp, device, dtype, name="R")
+    Bt = None if B is None else move(B, xp, device, dtype, name="B")
     rnn = RNN(D, H, nonlinearity=names, bias=B is not None, batch_first=layout == 1,
               bidirectional=dirs == 2, activation_alpha=alphas, activation_beta=betas, clip=clip,
               reverse=direction == "reverse", xp=xp, device=device, dtype=dtype, seed=0)
@@ -836,6 +842,10 @@ def _onnx_activations(activations, alpha, beta, dirs):
     if isinstance(activations, str):
         raise TypeError(
             f"activations must be a list of names, one per direction; got the string {activations!r}"
+        )
+    if activations is not None and not isinstance(activations, (list, tuple)):
+        raise TypeError(
+            f"activations must be a list of names, one per direction; got {type(activations).__name__}"
         )
     activations = ["Tanh"] * dirs if activations is None else list(activations)
     if dirs == 1 and len(activations) == 2:
@@ -1485,6 +1495,7 @@ def _check_layer(rnn, layer):
 def _layer_weights(rnn, layer, reverse):
     """``(weight_ih, weight_hh, bias_ih + bias_hh or None)`` of one layer and direction."""
     _check_layer(rnn, layer)
+    check_bool("reverse", reverse)
     if reverse and not rnn.bidirectional:
         raise ValueError("reverse=True needs a bidirectional layer")
     return rnn._weights(layer, "_reverse" if reverse else "")

@@ -70,6 +70,7 @@ from ._compat import (
     is_torch_namespace,
     namespace_of,
     normalize_namespace,
+    refuse_masked,
     to_device,
 )
 from .backward import rnn_backward
@@ -301,16 +302,8 @@ class RNN:
 
     def param_shapes(self):
         """``{name: shape}`` for every parameter, in torch's order."""
-        H, shapes = self.hidden_size, {}
-        for k in range(self.num_layers):
-            D = self.input_size if k == 0 else H * self.num_directions
-            for suffix in _suffixes(self.num_directions):
-                shapes[f"weight_ih_l{k}{suffix}"] = (H, D)
-                shapes[f"weight_hh_l{k}{suffix}"] = (H, H)
-                if self.bias:
-                    shapes[f"bias_ih_l{k}{suffix}"] = (H,)
-                    shapes[f"bias_hh_l{k}{suffix}"] = (H,)
-        return shapes
+        return _param_shapes(self.input_size, self.hidden_size, self.num_layers, self.num_directions,
+                             self.bias)  # fmt: skip
 
     def parameters(self):
         """An iterator over the parameter arrays, in torch's order (as ``torch.nn.Module``).
@@ -470,6 +463,8 @@ class RNN:
         to convert the input or the module).
         """
         xp = self.xp
+        check_bool("return_cache", return_cache)
+        refuse_masked("x", x)
         if not is_array(x):
             raise TypeError(f"x must be an array (T, B, D) or (T, D); got {type(x).__name__}")
         if is_numpy_namespace(xp) and is_dask_namespace(namespace_of(x)):
@@ -641,6 +636,7 @@ class RNN:
                     f"are in {library_name(self.xp)}"
                 )
         array_namespace(named, xp=xp)  # not an array: TypeError naming it
+        check_real_arrays({k: v for k, v in named.items() if v is not None})  # named here, not as dh
         L, dirs, H = self.num_layers, self.num_directions, self.hidden_size
         T, batch = x0.shape[0], tuple(x0.shape[1:-1])
         if d_output is not None:
@@ -767,7 +763,7 @@ class RNN:
         dtype = given["dtype"]
         dtype = dtype_name(self.xp, self.dtype) if dtype is None else _dtype_arg(dtype)
         dtype = resolve_dtype(xp, dtype)
-        self.params = {name: move(p, xp, dev, dtype) for name, p in self.params.items()}
+        self.params = {name: move(p, xp, dev, dtype, name=name) for name, p in self.params.items()}
         self.xp = xp
         self.device, self.dtype = _where(self.params)
         return self
@@ -819,42 +815,11 @@ class RNN:
         TypeError
             ``state_dict`` is not a mapping, or a value is not a real floating array.
         """
-        if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
-            raise TypeError(f"state_dict must be a mapping; got {type(state_dict).__name__}")
         shapes = self.param_shapes()
-        for name in shapes:
-            if name in state_dict and not is_array(state_dict[name]):
-                raise TypeError(
-                    f"state_dict[{name!r}] must be an array of shape {shape_str(shapes[name])}; "
-                    f"got {type(state_dict[name]).__name__}"
-                )
-        missing = [name for name in shapes if name not in state_dict]
-        unexpected = [name for name in state_dict if name not in shapes]
-        wrong = [
-            f"{name}: got {shape_str(tuple(state_dict[name].shape))}, need {shape_str(shape)}"
-            for name, shape in shapes.items()
-            if name in state_dict and tuple(state_dict[name].shape) != shape
-        ]
-        problems = []
-        if missing:
-            problems.append(f"missing keys {missing}")
-        if unexpected:
-            problems.append(f"unexpected keys {unexpected}")
-        if wrong:
-            problems.append("wrong shapes: " + "; ".join(wrong))
-        if problems:
-            raise ValueError(
-                f"state_dict does not fit {self!r}: " + ", ".join(problems)
-            )
-        for name in shapes:
-            value = state_dict[name]
-            src = namespace_of(value)
-            if not src.isdtype(value.dtype, "real floating"):
-                raise TypeError(
-                    f"state_dict[{name!r}] must have a real floating dtype; got {value.dtype}"
-                )
+        _check_state_dict(state_dict, shapes, repr(self))
         self.params = {
-            name: move(state_dict[name], self.xp, self.device, self.dtype) for name in shapes
+            name: move(state_dict[name], self.xp, self.device, self.dtype, name=f"state_dict[{name!r}]")
+            for name in shapes
         }
         return self
 
@@ -891,6 +856,10 @@ class RNN:
             The state dict has missing, unexpected or mis-shaped keys.
         """
         obj = module_or_state_dict
+        if nonlinearity is not None:
+            check_nonlinearity(nonlinearity)
+        if batch_first is not None:
+            check_bool("batch_first", batch_first)
         if _is_torch_module(obj):
             import torch
 
@@ -941,6 +910,14 @@ class RNN:
                 "bidirectional": "weight_ih_l0_reverse" in state,
             }
             dropout = 0.0
+            # Every key, shape and dtype before the layer is made: a hostile state dict
+            # (weight_ih_l0 of 40,000 rows) must fail at once, not after drawing 40,000^2
+            # random initial weights.
+            dirs = 2 if config["bidirectional"] else 1
+            _check_state_dict(state, _param_shapes(D, H, num_layers, dirs, config["bias"]),
+                              f"an RNN({D}, {H}, num_layers={num_layers}, bias={config['bias']}, "
+                              f"bidirectional={config['bidirectional']}) read from weight_ih_l0 "
+                              f"{shape_str((H, D))} and the keys")  # fmt: skip
         else:
             raise TypeError(
                 "module_or_state_dict must be a torch.nn.RNN or a mapping of torch's parameter "
@@ -956,6 +933,59 @@ class RNN:
 
 
 # -- helpers -----------------------------------------------------------------
+
+
+def _param_shapes(D, H, num_layers, num_directions, bias):
+    """``{name: shape}`` of every parameter, in torch's order (``RNN.param_shapes`` without a layer)."""
+    shapes = {}
+    for k in range(num_layers):
+        D_k = D if k == 0 else H * num_directions
+        for suffix in _suffixes(num_directions):
+            shapes[f"weight_ih_l{k}{suffix}"] = (H, D_k)
+            shapes[f"weight_hh_l{k}{suffix}"] = (H, H)
+            if bias:
+                shapes[f"bias_ih_l{k}{suffix}"] = (H,)
+                shapes[f"bias_hh_l{k}{suffix}"] = (H,)
+    return shapes
+
+
+def _check_state_dict(state_dict, shapes, target):
+    """Every key, type, shape and dtype of ``state_dict`` against ``shapes``, before anything is made.
+
+    One ``ValueError`` lists every missing key, unexpected key and wrong shape;
+    a value that is not an array, a masked array or not real floating is a
+    ``TypeError`` naming its key. ``target`` describes the layer in messages.
+    """
+    if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
+        raise TypeError(f"state_dict must be a mapping; got {type(state_dict).__name__}")
+    for name in shapes:
+        if name in state_dict:
+            refuse_masked(f"state_dict[{name!r}]", state_dict[name])
+            if not is_array(state_dict[name]):
+                raise TypeError(
+                    f"state_dict[{name!r}] must be an array of shape {shape_str(shapes[name])}; "
+                    f"got {type(state_dict[name]).__name__}"
+                )
+    missing = [name for name in shapes if name not in state_dict]
+    unexpected = [name for name in state_dict if name not in shapes]
+    wrong = [
+        f"{name}: got {shape_str(tuple(state_dict[name].shape))}, need {shape_str(shape)}"
+        for name, shape in shapes.items()
+        if name in state_dict and tuple(state_dict[name].shape) != shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {missing}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected}")
+    if wrong:
+        problems.append("wrong shapes: " + "; ".join(wrong))
+    if problems:
+        raise ValueError(f"state_dict does not fit {target}: " + ", ".join(problems))
+    for name in shapes:
+        value = state_dict[name]
+        if not namespace_of(value).isdtype(value.dtype, "real floating"):
+            raise TypeError(f"state_dict[{name!r}] must have a real floating dtype; got {value.dtype}")
 
 
 def _is_torch_module(obj):

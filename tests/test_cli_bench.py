@@ -20,7 +20,8 @@ def test_bench_suite_runs_and_checks_agreement(tmp_path):
     with_mkl = mkl.library() is not None  # then oneMKL and OpenBLAS are timed side by side
     assert (bench.FAST_OPENBLAS in names) == (with_mkl and mkl.preferred())  # the default is oneMKL
     assert (bench.FAST_MKL in names) == (with_mkl and not mkl.preferred())  # the default is OpenBLAS
-    assert set(grid[0]["gemm_gflops_by_blas"]) == ({"numpy", "mkl"} if with_mkl else {"numpy"})
+    # the GEMM of every library that multiplies on its own: NumPy's BLAS, oneMKL, torch, XLA
+    assert set(grid[0]["gemm_gflops_by_blas"]) == {"numpy", "torch", "jax"} | ({"mkl"} if with_mkl else set())
     assert grid[0]["gemm_gflops"] == max(grid[0]["gemm_gflops_by_blas"].values())
     assert all(r["agrees"] and r["seconds"] > 0 for r in grid[0]["results"].values())
     result = {"machine": {"cpu_model": "test"}, "gemm": {"n": 8, "gflops": {"numpy": 1.0}},
@@ -131,7 +132,8 @@ def test_gpu_tables_report_the_targets_and_a_fallback(persistent_ran):
 
 
 def test_bench_saves_each_size_as_it_goes(tmp_path, monkeypatch):
-    """A run cut short keeps the sizes it finished: the JSON is rewritten after each one."""
+    """A run cut short keeps the sizes it finished, in a separate partial file rewritten after each one;
+    the results file itself is written once, complete, and the partial file is then removed."""
     if optional_import("torch") is None:
         pytest.skip("torch not installed")
     import io
@@ -147,14 +149,15 @@ def test_bench_saves_each_size_as_it_goes(tmp_path, monkeypatch):
     def spy(*args, on_record, **kw):
         def record(records):
             on_record(records)
-            (path,) = tmp_path.glob("*-cpu-quick.json")
+            (path,) = tmp_path.glob("*-cpu-quick.partial.json")
             saved = json.loads(path.read_text())
-            seen.append((len(saved["grid"]), saved["complete"]))
+            seen.append((len(saved["grid"]), saved["complete"], len(list(tmp_path.glob("*-cpu-quick.json")))))
 
         return real(*args, on_record=record, **kw)
 
     monkeypatch.setattr(bench, "bench_grid", spy)
     bench.run(quick=True, out_dir=str(tmp_path), backends=["numpy", "torch"], memory=False, stream=io.StringIO())
-    assert seen == [(1, False), (2, False)]
+    assert seen == [(1, False, 0), (2, False, 0)]
     (path,) = tmp_path.glob("*-cpu-quick.json")
     assert json.loads(path.read_text())["complete"] is True
+    assert not list(tmp_path.glob("*.partial.json")) and not list(tmp_path.glob("*.tmp*"))

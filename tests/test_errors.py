@@ -181,7 +181,7 @@ CASES = {
         ({"x_seq": [], "h0": None}, V, r"x_seq is an empty list and h0 is None: pass h0 \(H, N\)"),
         ({"b": np.zeros((4, 1, 1))}, V, r"b must have shape \(H, 1\) or \(H,\) with H = 4; got shape \(4, 1, 1\)"),
         ({"Wh": None}, T_, r"Wh is required; got None"),
-        ({"x_seq": XSEQ > 0}, T_, r"x must have a real floating dtype.*bool"),
+        ({"x_seq": XSEQ > 0}, T_, r"x_seq must have a real floating dtype.*bool"),
     ],
 }
 

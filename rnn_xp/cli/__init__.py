@@ -20,9 +20,11 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .. import _backends
+from . import _args
 
 __all__ = ["main"]
 
@@ -38,6 +40,25 @@ def _demo(args) -> int:
     from .demo import run  # imported only for this subcommand
 
     return run(backend=args.backend, seed=args.seed)
+
+
+def _check_train(args, parser):
+    """Checks that need more than one flag, or an optional package: before any training."""
+    from .train import DEFAULTS
+
+    seq_len = DEFAULTS[args.task]["seq_len"] if args.seq_len is None else args.seq_len
+    if args.task == "adding" and seq_len < 2:
+        parser.error(f"argument --seq-len: the adding task marks one step in each half, so it needs "
+                     f"at least 2 steps; got {seq_len}")  # fmt: skip
+    if args.scheduler is not None and args.backend != "dask":
+        parser.error(f"argument --scheduler: is for --backend dask; got --backend {args.backend}")
+    if args.plot != "none":
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print(f"{parser.prog}: matplotlib is not installed, so no loss plot will be written "
+                  "(pip install matplotlib, or --plot none)", file=sys.stderr)  # fmt: skip
+            args.plot = "none"
 
 
 def _train(args) -> int:
@@ -72,13 +93,7 @@ def _scheduler(text) -> str:
 
 def _seed(text) -> int:
     """A seed for ``numpy.random.default_rng``: a non-negative integer."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer; got {text!r}")
-    return value
+    return _args.non_negative_int(text)
 
 
 def _add_bench_arguments(parser):
@@ -103,29 +118,52 @@ def _bench_main(args) -> int:
 def build_parser():
     parser = _Parser(prog="python -m rnn_xp", description="rnn_xp: a simple RNN on every Array API library")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    demo = sub.add_parser("demo", help="run the seed programs on every installed backend")
-    demo.add_argument("--backend", default="all", choices=("all", *_backends.NAMES))
-    demo.add_argument("--seed", type=_seed, default=0)
+    demo = sub.add_parser(
+        "demo", help="run the seed programs on every installed backend",
+        description="Runs seed program 000 (the CS231n-style column-vector step, through "
+        "rnn_xp.columns) and seed program 003 (the row loop tanh(W @ x_t + U @ h + b), through "
+        "rnn_xp.rnn_forward) on every installed backend in float32 and float64, and compares each "
+        "result with a plain float64 NumPy loop.",
+    )  # fmt: skip
+    demo.add_argument("--backend", default="all", choices=("all", *_backends.NAMES),
+                      help="the backend to run, or all of them (default: %(default)s)")
+    demo.add_argument("--seed", type=_seed, default=0,
+                      help="seed of the random inputs and weights (default: %(default)s)")
     demo.set_defaults(func=_demo)
     tr = sub.add_parser("train", help="train a small RNN with the hand-written backward pass")
-    tr.add_argument("--task", default="sine", choices=("sine", "adding"))
-    tr.add_argument("--backend", default="numpy", choices=_backends.NAMES)
-    tr.add_argument("--optimizer", default="adam", choices=("adam", "sgd"))
-    tr.add_argument("--steps", type=int, default=None, help="default: 600 (sine), 4000 (adding)")
-    tr.add_argument("--lr", type=float, default=None, help="default: per task and optimizer")
-    tr.add_argument("--batch", type=int, default=32)
-    tr.add_argument("--seq-len", type=int, default=None, help="default: 40 (sine), 20 (adding)")
-    tr.add_argument("--hidden", type=int, default=32)
-    tr.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    tr.add_argument("--seed", type=_seed, default=0)
-    tr.add_argument("--log-every", type=int, default=50)
-    tr.add_argument("--plot", default="rnn_xp_loss.png", help="PNG path for the loss curve, or 'none'")
+    tr.add_argument("--task", default="sine", choices=("sine", "adding"),
+                    help="next-step prediction of a noisy sine, or the adding problem (default: %(default)s)")
+    tr.add_argument("--backend", default="numpy", choices=_backends.NAMES,
+                    help="the array library to train with (default: %(default)s)")
+    tr.add_argument("--optimizer", default="adam", choices=("adam", "sgd"),
+                    help="the update rule (default: %(default)s)")
+    tr.add_argument("--steps", type=_args.positive_int, default=None,
+                    help="optimizer steps (default: 600 for sine, 4000 for adding)")
+    tr.add_argument("--lr", type=_args.positive_float, default=None,
+                    help="learning rate (default: 0.01 for sine and 0.003 for adding with adam; "
+                         "0.1 and 0.05 with sgd)")
+    tr.add_argument("--batch", type=_args.positive_int, default=32,
+                    help="sequences per step (default: %(default)s)")
+    tr.add_argument("--seq-len", type=_args.positive_int, default=None,
+                    help="time steps per sequence (default: 40 for sine, 20 for adding; at least 2 for adding)")
+    tr.add_argument("--hidden", type=_args.positive_int, default=32,
+                    help="hidden units H (default: %(default)s)")
+    tr.add_argument("--dtype", default="float32", choices=("float32", "float64"),
+                    help="floating dtype of the weights and data (default: %(default)s)")
+    tr.add_argument("--seed", type=_seed, default=0,
+                    help="seed of the weights, the training data and the evaluation batch (default: %(default)s)")
+    tr.add_argument("--log-every", type=_args.positive_int, default=50,
+                    help="print a progress line every this many steps, and at least every 2 seconds "
+                         "(default: %(default)s)")
+    tr.add_argument("--plot", type=_args.plot_file, default="rnn_xp_loss.png",
+                    help="file for the loss curve (.png, .pdf, .svg, ...; needs matplotlib), or 'none' "
+                         "(default: %(default)s)")
     tr.add_argument(
         "--scheduler", type=_scheduler, default=None,
         help="with --backend dask: threads (the default), synchronous, local-cluster (two worker "
              "processes on 127.0.0.1) or a running scheduler's address tcp://host:port",
     )  # fmt: skip
-    tr.set_defaults(func=_train)
+    tr.set_defaults(func=_train, check=_check_train, subparser=tr)
     bench = sub.add_parser("bench", help="time the forward pass against torch.nn.RNN")
     _add_bench_arguments(bench)
     bench.set_defaults(func=_bench_main)
@@ -133,8 +171,30 @@ def build_parser():
 
 
 def main(argv=None) -> int:
+    """The ``rnn-xp`` command: parse, check every value, run; the exit code.
+
+    Usage errors exit with 2 (one line naming the flag), Ctrl-C with 130 (one
+    line), and a closed output pipe (``rnn-xp demo | head -3``) ends quietly.
+    """
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    command = f"python -m rnn_xp {args.command}"
+    try:
+        check = getattr(args, "check", None)
+        if check is not None:
+            check(args, args.subparser)
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"\n{command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing more can be written. Point stdout
+        # at /dev/null so that the interpreter's final flush raises nothing either.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout without a file descriptor (tests)
+            pass
+        return 141  # 128 + SIGPIPE, as a shell reports a command killed by the pipe
 
 
 if __name__ == "__main__":

@@ -46,18 +46,28 @@ FAST_MKL = "rnn_xp numpy (oneMKL)"  # the same loop with oneMKL taken where it i
 
 
 class Progress:
-    """A one-line progress bar on stderr (no dependency)."""
+    """A one-line progress bar on stderr (no dependency).
+
+    ``step`` advances the bar; ``note`` only says what runs now (a warm-up, a
+    contender of a round, the memory section), so that a long size still
+    shows something new every second or so.
+    """
 
     def __init__(self, total, stream=None):
         self.total, self.done, self.t0 = max(total, 1), 0, time.perf_counter()
         self.stream = sys.stderr if stream is None else stream  # the stream of now, not of import time
+        self.label = ""
 
     def step(self, label):
         self.done += 1
+        self.note(label)
+
+    def note(self, label):
+        self.label = label
         frac = self.done / self.total
         bar = "#" * int(30 * frac)
         elapsed = time.perf_counter() - self.t0
-        self.stream.write(f"\r[{bar:<30}] {self.done}/{self.total} {elapsed:5.0f}s {label[:50]:<50}")
+        self.stream.write(f"\r[{bar:<30}] {self.done}/{self.total} {elapsed:5.0f}s {label[:60]:<60}")
         self.stream.flush()
 
     def close(self):
@@ -302,17 +312,24 @@ def bench_grid(grid, *, backends, rounds, budget_s, gpu=False, progress=None, se
     has been measured so far: a run cut short keeps its finished sizes).
     """
     settle_s = SETTLE_S if settle_s is None else settle_s
+    note = (lambda label: None) if progress is None else progress.note  # noqa: E731
     records = []
     for B, T, D, H in grid:
+        size = f"(B,T,D,H)=({B},{T},{D},{H})"
         cands = contenders(B, T, D, H, backends=backends, gpu=gpu)
         flops = 2.0 * T * B * H * (D + H)
-        base_name = next(iter(cands))
-        ref = cands[base_name][2](cands[base_name][1](cands[base_name][0]()))  # also a warm-up
+        first_name = next(iter(cands))
+        # torch.nn.RNN is the baseline; without torch there is none, and no ratio
+        base_name = first_name if first_name.startswith(BASELINE) else None
+        note(f"{size} warm-up: {first_name}")
+        ref = cands[first_name][2](cands[first_name][1](cands[first_name][0]()))  # also a warm-up
         if gpu:  # the baseline is a contender too: every row against float64
             ref = gpu_reference(B, T, D, H)
-        rec = {"B": B, "T": T, "D": D, "H": H, "gflop": flops / 1e9, "results": {}}
+        rec = {"B": B, "T": T, "D": D, "H": H, "gflop": flops / 1e9, "results": {},
+               "baseline": base_name, "agreement_reference": first_name}  # fmt: skip
         n = {}
         for name, (fn, sync, to_np) in cands.items():
+            note(f"{size} warm-up: {name}")
             launches = _persistent_launches()
             got = to_np(sync(fn()))  # warm-up (compiles JAX and CUDA kernels) and the agreement check
             err = float(np.max(np.abs(got - ref))) if got.size else 0.0
@@ -322,12 +339,13 @@ def bench_grid(grid, *, backends, rounds, budget_s, gpu=False, progress=None, se
             first = _time(fn, sync, 1)  # a warm call sets how many calls fill a round
             n[name] = max(1, min(200, int(budget_s / max(first, 1e-6) / rounds)))
         times = {name: [] for name in cands}
-        gemms = _gemm_calls(gpu)  # the GEMM rate, measured in the same rounds (the load may drift)
+        gemms = _gemm_calls(gpu, backends)  # the GEMM rate, measured in the same rounds (the load may drift)
         gemm = {name: [] for name in gemms}
-        for _ in range(rounds):
+        for i in range(rounds):
             order = list(cands) + list(gemms)
             random.shuffle(order)
             for name in order:
+                note(f"{size} round {i + 1}/{rounds}: {name if name in cands else name + ' GEMM'}")
                 time.sleep(settle_s)
                 if name in gemms:
                     gemm_fn, gemm_sync, gemm_n = gemms[name]
@@ -337,14 +355,14 @@ def bench_grid(grid, *, backends, rounds, budget_s, gpu=False, progress=None, se
                 times[name].append(_time(fn, sync, n[name]))
             if progress is not None:
                 progress.step(f"(B,T,D,H)=({B},{T},{D},{H})")
-        base = float(np.median(times[base_name]))
+        base = None if base_name is None else float(np.median(times[base_name]))
         rec["gemm_gflops_by_blas"] = {k: float(np.median(v)) for k, v in gemm.items()}
         rec["gemm_gflops"] = max(rec["gemm_gflops_by_blas"].values())  # the fastest float32 n^3 GEMM
         for name, ts in times.items():
             med = float(np.median(ts))
             rec["results"][name].update(
                 seconds=med, seconds_min=float(np.min(ts)), calls_per_round=n[name], rounds=rounds,
-                gflops=flops / med / 1e9, ratio_to_baseline=med / base,
+                gflops=flops / med / 1e9, ratio_to_baseline=None if base is None else med / base,
             )  # fmt: skip
         records.append(rec)
         if on_record is not None:
@@ -358,8 +376,14 @@ def _persistent_launches():
     return 0 if mod is None else mod.launches()
 
 
-def _gemm_calls(gpu):
-    """``{blas: (fn, sync, n)}``: one float32 n x n GEMM, NumPy (and oneMKL) on the CPU, CuPy on a GPU."""
+def _gemm_calls(gpu, backends=()):
+    """``{library: (fn, sync, n)}``: one float32 n x n GEMM of every library that multiplies on its own.
+
+    NumPy's BLAS (and oneMKL) on the CPU, and torch's and XLA's (JAX) where
+    they are contenders: "% GEMM" is of the fastest of them, so that a
+    library with faster matrix kernels than NumPy's BLAS is not put above
+    100%. CuPy on a GPU.
+    """
     rng = np.random.default_rng(1)
     n = 4096 if gpu else 1024
     a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in "ab")
@@ -379,6 +403,17 @@ def _gemm_calls(gpu):
     if _mkl.library() is not None:
         bt = np.ascontiguousarray(b.T)
         calls["mkl"] = ((lambda: _mkl.gemm(a, bt, out)), _nosync, n)
+    if "torch" in sys.modules:  # torch.nn.RNN and rnn_xp on torch multiply with torch's own kernels
+        import torch
+
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        calls["torch"] = ((lambda: torch.mm(ta, tb)), _nosync, n)
+    if "jax" in backends:
+        import jax
+        import jax.numpy as jnp
+
+        ja, jb = jnp.asarray(a), jnp.asarray(b)
+        calls["jax"] = ((lambda: ja @ jb), jax.block_until_ready, n)
     return calls
 
 
@@ -391,15 +426,18 @@ def _peak_bytes(fn):
     return peak, result
 
 
-def memory_section(B=8, D=8, H=128, T_small=1000, T_large=100_000, T_full=2000):
+def memory_section(B=8, D=8, H=128, T_small=1000, T_large=100_000, T_full=2000, progress=None):
     """Peak memory (tracemalloc) of the NumPy kernels; the input is made before tracing."""
     import rnn_xp
+
+    note = (lambda label: None) if progress is None else progress.note  # noqa: E731
 
     out = {"B": B, "D": D, "H": H, "tool": "tracemalloc (NumPy registers its buffers)"}
     x, h0, Wx, Wh, b = _weights(B, 3, D, H)
     rnn_xp.rnn_forward(x, h0, Wx, Wh, b, return_sequences=False)  # warm-up: one-time imports and caches
     last = {}
     for T in (T_small, T_large):
+        note(f"memory: return_sequences=False, T={T}")
         x, h0, Wx, Wh, b = _weights(B, T, D, H)
         peak, _ = _peak_bytes(lambda: rnn_xp.rnn_forward(x, h0, Wx, Wh, b, return_sequences=False))
         last[T] = peak
@@ -409,6 +447,7 @@ def memory_section(B=8, D=8, H=128, T_small=1000, T_large=100_000, T_full=2000):
         "ratio_large_to_small": last[T_large] / max(last[T_small], 1),
         "one_TBH_buffer_bytes_at_large_T": T_large * B * H * 4,
     }  # fmt: skip
+    note(f"memory: the full forward, T={T_full}")
     x, h0, Wx, Wh, b = _weights(B, T_full, D, H)
     full = {"T": T_full, "output_bytes": T_full * B * H * 4, "B_H_bytes": B * H * 4}
     peak, _ = _peak_bytes(lambda: rnn_xp.rnn_forward(x, h0, Wx, Wh, b))
@@ -434,9 +473,18 @@ def print_tables(result, stream=None):
         p(f"\noneMKL: {mkl['status']}" + (f" ({mkl['version']})" if mkl.get("version") else ""))
     p(f"\nfloat32 GEMM rate ({result['gemm']['n']}^3): " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in gemm.items()))
     names = contender_names(result["grid"])  # of every size: a row may exist at some sizes only
-    p("(% GEMM: of the fastest float32 GEMM (1024^3: NumPy's BLAS or oneMKL; 4096^3 CuPy on a GPU) "
-      "measured in the same rounds)")  # fmt: skip
-    p(f"\n{'(B, T, D, H)':<22}{'contender':<28}{'ms':>10}{'ratio':>8}{'GFLOP/s':>9}{'% GEMM':>8}  agrees")
+    with_baseline = any(r.get("ratio_to_baseline") is not None
+                        for rec in result["grid"] for r in rec["results"].values())  # fmt: skip
+    if result["grid"] and not with_baseline:
+        ref = result["grid"][0].get("agreement_reference", names[0])
+        p(f"\nno baseline: torch is not installed, so {BASELINE} was not timed and there is no ratio "
+          f"column; 'agrees' compares with {ref} (pip install torch for the baseline)")  # fmt: skip
+    libs = sorted({k for rec in result["grid"] for k in rec.get("gemm_gflops_by_blas", {})})
+    p(f"(% GEMM: of the fastest float32 GEMM measured in the same rounds ({', '.join(libs) or 'NumPy'}; "
+      "1024^3 on the CPU, 4096^3 on a GPU); 'agrees': max |diff| <= 1e-3 against the first row of each size)")
+    ratio_head = f"{'ratio':>8}" if with_baseline else ""
+    p(f"\n{'(B, T, D, H)':<22}{'contender':<28}{'ms':>10}{ratio_head}{'GFLOP/s':>9}{'% GEMM':>8}  agrees")
+    above = []
     for rec in result["grid"]:
         size = f"({rec['B']}, {rec['T']}, {rec['D']}, {rec['H']})"
         for name in names:
@@ -444,12 +492,21 @@ def print_tables(result, stream=None):
             if r is None:
                 continue
             pct = 100 * r["gflops"] / rec["gemm_gflops"]
-            p(f"{size:<22}{name:<28}{r['seconds'] * 1e3:>10.3f}{r['ratio_to_baseline']:>8.2f}"
-              f"{r['gflops']:>9.1f}{pct:>7.0f}%  {'yes' if r['agrees'] else 'NO'}")  # fmt: skip
+            mark = "*" if pct > 100 else " "
+            if pct > 100:
+                above.append(name)
+            ratio = f"{r['ratio_to_baseline']:>8.2f}" if with_baseline else ""
+            p(f"{size:<22}{name:<28}{r['seconds'] * 1e3:>10.3f}{ratio}"
+              f"{r['gflops']:>9.1f}{pct:>7.0f}%{mark} {'yes' if r['agrees'] else 'NO'}")  # fmt: skip
             size = ""
-    if FAST in names:
+    if above:
+        p("* above 100% of the GEMM rate: this contender's products ran faster than the reference GEMM "
+          "did in the same rounds: its library has its own thread pool or kernels (XLA's is not limited "
+          "by --threads), or a shared machine slowed the GEMM's turn; not a faster-than-peak recurrence")
+    if FAST in names and with_baseline:
         worst = max(rec["results"][FAST]["ratio_to_baseline"] for rec in result["grid"] if FAST in rec["results"])
         p(f"\nworst ratio {FAST} / {BASELINE}: {worst:.2f}")
+    if FAST in names:
         big = [r for r in result["grid"] if (r["B"], r["T"], r["D"], r["H"]) == (64, 50, 512, 1024)]
         if big:
             r = big[0]
@@ -462,7 +519,7 @@ def print_tables(result, stream=None):
                                      ("small-batch", SMALL_BATCH_GRID, 0.5)):  # fmt: skip
             ratios = [rec["results"][auto]["ratio_to_baseline"] for rec in result["grid"]
                       if (rec["B"], rec["T"], rec["D"], rec["H"]) in sizes and auto in rec["results"]]  # fmt: skip
-            if ratios:
+            if ratios and with_baseline:
                 p(f"worst ratio {auto} / {names[0]} on the {label} grid ({len(ratios)} of {len(sizes)} sizes): "
                   f"{max(ratios):.2f} (target <= {target})")  # fmt: skip
     for rec in result["grid"]:
@@ -525,30 +582,89 @@ def chart(result, path):
     plt.close(fig)
 
 
+class Interrupted(Exception):
+    """A run stopped by Ctrl-C: how far it got, and where the finished sizes are kept."""
+
+    def __init__(self, done, total, partial, final):
+        super().__init__(done, total, partial, final)
+        self.done, self.total, self.partial, self.final = done, total, partial, final
+
+    def __str__(self):
+        kept = f"kept in {self.partial}" if self.partial else "nothing to keep"
+        return (f"interrupted after {self.done} of {self.total} sizes ({kept}); "
+                f"{self.final} is unchanged")  # fmt: skip
+
+
+class _thread_settings:
+    """torch's and the BLAS libraries' thread counts set to ``threads`` for a run, then put back."""
+
+    def __init__(self, threads):
+        self.threads = threads
+
+    def __enter__(self):
+        self._torch = self._limiter = None
+        try:
+            import torch
+
+            self._torch = (torch, torch.get_num_threads())
+            torch.set_num_threads(self.threads)
+        except ImportError:
+            pass
+        try:
+            from threadpoolctl import threadpool_limits
+
+            self._limiter = threadpool_limits(limits=self.threads, user_api="blas")
+        except ImportError:
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        if self._limiter is not None:
+            self._limiter.restore_original_limits()
+        if self._torch is not None:
+            torch, saved = self._torch
+            torch.set_num_threads(saved)
+        return False
+
+
+def _write_json(path, obj):
+    """Write ``obj`` to ``path`` through a temporary file and a rename: never a half-written file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(obj, fh, indent=1)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def run(*, quick=False, gpu=False, threads=2, out_dir="benchmarks/results", backends=None,
         memory=True, small_batch=False, stream=None):  # fmt: skip
     """Run the suite, print the tables, write JSON and a PNG; return the result dict.
 
     ``small_batch`` (CPU only): the GPU grid's small batches instead, B in {1, 4, 8},
     H in {256, 512, 1024}, T = 200, NumPy against torch only, no memory section.
+
+    The results file ``<stem>.json`` is written once, when the run is complete
+    (through a temporary file and a rename). Meanwhile the finished sizes are
+    saved after each one in ``<stem>.partial.json``, which a complete run
+    removes: an interrupted run never replaces a complete results file. Ctrl-C
+    raises ``Interrupted``, which says how far the run got. torch's and the
+    BLAS thread counts are set to ``threads`` for the run and put back after.
     """
     from .. import _backends
 
+    stream = sys.stdout if stream is None else stream
     if backends is None:
         backends = _backends.available()
-    try:
-        import torch
+    os.makedirs(out_dir, exist_ok=True)  # before any measurement: a bad folder fails at once
+    with _thread_settings(threads):
+        return _run(quick=quick, gpu=gpu, threads=threads, out_dir=out_dir, backends=backends,
+                    memory=memory, small_batch=small_batch, stream=stream)  # fmt: skip
 
-        torch.set_num_threads(threads)
-    except ImportError:
-        pass
-    limiter = None
-    try:
-        from threadpoolctl import threadpool_limits
 
-        limiter = threadpool_limits(limits=threads, user_api="blas")
-    except ImportError:
-        pass
+def _run(*, quick, gpu, threads, out_dir, backends, memory, small_batch, stream):
     grid = GPU_GRID if gpu else CPU_GRID
     small_batch = small_batch and not gpu
     if small_batch:
@@ -563,11 +679,11 @@ def run(*, quick=False, gpu=False, threads=2, out_dir="benchmarks/results", back
         backends = [b for b in backends if b != "dask"]
     random.seed(0)
     progress = Progress(len(grid) * rounds)
+    progress.note("machine information and the GEMM rate")
     result = {"machine": machine_info(threads), "quick": quick, "device": "cuda" if gpu else "cpu",
               "gemm": gemm_rate(1024 if quick else 2048)}  # fmt: skip  (CPU, NumPy/torch)
     if gpu:
         result["machine"]["gpu_name"] = _gpu_name()
-    os.makedirs(out_dir, exist_ok=True)
     stem = _slug(result["machine"].get("gpu_name") if gpu else
                  f"{platform.node()}-{cpu_tag(result['machine']['cpu_model'])}-cpu")  # fmt: skip
     if small_batch:
@@ -575,32 +691,47 @@ def run(*, quick=False, gpu=False, threads=2, out_dir="benchmarks/results", back
     if quick:
         stem += "-quick"
     path = os.path.join(out_dir, stem + ".json")
+    partial = os.path.join(out_dir, stem + ".partial.json")
+    done = []
 
     def save(records, complete=False):
         result["grid"], result["complete"] = records, complete
-        with open(path, "w") as fh:
-            json.dump(result, fh, indent=1)
+        _write_json(path if complete else partial, result)
+        done[:] = records
 
-    with tf32_off() if gpu else contextlib.nullcontext() as tf32:
-        if gpu:
-            result["machine"]["tf32"] = tf32  # what the torch and CuPy contenders ran with
-            result["reference"] = REFERENCE_GPU
-        result["grid"] = bench_grid(grid, backends=backends, rounds=rounds, budget_s=budget, gpu=gpu,
-                                    progress=progress, settle_s=settle, on_record=save)  # fmt: skip
+    try:
+        with tf32_off() if gpu else contextlib.nullcontext() as tf32:
+            if gpu:
+                result["machine"]["tf32"] = tf32  # what the torch and CuPy contenders ran with
+                result["reference"] = REFERENCE_GPU
+            result["grid"] = bench_grid(grid, backends=backends, rounds=rounds, budget_s=budget, gpu=gpu,
+                                        progress=progress, settle_s=settle, on_record=save)  # fmt: skip
+        if memory and not gpu:
+            result["memory"] = memory_section(T_large=20_000 if quick else 100_000, progress=progress)
+    except KeyboardInterrupt:
+        progress.close()
+        raise Interrupted(len(done), len(grid), partial if done else None, path) from None
     progress.close()
-    if memory and not gpu:
-        result["memory"] = memory_section(T_large=20_000 if quick else 100_000)
     if hasattr(os, "getloadavg"):
         result["machine"]["load_average_at_end"] = list(os.getloadavg())
-    if limiter is not None:
-        limiter.restore_original_limits()
     print_tables(result, stream)
     save(result["grid"], complete=True)
-    try:
-        chart(result, os.path.join(out_dir, stem + ".png"))
-    except Exception as exc:  # the results are saved: a chart problem never fails the run
-        print(f"\nno chart: {type(exc).__name__}: {exc}", file=stream)
+    if os.path.exists(partial):
+        os.remove(partial)
     print(f"\nwrote {path}", file=stream)
+    png = os.path.join(out_dir, stem + ".png")
+    if not any(r.get("ratio_to_baseline") is not None for rec in result["grid"] for r in rec["results"].values()):
+        print(f"no PNG written: the chart shows times relative to {BASELINE}, and torch is not installed",
+              file=stream)  # fmt: skip
+    else:
+        try:
+            chart(result, png)
+        except ImportError:
+            print("no PNG written: matplotlib is not installed (pip install matplotlib)", file=stream)
+        except Exception as exc:  # the results are saved: a chart problem never fails the run
+            print(f"no PNG written: {type(exc).__name__}: {exc}", file=stream)
+        else:
+            print(f"wrote {png}", file=stream)
     return result
 
 
@@ -693,13 +824,21 @@ def _slug(s):
 
 
 def add_arguments(parser):
-    parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter runs")
-    parser.add_argument("--gpu", action="store_true", help="the GPU grid (CuPy and torch on CUDA)")
-    parser.add_argument("--threads", type=int, default=2, help="BLAS and torch threads (default 2)")
-    parser.add_argument("--out", default="benchmarks/results", help="folder for the JSON and PNG")
-    parser.add_argument("--no-memory", action="store_true", help="skip the memory section")
+    from . import _args
+
+    parser.add_argument("--quick", action="store_true",
+                        help="3 rounds instead of 7, shorter calls, no Dask (default: off)")
+    parser.add_argument("--gpu", action="store_true",
+                        help="the GPU grid: CuPy and torch on CUDA (default: off, the CPU grid)")
+    parser.add_argument("--threads", type=_args.positive_int, default=2,
+                        help="BLAS and torch threads during the run, put back after it (default: %(default)s)")
+    parser.add_argument("--out", type=_args.out_folder, default="benchmarks/results",
+                        help="folder for the JSON and PNG, made if missing (default: %(default)s)")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the memory section (default: off)")
     parser.add_argument("--small-batch", action="store_true",
-                        help="CPU: B in {1, 4, 8}, H in {256, 512, 1024}, T = 200, NumPy against torch")
+                        help="CPU: B in {1, 4, 8}, H in {256, 512, 1024}, T = 200, NumPy against torch "
+                             "(default: off)")
 
 
 def main_from_args(args) -> int:
@@ -708,7 +847,11 @@ def main_from_args(args) -> int:
         if problem is not None:
             print(f"python -m rnn_xp bench: error: --gpu needs a CUDA device: {problem}", file=sys.stderr)
             return 2
-    result = run(quick=args.quick, gpu=args.gpu, threads=args.threads, out_dir=args.out,
-                 memory=not args.no_memory, small_batch=args.small_batch)  # fmt: skip
+    try:
+        result = run(quick=args.quick, gpu=args.gpu, threads=args.threads, out_dir=args.out,
+                     memory=not args.no_memory, small_batch=args.small_batch)  # fmt: skip
+    except Interrupted as exc:
+        print(f"python -m rnn_xp bench: {exc}", file=sys.stderr)
+        return 130
     ok = all(r["agrees"] for rec in result["grid"] for r in rec["results"].values())
     return 0 if ok else 1

@@ -221,7 +221,8 @@ def train(
     seed : int
         Seeds the weights, the training data and the evaluation batch.
     log_every : int
-        Print a progress line this often (unless ``quiet``).
+        Print a progress line every this many steps, and at least every
+        ``PROGRESS_S`` seconds (unless ``quiet``).
     plot : str or path, optional
         Write the loss curve to this PNG file (needs matplotlib).
     scheduler : str, optional
@@ -260,6 +261,7 @@ def train(
     steps = defaults["steps"] if steps is None else steps
     seq_len = defaults["seq_len"] if seq_len is None else seq_len
     lr = defaults[f"lr_{optimizer}"] if lr is None else lr
+    _check_values(task, steps=steps, batch=batch, seq_len=seq_len, hidden=hidden, log_every=log_every, lr=lr)
     data_xp, dev = load(backend)
     say = (lambda *a: None) if quiet else print
     with _runner(data_xp, dev, dtype, scheduler) as run:
@@ -277,13 +279,16 @@ def train(
             f"batch {batch}, hidden {hidden}, {optimizer} lr {lr}, {steps} steps")
         say(f"untrained loss {initial:.4f}; " + ", ".join(f"{k} {v:.4f}" for k, v in base.items()))
         losses, start = [], time.perf_counter()
+        said = start  # when the last progress line was printed
         for step in range(1, steps + 1):
             x, y = make_batch(rng, task, batch, seq_len)
             loss, grads = run.loss_and_grads(task, params, run.data(x), run.data(y))
             params = opt.step(params, clip_by_norm(xp, grads, clip))
             losses.append(float(loss))
-            if step % log_every == 0 or step == steps:
-                say(_progress(step, steps, np.mean(losses[-log_every:]), time.perf_counter() - start))
+            now = time.perf_counter()
+            if step % log_every == 0 or step == steps or now - said >= PROGRESS_S:  # slow backends too
+                say(_progress(step, steps, np.mean(losses[-log_every:]), now - start))
+                said = now
         seconds = time.perf_counter() - start
         final = float(run.loss_and_grads(task, params, x_eval, y_eval, with_grads=False)[0])
     say(f"final loss {final:.4f} on the evaluation batch (untrained {initial:.4f}) in {seconds:.1f} s")
@@ -291,6 +296,21 @@ def train(
         write_plot(plot, losses, base, title=f"{task} on {backend}, {optimizer}")
         say(f"loss curve written to {plot}")
     return TrainResult(losses, initial, final, base, params, seconds)
+
+
+PROGRESS_S = 2.0  # a progress line at least this often, however slow the steps
+
+
+def _check_values(task, *, steps, batch, seq_len, hidden, log_every, lr):
+    """Every size a positive int and ``lr`` a positive finite number, before any work."""
+    for name, value in (("steps", steps), ("batch", batch), ("seq_len", seq_len), ("hidden", hidden),
+                        ("log_every", log_every)):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    if task == "adding" and seq_len < 2:
+        raise ValueError(f"seq_len must be at least 2 for the adding task (one marked step per half); got {seq_len}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number above 0; got {lr!r}")
 
 
 class _InMemory:

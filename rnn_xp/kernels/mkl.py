@@ -28,7 +28,15 @@ Two facts shape the loading:
   oneMKL computes wrong products once PyTorch (which brings ``libgomp``) has
   been imported first: the two OpenMP runtimes answer each other's calls.
 - If no ``libgomp`` can be loaded, or oneMKL fails a small self-check
-  against NumPy, it is not used and the OpenBLAS path runs instead.
+  against NumPy, it is not used and the OpenBLAS path runs instead, with a
+  ``RuntimeWarning`` (once) that says why: the wheel is installed, so a
+  silent fallback would hide a broken fast path.
+- GNU OpenMP's thread team does not survive ``fork()``: a forked child that
+  calls oneMKL after its parent did waits forever for threads that only the
+  parent had (``multiprocessing``'s fork start method, torch DataLoader
+  workers, Dask's process scheduler). A fork handler switches oneMKL off in
+  every child (``status()`` says so); the child runs the OpenBLAS path, which
+  gives the same results to rounding.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ import sys
 import sysconfig
 import threading
 import time
+import warnings
 from pathlib import Path
 
 __all__ = ["PackedMatrix", "RowProduct", "StepThreads", "gemm", "library", "preferred", "step_product"]
@@ -52,6 +61,26 @@ _LIB = None  # None: not tried yet; False: unavailable; else the ctypes library
 _WHY = "not tried"
 _PREFERRED = None  # None: not decided yet; else (bool, why not)
 _FORCED = None  # set by ``preferring``: overrides the decision (benchmarks, tests)
+_FORKED = False  # True in a child process made by fork(): oneMKL is never used there
+_WARNED = False  # the fallback warning is given once per process
+
+_FORK_WHY = ("in a process made by fork() (GNU OpenMP's threads do not survive fork, "
+             "and oneMKL would wait for them forever)")
+
+
+def _after_fork_in_child():
+    """``os.register_at_fork`` handler: a forked child never calls oneMKL.
+
+    A flag rather than a change of ``_LIB``: a ``suspended`` block that was
+    open in the forking thread restores ``_LIB`` on exit, in the child too.
+    """
+    global _FORKED, _POOL_LOCK
+    _FORKED = True
+    _POOL_LOCK = threading.Lock()  # another thread of the parent may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 ENV_VAR = "RNN_XP_MKL"
 _MODES = {"": "auto", "auto": "auto", "1": "on", "0": "off"}
@@ -67,11 +96,40 @@ def _mode():
 
 
 def library():
-    """The loaded oneMKL runtime (a ``ctypes.CDLL``), or ``None`` if unusable."""
+    """The loaded oneMKL runtime (a ``ctypes.CDLL``), or ``None`` if unusable.
+
+    ``None`` also in a process made by ``fork()`` (module docstring). When
+    the ``mkl`` wheel is installed, ``RNN_XP_MKL`` is not ``0`` and oneMKL
+    still cannot be used (its self-check failed, no ``libgomp``, ...), the
+    first call warns with the reason (``RuntimeWarning``, once).
+    """
     global _LIB, _WHY
+    if _FORKED:
+        return None
     if _LIB is None:
         _LIB, _WHY = _load()
+        if _LIB is False and installed() and _mode() != "off":
+            _warn_fallback(_WHY)
     return _LIB or None
+
+
+def installed():
+    """Whether the ``mkl`` wheel's runtime is present (Linux only), whatever ``RNN_XP_MKL`` says."""
+    return sys.platform.startswith("linux") and next(iter(_candidates()), None) is not None
+
+
+def _warn_fallback(why):
+    global _WARNED
+    if _WARNED:
+        return
+    _WARNED = True
+    warnings.warn(
+        f"rnn_xp: the mkl package is installed but oneMKL is not used ({why}); the NumPy "
+        f"loop runs on NumPy's own BLAS instead (same results, other speed). Set {ENV_VAR}=0 "
+        "to choose this without the warning.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def preferred():
@@ -140,7 +198,7 @@ class preferring:
 def status():
     """A one-line account of whether the NumPy loop uses oneMKL, and why (for benchmarks)."""
     if library() is None:
-        return f"not used: {_WHY}"
+        return f"not used: {_FORK_WHY if _FORKED else _WHY}"
     if preferred():
         return "in use"
     why = _decide(_mode(), cpu_vendor())[1] or "switched off (preferring(False))"
@@ -338,6 +396,7 @@ def _self_check(lib):
         packed = PackedMatrix(w, 37, lib)
         d = np.ones((37, 50), dtype)
         packed.matmul_add(a, d)
+        packed.close()
         row = np.ones((1, 50), dtype)
         RowProduct(w, lib).matmul_add(a[:1], row)  # one row: the matrix-vector product
         want = a.astype(np.float64) @ w.T.astype(np.float64) + 1
@@ -354,32 +413,65 @@ def _prefix(dtype):
 
 
 def gemm(a, w, out, beta=0.0):
-    """``out = a @ w.T + beta * out`` for C-contiguous 2-D NumPy arrays of one float dtype."""
+    """``out = a @ w.T + beta * out`` for C-contiguous 2-D NumPy arrays of one float dtype.
+
+    Any size may be zero: ``k = 0`` (``D = 0`` in the input projection) gives
+    ``beta * out`` (zeros for ``beta = 0``), as the empty sum; CBLAS itself
+    refuses the leading dimension 0 that such an array has.
+    """
     _gemm(library(), a, w, out, beta)
 
 
 def _gemm(lib, a, w, out, beta):
     (m, k), n = a.shape, w.shape[0]
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        if beta == 0.0:
+            out[...] = 0  # not beta * out: out may hold NaN, which beta = 0 ignores
+        else:
+            out *= beta
+        return
     f = getattr(lib, f"cblas_{_prefix(out.dtype)}gemm")
     f(_ROW_MAJOR, _NO_TRANS, _TRANS, m, n, k, 1.0, a.ctypes.data, k, w.ctypes.data, k,
       beta, out.ctypes.data, n)  # fmt: skip
 
 
-_SCRATCH = threading.local()  # one pack buffer per thread, reused by later calls
+# Pack buffers are reused: oneMKL asks for about 8 MB even for a small matrix,
+# and allocating that anew on every call costs more in page faults than packing
+# does. Idle buffers are kept in one pool for the process, at most _KEEP_BYTES
+# of them in all, whatever the number of threads that ever packed (a per-thread
+# cache kept 86 MB per pool thread at H = 4096). A buffer in use belongs to
+# its PackedMatrix until ``close()``.
+_KEEP_BYTES = 32 << 20
+_POOL = []  # idle uint8 buffers, smallest first
+_POOL_LOCK = threading.Lock()
 
 
-def _pack_buffer(nbytes):
-    """A 64-byte aligned scratch buffer of at least ``nbytes``, kept for this thread.
-
-    oneMKL asks for several MB even for a small matrix; allocating them anew
-    on every call costs more in page faults than packing does.
-    """
+def _take_buffer(nbytes):
+    """A buffer of at least ``nbytes + 64`` bytes (for 64-byte alignment): from the pool, else new."""
     import numpy as np
 
-    buf = getattr(_SCRATCH, "buf", None)
-    if buf is None or buf.nbytes < nbytes + 64:
-        buf = _SCRATCH.buf = np.empty(nbytes + 64, dtype=np.uint8)
-    return buf, buf.ctypes.data + (-buf.ctypes.data % 64)
+    with _POOL_LOCK:
+        for i, buf in enumerate(_POOL):
+            if buf.nbytes >= nbytes + 64:
+                return _POOL.pop(i)
+    return np.empty(nbytes + 64, dtype=np.uint8)
+
+
+def _give_buffer(buf):
+    """Return ``buf`` to the pool; the largest idle buffers are dropped beyond ``_KEEP_BYTES``."""
+    with _POOL_LOCK:
+        _POOL.append(buf)
+        _POOL.sort(key=lambda b: b.nbytes)
+        while _POOL and sum(b.nbytes for b in _POOL) > _KEEP_BYTES:
+            _POOL.pop()
+
+
+def _pool_bytes():
+    """Bytes held by idle pack buffers (for tests)."""
+    with _POOL_LOCK:
+        return sum(b.nbytes for b in _POOL)
 
 
 def step_product(W, M, lib=None):
@@ -390,8 +482,9 @@ def step_product(W, M, lib=None):
 class PackedMatrix:
     """``W`` ``(N, K)`` packed once as the right operand ``W.T`` of ``(M, K) @ (K, N)``.
 
-    The packed copy lives in this thread's scratch buffer: it is valid until
-    the next ``PackedMatrix`` is made in the same thread.
+    The packed copy lives in a buffer of the shared pool, valid until
+    ``close()`` gives the buffer back (or the object is dropped). ``M``,
+    ``N`` and ``K`` must be positive.
     """
 
     def __init__(self, W, M, lib=None):
@@ -402,8 +495,11 @@ class PackedMatrix:
         p = _prefix(W.dtype)
         N, K = W.shape
         self.shape = (M, N, K)
+        if min(M, N, K) < 1:
+            raise ValueError(f"PackedMatrix needs positive sizes; got (M, N, K) = {(M, N, K)}")
         size = getattr(self._lib, f"cblas_{p}gemm_pack_get_size")(_B_MATRIX, M, N, K)
-        self._buf, self._ptr = _pack_buffer(size)
+        self._buf = _take_buffer(size)
+        self._ptr = self._buf.ctypes.data + (-self._buf.ctypes.data % 64)  # 64-byte aligned
         W = np.ascontiguousarray(W)
         getattr(self._lib, f"cblas_{p}gemm_pack")(
             _ROW_MAJOR, _B_MATRIX, _TRANS, M, N, K, 1.0, W.ctypes.data, K, self._ptr
@@ -419,6 +515,12 @@ class PackedMatrix:
         M, N, K = self.shape
         self._compute(_ROW_MAJOR, _NO_TRANS, _PACKED, M, N, K, a_address, K, self._ptr, N,
                       1.0, out_address, N)  # fmt: skip
+
+    def close(self):
+        """Give the pack buffer back to the pool; the object is unusable afterwards."""
+        if self._buf is not None:
+            _give_buffer(self._buf)
+            self._buf = self._ptr = None
 
 
 class RowProduct:
@@ -449,3 +551,6 @@ class RowProduct:
         """``out (N,) += W (N, K) @ a (K,)`` on raw addresses."""
         _, N, K = self.shape
         self._gemv(_ROW_MAJOR, _NO_TRANS, N, K, 1.0, self._W_at, K, a_address, 1, 1.0, out_address, 1)
+
+    def close(self):
+        """Nothing to give back (``PackedMatrix``'s interface)."""

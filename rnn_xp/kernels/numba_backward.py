@@ -65,7 +65,9 @@ def backward_numba(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
 
     hs = h_seq.reshape(T, B, H)  # (T, B, H)
     h0_2 = h0.reshape(B, H)  # (B, H)
+    x3 = x.reshape(T, B, x.shape[-1])  # (T, B, D)
     lens = None if lengths is None else np.asarray(lengths).reshape(B)  # (B,)
+    x3, hs, h0_2, pad = _np_backward.without_padding(x3, hs, h0_2, lens)  # padding reaches no gradient
     dz = _np_backward.derivative_buffer(hs, h0_2, lens, nonlinearity=nonlinearity, reverse=reverse, leak=leak)
 
     G = np.empty((2, B, H), dtype=dtype)  # (2, B, H): the gradient reaching the carried state
@@ -89,5 +91,6 @@ def backward_numba(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
         numba_cpu._run_parallel(jit["backward_recurrence"], args)
 
     g = G[T % 2]  # (B, H): dL/dh0
-    dx, dWx, dWh, db = _np_backward.weight_gradients(dz, x, hs, h0_2, Wx, lens, reverse=reverse)
+    dx, dWx, dWh, db = _np_backward.weight_gradients(dz, x3, hs, h0_2, Wx, lens, reverse=reverse,
+                                                     batch=batch, pad=pad)  # fmt: skip
     return dx, g.reshape(*batch, H).copy(), dWx, dWh, db

@@ -38,6 +38,8 @@ written to (they may be read-only).
 from __future__ import annotations
 
 import math
+import os
+import threading
 
 from . import mkl as _mkl
 
@@ -86,6 +88,7 @@ def scan_numpy(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, re
     macs = B * H * H  # per step
     use_mkl = (_mkl.preferred()  # first: it also checks RNN_XP_MKL, whatever the size
                and macs >= (_MKL_ROW_MACS if B == 1 else _MKL_MACS)
+               and min(T, B, H) > 0  # nothing to pack or multiply otherwise (D = 0 is fine)
                and h0.dtype in (numpy.float32, numpy.float64))  # fmt: skip
     small = macs < _SERIAL_MACS and not use_mkl
     steps = T if return_sequences else _block_steps(T, B, H)  # time steps projected at once
@@ -184,6 +187,7 @@ def scan_inplace(
     finally:
         if mkl:
             threads.close()  # oneMKL's thread count as the caller had it
+            packed.close()  # the pack buffer back to the shared pool
 
     h_last = mod.array(h, copy=True).reshape(*batch, H)  # (*batch, H), never a view of out
     if out is None:
@@ -282,18 +286,76 @@ class _Null:
 
 
 _CONTROLLER = None
+_LOCK = threading.Lock()
+_HOLDERS = 0  # calls (in any thread) inside a one-thread BLAS block right now
+_LIMITER = None  # threadpoolctl's limiter of the first of them: it holds the caller's settings
+
+
+class _OneBlasThread:
+    """BLAS on one thread while any call of the process is inside such a block.
+
+    BLAS thread counts are process-wide. The first block to enter saves the
+    caller's settings and sets one thread; the last one to leave restores
+    them. Each call saving and restoring on its own (threadpoolctl's
+    ``limit``) loses the caller's settings when calls overlap: a second call
+    saves the 1 that the first one set, and restores it after the first has
+    restored the original. Four threads (or Dask's worker threads) calling
+    the forward at once then left NumPy's and SciPy's BLAS on one thread for
+    the rest of the process.
+    """
+
+    def __enter__(self):
+        global _HOLDERS, _LIMITER
+        with _LOCK:
+            if _HOLDERS == 0:
+                _LIMITER = _CONTROLLER.limit(limits=1, user_api="blas")
+            _HOLDERS += 1
+        return self
+
+    def __exit__(self, *exc):
+        global _HOLDERS, _LIMITER
+        with _LOCK:
+            _HOLDERS -= 1
+            if _HOLDERS == 0:
+                _LIMITER.restore_original_limits()
+                _LIMITER = None
+        return False
+
+
+def _after_fork_in_child():
+    """A forked child starts with no one-thread block open (their threads stayed in the parent).
+
+    The parent's lock may have been held by another thread at the fork, and
+    blocks open in the parent would never close in the child: a new lock, no
+    holders, and the caller's thread counts back if the parent was inside a block.
+    """
+    global _LOCK, _HOLDERS, _LIMITER
+    _LOCK = threading.Lock()
+    if _HOLDERS and _LIMITER is not None:
+        try:
+            _LIMITER.restore_original_limits()
+        except Exception:  # best effort: the child computes the same either way
+            pass
+    _HOLDERS, _LIMITER = 0, None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _blas_threads(limit):
-    """A context that caps BLAS threads at ``limit`` (``None``: leave as is)."""
+    """A context that runs BLAS on one thread (``limit=1``) or leaves it as is (``None``)."""
     global _CONTROLLER
     if limit is None:
         return _Null()
-    try:
-        if _CONTROLLER is None:
+    if limit != 1:
+        raise ValueError(f"only a limit of 1 BLAS thread is supported; got {limit}")
+    if _CONTROLLER is None:
+        try:
             from threadpoolctl import ThreadpoolController
-
-            _CONTROLLER = ThreadpoolController()  # scanning loaded libraries is slow: once
-        return _CONTROLLER.limit(limits=limit, user_api="blas")
-    except ImportError:  # threadpoolctl is optional
-        return _Null()
+        except ImportError:  # threadpoolctl is optional
+            return _Null()
+        with _LOCK:
+            if _CONTROLLER is None:
+                _CONTROLLER = ThreadpoolController()  # scanning loaded libraries is slow: once
+    return _OneBlasThread()

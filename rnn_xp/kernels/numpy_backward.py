@@ -29,12 +29,12 @@ import numpy as np
 
 from .numpy import _SERIAL_MACS, _blas_threads
 
-__all__ = ["backward_numpy", "derivative_buffer", "weight_gradients"]
+__all__ = ["backward_numpy", "derivative_buffer", "weight_gradients", "without_padding"]
 
 
 def backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak):
     """``portable.backward_portable`` for NumPy arrays, in place (see the module docstring)."""
-    T = x.shape[0]
+    T, D = x.shape[0], x.shape[-1]
     batch, H = tuple(h0.shape[:-1]), h0.shape[-1]
     B = math.prod(batch)
     dtype = h0.dtype
@@ -46,7 +46,9 @@ def backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
 
     hs = h_seq.reshape(T, B, H)  # (T, B, H): the forward's states (a view when contiguous)
     h0_2 = h0.reshape(B, H)  # (B, H)
+    x3 = x.reshape(T, B, D)  # (T, B, D)
     lens = None if lengths is None else np.asarray(lengths).reshape(B)  # (B,)
+    x3, hs, h0_2, pad = without_padding(x3, hs, h0_2, lens)
     dz = derivative_buffer(hs, h0_2, lens, nonlinearity=nonlinearity, reverse=reverse, leak=leak)  # step 1
 
     # 2. The loop, against the forward's direction.
@@ -80,8 +82,26 @@ def backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
             else:
                 np.copyto(g, tmp, where=~invalid)  # a frozen step passes g through unchanged
 
-    dx, dWx, dWh, db = weight_gradients(dz, x, hs, h0_2, Wx, lens, reverse=reverse)  # step 3
+    dx, dWx, dWh, db = weight_gradients(dz, x3, hs, h0_2, Wx, lens, reverse=reverse, batch=batch, pad=pad)  # step 3
     return dx, g.reshape(*batch, H), dWx, dWh, db
+
+
+def without_padding(x3, hs, h0_2, lens):
+    """``(x3, hs, h0_2, pad)`` with the inputs and states past each sequence's length zeroed.
+
+    Padding never reaches a gradient: the steps past a sequence's length get
+    ``dz = 0``, and the inputs and states there are zeroed too (copies), so
+    that a NaN or Inf in them is not multiplied by that zero in the products.
+    ``pad`` ``(T, B, 1)`` is True past the length (``None`` without ``lens``).
+    """
+    if lens is None:
+        return x3, hs, h0_2, None
+    T, dtype = hs.shape[0], hs.dtype
+    pad = (np.arange(T)[:, None] >= lens[None, :])[..., None]  # (T, B, 1)
+    x3 = np.where(pad, 0, x3).astype(dtype, copy=False)  # (T, B, D)
+    hs = np.where(pad, 0, hs).astype(dtype, copy=False)  # (T, B, H)
+    h0_2 = np.where((lens == 0)[:, None], 0, h0_2).astype(dtype, copy=False)  # (B, H): unused at length 0
+    return x3, hs, h0_2, pad
 
 
 def derivative_buffer(hs, h0_2, lens, *, nonlinearity, reverse, leak):
@@ -113,20 +133,31 @@ def derivative_buffer(hs, h0_2, lens, *, nonlinearity, reverse, leak):
     return dz
 
 
-def weight_gradients(dz, x, hs, h0_2, Wx, lens, *, reverse):
-    """Step 3: ``(dx, dWx, dWh, db)`` from ``dz = dL/dz`` ``(T, B, H)``, each over all steps at once."""
+def weight_gradients(dz, x3, hs, h0_2, Wx, lens, *, reverse, batch=None, pad=None):
+    """Step 3: ``(dx, dWx, dWh, db)`` from ``dz = dL/dz`` ``(T, B, H)``, each over all steps at once.
+
+    ``x3`` ``(T, B, D)``; ``dx`` comes back ``(T, *batch, D)``. ``pad``
+    (from ``without_padding``) marks the padding steps, whose starting state
+    is kept out of ``dWh``.
+    """
     T, B, H = dz.shape
-    D = x.shape[-1]
-    batch = tuple(x.shape[1:-1])
+    D = x3.shape[-1]
+    batch = (B,) if batch is None else tuple(batch)
     dz2 = dz.reshape(T * B, H)  # (T*B, H)
     dx = (dz2 @ Wx).reshape(T, *batch, D)  # (T, *batch, D)
-    dWx = dz2.T @ x.reshape(T * B, D)  # (H, D)
+    dWx = dz2.T @ x3.reshape(T * B, D)  # (H, D)
     db = dz2.sum(axis=0)  # (H,)
     if T > 1:  # the steps that start from a previous state: forward h_{t-1}, reverse h_{t+1}
+        n = (T - 1) * B  # explicit sizes: reshape(-1, H) fails for H = 0
         if reverse:
-            dWh = dz[:-1].reshape(-1, H).T @ hs[1:].reshape(-1, H)  # (H, H)
+            dWh = dz[:-1].reshape(n, H).T @ hs[1:].reshape(n, H)  # (H, H)
         else:
-            dWh = dz[1:].reshape(-1, H).T @ hs[:-1].reshape(-1, H)  # (H, H)
+            prev = hs[:-1]  # (T - 1, B, H): the state step t = 1.. started from
+            if pad is not None:
+                # the last valid state h_{L-1} is the previous state of step L, a padding
+                # step: zeroed for this product, so that its NaN meets no 0 * NaN there
+                prev = np.where(pad[1:], 0, prev).astype(hs.dtype, copy=False)
+            dWh = dz[1:].reshape(n, H).T @ prev.reshape(n, H)  # (H, H)
     else:
         dWh = np.zeros((H, H), dtype=dz.dtype)
     first = dz[-1] if reverse else dz[0]  # (B, H): the step that starts from h0 ...

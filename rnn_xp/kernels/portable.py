@@ -27,6 +27,8 @@ valid step, as Keras does). The backward loop with any of them recomputes
 
 from __future__ import annotations
 
+import math
+
 from .._activations import activation, derivative, derivative_at, is_plain
 from .._compat import device
 
@@ -107,29 +109,29 @@ def backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengt
             mask=mask,
         )  # fmt: skip
     T = x.shape[0]
-    g = xp.zeros_like(h0) if dh_n is None else dh_n  # (*batch, H): gradient reaching the carried state
     if T == 0:
-        return (
-            xp.zeros_like(x),
-            g,
-            xp.zeros_like(Wx),
-            xp.zeros_like(Wh),
-            xp.zeros_like(Wh[0, ...]),
-        )
+        return _empty_time(xp, x, h0, Wx, Wh, dh_n)
+    g = xp.zeros_like(h0) if dh_n is None else dh_n  # (*batch, H): gradient reaching the carried state
 
     # The state each step started from: forward, h_{t-1} (h0 at t = 0); reverse,
     # h_{t+1} (h0 at t = T - 1, or at t = L - 1 for a sequence of length L).
     h0_ = xp.expand_dims(h0, axis=0)  # (1, *batch, H)
+    # (T = 1: h0 alone, not a concat with an empty piece, whose zero-length chunk
+    # Dask's tensordot cannot contract over)
     if reverse:
-        prev = xp.concat([h_seq[1:, ...], h0_], axis=0)  # (T, *batch, H)
+        prev = h0_ if T == 1 else xp.concat([h_seq[1:, ...], h0_], axis=0)  # (T, *batch, H)
         if lengths is not None:
             shape = (T,) + (1,) * lengths.ndim
             t_next = xp.reshape(xp.arange(1, T + 1, dtype=lengths.dtype, device=device(lengths)), shape)
             prev = xp.where((lengths == t_next)[..., None], h0_, prev)  # (T, *batch, H)
     else:
-        prev = xp.concat([h0_, h_seq[:-1, ...]], axis=0)  # (T, *batch, H)
-    # Past a sequence's length `prev` and `h_seq` hold zeros, not the frozen
-    # state; those steps get dz = 0 below, so the values there never count.
+        prev = h0_ if T == 1 else xp.concat([h0_, h_seq[:-1, ...]], axis=0)  # (T, *batch, H)
+    # Padding never reaches a gradient: past a sequence's length the steps get
+    # dz = 0 below, and the inputs and states there are zeroed too, so that
+    # a NaN or Inf in them is not multiplied by that zero (0 * NaN = NaN).
+    valid_all = None if lengths is None else _padding_mask(xp, lengths, T)  # (T, *batch, 1)
+    if valid_all is not None:
+        prev = xp.where(valid_all, prev, xp.zeros_like(prev))  # (T, *batch, H)
 
     # dh_t/dz_t = leak * f'(z_t), with f(z_t) read off the forward's output.
     if leak == 1.0:
@@ -154,12 +156,52 @@ def backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengt
         dz[t] = dz_t
     dz = xp.stack(dz, axis=0)  # (T, *batch, H)
 
-    axes = list(range(x.ndim - 1))  # time and batch, summed over by the weight gradients
+    return _input_and_weight_gradients(xp, dz, x, prev, Wx, Wh, g, valid_all)
+
+
+def _padding_mask(xp, lengths, T):
+    """``(T, *batch, 1)`` booleans: True where step t is within the sequence's length."""
+    shape = (T,) + (1,) * lengths.ndim
+    steps = xp.reshape(xp.arange(T, dtype=lengths.dtype, device=device(lengths)), shape)
+    return (lengths > steps)[..., None]
+
+
+def _input_and_weight_gradients(xp, dz, x, prev, Wx, Wh, g, valid_all):
+    """``(dx, g, dWx, dWh, db)`` from every ``dz_t`` ``(T, *batch, H)``.
+
+    ``valid_all`` ``(T, *batch, 1)`` (or ``None``) marks the steps that count:
+    elsewhere ``dz`` is zero, and the inputs and starting states there are
+    zeroed too, so that padding never reaches a gradient (0 * NaN is NaN).
+    """
+    if valid_all is not None:
+        x = xp.where(valid_all, x, xp.zeros_like(x))  # (T, *batch, D)
+        prev = xp.where(valid_all, prev, xp.zeros_like(prev))  # (T, *batch, H)
+    H = Wh.shape[0]
     dx = dz @ Wx  # (T, *batch, D)
-    dWx = xp.tensordot(dz, x, axes=(axes, axes))  # (H, D)
-    dWh = xp.tensordot(dz, prev, axes=(axes, axes))  # (H, H)
-    db = xp.sum(dz, axis=tuple(axes))  # (H,)
+    # The weight gradients sum over time and batch: one matmul over N = T * B rows.
+    # (Not tensordot: NumPy's dot runs a (1, 1) @ (1, n) product as a scaled vector
+    # and skips a zero scale, so 0 * Inf there gave 0 instead of NaN, and the answer
+    # depended on the shapes and, on Dask, on the chunks.)
+    N, D = math.prod(x.shape[:-1]), x.shape[-1]
+    if N == 0:  # an empty batch: empty sums (and no reshape of an empty array, which Dask cannot do)
+        return dx, g, xp.zeros_like(Wx), xp.zeros_like(Wh), xp.zeros((H,), dtype=Wh.dtype, device=device(Wh))
+    dz2 = xp.reshape(dz, (N, H))  # (N, H)
+    dz2T = xp.matrix_transpose(dz2)  # (H, N)
+    dWx = dz2T @ xp.reshape(x, (N, D))  # (H, D)
+    dWh = dz2T @ xp.reshape(prev, (N, H))  # (H, H)
+    db = xp.sum(dz2, axis=0)  # (H,)
     return dx, g, dWx, dWh, db
+
+
+def _empty_time(xp, x, h0, Wx, Wh, dh_n):
+    """The gradients of a forward over T = 0 steps: ``dh0`` is ``dh_n`` (a new array)."""
+    return (
+        xp.zeros_like(x),
+        xp.zeros_like(h0) if dh_n is None else xp.asarray(dh_n, copy=True),  # never the caller's array
+        xp.zeros_like(Wx),
+        xp.zeros_like(Wh),
+        xp.zeros((Wh.shape[0],), dtype=Wh.dtype, device=device(Wh)),
+    )
 
 
 def _backward_at_z(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, b, *, nonlinearity, lengths, reverse, leak,
@@ -176,9 +218,9 @@ def _backward_at_z(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, b, *, nonlinearity, lengt
     (``go`` reaching the zeros before the first valid step goes nowhere.)
     """
     T = x.shape[0]
-    g = xp.zeros_like(h0) if dh_n is None else dh_n  # (*batch, H): gradient reaching the carried state
     if T == 0:
-        return xp.zeros_like(x), g, xp.zeros_like(Wx), xp.zeros_like(Wh), xp.zeros_like(Wh[0, ...])
+        return _empty_time(xp, x, h0, Wx, Wh, dh_n)
+    g = xp.zeros_like(h0) if dh_n is None else dh_n  # (*batch, H): gradient reaching the carried state
     steps = list(range(T - 1, -1, -1) if reverse else range(T))  # the forward's order
 
     # The state each step started from.
@@ -192,15 +234,20 @@ def _backward_at_z(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, b, *, nonlinearity, lengt
             state = xp.where(mask[t, ...][..., None], h_seq[t, ...], state)  # (*batch, H)
         prev = xp.stack(prev, axis=0)  # (T, *batch, H)
     elif reverse:
-        prev = xp.concat([h_seq[1:, ...], h0_], axis=0)  # (T, *batch, H)
+        prev = h0_ if T == 1 else xp.concat([h_seq[1:, ...], h0_], axis=0)  # (T, *batch, H)
         if lengths is not None:
             shape = (T,) + (1,) * lengths.ndim
             t_next = xp.reshape(xp.arange(1, T + 1, dtype=lengths.dtype, device=device(lengths)), shape)
             prev = xp.where((lengths == t_next)[..., None], h0_, prev)  # (T, *batch, H)
     else:
-        prev = xp.concat([h0_, h_seq[:-1, ...]], axis=0)  # (T, *batch, H)
+        prev = h0_ if T == 1 else xp.concat([h0_, h_seq[:-1, ...]], axis=0)  # (T, *batch, H)
     # Past a sequence's length, and at masked steps, dz = 0 below, so the
-    # values of `prev` and `z` there never count.
+    # values of `prev` and `z` there never count (and the weight gradients
+    # see zeros there, not the padding).
+    if mask is not None:
+        valid_all = mask[..., None]  # (T, *batch, 1)
+    else:
+        valid_all = None if lengths is None else _padding_mask(xp, lengths, T)
 
     z = x @ Wx.T + prev @ Wh.T  # (T, *batch, H): the pre-activation, recomputed
     if b is not None:
@@ -238,10 +285,4 @@ def _backward_at_z(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, b, *, nonlinearity, lengt
             g = g_prev if lengths is None else xp.where(valid, g_prev, g)  # (*batch, H)
         dz[t] = dz_t
     dz = xp.stack(dz, axis=0)  # (T, *batch, H)
-
-    axes = list(range(x.ndim - 1))  # time and batch, summed over by the weight gradients
-    dx = dz @ Wx  # (T, *batch, D)
-    dWx = xp.tensordot(dz, x, axes=(axes, axes))  # (H, D)
-    dWh = xp.tensordot(dz, prev, axes=(axes, axes))  # (H, H)
-    db = xp.sum(dz, axis=tuple(axes))  # (H,)
-    return dx, g, dWx, dWh, db
+    return _input_and_weight_gradients(xp, dz, x, prev, Wx, Wh, g, valid_all)

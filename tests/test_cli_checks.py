@@ -1,0 +1,234 @@
+"""The command line checks every value before work starts, says what it does, and ends cleanly.
+
+- A bad flag value is one line naming the flag, exit code 2, before anything runs.
+- Every flag's help states its default.
+- ``bench`` writes its results file only when complete; Ctrl-C is one line and exit code 130;
+  without torch it has no baseline and no ratio; without matplotlib it says no chart was written.
+- ``train`` without matplotlib trains and skips the plot with a one-line hint.
+- ``rnn-xp demo | head -3`` ends without a traceback.
+- Long runs print progress often (``train`` at least every ``PROGRESS_S`` seconds, ``bench``
+  for every contender of every round).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rnn_xp.cli import build_parser, main
+from support import optional_import
+
+
+@pytest.fixture
+def no_module(monkeypatch):
+    """``no_module("matplotlib")``: importing that package (and its submodules) fails."""
+
+    def block(*names):
+        class Finder:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in names:
+                    raise ImportError(f"No module named {name!r} (hidden by the test)")
+
+        for name in list(sys.modules):
+            if name.split(".")[0] in names:
+                monkeypatch.delitem(sys.modules, name)
+        monkeypatch.setattr(sys, "meta_path", [Finder(), *sys.meta_path])
+
+    return block
+
+
+BAD = [
+    (["train", "--log-every", "0"], "--log-every"),
+    (["train", "--batch", "0"], "--batch"),
+    (["train", "--seq-len", "0"], "--seq-len"),
+    (["train", "--task", "adding", "--seq-len", "1"], "--seq-len"),
+    (["train", "--steps", "-3"], "--steps"),
+    (["train", "--lr", "nan"], "--lr"),
+    (["train", "--lr", "-0.1"], "--lr"),
+    (["train", "--hidden", "0"], "--hidden"),
+    (["train", "--plot", "no-such-folder/loss.png"], "--plot"),
+    (["train", "--plot", "loss.bmpx"], "--plot"),
+    (["bench", "--threads", "0"], "--threads"),
+    (["demo", "--seed", "-1"], "--seed"),
+]
+
+
+@pytest.mark.parametrize("argv, flag", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_values_fail_at_once_naming_the_flag(capsys, monkeypatch, argv, flag):
+    from rnn_xp.cli import train as train_module
+
+    monkeypatch.setattr(train_module, "train", lambda *a, **k: pytest.fail("training started"))
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"argument {flag}:" in err, err
+
+
+def test_bench_out_must_be_a_folder(tmp_path, capsys):
+    existing = tmp_path / "results.json"
+    existing.write_text("{}")
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--out", str(existing)])
+    assert exc.value.code == 2
+    assert "argument --out: must be a folder" in capsys.readouterr().err
+
+
+def test_train_function_checks_its_values():
+    from rnn_xp.cli.train import train
+
+    for kwargs, name in [({"steps": -3}, "steps"), ({"batch": 0}, "batch"), ({"lr": float("nan")}, "lr"),
+                         ({"log_every": 0}, "log_every"), ({"hidden": 0}, "hidden")]:  # fmt: skip
+        with pytest.raises(ValueError, match=name):
+            train("sine", quiet=True, **kwargs)
+    with pytest.raises(ValueError, match="seq_len must be at least 2"):
+        train("adding", seq_len=1, quiet=True)
+
+
+def test_every_flag_says_its_default():
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    for name, sub in subparsers.items():
+        for action in sub._actions:
+            if action.dest in ("help",):
+                continue
+            assert action.help and "default" in action.help, f"{name} {action.option_strings}: {action.help!r}"
+
+
+def test_train_without_matplotlib_skips_the_plot_with_a_hint(tmp_path, capsys, no_module, monkeypatch):
+    no_module("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--steps", "2", "--seq-len", "4", "--hidden", "3"]) == 0
+    captured = capsys.readouterr()
+    (hint,) = [line for line in captured.err.splitlines() if line.strip()]
+    assert "matplotlib is not installed" in hint and "--plot none" in hint
+    assert "final loss" in captured.out and "loss curve written" not in captured.out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_prints_progress_every_few_seconds_on_a_slow_backend(monkeypatch, capsys):
+    from rnn_xp.cli import train as train_module
+
+    ticks = iter(range(0, 10**6, 3))  # every clock reading is 3 s later: a slow backend
+    monkeypatch.setattr(train_module.time, "perf_counter", lambda: float(next(ticks)))
+    train_module.train("sine", steps=4, seq_len=4, hidden=3, log_every=1000)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step")]
+    assert len(lines) == 4  # log_every alone would print only the last step
+
+
+def test_demo_into_a_closed_pipe_ends_without_a_traceback():
+    env = dict(os.environ, PYTHONUNBUFFERED="1")  # every line written at once: the pipe closes mid-run
+    proc = subprocess.run(f"'{sys.executable}' -m rnn_xp demo --backend numpy | head -3", shell=True,
+                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert len(proc.stdout.splitlines()) == 3
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+
+
+def test_demo_explains_its_table_and_warns_nothing(capsys, recwarn):
+    assert main(["demo", "--backend", "dask" if optional_import("dask.array") else "numpy"]) == 0
+    out = capsys.readouterr().out
+    assert "float64 NumPy loop" in out and "seed 000 (the CS231n-style" in out and "seed 003 (the row loop" in out
+    assert not [w for w in recwarn if "rnn_xp" in str(w.filename) or "PerformanceWarning" in type(w.message).__name__]
+
+
+# -- bench ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_bench(monkeypatch):
+    from rnn_xp import _backends
+    from rnn_xp.cli import bench
+
+    monkeypatch.setattr(bench, "CPU_GRID", [(1, 3, 4, 4), (2, 3, 4, 4), (3, 3, 4, 4)])
+    monkeypatch.setattr(bench, "SETTLE_S", 0.0)
+    monkeypatch.setattr(_backends, "available", lambda: ["numpy", "torch"])
+    return bench
+
+
+def test_interrupted_bench_keeps_the_complete_results_file(tiny_bench, tmp_path, capsys, monkeypatch):
+    if optional_import("torch") is None:
+        pytest.skip("torch not installed")
+    bench = tiny_bench
+    real, calls = bench.contenders, []
+
+    def contenders(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:  # Ctrl-C during the second size
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "contenders", contenders)
+    assert main(["bench", "--quick", "--no-memory", "--out", str(tmp_path)]) == 130  # a first run: no results yet
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("python -m rnn_xp bench: interrupted after 1 of 3 sizes")
+    assert "Traceback" not in err
+    (partial,) = tmp_path.glob("*-cpu-quick.partial.json")
+    assert [len(json.loads(partial.read_text())["grid"]), json.loads(partial.read_text())["complete"]] == [1, False]
+    final = partial.with_name(partial.name.replace(".partial", ""))
+    assert not final.exists()
+
+    final.write_text('{"complete": true, "grid": ["an earlier, complete run"]}')
+    calls.clear()
+    assert main(["bench", "--quick", "--no-memory", "--out", str(tmp_path)]) == 130
+    assert json.loads(final.read_text())["grid"] == ["an earlier, complete run"]  # untouched
+
+
+def test_bench_without_torch_has_no_baseline_and_no_ratio(tiny_bench, tmp_path, no_module):
+    no_module("torch")
+    bench = tiny_bench
+    out = io.StringIO()
+    result = bench.run(quick=True, out_dir=str(tmp_path), backends=["numpy"], memory=False, stream=out)
+    text = out.getvalue()
+    assert "no baseline: torch is not installed" in text
+    assert "ratio" not in text.split("no baseline")[1].split("\n", 2)[2]  # not in the table's header
+    assert "worst ratio" not in text
+    assert "no PNG written" in text
+    assert all(r["ratio_to_baseline"] is None for rec in result["grid"] for r in rec["results"].values())
+
+
+def test_bench_without_matplotlib_says_no_png(tiny_bench, tmp_path, no_module):
+    if optional_import("torch") is None:
+        pytest.skip("torch not installed")
+    no_module("matplotlib")
+    out = io.StringIO()
+    tiny_bench.run(quick=True, out_dir=str(tmp_path), backends=["numpy", "torch"], memory=False, stream=out)
+    assert "no PNG written: matplotlib is not installed" in out.getvalue()
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_gemm_percentages_above_100_are_explained():
+    from rnn_xp.cli import bench
+
+    results = {bench.BASELINE: {"seconds": 1e-3, "ratio_to_baseline": 1.0, "gflops": 5.0, "agrees": True},
+               "rnn_xp jax (lax.scan)": {"seconds": 5e-4, "ratio_to_baseline": 0.5, "gflops": 14.0,
+                                         "agrees": True}}  # fmt: skip
+    result = {"machine": {"cpu_model": "test"}, "gemm": {"n": 8, "gflops": {"numpy": 10.0}},
+              "grid": [{"B": 1, "T": 2, "D": 3, "H": 4, "gemm_gflops": 10.0,
+                        "gemm_gflops_by_blas": {"numpy": 10.0}, "results": results}]}  # fmt: skip
+    out = io.StringIO()
+    bench.print_tables(result, out)
+    text = out.getvalue()
+    assert "140%*" in text and "* above 100% of the GEMM rate" in text
+
+
+def test_bench_progress_names_every_contender_of_every_round(tiny_bench):
+    if optional_import("torch") is None:
+        pytest.skip("torch not installed")
+    bench = tiny_bench
+    notes = []
+
+    class Recorder(bench.Progress):
+        def note(self, label):
+            notes.append(label)
+
+    progress = Recorder(2, stream=io.StringIO())
+    grid = bench.bench_grid([(1, 3, 4, 4)], backends=["numpy", "torch"], rounds=2, budget_s=1e-3,
+                            progress=progress, settle_s=0.0)  # fmt: skip
+    for name in grid[0]["results"]:
+        for i in (1, 2):
+            assert any(f"round {i}/2: {name}" in n for n in notes), (name, i)

@@ -1,0 +1,359 @@
+"""Every kernel of this machine against the portable loop, forward and backward (hypothesis).
+
+The portable loops (``rnn_xp.kernels.portable``) define rnn_xp's answer. Each
+entry of ``KERNELS`` is a faster path that must give that answer to rounding
+on every problem hypothesis can draw: shapes with zeros in them (T, batch, D
+and H), float32 and float64, every option (``lengths`` with 0 and T,
+``reverse``, ``leak``, ``return_sequences``, ``batch_first``, relu and tanh)
+and values with NaN and Inf in the inputs, in their padding past ``lengths``,
+in ``h0`` and in the upstream gradients. NaN positions are part of the
+answer: a NaN where the portable loop has a number (or the other way round)
+is a failure, as is an Inf of the other sign.
+
+Adding a kernel is one entry in ``KERNELS``: its name, the library its arrays
+come from, its forward and backward functions (the signatures of
+``scan_portable`` and ``backward_portable``; ``None`` for a direction it does
+not implement) and, optionally, a context that selects it and a function that
+says why it cannot run here. The JAX, Dask and torch entries take whatever
+kernel the dispatch (``rnn_xp.kernels``) picks for their library, so a new
+kernel there is covered without a new entry.
+
+Profiles: the default (CI) draws ``DEFAULT_EXAMPLES`` problems per kernel and
+direction (a ``share`` of them for the slow JAX and Dask entries), derandomized
+so that a run is reproducible; ``RNN_XP_DIFFERENTIAL=large``
+draws ``LARGE_EXAMPLES`` each, from a random seed (``RNN_XP_DIFFERENTIAL=<n>``:
+``n`` each).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pytest
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import array_api_compat.numpy as npx  # noqa: E402
+
+from rnn_xp._backends import to_host  # noqa: E402
+from rnn_xp.kernels import backward_kernel, forward_kernel  # noqa: E402
+from rnn_xp.kernels import mkl as mkl_module  # noqa: E402
+from rnn_xp.kernels import numpy as numpy_kernel  # noqa: E402
+from rnn_xp.kernels.numpy_backward import backward_numpy  # noqa: E402
+from rnn_xp.kernels.portable import backward_portable, scan_portable  # noqa: E402
+from support import optional_import  # noqa: E402
+
+DEFAULT_EXAMPLES = 30
+LARGE_EXAMPLES = 400
+_PROFILE = os.environ.get("RNN_XP_DIFFERENTIAL", "").strip()
+LARGE = _PROFILE == "large" or _PROFILE.isdigit()
+if _PROFILE.isdigit():  # RNN_XP_DIFFERENTIAL=<n>: n examples each, from a random seed
+    LARGE_EXAMPLES = int(_PROFILE)
+
+
+def _settings(kernel):
+    return settings(
+        max_examples=LARGE_EXAMPLES if LARGE else max(5, round(DEFAULT_EXAMPLES * kernel.share)),
+        derandomize=not LARGE,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+# Agreement "to rounding": relative to the size of the portable answer.
+TOL = {"float32": 2e-5, "float64": 1e-11}
+
+
+# -- the libraries -------------------------------------------------------------
+
+
+def _namespace(library):
+    if library == "numpy":
+        return npx
+    if library == "jax":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)  # float64 and int64 arrays, as in conftest
+        import jax.numpy as jnp
+
+        return jnp
+    if library == "dask":
+        import array_api_compat.dask.array as dxp
+
+        return dxp
+    if library == "torch":
+        import array_api_compat.torch as txp
+
+        return txp
+    raise ValueError(library)
+
+
+def _put(library, a, batch_axis=None):
+    """NumPy array ``a`` as an array of ``library``.
+
+    Dask arrays are split in two chunks along ``batch_axis`` (when it has two
+    entries or more) and kept whole along every other axis, as rnn_xp's Dask
+    kernel wants them.
+    """
+    if a is None:
+        return None
+    if library == "numpy":
+        return a
+    if library == "dask":
+        import dask.array as da
+
+        chunks = [-1] * a.ndim
+        if batch_axis is not None and a.shape[batch_axis] > 1:
+            chunks[batch_axis] = (a.shape[batch_axis] + 1) // 2
+        return da.from_array(a, chunks=tuple(chunks))
+    return _namespace(library).asarray(a)
+
+
+def _library_missing(library):
+    module = {"numpy": "numpy", "jax": "jax", "dask": "dask.array", "torch": "torch"}[library]
+    return None if optional_import(module) is not None else f"{module} is not installed"
+
+
+# -- the kernels -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One path that must give the portable loop's answer."""
+
+    name: str
+    library: str  # where its arrays come from: "numpy", "jax", "dask", "torch", ...
+    forward: Callable | None  # scan_portable's signature, or None
+    backward: Callable | None  # backward_portable's signature, or None
+    selected: Callable = contextlib.nullcontext  # a context in which the kernel is the one that runs
+    missing: Callable = lambda: None  # why it cannot run here, or None
+    share: float = 1.0  # its share of DEFAULT_EXAMPLES in the default profile (slow ones draw fewer)
+
+    def __str__(self):
+        return self.name
+
+
+@contextlib.contextmanager
+def _openblas_only():
+    """The NumPy in-place loop on NumPy's own BLAS (oneMKL off)."""
+    with mkl_module.suspended():
+        yield
+
+
+@contextlib.contextmanager
+def _every_size_on_mkl():
+    """oneMKL's products for every size (as on an Intel CPU with large enough sizes)."""
+    saved = (numpy_kernel._SERIAL_MACS, numpy_kernel._MKL_MACS, numpy_kernel._MKL_ROW_MACS)
+    numpy_kernel._SERIAL_MACS = numpy_kernel._MKL_MACS = numpy_kernel._MKL_ROW_MACS = 0
+    try:
+        with mkl_module.preferring(True):
+            yield
+    finally:
+        numpy_kernel._SERIAL_MACS, numpy_kernel._MKL_MACS, numpy_kernel._MKL_ROW_MACS = saved
+
+
+def _mkl_missing():
+    if not mkl_module.installed():
+        return "the mkl package is not installed"
+    if mkl_module._mode() == "off":
+        return "RNN_XP_MKL=0"
+    return None  # installed and wanted: a oneMKL that failed to load fails here, it does not skip
+
+
+def _dispatched(library, direction):
+    """The kernel the dispatch picks for ``library`` (looked up when called, so new kernels count)."""
+
+    def kernel(xp, *args, **kwargs):
+        pick = forward_kernel if direction == "forward" else backward_kernel
+        return pick(xp)(xp, *args, **kwargs)
+
+    kernel.__name__ = f"{library} {direction} (dispatch)"
+    return kernel
+
+
+KERNELS = [
+    Kernel("numpy in-place", "numpy", numpy_kernel.scan_numpy, backward_numpy, selected=_openblas_only),
+    Kernel("oneMKL", "numpy", numpy_kernel.scan_numpy, None, selected=_every_size_on_mkl, missing=_mkl_missing),
+    # JAX compiles every new shape, Dask builds a graph per call: fewer examples in CI
+    Kernel("jax", "jax", _dispatched("jax", "forward"), _dispatched("jax", "backward"),
+           missing=lambda: _library_missing("jax"), share=0.25),
+    Kernel("dask", "dask", _dispatched("dask", "forward"), _dispatched("dask", "backward"),
+           missing=lambda: _library_missing("dask"), share=0.6),
+    Kernel("torch", "torch", _dispatched("torch", "forward"), _dispatched("torch", "backward"),
+           missing=lambda: _library_missing("torch")),
+]  # fmt: skip
+
+FORWARD = [k for k in KERNELS if k.forward is not None]
+BACKWARD = [k for k in KERNELS if k.backward is not None]
+
+
+# -- the problems ------------------------------------------------------------------
+
+SPECIALS = (np.nan, np.inf, -np.inf)
+
+
+@st.composite
+def problems(draw):
+    """A random problem: float64 NumPy arrays, options, and where NaN and Inf go."""
+    batch = tuple(draw(st.lists(st.integers(0, 3), max_size=2)))
+    T = draw(st.integers(0, 6))
+    D = draw(st.integers(0, 4))
+    H = draw(st.integers(0, 5))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    scale = draw(st.sampled_from([0.5, 1.0, 3.0]))  # 3.0: saturating tanh, large relu states
+    p = {
+        "dtype": draw(st.sampled_from(["float32", "float64"])),
+        "x": rng.standard_normal((T, *batch, D)),
+        "h0": rng.standard_normal((*batch, H)) * 0.5 if draw(st.booleans()) else np.zeros((*batch, H)),
+        "Wx": rng.standard_normal((H, D)) * scale / math.sqrt(max(D, 1)),
+        "Wh": rng.standard_normal((H, H)) * scale / math.sqrt(max(H, 1)),
+        "b": rng.standard_normal(H) * 0.5 if draw(st.booleans()) else None,
+        "dh": rng.standard_normal((T, *batch, H)) if draw(st.booleans()) else None,
+        "dh_n": rng.standard_normal((*batch, H)) if draw(st.booleans()) else None,
+        "lengths": None,
+        "nonlinearity": draw(st.sampled_from(["tanh", "relu"])),
+        "reverse": draw(st.booleans()),
+        "leak": draw(st.sampled_from([1.0, 1.0, 0.5, 0.125])),
+        "return_sequences": draw(st.booleans()),
+        "batch_first": draw(st.booleans()) and len(batch) > 0,
+    }
+    if draw(st.booleans()):  # lengths with 0 and T among them
+        p["lengths"] = rng.choice(np.array([0, T, *range(T + 1)]), size=batch).astype(np.int64)
+    # NaN and Inf: anywhere in x, h0 and the upstream gradients, and in x's padding
+    for _ in range(draw(st.integers(0, 3))):
+        where = draw(st.sampled_from(["x", "x padding", "h0", "dh", "dh_n"]))
+        value = draw(st.sampled_from(SPECIALS))
+        target = p["x" if where == "x padding" else where]
+        if target is None or target.size == 0:
+            continue
+        if where == "x padding":
+            if p["lengths"] is None:
+                continue
+            pad = np.arange(T).reshape((T,) + (1,) * len(batch)) >= p["lengths"]  # (T, *batch)
+            cells = np.argwhere(pad)
+            if len(cells) == 0:
+                continue
+            target[tuple(cells[rng.integers(len(cells))])] = value  # a whole feature row of that step
+        else:
+            target[np.unravel_index(rng.integers(target.size), target.shape)] = value
+    return p
+
+
+def _arrays(p, library):
+    """The problem's arrays in ``library`` and ``p["dtype"]``, laid out as ``rnn_forward`` hands them over.
+
+    With ``batch_first`` the time-major arrays are views of ``(*batch, T, ...)``
+    arrays (strided, as the public functions make them).
+    """
+    dtype = p["dtype"]
+    xp = _namespace(library)
+    batched = p["x"].ndim > 2
+    out = {}
+    for name in ("x", "h0", "Wx", "Wh", "b", "dh", "dh_n", "h_seq", "lengths"):
+        a = p.get(name)
+        if a is None:
+            out[name] = None
+            continue
+        if name != "lengths":
+            a = a.astype(dtype)
+        sequence = name in ("x", "dh", "h_seq")
+        if sequence and p["batch_first"]:
+            a = np.ascontiguousarray(np.moveaxis(a, 0, -2))  # (*batch, T, F)
+        if name in ("Wx", "Wh", "b") or not batched:
+            axis = None
+        else:
+            axis = 1 if sequence and not p["batch_first"] else 0
+        arr = _put(library, a, axis)
+        if sequence and p["batch_first"]:
+            nd = arr.ndim
+            arr = xp.permute_dims(arr, (nd - 2, *range(nd - 2), nd - 1))  # (T, *batch, F), a view
+        out[name] = arr
+    return xp, out
+
+
+def _options(p, *names):
+    return {k: p[k] for k in names}
+
+
+def _assert_agrees(name, got, want, dtype):
+    """``got`` equals ``want`` to rounding, with NaN and Inf at the same places."""
+    got = None if got is None else np.asarray(to_host(got), dtype=np.float64)
+    if want is None or got is None:
+        assert got is None and want is None, f"{name}: {got!r} against {want!r}"
+        return
+    assert got.shape == want.shape, f"{name}: shape {got.shape}, the portable loop {want.shape}"
+    finite = want[np.isfinite(want)]
+    scale = max(1.0, float(np.max(np.abs(finite)))) if finite.size else 1.0
+    np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype] * scale, equal_nan=True,
+                               err_msg=f"{name} differs from the portable loop")  # fmt: skip
+
+
+def _check_available(kernel):
+    why = kernel.missing()
+    if why is not None:
+        pytest.skip(f"{kernel.name}: {why}")
+
+
+# -- the tests -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel", FORWARD, ids=str)
+def test_forward_gives_the_portable_answer(kernel):
+    _check_available(kernel)
+
+    @_settings(kernel)
+    @given(p=problems())
+    def check(p):
+        opts = _options(p, "nonlinearity", "reverse", "leak", "return_sequences")
+        _, ref = _arrays(p, "numpy")
+        want_seq, want_last = scan_portable(npx, *(ref[k] for k in ("x", "h0", "Wx", "Wh", "b")),
+                                            lengths=ref["lengths"], **opts)  # fmt: skip
+        xp, a = _arrays(p, kernel.library)
+        with np.errstate(all="ignore"), kernel.selected():
+            got_seq, got_last = kernel.forward(xp, *(a[k] for k in ("x", "h0", "Wx", "Wh", "b")),
+                                               lengths=a["lengths"], **opts)  # fmt: skip
+        _assert_agrees(f"{kernel.name}: h_seq", got_seq, None if want_seq is None else np.asarray(want_seq, float),
+                       p["dtype"])  # fmt: skip
+        _assert_agrees(f"{kernel.name}: h_last", got_last, np.asarray(want_last, float), p["dtype"])
+
+    with np.errstate(all="ignore"):
+        check()
+
+
+@pytest.mark.parametrize("kernel", BACKWARD, ids=str)
+def test_backward_gives_the_portable_answer(kernel):
+    _check_available(kernel)
+
+    @_settings(kernel)
+    @given(p=problems())
+    def check(p):
+        opts = _options(p, "nonlinearity", "reverse", "leak")
+        _, ref = _arrays(p, "numpy")
+        # the forward's states, from the portable loop, for every kernel alike
+        h_seq, _ = scan_portable(npx, *(ref[k] for k in ("x", "h0", "Wx", "Wh", "b")), lengths=ref["lengths"],
+                                 return_sequences=True, **opts)  # fmt: skip
+        p = dict(p, h_seq=np.asarray(h_seq, dtype=np.float64))  # exact: h_seq is float32 or float64
+        want = backward_portable(npx, ref["dh"], ref["x"], ref["h0"], ref["Wx"], ref["Wh"], h_seq, ref["dh_n"],
+                                 lengths=ref["lengths"], **opts)  # fmt: skip
+        xp, a = _arrays(p, kernel.library)
+        with np.errstate(all="ignore"), kernel.selected():
+            got = kernel.backward(xp, a["dh"], a["x"], a["h0"], a["Wx"], a["Wh"], a["h_seq"], a["dh_n"],
+                                  lengths=a["lengths"], **opts)  # fmt: skip
+        for name, g, w in zip(("dx", "dh0", "dWx", "dWh", "db"), got, want):
+            _assert_agrees(f"{kernel.name}: {name}", g, np.asarray(w, float), p["dtype"])
+
+    with np.errstate(all="ignore"):
+        check()
+
+
+def test_every_kernel_is_listed_once():
+    names = [k.name for k in KERNELS]
+    assert len(names) == len(set(names))
+    assert {"numpy in-place", "oneMKL", "jax", "dask"} <= set(names)

@@ -1,0 +1,154 @@
+"""Every thread pool is as the caller left it, after any rnn_xp call from any number of threads.
+
+The NumPy loop runs small products on one BLAS thread; BLAS thread counts
+are process-wide, so overlapping calls must not lose the caller's setting
+(they once left NumPy's and SciPy's OpenBLAS on one thread for good). The
+benchmark sets torch's and the BLAS thread counts for its run and puts
+them back.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import rnn_xp
+from support import optional_import
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+
+
+def pools():
+    """``[(library, num_threads)]`` of every thread pool loaded in the process."""
+    return sorted((p["internal_api"], p["filepath"], p["num_threads"]) for p in threadpoolctl.threadpool_info())
+
+
+def small_forward():
+    rnn_xp.rnn_forward(np.ones((30, 4, 8)), None, np.full((64, 8), 0.01), np.full((64, 64), 0.01))
+
+
+def test_small_forward_uses_one_blas_thread_and_restores(monkeypatch):
+    small_forward()  # loads whatever is loaded lazily
+    before = pools()
+    seen = []
+    from rnn_xp.kernels import numpy as numpy_kernel
+
+    real = numpy_kernel.scan_inplace
+
+    def spy(*args, **kwargs):  # the BLAS libraries the kernel knows (those loaded at its first call)
+        seen.append([lib.num_threads for lib in numpy_kernel._CONTROLLER.select(user_api="blas").lib_controllers])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(numpy_kernel, "scan_inplace", spy)
+    small_forward()
+    assert seen and set(seen[0]) == {1}  # one thread inside
+    assert pools() == before
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_four_threads_at_once_leave_the_pools_as_found(run):
+    small_forward()
+    before = pools()
+    barrier = threading.Barrier(4)
+
+    def work():
+        barrier.wait()
+        for _ in range(25):
+            small_forward()
+            rnn_xp.rnn_backward(np.ones((30, 4, 64)), np.ones((30, 4, 8)), None, np.full((64, 8), 0.01),
+                                np.full((64, 64), 0.01), None, np.full((30, 4, 64), 0.1))  # fmt: skip
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert pools() == before
+
+
+def test_dask_tasks_leave_the_pools_as_found():
+    da = pytest.importorskip("dask.array")
+    small_forward()
+    x = da.ones((200, 64, 8), chunks=(200, 4, 8))  # 16 tasks on Dask's worker threads
+    h = rnn_xp.rnn_forward(x, None, np.full((64, 8), 0.01), np.full((64, 64), 0.01))
+    h.compute(scheduler="threads", num_workers=8)
+    before = pools()
+    for _ in range(3):
+        h.compute(scheduler="threads", num_workers=8)
+        assert pools() == before
+
+
+def test_bench_puts_torch_and_blas_threads_back(tmp_path, monkeypatch):
+    torch = optional_import("torch")
+    if torch is None:
+        pytest.skip("torch not installed")
+    from rnn_xp.cli import bench
+
+    monkeypatch.setattr(bench, "CPU_GRID", [(1, 3, 4, 4)])
+    monkeypatch.setattr(bench, "SETTLE_S", 0.0)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        before = pools()
+        bench.run(quick=True, threads=2, out_dir=str(tmp_path), backends=["numpy", "torch"], memory=False,
+                  stream=io.StringIO())  # fmt: skip
+        assert torch.get_num_threads() == 1
+        assert pools() == before
+    finally:
+        torch.set_num_threads(saved)
+
+
+_FORK_WHILE_LIMITED = """
+import multiprocessing as mp, sys, threading
+import numpy as np, threadpoolctl, rnn_xp
+
+def small():
+    rnn_xp.rnn_forward(np.ones((200, 4, 8)), None, np.full((64, 8), 0.01), np.full((64, 64), 0.01))
+
+def blas():
+    return sorted((p["filepath"], p["num_threads"]) for p in threadpoolctl.threadpool_info()
+                  if p["user_api"] == "blas")
+
+def child(queue):
+    small()
+    queue.put(blas())
+
+if __name__ == "__main__":
+    small()
+    before = blas()
+    stop = threading.Event()
+    def busy():  # a thread that is inside a one-thread block most of the time
+        while not stop.is_set():
+            small()
+    worker = threading.Thread(target=busy)
+    worker.start()
+    ctx = mp.get_context("fork")
+    results = []
+    for _ in range(4):
+        queue = ctx.Queue()
+        proc = ctx.Process(target=child, args=(queue,))
+        proc.start()
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+            print("a child hung")
+            sys.exit(1)
+        results.append(queue.get(timeout=10))
+    stop.set()
+    worker.join()
+    print("ok" if all(r == before for r in results) and blas() == before else f"changed: {before} {results}")
+"""
+
+
+def test_forked_children_start_with_the_callers_thread_counts(tmp_path):
+    """A fork while another thread holds the one-thread limit: the child neither hangs nor keeps one thread."""
+    script = tmp_path / "fork_limited.py"
+    script.write_text(_FORK_WHILE_LIMITED)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert proc.stdout.strip() == "ok"
