@@ -28,6 +28,7 @@ draws ``LARGE_EXAMPLES`` each, from a random seed (``RNN_XP_DIFFERENTIAL=<n>``:
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ import array_api_compat.numpy as npx  # noqa: E402
 from rnn_xp._backends import to_host  # noqa: E402
 from rnn_xp.kernels import backward_kernel, forward_kernel  # noqa: E402
 from rnn_xp.kernels import mkl as mkl_module  # noqa: E402
+from rnn_xp.kernels import numba_backward, numba_cpu  # noqa: E402
 from rnn_xp.kernels import numpy as numpy_kernel  # noqa: E402
 from rnn_xp.kernels.numpy_backward import backward_numpy  # noqa: E402
 from rnn_xp.kernels.portable import backward_portable, scan_portable  # noqa: E402
@@ -167,6 +169,10 @@ def _mkl_missing():
     return None  # installed and wanted: a oneMKL that failed to load fails here, it does not skip
 
 
+def _numba_missing():
+    return None if numba_cpu.available() else f"numba cannot run here: {numba_cpu.why_not()}"
+
+
 def _dispatched(library, direction):
     """The kernel the dispatch picks for ``library`` (looked up when called, so new kernels count)."""
 
@@ -188,6 +194,16 @@ KERNELS = [
            missing=lambda: _library_missing("dask"), share=0.6),
     Kernel("torch", "torch", _dispatched("torch", "forward"), _dispatched("torch", "backward"),
            missing=lambda: _library_missing("torch")),
+    # the compiled NumPy loops: their own product on one thread, and BLAS's with two
+    # threads over the columns (a barrier every step)
+    Kernel("numba (own product)", "numpy",
+           functools.partial(numba_cpu.scan_numba, product="own", threads=1),
+           functools.partial(numba_backward.backward_numba, product="own", threads=1),
+           missing=_numba_missing, share=0.5),
+    Kernel("numba (BLAS, two threads)", "numpy",
+           functools.partial(numba_cpu.scan_numba, product="blas", split="cols", threads=2),
+           functools.partial(numba_backward.backward_numba, product="blas", split="cols", threads=2),
+           missing=_numba_missing, share=0.5),
 ]  # fmt: skip
 
 FORWARD = [k for k in KERNELS if k.forward is not None]

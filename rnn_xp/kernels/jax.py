@@ -204,7 +204,7 @@ def _backward(dh, x, h0, Wx, Wh, h_seq, dh_n, lengths=None, *, nonlinearity, rev
     T = x.shape[0]
     g0 = jnp.zeros_like(h0) if dh_n is None else dh_n  # (*batch, H): dL/dh reaching the carried state
     if T == 0:
-        return jnp.zeros_like(x), g0, jnp.zeros_like(Wx), jnp.zeros_like(Wh), jnp.zeros_like(Wh[0])
+        return jnp.zeros_like(x), g0, jnp.zeros_like(Wx), jnp.zeros_like(Wh), jnp.zeros(Wh.shape[:1], dtype=Wh.dtype)
 
     # The state each step started from (as in backward_portable): forward h_{t-1},
     # reverse h_{t+1}; h0 at the first step (reverse: at t = L - 1 of a length-L sequence).

@@ -341,8 +341,14 @@ def _backward_inplace(dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, 
                 g = torch.where(valid_t[i], tmp, g)  # a frozen step passes g through unchanged
 
         # The block's share of the weight gradients and dx: one product each.
+        xb = x3[t0:t1]  # (n, B, D)
+        if lens is not None:
+            # Padding never reaches a gradient: its dz is 0, and its inputs and
+            # starting states are zeroed too (0 * NaN would be NaN).
+            xb = torch.where(valid, xb, 0)
+            prev.masked_fill_(~valid, 0)
         dz2 = dz.view(n * B, H)  # (n*B, H)
-        dWx.addmm_(dz2.T, x3[t0:t1].reshape(n * B, D))
+        dWx.addmm_(dz2.T, xb.reshape(n * B, D))
         dWh.addmm_(dz2.T, prev.view(n * B, H))
         db.add_(dz2.sum(dim=0))
         if need_dx:
