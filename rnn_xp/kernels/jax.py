@@ -241,6 +241,12 @@ def _backward(dh, x, h0, Wx, Wh, h_seq, dh_n, lengths=None, *, nonlinearity, rev
 
     # Against the forward's direction: a forward run goes back from T - 1.
     g, dz = jax.lax.scan(step, g0, (dh, dh_dz, jnp.arange(T)), reverse=not reverse)
+    if lengths is not None:
+        # Padding never reaches a gradient: its dz is 0, and its inputs and
+        # starting states are zeroed too (0 * NaN would be NaN).
+        valid_all = (lengths > jnp.arange(T).reshape((T,) + (1,) * lengths.ndim))[..., None]
+        x = jnp.where(valid_all, x, jnp.zeros_like(x))  # (T, *batch, D)
+        prev = jnp.where(valid_all, prev, jnp.zeros_like(prev))  # (T, *batch, H)
     axes = list(range(x.ndim - 1))  # time and batch
     dx = jnp.matmul(dz, Wx, precision=hp)  # (T, *batch, D)
     dWx = jnp.tensordot(dz, x, axes=(axes, axes), precision=hp)  # (H, D)
