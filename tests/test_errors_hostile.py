@@ -226,5 +226,5 @@ def test_from_keras_refuses_other_layers():
         def get_config(self):
             return {"activation": "tanh"}
 
-    with pytest.raises(TypeError, match="must be a keras SimpleRNN .*got LSTM, which is not a SimpleRNN"):
+    with pytest.raises(TypeError, match="a Keras LSTM has no rnn_xp equivalent; rnn_xp runs SimpleRNN"):
         convert.from_keras(LSTM())

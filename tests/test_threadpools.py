@@ -33,6 +33,7 @@ def small_forward():
 
 
 def test_small_forward_uses_one_blas_thread_and_restores(monkeypatch):
+    monkeypatch.setenv("RNN_XP_NUMBA", "0")  # the in-place NumPy loop (the compiled one: the tests below)
     small_forward()  # loads whatever is loaded lazily
     before = pools()
     seen = []

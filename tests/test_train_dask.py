@@ -123,7 +123,7 @@ def test_cluster_address_gives_the_threaded_numbers():
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--scheduler", "threads"], "scheduler applies to backend='dask' only"),
+    (["--scheduler", "threads"], "--scheduler: is for --backend dask"),
     (["--backend", "dask", "--scheduler", "gpu"], "--scheduler: must be one of threads, synchronous"),
 ])  # fmt: skip
 def test_cli_scheduler_errors(capsys, argv, message):

@@ -101,7 +101,8 @@ def _add_bench_arguments(parser):
 
     bench.add_arguments(parser)
     parser.add_argument("--isolated", action="store_true",
-                        help="each contender in a process of its own, for every install (see docs/cpu-kernels.md)")
+                        help="each contender in a process of its own, for every install (see docs/cpu-kernels.md); "
+                             "default: off, the in-process suite")
     bench_isolated.add_arguments(parser)
 
 

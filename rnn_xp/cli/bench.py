@@ -729,7 +729,7 @@ def _run(*, quick, gpu, threads, out_dir, backends, memory, small_batch, stream)
         except ImportError:
             print("no PNG written: matplotlib is not installed (pip install matplotlib)", file=stream)
         except Exception as exc:  # the results are saved: a chart problem never fails the run
-            print(f"no PNG written: {type(exc).__name__}: {exc}", file=stream)
+            print(f"no chart: {type(exc).__name__}: {exc} (no PNG written; the results are saved)", file=stream)
         else:
             print(f"wrote {png}", file=stream)
     return result

@@ -390,9 +390,11 @@ def _print_goals(result, p):
 
 def add_arguments(parser):
     parser.add_argument("--suite", action="append", choices=SUITES,
-                        help="which suite (repeatable; default all)")
-    parser.add_argument("--long", action="store_true", help="reservoir suite with T = 10^5")
-    parser.add_argument("--no-inprocess", action="store_true", help="skip the in-process method's ratios")
+                        help="with --isolated: which suite (repeatable; default: all of them)")
+    parser.add_argument("--long", action="store_true",
+                        help="with --isolated: the reservoir suite with T = 10^5 (default: off, T = 10^4)")
+    parser.add_argument("--no-inprocess", action="store_true",
+                        help="with --isolated: skip the in-process method's ratios (default: off, both methods)")
 
 
 def main_from_args(args) -> int:
