@@ -230,7 +230,10 @@ def test_dispatch_picks_the_compiled_loop_on_numpy(monkeypatch):
     monkeypatch.setattr(numpy_kernel._mkl, "preferred", lambda: True)  # oneMKL installed and preferred
     assert numba_cpu._picks(*small, "tanh") and not numba_cpu._picks(*big, "tanh")
     monkeypatch.setattr(numpy_kernel._mkl, "preferred", lambda: False)  # the default install: OpenBLAS only
-    assert numba_cpu._picks(*small, "tanh") and numba_cpu._picks(*big, "tanh")
+    assert numba_cpu._picks(*small, "tanh") and not numba_cpu._picks(*big, "tanh")
+    # auto: H below 256 and at most 32 rows, where the compiled loop was the faster one
+    for B, H, picked in [(1, 255, True), (1, 256, False), (32, 128, True), (33, 128, False), (16, 192, True)]:
+        assert numba_cpu._picks(np.zeros((1, B, 8), np.float32), np.zeros((B, H), np.float32), "tanh") is picked
     assert not numba_cpu._picks(np.zeros((1, 2, 8), np.float16), np.zeros((2, 8), np.float16), "tanh")
     monkeypatch.setenv("RNN_XP_NUMBA", "0")
     assert not numba_cpu._picks(*small, "tanh")

@@ -68,6 +68,13 @@ _THREAD_ROW_MACS = 1 << 17
 _THREAD_COL_MACS = 1 << 16
 _ROW_SPLIT_MIN_ROWS = 4
 
+# ``auto`` takes the compiled loop only for H below _PICK_H_BELOW and at most
+# _PICK_MAX_ROWS rows: beyond, the NumPy loop (one BLAS call per step with every
+# BLAS thread on the whole batch) was the faster one on the measured grid
+# (docs/cpu-kernels.md, "Which loop runs").
+_PICK_H_BELOW = 256
+_PICK_MAX_ROWS = 32
+
 _JIT = None  # the compiled functions, once numba is imported: a dict
 _WHY = "not tried"
 _BLAS = {}  # dtype name -> (address of cblas_?gemm, 64-bit integers) or (0, False)
@@ -110,9 +117,10 @@ def mode():
 def _picks(x, h0, nonlinearity):
     """Whether ``scan_cpu`` (and the backward's dispatch) takes the compiled loop for these arrays.
 
-    ``auto``: for float32/float64 with tanh or relu, unless the NumPy loop
-    would run this size on oneMKL (installed and preferred, above its
-    thresholds: its packed product and threads were the faster ones there).
+    ``auto``: for float32/float64 with tanh or relu, with H below
+    ``_PICK_H_BELOW`` and at most ``_PICK_MAX_ROWS`` rows (where it was the
+    faster loop), unless the NumPy loop would run this size on oneMKL
+    (installed and preferred, above its thresholds).
     ``1``: whenever numba is installed; ``0``: never.
     """
     import numpy
@@ -125,6 +133,8 @@ def _picks(x, h0, nonlinearity):
     if setting == "on":
         return True
     B, H = math.prod(h0.shape[:-1]), h0.shape[-1]
+    if H >= _PICK_H_BELOW or B > _PICK_MAX_ROWS:
+        return False
     macs = B * H * H
     return not (mkl and macs >= (_np_kernel._MKL_ROW_MACS if B == 1 else _np_kernel._MKL_MACS))
 
