@@ -82,6 +82,22 @@ def test_ratios_agreement_and_goal_lines():
     assert out.count("  NO") == 1
 
 
+def test_markdown_tables_from_a_results_file(tmp_path, capsys):
+    result = _result([2e-3, 1.5e-3, 1e-3, 0.5e-3, 0.6e-3, 0.4e-3], [[0.5]] * 6)  # no ratios yet: a partial file
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(result))
+    assert bench_isolated.main(["--markdown", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    head = next(line for line in lines if line.startswith("| (B, T, D, H)"))
+    row = next(line for line in lines if line.startswith("| (16, 100, 64, 128)"))
+    cells = dict(zip(head.split(" | "), row.split(" | ")))
+    assert cells["torch.nn.RNN ms"] == "2"  # the baseline, no ratio of its own
+    assert cells["default install ms"] == "1" and row.count("| 0.50 |") == 1  # 1 ms / 2 ms
+    assert cells["numba extra ms"] == "0.5" and "| 0.25 |" in row
+    gemm = 100 * 0.079 / 0.4e-3 / 300.0  # the fastest install's GFLOP/s over the GEMM rate
+    assert row.split(" | ")[-2] == f"{gemm:.0f}%" and row.endswith("| - |")  # no in-process record
+
+
 def test_command_line_takes_isolated_and_its_options(monkeypatch):
     from rnn_xp import cli
 

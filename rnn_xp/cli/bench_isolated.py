@@ -388,6 +388,48 @@ def _print_goals(result, p):
                   f"(goal >= 3x at H <= 500, never below 1x)")  # fmt: skip
 
 
+def results_markdown(result):
+    """The results as Markdown tables (the docs' pages): one per suite, times in ms.
+
+    Every contender of a suite is a column, then its ratio to the suite's
+    baseline (its first contender); for the forward suites also the best
+    rnn_xp install's share of the measured GEMM rate and the in-process ratio.
+    """
+    m = result["machine"]
+    gemm = (result.get("gemm") or {}).get("gflops", {})
+    lines = [f"CPU: {m.get('cpu_model')}, {result['threads']} threads, float32; "
+             + "GEMM 2048^3: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in gemm.items())]  # fmt: skip
+    for suite, records in result["suites"].items():
+        if not records:
+            continue
+        names = list(records[0]["results"])
+        base = names[0]
+        short = [n.replace("rnn_xp numpy: ", "").replace("rnn_xp ", "") for n in names]
+        head = ["(B, T, D, H)", short[0] + " ms"]
+        for n in short[1:]:
+            head += [n + " ms", "ratio"]
+        fwd = suite in ("cpu", "small-batch")
+        if fwd:
+            head += ["best rnn_xp % of GEMM", "in one process: numpy / torch"]
+        lines += ["", f"**{suite}** (ratio: time / {base}; below 1 is faster)", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]  # fmt: skip
+        for rec in records:
+            res = rec["results"]
+            row = [f"({rec['B']}, {rec['T']}, {rec['D']}, {rec['H']})"]
+            for i, n in enumerate(names):
+                r = res.get(n, {})
+                ms = f"{r['seconds'] * 1e3:.3g}" if "seconds" in r else "not run"
+                row += [ms] if i == 0 else [ms, f"{r['ratio_to_baseline']:.2f}" if "seconds" in r else "-"]
+            if fwd:
+                pct = [r["percent_of_gemm"] for n, r in res.items() if n in _INSTALLS and "percent_of_gemm" in r]
+                row.append(f"{max(pct):.0f}%" if pct else "-")
+                inp = rec.get("in_process", {}).get("results", {})
+                fast = inp.get(_bench.FAST, {}).get("ratio_to_baseline")
+                row.append(f"{fast:.2f}" if fast is not None else "-")
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def add_arguments(parser):
     parser.add_argument("--suite", action="append", choices=SUITES,
                         help="with --isolated: which suite (repeatable; default: all of them)")
@@ -414,8 +456,15 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer rounds, the smaller sizes only")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--markdown", metavar="RESULTS", help="print a results file's tables as Markdown")
     add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.markdown:
+        with open(args.markdown) as f:
+            result = json.load(f)
+        _finish(result)  # ratios again (a partial file has none yet)
+        print(results_markdown(result))
+        return 0
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
