@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 GRID = [(1, 200, 32, 64), (16, 100, 64, 128), (32, 100, 128, 256), (64, 50, 512, 1024)]  # (B, T, D, H)
 QUICK_GRID = [(2, 8, 3, 4), (4, 12, 8, 16)]
 MEMORY_T = 1000
+MIN_BASE_BYTES = 100_000  # a baseline's peak rise below this gives no memory ratio in the tables
 SETTLE_S = 0.2
 
 TORCH_BASE = "torch.nn.RNN"
@@ -306,11 +307,18 @@ def markdown(result):
     lines += ["", f"Peak memory of one step at T = {result['memory_T']:,} (torch: rise of the peak resident "
               "set; JAX: XLA's temporary and output buffers):", "",
               "| (B, D, H) | contender | MB | ratio |", "|---|---|---:|---:|"]  # fmt: skip
+    tiny = False
     for rec in result["memory"]:
         size = f"({rec['B']}, {rec['D']}, {rec['H']})"
         for name, r in rec["results"].items():
-            lines.append(f"| {size} | {name} | {r['peak_rise_bytes'] / 1e6:.1f} | {r['ratio_to_baseline']:.2f} |")
+            base = rec["results"].get(CONTENDERS.get(name, (None, name))[1], r)["peak_rise_bytes"]
+            ratio = f"{r['ratio_to_baseline']:.2f}" if base >= MIN_BASE_BYTES else "-"
+            tiny |= base < MIN_BASE_BYTES
+            lines.append(f"| {size} | {name} | {r['peak_rise_bytes'] / 1e6:.1f} | {ratio} |")
             size = ""
+    if tiny:
+        lines += ["", f"-: no ratio where the baseline's peak rose by less than {MIN_BASE_BYTES / 1e6:.1f} MB "
+                  "(within what the resident set's reuse of freed memory hides)."]  # fmt: skip
     return "\n".join(lines)
 
 
