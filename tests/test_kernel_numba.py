@@ -252,6 +252,25 @@ def test_plan_threads_rows_for_batches_and_columns_for_one_sequence():
     assert numba_cpu.plan(64, 1024, threads=1) == ("blas", "rows", 1)
 
 
+@pytest.mark.parametrize("name", ["x", "Wx", "Wh", "b"])
+def test_a_second_dtype_is_refused_before_the_compiled_loop_reads_it(name):
+    """The compiled loops read raw addresses in the state's dtype: a float64 array among float32 ones is refused."""
+    rng = np.random.default_rng(0)
+    T, B, D, H = 5, 2, 8, 128  # the BLAS product (a float64 Wh read as float32 ran past the buffers)
+    arrays = {"x": rng.standard_normal((T, B, D)), "Wx": rng.standard_normal((H, D)),
+              "Wh": rng.standard_normal((H, H)), "b": rng.standard_normal(H)}  # fmt: skip
+    arrays = {k: v.astype(np.float64 if k == name else np.float32) for k, v in arrays.items()}
+    h0 = np.zeros((B, H), np.float32)
+    kw = dict(nonlinearity="tanh", lengths=None, reverse=False, leak=1.0)
+    with pytest.raises(TypeError, match=f"one dtype: {name} is float64, the state is float32"):
+        numba_cpu.scan_numba(xp, arrays["x"], h0, arrays["Wx"], arrays["Wh"], arrays["b"], return_sequences=True,
+                             **kw)  # fmt: skip
+    if name != "b":
+        h_seq = np.zeros((T, B, H), np.float32)
+        with pytest.raises(TypeError, match=f"one dtype: {name} is float64"):
+            numba_backward.backward_numba(xp, h_seq, arrays["x"], h0, arrays["Wx"], arrays["Wh"], h_seq, None, **kw)
+
+
 def test_blas_found_by_address_agrees_with_numpy():
     for dtype in (np.float32, np.float64):
         address, ilp64 = numba_cpu.blas_gemm(dtype)

@@ -50,6 +50,7 @@ def backward_numba(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
     batch, H = tuple(h0.shape[:-1]), h0.shape[-1]
     B = math.prod(batch)
     dtype = h0.dtype
+    numba_cpu.require_one_dtype(dtype, dh=dh, x=x, Wx=Wx, Wh=Wh, h_seq=h_seq, dh_n=dh_n)
     if jit is None or T == 0 or B == 0 or H == 0 or nonlinearity not in ("tanh", "relu") \
             or dtype not in (np.float32, np.float64):  # fmt: skip
         return _np_backward.backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, nonlinearity=nonlinearity,

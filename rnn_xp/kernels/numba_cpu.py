@@ -171,6 +171,7 @@ def scan_numba(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, re
     batch, H = tuple(h0.shape[:-1]), h0.shape[-1]
     B = math.prod(batch)
     dtype = h0.dtype
+    require_one_dtype(dtype, x=x, Wx=Wx, Wh=Wh, b=b)
     if jit is None or T == 0 or B == 0 or H == 0 or nonlinearity not in ("tanh", "relu") \
             or dtype not in (numpy.float32, numpy.float64):  # fmt: skip
         return _np_kernel.scan_numpy(xp, x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths,
@@ -219,6 +220,19 @@ def scan_numba(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, re
     if out is None:
         return None, h_last
     return out.reshape(T, *batch, H), h_last
+
+
+def require_one_dtype(dtype, **arrays):
+    """Raise ``TypeError`` unless every array given is of ``dtype`` (``None`` is skipped).
+
+    The compiled loops read the arrays through raw addresses in ``dtype``'s
+    width; an array of another dtype would be read (or written) past its end.
+    ``forward`` and ``backward`` cast everything to one dtype first; this
+    guards calls that reach the kernel another way.
+    """
+    for name, a in arrays.items():
+        if a is not None and a.dtype != dtype:
+            raise TypeError(f"the compiled loop needs one dtype: {name} is {a.dtype}, the state is {dtype}")
 
 
 def barrier_words():
