@@ -129,15 +129,22 @@ _KERNELS = {}  # (dtype name, nonlinearity) -> cupy.RawKernel (compiled on first
 
 
 def _kernel(dtype_name, nonlinearity):
+    return raw_kernel(_KERNELS, kernel_source, kernel_name, dtype_name, nonlinearity)
+
+
+def raw_kernel(cache, source, name, dtype_name, nonlinearity):
+    """The ``cupy.RawKernel`` of ``source(dtype_name, nonlinearity)`` named ``name(...)``, kept in ``cache``.
+
+    Compiled on first use (per device, by CuPy); both CUDA kernel modules keep theirs this way.
+    """
     key = (dtype_name, nonlinearity)
-    if key not in _KERNELS:
+    if key not in cache:
         import cupy
 
-        _KERNELS[key] = cupy.RawKernel(
-            kernel_source(dtype_name, nonlinearity), kernel_name(dtype_name, nonlinearity),
-            options=("-std=c++14",),
+        cache[key] = cupy.RawKernel(
+            source(dtype_name, nonlinearity), name(dtype_name, nonlinearity), options=("-std=c++14",)
         )  # fmt: skip
-    return _KERNELS[key]
+    return cache[key]
 
 
 def _launch(dtype_name, nonlinearity):

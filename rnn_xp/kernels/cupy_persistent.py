@@ -142,7 +142,7 @@ import threading
 import warnings
 from typing import NamedTuple
 
-from .cupy_fused import STEP_SOURCE, activation_source
+from .cupy_fused import STEP_SOURCE, activation_source, raw_kernel
 
 __all__ = [
     "DeviceProps",
@@ -550,15 +550,7 @@ def device_props(device_id):
 
 def _kernel(dtype_name, nonlinearity):
     """The ``RawKernel`` for one variant (compiled on first use, per device)."""
-    key = (dtype_name, nonlinearity)
-    if key not in _KERNELS:
-        import cupy
-
-        _KERNELS[key] = cupy.RawKernel(
-            kernel_source(dtype_name, nonlinearity), kernel_name(dtype_name, nonlinearity),
-            options=("-std=c++14",),
-        )  # fmt: skip
-    return _KERNELS[key]
+    return raw_kernel(_KERNELS, kernel_source, kernel_name, dtype_name, nonlinearity)
 
 
 def _occupancy_problem(device_id, dtype_name, nonlinearity, pl):

@@ -113,19 +113,7 @@ def backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengt
         return _empty_time(xp, x, h0, Wx, Wh, dh_n)
     g = xp.zeros_like(h0) if dh_n is None else dh_n  # (*batch, H): gradient reaching the carried state
 
-    # The state each step started from: forward, h_{t-1} (h0 at t = 0); reverse,
-    # h_{t+1} (h0 at t = T - 1, or at t = L - 1 for a sequence of length L).
-    h0_ = xp.expand_dims(h0, axis=0)  # (1, *batch, H)
-    # (T = 1: h0 alone, not a concat with an empty piece, whose zero-length chunk
-    # Dask's tensordot cannot contract over)
-    if reverse:
-        prev = h0_ if T == 1 else xp.concat([h_seq[1:, ...], h0_], axis=0)  # (T, *batch, H)
-        if lengths is not None:
-            shape = (T,) + (1,) * lengths.ndim
-            t_next = xp.reshape(xp.arange(1, T + 1, dtype=lengths.dtype, device=device(lengths)), shape)
-            prev = xp.where((lengths == t_next)[..., None], h0_, prev)  # (T, *batch, H)
-    else:
-        prev = h0_ if T == 1 else xp.concat([h0_, h_seq[:-1, ...]], axis=0)  # (T, *batch, H)
+    prev = _previous_states(xp, h_seq, h0, lengths, reverse=reverse)  # (T, *batch, H)
     # Padding never reaches a gradient: past a sequence's length the steps get
     # dz = 0 below, and the inputs and states there are zeroed too, so that
     # a NaN or Inf in them is not multiplied by that zero (0 * NaN = NaN).
@@ -157,6 +145,26 @@ def backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengt
     dz = xp.stack(dz, axis=0)  # (T, *batch, H)
 
     return _input_and_weight_gradients(xp, dz, x, prev, Wx, Wh, g, valid_all)
+
+
+def _previous_states(xp, h_seq, h0, lengths, *, reverse):
+    """``(T, *batch, H)``: the state each step started from.
+
+    Forward, ``h_{t-1}`` (``h0`` at t = 0); reverse, ``h_{t+1}`` (``h0`` at
+    t = T - 1, or at t = L - 1 for a sequence of length L).
+    """
+    T = h_seq.shape[0]
+    h0_ = xp.expand_dims(h0, axis=0)  # (1, *batch, H)
+    # (T = 1: h0 alone, not a concat with an empty piece, whose zero-length chunk
+    # Dask's tensordot cannot contract over)
+    if not reverse:
+        return h0_ if T == 1 else xp.concat([h0_, h_seq[:-1, ...]], axis=0)
+    prev = h0_ if T == 1 else xp.concat([h_seq[1:, ...], h0_], axis=0)
+    if lengths is not None:
+        shape = (T,) + (1,) * lengths.ndim
+        t_next = xp.reshape(xp.arange(1, T + 1, dtype=lengths.dtype, device=device(lengths)), shape)
+        prev = xp.where((lengths == t_next)[..., None], h0_, prev)
+    return prev
 
 
 def _padding_mask(xp, lengths, T):
@@ -224,7 +232,6 @@ def _backward_at_z(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, b, *, nonlinearity, lengt
     steps = list(range(T - 1, -1, -1) if reverse else range(T))  # the forward's order
 
     # The state each step started from.
-    h0_ = xp.expand_dims(h0, axis=0)  # (1, *batch, H)
     if mask is not None:
         # Outputs repeat the state after the first valid step, not before it:
         # carry the state along the forward's order.
@@ -233,14 +240,8 @@ def _backward_at_z(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, b, *, nonlinearity, lengt
             prev[t] = state
             state = xp.where(mask[t, ...][..., None], h_seq[t, ...], state)  # (*batch, H)
         prev = xp.stack(prev, axis=0)  # (T, *batch, H)
-    elif reverse:
-        prev = h0_ if T == 1 else xp.concat([h_seq[1:, ...], h0_], axis=0)  # (T, *batch, H)
-        if lengths is not None:
-            shape = (T,) + (1,) * lengths.ndim
-            t_next = xp.reshape(xp.arange(1, T + 1, dtype=lengths.dtype, device=device(lengths)), shape)
-            prev = xp.where((lengths == t_next)[..., None], h0_, prev)  # (T, *batch, H)
     else:
-        prev = h0_ if T == 1 else xp.concat([h0_, h_seq[:-1, ...]], axis=0)  # (T, *batch, H)
+        prev = _previous_states(xp, h_seq, h0, lengths, reverse=reverse)  # (T, *batch, H)
     # Past a sequence's length, and at masked steps, dz = 0 below, so the
     # values of `prev` and `z` there never count (and the weight gradients
     # see zeros there, not the padding).
