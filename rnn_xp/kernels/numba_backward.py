@@ -56,13 +56,7 @@ def backward_numba(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
         return _np_backward.backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, nonlinearity=nonlinearity,
                                            lengths=lengths, reverse=reverse, leak=leak)  # fmt: skip
 
-    auto = numba_cpu.plan(B, H, threads)
-    product = product or auto[0]
-    split = split or auto[1]
-    n = auto[2] if threads is None else max(1, min(int(threads), B if split == "rows" else H))
-    if split == "rows":
-        n = min(n, B)
-    gemm, ilp64 = (0, False) if product == "own" else numba_cpu.blas_gemm(dtype)
+    gemm, ilp64, bounds, nsync = numba_cpu.work_plan(B, H, dtype, product, split, threads)
 
     hs = h_seq.reshape(T, B, H)  # (T, B, H)
     h0_2 = h0.reshape(B, H)  # (B, H)
@@ -79,14 +73,8 @@ def backward_numba(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
     flags = (int(lens is not None), int(leak != 1.0))
     sync = numba_cpu.barrier_words()  # the barrier's counter and sched_yield
     Wh_c = np.ascontiguousarray(Wh)  # (H, H)
-    if n > 1 and split == "rows":
-        bounds = [(B * i // n, B * (i + 1) // n, 0, H) for i in range(n)]
-    elif n > 1:
-        bounds = [(0, B, H * i // n, H * (i + 1) // n) for i in range(n)]
-    else:
-        bounds = [(0, B, 0, H)]
     args = [(dz, dh3, int(dh is not None), G, Wh_c, lens64, int(reverse), r0, r1, c0, c1, flags, coef,
-             gemm, int(ilp64), sync, len(bounds) if split == "cols" else 1)
+             gemm, int(ilp64), sync, nsync)
             for r0, r1, c0, c1 in bounds]  # fmt: skip
     with _blas_threads(1 if gemm else None):  # one BLAS thread per caller
         numba_cpu._run_parallel(jit["backward_recurrence"], args)

@@ -177,13 +177,7 @@ def scan_numba(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, re
         return _np_kernel.scan_numpy(xp, x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths,
                                      reverse=reverse, leak=leak, return_sequences=return_sequences)  # fmt: skip
 
-    auto = plan(B, H, threads)
-    product = product or auto[0]
-    split = split or auto[1]
-    n = auto[2] if threads is None else max(1, min(int(threads), B if split == "rows" else H))
-    if split == "rows":
-        n = min(n, B)
-    gemm, ilp64 = (0, False) if product == "own" else blas_gemm(dtype)
+    gemm, ilp64, bounds, nsync = work_plan(B, H, dtype, product, split, threads)
 
     x3 = x.reshape(T, B, D)  # (T, B, D): a view for time-major and batch_first inputs
     WxT = Wx.T  # (D, H)
@@ -199,12 +193,6 @@ def scan_numba(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, re
 
     out, buf, blocks = _np_kernel.time_blocks(numpy, T, B, H, dtype, reverse=reverse,
                                               return_sequences=return_sequences)  # fmt: skip
-    if n > 1 and split == "rows":
-        bounds = [(B * i // n, B * (i + 1) // n, 0, H) for i in range(n)]
-    elif n > 1:
-        bounds = [(0, B, H * i // n, H * (i + 1) // n) for i in range(n)]
-    else:
-        bounds = [(0, B, 0, H)]
     k0 = 0  # steps run so far, in the loop's order
     for s, e in blocks:
         block = buf[: e - s]  # (n, B, H)
@@ -212,7 +200,7 @@ def scan_numba(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, re
         with _np_kernel._blas_threads(1 if gemm else None):  # the steps: one BLAS thread per caller
             sync[0] = 0
             args = [(block, s, e, k0, int(reverse), lens, S, W, r0, r1, c0, c1, flags, coef,
-                     gemm, int(ilp64), sync, len(bounds) if split == "cols" else 1)
+                     gemm, int(ilp64), sync, nsync)
                     for r0, r1, c0, c1 in bounds]  # fmt: skip
             _run_parallel(jit["recurrence"], args)
         k0 += e - s
@@ -220,6 +208,30 @@ def scan_numba(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, re
     if out is None:
         return None, h_last
     return out.reshape(T, *batch, H), h_last
+
+
+def work_plan(B, H, dtype, product=None, split=None, threads=None):
+    """``(gemm, ilp64, bounds, nsync)`` for a compiled loop over ``B`` rows of ``H`` units.
+
+    ``plan``'s choice, with ``product``, ``split`` and ``threads`` overriding
+    it: the BLAS product's address (0 for the own loop) and integer width, one
+    ``(r0, r1, c0, c1)`` block of rows and columns per thread, and how many
+    threads meet at the barrier each step (1 when they split the rows).
+    """
+    auto = plan(B, H, threads)
+    product = product or auto[0]
+    split = split or auto[1]
+    n = auto[2] if threads is None else max(1, min(int(threads), B if split == "rows" else H))
+    if split == "rows":
+        n = min(n, B)
+    gemm, ilp64 = (0, False) if product == "own" else blas_gemm(dtype)
+    if n > 1 and split == "rows":
+        bounds = [(B * i // n, B * (i + 1) // n, 0, H) for i in range(n)]
+    elif n > 1:
+        bounds = [(0, B, H * i // n, H * (i + 1) // n) for i in range(n)]
+    else:
+        bounds = [(0, B, 0, H)]
+    return gemm, ilp64, bounds, len(bounds) if split == "cols" else 1
 
 
 def require_one_dtype(dtype, **arrays):
