@@ -71,7 +71,7 @@ _ROW_SPLIT_MIN_ROWS = 4
 # ``auto`` takes the compiled loop only for H below _PICK_H_BELOW and at most
 # _PICK_MAX_ROWS rows: beyond, the NumPy loop (one BLAS call per step with every
 # BLAS thread on the whole batch) was the faster one on the measured grid
-# (docs/cpu-kernels.md, "Which loop runs").
+# (docs/cpu-kernels.md, "Which kernel runs").
 _PICK_H_BELOW = 256
 _PICK_MAX_ROWS = 32
 
