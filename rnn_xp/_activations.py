@@ -91,8 +91,14 @@ def _drelu(xp, h):
     return xp.astype(h > 0, h.dtype)
 
 
+def _dsigmoid(xp, s):
+    return s * (1 - s)
+
+
 _FORWARD = {"tanh": _tanh, "relu": _relu}
-_DERIVATIVE = {"tanh": _dtanh, "relu": _drelu}
+# The derivatives that can be read off the output: the plain RNN's two, and the
+# sigmoid of the LSTM's and GRU's gates.
+_DERIVATIVE = {"tanh": _dtanh, "relu": _drelu, "sigmoid": _dsigmoid}
 
 
 # -- every activation, forward and derivative at z ------------------------------------
@@ -232,7 +238,7 @@ def activation(nonlinearity, alpha=None, beta=None):
 
 
 def derivative(nonlinearity):
-    """``f'(xp, h)``, the derivative of tanh or relu as a function of the output ``h = f(z)``."""
+    """``f'(xp, h)``, the derivative of tanh, relu or sigmoid as a function of the output ``h = f(z)``."""
     name = check_nonlinearity(nonlinearity)
     if name not in _DERIVATIVE:
         raise ValueError(

@@ -27,71 +27,35 @@ valid step, as Keras does). The backward loop with any of them recomputes
 
 from __future__ import annotations
 
-import math
-
-from .._activations import activation, derivative, derivative_at, is_plain
 from .._compat import device
+from ..cells import ElmanCell, ElmanWeights
 
-__all__ = ["backward_portable", "scan_portable"]
+__all__ = ["backward_cell", "backward_portable", "scan_cell", "scan_portable"]
 
 
 def scan_portable(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences,
                   activation_alpha=None, activation_beta=None, clip=None, mask=None):
-    """The recurrence on validated, time-major arrays of one dtype and device.
+    """The Elman recurrence on validated, time-major arrays of one dtype and device.
 
     ``x`` is ``(T, *batch, D)``, ``h0`` ``(*batch, H)``, ``lengths`` ``None``
     or an integer array ``(*batch,)``. Returns ``(h_seq, h_last)`` with
     ``h_seq`` ``(T, *batch, H)`` or ``None`` when ``return_sequences`` is
-    False. Every fast kernel has this signature and these results.
+    False. Every fast Elman kernel has this signature and these results.
 
     ``activation_alpha``, ``activation_beta``, ``clip`` and ``mask``
     (``(T, *batch)`` booleans, not with ``lengths``) are the options only
-    the portable loop runs (see the module docstring).
+    the portable loop runs (see the module docstring). This is
+    ``scan_cell`` with an ``ElmanCell``.
     """
-    f = activation(nonlinearity, activation_alpha, activation_beta)
-    T = x.shape[0]
-    xw = x @ Wx.T  # (T, *batch, H): the input projection, one product for all steps
-    if b is not None:
-        xw = xw + b
-    WhT = Wh.T  # (H, H)
-    zeros = xp.zeros_like(h0) if lengths is not None or mask is not None else None
-
-    h = h0  # (*batch, H)
-    prev_out = zeros  # (*batch, H): with a mask, the output a masked step repeats
-    outputs = [None] * T if return_sequences else None
-    for t in range(T - 1, -1, -1) if reverse else range(T):
-        z = xw[t, ...] + h @ WhT  # (*batch, H)
-        if clip is not None:
-            z = xp.clip(z, min=-clip, max=clip)
-        h_new = f(xp, z)  # (*batch, H)
-        if leak != 1.0:
-            h_new = (1.0 - leak) * h + leak * h_new
-        if mask is not None:
-            # A masked step keeps the state and repeats the previous output.
-            valid = mask[t, ...][..., None]  # (*batch, 1)
-            h = xp.where(valid, h_new, h)
-            out = prev_out = xp.where(valid, h_new, prev_out)
-        elif lengths is not None:
-            # Past its length a sequence keeps its state and outputs zeros. Run
-            # backwards, a sequence of length L starts from h0 at t = L - 1.
-            valid = (lengths > t)[..., None]  # (*batch, 1)
-            h = xp.where(valid, h_new, h)
-            out = xp.where(valid, h_new, zeros)
-        else:
-            h = out = h_new
-        if return_sequences:
-            outputs[t] = out
-
-    if not return_sequences:
-        return None, h
-    if T == 0:
-        return xp.zeros((0, *h0.shape), dtype=h0.dtype, device=device(h0)), h
-    return xp.stack(outputs, axis=0), h  # (T, *batch, H)
+    cell = ElmanCell(nonlinearity, activation_alpha, activation_beta, clip, leak)
+    seqs, finals = scan_cell(xp, cell, x, (h0,), ElmanWeights(Wx, Wh, b), lengths=lengths,
+                             reverse=reverse, return_sequences=return_sequences, mask=mask)  # fmt: skip
+    return (None if seqs is None else seqs[0]), finals[0]
 
 
 def backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak,
                       activation_alpha=None, activation_beta=None, clip=None, mask=None, b=None):
-    """Backpropagation through time on validated, time-major arrays of one dtype and device.
+    """Elman backpropagation through time on validated, time-major arrays of one dtype and device.
 
     ``dh`` and ``h_seq`` are ``(T, *batch, H)`` (``dh`` may be ``None``),
     ``x`` ``(T, *batch, D)``, ``h0`` ``(*batch, H)``, ``dh_n`` ``(*batch, H)``
@@ -100,51 +64,145 @@ def backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengt
 
     With ``activation_alpha``, ``activation_beta``, ``clip``, ``mask`` or an
     activation other than tanh and relu, ``z_t`` is recomputed with the
-    forward's bias ``b`` (``(H,)`` or ``None``) and ``f'`` taken at it.
+    forward's bias ``b`` (``(H,)`` or ``None``) and ``f'`` taken at it. This
+    is ``backward_cell`` with an ``ElmanCell``.
     """
-    if not is_plain(nonlinearity, activation_alpha, activation_beta, clip) or mask is not None:
-        return _backward_at_z(
-            xp, dh, x, h0, Wx, Wh, h_seq, dh_n, b, nonlinearity=nonlinearity, lengths=lengths,
-            reverse=reverse, leak=leak, alpha=activation_alpha, beta=activation_beta, clip=clip,
-            mask=mask,
-        )  # fmt: skip
+    cell = ElmanCell(nonlinearity, activation_alpha, activation_beta, clip, leak)
+    dx, (dh0,), dw = backward_cell(
+        xp, cell, dh, x, (h0,), ElmanWeights(Wx, Wh, b), (h_seq,), (dh_n,),
+        lengths=lengths, reverse=reverse, mask=mask,
+    )  # fmt: skip
+    db = dw.b if dw.b is not None else xp.zeros((Wh.shape[0],), dtype=Wh.dtype, device=device(Wh))
+    return dx, dh0, dw.Wx, dw.Wh, db
+
+
+def scan_cell(xp, cell, x, state0, w, *, lengths, reverse, return_sequences, mask=None):
+    """Any cell's recurrence on validated, time-major arrays of one dtype and device.
+
+    ``x`` ``(T, *batch, D)``; ``state0`` a tuple of the state's parts
+    ``(*batch, S_k)`` (``cell.state_names``); ``w`` the cell's ``Weights``;
+    ``lengths`` ``None`` or an integer array ``(*batch,)``; ``mask`` ``None``
+    or time-major ``(T, *batch)`` booleans (not with ``lengths``).
+
+    Returns ``(seqs, finals)``: ``seqs`` a tuple with every part's states
+    ``(T, *batch, S_k)`` (``None`` when ``return_sequences`` is False), the
+    first of them the output; ``finals`` each part's state after each
+    sequence's last valid step. Past a sequence's length a part's state is
+    frozen and its entry in ``seqs`` is zero; at a masked step the state is
+    kept and ``seqs`` repeats the previous entry (zeros before the first
+    valid step), as Keras does.
+    """
     T = x.shape[0]
-    if T == 0:
-        return _empty_time(xp, x, h0, Wx, Wh, dh_n)
-    g = xp.zeros_like(h0) if dh_n is None else dh_n  # (*batch, H): gradient reaching the carried state
+    xg = cell.project(xp, x, w)  # (T, *batch, G * H): one product for all steps
+    fixed = cell.fixed(xp, w)
+    zeros = tuple(xp.zeros_like(s) for s in state0) if lengths is not None or mask is not None else None
 
-    prev = _previous_states(xp, h_seq, h0, lengths, reverse=reverse)  # (T, *batch, H)
-    # Padding never reaches a gradient: past a sequence's length the steps get
-    # dz = 0 below, and the inputs and states there are zeroed too, so that
-    # a NaN or Inf in them is not multiplied by that zero (0 * NaN = NaN).
-    valid_all = None if lengths is None else _padding_mask(xp, lengths, T)  # (T, *batch, 1)
-    if valid_all is not None:
-        prev = xp.where(valid_all, prev, xp.zeros_like(prev))  # (T, *batch, H)
-
-    # dh_t/dz_t = leak * f'(z_t), with f(z_t) read off the forward's output.
-    if leak == 1.0:
-        act = h_seq  # (T, *batch, H): f(z_t)
-    else:
-        act = (h_seq - (1.0 - leak) * prev) / leak  # (T, *batch, H): f(z_t)
-    dh_dz = leak * derivative(nonlinearity)(xp, act)  # (T, *batch, H)
-
-    zeros = xp.zeros_like(h0) if lengths is not None else None  # (*batch, H)
-    dz = [None] * T
-    for t in range(T) if reverse else range(T - 1, -1, -1):
-        g_t = g if dh is None else g + dh[t, ...]  # (*batch, H): dL/dh_t
-        dz_t = g_t * dh_dz[t, ...]  # (*batch, H): dL/dz_t
-        if lengths is not None:
+    state = tuple(state0)  # each (*batch, S_k)
+    prev_out = zeros  # with a mask: what a masked step repeats
+    outputs = [[None] * T for _ in state] if return_sequences else None
+    for t in range(T - 1, -1, -1) if reverse else range(T):
+        new = cell.step(xp, xg[t, ...], state, w, fixed)
+        if mask is not None:
+            # A masked step keeps the state and repeats the previous output.
+            valid = mask[t, ...][..., None]  # (*batch, 1)
+            state = tuple(xp.where(valid, n, s) for n, s in zip(new, state))
+            out = prev_out = tuple(xp.where(valid, n, p) for n, p in zip(new, prev_out))
+        elif lengths is not None:
+            # Past its length a sequence keeps its state and outputs zeros. Run
+            # backwards, a sequence of length L starts from state0 at t = L - 1.
             valid = (lengths > t)[..., None]  # (*batch, 1)
-            dz_t = xp.where(valid, dz_t, zeros)  # (*batch, H)
-        g_prev = dz_t @ Wh  # (*batch, H): dL/dh_{t-1} through z_t
-        if leak != 1.0:
-            g_prev = g_prev + (1.0 - leak) * g_t  # (*batch, H): ... and through the leak
-        # A frozen step passes the carried gradient through unchanged.
-        g = g_prev if lengths is None else xp.where(valid, g_prev, g)  # (*batch, H)
-        dz[t] = dz_t
-    dz = xp.stack(dz, axis=0)  # (T, *batch, H)
+            state = tuple(xp.where(valid, n, s) for n, s in zip(new, state))
+            out = tuple(xp.where(valid, n, z) for n, z in zip(new, zeros))
+        else:
+            state = out = new
+        if return_sequences:
+            for k, o in enumerate(out):
+                outputs[k][t] = o
 
-    return _input_and_weight_gradients(xp, dz, x, prev, Wx, Wh, g, valid_all)
+    if not return_sequences:
+        return None, state
+    if T == 0:
+        return tuple(xp.zeros((0, *s.shape), dtype=s.dtype, device=device(s)) for s in state0), state
+    return tuple(xp.stack(o, axis=0) for o in outputs), state  # each (T, *batch, S_k)
+
+
+def backward_cell(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, reverse, mask=None):
+    """Backpropagation through time for ``scan_cell``, any cell.
+
+    ``d_out`` ``(T, *batch, S_0)`` or ``None``: the gradient reaching the
+    output (``seqs[0]``); ``seqs`` the forward's ``seqs``; ``d_finals`` a
+    tuple with the gradient reaching each part's final state (``None``
+    entries for zeros). Returns ``(dx (T, *batch, D), dstate0, dw)``:
+    ``dstate0`` a tuple like ``state0``, ``dw`` a ``Weights`` of gradients
+    (an entry for every weight, ``None`` ones included; the caller drops
+    those it was not given).
+
+    Walking the steps in the opposite order to the forward: the gradient
+    reaching the output at step t joins the one carried to the state, the
+    cell turns it into the step's gradients ``d_t`` and the gradient
+    reaching the state before the step; a step past a sequence's length (or
+    masked) takes nothing and passes the carried gradient through. The
+    weight gradients are then one product each over all steps
+    (``cell.grads``).
+    """
+    T = x.shape[0]
+    g = tuple(xp.zeros_like(s) if d is None else d for s, d in zip(state0, d_finals))
+    if T == 0:
+        return _empty_time(xp, cell, x, state0, w, d_finals)
+    steps = list(range(T - 1, -1, -1) if reverse else range(T))  # the forward's order
+
+    # The state each step started from.
+    if mask is not None:
+        # Outputs repeat the state after the first valid step, not before it:
+        # carry the state along the forward's order.
+        prev = [[None] * T for _ in state0]
+        state = tuple(state0)
+        for t in steps:
+            valid = mask[t, ...][..., None]
+            for k, s in enumerate(state):
+                prev[k][t] = s
+            state = tuple(xp.where(valid, q[t, ...], s) for q, s in zip(seqs, state))
+        prev = tuple(xp.stack(p, axis=0) for p in prev)  # each (T, *batch, S_k)
+        valid_all = mask[..., None]  # (T, *batch, 1)
+    else:
+        prev = tuple(_previous_states(xp, q, s0, lengths, reverse=reverse) for q, s0 in zip(seqs, state0))
+        valid_all = None if lengths is None else _padding_mask(xp, lengths, T)  # (T, *batch, 1)
+    # Padding never reaches a gradient: past a sequence's length (and at masked
+    # steps) the steps get d_t = 0 below, and the states there are zeroed too,
+    # so that a NaN or Inf in them is not multiplied by that zero (0 * NaN = NaN).
+    if valid_all is not None:
+        prev = tuple(xp.where(valid_all, p, xp.zeros_like(p)) for p in prev)
+
+    fixed = cell.fixed(xp, w)
+    saved = cell.saved(xp, x, prev, seqs, w, fixed, from_outputs=mask is None)
+    zeros = xp.zeros_like(state0[0])  # (*batch, S_0)
+    go = zeros  # (*batch, S_0): with a mask, the gradient reaching the previous output
+    d = None  # per part of d_t: a list of T steps
+    for t in reversed(steps):
+        if mask is not None:
+            valid = mask[t, ...][..., None]  # (*batch, 1)
+            go_t = go if d_out is None else go + d_out[t, ...]  # dL/d(output_t)
+            g_t = (g[0] + go_t, *g[1:])  # at a valid step the output is the state
+        else:
+            valid = None if lengths is None else (lengths > t)[..., None]  # (*batch, 1)
+            g_t = g if d_out is None else (g[0] + d_out[t, ...], *g[1:])  # dL/d(state_t)
+        d_t, g_prev = cell.step_backward(xp, tuple(s[t, ...] for s in saved),
+                                         tuple(p[t, ...] for p in prev), g_t, w, fixed)  # fmt: skip
+        if valid is not None:
+            d_t = tuple(xp.where(valid, q, xp.zeros_like(q)) for q in d_t)
+            # A frozen (or masked) step passes the carried gradient through unchanged.
+            g = tuple(xp.where(valid, n, o) for n, o in zip(g_prev, g))
+        else:
+            g = g_prev
+        if mask is not None:
+            go = xp.where(valid, zeros, go_t)
+        if d is None:
+            d = [[None] * T for _ in d_t]
+        for k, q in enumerate(d_t):
+            d[k][t] = q
+    d = tuple(xp.stack(q, axis=0) for q in d)  # each (T, *batch, .)
+    dx, dw = cell.grads(xp, d, x, prev, saved, w, valid_all)
+    return dx, g, dw
 
 
 def _previous_states(xp, h_seq, h0, lengths, *, reverse):
@@ -174,116 +232,11 @@ def _padding_mask(xp, lengths, T):
     return (lengths > steps)[..., None]
 
 
-def _input_and_weight_gradients(xp, dz, x, prev, Wx, Wh, g, valid_all):
-    """``(dx, g, dWx, dWh, db)`` from every ``dz_t`` ``(T, *batch, H)``.
-
-    ``valid_all`` ``(T, *batch, 1)`` (or ``None``) marks the steps that count:
-    elsewhere ``dz`` is zero, and the inputs and starting states there are
-    zeroed too, so that padding never reaches a gradient (0 * NaN is NaN).
-    """
-    if valid_all is not None:
-        x = xp.where(valid_all, x, xp.zeros_like(x))  # (T, *batch, D)
-        prev = xp.where(valid_all, prev, xp.zeros_like(prev))  # (T, *batch, H)
-    H = Wh.shape[0]
-    dx = dz @ Wx  # (T, *batch, D)
-    # The weight gradients sum over time and batch: one matmul over N = T * B rows.
-    # (Not tensordot: NumPy's dot runs a (1, 1) @ (1, n) product as a scaled vector
-    # and skips a zero scale, so 0 * Inf there gave 0 instead of NaN, and the answer
-    # depended on the shapes and, on Dask, on the chunks.)
-    N, D = math.prod(x.shape[:-1]), x.shape[-1]
-    if N == 0:  # an empty batch: empty sums (and no reshape of an empty array, which Dask cannot do)
-        return dx, g, xp.zeros_like(Wx), xp.zeros_like(Wh), xp.zeros((H,), dtype=Wh.dtype, device=device(Wh))
-    dz2 = xp.reshape(dz, (N, H))  # (N, H)
-    dz2T = xp.matrix_transpose(dz2)  # (H, N)
-    dWx = dz2T @ xp.reshape(x, (N, D))  # (H, D)
-    dWh = dz2T @ xp.reshape(prev, (N, H))  # (H, H)
-    db = xp.sum(dz2, axis=0)  # (H,)
-    return dx, g, dWx, dWh, db
-
-
-def _empty_time(xp, x, h0, Wx, Wh, dh_n):
-    """The gradients of a forward over T = 0 steps: ``dh0`` is ``dh_n`` (a new array)."""
-    return (
-        xp.zeros_like(x),
-        xp.zeros_like(h0) if dh_n is None else xp.asarray(dh_n, copy=True),  # never the caller's array
-        xp.zeros_like(Wx),
-        xp.zeros_like(Wh),
-        xp.zeros((Wh.shape[0],), dtype=Wh.dtype, device=device(Wh)),
+def _empty_time(xp, cell, x, state0, w, d_finals):
+    """The gradients of a forward over T = 0 steps: each part's ``dstate0`` is its ``d_final`` (a new array)."""
+    dstate0 = tuple(
+        xp.zeros_like(s) if d is None else xp.asarray(d, copy=True)  # never the caller's array
+        for s, d in zip(state0, d_finals)
     )
-
-
-def _backward_at_z(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, b, *, nonlinearity, lengths, reverse, leak,
-                   alpha, beta, clip, mask):
-    """``backward_portable`` with ``f'`` taken at the recomputed ``z_t``; masks too.
-
-    With a mask, two gradients travel back: ``g`` reaching the carried state
-    and ``go`` reaching the previous output, which a masked step repeats::
-
-        valid step:   gh = g + go + dh_t,  dz_t = gh * leak * f'(z_t),
-                      g = dz_t @ Wh + (1 - leak) * gh,  go = 0
-        masked step:  g unchanged,  go = go + dh_t,  dz_t = 0
-
-    (``go`` reaching the zeros before the first valid step goes nowhere.)
-    """
-    T = x.shape[0]
-    if T == 0:
-        return _empty_time(xp, x, h0, Wx, Wh, dh_n)
-    g = xp.zeros_like(h0) if dh_n is None else dh_n  # (*batch, H): gradient reaching the carried state
-    steps = list(range(T - 1, -1, -1) if reverse else range(T))  # the forward's order
-
-    # The state each step started from.
-    if mask is not None:
-        # Outputs repeat the state after the first valid step, not before it:
-        # carry the state along the forward's order.
-        prev, state = [None] * T, h0
-        for t in steps:
-            prev[t] = state
-            state = xp.where(mask[t, ...][..., None], h_seq[t, ...], state)  # (*batch, H)
-        prev = xp.stack(prev, axis=0)  # (T, *batch, H)
-    else:
-        prev = _previous_states(xp, h_seq, h0, lengths, reverse=reverse)  # (T, *batch, H)
-    # Past a sequence's length, and at masked steps, dz = 0 below, so the
-    # values of `prev` and `z` there never count (and the weight gradients
-    # see zeros there, not the padding).
-    if mask is not None:
-        valid_all = mask[..., None]  # (T, *batch, 1)
-    else:
-        valid_all = None if lengths is None else _padding_mask(xp, lengths, T)
-
-    z = x @ Wx.T + prev @ Wh.T  # (T, *batch, H): the pre-activation, recomputed
-    if b is not None:
-        z = z + b
-    df = derivative_at(nonlinearity, alpha, beta)
-    if clip is not None:
-        inside = (z >= -clip) & (z <= clip)  # (T, *batch, H): clipping passes no gradient outside
-        dh_dz = xp.where(inside, leak * df(xp, xp.clip(z, min=-clip, max=clip)), xp.zeros_like(z))
-    else:
-        dh_dz = leak * df(xp, z)  # (T, *batch, H)
-
-    zeros = xp.zeros_like(h0)  # (*batch, H)
-    go = zeros  # (*batch, H): gradient reaching the previous output (masks only)
-    dz = [None] * T
-    for t in reversed(steps):
-        if mask is not None:
-            valid = mask[t, ...][..., None]  # (*batch, 1)
-            go_t = go if dh is None else go + dh[t, ...]  # (*batch, H): dL/d(output_t)
-            gh = g + go_t  # (*batch, H): dL/dh_t at a valid step
-            dz_t = xp.where(valid, gh * dh_dz[t, ...], zeros)  # (*batch, H)
-            g_prev = dz_t @ Wh  # (*batch, H)
-            if leak != 1.0:
-                g_prev = g_prev + (1.0 - leak) * gh
-            g = xp.where(valid, g_prev, g)  # (*batch, H)
-            go = xp.where(valid, zeros, go_t)  # (*batch, H)
-        else:
-            g_t = g if dh is None else g + dh[t, ...]  # (*batch, H): dL/dh_t
-            dz_t = g_t * dh_dz[t, ...]  # (*batch, H)
-            if lengths is not None:
-                valid = (lengths > t)[..., None]  # (*batch, 1)
-                dz_t = xp.where(valid, dz_t, zeros)
-            g_prev = dz_t @ Wh  # (*batch, H)
-            if leak != 1.0:
-                g_prev = g_prev + (1.0 - leak) * g_t
-            g = g_prev if lengths is None else xp.where(valid, g_prev, g)  # (*batch, H)
-        dz[t] = dz_t
-    dz = xp.stack(dz, axis=0)  # (T, *batch, H)
-    return _input_and_weight_gradients(xp, dz, x, prev, Wx, Wh, g, valid_all)
+    dw = type(w)(*(None if a is None else xp.zeros_like(a) for a in w))
+    return xp.zeros_like(x), dstate0, dw

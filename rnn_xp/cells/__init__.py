@@ -1,0 +1,77 @@
+"""The recurrent cells: each defined once, every kernel takes one.
+
+A cell is the part of a recurrent network that differs from one kind of
+network to another: how many gate blocks its weights hold, what state it
+carries, one step of the recurrence and that step's derivative. Everything
+else (the time loop, variable lengths, masks, reverse runs, stacking the
+outputs, the weight gradients' products over all steps) is the kernels'
+work, written once for every cell (``kernels.portable.scan_cell`` and
+``kernels.portable.backward_cell`` define the answer).
+
+====================  ======  ==========  =====================================
+cell                  gates   state       step (row convention, ``@`` a product)
+====================  ======  ==========  =====================================
+``ElmanCell``         1       ``(h,)``    ``h' = (1 - a) h + a f(x Wx' + h Wh' + b)``
+``LSTMCell``          4       ``(h, c)``  gates i, f, g, o (torch's order), optional
+                                          projection ``h' = (o * h(c')) W_hr'``
+                                          and peepholes
+``GRUCell``           3       ``(h,)``    gates r, z, n (torch's order),
+                                          reset after (torch) or before (ONNX's
+                                          ``linear_before_reset=0``) the product
+====================  ======  ==========  =====================================
+
+The protocol (see ``ElmanCell`` for the smallest example). A cell is a
+frozen dataclass of its options (hashable, so a jitted program can take it
+as a static argument) with these members:
+
+``name``, ``gates``, ``state_names``
+    ``"elman"``/``"lstm"``/``"gru"``; ``G``, the number of ``H``-row blocks
+    in the input weights; the names of the state's parts (``("h", "c")``).
+``Weights``
+    A ``NamedTuple`` type of the cell's weights; ``required`` names the
+    fields that may not be ``None``. Gradients come in the same type.
+``check_weights(w)``
+    Shapes, or a ``ValueError`` naming the weight; returns ``Sizes``.
+``plain``
+    True when the cell runs with the options every fast kernel knows.
+``project(xp, x, w)``
+    The input projection for all steps at once, ``(T, *batch, G * H)``.
+``fixed(xp, w)``
+    What every step reads (transposed weights), computed once per run.
+``step(xp, xg_t, state, w, fixed)``
+    The new state (a tuple) from the step's projected input and the state.
+``saved(xp, x, prev, seqs, w, fixed, *, from_outputs)``
+    Everything the backward needs at every step, computed for all steps at
+    once from the input, the states each step started from (``prev``) and
+    the states it produced (``seqs``): a tuple of ``(T, *batch, .)`` arrays.
+``step_backward(xp, saved_t, prev_t, g_t, w, fixed)``
+    From the gradient ``g_t`` reaching the state after step t: ``(d_t,
+    g_prev)``, the step's gradients that the weight gradients sum over
+    (a tuple) and the gradient reaching the state before it.
+``grads(xp, d, x, prev, saved, w, valid)``
+    ``(dx, dw)`` from every step's ``d`` (stacked), with ``dw`` a
+    ``Weights`` of gradients; ``valid`` ``(T, *batch, 1)`` or ``None`` marks
+    the steps that count (elsewhere the arrays multiplied are zeroed, so
+    that padding never reaches a gradient: ``0 * NaN`` is NaN).
+
+A new cell is one module here that defines these, plus its tests; the
+kernels and the public functions need no change to run it.
+"""
+
+from __future__ import annotations
+
+from ._base import Sizes, split_gates
+from .elman import ElmanCell, ElmanWeights
+from .gru import GRUCell, GRUWeights
+from .lstm import LSTMCell, LSTMWeights
+
+__all__ = [
+    "ElmanCell",
+    "ElmanWeights",
+    "GRUCell",
+    "GRUWeights",
+    "LSTMCell",
+    "LSTMWeights",
+    "Sizes",
+    "split_gates",
+]

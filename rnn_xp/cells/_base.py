@@ -1,0 +1,150 @@
+"""What every cell uses: sizes, gate blocks, shape checks, products summed over steps."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from .._activations import activation, check_activation, check_clip, derivative, derivative_at
+from .._checks import shape_str
+from .._compat import device
+
+__all__ = [
+    "GateActivation",
+    "Sizes",
+    "check_matrix",
+    "check_vector",
+    "clipped",
+    "gate_activations",
+    "outer_sum",
+    "split_gates",
+    "zero_invalid",
+    "CellBase",
+    "batch_sum",
+]
+
+
+class Sizes(NamedTuple):
+    """The sizes a cell's weights imply.
+
+    ``H`` is the hidden size (rows per gate block), ``D`` the input
+    features, ``state`` the feature count of each part of the state
+    (``(H,)`` for Elman and GRU, ``(P, H)`` for an LSTM with ``h`` of size
+    ``P``, the projection size or ``H``).
+    """
+
+    H: int
+    D: int
+    state: tuple
+
+
+def split_gates(z, n):
+    """The ``n`` gate blocks of ``z`` ``(..., n * H)``: a tuple of ``(..., H)`` views."""
+    H = z.shape[-1] // n
+    return tuple(z[..., k * H:(k + 1) * H] for k in range(n))
+
+
+def check_matrix(name, W, rows, cols, what):
+    """``W`` is ``(rows, cols)``, else ``ValueError`` saying which and why; ``None`` for a free size."""
+    shape = tuple(W.shape)
+    ok = len(shape) == 2 and (rows is None or shape[0] == rows) and (cols is None or shape[1] == cols)
+    if not ok:
+        need = shape_str(tuple("?" if n is None else n for n in (rows, cols)))
+        raise ValueError(f"{name} must have shape {what} = {need}; got shape {shape_str(shape)}")
+
+
+def check_vector(name, v, n, what):
+    if v is not None and tuple(v.shape) != (n,):
+        raise ValueError(f"{name} must have shape {what} = {shape_str((n,))}; got shape {shape_str(tuple(v.shape))}")
+
+
+class GateActivation(NamedTuple):
+    """One activation of a gate: its name and parameters (``None`` where it takes none)."""
+
+    name: str
+    alpha: object = None
+    beta: object = None
+
+    def f(self):
+        return activation(self.name, self.alpha, self.beta)
+
+    def derivative(self):
+        """``f'(xp, out)`` from the activation's output where it can be, else ``None``."""
+        if self.alpha is None and self.beta is None and self.name in ("tanh", "sigmoid", "relu"):
+            return derivative(self.name)
+        return None
+
+    def derivative_at(self):
+        """``f'(xp, z)`` at the pre-activation."""
+        return derivative_at(self.name, self.alpha, self.beta)
+
+
+def gate_activations(label, names, alphas, betas, defaults):
+    """Validated ``GateActivation`` per gate activation of a cell (ONNX's ``activations`` list).
+
+    ``names``, ``alphas``, ``betas`` are ``None`` (the defaults) or one entry
+    per activation; ``label`` names the cell in messages.
+    """
+    n = len(defaults)
+    names = defaults if names is None else names
+    alphas = (None,) * n if alphas is None else alphas
+    betas = (None,) * n if betas is None else betas
+    for what, values in (("activations", names), ("activation_alpha", alphas), ("activation_beta", betas)):
+        if isinstance(values, str) or not isinstance(values, (list, tuple)) or len(values) != n:
+            raise ValueError(
+                f"{what} of {label} must be a sequence of {n} entries (one per activation, "
+                f"defaults {list(defaults)}); got {values!r}"
+            )
+    return tuple(GateActivation(*check_activation(nm, a, b)) for nm, a, b in zip(names, alphas, betas))
+
+
+def clipped(xp, z, clip):
+    """``(z clipped to [-clip, clip], inside)``; ``inside`` is ``None`` without a clip."""
+    if clip is None:
+        return z, None
+    return xp.clip(z, min=-clip, max=clip), (z >= -clip) & (z <= clip)
+
+
+def outer_sum(xp, d, a, valid=None):
+    """``sum over steps and batch of d_t.T @ a_t``: ``(F_d, F_a)``, one product over N = T * B rows.
+
+    ``d`` ``(T, *batch, F_d)``, ``a`` ``(T, *batch, F_a)``. Where ``valid``
+    ``(T, *batch, 1)`` is False ``a`` is zeroed first (``d`` is zero there).
+    Not tensordot: NumPy runs a (1, 1) @ (1, n) product as a scaled vector
+    and skips a zero scale, so 0 * Inf there gave 0 instead of NaN.
+    """
+    if valid is not None:
+        a = xp.where(valid, a, xp.zeros_like(a))
+    N, Fd, Fa = math.prod(d.shape[:-1]), d.shape[-1], a.shape[-1]
+    if N == 0:  # an empty batch (and no reshape of an empty array, which Dask cannot do)
+        return xp.zeros((Fd, Fa), dtype=d.dtype, device=device(d))
+    return xp.matrix_transpose(xp.reshape(d, (N, Fd))) @ xp.reshape(a, (N, Fa))
+
+
+def batch_sum(xp, d):
+    """``d`` ``(T, *batch, F)`` summed over steps and batch: ``(F,)``."""
+    N, F = math.prod(d.shape[:-1]), d.shape[-1]
+    if N == 0:
+        return xp.zeros((F,), dtype=d.dtype, device=device(d))
+    return xp.sum(xp.reshape(d, (N, F)), axis=0)
+
+
+def zero_invalid(xp, a, valid):
+    """``a`` with the steps where ``valid`` is False set to zero (``valid`` ``None``: ``a``)."""
+    return a if valid is None else xp.where(valid, a, xp.zeros_like(a))
+
+
+def check_clip_option(clip):
+    return check_clip(clip)
+
+
+class CellBase:
+    """Pickling for the frozen dataclasses of the cells: the options travel, what is derived from them is made again."""
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    def __setstate__(self, state):
+        for k, v in state.items():
+            object.__setattr__(self, k, v)
+        self.__post_init__()

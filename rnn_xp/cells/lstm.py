@@ -1,0 +1,265 @@
+"""The LSTM cell: four gate blocks (torch's order i, f, g, o), the state ``(h, c)``.
+
+Forward, one step (``fa``, ``ga``, ``ha`` the gate, cell-input and
+cell-output activations, sigmoid/tanh/tanh by default; ``p_i``, ``p_f``,
+``p_o`` the optional peepholes; each gate's pre-activation clipped to
+``[-clip, clip]`` when ``clip`` is given, as ONNX and onnxruntime do)::
+
+    z   = x_t @ W_ih.T + b_ih + b_hh + h_{t-1} @ W_hh.T     # (*batch, 4H)
+    i   = fa(z_i + p_i * c_{t-1})                           # (*batch, H)
+    f   = fa(z_f + p_f * c_{t-1})      (1 - i with input_forget)
+    g   = ga(z_g)
+    c_t = f * c_{t-1} + i * g                               # (*batch, H)
+    o   = fa(z_o + p_o * c_t)
+    m   = o * ha(c_t)                                       # (*batch, H)
+    h_t = m @ W_hr.T    (m without a projection)            # (*batch, P)
+
+Backward, with ``gh``, ``gc`` the gradients reaching ``h_t`` and ``c_t``::
+
+    dm   = gh @ W_hr  (gh without a projection)
+    do   = dm * ha(c_t) * fa'(.)
+    dc   = gc + dm * o * ha'(c_t) + do * p_o
+    di   = dc * g * fa'(.),  df = dc * c_{t-1} * fa'(.),  dg = dc * i * ga'(.)
+    gh_{t-1} = [di, df, dg, do] @ W_hh,   gc_{t-1} = dc * f + di * p_i + df * p_f
+
+(with ``input_forget``, ``f = 1 - i``: ``df`` is zero and ``di`` takes
+``-dc * c_{t-1}`` more). The gates are recomputed for all steps at once
+from the input and the states each step started from (two products), so
+the forward keeps nothing but its states.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from .._checks import check_bool
+from .._activations import check_clip
+from ._base import (
+    CellBase,
+    Sizes,
+    batch_sum,
+    check_matrix,
+    check_vector,
+    gate_activations,
+    outer_sum,
+    split_gates,
+    zero_invalid,
+)
+
+__all__ = ["LSTMCell", "LSTMWeights"]
+
+_DEFAULTS = ("sigmoid", "tanh", "tanh")
+
+
+class LSTMWeights(NamedTuple):
+    """An LSTM's weights under torch's names (per layer and direction).
+
+    ``W_ih (4H, D)``, ``W_hh (4H, P)``, ``b_ih (4H,)``, ``b_hh (4H,)``,
+    ``W_hr (P, H)`` (the projection, ``None`` without one: then ``P = H``)
+    and ``peepholes (3H,)``, the peephole weights of the gates i, f, o in
+    that order (``None`` without them). Gates in torch's order i, f, g, o.
+    """
+
+    W_ih: object
+    W_hh: object
+    b_ih: object = None
+    b_hh: object = None
+    W_hr: object = None
+    peepholes: object = None
+
+
+@dataclass(frozen=True)
+class LSTMCell(CellBase):
+    """The LSTM step (see the module docstring), with ONNX's options.
+
+    Parameters
+    ----------
+    activations : sequence of 3 str, optional
+        ``(f, g, h)``: the gates' activation, the cell input's and the cell
+        output's (ONNX's ``activations``); default ``("sigmoid", "tanh", "tanh")``.
+    activation_alpha, activation_beta : sequence of 3, optional
+        Their parameters (``None`` entries for the defaults).
+    clip : float, optional
+        Bound of every gate's pre-activation.
+    input_forget : bool, optional
+        Couple the forget gate to the input gate, ``f = 1 - i`` (ONNX's
+        ``input_forget=1``).
+    """
+
+    activations: tuple = _DEFAULTS
+    activation_alpha: tuple = None
+    activation_beta: tuple = None
+    clip: object = None
+    input_forget: bool = False
+
+    name = "lstm"
+    gates = 4
+    state_names = ("h", "c")
+    Weights = LSTMWeights
+    required = ("W_ih", "W_hh")
+
+    def __post_init__(self):
+        acts = gate_activations("an LSTM", self.activations, self.activation_alpha,
+                                self.activation_beta, _DEFAULTS)  # fmt: skip
+        object.__setattr__(self, "activations", tuple(a.name for a in acts))
+        given = lambda vs: None if vs is None else tuple(None if v is None else float(v) for v in vs)  # noqa: E731
+        object.__setattr__(self, "activation_alpha", given(self.activation_alpha))
+        object.__setattr__(self, "activation_beta", given(self.activation_beta))
+        object.__setattr__(self, "clip", check_clip(self.clip))
+        object.__setattr__(self, "input_forget", check_bool("input_forget", self.input_forget))
+        object.__setattr__(self, "_acts", acts)
+        object.__setattr__(self, "_fns", tuple(a.f() for a in acts))  # fa, ga, ha: f(xp, z)
+
+    @property
+    def plain(self):
+        """Default activations without parameters, no clip, no input_forget."""
+        return (self.activations == _DEFAULTS and self.activation_alpha is None
+                and self.activation_beta is None and self.clip is None and not self.input_forget)  # fmt: skip
+
+    def check_weights(self, w):
+        W_ih, W_hh, b_ih, b_hh, W_hr, peep = w
+        check_matrix("W_ih", W_ih, None, None, "(4 * H, D)")
+        rows, D = W_ih.shape
+        if rows % 4:
+            raise ValueError(
+                f"W_ih must have shape (4 * H, D): its rows hold the gates i, f, g, o; got shape "
+                f"({rows}, {D}), whose {rows} rows are not a multiple of 4"
+            )
+        H = rows // 4
+        P = H
+        if W_hr is not None:
+            check_matrix("W_hr", W_hr, None, H, f"(P, H) with H = {H} (from W_ih (4 * H, D))")
+            P = W_hr.shape[0]
+        check_matrix("W_hh", W_hh, 4 * H, P,
+                     f"(4 * H, P) with H = {H} (from W_ih) and P = {P} "
+                     + ("(from W_hr (P, H))" if W_hr is not None else "(= H, no projection W_hr)"))  # fmt: skip
+        for name, b in (("b_ih", b_ih), ("b_hh", b_hh)):
+            check_vector(name, b, 4 * H, f"(4 * H,) with H = {H}")
+        check_vector("peepholes", peep, 3 * H, f"(3 * H,) with H = {H} (p_i, p_f, p_o)")
+        return Sizes(H, D, (P, H))
+
+    # -- forward ---------------------------------------------------------------
+
+    def project(self, xp, x, w):
+        xg = x @ w.W_ih.T  # (T, *batch, 4H): one product for all steps
+        b = _bias(w)
+        return xg if b is None else xg + b
+
+    def fixed(self, xp, w):
+        peep = None if w.peepholes is None else split_gates(w.peepholes, 3)  # p_i, p_f, p_o
+        return w.W_hh.T, None if w.W_hr is None else w.W_hr.T, peep
+
+    def _clip(self, xp, z):
+        return z if self.clip is None else xp.clip(z, min=-self.clip, max=self.clip)
+
+    def step(self, xp, xg_t, state, w, fixed):
+        h, c = state  # (*batch, P), (*batch, H)
+        W_hhT, W_hrT, peep = fixed
+        fa, ga, ha = self._fns
+        zi, zf, zg, zo = split_gates(xg_t + h @ W_hhT, 4)  # (*batch, H) each
+        if peep is not None:
+            zi = zi + peep[0] * c
+            zf = zf + peep[1] * c
+        i = fa(xp, self._clip(xp, zi))
+        f = 1 - i if self.input_forget else fa(xp, self._clip(xp, zf))
+        g = ga(xp, self._clip(xp, zg))
+        c_new = f * c + i * g  # (*batch, H)
+        if peep is not None:
+            zo = zo + peep[2] * c_new
+        o = fa(xp, self._clip(xp, zo))
+        m = o * ha(xp, c_new)  # (*batch, H)
+        return (m if W_hrT is None else m @ W_hrT), c_new
+
+    # -- backward --------------------------------------------------------------
+
+    def saved(self, xp, x, prev, seqs, w, fixed, *, from_outputs):
+        """Per step: the gates, their derivatives, ``ha(c_t)`` and its derivative, ``c_t``.
+
+        ``(i, f, g, o, di, df, dg, do, hc, dhc, c)``, each ``(T, *batch, H)``;
+        a derivative is zero where ``clip`` cut the pre-activation.
+        """
+        W_hhT, W_hrT, peep = fixed
+        h_prev, c_prev = prev
+        c = seqs[1]  # (T, *batch, H): c_t
+        zi, zf, zg, zo = split_gates(self.project(xp, x, w) + h_prev @ W_hhT, 4)
+        if peep is not None:
+            zi = zi + peep[0] * c_prev
+            zf = zf + peep[1] * c_prev
+            zo = zo + peep[2] * c
+        fa, ga, ha = self._acts
+        i, di = _act(xp, fa, zi, self.clip)
+        if self.input_forget:
+            f, df = 1 - i, xp.zeros_like(i)
+        else:
+            f, df = _act(xp, fa, zf, self.clip)
+        g, dg = _act(xp, ga, zg, self.clip)
+        o, do = _act(xp, fa, zo, self.clip)
+        hc, dhc = _act(xp, ha, c, None)
+        return i, f, g, o, di, df, dg, do, hc, dhc, c
+
+    def step_backward(self, xp, saved_t, prev_t, g_t, w, fixed):
+        W_hhT, W_hrT, peep = fixed
+        i, f, g, o, di, df, dg, do, hc, dhc, c = saved_t
+        c_prev = prev_t[1]
+        gh, gc = g_t  # (*batch, P), (*batch, H)
+        dm = gh if w.W_hr is None else gh @ w.W_hr  # (*batch, H)
+        dzo = dm * hc * do
+        dc = gc + dm * o * dhc  # (*batch, H): dL/dc_t
+        if peep is not None:
+            dc = dc + dzo * peep[2]
+        d_i = dc * g
+        if self.input_forget:
+            d_i = d_i - dc * c_prev
+            dzf = xp.zeros_like(dc)
+        else:
+            dzf = dc * c_prev * df
+        dzi = d_i * di
+        dzg = dc * i * dg
+        dz = xp.concat([dzi, dzf, dzg, dzo], axis=-1)  # (*batch, 4H)
+        gc_prev = dc * f
+        if peep is not None:
+            gc_prev = gc_prev + dzi * peep[0] + dzf * peep[1]
+        gh_prev = dz @ w.W_hh  # (*batch, P)
+        return (dz, gh), (gh_prev, gc_prev)
+
+    def grads(self, xp, d, x, prev, saved, w, valid):
+        dz, gh = d  # (T, *batch, 4H), (T, *batch, P)
+        h_prev, c_prev = prev
+        x = zero_invalid(xp, x, valid)
+        dx = dz @ w.W_ih  # (T, *batch, D)
+        dW_ih = outer_sum(xp, dz, x)  # (4H, D)
+        dW_hh = outer_sum(xp, dz, h_prev, valid)  # (4H, P)
+        db = batch_sum(xp, dz)  # (4H,)
+        dW_hr = None
+        if w.W_hr is not None:
+            i, f, g, o, di, df, dg, do, hc, dhc, c = saved
+            dW_hr = outer_sum(xp, gh, o * hc, valid)  # (P, H): h_t = m_t @ W_hr.T
+        dpeep = None
+        if w.peepholes is not None:
+            c = saved[10]
+            dzi, dzf, _, dzo = split_gates(dz, 4)
+            dpeep = xp.concat([batch_sum(xp, dzi * zero_invalid(xp, c_prev, valid)),
+                               batch_sum(xp, dzf * zero_invalid(xp, c_prev, valid)),
+                               batch_sum(xp, dzo * zero_invalid(xp, c, valid))], axis=0)  # fmt: skip
+        db_ih = None if w.b_ih is None else db
+        db_hh = None if w.b_hh is None else (db if db_ih is None else xp.asarray(db, copy=True))
+        return dx, LSTMWeights(dW_ih, dW_hh, db_ih, db_hh, dW_hr, dpeep)
+
+
+def _bias(w):
+    """``b_ih + b_hh`` (either may be ``None``): both enter every gate the same way."""
+    if w.b_ih is None:
+        return w.b_hh
+    return w.b_ih if w.b_hh is None else w.b_ih + w.b_hh
+
+
+def _act(xp, act, z, clip):
+    """``(a(clip(z)), a'(clip(z)))``, the derivative zero where ``clip`` cut ``z``."""
+    zc = z if clip is None else xp.clip(z, min=-clip, max=clip)
+    out = act.f()(xp, zc)
+    from_out = act.derivative()
+    d = from_out(xp, out) if from_out is not None else act.derivative_at()(xp, zc)
+    if clip is not None:
+        d = xp.where((z >= -clip) & (z <= clip), d, xp.zeros_like(d))
+    return out, d
