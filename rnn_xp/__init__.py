@@ -7,13 +7,15 @@ its gradient and ``rnn_xp.layer`` for the ``torch.nn.RNN``-style layer.
 """
 
 from . import columns, convert
-from .backward import RNNGrads, rnn_backward, rnn_step_backward
-from .forward import rnn_forward, rnn_step_forward
+from .backward import GRUGrads, LSTMGrads, RNNGrads, gru_backward, lstm_backward, rnn_backward, rnn_step_backward
+from .forward import gru_forward, lstm_forward, rnn_forward, rnn_step_forward
 from .layer import RNN, LayerCache, LayerGrads
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "GRUGrads",
+    "LSTMGrads",
     "RNN",
     "LayerCache",
     "LayerGrads",
@@ -21,6 +23,10 @@ __all__ = [
     "__version__",
     "columns",
     "convert",
+    "gru_backward",
+    "gru_forward",
+    "lstm_backward",
+    "lstm_forward",
     "rnn_backward",
     "rnn_forward",
     "rnn_step_backward",

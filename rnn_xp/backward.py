@@ -44,20 +44,26 @@ from ._checks import (
     check_bool,
     check_features,
     check_float_dtypes,
-    check_leak,
-    check_lengths,
-    check_mask,
     check_same_device,
-    check_sequence,
     check_state,
     check_weights,
     require,
     time_first,
 )
 from ._compat import array_namespace
-from .kernels import backward_kernel, own_precision
+from ._prepare import prepare
+from .cells import ElmanCell, ElmanWeights, GRUCell, GRUWeights, LSTMCell, LSTMWeights
+from .kernels import backward, own_precision
 
-__all__ = ["RNNGrads", "rnn_backward", "rnn_step_backward"]
+__all__ = [
+    "GRUGrads",
+    "LSTMGrads",
+    "RNNGrads",
+    "gru_backward",
+    "lstm_backward",
+    "rnn_backward",
+    "rnn_step_backward",
+]
 
 
 class RNNGrads(NamedTuple):
@@ -284,54 +290,280 @@ def rnn_backward(
     >>> g.dx.shape, g.dh0.shape, g.dWx.shape, g.dWh.shape, g.db
     ((5, 2, 3), (2, 4), (4, 3), (4, 4), None)
     """
-    nonlinearity, alpha, beta = check_activation(nonlinearity, activation_alpha, activation_beta)
-    clip = check_clip(clip)
-    check_bool("batch_first", batch_first)
+    cell = ElmanCell(nonlinearity, activation_alpha, activation_beta, clip, leak)
     check_bool("reverse", reverse)
-    leak = check_leak(leak)
-    require({"Wx": Wx, "Wh": Wh, "h_seq": h_seq}, ("Wx", "Wh", "h_seq"))
-
-    xp, x_tm, H, D, dtype, dev = check_sequence(
-        x,
-        {"h0": h0, "Wx": Wx, "Wh": Wh, "b": b, "h_seq": h_seq, "dh": dh, "dh_n": dh_n},
-        batch_first=batch_first,
-        xp=xp,
-    )
-    T, batch = x_tm.shape[0], tuple(x_tm.shape[1:-1])
-    if batch_first:
-        seq_shape, layout = (*batch, T), "(*batch, T, H) (batch_first=True, from x)"
-    else:
-        seq_shape, layout = (T, *batch), "(T, *batch, H) (from x)"
-    check_state("h_seq", h_seq, seq_shape, H, layout)
-    if dh is not None:
-        check_state("dh", dh, seq_shape, H, layout + ", the shape of h_seq")
-    if batch_first:
-        h_seq = time_first(xp, h_seq)  # (T, *batch, H)
-        dh = None if dh is None else time_first(xp, dh)  # (T, *batch, H)
-    if h0 is None:
-        h0 = xp.zeros((*batch, H), dtype=dtype, device=dev)
-    else:
-        check_state("h0", h0, batch, H)
-    if dh_n is not None:
-        check_state("dh_n", dh_n, batch, H)
-    lengths = check_lengths(xp, lengths, batch, T, dev)
-    mask = check_mask(xp, mask, batch, T, dev, lengths=lengths)  # (T, *batch)
-    dh, x_tm, h0, Wx, Wh, h_seq, dh_n = (
-        cast(xp, a, dtype) for a in (dh, x_tm, h0, Wx, Wh, h_seq, dh_n)
-    )
-
-    options = {}  # the portable loop's own options, only when used
-    if not is_plain(nonlinearity, alpha, beta, clip) or mask is not None:
-        options = {"activation_alpha": alpha, "activation_beta": beta, "clip": clip,
-                   "mask": mask, "b": cast(xp, b, dtype)}  # fmt: skip
-    kernel = backward_kernel(xp, extended=bool(options))
-    dx, dh0, dWx, dWh, db = kernel(
-        xp, dh, x_tm, h0, Wx, Wh, h_seq, dh_n,
-        nonlinearity=nonlinearity, lengths=lengths, reverse=reverse, leak=leak, **options,
+    require({"h_seq": h_seq}, ("h_seq",))
+    p, seqs, d_out, d_finals = prepare_backward(
+        cell, x, (h0,), ElmanWeights(Wx, Wh, b), ("h0",), {"h_seq": h_seq}, dh, {"dh_n": dh_n},
+        batch_first=batch_first, lengths=lengths, mask=mask, xp=xp,
     )  # fmt: skip
+    dx, (dh0,), dw = backward(p.xp, cell, d_out, p.x, p.state0, p.w, seqs, d_finals,
+                              lengths=p.lengths, reverse=reverse, mask=p.mask)  # fmt: skip
+    return RNNGrads(input_layout(p.xp, x, dx, batch_first), dh0, dw.Wx, dw.Wh,
+                    None if b is None else dw.b)  # fmt: skip
+
+
+def prepare_backward(cell, x, state0, w, state_labels, seqs, d_out, d_finals, *, batch_first,
+                     lengths, mask, xp):
+    """Check a backward call once: ``(Prepared, seqs, d_out, d_finals)``, all time-major.
+
+    ``seqs`` maps the names of the forward's state sequences (``h_seq``,
+    ``c_seq``) to them, ``d_out`` is the output's gradient (``dh``, shaped
+    like the first of them, or ``None``), ``d_finals`` maps the names of
+    the final states' gradients (``dh_n``, ``dc_n``) to them.
+    """
+    extra = {**seqs, **({} if d_out is None else {"dh": d_out}), **d_finals}
+    p = prepare(cell, x, state0, w, state_labels=state_labels, batch_first=batch_first,
+                lengths=lengths, mask=mask, xp=xp,
+                extra={k: v for k, v in extra.items() if v is not None})  # fmt: skip
+    T, batch = p.x.shape[0], p.batch
+    if batch_first:
+        seq_shape, layout = (*batch, T), "(*batch, T, {}) (batch_first=True, from x)"
+    else:
+        seq_shape, layout = (T, *batch), "(T, *batch, {}) (from x)"
+    names = list(seqs)
+    for (name, _), size in zip(seqs.items(), p.sizes.state):
+        check_state(name, p.arrays[name], seq_shape, size, layout.format(_feature(size, p.sizes)))
+    if d_out is not None:
+        check_state("dh", p.arrays["dh"], seq_shape, p.sizes.state[0],
+                    layout.format(_feature(p.sizes.state[0], p.sizes)) + f", the shape of {names[0]}")  # fmt: skip
+    for (name, _), size in zip(d_finals.items(), p.sizes.state):
+        if name in p.arrays:
+            check_state(name, p.arrays[name], batch, size)
+    tm = (lambda a: time_first(p.xp, a)) if batch_first else (lambda a: a)
+    out_seqs = tuple(tm(p.arrays[name]) for name in seqs)
+    d_out = tm(p.arrays["dh"]) if d_out is not None else None
+    return p, out_seqs, d_out, tuple(p.arrays.get(name) for name in d_finals)
+
+
+def _feature(size, sizes):
+    return "H" if size == sizes.H else "P"
+
+
+def input_layout(xp, x, dx, batch_first):
+    """``dx`` ``(T, *batch, D)`` in the layout of ``x``: a list, batch-first or time-major."""
     if isinstance(x, (list, tuple)):
-        dx = [dx[t, ...] for t in range(T)]  # T arrays (*batch, D)
-    elif batch_first:
+        return [dx[t, ...] for t in range(dx.shape[0])]  # T arrays (*batch, D)
+    if batch_first:
         nd = dx.ndim
-        dx = xp.permute_dims(dx, (*range(1, nd - 1), 0, nd - 1))  # (*batch, T, D)
-    return RNNGrads(dx, dh0, dWx, dWh, None if b is None else db)
+        return xp.permute_dims(dx, (*range(1, nd - 1), 0, nd - 1))  # (*batch, T, D)
+    return dx
+
+
+class LSTMGrads(NamedTuple):
+    """Gradients of a loss with respect to every input of ``lstm_forward``.
+
+    Attributes
+    ----------
+    dx : array or list of arrays
+        Same shape and layout as ``x``.
+    dh0, dc0 : array
+        ``(*batch, P)`` and ``(*batch, H)``; returned also when ``hx`` was ``None``.
+    dW_ih, dW_hh : array
+        ``(4H, D)`` and ``(4H, P)``.
+    db_ih, db_hh : array or None
+        ``(4H,)`` each (equal: both enter every gate the same way), or
+        ``None`` for a bias that was ``None``.
+    dW_hr, dpeepholes : array or None
+        ``(P, H)`` and ``(3H,)``, or ``None`` when the forward had none.
+    """
+
+    dx: object
+    dh0: object
+    dc0: object
+    dW_ih: object
+    dW_hh: object
+    db_ih: object
+    db_hh: object
+    dW_hr: object
+    dpeepholes: object
+
+
+class GRUGrads(NamedTuple):
+    """Gradients of a loss with respect to every input of ``gru_forward``.
+
+    Attributes
+    ----------
+    dx : array or list of arrays
+        Same shape and layout as ``x``.
+    dh0 : array
+        ``(*batch, H)``; returned also when ``h0`` was ``None``.
+    dW_ih, dW_hh : array
+        ``(3H, D)`` and ``(3H, H)``.
+    db_ih, db_hh : array or None
+        ``(3H,)`` each, or ``None`` for a bias that was ``None``. They
+        differ in the last block when the reset follows the product.
+    """
+
+    dx: object
+    dh0: object
+    dW_ih: object
+    dW_hh: object
+    db_ih: object
+    db_hh: object
+
+
+def lstm_backward(
+    dh,
+    x,
+    hx,
+    W_ih,
+    W_hh,
+    b_ih,
+    b_hh,
+    h_seq,
+    c_seq,
+    *,
+    W_hr=None,
+    peepholes=None,
+    dh_n=None,
+    dc_n=None,
+    lengths=None,
+    reverse=False,
+    batch_first=False,
+    mask=None,
+    activations=None,
+    activation_alpha=None,
+    activation_beta=None,
+    clip=None,
+    input_forget=False,
+    xp=None,
+):
+    """Backpropagation through time for :func:`lstm_forward`.
+
+    Parameters
+    ----------
+    dh : array or None
+        Upstream gradient of every output state, the shape of ``h_seq``;
+        ``None`` means zeros.
+    x, hx, W_ih, W_hh, b_ih, b_hh
+        The forward's arguments (``hx`` ``None`` or ``(h0, c0)``).
+    h_seq, c_seq : array
+        The forward's ``output`` and ``c_seq`` (``lstm_forward(...,
+        return_c_seq=True)``), in the forward's layout.
+    W_hr, peepholes, lengths, reverse, batch_first, mask, activations,
+    activation_alpha, activation_beta, clip, input_forget, xp
+        The forward's options.
+    dh_n, dc_n : array, optional
+        Extra upstream gradients of the final states ``(*batch, P)`` and
+        ``(*batch, H)``.
+
+    Returns
+    -------
+    LSTMGrads
+        ``(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr, dpeepholes)``.
+
+    Notes
+    -----
+    The gates are recomputed for every step from ``x`` and the states each
+    step started from (read off ``h_seq`` and ``c_seq``); the only loop
+    carries the gradients of ``h`` and ``c`` back through the steps (see
+    ``rnn_xp.cells.lstm``); each weight gradient is then one product over
+    all steps.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rnn_xp import lstm_forward, lstm_backward
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((5, 2, 3))
+    >>> W_ih, W_hh = rng.standard_normal((16, 3)), rng.standard_normal((16, 4))
+    >>> out, (h_n, c_n), c_seq = lstm_forward(x, None, W_ih, W_hh, return_c_seq=True)
+    >>> g = lstm_backward(np.ones_like(out), x, None, W_ih, W_hh, None, None, out, c_seq)
+    >>> g.dx.shape, g.dh0.shape, g.dW_hh.shape, g.db_ih
+    ((5, 2, 3), (2, 4), (16, 4), None)
+    """
+    from .forward import _lstm_state
+
+    cell = LSTMCell(activations or ("sigmoid", "tanh", "tanh"), activation_alpha, activation_beta,
+                    clip, input_forget)  # fmt: skip
+    check_bool("reverse", reverse)
+    require({"h_seq": h_seq, "c_seq": c_seq}, ("h_seq", "c_seq"))
+    w = LSTMWeights(W_ih, W_hh, b_ih, b_hh, W_hr, peepholes)
+    p, seqs, d_out, d_finals = prepare_backward(
+        cell, x, _lstm_state(hx), w, ("h0", "c0"), {"h_seq": h_seq, "c_seq": c_seq}, dh,
+        {"dh_n": dh_n, "dc_n": dc_n}, batch_first=batch_first, lengths=lengths, mask=mask, xp=xp,
+    )  # fmt: skip
+    dx, (dh0, dc0), dw = backward(p.xp, cell, d_out, p.x, p.state0, p.w, seqs, d_finals,
+                                  lengths=p.lengths, reverse=reverse, mask=p.mask)  # fmt: skip
+    return LSTMGrads(input_layout(p.xp, x, dx, batch_first), dh0, dc0, *dw)
+
+
+def gru_backward(
+    dh,
+    x,
+    h0,
+    W_ih,
+    W_hh,
+    b_ih,
+    b_hh,
+    h_seq,
+    *,
+    dh_n=None,
+    lengths=None,
+    reverse=False,
+    batch_first=False,
+    mask=None,
+    activations=None,
+    activation_alpha=None,
+    activation_beta=None,
+    clip=None,
+    linear_before_reset=True,
+    xp=None,
+):
+    """Backpropagation through time for :func:`gru_forward`.
+
+    Parameters
+    ----------
+    dh : array or None
+        Upstream gradient of every output state, the shape of ``h_seq``;
+        ``None`` means zeros.
+    x, h0, W_ih, W_hh, b_ih, b_hh
+        The forward's arguments.
+    h_seq : array
+        The forward's output, in the forward's layout.
+    dh_n : array, optional
+        Extra upstream gradient of the final state ``(*batch, H)``.
+    lengths, reverse, batch_first, mask, activations, activation_alpha,
+    activation_beta, clip, linear_before_reset, xp
+        The forward's options.
+
+    Returns
+    -------
+    GRUGrads
+        ``(dx, dh0, dW_ih, dW_hh, db_ih, db_hh)``.
+
+    Notes
+    -----
+    The gates are recomputed for every step from ``x`` and the states each
+    step started from (read off ``h_seq``); the only loop carries the
+    gradient of ``h`` back through the steps (see ``rnn_xp.cells.gru``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rnn_xp import gru_forward, gru_backward
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((5, 2, 3))
+    >>> W_ih, W_hh, b = rng.standard_normal((12, 3)), rng.standard_normal((12, 4)), np.zeros(12)
+    >>> h = gru_forward(x, None, W_ih, W_hh, b, b)
+    >>> g = gru_backward(np.ones_like(h), x, None, W_ih, W_hh, b, b, h)
+    >>> g.dx.shape, g.dW_ih.shape, g.db_hh.shape
+    ((5, 2, 3), (12, 3), (12,))
+    """
+    if isinstance(h0, (tuple, list)):
+        raise TypeError(
+            "h0 must be an array (*batch, H) or None: a GRU carries one state; got a "
+            f"{type(h0).__name__} (an LSTM's (h0, c0) pair?)"
+        )
+    cell = GRUCell(activations or ("sigmoid", "tanh"), activation_alpha, activation_beta, clip,
+                   linear_before_reset)  # fmt: skip
+    check_bool("reverse", reverse)
+    require({"h_seq": h_seq}, ("h_seq",))
+    p, seqs, d_out, d_finals = prepare_backward(
+        cell, x, (h0,), GRUWeights(W_ih, W_hh, b_ih, b_hh), ("h0",), {"h_seq": h_seq}, dh,
+        {"dh_n": dh_n}, batch_first=batch_first, lengths=lengths, mask=mask, xp=xp,
+    )  # fmt: skip
+    dx, (dh0,), dw = backward(p.xp, cell, d_out, p.x, p.state0, p.w, seqs, d_finals,
+                              lengths=p.lengths, reverse=reverse, mask=p.mask)  # fmt: skip
+    return GRUGrads(input_layout(p.xp, x, dx, batch_first), dh0, *dw)

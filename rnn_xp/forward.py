@@ -20,25 +20,23 @@ fall back to the portable loop.
 
 from __future__ import annotations
 
-from ._activations import activation, check_activation, check_clip, is_plain
+from ._activations import activation, check_activation, check_clip
 from ._checks import (
     cast,
     check_bool,
     check_features,
     check_float_dtypes,
-    check_leak,
-    check_lengths,
-    check_mask,
     check_same_device,
-    check_sequence,
     check_state,
     check_weights,
     require,
 )
 from ._compat import array_namespace
-from .kernels import forward_kernel, own_precision
+from ._prepare import prepare
+from .cells import ElmanCell, ElmanWeights, GRUCell, GRUWeights, LSTMCell, LSTMWeights
+from .kernels import own_precision, scan
 
-__all__ = ["rnn_forward", "rnn_step_forward"]
+__all__ = ["gru_forward", "lstm_forward", "rnn_forward", "rnn_step_forward"]
 
 
 def rnn_step_forward(x, prev_h, Wx, Wh, b=None, *, nonlinearity="tanh", activation_alpha=None,
@@ -220,53 +218,258 @@ def rnn_forward(
     >>> np.round(h[:, 0], 4)
     array([0.7616, 0.8811, 0.8938])
     """
-    h_seq, h_last = _forward(
-        x, h0, Wx, Wh, b,
-        nonlinearity=nonlinearity, batch_first=batch_first, lengths=lengths,
-        reverse=reverse, leak=leak, return_sequences=return_sequences, xp=xp,
-        activation_alpha=activation_alpha, activation_beta=activation_beta, clip=clip, mask=mask,
-    )  # fmt: skip
-    return h_seq if return_sequences else h_last
-
-
-def _forward(
-    x, h0, Wx, Wh, b, *, nonlinearity, batch_first, lengths, reverse, leak,
-    return_sequences, xp, activation_alpha=None, activation_beta=None, clip=None, mask=None,
-):  # fmt: skip
-    """Validate, run the kernel, return ``(h_seq or None, h_last)``.
-
-    ``h_last`` is each sequence's state after its last valid step (``h0``
-    for a sequence of length 0). The layer and the backward pass use this.
-    """
-    nonlinearity, alpha, beta = check_activation(nonlinearity, activation_alpha, activation_beta)
-    clip = check_clip(clip)
-    check_bool("batch_first", batch_first)
+    cell = ElmanCell(nonlinearity, activation_alpha, activation_beta, clip, leak)
     check_bool("reverse", reverse)
     check_bool("return_sequences", return_sequences)
-    leak = check_leak(leak)
-    require({"Wx": Wx, "Wh": Wh}, ("Wx", "Wh"))
+    p = prepare(cell, x, (h0,), ElmanWeights(Wx, Wh, b), state_labels=("h0",),
+                batch_first=batch_first, lengths=lengths, mask=mask, xp=xp)  # fmt: skip
+    seqs, finals = scan(p.xp, cell, p.x, p.state0, p.w, lengths=p.lengths, reverse=reverse,
+                        return_sequences=return_sequences, mask=p.mask)  # fmt: skip
+    if not return_sequences:
+        return finals[0]
+    return batch_major(p.xp, seqs[0]) if batch_first else seqs[0]
 
-    xp, x_tm, H, D, dtype, dev = check_sequence(
-        x, {"h0": h0, "Wx": Wx, "Wh": Wh, "b": b}, batch_first=batch_first, xp=xp
-    )
-    T, batch = x_tm.shape[0], tuple(x_tm.shape[1:-1])
-    if h0 is None:
-        h0 = xp.zeros((*batch, H), dtype=dtype, device=dev)
-    else:
-        check_state("h0", h0, batch, H)
-    lengths = check_lengths(xp, lengths, batch, T, dev)
-    mask = check_mask(xp, mask, batch, T, dev, lengths=lengths)  # (T, *batch)
-    x_tm, h0, Wx, Wh, b = (cast(xp, a, dtype) for a in (x_tm, h0, Wx, Wh, b))
 
-    options = {}  # the portable loop's own options, only when used
-    if not is_plain(nonlinearity, alpha, beta, clip) or mask is not None:
-        options = {"activation_alpha": alpha, "activation_beta": beta, "clip": clip, "mask": mask}
-    kernel = forward_kernel(xp, extended=bool(options))
-    h_seq, h_last = kernel(
-        xp, x_tm, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths,
-        reverse=reverse, leak=leak, return_sequences=return_sequences, **options,
-    )  # fmt: skip
-    if h_seq is not None and batch_first:
-        nd = h_seq.ndim
-        h_seq = xp.permute_dims(h_seq, (*range(1, nd - 1), 0, nd - 1))  # (*batch, T, H)
-    return h_seq, h_last
+def batch_major(xp, seq):
+    """``(T, *batch, F)`` -> ``(*batch, T, F)``."""
+    nd = seq.ndim
+    return xp.permute_dims(seq, (*range(1, nd - 1), 0, nd - 1))
+
+
+def _lstm_state(hx):
+    """``(h0, c0)`` from ``hx``: ``None`` or a pair whose entries may be ``None``."""
+    if hx is None:
+        return None, None
+    if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+        raise TypeError(
+            "hx must be None or a pair (h0, c0) of arrays (either may be None); got "
+            + (f"a {type(hx).__name__} of {len(hx)} entries" if isinstance(hx, (tuple, list))
+               else type(hx).__name__)
+        )  # fmt: skip
+    return tuple(hx)
+
+
+def lstm_forward(
+    x,
+    hx,
+    W_ih,
+    W_hh,
+    b_ih=None,
+    b_hh=None,
+    *,
+    W_hr=None,
+    peepholes=None,
+    batch_first=False,
+    lengths=None,
+    reverse=False,
+    return_sequences=True,
+    mask=None,
+    activations=None,
+    activation_alpha=None,
+    activation_beta=None,
+    clip=None,
+    input_forget=False,
+    return_c_seq=False,
+    xp=None,
+):
+    """Run an LSTM over a whole sequence (torch's gates and weights, ONNX's options).
+
+    Parameters
+    ----------
+    x : array or list of arrays
+        Inputs ``(T, *batch, D)`` (time-major), ``(*batch, T, D)`` with
+        ``batch_first=True``, or a list of T arrays ``(*batch, D)``.
+    hx : pair of arrays, or None
+        ``(h0, c0)``: initial hidden state ``(*batch, P)`` and cell state
+        ``(*batch, H)``; ``None`` (or a ``None`` entry) means zeros.
+    W_ih, W_hh : array
+        ``(4H, D)`` and ``(4H, P)``, the gates in torch's order i, f, g, o
+        (``torch.nn.LSTM``'s ``weight_ih_l0``, ``weight_hh_l0``).
+    b_ih, b_hh : array or None, optional
+        ``(4H,)`` each.
+    W_hr : array or None, optional
+        The projection ``(P, H)`` (torch's ``proj_size``): ``h_t = (o * tanh(c_t)) @ W_hr.T``.
+        Without it ``P = H``.
+    peepholes : array or None, optional
+        ``(3H,)``: the peephole weights of the gates i, f and o, in that
+        order (ONNX's ``P`` holds them as i, o, f; see docs/lstm.md).
+    batch_first, lengths, reverse, return_sequences, mask, xp
+        As for :func:`rnn_forward`.
+    activations : sequence of 3 str, optional
+        ``(f, g, h)``, ONNX's names for the gates', the cell input's and the
+        cell output's activation (rnn_xp's spelling: ``"sigmoid"``,
+        ``"tanh"``, ``"relu"``, ``"hard_sigmoid"``, ...); default
+        ``("sigmoid", "tanh", "tanh")``.
+    activation_alpha, activation_beta : sequence of 3, optional
+        Their parameters (``None`` entries for the defaults).
+    clip : float, optional
+        Clip every gate's pre-activation to ``[-clip, clip]`` (ONNX's ``clip``).
+    input_forget : bool, optional
+        Couple the forget gate to the input gate, ``f = 1 - i`` (ONNX's ``input_forget``).
+    return_c_seq : bool, optional
+        Also return every cell state (what :func:`rnn_xp.lstm_backward` needs).
+
+    Returns
+    -------
+    output : array
+        ``(T, *batch, P)`` (``(*batch, T, P)`` with ``batch_first``): every
+        hidden state, zeros past each sequence's length.
+    (h_n, c_n) : pair of arrays
+        The states after each sequence's last valid step, ``(*batch, P)`` and
+        ``(*batch, H)`` (``h0``, ``c0`` for a sequence of length 0). With
+        ``return_sequences=False`` this pair alone is returned, in memory
+        independent of T.
+    c_seq : array
+        Only with ``return_c_seq=True``: every cell state, laid out as ``output``.
+
+    Raises
+    ------
+    ValueError
+        A shape does not match (the message names the argument), an option
+        is out of range, or both ``lengths`` and ``mask`` are given.
+    TypeError
+        ``hx`` is not a pair, an input is not a real floating array, or
+        arrays come from two libraries.
+
+    Notes
+    -----
+    One step (torch's ``nn.LSTM``; ``p_i``, ``p_f``, ``p_o`` the peepholes)::
+
+        z   = x_t @ W_ih.T + b_ih + h_{t-1} @ W_hh.T + b_hh
+        i   = sigmoid(z_i + p_i * c_{t-1}),  f = sigmoid(z_f + p_f * c_{t-1}),  g = tanh(z_g)
+        c_t = f * c_{t-1} + i * g
+        o   = sigmoid(z_o + p_o * c_t),      h_t = (o * tanh(c_t)) @ W_hr.T
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rnn_xp import lstm_forward
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((5, 2, 3))               # T = 5, B = 2, D = 3
+    >>> W_ih, W_hh = rng.standard_normal((16, 3)), rng.standard_normal((16, 4))   # H = 4
+    >>> output, (h_n, c_n) = lstm_forward(x, None, W_ih, W_hh)
+    >>> output.shape, h_n.shape, c_n.shape
+    ((5, 2, 4), (2, 4), (2, 4))
+    >>> bool(np.array_equal(output[-1], h_n))
+    True
+    """
+    cell = LSTMCell(activations or ("sigmoid", "tanh", "tanh"), activation_alpha, activation_beta,
+                    clip, input_forget)  # fmt: skip
+    for name, value in (("reverse", reverse), ("return_sequences", return_sequences),
+                        ("return_c_seq", return_c_seq)):  # fmt: skip
+        check_bool(name, value)
+    if return_c_seq and not return_sequences:
+        raise ValueError("return_c_seq=True returns every cell state: it needs return_sequences=True")
+    p = prepare(cell, x, _lstm_state(hx), LSTMWeights(W_ih, W_hh, b_ih, b_hh, W_hr, peepholes),
+                state_labels=("h0", "c0"), batch_first=batch_first, lengths=lengths, mask=mask,
+                xp=xp)  # fmt: skip
+    seqs, finals = scan(p.xp, cell, p.x, p.state0, p.w, lengths=p.lengths, reverse=reverse,
+                        return_sequences=return_sequences, mask=p.mask)  # fmt: skip
+    finals = tuple(finals)
+    if not return_sequences:
+        return finals
+    if batch_first:
+        seqs = tuple(batch_major(p.xp, q) for q in seqs)
+    return (seqs[0], finals, seqs[1]) if return_c_seq else (seqs[0], finals)
+
+
+def gru_forward(
+    x,
+    h0,
+    W_ih,
+    W_hh,
+    b_ih=None,
+    b_hh=None,
+    *,
+    batch_first=False,
+    lengths=None,
+    reverse=False,
+    return_sequences=True,
+    mask=None,
+    activations=None,
+    activation_alpha=None,
+    activation_beta=None,
+    clip=None,
+    linear_before_reset=True,
+    xp=None,
+):
+    """Run a GRU over a whole sequence (torch's gates and weights, ONNX's options).
+
+    Parameters
+    ----------
+    x : array or list of arrays
+        Inputs ``(T, *batch, D)`` (time-major), ``(*batch, T, D)`` with
+        ``batch_first=True``, or a list of T arrays ``(*batch, D)``.
+    h0 : array or None
+        Initial state ``(*batch, H)``; ``None`` means zeros.
+    W_ih, W_hh : array
+        ``(3H, D)`` and ``(3H, H)``, the gates in torch's order r, z, n
+        (``torch.nn.GRU``'s ``weight_ih_l0``, ``weight_hh_l0``).
+    b_ih, b_hh : array or None, optional
+        ``(3H,)`` each; ``b_hh``'s last block stays inside the reset (see Notes).
+    batch_first, lengths, reverse, return_sequences, mask, xp
+        As for :func:`rnn_forward`.
+    activations : sequence of 2 str, optional
+        ``(f, g)``: the gates' and the candidate's activation (ONNX's
+        ``activations`` in rnn_xp's spelling); default ``("sigmoid", "tanh")``.
+    activation_alpha, activation_beta : sequence of 2, optional
+        Their parameters (``None`` entries for the defaults).
+    clip : float, optional
+        Clip every pre-activation to ``[-clip, clip]`` (ONNX's ``clip``).
+    linear_before_reset : bool, optional
+        True (default; torch, ONNX's ``linear_before_reset=1``, Keras's
+        ``reset_after=True``): ``n = tanh(x W_in.T + b_in + r * (h W_hn.T + b_hn))``.
+        False (ONNX's default, Keras's ``reset_after=False``):
+        ``n = tanh(x W_in.T + b_in + (r * h) W_hn.T + b_hn)``.
+
+    Returns
+    -------
+    h_seq : array
+        Every hidden state ``(T, *batch, H)`` (``(*batch, T, H)`` with
+        ``batch_first``), or the final state ``(*batch, H)`` with
+        ``return_sequences=False``.
+
+    Raises
+    ------
+    ValueError
+        A shape does not match (the message names the argument), an option
+        is out of range, or both ``lengths`` and ``mask`` are given.
+    TypeError
+        ``h0`` is not an array (a GRU has one state, not an LSTM's pair), an
+        input is not a real floating array, or arrays come from two libraries.
+
+    Notes
+    -----
+    One step (torch's ``nn.GRU``)::
+
+        r = sigmoid(x W_ir.T + b_ir + h W_hr.T + b_hr)
+        z = sigmoid(x W_iz.T + b_iz + h W_hz.T + b_hz)
+        n = tanh(x W_in.T + b_in + r * (h W_hn.T + b_hn))
+        h' = (1 - z) * n + z * h
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rnn_xp import gru_forward
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((5, 2, 3))               # T = 5, B = 2, D = 3
+    >>> W_ih, W_hh = rng.standard_normal((12, 3)), rng.standard_normal((12, 4))   # H = 4
+    >>> gru_forward(x, None, W_ih, W_hh).shape
+    (5, 2, 4)
+    """
+    if isinstance(h0, (tuple, list)):
+        raise TypeError(
+            "h0 must be an array (*batch, H) or None: a GRU carries one state; got a "
+            f"{type(h0).__name__} (an LSTM's (h0, c0) pair?)"
+        )
+    cell = GRUCell(activations or ("sigmoid", "tanh"), activation_alpha, activation_beta, clip,
+                   linear_before_reset)  # fmt: skip
+    check_bool("reverse", reverse)
+    check_bool("return_sequences", return_sequences)
+    p = prepare(cell, x, (h0,), GRUWeights(W_ih, W_hh, b_ih, b_hh), state_labels=("h0",),
+                batch_first=batch_first, lengths=lengths, mask=mask, xp=xp)  # fmt: skip
+    seqs, finals = scan(p.xp, cell, p.x, p.state0, p.w, lengths=p.lengths, reverse=reverse,
+                        return_sequences=return_sequences, mask=p.mask)  # fmt: skip
+    if not return_sequences:
+        return finals[0]
+    return batch_major(p.xp, seqs[0]) if batch_first else seqs[0]

@@ -47,15 +47,59 @@ from .._compat import (
     is_numpy_namespace,
     is_torch_namespace,
 )
-from .portable import backward_portable, scan_portable
+from .portable import backward_cell, backward_portable, scan_cell, scan_portable
 
 __all__ = [
+    "backward",
     "backward_kernel",
     "backward_portable",
     "forward_kernel",
     "own_precision",
+    "scan",
     "scan_portable",
 ]
+
+
+def scan(xp, cell, x, state0, w, *, lengths, reverse, return_sequences, mask=None):
+    """Run ``cell``'s recurrence with the kernel for ``xp``; ``scan_cell``'s arguments and results.
+
+    The arrays are validated, time-major, of one dtype and device (see
+    ``_prepare.prepare``). Elman runs the kernel ``forward_kernel`` picks
+    (every library has a fast one); the other cells run the portable loop.
+    """
+    if cell.name == "elman":
+        extended = not cell.plain or mask is not None
+        kernel = forward_kernel(xp, extended=extended)
+        options = {}
+        if extended:
+            options = {"activation_alpha": cell.alpha, "activation_beta": cell.beta,
+                       "clip": cell.clip, "mask": mask}  # fmt: skip
+        h_seq, h_last = kernel(
+            xp, x, state0[0], w.Wx, w.Wh, w.b, nonlinearity=cell.nonlinearity, lengths=lengths,
+            reverse=reverse, leak=cell.leak, return_sequences=return_sequences, **options,
+        )  # fmt: skip
+        return (None if h_seq is None else (h_seq,)), (h_last,)
+    return scan_cell(xp, cell, x, state0, w, lengths=lengths, reverse=reverse,
+                     return_sequences=return_sequences, mask=mask)  # fmt: skip
+
+
+def backward(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, reverse, mask=None):
+    """Backpropagate through ``cell``'s recurrence with the kernel for ``xp``; ``backward_cell``'s arguments and results."""
+    if cell.name == "elman":
+        extended = not cell.plain or mask is not None
+        kernel = backward_kernel(xp, extended=extended)
+        options = {}
+        if extended:
+            options = {"activation_alpha": cell.alpha, "activation_beta": cell.beta,
+                       "clip": cell.clip, "mask": mask, "b": w.b}  # fmt: skip
+        dx, dh0, dWx, dWh, db = kernel(
+            xp, d_out, x, state0[0], w.Wx, w.Wh, seqs[0], d_finals[0],
+            nonlinearity=cell.nonlinearity, lengths=lengths, reverse=reverse, leak=cell.leak,
+            **options,
+        )  # fmt: skip
+        return dx, (dh0,), type(w)(dWx, dWh, db)
+    return backward_cell(xp, cell, d_out, x, state0, w, seqs, d_finals, lengths=lengths,
+                         reverse=reverse, mask=mask)  # fmt: skip
 
 
 def forward_kernel(xp, *, extended=False):

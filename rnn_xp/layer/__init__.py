@@ -1,0 +1,24 @@
+"""The layers: ``RNN``, ``LSTM`` and ``GRU`` with torch's interface.
+
+Each holds its parameters in one array library, on one device, in one dtype,
+under torch's names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...), and runs
+every layer and direction of a call through its cell (``rnn_xp.cells``):
+
+==========  ====================  ============================================
+layer       like                  its module
+==========  ====================  ============================================
+``RNN``     ``torch.nn.RNN``      ``rnn_xp.layer.rnn`` (Elman; every ONNX activation, leak)
+``LSTM``    ``torch.nn.LSTM``     ``rnn_xp.layer.lstm`` (projection, peepholes)
+``GRU``     ``torch.nn.GRU``      ``rnn_xp.layer.gru`` (reset before or after the product)
+==========  ====================  ============================================
+
+What they share (modes, moving, state dicts, the run over layers and
+directions, the backward through them) is in ``rnn_xp.layer.base``.
+"""
+
+from __future__ import annotations
+
+from .base import LayerCache, LayerGrads
+from .rnn import RNN
+
+__all__ = ["LayerCache", "LayerGrads", "RNN"]
