@@ -9,12 +9,14 @@ its gradient and ``rnn_xp.layer`` for the ``torch.nn.RNN``-style layer.
 from . import columns, convert
 from .backward import GRUGrads, LSTMGrads, RNNGrads, gru_backward, lstm_backward, rnn_backward, rnn_step_backward
 from .forward import gru_forward, lstm_forward, rnn_forward, rnn_step_forward
-from .layer import RNN, LayerCache, LayerGrads
+from .layer import GRU, LSTM, RNN, LayerCache, LayerGrads
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "GRU",
     "GRUGrads",
+    "LSTM",
     "LSTMGrads",
     "RNN",
     "LayerCache",

@@ -19,6 +19,8 @@ directions, the backward through them) is in ``rnn_xp.layer.base``.
 from __future__ import annotations
 
 from .base import LayerCache, LayerGrads
+from .gru import GRU
+from .lstm import LSTM
 from .rnn import RNN
 
-__all__ = ["LayerCache", "LayerGrads", "RNN"]
+__all__ = ["GRU", "LSTM", "LayerCache", "LayerGrads", "RNN"]

@@ -62,6 +62,7 @@ __all__ = [
     "check_state_dict",
     "collapse",
     "is_torch_module",
+    "gate_options",
     "per_direction",
     "suffixes",
 ]
@@ -733,6 +734,28 @@ def check_activations(nonlinearity, alpha, beta, dirs):
     return collapse(names), collapse(given(alphas)), collapse(given(betas)), activations
 
 
+def gate_options(activations, alpha, beta, dirs, n):
+    """Per direction, the ``activations``, ``activation_alpha``, ``activation_beta`` of a gated cell.
+
+    Each is ``None`` (the cell's defaults), one sequence of ``n`` entries
+    (every direction), or ``dirs`` such sequences (ONNX's bidirectional
+    nodes list ``2 * n`` activations: the forward direction's, then the
+    reverse one's). Returns three tuples of ``dirs`` entries.
+    """
+    def split(name, value):
+        if value is None:
+            return (None,) * dirs
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise TypeError(f"{name} must be a sequence of {n} entries (or one per direction); got {value!r}")
+        value = tuple(value)
+        if len(value) == n * dirs and dirs > 1:  # flat, as ONNX lists them
+            return tuple(value[d * n:(d + 1) * n] for d in range(dirs))
+        if len(value) == dirs and dirs > 1 and all(isinstance(v, (list, tuple)) for v in value):
+            return tuple(tuple(v) for v in value)
+        return (value,) * dirs  # the cell checks its length
+    return split("activations", activations), split("activation_alpha", alpha), split("activation_beta", beta)
+
+
 def suffixes(num_directions):
     return ("", "_reverse")[:num_directions]
 
@@ -756,6 +779,6 @@ def check_dropout(dropout, num_layers):
             "dropout applies between stacked layers, so it has no effect with "
             f"num_layers=1 (got dropout={dropout}, num_layers=1)",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of the layer's constructor (its __init__, then _setup)
         )
     return dropout
