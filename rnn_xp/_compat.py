@@ -31,6 +31,7 @@ __all__ = [
     "is_torch_namespace",
     "namespace_of",
     "normalize_namespace",
+    "outside_stacklevel",
     "refuse_masked",
     "to_device",
 ]
@@ -120,3 +121,20 @@ def normalize_namespace(xp):
 def _library(xp) -> str:
     name = getattr(xp, "__name__", repr(xp))
     return name.replace("array_api_compat.", "")
+
+
+def outside_stacklevel():
+    """The ``stacklevel`` for ``warnings.warn`` that points at the first caller outside rnn_xp.
+
+    Counted from the function that calls ``warnings.warn`` (level 1), up the
+    stack past every frame of the package, so that a warning names the
+    user's line however many of rnn_xp's own calls lie between.
+    """
+    import os
+    import sys
+
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1  # the caller of this function: the one that warns
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level

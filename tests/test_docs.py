@@ -76,13 +76,14 @@ def test_every_public_name_has_an_api_page(site):
         assert (pages / f"{module_name}.html").is_file(), module_name
         for name in module.__all__:
             assert (pages / f"{module_name}.{name}.html").is_file(), f"{module_name}.{name}"
-    from rnn_xp import RNN
+    from rnn_xp import GRU, LSTM, RNN
 
-    methods = [m for m in vars(RNN) if not m.startswith("_") and callable(getattr(RNN, m))]
-    assert {"forward", "backward", "to", "train", "eval", "parameters", "state_dict"} <= set(methods)
-    for method in methods:
-        page = pages / f"rnn_xp.layer.RNN.{method}.html"
-        assert page.is_file(), method
+    for cls in (RNN, LSTM, GRU):  # every public method, its own or the layers' shared base's
+        methods = [m for m in dir(cls) if not m.startswith("_") and callable(getattr(cls, m))]
+        assert {"forward", "backward", "to", "train", "eval", "parameters", "state_dict"} <= set(methods)
+        for method in methods:
+            page = pages / f"rnn_xp.layer.{cls.__name__}.{method}.html"
+            assert page.is_file(), (cls.__name__, method)
     # numpydoc rendered the sections: the parameters and the errors of RNN.to
     to_page = (pages / "rnn_xp.layer.RNN.to.html").read_text()
     assert "Parameters" in to_page and "Raises" in to_page and "Examples" in to_page

@@ -58,7 +58,7 @@ from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from .._checks import check_lengths, shape_str
-from .._compat import device, is_cupy_namespace, is_numpy_namespace, namespace_of
+from .._compat import device, is_cupy_namespace, is_numpy_namespace, namespace_of, outside_stacklevel
 from .portable import backward_portable, scan_portable
 
 __all__ = ["backward_dask", "scan_dask", "split_every", "tree_sum"]
@@ -185,13 +185,13 @@ def backward_dask(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, 
     for name, a in (("x", x), ("h_seq", h_seq), ("dh", dh)):
         if a is not None:
             a = _as_dask(a, (-1, *batch_chunks, -1))
-            a = _single_chunk_along(name, a, {0: "time", k + 1: "features"}, stacklevel=4)
+            a = _single_chunk_along(name, a, {0: "time", k + 1: "features"})
             seq[name] = a.rechunk((-1, *batch_chunks, -1))
     x = seq["x"]
     h_seq, dh = (None if n not in seq else _chunks_like(x, seq[n]) for n in ("h_seq", "dh"))
     h0, dh_n = (
         None if a is None else _chunks_like(x, _single_chunk_along(
-            name, _as_dask(a, (*batch_chunks, -1)), {k: "features"}, stacklevel=4,
+            name, _as_dask(a, (*batch_chunks, -1)), {k: "features"},
         ).rechunk((*batch_chunks, -1)))
         for name, a in (("h0", h0), ("dh_n", dh_n))
     )  # fmt: skip
@@ -372,11 +372,10 @@ def _to_library_of(block, like):
     return namespace_of(like).asarray(block)
 
 
-def _single_chunk_along(name, a, axes, stacklevel=5):
+def _single_chunk_along(name, a, axes):
     """``a`` with one chunk along each of ``axes`` ({axis: label}), warning if that rechunks.
 
-    ``stacklevel`` points the warning at the caller of the public function
-    (5 for ``rnn_forward``, 4 for ``rnn_backward``).
+    The warning points at the first caller outside rnn_xp (``outside_stacklevel``).
     """
     split = {ax: label for ax, label in axes.items() if a.numblocks[ax] > 1}
     if not split:
@@ -387,6 +386,6 @@ def _single_chunk_along(name, a, axes, stacklevel=5):
         f"{name} is rechunked to a single chunk along {' and '.join(split.values())}, "
         "keeping its batch chunks. Chunk it along the batch axes only to avoid this.",
         da.PerformanceWarning,
-        stacklevel=stacklevel,
+        stacklevel=outside_stacklevel(),
     )
     return a.rechunk({ax: -1 for ax in split})

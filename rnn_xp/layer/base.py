@@ -47,6 +47,7 @@ from .._compat import (
     is_dask_namespace,
     is_numpy_namespace,
     namespace_of,
+    outside_stacklevel,
     refuse_masked,
 )
 from .._devices import dtype_arg, family, target, to_kind, where
@@ -779,6 +780,6 @@ def check_dropout(dropout, num_layers):
             "dropout applies between stacked layers, so it has no effect with "
             f"num_layers=1 (got dropout={dropout}, num_layers=1)",
             UserWarning,
-            stacklevel=4,  # the caller of the layer's constructor (its __init__, then _setup)
+            stacklevel=outside_stacklevel(),  # the caller of the layer's constructor
         )
     return dropout
