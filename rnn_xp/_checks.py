@@ -236,10 +236,17 @@ def _check_range(values, T):
 
 
 def _concrete_min_max(xp, lengths):
+    """``(min, max)`` of ``lengths`` as Python ints, read to the host once; ``(None, None)`` for a traced array.
+
+    Both are computed where the array lives and brought over in one read (on a
+    GPU, one synchronisation per call rather than two).
+    """
     if lengths.size == 0:
         return None, None
     try:
-        return int(xp.min(lengths)), int(xp.max(lengths))
+        both = xp.stack([xp.min(lengths), xp.max(lengths)])
+        values = both.tolist() if hasattr(both, "tolist") else [both[0], both[1]]
+        return int(values[0]), int(values[1])
     except Exception:  # a traced value (jax.jit): cannot be read, not checked
         return None, None
 

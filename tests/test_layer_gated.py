@@ -286,3 +286,31 @@ def test_bad_states_and_options_name_the_argument(rng):
         lstm.backward(cache, None, np.zeros((2, B, P)))
     with pytest.raises(ValueError, match=r"d_c_n must have shape"):
         lstm.backward(cache, None, (None, np.zeros((2, B, P))))
+
+
+@pytest.mark.parametrize("cell", ["rnn", *CELLS])
+def test_one_host_read_of_lengths_per_call(cell):
+    # a layer checks a call once: lengths reach the host once (one GPU synchronisation),
+    # not once per layer and direction, and the backward reads nothing back
+    from torch.overrides import TorchFunctionMode
+
+    class HostReads(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.reads = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            if name in ("item", "tolist", "numpy", "__int__", "__float__", "__bool__", "__index__"):
+                self.reads.append(name)
+            return func(*args, **(kwargs or {}))
+
+    cls = {"rnn": rnn_xp.RNN, "lstm": rnn_xp.LSTM, "gru": rnn_xp.GRU}[cell]
+    layer = cls(D, H, 3, bidirectional=True, xp="torch", dtype="float64", seed=0)
+    x = torch.randn(T, 6, D, dtype=torch.float64)
+    lengths = torch.tensor([5, 3, 0, 2, 1, 4])
+    with HostReads() as forward:
+        out, _, cache = layer(x, lengths=lengths, return_cache=True)
+    with HostReads() as backward:
+        layer.backward(cache, torch.ones_like(out))
+    assert forward.reads == ["tolist"] and backward.reads == []
