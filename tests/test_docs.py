@@ -98,3 +98,19 @@ def test_benchmark_charts_are_on_the_performance_pages(site):
     summary = (site / "performance.html").read_text()
     for machine in ("xeon", "epyc"):  # the summary shows both machines' charts
         assert f"vm-{machine}-cpu.png" in summary and f"vm-{machine}-cpu-small-batch.png" in summary
+
+
+def test_convert_summaries_name_every_format():
+    """The API index's and the README's line on ``rnn_xp.convert`` name every
+    format it has a ``to_*`` or ``from_*`` for (torch, Keras, ONNX, Flax, CS231n)."""
+    from rnn_xp import convert
+
+    formats = {re.sub(r"_(model|bidirectional)$", "", name.split("_", 1)[1])
+               for name in convert.__all__ if name.startswith(("to_", "from_"))}
+    assert {"torch", "keras", "onnx", "flax", "cs231n"} <= formats
+    api = (ROOT / "docs" / "api" / "index.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for where, text in (("docs/api/index.md", api), ("README.md", readme)):
+        (row,) = [line for line in text.splitlines() if line.startswith("|") and "`rnn_xp.convert`" in line]
+        missing = sorted(f for f in formats if f not in row.lower())
+        assert not missing, f"{where}: the rnn_xp.convert row does not name {missing}"
