@@ -103,6 +103,13 @@ def from_transposed(directions, keys, activations, batch_first, xp, device, dtyp
                        activation_beta=tuple(a[2] for a in activations))
 
 
+def check_flag(name, value):
+    """``None`` or a bool, unchanged; anything else (``"no"``, ``1``, ``np.bool_``) a ``TypeError``."""
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"{name} must be True, False or None; got {value!r}")
+    return value
+
+
 def check_rnn(rnn):
     """``TypeError`` unless ``rnn`` is an :class:`~rnn_xp.RNN`."""
     if not isinstance(rnn, RNN):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from .._activations import check_activation
 from .._checks import check_bool
 from .._compat import is_array
-from ._common import from_transposed, layer_weights
+from ._common import check_flag, from_transposed, layer_weights
 
 # JAX function name -> (rnn_xp name, alpha, beta) with JAX's default parameters.
 _JAX_ACTIVATIONS = {
@@ -97,6 +97,8 @@ def from_flax(cell_or_params, *, cell=None, nonlinearity=None, residual=None, ba
     ((4, 3), 'relu', True)
     """
     obj = cell_or_params
+    check_flag("residual", residual)
+    check_bool("batch_first", batch_first)
     if hasattr(obj, "activation_fn") and hasattr(obj, "dense_i"):  # an NNX SimpleCell (not its State)
         if cell is not None:
             raise ValueError("cell= is for parameters; an NNX cell carries its own")
@@ -142,6 +144,11 @@ def _flax_params(params):
             "the parameters must hold NNX's {'dense_i', 'dense_h'} or Linen's {'i', 'h'} "
             f"(optionally under 'params' and 'cell'); got keys {list(p.keys())}"
         )
+    names = ("dense_i", "dense_h") if "dense_i" in p else ("i", "h")
+    for part, key, need in ((i, names[0], "{'kernel', 'bias'}"), (h, names[1], "{'kernel'}")):
+        if not (hasattr(part, "keys") and hasattr(part, "__getitem__")):
+            raise ValueError(f"the parameters' {key!r} must be a mapping {need}; got "
+                             f"{type(part).__name__}")
     try:
         kernel_i, bias_i, kernel_h = (_unwrap(i["kernel"]), _unwrap(i["bias"]), _unwrap(h["kernel"]))
     except (KeyError, TypeError) as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from .._checks import check_bool, check_mask, shape_str
 from .._compat import device as _device_of
 from .._compat import is_array, namespace_of
-from ._common import check_layer, check_rnn, from_transposed, layer_weights
+from ._common import check_flag, check_layer, check_rnn, from_transposed, layer_weights
 
 # Keras activation name -> (rnn_xp name, alpha, beta): the same function.
 _KERAS_ACTIVATIONS = {
@@ -114,7 +114,7 @@ def keras_config(rnn, *, reverse=False):
     {'units': 4, 'activation': 'relu', 'use_bias': True, 'go_backwards': True}
     """
     check_rnn(rnn)
-    if reverse and not rnn.bidirectional:
+    if check_bool("reverse", reverse) and not rnn.bidirectional:
         raise ValueError("reverse=True needs a bidirectional layer")
     if rnn.clip is not None or rnn.leak != 1.0:
         raise ValueError(f"a Keras SimpleRNN has no clip or leak; this layer has clip={rnn.clip}, "
@@ -171,12 +171,16 @@ def from_keras(layer_or_weights, *, nonlinearity=None, go_backwards=None, batch_
     Raises
     ------
     ValueError
-        A shape does not match, the activation has no rnn_xp equivalent, or
-        a ``Bidirectional`` whose forward layer runs backwards.
+        A shape does not match, the activation has no rnn_xp equivalent, a
+        ``Bidirectional`` whose forward layer runs backwards, or a layer that
+        is not built yet (it holds no weights).
     TypeError
-        Neither a Keras layer nor a list of arrays.
+        Neither a Keras layer nor a list of arrays, or ``go_backwards`` or
+        ``batch_first`` not a bool.
     """
     obj = layer_or_weights
+    check_flag("go_backwards", go_backwards)
+    check_bool("batch_first", batch_first)
     if hasattr(obj, "forward_layer") and hasattr(obj, "backward_layer"):  # Bidirectional
         if go_backwards is not None:
             raise ValueError("go_backwards is for a SimpleRNN; a Bidirectional has both directions")
@@ -189,7 +193,7 @@ def from_keras(layer_or_weights, *, nonlinearity=None, go_backwards=None, batch_
             raise ValueError("a Bidirectional whose forward layer runs backwards (or whose backward "
                              "layer runs forwards) has no rnn_xp equivalent")
         acts = [_keras_layer_activation(part, nonlinearity) for part in (fwd, bwd)]
-        weights = [list(fwd.get_weights()), list(bwd.get_weights())]
+        weights = [_built_weights(fwd, obj), _built_weights(bwd, obj)]
         reverse = False
     elif hasattr(obj, "get_weights") and hasattr(obj, "get_config"):
         if not _is_simple_rnn(obj):
@@ -200,7 +204,7 @@ def from_keras(layer_or_weights, *, nonlinearity=None, go_backwards=None, batch_
         if go_backwards is not None and go_backwards != reverse:
             raise ValueError(f"go_backwards={go_backwards!r} disagrees with the layer's "
                              f"go_backwards={reverse!r}")
-        weights = [list(obj.get_weights())]
+        weights = [_built_weights(obj, obj)]
     elif isinstance(obj, (list, tuple)):
         n = len(obj)
         if n not in (2, 3, 4, 6):
@@ -213,7 +217,7 @@ def from_keras(layer_or_weights, *, nonlinearity=None, go_backwards=None, batch_
             raise ValueError("go_backwards is for one direction's weights; a Bidirectional's "
                              "second half is its backward layer")
         acts = [_keras_activation("tanh" if nonlinearity is None else nonlinearity)] * len(weights)
-        reverse = bool(go_backwards)
+        reverse = bool(go_backwards)  # None: a SimpleRNN's default, forwards
     else:
         raise TypeError(
             "layer_or_weights must be a keras SimpleRNN, a Bidirectional(SimpleRNN) or a list "
@@ -222,6 +226,17 @@ def from_keras(layer_or_weights, *, nonlinearity=None, go_backwards=None, batch_
     names = ("kernel", "recurrent_kernel", "bias")
     return from_transposed([dict(zip(names, w)) for w in weights], names, acts, batch_first,
                             xp, device, dtype, reverse=reverse)
+
+
+def _built_weights(layer, outer):
+    """``layer.get_weights()``, which must hold the kernels: ``outer`` must have been built."""
+    weights = list(layer.get_weights())
+    if len(weights) < 2:
+        raise ValueError(
+            f"the Keras {type(outer).__name__} {getattr(outer, 'name', '')!r} is not built: it holds "
+            "no weights yet. Build it (layer.build((None, None, D))) or call it on an input first"
+        )
+    return weights
 
 
 def _keras_layer_activation(layer, nonlinearity):
@@ -273,8 +288,8 @@ def keras_merge(output, merge_mode="concat", *, mask=None, batch_first=True):
         got = shape_str(output.shape) if is_array(output) else type(output).__name__
         raise ValueError(f"output must have shape (..., 2H); got {got}")
     xp = namespace_of(output)
+    check_bool("batch_first", batch_first)
     if mask is not None:
-        check_bool("batch_first", batch_first)
         if output.ndim != 3:
             raise ValueError(f"output must be (B, T, 2H) or (T, B, 2H) with a mask; got "
                              f"{shape_str(output.shape)}")
