@@ -267,7 +267,7 @@ def keras_merge(output, merge_mode="concat", *, mask=None, batch_first=True):
         this zeroes them first.
     batch_first : bool, optional
         ``output`` is ``(B, T, 2H)`` (default, Keras's layout) rather than
-        ``(T, B, 2H)``; only read with ``mask``.
+        ``(T, B, 2H)``; used with ``mask`` only (True or False always).
 
     Returns
     -------
