@@ -73,6 +73,14 @@ from ._compat import (
     refuse_masked,
     to_device,
 )
+from ._params import (
+    check_state_dict,
+    direction_suffixes,
+    direction_weights,
+    param_count,
+    read_torch,
+)
+from ._params import param_shapes as torch_param_shapes
 from .backward import rnn_backward
 from .forward import _forward
 
@@ -281,17 +289,67 @@ class RNN:
 
         xp, device = resolve_namespace(xp, device)
         dtype = resolve_dtype(xp, dtype)
-        k = 1.0 / math.sqrt(self.hidden_size)
         rng = np.random.default_rng(seed)
-        params = {
-            name: rng.uniform(-k, k, size=shape)  # float64 draws, in torch's order
-            for name, shape in self.param_shapes().items()
-        }
+        given = self.__dict__.pop("_given_params", None)  # set by from_params: load, draw nothing
         self.xp, self.device, self.dtype = xp, device, dtype
-        self.params = {name: move(p, xp, device, dtype) for name, p in params.items()}
+        if given is None:
+            k = 1.0 / math.sqrt(self.hidden_size)
+            params = {
+                name: rng.uniform(-k, k, size=shape)  # float64 draws, in torch's order
+                for name, shape in self.param_shapes().items()
+            }
+            self.params = {name: move(p, xp, device, dtype) for name, p in params.items()}
+        else:
+            self._load(*given)
+            # the stream where the draws would have left it: the same dropout masks as
+            # RNN(..., seed=seed).load_state_dict(params)
+            rng.bit_generator.advance(param_count(self.param_shapes()))
         self.device, self.dtype = _where(self.params)
         self.training = True
         self.generator = rng  # after the weights, the same stream draws the dropout masks
+
+    @classmethod
+    def from_params(cls, params, *args, names=None, **kwargs):
+        """A layer made as ``cls(*args, **kwargs)`` that holds ``params`` instead of drawn weights.
+
+        The same layer as ``cls(*args, **kwargs).load_state_dict(params)``
+        (its ``generator`` too, when ``seed`` is given), without drawing the
+        initial weights first: the configuration and every key and shape of
+        ``params`` are checked before anything is allocated, and only the
+        given arrays are copied. The converters build their layers this way.
+
+        Parameters
+        ----------
+        params : mapping
+            torch's names to arrays of any library, as in :meth:`load_state_dict`.
+        *args, **kwargs
+            The configuration, as in :class:`RNN`.
+        names : mapping, optional
+            What error messages call each array (a converter's own names,
+            such as ``"kernel"``); default ``state_dict['weight_ih_l0']``, ...
+
+        Returns
+        -------
+        RNN
+
+        Raises
+        ------
+        ValueError, TypeError
+            As :class:`RNN` and :meth:`load_state_dict` raise them.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from rnn_xp import RNN
+        >>> params = RNN(3, 4, seed=1).state_dict()
+        >>> rnn = RNN.from_params(params, 3, 4, dtype="float64")
+        >>> rnn.dtype, bool(np.array_equal(rnn.weight_hh_l0, params["weight_hh_l0"]))
+        (dtype('float64'), True)
+        """
+        layer = cls.__new__(cls)
+        layer._given_params = (params, names)  # read (and removed) by __init__
+        layer.__init__(*args, **kwargs)
+        return layer
 
     # -- structure ---------------------------------------------------------
 
@@ -302,8 +360,8 @@ class RNN:
 
     def param_shapes(self):
         """``{name: shape}`` for every parameter, in torch's order."""
-        return _param_shapes(self.input_size, self.hidden_size, self.num_layers, self.num_directions,
-                             self.bias)  # fmt: skip
+        return torch_param_shapes(self.input_size, self.hidden_size, self.num_layers,
+                                  self.num_directions, self.bias)  # fmt: skip
 
     def parameters(self):
         """An iterator over the parameter arrays, in torch's order (as ``torch.nn.Module``).
@@ -685,11 +743,7 @@ class RNN:
 
     def _weights(self, k, suffix):
         """``(Wx, Wh, b)`` of layer ``k`` and a direction, with the biases folded."""
-        p = self.params
-        b = None
-        if self.bias:
-            b = p[f"bias_ih_l{k}{suffix}"] + p[f"bias_hh_l{k}{suffix}"]  # (H,)
-        return p[f"weight_ih_l{k}{suffix}"], p[f"weight_hh_l{k}{suffix}"], b
+        return direction_weights(self.params, k, suffix)
 
     # -- moving and converting ---------------------------------------------
 
@@ -815,13 +869,19 @@ class RNN:
         TypeError
             ``state_dict`` is not a mapping, or a value is not a real floating array.
         """
+        self._load(state_dict)
+        return self
+
+    def _load(self, state_dict, names=None):
+        """``load_state_dict``; ``names`` maps parameter names to what messages call the arrays."""
         shapes = self.param_shapes()
-        _check_state_dict(state_dict, shapes, repr(self))
+        check_state_dict(state_dict, shapes, repr(self))
+        names = {} if names is None else names
         self.params = {
-            name: move(state_dict[name], self.xp, self.device, self.dtype, name=f"state_dict[{name!r}]")
+            name: move(state_dict[name], self.xp, self.device, self.dtype,
+                       name=names.get(name, f"state_dict[{name!r}]"))
             for name in shapes
         }
-        return self
 
     @classmethod
     def from_torch(cls, module_or_state_dict, *, xp=None, device=None, dtype=None,
@@ -855,145 +915,17 @@ class RNN:
         ValueError
             The state dict has missing, unexpected or mis-shaped keys.
         """
-        obj = module_or_state_dict
         if nonlinearity is not None:
             check_nonlinearity(nonlinearity)
         if batch_first is not None:
             check_bool("batch_first", batch_first)
-        if _is_torch_module(obj):
-            import torch
-
-            if not isinstance(obj, torch.nn.RNN):
-                raise TypeError(
-                    f"module_or_state_dict must be a torch.nn.RNN (or a state dict); got "
-                    f"{type(obj).__name__}, which rnn_xp cannot run"
-                )
-            if getattr(obj, "proj_size", 0):
-                raise ValueError(f"proj_size must be 0; got {obj.proj_size}")
-            config = {
-                "nonlinearity": obj.nonlinearity,
-                "bias": obj.bias,
-                "batch_first": obj.batch_first,
-                "bidirectional": obj.bidirectional,
-            }
-            for name, given in (("nonlinearity", nonlinearity), ("batch_first", batch_first)):
-                if given is not None and given != config[name]:
-                    raise ValueError(
-                        f"{name}={given!r} disagrees with the module's {name}={config[name]!r}"
-                    )
-            state = obj.state_dict()
-            sizes = (obj.input_size, obj.hidden_size, obj.num_layers)
-            dropout = obj.dropout
-        elif hasattr(obj, "keys") and hasattr(obj, "__getitem__"):
-            state = obj
-            if "weight_ih_l0" not in state or "weight_hh_l0" not in state:
-                raise ValueError(
-                    "state dict must hold at least 'weight_ih_l0' and 'weight_hh_l0'; got keys "
-                    f"{list(state.keys())}"
-                )
-            check_real_arrays({"state_dict['weight_ih_l0']": state["weight_ih_l0"],
-                               "state_dict['weight_hh_l0']": state["weight_hh_l0"]})
-            if state["weight_ih_l0"].ndim != 2:
-                raise ValueError(
-                    "state_dict['weight_ih_l0'] must have shape (H, D); got shape "
-                    f"{shape_str(state['weight_ih_l0'].shape)}"
-                )
-            num_layers = 1
-            while f"weight_ih_l{num_layers}" in state:
-                num_layers += 1
-            H, D = tuple(state["weight_ih_l0"].shape)
-            sizes = (D, H, num_layers)
-            config = {
-                "nonlinearity": "tanh" if nonlinearity is None else nonlinearity,
-                "bias": "bias_ih_l0" in state or "bias_hh_l0" in state,
-                "batch_first": False if batch_first is None else batch_first,
-                "bidirectional": "weight_ih_l0_reverse" in state,
-            }
-            dropout = 0.0
-            # Every key, shape and dtype before the layer is made: a hostile state dict
-            # (weight_ih_l0 of 40,000 rows) must fail at once, not after drawing 40,000^2
-            # random initial weights.
-            dirs = 2 if config["bidirectional"] else 1
-            _check_state_dict(state, _param_shapes(D, H, num_layers, dirs, config["bias"]),
-                              f"an RNN({D}, {H}, num_layers={num_layers}, bias={config['bias']}, "
-                              f"bidirectional={config['bidirectional']}) read from weight_ih_l0 "
-                              f"{shape_str((H, D))} and the keys")  # fmt: skip
-        else:
-            raise TypeError(
-                "module_or_state_dict must be a torch.nn.RNN or a mapping of torch's parameter "
-                f"names to arrays; got {type(obj).__name__}"
-            )
-        first = state["weight_ih_l0"]
-        if dtype is None and is_array(first):
-            dtype = dtype_name(namespace_of(first), first.dtype)
-        rnn = cls(*sizes, dropout=dropout, xp=xp, device=device, dtype=dtype, seed=0, **config)
-        if _is_torch_module(obj):
-            rnn.train(obj.training)  # the module's mode, as its dropout goes with it
-        return rnn.load_state_dict(state)
+        return read_torch(cls, module_or_state_dict, module="RNN", gates=1,
+                          options={"nonlinearity": nonlinearity, "batch_first": batch_first},
+                          defaults={"nonlinearity": "tanh", "batch_first": False},
+                          xp=xp, device=device, dtype=dtype)
 
 
 # -- helpers -----------------------------------------------------------------
-
-
-def _param_shapes(D, H, num_layers, num_directions, bias):
-    """``{name: shape}`` of every parameter, in torch's order (``RNN.param_shapes`` without a layer)."""
-    shapes = {}
-    for k in range(num_layers):
-        D_k = D if k == 0 else H * num_directions
-        for suffix in _suffixes(num_directions):
-            shapes[f"weight_ih_l{k}{suffix}"] = (H, D_k)
-            shapes[f"weight_hh_l{k}{suffix}"] = (H, H)
-            if bias:
-                shapes[f"bias_ih_l{k}{suffix}"] = (H,)
-                shapes[f"bias_hh_l{k}{suffix}"] = (H,)
-    return shapes
-
-
-def _check_state_dict(state_dict, shapes, target):
-    """Every key, type, shape and dtype of ``state_dict`` against ``shapes``, before anything is made.
-
-    One ``ValueError`` lists every missing key, unexpected key and wrong shape;
-    a value that is not an array, a masked array or not real floating is a
-    ``TypeError`` naming its key. ``target`` describes the layer in messages.
-    """
-    if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
-        raise TypeError(f"state_dict must be a mapping; got {type(state_dict).__name__}")
-    for name in shapes:
-        if name in state_dict:
-            refuse_masked(f"state_dict[{name!r}]", state_dict[name])
-            if not is_array(state_dict[name]):
-                raise TypeError(
-                    f"state_dict[{name!r}] must be an array of shape {shape_str(shapes[name])}; "
-                    f"got {type(state_dict[name]).__name__}"
-                )
-    missing = [name for name in shapes if name not in state_dict]
-    unexpected = [name for name in state_dict if name not in shapes]
-    wrong = [
-        f"{name}: got {shape_str(tuple(state_dict[name].shape))}, need {shape_str(shape)}"
-        for name, shape in shapes.items()
-        if name in state_dict and tuple(state_dict[name].shape) != shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {missing}")
-    if unexpected:
-        problems.append(f"unexpected keys {unexpected}")
-    if wrong:
-        problems.append("wrong shapes: " + "; ".join(wrong))
-    if problems:
-        raise ValueError(f"state_dict does not fit {target}: " + ", ".join(problems))
-    for name in shapes:
-        value = state_dict[name]
-        if not namespace_of(value).isdtype(value.dtype, "real floating"):
-            raise TypeError(f"state_dict[{name!r}] must have a real floating dtype; got {value.dtype}")
-
-
-def _is_torch_module(obj):
-    if not type(obj).__module__.startswith("torch"):
-        return False
-    import torch
-
-    return isinstance(obj, torch.nn.Module)
 
 
 def _per_direction(name, value, dirs):
@@ -1025,8 +957,7 @@ def _check_activations(nonlinearity, alpha, beta, dirs):
     return _collapse(names), _collapse(given(alphas)), _collapse(given(betas)), activations
 
 
-def _suffixes(num_directions):
-    return ("", "_reverse")[:num_directions]
+_suffixes = direction_suffixes  # the direction suffixes, as forward() and backward() name them
 
 
 def _check_size(name, value):
