@@ -1,6 +1,8 @@
 """One ``backend`` fixture over every array library the tests can reach.
 
-An unavailable library or device is a skip with its reason, never a silent pass.
+An unavailable library or device is a skip with its reason, never a silent pass
+(``support.make_backend`` makes each; a test module imports it from ``support``,
+not from here: under tests/convert/ ``conftest`` is that folder's own).
 With ``RNN_XP_REQUIRE_GPU=1`` (``benchmarks/gpu_check.sh`` sets it) a CuPy or
 torch-CUDA backend that cannot run is a failure instead: on a GPU machine a
 test that skips for "no CUDA device" hides a broken install. JAX runs with
@@ -9,72 +11,9 @@ float64 enabled; torch keeps its float32 default (tests pass dtypes explicitly).
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from support import Backend, optional_import
-
-BACKENDS = ["numpy", "numpy_readonly", "array_api_strict", "torch", "torch_cuda", "jax", "cupy", "dask"]
-
-
-def _no_gpu(reason):
-    """Skip with ``reason``, or fail where a GPU is required (``RNN_XP_REQUIRE_GPU=1``)."""
-    if os.environ.get("RNN_XP_REQUIRE_GPU", "") not in ("", "0"):
-        pytest.fail(f"RNN_XP_REQUIRE_GPU is set, but {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-def make_backend(name):
-    """The ``Backend`` for ``name``, or ``pytest.skip`` with the reason."""
-    if name in ("numpy", "numpy_readonly"):
-        import array_api_compat.numpy as xp
-
-        return Backend(name, xp, "cpu", readonly=name == "numpy_readonly")
-    if name == "array_api_strict":
-        strict = optional_import("array_api_strict")
-        if strict is None:
-            pytest.skip("array-api-strict not installed")
-        return Backend(name, strict, strict.Device("CPU_DEVICE"))
-    if name.startswith("torch"):
-        torch = optional_import("torch")
-        if torch is None:
-            (_no_gpu if name == "torch_cuda" else pytest.skip)("torch not installed")
-        import array_api_compat.torch as xp
-
-        if name == "torch_cuda":
-            if not torch.cuda.is_available():
-                _no_gpu("no CUDA device for torch")
-            return Backend(name, xp, torch.device("cuda", 0))
-        return Backend(name, xp, torch.device("cpu"))
-    if name == "jax":
-        jax = optional_import("jax")
-        if jax is None:
-            pytest.skip("jax not installed")
-        jax.config.update("jax_enable_x64", True)
-        import jax.numpy as jnp
-
-        return Backend(name, jnp, jax.devices("cpu")[0])
-    if name == "cupy":
-        cupy = optional_import("cupy")
-        if cupy is None:
-            _no_gpu("cupy not installed")
-        try:
-            available, why = cupy.cuda.is_available(), ""
-        except Exception as exc:  # a driver or runtime that fails to start: say so
-            available, why = False, f" ({type(exc).__name__}: {exc})"
-        if not available:
-            _no_gpu(f"no CUDA device for cupy{why}")
-        import array_api_compat.cupy as xp
-
-        return Backend(name, xp, cupy.cuda.Device(0))
-    if name == "dask":
-        if optional_import("dask.array") is None:
-            pytest.skip("dask not installed")
-        import array_api_compat.dask.array as xp
-
-        return Backend(name, xp, "cpu")
-    raise ValueError(f"unknown backend {name}")
+from support import BACKENDS, make_backend
 
 
 @pytest.fixture(params=BACKENDS)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import BACKENDS, make_backend
+from support import BACKENDS, make_backend
 from support import assert_close, optional_import, to_numpy
 
 import rnn_xp

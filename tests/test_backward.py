@@ -129,7 +129,7 @@ def test_matches_torch_autograd(backend, rng, name):
     list(itertools.product(["tanh", "relu"], [False, True], list(LENGTHS), [1.0, 0.45])),
 )
 def test_option_grid_numpy(rng, nonlinearity, reverse, lengths, leak):
-    from conftest import make_backend
+    from support import make_backend
 
     backend = make_backend("numpy")
     case = make_case(rng, 6, (4,), 3, 5)
@@ -327,7 +327,7 @@ def test_errors_types(rng):
 
 
 def test_inputs_not_modified(rng):
-    from conftest import make_backend
+    from support import make_backend
 
     backend = make_backend("numpy_readonly")
     case = make_case(rng, 5, (3,), 2, 4)

@@ -183,7 +183,7 @@ def test_gpu_check_keeps_the_persistent_kernel_out_of_phase_2():
 
 def test_a_required_gpu_that_is_missing_fails_instead_of_skipping(monkeypatch):
     """``RNN_XP_REQUIRE_GPU=1``: "no CUDA device" is a failure, with the reason (issue 15, #13)."""
-    from conftest import make_backend
+    from support import make_backend
 
     if bench.gpu_problem() is None:
         pytest.skip("this machine has a GPU")

@@ -99,3 +99,54 @@ def test_benchmark_charts_are_on_the_performance_pages(site):
     summary = (site / "performance.html").read_text()
     for machine in ("xeon", "epyc"):  # the summary shows both machines' charts
         assert f"vm-{machine}-cpu.png" in summary and f"vm-{machine}-cpu-small-batch.png" in summary
+
+
+def test_convert_summaries_name_every_format():
+    """The API index's and the README's line on ``rnn_xp.convert`` name every
+    format it has a ``to_*`` or ``from_*`` for (torch, Keras, ONNX, Flax, CS231n)."""
+    from rnn_xp import convert
+
+    formats = {re.sub(r"_(model|bidirectional)$", "", name.split("_", 1)[1])
+               for name in convert.__all__ if name.startswith(("to_", "from_"))}
+    assert {"torch", "keras", "onnx", "flax", "cs231n"} <= formats
+    api = (ROOT / "docs" / "api" / "index.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for where, text in (("docs/api/index.md", api), ("README.md", readme)):
+        (row,) = [line for line in text.splitlines() if line.startswith("|") and "`rnn_xp.convert`" in line]
+        missing = sorted(f for f in formats if f not in row.lower())
+        assert not missing, f"{where}: the rnn_xp.convert row does not name {missing}"
+
+
+def test_paths_the_pages_cite_exist():
+    """Every file a page names in inline code (``tests/test_x.py``, with an
+    optional ``::test_name``; ``rnn_xp/...``, ``benchmarks/...``, ``docs/...``,
+    ``examples/...``) and every relative link of the README exists, so a test
+    file or module that moves or goes takes its citations with it."""
+    span = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
+    path = re.compile(r"(?:^|[\s(=])((?:tests|rnn_xp|benchmarks|docs|examples)/[\w./-]*\w)(?:::(\w+))?(?=$|[\s),:])")
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
+    missing, cited = [], 0
+    for page in pages:
+        if {"_build", "generated"} & set(page.relative_to(ROOT).parts):
+            continue
+        text = page.read_text()
+        where = page.relative_to(ROOT)
+        for code in span.finditer(text):
+            for m in path.finditer(code.group(1)):
+                target, test = m.group(1), m.group(2)
+                if target.startswith("docs/_build"):  # what the docs build writes
+                    continue
+                cited += 1
+                file = ROOT / target
+                if not file.exists():
+                    missing.append(f"{where}: {target}")
+                elif test and not re.search(rf"^\s*(async )?def {test}\b", file.read_text(), re.M):
+                    missing.append(f"{where}: {target}::{test}")
+        if page.name == "README.md":
+            for m in re.finditer(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+                if "://" not in m.group(1):
+                    cited += 1
+                    if not (ROOT / m.group(1)).exists():
+                        missing.append(f"{where}: {m.group(1)}")
+    assert cited > 50  # the pages do cite files: the patterns still find them
+    assert not missing, "pages cite files that are not there:\n" + "\n".join(missing)

@@ -310,7 +310,7 @@ if torch is not None:
     ]
     CASES["convert.to_*"] += [
         ({"fmt": "to_torch", "rnn": RNN(3, 4, leak=0.5)}, V, r"torch.nn.RNN has no leak; this layer has leak=0.5"),
-        ({"fmt": "to_torch", "rnn": [1]}, T_, r"rnn must be an rnn_xp.RNN; got list"),
+        ({"fmt": "to_torch", "rnn": [1]}, T_, r"rnn must be an rnn_xp\.RNN, LSTM or GRU; got list"),
     ]
 
 _ROWS = [

@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import make_backend
+from support import make_backend
 from support import optional_import, random_rnn, reference_rnn
 
 import rnn_xp

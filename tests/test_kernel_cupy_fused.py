@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import make_backend
+from support import make_backend
 from support import assert_close, random_rnn, reference_rnn
 
 import rnn_xp

@@ -40,7 +40,7 @@ from rnn_xp.kernels import numpy as numpy_kernel
 from rnn_xp.kernels.portable import scan_portable
 from support import assert_close, random_rnn, reference_rnn, to_numpy
 
-from conftest import make_backend
+from support import make_backend
 
 ACTIVATIONS = ["tanh", "relu"]
 

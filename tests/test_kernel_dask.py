@@ -25,7 +25,7 @@ from support import ATOL, RTOL, assert_close, random_rnn, reference_rnn
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
 
-from conftest import make_backend  # noqa: E402
+from support import make_backend  # noqa: E402
 from rnn_xp.kernels.dask import BACKWARD_TOKEN, SUM_TOKEN, TOKEN  # noqa: E402
 
 OPTIONS = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_backend
+from support import make_backend
 from support import assert_close, optional_import, random_rnn, reference_rnn, to_numpy
 
 import rnn_xp

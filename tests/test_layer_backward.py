@@ -21,7 +21,7 @@ from support import assert_close, to_numpy, torch_rnn
 
 torch = pytest.importorskip("torch")
 
-from conftest import make_backend  # noqa: E402
+from support import make_backend  # noqa: E402
 
 D, H, T, B = 3, 4, 5, 4
 LENGTHS = [3, 1, 5, 2]  # unsorted, with a 1 and a full-length sequence (T = 5)

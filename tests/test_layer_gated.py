@@ -314,3 +314,41 @@ def test_one_host_read_of_lengths_per_call(cell):
     with HostReads() as backward:
         layer.backward(cache, torch.ones_like(out))
     assert forward.reads == ["tolist"] and backward.reads == []
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("module_dtype", ["float32", "float64"])
+def test_from_torch_and_back(rng, cell, module_dtype):
+    torch.manual_seed(3)
+    kw = dict(num_layers=2, bidirectional=True, batch_first=True, dropout=0.25,
+              dtype=getattr(torch, module_dtype))
+    module = (torch.nn.LSTM(D, H, proj_size=P, **kw) if cell == "lstm" else torch.nn.GRU(D, H, **kw)).eval()
+    cls = rnn_xp.LSTM if cell == "lstm" else rnn_xp.GRU
+    for layer in (cls.from_torch(module), rnn_xp.convert.from_torch(module)):
+        assert type(layer) is cls and layer.dtype == np.dtype(module_dtype)  # the module's dtype kept
+        assert (layer.batch_first, layer.bidirectional, layer.dropout, layer.training) == (True, True, 0.25, False)
+        assert getattr(layer, "proj_size", 0) == getattr(module, "proj_size", 0)
+    from_state = rnn_xp.convert.from_torch(module.state_dict())  # the kind read off the shapes
+    assert type(from_state) is cls and not from_state.batch_first
+    x = rng.standard_normal((B, T, D)).astype(module_dtype)
+    with torch.no_grad():
+        want = module(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(layer(x)[0], want, rtol=1e-5 if module_dtype == "float32" else 1e-12)
+    back = rnn_xp.convert.to_torch(layer)
+    assert type(back) is type(module) and not back.training
+    fresh = type(module)(D, H, **{**kw, "dtype": torch.float64},
+                         **({"proj_size": P} if cell == "lstm" else {}))  # fmt: skip
+    fresh.load_state_dict(layer.state_dict(xp="torch"))  # the names torch's module takes
+    with torch.no_grad():
+        np.testing.assert_allclose(back(torch.from_numpy(x))[0].numpy(), want, rtol=1e-6)
+
+
+def test_to_torch_refuses_what_torch_cannot_run():
+    for layer in (rnn_xp.LSTM(D, H, peepholes=True), rnn_xp.GRU(D, H, linear_before_reset=False),
+                  rnn_xp.LSTM(D, H, clip=2.0)):
+        with pytest.raises(ValueError, match=r"torch\.nn\.(LSTM|GRU) has none of rnn_xp's cell options"):
+            rnn_xp.convert.to_torch(layer)
+    with pytest.raises(TypeError, match=r"rnn_xp\.LSTM\.from_torch \(or rnn_xp\.convert\.from_torch\) reads it"):
+        rnn_xp.RNN.from_torch(torch.nn.LSTM(D, H))
+    with pytest.raises(ValueError, match="nonlinearity is an option of an RNN; this is an GRU"):
+        rnn_xp.convert.from_torch(torch.nn.GRU(D, H), nonlinearity="relu")

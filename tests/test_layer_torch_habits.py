@@ -139,7 +139,7 @@ def test_layer_by_layer_reference_is_the_module():
                          list(itertools.product([False, True], repeat=3)))
 def test_dropout_gradients_match_torch_autograd_on_numpy(rng, bidirectional, batch_first,
                                                           with_lengths):
-    from conftest import make_backend
+    from support import make_backend
 
     check_dropout_against_torch(make_backend("numpy"), rng, num_layers=3,
                                 bidirectional=bidirectional, batch_first=batch_first,
@@ -152,7 +152,7 @@ def test_dropout_gradients_match_torch_autograd_on_every_backend(backend, rng):
 
 
 def test_dropout_one_drops_everything(rng):
-    from conftest import make_backend
+    from support import make_backend
 
     check_dropout_against_torch(make_backend("numpy"), rng, num_layers=2, bidirectional=False,
                                 batch_first=False, with_lengths=False, p=1.0)

@@ -4,10 +4,12 @@ The floors, from the edge of the package to its bottom::
 
     5  cli, cli.*, __main__                 the command line (demo, train, bench)
     4  rnn_xp (the package's __init__)      re-exports the public names
-    3  layer, convert                       the torch-style layer and the converters
+    3  layer, convert, convert.*            the torch-style layer and the converters (one
+                                            module per format)
     2  forward, backward, columns           validate, pick a kernel, shape the result
     1  kernels, kernels.*                   one module per library, the dispatch in __init__
-    0  _checks, _compat, _activations, _backends
+    0  _checks, _compat, _activations, _backends, _params (torch's parameter names and
+                                            the torch reader, which layer and convert share)
 
 A module may import modules on its own floor or below, never above, and the
 graph (every ``import`` statement, inside functions too) has no circle. So a
@@ -41,6 +43,7 @@ FLOORS = {
     "rnn_xp._activations": 0,
     "rnn_xp._backends": 0,
     "rnn_xp._devices": 0,
+    "rnn_xp._params": 0,
     "rnn_xp._prepare": 0,
     "rnn_xp.cells": 0,
 }

@@ -126,6 +126,18 @@ def test_readme_commands_are_a_fresh_machines():
     assert 'pip install -q -e ".[test]"' in ci
 
 
+def test_cpu_torch_advice_matches_the_test_pin():
+    """README.md and docs/install.md tell a machine without an NVIDIA GPU to take
+    torch from PyTorch's CPU index first, for the ``torch`` extra and for the
+    ``test`` extra at the very version it pins (else pip swaps in PyPI's CUDA build)."""
+    index = "--index-url https://download.pytorch.org/whl/cpu"
+    (pin,) = [r for r in extras()["test"] if re.match(r"torch\s*==", r)]
+    readme = (ROOT / "README.md").read_text()
+    install = (ROOT / "docs" / "install.md").read_text()
+    for name, text in (("README.md", readme), ("docs/install.md", install)):
+        assert f"pip install torch {index}" in text, name
+        assert f"pip install {pin.replace(' ', '')} {index}" in text, name
+
 @pytest.mark.wheel
 def test_wheel_installs_and_runs_the_demo(tmp_path):
     """Build the sdist and the wheel (``twine check`` passes), install the wheel in a

@@ -51,6 +51,7 @@ from .._compat import (
     refuse_masked,
 )
 from .._devices import dtype_arg, family, target, to_kind, where
+from .._params import check_state_dict, direction_suffixes as suffixes, param_count
 from ..kernels import backward, scan
 
 __all__ = [
@@ -60,9 +61,7 @@ __all__ = [
     "check_activations",
     "check_dropout",
     "check_size",
-    "check_state_dict",
     "collapse",
-    "is_torch_module",
     "gate_options",
     "per_direction",
     "suffixes",
@@ -180,28 +179,78 @@ class Recurrent:
                 "layer already has one (bidirectional=True, reverse=False)"
             )
 
-    def _init_params(self, xp, dev, dtype, seed, params=None):
-        """Draw the initial weights ``U(-1/sqrt(H), 1/sqrt(H))`` as torch does, or take ``params``.
+    def _init_params(self, xp, dev, dtype, seed):
+        """Draw the initial weights ``U(-1/sqrt(H), 1/sqrt(H))`` as torch does, or load the given ones.
 
         The draws are float64 NumPy numbers, then moved, so one seed gives
-        the same weights on every backend. ``params`` (checked by the
-        caller) skips the draws: converters build layers from weights they
-        already hold.
+        the same weights on every backend. A layer made by ``from_params``
+        draws nothing: it loads the given arrays, and its generator is
+        advanced to where the draws would have left it.
         """
         xp, dev = resolve_namespace(xp, dev)
         dtype = resolve_dtype(xp, dtype)
         rng = np.random.default_rng(seed)
-        if params is None:
+        given = self.__dict__.pop("_given_params", None)  # set by from_params: load, draw nothing
+        self.xp, self.device, self.dtype = xp, dev, dtype
+        if given is None:
             k = 1.0 / math.sqrt(self.hidden_size)
             params = {
                 name: rng.uniform(-k, k, size=shape)  # float64 draws, in torch's order
                 for name, shape in self.param_shapes().items()
             }
-        self.xp, self.device, self.dtype = xp, dev, dtype
-        self.params = {name: move(p, xp, dev, dtype, name=name) for name, p in params.items()}
+            self.params = {name: move(p, xp, dev, dtype) for name, p in params.items()}
+        else:
+            self._load(*given)
+            # the stream where the draws would have left it: the same dropout masks as
+            # cls(..., seed=seed).load_state_dict(params)
+            rng.bit_generator.advance(param_count(self.param_shapes()))
         self.device, self.dtype = where(self.params)
         self.training = True
         self.generator = rng  # after the weights, the same stream draws the dropout masks
+
+    @classmethod
+    def from_params(cls, params, *args, names=None, **kwargs):
+        """A layer made as ``cls(*args, **kwargs)`` that holds ``params`` instead of drawn weights.
+
+        The same layer as ``cls(*args, **kwargs).load_state_dict(params)``
+        (its ``generator`` too, when ``seed`` is given), without drawing the
+        initial weights first: the configuration and every key and shape of
+        ``params`` are checked before anything is allocated, and only the
+        given arrays are copied. The converters build their layers this way.
+
+        Parameters
+        ----------
+        params : mapping
+            torch's names to arrays of any library, as in :meth:`load_state_dict`.
+        *args, **kwargs
+            The configuration, as the layer's constructor takes it.
+        names : mapping, optional
+            What error messages call each array (a converter's own names,
+            such as ``"kernel"``); default ``state_dict['weight_ih_l0']``, ...
+
+        Returns
+        -------
+        layer
+            Of the class it is called on.
+
+        Raises
+        ------
+        ValueError, TypeError
+            As the constructor and :meth:`load_state_dict` raise them.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from rnn_xp import RNN
+        >>> params = RNN(3, 4, seed=1).state_dict()
+        >>> rnn = RNN.from_params(params, 3, 4, dtype="float64")
+        >>> rnn.dtype, bool(np.array_equal(rnn.weight_hh_l0, params["weight_hh_l0"]))
+        (dtype('float64'), True)
+        """
+        layer = cls.__new__(cls)
+        layer._given_params = (params, names)  # read (and removed) by __init__
+        layer.__init__(*args, **kwargs)
+        return layer
 
     @property
     def num_directions(self):
@@ -647,63 +696,22 @@ class Recurrent:
         TypeError
             ``state_dict`` is not a mapping, or a value is not a real floating array.
         """
+        self._load(state_dict)
+        return self
+
+    def _load(self, state_dict, names=None):
+        """``load_state_dict``; ``names`` maps parameter names to what messages call the arrays."""
         shapes = self.param_shapes()
         check_state_dict(state_dict, shapes, repr(self))
+        names = {} if names is None else names
         self.params = {
-            name: move(state_dict[name], self.xp, self.device, self.dtype, name=f"state_dict[{name!r}]")
+            name: move(state_dict[name], self.xp, self.device, self.dtype,
+                       name=names.get(name, f"state_dict[{name!r}]"))
             for name in shapes
         }
-        return self
 
 
 # -- helpers ---------------------------------------------------------------------
-
-
-def check_state_dict(state_dict, shapes, target):
-    """Every key, type, shape and dtype of ``state_dict`` against ``shapes``, before anything is made.
-
-    One ``ValueError`` lists every missing key, unexpected key and wrong shape;
-    a value that is not an array, a masked array or not real floating is a
-    ``TypeError`` naming its key. ``target`` describes the layer in messages.
-    """
-    if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
-        raise TypeError(f"state_dict must be a mapping; got {type(state_dict).__name__}")
-    for name in shapes:
-        if name in state_dict:
-            refuse_masked(f"state_dict[{name!r}]", state_dict[name])
-            if not is_array(state_dict[name]):
-                raise TypeError(
-                    f"state_dict[{name!r}] must be an array of shape {shape_str(shapes[name])}; "
-                    f"got {type(state_dict[name]).__name__}"
-                )
-    missing = [name for name in shapes if name not in state_dict]
-    unexpected = [name for name in state_dict if name not in shapes]
-    wrong = [
-        f"{name}: got {shape_str(tuple(state_dict[name].shape))}, need {shape_str(shape)}"
-        for name, shape in shapes.items()
-        if name in state_dict and tuple(state_dict[name].shape) != shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {missing}")
-    if unexpected:
-        problems.append(f"unexpected keys {unexpected}")
-    if wrong:
-        problems.append("wrong shapes: " + "; ".join(wrong))
-    if problems:
-        raise ValueError(f"state_dict does not fit {target}: " + ", ".join(problems))
-    for name in shapes:
-        value = state_dict[name]
-        if not namespace_of(value).isdtype(value.dtype, "real floating"):
-            raise TypeError(f"state_dict[{name!r}] must have a real floating dtype; got {value.dtype}")
-
-
-def is_torch_module(obj):
-    if not type(obj).__module__.startswith("torch"):
-        return False
-    import torch
-
-    return isinstance(obj, torch.nn.Module)
 
 
 def per_direction(name, value, dirs):
@@ -755,10 +763,6 @@ def gate_options(activations, alpha, beta, dirs, n):
             return tuple(tuple(v) for v in value)
         return (value,) * dirs  # the cell checks its length
     return split("activations", activations), split("activation_alpha", alpha), split("activation_beta", beta)
-
-
-def suffixes(num_directions):
-    return ("", "_reverse")[:num_directions]
 
 
 def check_size(name, value):

@@ -15,7 +15,8 @@ from __future__ import annotations
 from .._activations import check_clip
 from .._checks import check_bool
 from ..cells import GRUCell, GRUWeights
-from .base import LayerGrads, Recurrent, gate_options, suffixes
+from .._params import param_shapes, read_torch
+from .base import LayerGrads, Recurrent, gate_options
 
 __all__ = ["GRU"]
 
@@ -102,16 +103,7 @@ class GRU(Recurrent):
     @staticmethod
     def shapes(D, H, num_layers, num_directions, bias):
         """``{name: shape}`` of every parameter of a ``GRU`` of these sizes, in torch's order."""
-        shapes = {}
-        for k in range(num_layers):
-            D_k = D if k == 0 else H * num_directions
-            for suffix in suffixes(num_directions):
-                shapes[f"weight_ih_l{k}{suffix}"] = (3 * H, D_k)
-                shapes[f"weight_hh_l{k}{suffix}"] = (3 * H, H)
-                if bias:
-                    shapes[f"bias_ih_l{k}{suffix}"] = (3 * H,)
-                    shapes[f"bias_hh_l{k}{suffix}"] = (3 * H,)
-        return shapes
+        return param_shapes(D, H, num_layers, num_directions, bias, gates=3)
 
     def _shape_options(self):
         return {}
@@ -228,3 +220,43 @@ class GRU(Recurrent):
 
     def _grads_result(self, dx, dstates, params):
         return LayerGrads(dx, dstates[0], params)
+
+    # -- converting --------------------------------------------------------
+
+    @classmethod
+    def from_torch(cls, module_or_state_dict, *, xp=None, device=None, dtype=None, batch_first=None):
+        """A layer with the configuration and weights of a ``torch.nn.GRU``.
+
+        Parameters
+        ----------
+        module_or_state_dict : torch.nn.GRU or mapping
+            A module (its configuration, ``dropout`` and training mode are
+            copied too), or a state dict with torch's names.
+        xp, device, dtype, batch_first : optional
+            As for :meth:`rnn_xp.LSTM.from_torch`.
+
+        Returns
+        -------
+        GRU
+
+        Raises
+        ------
+        TypeError
+            A module that is not a ``torch.nn.GRU``, or an object that is
+            neither a module nor a mapping.
+        ValueError
+            The state dict has missing, unexpected or mis-shaped keys.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from rnn_xp import GRU
+        >>> gru = GRU.from_torch(torch.nn.GRU(3, 4, bidirectional=True))
+        >>> gru.bidirectional, gru.params["weight_hh_l0_reverse"].shape
+        (True, (12, 4))
+        """
+        if batch_first is not None:
+            check_bool("batch_first", batch_first)
+        return read_torch(cls, module_or_state_dict, module="GRU", gates=3,
+                          options={"batch_first": batch_first}, defaults={"batch_first": False},
+                          xp=xp, device=device, dtype=dtype)

@@ -19,7 +19,8 @@ from __future__ import annotations
 from .._activations import check_clip
 from .._checks import check_bool
 from ..cells import LSTMCell, LSTMWeights
-from .base import LayerGrads, Recurrent, gate_options, suffixes
+from .._params import param_shapes, read_torch
+from .base import LayerGrads, Recurrent, gate_options
 
 __all__ = ["LSTM"]
 
@@ -135,21 +136,18 @@ class LSTM(Recurrent):
     @staticmethod
     def shapes(D, H, num_layers, num_directions, bias, proj_size=0, peepholes=False):
         """``{name: shape}`` of every parameter of an ``LSTM`` of these sizes, in torch's order."""
-        P = proj_size or H
-        shapes = {}
-        for k in range(num_layers):
-            D_k = D if k == 0 else P * num_directions
-            for suffix in suffixes(num_directions):
-                shapes[f"weight_ih_l{k}{suffix}"] = (4 * H, D_k)
-                shapes[f"weight_hh_l{k}{suffix}"] = (4 * H, P)
-                if bias:
-                    shapes[f"bias_ih_l{k}{suffix}"] = (4 * H,)
-                    shapes[f"bias_hh_l{k}{suffix}"] = (4 * H,)
-                if proj_size:
-                    shapes[f"weight_hr_l{k}{suffix}"] = (P, H)
-                if peepholes:
-                    shapes[f"peephole_l{k}{suffix}"] = (3 * H,)
-        return shapes
+        shapes = param_shapes(D, H, num_layers, num_directions, bias, gates=4, proj_size=proj_size)
+        if not peepholes:
+            return shapes
+        out = {}  # each layer and direction's peepholes after its torch parameters
+        for name, shape in shapes.items():
+            out[name] = shape
+            k, suffix = _layer_of(name)
+            last = f"weight_hr_l{k}{suffix}" if proj_size else (f"bias_hh_l{k}{suffix}" if bias
+                                                              else f"weight_hh_l{k}{suffix}")  # fmt: skip
+            if name == last:
+                out[f"peephole_l{k}{suffix}"] = (3 * H,)
+        return out
 
     def _shape_options(self):
         return {"proj_size": self.proj_size, "peepholes": self.peepholes}
@@ -278,6 +276,61 @@ class LSTM(Recurrent):
 
     def _grads_result(self, dx, dstates, params):
         return LayerGrads(dx, tuple(dstates), params)
+
+    # -- converting --------------------------------------------------------
+
+    @classmethod
+    def from_torch(cls, module_or_state_dict, *, xp=None, device=None, dtype=None, batch_first=None):
+        """A layer with the configuration and weights of a ``torch.nn.LSTM``.
+
+        Parameters
+        ----------
+        module_or_state_dict : torch.nn.LSTM or mapping
+            A module (its configuration, ``proj_size``, ``dropout`` and
+            training mode are copied too), or a state dict with torch's names
+            (the configuration is read from the names and shapes, ``proj_size``
+            from ``weight_hr_l0``).
+        xp, device : optional
+            Where the new layer's parameters live (default NumPy).
+        dtype : str or dtype, optional
+            Default: the dtype of the weights given (the module's).
+        batch_first : bool, optional
+            For a state dict, which does not hold it (default False); for a
+            module it must agree when given.
+
+        Returns
+        -------
+        LSTM
+
+        Raises
+        ------
+        TypeError
+            A module that is not a ``torch.nn.LSTM``, or an object that is
+            neither a module nor a mapping.
+        ValueError
+            The state dict has missing, unexpected or mis-shaped keys.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from rnn_xp import LSTM
+        >>> module = torch.nn.LSTM(3, 4, num_layers=2, proj_size=2, dtype=torch.float64)
+        >>> lstm = LSTM.from_torch(module)
+        >>> lstm.proj_size, lstm.dtype, lstm.params["weight_hr_l1"].shape
+        (2, dtype('float64'), (2, 4))
+        """
+        if batch_first is not None:
+            check_bool("batch_first", batch_first)
+        return read_torch(cls, module_or_state_dict, module="LSTM", gates=4, projection=True,
+                          options={"batch_first": batch_first}, defaults={"batch_first": False},
+                          xp=xp, device=device, dtype=dtype)
+
+
+def _layer_of(name):
+    """``(k, suffix)`` of a parameter name such as ``weight_hh_l2_reverse``."""
+    tail = name.rsplit("_l", 1)[1]  # "2_reverse"
+    k, _, rest = tail.partition("_")
+    return int(k), ("_" + rest if rest else "")
 
 
 def check_proj_size(proj_size, hidden_size):

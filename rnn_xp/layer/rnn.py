@@ -32,18 +32,10 @@ operator (one per direction if wanted, with ``activation_alpha`` /
 from __future__ import annotations
 
 from .._activations import check_clip, check_nonlinearity
-from .._backends import dtype_name
-from .._checks import check_bool, check_leak, check_real_arrays, shape_str
-from .._compat import is_array, namespace_of
+from .._checks import check_bool, check_leak
+from .._params import direction_weights, param_shapes, read_torch
 from ..cells import ElmanCell, ElmanWeights
-from .base import (
-    LayerGrads,
-    Recurrent,
-    check_activations,
-    check_state_dict,
-    is_torch_module,
-    suffixes,
-)
+from .base import LayerGrads, Recurrent, check_activations
 
 __all__ = ["RNN"]
 
@@ -179,16 +171,7 @@ class RNN(Recurrent):
     @staticmethod
     def shapes(D, H, num_layers, num_directions, bias):
         """``{name: shape}`` of every parameter of an ``RNN`` of these sizes, in torch's order."""
-        shapes = {}
-        for k in range(num_layers):
-            D_k = D if k == 0 else H * num_directions
-            for suffix in suffixes(num_directions):
-                shapes[f"weight_ih_l{k}{suffix}"] = (H, D_k)
-                shapes[f"weight_hh_l{k}{suffix}"] = (H, H)
-                if bias:
-                    shapes[f"bias_ih_l{k}{suffix}"] = (H,)
-                    shapes[f"bias_hh_l{k}{suffix}"] = (H,)
-        return shapes
+        return param_shapes(D, H, num_layers, num_directions, bias)
 
     def _shape_options(self):
         return {}
@@ -351,11 +334,7 @@ class RNN(Recurrent):
 
     def _weights(self, k, suffix):
         """``(Wx, Wh, b)`` of layer ``k`` and a direction, with the biases folded."""
-        p = self.params
-        b = None
-        if self.bias:
-            b = p[f"bias_ih_l{k}{suffix}"] + p[f"bias_hh_l{k}{suffix}"]  # (H,)
-        return p[f"weight_ih_l{k}{suffix}"], p[f"weight_hh_l{k}{suffix}"], b
+        return direction_weights(self.params, k, suffix)
 
     # -- converting --------------------------------------------------------
 
@@ -391,81 +370,11 @@ class RNN(Recurrent):
         ValueError
             The state dict has missing, unexpected or mis-shaped keys.
         """
-        obj = module_or_state_dict
         if nonlinearity is not None:
             check_nonlinearity(nonlinearity)
         if batch_first is not None:
             check_bool("batch_first", batch_first)
-        if is_torch_module(obj):
-            import torch
-
-            if not isinstance(obj, torch.nn.RNN):
-                raise TypeError(
-                    f"module_or_state_dict must be a torch.nn.RNN (or a state dict); got "
-                    f"{type(obj).__name__}, which rnn_xp cannot run"
-                )
-            if getattr(obj, "proj_size", 0):
-                raise ValueError(f"proj_size must be 0; got {obj.proj_size}")
-            config = {
-                "nonlinearity": obj.nonlinearity,
-                "bias": obj.bias,
-                "batch_first": obj.batch_first,
-                "bidirectional": obj.bidirectional,
-            }
-            for name, given in (("nonlinearity", nonlinearity), ("batch_first", batch_first)):
-                if given is not None and given != config[name]:
-                    raise ValueError(
-                        f"{name}={given!r} disagrees with the module's {name}={config[name]!r}"
-                    )
-            state = obj.state_dict()
-            sizes = (obj.input_size, obj.hidden_size, obj.num_layers)
-            dropout = obj.dropout
-        elif hasattr(obj, "keys") and hasattr(obj, "__getitem__"):
-            state = obj
-            if "weight_ih_l0" not in state or "weight_hh_l0" not in state:
-                raise ValueError(
-                    "state dict must hold at least 'weight_ih_l0' and 'weight_hh_l0'; got keys "
-                    f"{list(state.keys())}"
-                )
-            check_real_arrays({"state_dict['weight_ih_l0']": state["weight_ih_l0"],
-                               "state_dict['weight_hh_l0']": state["weight_hh_l0"]})
-            if state["weight_ih_l0"].ndim != 2:
-                raise ValueError(
-                    "state_dict['weight_ih_l0'] must have shape (H, D); got shape "
-                    f"{shape_str(state['weight_ih_l0'].shape)}"
-                )
-            num_layers = 1
-            while f"weight_ih_l{num_layers}" in state:
-                num_layers += 1
-            H, D = tuple(state["weight_ih_l0"].shape)
-            sizes = (D, H, num_layers)
-            config = {
-                "nonlinearity": "tanh" if nonlinearity is None else nonlinearity,
-                "bias": "bias_ih_l0" in state or "bias_hh_l0" in state,
-                "batch_first": False if batch_first is None else batch_first,
-                "bidirectional": "weight_ih_l0_reverse" in state,
-            }
-            dropout = 0.0
-            # Every key, shape and dtype before the layer is made: a hostile state dict
-            # (weight_ih_l0 of 40,000 rows) must fail at once, not after drawing 40,000^2
-            # random initial weights.
-            dirs = 2 if config["bidirectional"] else 1
-            check_state_dict(state, cls.shapes(D, H, num_layers, dirs, config["bias"]),
-                              f"an RNN({D}, {H}, num_layers={num_layers}, bias={config['bias']}, "
-                              f"bidirectional={config['bidirectional']}) read from weight_ih_l0 "
-                              f"{shape_str((H, D))} and the keys")  # fmt: skip
-        else:
-            raise TypeError(
-                "module_or_state_dict must be a torch.nn.RNN or a mapping of torch's parameter "
-                f"names to arrays; got {type(obj).__name__}"
-            )
-        first = state["weight_ih_l0"]
-        if dtype is None and is_array(first):
-            dtype = dtype_name(namespace_of(first), first.dtype)
-        rnn = cls(*sizes, dropout=dropout, xp=xp, device=device, dtype=dtype, seed=0, **config)
-        if is_torch_module(obj):
-            rnn.train(obj.training)  # the module's mode, as its dropout goes with it
-        return rnn.load_state_dict(state)
-
-
-# -- helpers -----------------------------------------------------------------
+        return read_torch(cls, module_or_state_dict, module="RNN", gates=1,
+                          options={"nonlinearity": nonlinearity, "batch_first": batch_first},
+                          defaults={"nonlinearity": "tanh", "batch_first": False},
+                          xp=xp, device=device, dtype=dtype)

@@ -9,7 +9,6 @@ CS231n, against the assignment's loop written out here; round trips
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -298,18 +297,6 @@ def test_cs231n_bad_shapes():
 
 
 # -- Keras -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def keras():
-    """Keras 3 on its torch backend (the variable is set only if Keras is not loaded yet)."""
-    with pytest.MonkeyPatch.context() as mp:
-        if "keras" not in sys.modules:
-            mp.setenv("KERAS_BACKEND", "torch")
-        keras = pytest.importorskip("keras")
-    if keras.backend.backend() != "torch":
-        pytest.skip(f"Keras already loaded with the {keras.backend.backend()} backend")
-    return keras
 
 
 # Keras 3's type promotion maps float64 to float32 (keras.backend.result_type("float64",

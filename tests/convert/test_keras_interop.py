@@ -3,17 +3,14 @@
 Keras runs here on its torch backend, so its own layers' gradients come
 from torch autograd: ``RNN.backward`` with a mask is held against them.
 Keras 3 computes float64 layers in float32, so the comparisons are at
-float32 precision.
+float32 precision. The ``keras`` fixture is in ``tests/convert/conftest.py``.
 """
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
-from conftest import make_backend
-from support import assert_close, to_numpy
+from support import assert_close, make_backend, to_numpy
 
 from rnn_xp import RNN, convert
 
@@ -26,18 +23,6 @@ TOL = {"rtol": 2e-5, "atol": 2e-6}
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
 )
-
-
-@pytest.fixture(scope="module")
-def keras():
-    """Keras 3 on its torch backend (the variable is set only if Keras is not loaded yet)."""
-    with pytest.MonkeyPatch.context() as mp:
-        if "keras" not in sys.modules:
-            mp.setenv("KERAS_BACKEND", "torch")
-        keras = pytest.importorskip("keras")
-    if keras.backend.backend() != "torch":
-        pytest.skip(f"Keras already loaded with the {keras.backend.backend()} backend")
-    return keras
 
 
 def np_(keras, a):
