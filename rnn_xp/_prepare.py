@@ -28,7 +28,7 @@ from ._checks import (
 )
 from ._compat import array_namespace, is_dask_namespace
 
-__all__ = ["Prepared", "prepare"]
+__all__ = ["Prepared", "pair", "prepare"]
 
 
 class Prepared(NamedTuple):
@@ -159,3 +159,18 @@ def prepare(cell, x, state0, w, *, state_labels, batch_first, lengths=None, mask
     w = type(w)(*(cast(xp, a, dtype) for a in w))
     arrays = {k: cast(xp, a, dtype) for k, a in (extra or {}).items()}
     return Prepared(xp, x_tm, tuple(states), w, lengths, mask, sizes, batch, dtype, dev, arrays)
+
+
+def pair(name, value, labels):
+    """``value`` as a pair ``(a, b)`` (``None``: both ``None``), else ``TypeError`` naming it.
+
+    An LSTM's state ``hx = (h0, c0)`` and its gradient ``d_hx = (d_h_n, d_c_n)``;
+    ``labels`` name the two entries in the message.
+    """
+    if value is None:
+        return (None, None)
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        got = (f"a {type(value).__name__} of {len(value)} entries" if isinstance(value, (tuple, list))
+               else type(value).__name__)  # fmt: skip
+        raise TypeError(f"{name} must be None or a pair ({', '.join(labels)}) (either may be None); got {got}")
+    return tuple(value)

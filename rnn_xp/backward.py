@@ -51,7 +51,7 @@ from ._checks import (
     time_first,
 )
 from ._compat import array_namespace
-from ._prepare import prepare
+from ._prepare import pair, prepare
 from .cells import ElmanCell, ElmanWeights, GRUCell, GRUWeights, LSTMCell, LSTMWeights
 from .kernels import backward, own_precision
 
@@ -473,15 +473,13 @@ def lstm_backward(
     >>> g.dx.shape, g.dh0.shape, g.dW_hh.shape, g.db_ih
     ((5, 2, 3), (2, 4), (16, 4), None)
     """
-    from .forward import _lstm_state
-
     cell = LSTMCell(activations or ("sigmoid", "tanh", "tanh"), activation_alpha, activation_beta,
                     clip, input_forget)  # fmt: skip
     check_bool("reverse", reverse)
     require({"h_seq": h_seq, "c_seq": c_seq}, ("h_seq", "c_seq"))
     w = LSTMWeights(W_ih, W_hh, b_ih, b_hh, W_hr, peepholes)
     p, seqs, d_out, d_finals = prepare_backward(
-        cell, x, _lstm_state(hx), w, ("h0", "c0"), {"h_seq": h_seq, "c_seq": c_seq}, dh,
+        cell, x, pair("hx", hx, ("h0", "c0")), w, ("h0", "c0"), {"h_seq": h_seq, "c_seq": c_seq}, dh,
         {"dh_n": dh_n, "dc_n": dc_n}, batch_first=batch_first, lengths=lengths, mask=mask, xp=xp,
     )  # fmt: skip
     dx, (dh0, dc0), dw = backward(p.xp, cell, d_out, p.x, p.state0, p.w, seqs, d_finals,

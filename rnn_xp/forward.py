@@ -32,7 +32,7 @@ from ._checks import (
     require,
 )
 from ._compat import array_namespace
-from ._prepare import prepare
+from ._prepare import pair, prepare
 from .cells import ElmanCell, ElmanWeights, GRUCell, GRUWeights, LSTMCell, LSTMWeights
 from .kernels import own_precision, scan
 
@@ -236,19 +236,6 @@ def batch_major(xp, seq):
     return xp.permute_dims(seq, (*range(1, nd - 1), 0, nd - 1))
 
 
-def _lstm_state(hx):
-    """``(h0, c0)`` from ``hx``: ``None`` or a pair whose entries may be ``None``."""
-    if hx is None:
-        return None, None
-    if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-        raise TypeError(
-            "hx must be None or a pair (h0, c0) of arrays (either may be None); got "
-            + (f"a {type(hx).__name__} of {len(hx)} entries" if isinstance(hx, (tuple, list))
-               else type(hx).__name__)
-        )  # fmt: skip
-    return tuple(hx)
-
-
 def lstm_forward(
     x,
     hx,
@@ -360,7 +347,7 @@ def lstm_forward(
         check_bool(name, value)
     if return_c_seq and not return_sequences:
         raise ValueError("return_c_seq=True returns every cell state: it needs return_sequences=True")
-    p = prepare(cell, x, _lstm_state(hx), LSTMWeights(W_ih, W_hh, b_ih, b_hh, W_hr, peepholes),
+    p = prepare(cell, x, pair("hx", hx, ("h0", "c0")), LSTMWeights(W_ih, W_hh, b_ih, b_hh, W_hr, peepholes),
                 state_labels=("h0", "c0"), batch_first=batch_first, lengths=lengths, mask=mask,
                 xp=xp)  # fmt: skip
     seqs, finals = scan(p.xp, cell, p.x, p.state0, p.w, lengths=p.lengths, reverse=reverse,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import pickle
 import warnings
 from typing import NamedTuple
 

@@ -20,6 +20,7 @@ from .._activations import check_clip
 from .._checks import check_bool
 from ..cells import LSTMCell, LSTMWeights
 from .._params import param_shapes, read_torch
+from .._prepare import pair
 from .base import LayerGrads, Recurrent, gate_options
 
 __all__ = ["LSTM"]
@@ -342,14 +343,3 @@ def check_proj_size(proj_size, hidden_size):
             f"proj_size must be in [0, hidden_size) = [0, {hidden_size}) (0: no projection); got {proj_size}"
         )
     return proj_size
-
-
-def pair(name, value, labels):
-    """``value`` as a pair ``(a, b)`` (``None``: both ``None``), else ``TypeError`` naming it."""
-    if value is None:
-        return (None, None)
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        got = (f"a {type(value).__name__} of {len(value)} entries" if isinstance(value, (tuple, list))
-               else type(value).__name__)  # fmt: skip
-        raise TypeError(f"{name} must be None or a pair ({', '.join(labels)}) (either may be None); got {got}")
-    return tuple(value)
