@@ -25,7 +25,7 @@ from support import optional_import
 
 from rnn_xp.cli import bench
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 BASE = "torch.nn.RNN (cuDNN)"
 PERSISTENT = "rnn_xp cupy (persistent)"

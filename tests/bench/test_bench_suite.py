@@ -85,7 +85,7 @@ def test_results_file_prints_as_markdown_tables():
     import pathlib
     import runpy
 
-    root = pathlib.Path(__file__).resolve().parents[1]
+    root = pathlib.Path(__file__).resolve().parents[2]
     markdown = runpy.run_path(str(root / "benchmarks" / "results_markdown.py"))["markdown"]
     result = json.loads((root / "benchmarks" / "results" / "vm-xeon-cpu.json").read_text())
     text = markdown(result)
