@@ -14,7 +14,8 @@ Subcommands:
 ``bench``
     Times the forward pass against ``torch.nn.RNN`` and the seed loop on
     every installed backend; writes JSON and a chart (``--quick`` for a
-    short run, ``--gpu`` for the GPU grid).
+    short run, ``--gpu`` for the GPU grid, ``--isolated`` for one process
+    per contender). The benchmark itself is the library ``rnn_xp.bench``.
 """
 
 from __future__ import annotations
@@ -97,20 +98,12 @@ def _seed(text) -> int:
 
 
 def _add_bench_arguments(parser):
-    from . import bench, bench_isolated
+    from . import bench
 
     bench.add_arguments(parser)
-    parser.add_argument("--isolated", action="store_true",
-                        help="each contender in a process of its own, for every install (see docs/cpu-kernels.md); "
-                             "default: off, the in-process suite")
-    bench_isolated.add_arguments(parser)
 
 
 def _bench_main(args) -> int:
-    if args.isolated:
-        from . import bench_isolated
-
-        return bench_isolated.main_from_args(args)
     from . import bench
 
     return bench.main_from_args(args)

@@ -23,7 +23,8 @@ import sys
 import pytest
 from support import optional_import
 
-from rnn_xp.cli import bench
+from rnn_xp import bench
+from rnn_xp.bench import suite
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -90,11 +91,10 @@ def test_a_chart_that_fails_never_fails_the_run(tmp_path, monkeypatch):
     def broken(result, path):
         raise KeyError("rnn_xp cupy (persistent)")
 
-    monkeypatch.setattr(bench, "chart", broken)
-    monkeypatch.setattr(bench, "CPU_GRID", [(1, 3, 4, 4)])
-    monkeypatch.setattr(bench, "SETTLE_S", 0.0)
+    monkeypatch.setattr(suite, "chart", broken)
     out = io.StringIO()
-    result = bench.run(quick=True, out_dir=str(tmp_path), backends=["numpy", "torch"], memory=False, stream=out)
+    result = bench.run(quick=True, out_dir=str(tmp_path), backends=["numpy", "torch"], memory=False, stream=out,
+                       grid=[(1, 3, 4, 4)], settle_s=0.0)  # fmt: skip
     (path,) = tmp_path.glob("*.json")
     assert json.loads(path.read_text())["complete"] is True
     assert len(result["grid"]) == 1

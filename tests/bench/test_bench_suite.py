@@ -10,7 +10,7 @@ def test_bench_suite_runs_and_checks_agreement(tmp_path):
     """The benchmark machinery on a tiny size: every contender agrees with torch.nn.RNN."""
     if optional_import("torch") is None:
         pytest.skip("torch not installed")
-    from rnn_xp.cli import bench
+    from rnn_xp import bench
     from rnn_xp.kernels import mkl
 
     grid = bench.bench_grid([(2, 5, 3, 4)], backends=["jax", "torch"], rounds=1, budget_s=1e-3,
@@ -50,14 +50,15 @@ def test_bench_small_batch_grid(tmp_path, monkeypatch):
     import io
     import json
 
-    from rnn_xp.cli import bench
+    from rnn_xp import bench
 
     assert bench.SMALL_BATCH_GRID == [(B, 200, H, H) for H in (256, 512, 1024) for B in (1, 4, 8)]
     assert set(bench.SMALL_BATCH_GRID) <= set(bench.GPU_GRID)
-    monkeypatch.setattr(bench, "SMALL_BATCH_GRID", [(1, 3, 4, 4), (2, 3, 4, 4), (4, 3, 4, 4)])
-    monkeypatch.setattr(bench, "SETTLE_S", 0.0)
+    from rnn_xp.bench import suite
+
+    monkeypatch.setattr(suite, "SMALL_BATCH_GRID", [(1, 3, 4, 4), (2, 3, 4, 4), (4, 3, 4, 4)])
     result = bench.run(quick=True, small_batch=True, out_dir=str(tmp_path), backends=["numpy", "jax", "torch"],
-                        stream=io.StringIO())  # fmt: skip
+                       stream=io.StringIO(), settle_s=0.0)  # fmt: skip
     assert [(r["B"], r["T"], r["D"], r["H"]) for r in result["grid"]] == [(1, 3, 4, 4), (2, 3, 4, 4)]
     names = set(result["grid"][0]["results"])
     assert bench.BASELINE in names and bench.FAST in names
@@ -74,7 +75,7 @@ def test_bench_small_batch_grid(tmp_path, monkeypatch):
     ("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz", "core"), ("", "cpu"), ("12345", "cpu"),
 ])  # fmt: skip
 def test_results_files_are_named_by_cpu(model, tag):
-    from rnn_xp.cli import bench
+    from rnn_xp import bench
 
     assert bench.cpu_tag(model) == tag
 
@@ -98,7 +99,7 @@ def test_results_file_prints_as_markdown_tables():
 
 def _fake_gpu_result(persistent_ran=True):
     """A GPU results dict as ``bench --gpu`` writes it, with made-up times (for the printing code)."""
-    from rnn_xp.cli import bench
+    from rnn_xp import bench
 
     grid = []
     for i, (B, T, D, H) in enumerate([bench.GPU_GRID[0], bench.GPU_GRID[1], bench.SMALL_BATCH_GRID[0]]):
@@ -120,7 +121,7 @@ def _fake_gpu_result(persistent_ran=True):
 def test_gpu_tables_report_the_targets_and_a_fallback(persistent_ran):
     import io
 
-    from rnn_xp.cli import bench
+    from rnn_xp import bench
 
     text = io.StringIO()
     bench.print_tables(_fake_gpu_result(persistent_ran), text)
@@ -139,12 +140,12 @@ def test_bench_saves_each_size_as_it_goes(tmp_path, monkeypatch):
     import io
     import json
 
-    from rnn_xp.cli import bench
+    from rnn_xp import bench
 
-    monkeypatch.setattr(bench, "CPU_GRID", [(1, 3, 4, 4), (2, 3, 4, 4)])
-    monkeypatch.setattr(bench, "SETTLE_S", 0.0)
+    from rnn_xp.bench import suite
+
     seen = []
-    real = bench.bench_grid
+    real = suite.bench_grid
 
     def spy(*args, on_record, **kw):
         def record(records):
@@ -155,8 +156,9 @@ def test_bench_saves_each_size_as_it_goes(tmp_path, monkeypatch):
 
         return real(*args, on_record=record, **kw)
 
-    monkeypatch.setattr(bench, "bench_grid", spy)
-    bench.run(quick=True, out_dir=str(tmp_path), backends=["numpy", "torch"], memory=False, stream=io.StringIO())
+    monkeypatch.setattr(suite, "bench_grid", spy)
+    bench.run(quick=True, out_dir=str(tmp_path), backends=["numpy", "torch"], memory=False, stream=io.StringIO(),
+              grid=[(1, 3, 4, 4), (2, 3, 4, 4)], settle_s=0.0)  # fmt: skip
     assert seen == [(1, False, 0), (2, False, 0)]
     (path,) = tmp_path.glob("*-cpu-quick.json")
     assert json.loads(path.read_text())["complete"] is True

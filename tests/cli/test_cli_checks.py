@@ -141,11 +141,11 @@ def test_demo_explains_its_table_and_warns_nothing(capsys, recwarn):
 
 @pytest.fixture
 def tiny_bench(monkeypatch):
-    from rnn_xp import _backends
-    from rnn_xp.cli import bench
+    from rnn_xp import _backends, bench
+    from rnn_xp.bench import suite
 
-    monkeypatch.setattr(bench, "CPU_GRID", [(1, 3, 4, 4), (2, 3, 4, 4), (3, 3, 4, 4)])
-    monkeypatch.setattr(bench, "SETTLE_S", 0.0)
+    monkeypatch.setattr(suite, "CPU_GRID", [(1, 3, 4, 4), (2, 3, 4, 4), (3, 3, 4, 4)])
+    monkeypatch.setattr(suite, "SETTLE_S", 0.0)
     monkeypatch.setattr(_backends, "available", lambda: ["numpy", "torch"])
     return bench
 
@@ -153,8 +153,9 @@ def tiny_bench(monkeypatch):
 def test_interrupted_bench_keeps_the_complete_results_file(tiny_bench, tmp_path, capsys, monkeypatch):
     if optional_import("torch") is None:
         pytest.skip("torch not installed")
-    bench = tiny_bench
-    real, calls = bench.contenders, []
+    from rnn_xp.bench import cells
+
+    real, calls = cells.contenders, []
 
     def contenders(*args, **kwargs):
         calls.append(args)
@@ -162,7 +163,7 @@ def test_interrupted_bench_keeps_the_complete_results_file(tiny_bench, tmp_path,
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(bench, "contenders", contenders)
+    monkeypatch.setattr(cells, "contenders", contenders)
     assert main(["bench", "--quick", "--no-memory", "--out", str(tmp_path)]) == 130  # a first run: no results yet
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("python -m rnn_xp bench: interrupted after 1 of 3 sizes")
@@ -202,7 +203,7 @@ def test_bench_without_matplotlib_says_no_png(tiny_bench, tmp_path, no_module):
 
 
 def test_gemm_percentages_above_100_are_explained():
-    from rnn_xp.cli import bench
+    from rnn_xp import bench
 
     results = {bench.BASELINE: {"seconds": 1e-3, "ratio_to_baseline": 1.0, "gflops": 5.0, "agrees": True},
                "rnn_xp jax (lax.scan)": {"seconds": 5e-4, "ratio_to_baseline": 0.5, "gflops": 14.0,
