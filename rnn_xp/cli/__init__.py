@@ -52,7 +52,14 @@ def _check_train(args, parser):
         parser.error(f"argument --seq-len: the adding task marks one step in each half, so it needs "
                      f"at least 2 steps; got {seq_len}")  # fmt: skip
     if args.scheduler is not None and args.backend != "dask":
-        parser.error(f"argument --scheduler: is for --backend dask; got --backend {args.backend}")
+        if args.scheduler != "threads":
+            parser.error(f"argument --scheduler: is for --backend dask (with another backend only its default, "
+                         f"threads, is accepted); got --backend {args.backend}")  # fmt: skip
+        args.scheduler = None  # the default of a Dask run, and no Dask here: nothing to do
+    try:
+        _backends.load(args.backend)  # imports the library: a missing one is a bad value, before any work
+    except _backends.BackendUnavailable as exc:
+        parser.error(f"argument --backend: {exc}")
     if args.plot != "none":
         try:
             import matplotlib  # noqa: F401
@@ -72,9 +79,9 @@ def _train(args) -> int:
             dtype=args.dtype, seed=args.seed, log_every=args.log_every,
             plot=None if args.plot == "none" else args.plot, scheduler=args.scheduler,
         )  # fmt: skip
-    except _backends.BackendUnavailable as exc:
+    except _backends.BackendUnavailable as exc:  # checked before, but a device can vanish
         print(f"python -m rnn_xp train: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     except ValueError as exc:  # options that do not go together (--scheduler without dask)
         print(f"python -m rnn_xp train: error: {exc}", file=sys.stderr)
         return 2
@@ -107,6 +114,12 @@ def _bench_main(args) -> int:
     from . import bench
 
     return bench.main_from_args(args)
+
+
+def _check_bench(args, parser):
+    from . import bench
+
+    bench.check(args, parser)
 
 
 def build_parser():
@@ -154,13 +167,13 @@ def build_parser():
                          "(default: %(default)s)")
     tr.add_argument(
         "--scheduler", type=_scheduler, default=None,
-        help="with --backend dask: threads (the default), synchronous, local-cluster (two worker "
-             "processes on 127.0.0.1) or a running scheduler's address tcp://host:port",
+        help="with --backend dask: threads, synchronous, local-cluster (two worker processes on 127.0.0.1) "
+             "or a running scheduler's address tcp://host:port (default: threads, which any backend accepts)",
     )  # fmt: skip
     tr.set_defaults(func=_train, check=_check_train, subparser=tr)
     bench = sub.add_parser("bench", help="time the forward pass against torch.nn.RNN")
     _add_bench_arguments(bench)
-    bench.set_defaults(func=_bench_main)
+    bench.set_defaults(func=_bench_main, check=_check_bench, subparser=bench)
     return parser
 
 
@@ -168,10 +181,13 @@ def main(argv=None) -> int:
     """The ``rnn-xp`` command: parse, check every value, run; the exit code.
 
     Usage errors exit with 2 (one line naming the flag), Ctrl-C with 130 (one
-    line), and a closed output pipe (``rnn-xp demo | head -3``) ends quietly.
+    line), a closed output pipe (``rnn-xp demo | head -3``) ends quietly, and
+    output that cannot be written (``rnn-xp demo > /dev/full``) or any other
+    failure of the system is one line and exit code 1.
     """
     args = build_parser().parse_args(argv)
     command = f"python -m rnn_xp {args.command}"
+    stdout, sys.stdout = sys.stdout, _GuardedOutput(sys.stdout)
     try:
         check = getattr(args, "check", None)
         if check is not None:
@@ -181,14 +197,58 @@ def main(argv=None) -> int:
         print(f"\n{command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # The reader went away (`| head`): nothing more can be written. Point stdout
-        # at /dev/null so that the interpreter's final flush raises nothing either.
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except (OSError, ValueError):  # stdout without a file descriptor (tests)
-            pass
+        # The reader went away (`| head`): nothing more can be written.
+        _silence_stdout()
         return 141  # 128 + SIGPIPE, as a shell reports a command killed by the pipe
+    except _OutputError as exc:  # `> /dev/full`, a full disk, a terminal gone
+        _silence_stdout()
+        print(f"{command}: error: cannot write the output: {exc.args[0].strerror or exc.args[0]}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file the command reads or writes, a socket...
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"{command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+    finally:
+        sys.stdout = stdout
+
+
+class _OutputError(Exception):
+    """Standard output could not be written (other than a closed pipe); ``args[0]`` is the ``OSError``."""
+
+
+class _GuardedOutput:
+    """Standard output, with a failed write told apart from any other ``OSError`` of the command."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _OutputError(exc) from exc
+
+    def flush(self):
+        try:
+            return self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _OutputError(exc) from exc
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _silence_stdout():
+    """Point stdout at /dev/null, so that the interpreter's final flush raises nothing either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (tests)
+        pass
 
 
 if __name__ == "__main__":

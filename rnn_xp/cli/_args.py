@@ -11,7 +11,7 @@ import argparse
 import math
 import os
 
-__all__ = ["non_negative_int", "out_folder", "plot_file", "positive_float", "positive_int"]
+__all__ = ["non_negative_int", "out_folder", "plot_file", "positive_float", "positive_int", "thread_count"]
 
 
 def _int(text):
@@ -26,6 +26,17 @@ def positive_int(text) -> int:
     value = _int(text)
     if value is None or value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
+    return value
+
+
+def thread_count(text) -> int:
+    """An integer from 1 to the number of CPUs this process may use (its affinity mask, else ``os.cpu_count()``)."""
+    from ..bench.machine import usable_cpus
+
+    value = positive_int(text)
+    most = usable_cpus()
+    if value > most:
+        raise argparse.ArgumentTypeError(f"must be at most {most}, the CPUs this process may use; got {text!r}")
     return value
 
 

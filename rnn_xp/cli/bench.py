@@ -17,6 +17,13 @@ from . import _args
 __all__ = ["add_arguments", "main_from_args"]
 
 PROG = "python -m rnn_xp bench"
+THREADS = 2
+OUT = "benchmarks/results"
+# The flags of one method only (dest: flag): given to the other, they are refused, never ignored.
+ISOLATED_ONLY = {"suite": "--suite", "long": "--long", "no_inprocess": "--no-inprocess"}
+IN_PROCESS_ONLY = {"gpu": "--gpu", "small_batch": "--small-batch", "no_memory": "--no-memory"}
+RUN_FLAGS = {"quick": "--quick", "threads": "--threads", "out": "--out", "isolated": "--isolated",
+             **ISOLATED_ONLY, **IN_PROCESS_ONLY}  # fmt: skip
 
 
 def _results_file(text) -> str:
@@ -41,10 +48,11 @@ def add_arguments(parser):
                         help="3 rounds instead of 7, shorter calls, no Dask (default: off)")
     parser.add_argument("--gpu", action="store_true",
                         help="the GPU grid: CuPy and torch on CUDA (default: off, the CPU grid)")
-    parser.add_argument("--threads", type=_args.positive_int, default=2,
-                        help="BLAS and torch threads during the run, put back after it (default: %(default)s)")
-    parser.add_argument("--out", type=_args.out_folder, default="benchmarks/results",
-                        help="folder for the JSON and PNG, made if missing (default: %(default)s)")
+    parser.add_argument("--threads", type=_args.thread_count, default=None,
+                        help=f"BLAS and torch threads during the run, put back after it, at most the CPUs this "
+                             f"process may use (default: {THREADS})")
+    parser.add_argument("--out", type=_args.out_folder, default=None,
+                        help=f"folder for the JSON and PNG, made if missing (default: {OUT})")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the memory section (default: off)")
     parser.add_argument("--small-batch", action="store_true",
@@ -62,6 +70,29 @@ def add_arguments(parser):
     parser.add_argument("--markdown", metavar="RESULTS", type=_results_file, default=None,
                         help="print the tables of a results file (of bench or bench --isolated) as Markdown "
                              "and run nothing (default: none, run the benchmark)")
+
+
+def _given(args, dests):
+    """The flags among ``dests`` (``{dest: flag}``) that the command line set."""
+    return [flag for dest, flag in dests.items() if getattr(args, dest) not in (None, False)]
+
+
+def check(args, parser):
+    """Flags that do not go together: refused before any work, one line naming the flag (exit 2)."""
+    if args.markdown is not None:
+        given = _given(args, RUN_FLAGS)
+        if given:
+            parser.error(f"argument --markdown: prints a results file and runs nothing; not with {given[0]}")
+    elif args.isolated:
+        given = _given(args, IN_PROCESS_ONLY)
+        if given:
+            parser.error(f"argument {given[0]}: is for the in-process suite; not with --isolated")
+    else:
+        given = _given(args, ISOLATED_ONLY)
+        if given:
+            parser.error(f"argument {given[0]}: needs --isolated (each contender in a process of its own)")
+        if args.gpu and args.small_batch:
+            parser.error("argument --small-batch: is for the CPU; the GPU grid holds the small batches already")
 
 
 def _markdown(path) -> int:
@@ -82,11 +113,13 @@ def main_from_args(args) -> int:
     """Run what the parsed arguments ask for; the exit code (1 if a contender disagreed)."""
     if args.markdown is not None:
         return _markdown(args.markdown)
+    threads = THREADS if args.threads is None else args.threads
+    out = OUT if args.out is None else args.out
     if args.isolated:
         from ..bench import isolated
 
-        result = isolated.run(suites=tuple(args.suite or isolated.SUITES), threads=args.threads, quick=args.quick,
-                              long=args.long, out_dir=args.out, inprocess=not args.no_inprocess)  # fmt: skip
+        result = isolated.run(suites=tuple(args.suite or isolated.SUITES), threads=threads, quick=args.quick,
+                              long=args.long, out_dir=out, inprocess=not args.no_inprocess)  # fmt: skip
         ok = all(r.get("agrees", True) for recs in result["suites"].values() for rec in recs
                  for r in rec["results"].values())  # fmt: skip
         return 0 if ok else 1
@@ -98,7 +131,7 @@ def main_from_args(args) -> int:
             print(f"{PROG}: error: --gpu needs a CUDA device: {problem}", file=sys.stderr)
             return 2
     try:
-        result = bench.run(quick=args.quick, gpu=args.gpu, threads=args.threads, out_dir=args.out,
+        result = bench.run(quick=args.quick, gpu=args.gpu, threads=threads, out_dir=out,
                            memory=not args.no_memory, small_batch=args.small_batch)  # fmt: skip
     except bench.Interrupted as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)

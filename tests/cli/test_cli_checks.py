@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -42,6 +43,9 @@ def no_module(monkeypatch):
     return block
 
 
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+RESULTS = str(ROOT / "benchmarks" / "results" / "vm-xeon-cpu.json")  # a results file of bench
+
 BAD = [
     (["train", "--log-every", "0"], "--log-every"),
     (["train", "--batch", "0"], "--batch"),
@@ -54,15 +58,35 @@ BAD = [
     (["train", "--plot", "no-such-folder/loss.png"], "--plot"),
     (["train", "--plot", "loss.bmpx"], "--plot"),
     (["bench", "--threads", "0"], "--threads"),
+    (["bench", "--threads", "100000"], "--threads"),  # more than this machine has (issue 25, #3)
     (["demo", "--seed", "-1"], "--seed"),
+    # flags of one method of bench given to the other: refused, never ignored (issue 25, #16)
+    (["bench", "--suite", "cpu"], "--suite"),
+    (["bench", "--long"], "--long"),
+    (["bench", "--no-inprocess", "--quick"], "--no-inprocess"),
+    (["bench", "--isolated", "--gpu"], "--gpu"),
+    (["bench", "--isolated", "--small-batch"], "--small-batch"),
+    (["bench", "--isolated", "--no-memory"], "--no-memory"),
+    (["bench", "--gpu", "--small-batch"], "--small-batch"),
+    (["bench", "--markdown", RESULTS, "--quick"], "--markdown"),
+    (["bench", "--markdown", "no-such-file.json"], "--markdown"),
 ]
 
 
-@pytest.mark.parametrize("argv, flag", BAD, ids=[" ".join(a) for a, _ in BAD])
-def test_bad_values_fail_at_once_naming_the_flag(capsys, monkeypatch, argv, flag):
+@pytest.fixture
+def nothing_runs(monkeypatch):
+    """Training and both benchmarks fail the test if they start: a refused flag stops before them."""
+    from rnn_xp import bench
+    from rnn_xp.bench import isolated
     from rnn_xp.cli import train as train_module
 
     monkeypatch.setattr(train_module, "train", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("bench started"))
+    monkeypatch.setattr(isolated, "run", lambda *a, **k: pytest.fail("bench --isolated started"))
+
+
+@pytest.mark.parametrize("argv, flag", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_values_fail_at_once_naming_the_flag(capsys, nothing_runs, argv, flag):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
@@ -127,6 +151,35 @@ def test_demo_into_a_closed_pipe_ends_without_a_traceback():
                           capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
     assert len(proc.stdout.splitlines()) == 3
     assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_demo_into_a_full_device_is_one_line_and_fails():
+    """``demo > /dev/full``: one line saying the output could not be written, a non-zero exit (issue 25, #16)."""
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "rnn_xp", "demo", "--backend", "numpy"], stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith("python -m rnn_xp demo: error: cannot write the output:") and "No space" in lines[0]
+
+
+def test_train_with_a_backend_that_is_not_installed_is_a_usage_error(capsys, no_module, nothing_runs):
+    """A backend that cannot run here is a bad value of --backend: one line, exit 2, like any flag (issue 25, #16)."""
+    no_module("torch")
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--backend", "torch"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "argument --backend: torch is not installed" in err, err
+
+
+def test_train_accepts_the_default_scheduler_with_any_backend(capsys):
+    """``--scheduler threads`` is what a Dask run uses anyway: accepted with NumPy too (issue 25, #16)."""
+    assert main(["train", "--scheduler", "threads", "--steps", "2", "--seq-len", "4", "--hidden", "3",
+                 "--plot", "none"]) == 0  # fmt: skip
+    assert "final loss" in capsys.readouterr().out
 
 
 def test_demo_explains_its_table_and_warns_nothing(capsys, recwarn):

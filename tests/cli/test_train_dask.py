@@ -123,7 +123,8 @@ def test_cluster_address_gives_the_threaded_numbers():
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--scheduler", "threads"], "--scheduler: is for --backend dask"),
+    (["--scheduler", "synchronous"], "--scheduler: is for --backend dask (with another backend only its "
+                                     "default, threads, is accepted); got --backend numpy"),
     (["--backend", "dask", "--scheduler", "gpu"], "--scheduler: must be one of threads, synchronous"),
 ])  # fmt: skip
 def test_cli_scheduler_errors(capsys, argv, message):
