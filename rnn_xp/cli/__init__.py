@@ -56,6 +56,7 @@ def _check_train(args, parser):
             parser.error(f"argument --scheduler: is for --backend dask (with another backend only its default, "
                          f"threads, is accepted); got --backend {args.backend}")  # fmt: skip
         args.scheduler = None  # the default of a Dask run, and no Dask here: nothing to do
+    _check_memory(args, parser)
     try:
         _backends.load(args.backend)  # imports the library: a missing one is a bad value, before any work
     except _backends.BackendUnavailable as exc:
@@ -67,6 +68,38 @@ def _check_train(args, parser):
             print(f"{parser.prog}: matplotlib is not installed, so no loss plot will be written "
                   "(pip install matplotlib, or --plot none)", file=sys.stderr)  # fmt: skip
             args.plot = "none"
+
+
+def _check_memory(args, parser):
+    """A run whose arrays cannot fit in the memory available is refused, naming the flag that weighs most."""
+    from ..bench import machine
+    from .train import DEFAULTS, memory_needed
+
+    available = machine.available_memory()
+    if available is None:  # the system does not say
+        return
+    defaults = DEFAULTS[args.task]
+    sizes = {"steps": defaults["steps"] if args.steps is None else args.steps, "batch": args.batch,
+             "seq_len": defaults["seq_len"] if args.seq_len is None else args.seq_len, "hidden": args.hidden}  # fmt: skip
+    need = memory_needed(args.task, dtype=args.dtype, optimizer=args.optimizer, **sizes)
+    if need <= available:
+        return
+    usual = {"steps": defaults["steps"], "batch": 32, "seq_len": defaults["seq_len"], "hidden": 32}
+    saved = {name: need - memory_needed(args.task, dtype=args.dtype, optimizer=args.optimizer,
+                                        **{**sizes, name: min(usual[name], sizes[name])})
+             for name in sizes}  # fmt: skip
+    flag = max(saved, key=saved.get)
+    run = ", ".join(f"{name.replace('_', '-')} {value}" for name, value in sizes.items())
+    parser.error(f"argument --{flag.replace('_', '-')}: a run of {run} ({args.dtype}) needs at least "
+                 f"{_bytes(need)} of memory; {_bytes(available)} is available")  # fmt: skip
+
+
+def _bytes(n):
+    """``n`` bytes in the unit that reads best: ``512 B``, ``3.2 GB``, ``1.6e+07 TB``."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n} B"
 
 
 def _train(args) -> int:
@@ -200,6 +233,10 @@ def main(argv=None) -> int:
         # The reader went away (`| head`): nothing more can be written.
         _silence_stdout()
         return 141  # 128 + SIGPIPE, as a shell reports a command killed by the pipe
+    except MemoryError as exc:  # what the checks before the run could not foresee
+        print(f"{command}: error: out of memory{': ' + str(exc) if str(exc) else ''} (try smaller sizes)",
+              file=sys.stderr)  # fmt: skip
+        return 1
     except _OutputError as exc:  # `> /dev/full`, a full disk, a terminal gone
         _silence_stdout()
         print(f"{command}: error: cannot write the output: {exc.args[0].strerror or exc.args[0]}", file=sys.stderr)

@@ -45,7 +45,7 @@ from .._compat import is_dask_namespace
 from ..backward import rnn_backward
 from ..forward import rnn_forward
 
-__all__ = ["DEFAULTS", "SCHEDULERS", "TASKS", "TrainResult", "make_batch", "train"]
+__all__ = ["DEFAULTS", "SCHEDULERS", "TASKS", "TrainResult", "make_batch", "memory_needed", "train"]
 
 TASKS = ("sine", "adding")
 SCHEDULERS = ("threads", "synchronous", "local-cluster")  # or a cluster's address, tcp://host:port
@@ -270,7 +270,7 @@ def train(
         D = 1 if task == "sine" else 2
         params = init_params(rng, D, hidden, xp, dtype, run.device)
         opt = OPTIMIZERS[optimizer](xp, params, lr)
-        x_eval, y_eval = make_batch(np.random.default_rng(seed + 1), task, 256, seq_len)
+        x_eval, y_eval = make_batch(np.random.default_rng(seed + 1), task, EVAL_BATCH, seq_len)
         base = baselines(task, x_eval, y_eval)
         x_eval, y_eval = run.data(x_eval), run.data(y_eval)
         initial = float(run.loss_and_grads(task, params, x_eval, y_eval, with_grads=False)[0])
@@ -299,6 +299,37 @@ def train(
 
 
 PROGRESS_S = 2.0  # a progress line at least this often, however slow the steps
+EVAL_BATCH = 256  # sequences of the evaluation batch
+
+
+def memory_needed(task, *, steps, batch, seq_len, hidden, dtype="float32", optimizer="adam"):
+    """Bytes that a run holds at once for sure, in one process: a lower bound of its peak.
+
+    The larger of two moments, counting only arrays alive together: a
+    training step's backward (the weights and the optimizer's moments, the
+    evaluation batch, the step's batch as drawn in float64 and as cast, the
+    states ``(T, B, H)``, their gradient and ``dWh``) and the final
+    evaluation (the weights, the evaluation batch and its states), plus the
+    loss of every step (a Python float each). The command line refuses a run
+    whose need exceeds the memory available before any work starts.
+
+    >>> from rnn_xp.cli.train import memory_needed
+    >>> memory_needed("sine", steps=600, batch=32, seq_len=40, hidden=32)  # the defaults: 1.4 MB
+    1425292
+    >>> memory_needed("sine", steps=600, batch=10**12, seq_len=40, hidden=32) > 10**15
+    True
+    """
+    s = 8 if dtype == "float64" else 4
+    T, B, H = seq_len, batch, hidden
+    D = 1 if task == "sine" else 2
+    y_len = T if task == "sine" else 1  # targets per sequence
+    params = (H * H + H * D + 2 * H + 1) * s * (3 if optimizer == "adam" else 1)  # + Adam's m and v
+    eval_data = EVAL_BATCH * (T * D + y_len) * s
+    losses = 32 * steps  # a list entry and a float object per step
+    step = (params + eval_data + B * (T * D + y_len) * (8 + s)  # the batch: drawn in float64, then cast
+            + (T * B * H + (T * B * H if task == "sine" else B * H) + H * H) * s)  # states, their gradient, dWh
+    evaluation = params + eval_data + T * EVAL_BATCH * H * s + losses
+    return max(step, evaluation)
 
 
 def _check_values(task, *, steps, batch, seq_len, hidden, log_every, lr):

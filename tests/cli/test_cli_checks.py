@@ -94,6 +94,69 @@ def test_bad_values_fail_at_once_naming_the_flag(capsys, nothing_runs, argv, fla
     assert len(err.splitlines()) == 1 and f"argument {flag}:" in err, err
 
 
+@pytest.mark.parametrize("argv, flag", [
+    (["--batch", str(10**12)], "--batch"),
+    (["--hidden", str(10**9)], "--hidden"),
+    (["--seq-len", str(10**13)], "--seq-len"),
+    (["--steps", str(10**15)], "--steps"),  # the losses are kept, one float per step
+    (["--batch", str(10**12), "--hidden", str(10**9)], "--hidden"),  # the flag that weighs most
+])  # fmt: skip
+def test_a_run_larger_than_memory_is_refused_naming_the_flag(capsys, nothing_runs, argv, flag):
+    """Sizes whose arrays cannot fit are refused before any work, not by a MemoryError (issue 25, #15)."""
+    with pytest.raises(SystemExit) as exc:
+        main(["train", *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"argument {flag}: " in err and "of memory" in err, err
+
+
+def test_the_memory_check_compares_with_what_is_available(capsys, monkeypatch, nothing_runs):
+    from rnn_xp.bench import machine
+    from rnn_xp.cli.train import memory_needed
+
+    need = memory_needed("sine", steps=600, batch=32, seq_len=40, hidden=512, dtype="float64")
+    monkeypatch.setattr(machine, "available_memory", lambda: need - 1)
+    with pytest.raises(SystemExit):
+        main(["train", "--hidden", "512", "--dtype", "float64"])
+    assert "argument --hidden: " in capsys.readouterr().err
+    monkeypatch.setattr(machine, "available_memory", lambda: None)  # the system does not say: no check
+    with pytest.raises(pytest.fail.Exception, match="training started"):
+        main(["train", "--batch", str(10**12)])
+
+
+def test_running_out_of_memory_anyway_is_one_line(capsys, monkeypatch):
+    from rnn_xp.cli import train as train_module
+
+    def train(*args, **kwargs):
+        raise MemoryError("Unable to allocate 7.28 TiB for an array with shape (1000000000000,)")
+
+    monkeypatch.setattr(train_module, "train", train)
+    assert main(["train", "--plot", "none"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("python -m rnn_xp train: error: out of memory: Unable to allocate 7.28 TiB for an array with "
+                   "shape (1000000000000,) (try smaller sizes)")  # fmt: skip
+
+
+@pytest.mark.parametrize("task", ["sine", "adding"])
+@pytest.mark.parametrize("sizes", [dict(steps=2, batch=300, seq_len=30, hidden=48, dtype="float64"),
+                                   dict(steps=2, batch=8, seq_len=100, hidden=200, optimizer="sgd")])  # fmt: skip
+def test_the_memory_estimate_is_a_lower_bound(task, sizes):
+    """What ``memory_needed`` counts is allocated for sure: it stays below the traced peak of a real run."""
+    import tracemalloc
+
+    from rnn_xp.cli.train import memory_needed, train
+
+    train(task, quiet=True, **sizes)  # compiles and caches first: their memory is no part of a run's
+    tracemalloc.start()
+    try:
+        train(task, quiet=True, **sizes)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    need = memory_needed(task, **sizes)
+    assert 0.4 * peak < need <= peak, (need, peak)
+
+
 def test_bench_out_must_be_a_folder(tmp_path, capsys):
     existing = tmp_path / "results.json"
     existing.write_text("{}")
