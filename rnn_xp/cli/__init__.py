@@ -51,6 +51,10 @@ def _check_train(args, parser):
     if args.task == "adding" and seq_len < 2:
         parser.error(f"argument --seq-len: the adding task marks one step in each half, so it needs "
                      f"at least 2 steps; got {seq_len}")  # fmt: skip
+    for dest, flag in (("connect_timeout", "--connect-timeout"), ("workers_timeout", "--workers-timeout")):
+        if getattr(args, dest) is not None and (args.backend != "dask" or args.scheduler in (None, *LOCAL)):
+            parser.error(f"argument {flag}: is for --backend dask with --scheduler local-cluster or a "
+                         f"scheduler's address")  # fmt: skip
     if args.scheduler is not None and args.backend != "dask":
         if args.scheduler != "threads":
             parser.error(f"argument --scheduler: is for --backend dask (with another backend only its default, "
@@ -105,13 +109,18 @@ def _bytes(n):
 def _train(args) -> int:
     from . import train  # imported only for this subcommand
 
+    timeouts = {k: v for k, v in (("connect_timeout", args.connect_timeout),
+                                  ("workers_timeout", args.workers_timeout)) if v is not None}  # fmt: skip
     try:
         train.train(
             args.task, backend=args.backend, steps=args.steps, batch=args.batch,
             seq_len=args.seq_len, hidden=args.hidden, optimizer=args.optimizer, lr=args.lr,
             dtype=args.dtype, seed=args.seed, log_every=args.log_every,
-            plot=None if args.plot == "none" else args.plot, scheduler=args.scheduler,
+            plot=None if args.plot == "none" else args.plot, scheduler=args.scheduler, **timeouts,
         )  # fmt: skip
+    except train.SchedulerUnavailable as exc:  # the address was fine: the cluster is not there
+        print(f"python -m rnn_xp train: error: {exc} ({exc.flag})", file=sys.stderr)
+        return 1
     except _backends.BackendUnavailable as exc:  # checked before, but a device can vanish
         print(f"python -m rnn_xp train: error: {exc}", file=sys.stderr)
         return 2
@@ -121,15 +130,24 @@ def _train(args) -> int:
     return 0
 
 
-def _scheduler(text) -> str:
-    """A Dask scheduler for ``train``: a name, or a scheduler's address."""
-    from .train import SCHEDULERS
+LOCAL = ("threads", "synchronous")  # Dask's schedulers in this process: no cluster, no timeout
 
-    if text in SCHEDULERS or "://" in text:
+
+def _scheduler(text) -> str:
+    """A Dask scheduler for ``train``: a name, or a scheduler's address ``scheme://host:port``."""
+    from .train import SCHEDULERS, check_address
+
+    if text in SCHEDULERS:
         return text
-    raise argparse.ArgumentTypeError(
-        f"must be one of {', '.join(SCHEDULERS)} or an address such as tcp://host:8786; got {text!r}"
-    )
+    if "://" not in text:
+        raise argparse.ArgumentTypeError(
+            f"must be one of {', '.join(SCHEDULERS)} or an address such as tcp://host:8786; got {text!r}"
+        )
+    try:
+        check_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _seed(text) -> int:
@@ -203,6 +221,12 @@ def build_parser():
         help="with --backend dask: threads, synchronous, local-cluster (two worker processes on 127.0.0.1) "
              "or a running scheduler's address tcp://host:port (default: threads, which any backend accepts)",
     )  # fmt: skip
+    tr.add_argument("--connect-timeout", type=_args.positive_float, default=None, metavar="SECONDS",
+                    help="with --scheduler local-cluster or an address: seconds to reach the scheduler "
+                         "(default: 10)")
+    tr.add_argument("--workers-timeout", type=_args.positive_float, default=None, metavar="SECONDS",
+                    help="with --scheduler local-cluster or an address: seconds to wait for a first worker "
+                         "(default: 60)")
     tr.set_defaults(func=_train, check=_check_train, subparser=tr)
     bench = sub.add_parser("bench", help="time the forward pass against torch.nn.RNN")
     _add_bench_arguments(bench)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from typing import NamedTuple
 
@@ -45,12 +46,53 @@ from .._compat import is_dask_namespace
 from ..backward import rnn_backward
 from ..forward import rnn_forward
 
-__all__ = ["DEFAULTS", "SCHEDULERS", "TASKS", "TrainResult", "make_batch", "memory_needed", "train"]
+__all__ = [
+    "CONNECT_TIMEOUT_S", "DEFAULTS", "SCHEDULERS", "TASKS", "WORKERS_TIMEOUT_S", "SchedulerUnavailable",
+    "TrainResult", "check_address", "make_batch", "memory_needed", "train",
+]  # fmt: skip
 
 TASKS = ("sine", "adding")
 SCHEDULERS = ("threads", "synchronous", "local-cluster")  # or a cluster's address, tcp://host:port
+ADDRESS_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")  # dask.distributed's, but inproc (this process only)
+CONNECT_TIMEOUT_S = 10.0  # to reach a scheduler's address
+WORKERS_TIMEOUT_S = 60.0  # for the first worker of a cluster to join
 SINE_PERIOD = 16.0  # steps per period of the sine
 SINE_NOISE = 0.1  # standard deviation of the noise on the sine
+
+
+class SchedulerUnavailable(RuntimeError):
+    """The Dask scheduler cannot be reached, or no worker joined it in time; ``flag`` is the timeout's flag."""
+
+    def __init__(self, message, flag):
+        super().__init__(message)
+        self.flag = flag
+
+
+def check_address(address):
+    """``(scheme, host, port)`` of a Dask scheduler's address ``scheme://host:port``, or a ``ValueError``.
+
+    Checked before any connection, so that a typo fails at once rather than
+    after the client's own timeouts.
+
+    >>> from rnn_xp.cli.train import check_address
+    >>> check_address("tcp://127.0.0.1:8786"), check_address("tls://[::1]:8786")
+    (('tcp', '127.0.0.1', 8786), ('tls', '::1', 8786))
+    >>> check_address("tcp://127.0.0.1")
+    Traceback (most recent call last):
+        ...
+    ValueError: needs a host and a port, tcp://host:port; got 'tcp://127.0.0.1'
+    """
+    scheme, sep, rest = str(address).partition("://")
+    if not sep or scheme not in ADDRESS_SCHEMES:
+        known = ", ".join(ADDRESS_SCHEMES)
+        raise ValueError(f"unknown address scheme {scheme if sep else ''!r} (known: {known}); got {address!r}")
+    host, sep, port = rest.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1]
+    if not sep or not host or not port:
+        raise ValueError(f"needs a host and a port, {scheme}://host:port; got {address!r}")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"the port must be an integer from 1 to 65535, not {port!r}; got {address!r}")
+    return scheme, host, int(port)
 
 
 class TrainResult(NamedTuple):
@@ -199,6 +241,8 @@ def train(
     log_every=50,
     plot=None,
     scheduler=None,
+    connect_timeout=CONNECT_TIMEOUT_S,
+    workers_timeout=WORKERS_TIMEOUT_S,
     quiet=False,
 ):
     """Train an RNN plus linear read-out on ``task`` and return a ``TrainResult``.
@@ -232,6 +276,17 @@ def train(
         a running scheduler (``"tcp://host:8786"``). The batch is split into
         one chunk per worker thread, and the weights (``params`` of the
         result too) are NumPy arrays.
+    connect_timeout, workers_timeout : float
+        Seconds to reach a scheduler's address, and for the first worker of
+        a cluster to join; past them ``SchedulerUnavailable`` is raised
+        (``CONNECT_TIMEOUT_S`` and ``WORKERS_TIMEOUT_S`` by default).
+
+    Raises
+    ------
+    ValueError
+        A value out of range or a malformed scheduler address, before any work.
+    SchedulerUnavailable
+        The scheduler cannot be reached, or no worker joined it in time.
 
     Examples
     --------
@@ -257,6 +312,14 @@ def train(
             f"scheduler must be one of {list(SCHEDULERS)} or an address such as "
             f"'tcp://host:8786'; got {scheduler!r}"
         )
+    if scheduler is not None and scheduler not in SCHEDULERS:
+        try:
+            check_address(scheduler)
+        except ValueError as exc:
+            raise ValueError(f"scheduler: {exc}") from None
+    for name, value in (("connect_timeout", connect_timeout), ("workers_timeout", workers_timeout)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number above 0; got {value!r}")
     defaults = DEFAULTS[task]
     steps = defaults["steps"] if steps is None else steps
     seq_len = defaults["seq_len"] if seq_len is None else seq_len
@@ -264,7 +327,7 @@ def train(
     _check_values(task, steps=steps, batch=batch, seq_len=seq_len, hidden=hidden, log_every=log_every, lr=lr)
     data_xp, dev = load(backend)
     say = (lambda *a: None) if quiet else print
-    with _runner(data_xp, dev, dtype, scheduler) as run:
+    with _runner(data_xp, dev, dtype, scheduler, (connect_timeout, workers_timeout)) as run:
         xp = run.xp  # the weights' namespace: NumPy's when the data are Dask arrays
         rng = np.random.default_rng(seed)
         D = 1 if task == "sine" else 2
@@ -380,14 +443,18 @@ class _OnDask:
     the tutorial's size.)
 
     ``scheduler`` is a name of ``SCHEDULERS`` or a scheduler's address; a
-    ``LocalCluster`` is started on entry and closed on exit.
+    ``LocalCluster`` is started on entry and closed on exit. An address is
+    first reached with a plain TCP connection, so that a refused or silent
+    port fails within ``connect_timeout`` seconds; then the client waits
+    ``workers_timeout`` seconds at most for a worker.
     """
 
-    def __init__(self, dtype, scheduler):
+    def __init__(self, dtype, scheduler, timeouts=(CONNECT_TIMEOUT_S, WORKERS_TIMEOUT_S)):
         import array_api_compat.numpy as np_xp
 
         self.xp, self.device, self._dtype = np_xp, "cpu", dtype
         self._name = scheduler or "threads"
+        self._connect_timeout, self._workers_timeout = timeouts
         self._client = self._cluster = None
         self._steps = 0
 
@@ -407,8 +474,16 @@ class _OnDask:
                     n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
                     dashboard_address=None,
                 )  # fmt: skip
-            self._client = Client(self._cluster or self._name, set_as_default=False)
-            self._client.wait_for_workers(1)
+            else:
+                self._reach(self._name)
+            self._client = _client(Client, self._cluster or self._name, self._connect_timeout)
+            try:
+                self._client.wait_for_workers(1, timeout=self._workers_timeout)
+            except TimeoutError:
+                raise SchedulerUnavailable(
+                    f"no worker joined the Dask scheduler at {self._address()} within "
+                    f"{self._workers_timeout:g} s", "--workers-timeout",
+                ) from None  # fmt: skip
         except BaseException:
             self.__exit__()
             raise
@@ -416,6 +491,26 @@ class _OnDask:
         workers = self._client.scheduler_info()["workers"].values()
         self._threads = sum(w["nthreads"] for w in workers)
         return self
+
+    def _address(self):
+        return self._cluster.scheduler_address if self._cluster is not None else self._name
+
+    def _reach(self, address):
+        """A TCP connection to the scheduler's port: refused or unanswered, fail within the connect timeout."""
+        import socket
+
+        _, host, port = check_address(address)
+        try:
+            socket.create_connection((host, port), timeout=self._connect_timeout).close()
+        except OSError as exc:
+            if isinstance(exc, ConnectionRefusedError):
+                why = "connection refused"
+            elif isinstance(exc, (socket.timeout, TimeoutError)):
+                why = f"no answer within {self._connect_timeout:g} s"
+            else:
+                why = exc.strerror or str(exc)
+            raise SchedulerUnavailable(f"cannot reach the Dask scheduler at {address}: {why}",
+                                       f"--connect-timeout {self._connect_timeout:g}") from None  # fmt: skip
 
     def __exit__(self, *exc):
         for resource in (self._client, self._cluster):
@@ -460,10 +555,34 @@ def _chunk_step(task, params, x, y, with_grads, count):
     return loss_and_grads(np_xp, task, params, x, y, with_grads=with_grads, count=count)
 
 
-def _runner(xp, dev, dtype, scheduler):
+def _client(Client, address, timeout):
+    """A ``dask.distributed.Client`` of ``address``, or ``SchedulerUnavailable`` in one line.
+
+    A client whose start fails is half made, and its ``__del__`` prints a
+    traceback when it is collected: it is collected here, quietly. Whatever
+    else answers on a port (a web server) makes the client read a length of
+    exabytes from its first bytes: a ``MemoryError`` that says only that.
+    """
+    import gc
+
+    try:
+        return Client(address, timeout=timeout, set_as_default=False)
+    except MemoryError:
+        message = f"cannot reach the Dask scheduler at {address}: what answers there is no Dask scheduler"
+    except Exception as exc:  # OSError (TimeoutError among them), ValueError, a protocol error...
+        message = f"cannot reach the Dask scheduler at {address}: {exc or type(exc).__name__}"
+    hook, sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    raise SchedulerUnavailable(message, f"--connect-timeout {timeout:g}")
+
+
+def _runner(xp, dev, dtype, scheduler, timeouts=(CONNECT_TIMEOUT_S, WORKERS_TIMEOUT_S)):
     """How the loop runs: in memory, or on Dask (``_OnDask``)."""
     if is_dask_namespace(xp):
-        return _OnDask(dtype, scheduler)
+        return _OnDask(dtype, scheduler, timeouts)
     return _InMemory(xp, dev, dtype)
 
 

@@ -134,3 +134,132 @@ def test_cli_scheduler_errors(capsys, argv, message):
         code = exc.code
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+# -- a scheduler that cannot be used: fail fast, one line (issue 25, #2) ------------------------
+
+
+def _train_cli(*argv, timeout=90):
+    """``python -m rnn_xp train --backend dask ARGV`` in a process of its own: (exit code, stderr, seconds)."""
+    import subprocess
+    import sys
+    import time
+
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "rnn_xp", "train", "--backend", "dask", "--steps", "1",
+                           "--plot", "none", *argv], capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    return proc.returncode, proc.stderr, time.perf_counter() - t0
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once the socket is closed
+
+
+def test_a_refused_connection_fails_fast_in_one_line():
+    pytest.importorskip("dask.distributed")
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    code, err, seconds = _train_cli("--scheduler", address, "--connect-timeout", "3")
+    assert code == 1, err
+    assert err.strip().splitlines() == [f"python -m rnn_xp train: error: cannot reach the Dask scheduler at "
+                                        f"{address}: connection refused (--connect-timeout 3)"], err  # fmt: skip
+    assert seconds < 30  # the interpreter and dask's imports; the connection itself fails at once
+
+
+def test_a_port_that_is_no_dask_scheduler_fails_fast_in_one_line():
+    """A web server's answer read as a Dask message asked for exabytes: one line, no client left behind."""
+    pytest.importorskip("dask.distributed")
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:  # closed
+                return
+            with conn:
+                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello" * 4)
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        code, err, seconds = _train_cli("--scheduler", f"tcp://127.0.0.1:{port}", "--connect-timeout", "3")
+    finally:
+        server.close()
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"python -m rnn_xp train: error: cannot reach the Dask "
+                                                   f"scheduler at tcp://127.0.0.1:{port}: "), err  # fmt: skip
+    assert "__del__" not in err and seconds < 40
+
+
+def test_a_scheduler_without_workers_gives_up_after_the_wait_in_one_line():
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(n_workers=0, processes=False, protocol="tcp", host="127.0.0.1",
+                                  dashboard_address=None) as cluster:  # fmt: skip
+        code, err, seconds = _train_cli("--scheduler", cluster.scheduler_address, "--workers-timeout", "2")
+    assert code == 1, err
+    assert err.strip().splitlines() == [f"python -m rnn_xp train: error: no worker joined the Dask scheduler at "
+                                        f"{cluster.scheduler_address} within 2 s (--workers-timeout)"], err  # fmt: skip
+    assert seconds < 30
+
+
+@pytest.mark.parametrize("address, message", [
+    ("foo://bar", "unknown address scheme 'foo' (known: tcp, tls, ws, wss, ucx)"),
+    ("tcp://", "needs a host and a port, tcp://host:port"),
+    ("tcp://127.0.0.1", "needs a host and a port, tcp://host:port"),
+    ("tcp://:8786", "needs a host and a port, tcp://host:port"),
+    ("tcp://127.0.0.1:abc", "the port must be an integer from 1 to 65535, not 'abc'"),
+    ("tcp://127.0.0.1:70000", "the port must be an integer from 1 to 65535, not '70000'"),
+])  # fmt: skip
+def test_a_bad_address_is_a_usage_error_naming_the_flag(capsys, address, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--backend", "dask", "--scheduler", address])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"python -m rnn_xp train: error: argument --scheduler: {message}; got {address!r} (see --help)"
+
+
+def test_a_bad_address_leaves_no_client_behind():
+    """In a process of its own: one line at once, and no ``Client.__del__`` traceback at exit."""
+    pytest.importorskip("dask.distributed")
+    code, err, seconds = _train_cli("--scheduler", "foo://bar")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "__del__" not in err, err
+    assert seconds < 30
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--connect-timeout", "5"], "argument --connect-timeout: is for --backend dask with --scheduler "
+                                 "local-cluster or a scheduler's address"),
+    (["--backend", "dask", "--workers-timeout", "5"], "argument --workers-timeout: is for --backend dask with "
+                                                      "--scheduler local-cluster or a scheduler's address"),
+    (["--backend", "dask", "--scheduler", "local-cluster", "--workers-timeout", "0"],
+     "argument --workers-timeout: must be a finite number above 0; got '0'"),
+])  # fmt: skip
+def test_timeouts_need_a_cluster(capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", *argv])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_timeouts_help_names_the_defaults_train_uses():
+    from rnn_xp.cli import build_parser
+
+    train_parser = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
+    helps = {a.dest: a.help for a in train_parser._actions}
+    assert f"(default: {tr.CONNECT_TIMEOUT_S:g})" in helps["connect_timeout"]
+    assert f"(default: {tr.WORKERS_TIMEOUT_S:g})" in helps["workers_timeout"]
+
+
+def test_train_function_checks_the_address():
+    with pytest.raises(ValueError, match=r"scheduler: unknown address scheme 'foo'"):
+        tr.train("sine", backend="dask", scheduler="foo://bar", quiet=True)
+    with pytest.raises(ValueError, match=r"connect_timeout must be a finite number above 0; got -1"):
+        tr.train("sine", backend="dask", scheduler="tcp://127.0.0.1:8786", connect_timeout=-1, quiet=True)
