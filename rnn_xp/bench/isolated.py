@@ -255,7 +255,7 @@ def _grid(suite, long):
     return [(1, 100_000 if long else 10_000, 8, H) for H in RESERVOIR_H]
 
 
-def run(*, suites=SUITES, threads=2, quick=False, long=False, out_dir="benchmarks/results", inprocess=True,
+def run(*, suites=SUITES, threads=2, quick=False, long=False, out_dir="rnn_xp_results", inprocess=True,
         stream=None, progress_stream=None):  # fmt: skip
     """Run the suites, print the tables, write the JSON (and a PNG per suite); return the result."""
     stream = sys.stdout if stream is None else stream

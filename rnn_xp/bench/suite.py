@@ -129,7 +129,7 @@ def results_stem(machine, *, gpu=False, small_batch=False, quick=False):
     return stem + ("-small-batch" if small_batch else "") + ("-quick" if quick else "")
 
 
-def run(*, quick=False, gpu=False, threads=2, out_dir="benchmarks/results", backends=None,
+def run(*, quick=False, gpu=False, threads=2, out_dir="rnn_xp_results", backends=None,
         memory=True, small_batch=False, stream=None, grid=None, settle_s=None):  # fmt: skip
     """Run the suite, print the tables, write JSON and a PNG; return the result dict.
 

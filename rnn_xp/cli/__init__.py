@@ -213,9 +213,9 @@ def build_parser():
     tr.add_argument("--log-every", type=_args.positive_int, default=50,
                     help="print a progress line every this many steps, and at least every 2 seconds "
                          "(default: %(default)s)")
-    tr.add_argument("--plot", type=_args.plot_file, default="rnn_xp_loss.png",
-                    help="file for the loss curve (.png, .pdf, .svg, ...; needs matplotlib), or 'none' "
-                         "(default: %(default)s)")
+    tr.add_argument("--plot", type=_args.plot_file, default="rnn_xp_results/loss.png",
+                    help="file for the loss curve (.png, .pdf, .svg, ...; needs matplotlib; its folder is made "
+                         "if missing), or 'none' (default: %(default)s)")
     tr.add_argument(
         "--scheduler", type=_scheduler, default=None,
         help="with --backend dask: threads, synchronous, local-cluster (two worker processes on 127.0.0.1) "

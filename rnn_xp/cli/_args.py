@@ -86,7 +86,7 @@ PLOT_FORMATS = ("png", "pdf", "svg", "ps", "eps", "jpg", "jpeg", "webp", "tif", 
 
 
 def plot_file(text) -> str:
-    """``none``, or a file path whose folder exists and whose suffix is a format matplotlib writes."""
+    """``none``, or a file path whose folder exists or can be made, with a suffix matplotlib writes."""
     if text == "none":
         return text
     suffix = os.path.splitext(text)[1].lower().lstrip(".")
@@ -97,8 +97,9 @@ def plot_file(text) -> str:
     if os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"must be a file name; {text!r} is a folder")
     folder = os.path.dirname(os.path.abspath(text))
-    if not os.path.isdir(folder):
-        raise argparse.ArgumentTypeError(f"the folder of {text!r} does not exist")
-    if not os.access(folder, os.W_OK):
+    existing = _nearest_existing(folder)
+    if not os.path.isdir(existing):
+        raise argparse.ArgumentTypeError(f"cannot make the folder of {text!r}: {existing!r} is a file")
+    if not os.access(existing, os.W_OK):
         raise argparse.ArgumentTypeError(f"cannot write to the folder of {text!r}")
     return text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from . import _args
@@ -18,7 +19,7 @@ __all__ = ["add_arguments", "main_from_args"]
 
 PROG = "python -m rnn_xp bench"
 THREADS = 2
-OUT = "benchmarks/results"
+OUT = "rnn_xp_results"  # .gitignore covers it: a run in a checkout leaves nothing to commit by mistake
 # The flags of one method only (dest: flag): given to the other, they are refused, never ignored.
 ISOLATED_ONLY = {"suite": "--suite", "long": "--long", "no_inprocess": "--no-inprocess"}
 IN_PROCESS_ONLY = {"gpu": "--gpu", "small_batch": "--small-batch", "no_memory": "--no-memory"}
@@ -52,7 +53,8 @@ def add_arguments(parser):
                         help=f"BLAS and torch threads during the run, put back after it, at most the CPUs this "
                              f"process may use (default: {THREADS})")
     parser.add_argument("--out", type=_args.out_folder, default=None,
-                        help=f"folder for the JSON and PNG, made if missing (default: {OUT})")
+                        help=f"folder for the JSON and PNG, made if missing; benchmarks/results holds the "
+                             f"committed ones (default: {OUT})")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the memory section (default: off)")
     parser.add_argument("--small-batch", action="store_true",
@@ -115,6 +117,7 @@ def main_from_args(args) -> int:
         return _markdown(args.markdown)
     threads = THREADS if args.threads is None else args.threads
     out = OUT if args.out is None else args.out
+    print(f"results go to {os.path.join(out, '')} (--out)", flush=True)
     if args.isolated:
         from ..bench import isolated
 

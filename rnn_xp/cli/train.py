@@ -592,8 +592,11 @@ def _progress(step, steps, loss, seconds, width=24):
 
 
 def write_plot(path, losses, base, *, title=""):
-    """The training loss per step (log scale) with the baselines, as a PNG."""
+    """The training loss per step (log scale) with the baselines, as a PNG; the folder is made if missing."""
     from matplotlib.figure import Figure  # imported only when a plot is asked for
+
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
 
     fig = Figure(figsize=(6, 3.5), layout="constrained")
     ax = fig.subplots()

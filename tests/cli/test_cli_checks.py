@@ -55,7 +55,7 @@ BAD = [
     (["train", "--lr", "nan"], "--lr"),
     (["train", "--lr", "-0.1"], "--lr"),
     (["train", "--hidden", "0"], "--hidden"),
-    (["train", "--plot", "no-such-folder/loss.png"], "--plot"),
+    (["train", "--plot", RESULTS + "/loss.png"], "--plot"),  # a file where the folder would be
     (["train", "--plot", "loss.bmpx"], "--plot"),
     (["bench", "--threads", "0"], "--threads"),
     (["bench", "--threads", "100000"], "--threads"),  # more than this machine has (issue 25, #3)
@@ -196,6 +196,42 @@ def test_train_without_matplotlib_skips_the_plot_with_a_hint(tmp_path, capsys, n
     assert "matplotlib is not installed" in hint and "--plot none" in hint
     assert "final loss" in captured.out and "loss curve written" not in captured.out
     assert list(tmp_path.iterdir()) == []
+
+
+def _ignored_by_git(path):
+    """Whether this checkout's .gitignore covers ``path`` (relative to the root); None outside a git checkout."""
+    if not (ROOT / ".git").exists():
+        return None
+    try:
+        proc = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=ROOT, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.returncode == 0
+
+
+def test_train_writes_its_plot_under_a_results_folder_git_ignores(tmp_path, capsys, monkeypatch):
+    """By default the loss curve goes to rnn_xp_results/, never loose into the current folder (issue 25, #20)."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--steps", "2", "--seq-len", "4", "--hidden", "3"]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["rnn_xp_results"]
+    assert (tmp_path / "rnn_xp_results" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert "loss curve written to rnn_xp_results/loss.png" in capsys.readouterr().out
+    assert _ignored_by_git("rnn_xp_results/loss.png") in (True, None)
+
+
+def test_bench_writes_under_a_results_folder_git_ignores(tiny_bench, tmp_path, capsys, monkeypatch):
+    """By default bench writes to rnn_xp_results/, says so first, and names each file it wrote (issue 25, #20)."""
+    if optional_import("torch") is None:
+        pytest.skip("torch not installed")
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--quick", "--no-memory"]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["rnn_xp_results"]
+    (path,) = (tmp_path / "rnn_xp_results").glob("*-cpu-quick.json")
+    out = capsys.readouterr().out
+    assert out.startswith("results go to rnn_xp_results/ (--out)")
+    assert f"wrote rnn_xp_results/{path.name}" in out
+    assert _ignored_by_git(f"rnn_xp_results/{path.name}") in (True, None)
 
 
 def test_train_prints_progress_every_few_seconds_on_a_slow_backend(monkeypatch, capsys):
