@@ -174,8 +174,9 @@ def _run(*, quick, gpu, threads, out_dir, backends, memory, small_batch, stream,
     random.seed(0)
     progress = Progress(len(sizes) * rounds)
     progress.note("machine information and the GEMM rate")
+    # the same libraries as the GEMM of the rounds (gemm_calls), so that the header names what % GEMM is of
     result = {"machine": machine_info(threads), "quick": quick, "device": "cuda" if gpu else "cpu",
-              "gemm": gemm_rate(1024 if quick else 2048)}  # fmt: skip
+              "gemm": gemm_rate(1024 if quick else 2048, gpu=gpu, backends=backends)}  # fmt: skip
     if gpu:
         result["machine"]["gpu_name"] = gpu_name()
     stem = results_stem(result["machine"], gpu=gpu, small_batch=small_batch, quick=quick)

@@ -163,3 +163,24 @@ def test_bench_saves_each_size_as_it_goes(tmp_path, monkeypatch):
     (path,) = tmp_path.glob("*-cpu-quick.json")
     assert json.loads(path.read_text())["complete"] is True
     assert not list(tmp_path.glob("*.partial.json")) and not list(tmp_path.glob("*.tmp*"))
+
+
+def test_the_header_names_the_gemm_rates_the_percentages_are_of(tmp_path):
+    """The GEMM rates printed before the table and the libraries '% GEMM' compares with are the same
+    (JAX's was in the rounds but not in the header: issue 25, #21)."""
+    if optional_import("torch") is None or optional_import("jax") is None:
+        pytest.skip("torch and jax are needed")
+    import io
+    import re
+
+    from rnn_xp import bench
+
+    out = io.StringIO()
+    result = bench.run(quick=True, out_dir=str(tmp_path), backends=["numpy", "jax", "torch"], memory=False,
+                       stream=out, grid=[(1, 3, 4, 4)], settle_s=0.0)  # fmt: skip
+    text = out.getvalue()
+    header = re.search(r"^float32 GEMM rate \(\d+\^3\): (.*)$", text, re.M).group(1)
+    in_header = {part.split()[0] for part in header.split(", ")}
+    in_rounds = set(re.search(r"measured in the same rounds \(([^;]*);", text).group(1).split(", "))
+    assert in_header == in_rounds == set(result["grid"][0]["gemm_gflops_by_blas"]) == set(result["gemm"]["gflops"])
+    assert "jax" in in_header
