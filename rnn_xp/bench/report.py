@@ -81,6 +81,10 @@ def print_tables(result, stream=None):
             p(f"{size:<22}{name:<28}{r['seconds'] * 1e3:>10.3f}{ratio}"
               f"{r['gflops']:>9.1f}{pct:>7.0f}%{mark} {'yes' if r['agrees'] else 'NO'}")  # fmt: skip
             size = ""
+    later = sorted({row for rec in result["grid"] for lp in rec.get("later_passes", []) for row in lp["rows"]})
+    if later:
+        p(f"({', '.join(later)}: timed after every other row, in a pass of their own beside the baseline, "
+          "which was timed again there; their ratio is to that time)")
     if above:
         p("* above 100% of the GEMM rate: this contender's products ran faster than the reference GEMM "
           "did in the same rounds: its library has its own thread pool or kernels (XLA's is not limited "

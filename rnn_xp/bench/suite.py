@@ -29,26 +29,26 @@ import time
 import numpy as np
 
 from . import cells
-from .cells import CPU_GRID, GPU_GRID, RNN, SMALL_BATCH_GRID, persistent_launches
+from .cells import CPU_GRID, GPU_GRID, PERSISTENT_ROWS, RNN, SMALL_BATCH_GRID, persistent_launches
 from .machine import cpu_tag, gemm_calls, gemm_rate, gpu_name, machine_info, slug, tf32_off, thread_settings
 from .memory import memory_section
 from .report import chart, print_tables, write_json
 from .timing import SETTLE_S, Progress, calls_per_round, time_per_call
 
-__all__ = ["REFERENCE_GPU", "Interrupted", "bench_grid", "results_stem", "run"]
+__all__ = ["REFERENCE_GPU", "Interrupted", "bench_grid", "bench_passes", "gpu_passes", "results_stem", "run"]
 
 REFERENCE_GPU = "torch.nn.RNN in float64 on the GPU (no TF32 in float64)"
 GEMM_N_CPU, GEMM_N_GPU = 1024, 4096  # the GEMM timed in the rounds
 
 
 def bench_grid(grid, *, backends, rounds, budget_s, gpu=False, progress=None, settle_s=None, on_record=None,
-               cell=RNN, gemm_n=None):  # fmt: skip
+               cell=RNN, gemm_n=None, names=None):  # fmt: skip
     """Time every contender of ``cell`` on every size of ``grid``; returns a list of per-size records.
 
     ``budget_s`` is about how long each contender's calls take over all
-    rounds of a size. ``on_record(records)`` is called after each size (the
-    caller saves what has been measured so far: a run cut short keeps its
-    finished sizes).
+    rounds of a size; ``names``, if given, keeps only those rows.
+    ``on_record(records)`` is called after each size (the caller saves what
+    has been measured so far: a run cut short keeps its finished sizes).
     """
     settle_s = SETTLE_S if settle_s is None else settle_s
     gemm_n = (GEMM_N_GPU if gpu else GEMM_N_CPU) if gemm_n is None else gemm_n
@@ -56,7 +56,7 @@ def bench_grid(grid, *, backends, rounds, budget_s, gpu=False, progress=None, se
     records = []
     for B, T, D, H in grid:
         size = f"(B,T,D,H)=({B},{T},{D},{H})"
-        cands = cells.contenders(B, T, D, H, backends=backends, gpu=gpu, cell=cell)
+        cands = cells.contenders(B, T, D, H, backends=backends, gpu=gpu, cell=cell, names=names)
         flops = cell.flops(B, T, D, H)
         first_name = next(iter(cands))
         # torch.nn.RNN is the baseline; without torch there is none, and no ratio
@@ -110,16 +110,53 @@ def bench_grid(grid, *, backends, rounds, budget_s, gpu=False, progress=None, se
     return records
 
 
+def gpu_passes(cell=RNN):
+    """The GPU grid's passes: every row but those that may run the persistent kernel, then those rows
+    beside the baseline. A hang in the persistent kernel's grid barrier then loses only its own rows."""
+    baseline = cell.gpu[0].name
+    return [[c.name for c in cell.gpu if c.name not in PERSISTENT_ROWS],
+            [baseline, *(c.name for c in cell.gpu if c.name in PERSISTENT_ROWS)]]  # fmt: skip
+
+
+def bench_passes(grid, passes, *, on_record=None, **kwargs):
+    """``bench_grid`` over the whole grid once per pass (a list of row names, or None for all rows).
+
+    The records of one size are merged: a later pass adds its rows, whose
+    ratio is to the baseline timed in the same pass (its time and the GEMM
+    rate of that pass are under ``later_passes``). ``on_record(records)`` is
+    called after each size of each pass with every size measured so far.
+    """
+    merged = {}
+
+    def absorb(records):
+        rec = records[-1]
+        key = (rec["B"], rec["T"], rec["D"], rec["H"])
+        first = merged.setdefault(key, rec)
+        if first is not rec:
+            rows = {k: v for k, v in rec["results"].items() if k not in first["results"]}
+            first["results"].update(rows)
+            base = rec["results"].get(rec["baseline"], {}).get("seconds")
+            first.setdefault("later_passes", []).append(
+                {"rows": list(rows), "baseline": rec["baseline"], "baseline_seconds": base,
+                 "gemm_gflops": rec["gemm_gflops"]})  # fmt: skip
+        if on_record is not None:
+            on_record(list(merged.values()))
+
+    for names in passes:
+        bench_grid(grid, names=names, on_record=absorb, **kwargs)
+    return list(merged.values())
+
+
 class Interrupted(Exception):
     """A run stopped by Ctrl-C: how far it got, and where the finished sizes are kept."""
 
-    def __init__(self, done, total, partial, final):
+    def __init__(self, done, total, partial, final, what="sizes"):
         super().__init__(done, total, partial, final)
-        self.done, self.total, self.partial, self.final = done, total, partial, final
+        self.done, self.total, self.partial, self.final, self.what = done, total, partial, final, what
 
     def __str__(self):
         kept = f"kept in {self.partial}" if self.partial else "nothing to keep"
-        return (f"interrupted after {self.done} of {self.total} sizes ({kept}); "
+        return (f"interrupted after {self.done} of {self.total} {self.what} ({kept}); "
                 f"{self.final} is unchanged")  # fmt: skip
 
 
@@ -172,7 +209,8 @@ def _run(*, quick, gpu, threads, out_dir, backends, memory, small_batch, stream,
     if quick:
         backends = [b for b in backends if b != "dask"]
     random.seed(0)
-    progress = Progress(len(sizes) * rounds)
+    passes = gpu_passes() if gpu else [None]  # on the GPU the persistent kernel's rows come last
+    progress = Progress(len(sizes) * rounds * len(passes))
     progress.note("machine information and the GEMM rate")
     # the same libraries as the GEMM of the rounds (gemm_calls), so that the header names what % GEMM is of
     result = {"machine": machine_info(threads), "quick": quick, "device": "cuda" if gpu else "cpu",
@@ -182,25 +220,27 @@ def _run(*, quick, gpu, threads, out_dir, backends, memory, small_batch, stream,
     stem = results_stem(result["machine"], gpu=gpu, small_batch=small_batch, quick=quick)
     path = os.path.join(out_dir, stem + ".json")
     partial = os.path.join(out_dir, stem + ".partial.json")
-    done = []
+    done = []  # one entry per size measured, in every pass
 
     def save(records, complete=False):
         result["grid"], result["complete"] = records, complete
         write_json(path if complete else partial, result)
-        done[:] = records
+        done.append(len(records))
 
     try:
         with tf32_off() if gpu else contextlib.nullcontext() as tf32:
             if gpu:
                 result["machine"]["tf32"] = tf32  # what the torch and CuPy contenders ran with
                 result["reference"] = REFERENCE_GPU
-            result["grid"] = bench_grid(sizes, backends=backends, rounds=rounds, budget_s=budget, gpu=gpu,
-                                        progress=progress, settle_s=settle_s, on_record=save)  # fmt: skip
+                result["passes"] = passes
+            result["grid"] = bench_passes(sizes, passes, backends=backends, rounds=rounds, budget_s=budget,
+                                          gpu=gpu, progress=progress, settle_s=settle_s, on_record=save)  # fmt: skip
         if memory and not gpu:
             result["memory"] = memory_section(T_large=20_000 if quick else 100_000, progress=progress)
     except KeyboardInterrupt:
         progress.close()
-        raise Interrupted(len(done), len(sizes), partial if done else None, path) from None
+        what = "sizes" if len(passes) == 1 else f"sizes in {len(passes)} passes"
+        raise Interrupted(len(done), len(sizes) * len(passes), partial if done else None, path, what) from None
     progress.close()
     if hasattr(os, "getloadavg"):
         result["machine"]["load_average_at_end"] = list(os.getloadavg())

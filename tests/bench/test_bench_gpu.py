@@ -157,28 +157,75 @@ def _script():
     return (ROOT / "benchmarks" / "gpu_check.sh").read_text()
 
 
-def _phases(text):
-    """``{log file: command}`` of each ``phase`` line of the script (continuations joined)."""
-    joined = text.replace("\\\n", " ")
-    return {m.group(2): m.group(0) for m in re.finditer(r"^\s*(\w+=\S+\s+)*phase \d+ (\S+) (.*)$", joined, re.M)}
+def _dry_run(tmp_path, **env):
+    """``DRY_RUN=1 bash gpu_check.sh``: ``[(command, limit in s)]`` of its phases, and everything it printed."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("bash") is None:
+        pytest.skip("no bash here")
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path),
+                                            "DRY_RUN": "1", **env})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    phases = [(m.group(1), int(m.group(2))) for m in re.finditer(r"^=== (.*) \(limit (\d+)s\)$", proc.stdout, re.M)]
+    return phases, proc.stdout
+
+
+def _fake_pytest_timeout(folder):
+    """A distribution that registers the plugin ``pytest_timeout`` as pytest's entry points do (not importable)."""
+    info = folder / "pytest_timeout-0.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pytest-timeout\nVersion: 0.0\n")
+    (info / "entry_points.txt").write_text("[pytest11]\ntimeout = pytest_timeout\n")
+    return str(folder)
 
 
 def test_gpu_check_names_test_files_that_exist():
-    text = _script().replace("\\\n", " ")
-    paths = set(re.findall(r"tests/[\w/]+\.py", text))
-    assert paths, "the script names no test file"
-    missing = sorted(p for p in paths if not (ROOT / p).exists())
-    assert not missing, f"gpu_check.sh names test files that do not exist: {missing}"
+    names = set(re.findall(r"test_file (\w+\.py)", _script()))
+    assert len(names) >= 6, "the script names too few test files"
+    for name in sorted(names):
+        found = list((ROOT / "tests").rglob(name))
+        assert len(found) == 1, f"gpu_check.sh names {name}: found {found} under tests/"
 
 
-def test_gpu_check_keeps_the_persistent_kernel_out_of_phase_2():
+def test_gpu_check_keeps_the_persistent_kernel_out_of_phase_2(tmp_path):
     """Phase 2 must not reach the grid barrier: the fused path is forced there (issue 14, #5)."""
-    phases = _phases(_script())
-    safe = phases["gpu-tests.log"]
-    assert "RNN_XP_CUPY_PATH=fused" in safe
-    assert "--ignore=tests/test_kernel_cupy_persistent.py" in safe
+    (safe, _), (persistent, _), (bench_run, _) = _dry_run(tmp_path)[0]
+    persistent_file = next((ROOT / "tests").rglob("test_kernel_cupy_persistent.py")).relative_to(ROOT)
+    assert "RNN_XP_CUPY_PATH=fused" in safe and f"--ignore={persistent_file}" in safe
     assert "RNN_XP_REQUIRE_GPU=1" in _script()  # a skip for "no CUDA device" fails there
-    assert "tests/test_kernel_cupy_persistent.py" in phases["gpu-tests-persistent.log"]
+    assert "RNN_XP_CUPY_PATH=persistent" in persistent and str(persistent_file) in persistent
+    assert bench_run.endswith(f"-m rnn_xp bench --gpu --out {tmp_path}")  # the benchmark last
+
+
+def test_gpu_check_names_each_test_and_stops_a_hung_one(tmp_path):
+    """-vv puts each test's name in the log before it runs; with pytest-timeout installed a hung test is
+    stopped by its thread method (stacks, the test's name), not by the phase's SIGKILL (issue 25, #18)."""
+    phases, out = _dry_run(tmp_path, PYTHONPATH="")
+    tests = [command for command, _ in phases if " -m pytest " in command]
+    assert len(tests) == 2 and all(" -vv " in command for command in tests)
+    if "pytest-timeout is not installed" in out:
+        assert not any("--timeout" in command for command in tests)
+    phases, out = _dry_run(tmp_path, PYTHONPATH=_fake_pytest_timeout(tmp_path / "site"))
+    assert "pytest-timeout is not installed" not in out
+    assert all("--timeout=90 --timeout-method=thread" in command for command, _ in phases if " -m pytest " in command)
+    wheels = (ROOT / "benchmarks" / "gpu_wheels.sh").read_text()
+    assert re.search(r"^WHEELS=\(.*\bpytest-timeout\b.*\)$", wheels, re.M)  # carried to a GPU machine without network
+
+
+def test_gpu_check_fits_in_its_budget(tmp_path):
+    """The phases fit in 9 minutes with 40 s for the wheels and the machine check (the device lends 10 minutes
+    per command and 15 in all); no phase runs past the budget, so the whole check ends by 540 s plus the
+    last phase's 20 s of grace between SIGINT and SIGKILL; a smaller budget shrinks the phases."""
+    phases, _ = _dry_run(tmp_path)
+    limits = [limit for _, limit in phases]
+    assert limits[0] >= 200  # collecting the tests took 59 s cold on a GPU machine
+    assert sum(limits) <= 540 - 40
+    phases, _ = _dry_run(tmp_path, RNN_XP_GPU_CHECK_S="200")
+    first, *rest = [limit for _, limit in phases]
+    assert 170 <= first <= 180 and rest == [100, 170]  # capped by what is left (the dry run's seconds gone)
 
 
 def test_a_required_gpu_that_is_missing_fails_instead_of_skipping(monkeypatch):
@@ -196,3 +243,64 @@ def test_a_required_gpu_that_is_missing_fails_instead_of_skipping(monkeypatch):
         with pytest.raises(pytest.fail.Exception, match="RNN_XP_REQUIRE_GPU is set, but"):
             make_backend(name)
     assert make_backend("numpy").name == "numpy"  # CPU backends are not affected
+
+
+# --- the GPU grid's passes: the rows that may run the persistent kernel come last ------------------
+
+
+def _fake_cell(calls, hang=None):
+    """A cell whose rows are NumPy functions named like the GPU rows; ``hang`` raises Ctrl-C in that row."""
+    import numpy as np
+
+    from rnn_xp.bench import cells
+
+    def row(name):
+        def make(p):
+            def fn():
+                calls.append(name)
+                if name == hang:
+                    raise KeyboardInterrupt
+                return p.x[..., :1] * 0.0
+
+            return cells.Run(fn, bench.no_sync, np.asarray)
+
+        return cells.Contender(name, make)
+
+    rows = tuple(row(n) for n in (BASE, "rnn_xp cupy (fused)", *cells.PERSISTENT_ROWS))
+    return cells.ContenderSet("fake", cells.problem, cells.rnn_flops, cpu=rows, gpu=rows)
+
+
+def test_gpu_passes_time_the_persistent_rows_after_every_other_row():
+    from rnn_xp.bench import cells
+
+    assert suite.gpu_passes() == [[BASE, "rnn_xp torch cuda", "rnn_xp cupy (fused)"],
+                                  [BASE, *cells.PERSISTENT_ROWS]]  # fmt: skip
+    calls, saved = [], []
+    cell = _fake_cell(calls)
+    grid = [(1, 3, 2, 2), (2, 3, 2, 2)]
+    records = suite.bench_passes(grid, suite.gpu_passes(cell), backends=[], rounds=2, budget_s=1e-4, settle_s=0.0,
+                                 cell=cell, gemm_n=8, on_record=lambda r: saved.append(len(r)))  # fmt: skip
+    first_persistent = min(calls.index(n) for n in cells.PERSISTENT_ROWS)
+    assert max(i for i, n in enumerate(calls) if n == "rnn_xp cupy (fused)") < first_persistent
+    assert [list(r["results"]) for r in records] == [[BASE, "rnn_xp cupy (fused)", *cells.PERSISTENT_ROWS]] * 2
+    assert all(r["later_passes"][0]["rows"] == list(cells.PERSISTENT_ROWS) for r in records)
+    assert saved == [1, 2, 2, 2]  # after each size of each pass, every size so far
+    out = io.StringIO()
+    bench.print_tables({"machine": {"cpu_model": "test"}, "gemm": {"n": 8, "gflops": {"numpy": 1.0}},
+                        "grid": records}, out)  # fmt: skip
+    assert "timed after every other row, in a pass of their own" in out.getvalue()
+
+
+def test_a_hang_in_the_persistent_rows_keeps_every_other_row():
+    """Ctrl-C (or a phase's time limit) in the persistent kernel's first call: every size's other rows
+    were saved already."""
+    from rnn_xp.bench import cells
+
+    calls, saved = [], []
+    cell = _fake_cell(calls, hang=cells.PERSISTENT_ROWS[0])
+    grid = [(1, 3, 2, 2), (2, 3, 2, 2)]
+    with pytest.raises(KeyboardInterrupt):
+        suite.bench_passes(grid, suite.gpu_passes(cell), backends=[], rounds=1, budget_s=1e-4, settle_s=0.0,
+                           cell=cell, gemm_n=8, on_record=lambda r: saved.append(json.loads(json.dumps(r))))  # fmt: skip
+    assert len(saved[-1]) == len(grid)
+    assert all("rnn_xp cupy (fused)" in rec["results"] for rec in saved[-1])
