@@ -62,8 +62,10 @@ def print_tables(result, stream=None):
         p(f"\nno baseline: torch is not installed, so {BASELINE} was not timed and there is no ratio "
           f"column; 'agrees' compares with {ref} (pip install torch for the baseline)")  # fmt: skip
     libs = sorted({k for rec in result["grid"] for k in rec.get("gemm_gflops_by_blas", {})})
+    ns = sorted({rec["gemm_n"] for rec in result["grid"] if "gemm_n" in rec})
+    size = " or ".join(f"{n}^3" for n in ns) if ns else "1024^3 on the CPU, 4096^3 on a GPU"  # older files: no n
     p(f"(% GEMM: of the fastest float32 GEMM measured in the same rounds ({', '.join(libs) or 'NumPy'}; "
-      "1024^3 on the CPU, 4096^3 on a GPU); 'agrees': max |diff| <= 1e-3 against the first row of each size)")
+      f"{size}); 'agrees': max |diff| <= 1e-3 against the first row of each size)")
     ratio_head = f"{'ratio':>8}" if with_baseline else ""
     p(f"\n{'(B, T, D, H)':<22}{'contender':<28}{'ms':>10}{ratio_head}{'GFLOP/s':>9}{'% GEMM':>8}  agrees")
     above = []

@@ -39,6 +39,7 @@ __all__ = ["REFERENCE_GPU", "Interrupted", "bench_grid", "bench_passes", "gpu_pa
 
 REFERENCE_GPU = "torch.nn.RNN in float64 on the GPU (no TF32 in float64)"
 GEMM_N_CPU, GEMM_N_GPU = 1024, 4096  # the GEMM timed in the rounds
+HEADER_GEMM_N, HEADER_GEMM_N_QUICK = 2048, 1024  # the GEMM rate measured before the grid
 
 
 def bench_grid(grid, *, backends, rounds, budget_s, gpu=False, progress=None, settle_s=None, on_record=None,
@@ -67,7 +68,7 @@ def bench_grid(grid, *, backends, rounds, budget_s, gpu=False, progress=None, se
         if gpu:  # the baseline is a contender too: every row against float64
             ref = cell.reference_gpu(cell.problem(B, T, D, H))
         rec = {"B": B, "T": T, "D": D, "H": H, "gflop": flops / 1e9, "results": {},
-               "baseline": base_name, "agreement_reference": first_name}  # fmt: skip
+               "baseline": base_name, "agreement_reference": first_name, "gemm_n": gemm_n}  # fmt: skip
         n = {}
         for name, (fn, sync, to_np) in cands.items():
             note(f"{size} warm-up: {name}")
@@ -167,13 +168,15 @@ def results_stem(machine, *, gpu=False, small_batch=False, quick=False):
 
 
 def run(*, quick=False, gpu=False, threads=2, out_dir="rnn_xp_results", backends=None,
-        memory=True, small_batch=False, stream=None, grid=None, settle_s=None):  # fmt: skip
+        memory=True, small_batch=False, stream=None, grid=None, settle_s=None, gemm_n=None):  # fmt: skip
     """Run the suite, print the tables, write JSON and a PNG; return the result dict.
 
     ``small_batch`` (CPU only): the GPU grid's small batches instead, B in {1, 4, 8},
     H in {256, 512, 1024}, T = 200, NumPy against torch only, no memory section.
     ``grid`` replaces the sizes of the chosen grid; ``settle_s`` the idle time
-    before each timed batch (``SETTLE_S``).
+    before each timed batch (``SETTLE_S``); ``gemm_n`` the size of every GEMM
+    timed (``HEADER_GEMM_N`` before the grid, ``GEMM_N_CPU`` or ``GEMM_N_GPU``
+    in its rounds).
 
     The results file ``<stem>.json`` is written once, when the run is complete
     (through a temporary file and a rename). Meanwhile the finished sizes are
@@ -190,10 +193,10 @@ def run(*, quick=False, gpu=False, threads=2, out_dir="rnn_xp_results", backends
     os.makedirs(out_dir, exist_ok=True)  # before any measurement: a bad folder fails at once
     with thread_settings(threads):
         return _run(quick=quick, gpu=gpu, threads=threads, out_dir=out_dir, backends=backends, memory=memory,
-                    small_batch=small_batch, stream=stream, grid=grid, settle_s=settle_s)  # fmt: skip
+                    small_batch=small_batch, stream=stream, grid=grid, settle_s=settle_s, gemm_n=gemm_n)  # fmt: skip
 
 
-def _run(*, quick, gpu, threads, out_dir, backends, memory, small_batch, stream, grid, settle_s):
+def _run(*, quick, gpu, threads, out_dir, backends, memory, small_batch, stream, grid, settle_s, gemm_n):
     sizes = GPU_GRID if gpu else CPU_GRID
     small_batch = small_batch and not gpu
     if small_batch:
@@ -214,7 +217,8 @@ def _run(*, quick, gpu, threads, out_dir, backends, memory, small_batch, stream,
     progress.note("machine information and the GEMM rate")
     # the same libraries as the GEMM of the rounds (gemm_calls), so that the header names what % GEMM is of
     result = {"machine": machine_info(threads), "quick": quick, "device": "cuda" if gpu else "cpu",
-              "gemm": gemm_rate(1024 if quick else 2048, gpu=gpu, backends=backends)}  # fmt: skip
+              "gemm": gemm_rate(gemm_n or (HEADER_GEMM_N_QUICK if quick else HEADER_GEMM_N), gpu=gpu,
+                                backends=backends)}  # fmt: skip
     if gpu:
         result["machine"]["gpu_name"] = gpu_name()
     stem = results_stem(result["machine"], gpu=gpu, small_batch=small_batch, quick=quick)
@@ -233,8 +237,8 @@ def _run(*, quick, gpu, threads, out_dir, backends, memory, small_batch, stream,
                 result["machine"]["tf32"] = tf32  # what the torch and CuPy contenders ran with
                 result["reference"] = REFERENCE_GPU
                 result["passes"] = passes
-            result["grid"] = bench_passes(sizes, passes, backends=backends, rounds=rounds, budget_s=budget,
-                                          gpu=gpu, progress=progress, settle_s=settle_s, on_record=save)  # fmt: skip
+            result["grid"] = bench_passes(sizes, passes, backends=backends, rounds=rounds, budget_s=budget, gpu=gpu,
+                                          progress=progress, settle_s=settle_s, on_record=save, gemm_n=gemm_n)  # fmt: skip
         if memory and not gpu:
             result["memory"] = memory_section(T_large=20_000 if quick else 100_000, progress=progress)
     except KeyboardInterrupt:

@@ -40,6 +40,7 @@ def test_worker_backward_fingerprint_is_dh0():
     np.testing.assert_allclose(got["fingerprint"], rnn_xp.rnn_backward(dh, x, h0, Wx, Wh, b, h).dh0[0], rtol=1e-5)
 
 
+@pytest.mark.long  # two processes, each importing its library
 def test_torch_contender_agrees_in_a_process_of_its_own():
     """A worker process for torch.nn.RNN and one for the default install give the same final state."""
     if optional_import("torch") is None:

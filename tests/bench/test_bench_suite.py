@@ -1,4 +1,5 @@
-"""``python -m rnn_xp bench`` (``rnn_xp.cli.bench``): the suite, its tables, charts and results files."""
+"""The in-process suite (``rnn_xp.bench``, behind ``python -m rnn_xp bench``): its contenders agree with
+torch.nn.RNN, its tables, charts, grids and results files, and the GEMM rates it compares with."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def test_bench_small_batch_grid(tmp_path, monkeypatch):
 
     monkeypatch.setattr(suite, "SMALL_BATCH_GRID", [(1, 3, 4, 4), (2, 3, 4, 4), (4, 3, 4, 4)])
     result = bench.run(quick=True, small_batch=True, out_dir=str(tmp_path), backends=["numpy", "jax", "torch"],
-                       stream=io.StringIO(), settle_s=0.0)  # fmt: skip
+                       gemm_n=64, stream=io.StringIO(), settle_s=0.0)  # fmt: skip
     assert [(r["B"], r["T"], r["D"], r["H"]) for r in result["grid"]] == [(1, 3, 4, 4), (2, 3, 4, 4)]
     names = set(result["grid"][0]["results"])
     assert bench.BASELINE in names and bench.FAST in names
@@ -158,7 +159,7 @@ def test_bench_saves_each_size_as_it_goes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(suite, "bench_grid", spy)
     bench.run(quick=True, out_dir=str(tmp_path), backends=["numpy", "torch"], memory=False, stream=io.StringIO(),
-              grid=[(1, 3, 4, 4), (2, 3, 4, 4)], settle_s=0.0)  # fmt: skip
+              gemm_n=64, grid=[(1, 3, 4, 4), (2, 3, 4, 4)], settle_s=0.0)  # fmt: skip
     assert seen == [(1, False, 0), (2, False, 0)]
     (path,) = tmp_path.glob("*-cpu-quick.json")
     assert json.loads(path.read_text())["complete"] is True
@@ -177,7 +178,7 @@ def test_the_header_names_the_gemm_rates_the_percentages_are_of(tmp_path):
 
     out = io.StringIO()
     result = bench.run(quick=True, out_dir=str(tmp_path), backends=["numpy", "jax", "torch"], memory=False,
-                       stream=out, grid=[(1, 3, 4, 4)], settle_s=0.0)  # fmt: skip
+                       gemm_n=64, stream=out, grid=[(1, 3, 4, 4)], settle_s=0.0)  # fmt: skip
     text = out.getvalue()
     header = re.search(r"^float32 GEMM rate \(\d+\^3\): (.*)$", text, re.M).group(1)
     in_header = {part.split()[0] for part in header.split(", ")}

@@ -1,11 +1,16 @@
 """The command line checks every value before work starts, says what it does, and ends cleanly.
 
-- A bad flag value is one line naming the flag, exit code 2, before anything runs.
+- A bad flag value is one line naming the flag, exit code 2, before anything runs: flags of
+  one bench method given to the other, more threads than CPUs, a backend that is not
+  installed, sizes whose arrays cannot fit in memory (``memory_needed``, a lower bound of
+  the traced peak).
 - Every flag's help states its default.
+- Results go under ``rnn_xp_results/`` (git ignores it) unless a flag names another place.
 - ``bench`` writes its results file only when complete; Ctrl-C is one line and exit code 130;
   without torch it has no baseline and no ratio; without matplotlib it says no chart was written.
 - ``train`` without matplotlib trains and skips the plot with a one-line hint.
-- ``rnn-xp demo | head -3`` ends without a traceback.
+- ``rnn-xp demo | head -3`` ends without a traceback; ``demo > /dev/full`` and a
+  ``MemoryError`` are one line and exit code 1.
 - Long runs print progress often (``train`` at least every ``PROGRESS_S`` seconds, ``bench``
   for every contender of every round).
 """
@@ -298,6 +303,8 @@ def tiny_bench(monkeypatch):
 
     monkeypatch.setattr(suite, "CPU_GRID", [(1, 3, 4, 4), (2, 3, 4, 4), (3, 3, 4, 4)])
     monkeypatch.setattr(suite, "SETTLE_S", 0.0)
+    for name in ("GEMM_N_CPU", "HEADER_GEMM_N", "HEADER_GEMM_N_QUICK"):  # the rates matter not here, the time does
+        monkeypatch.setattr(suite, name, 64)
     monkeypatch.setattr(_backends, "available", lambda: ["numpy", "torch"])
     return bench
 
@@ -335,7 +342,7 @@ def test_bench_without_torch_has_no_baseline_and_no_ratio(tiny_bench, tmp_path, 
     no_module("torch")
     bench = tiny_bench
     out = io.StringIO()
-    result = bench.run(quick=True, out_dir=str(tmp_path), backends=["numpy"], memory=False, stream=out)
+    result = bench.run(quick=True, out_dir=str(tmp_path), gemm_n=64, backends=["numpy"], memory=False, stream=out)
     text = out.getvalue()
     assert "no baseline: torch is not installed" in text
     assert "ratio" not in text.split("no baseline")[1].split("\n", 2)[2]  # not in the table's header
@@ -349,7 +356,8 @@ def test_bench_without_matplotlib_says_no_png(tiny_bench, tmp_path, no_module):
         pytest.skip("torch not installed")
     no_module("matplotlib")
     out = io.StringIO()
-    tiny_bench.run(quick=True, out_dir=str(tmp_path), backends=["numpy", "torch"], memory=False, stream=out)
+    tiny_bench.run(quick=True, out_dir=str(tmp_path), backends=["numpy", "torch"], memory=False, stream=out,
+                   gemm_n=64)
     assert "no PNG written: matplotlib is not installed" in out.getvalue()
     assert not list(tmp_path.glob("*.png"))
 

@@ -6,6 +6,12 @@ a fixed order, so the step's results must equal those chunks' NumPy results
 added in that order (bit for bit), match the Dask-array path through
 ``rnn_forward``/``rnn_backward`` on Dask arrays and NumPy on the whole batch
 (to rounding), and be the same bits on every scheduler.
+
+A scheduler that cannot be used fails fast in one line: a malformed address
+before any connection (exit 2), a refused port, a port where something else
+answers, a scheduler without workers after ``--workers-timeout`` (exit 1),
+each checked in a process of its own within a time bound. The tests that
+start processes are marked ``long`` (the README's command runs them).
 """
 
 from __future__ import annotations
@@ -99,6 +105,7 @@ def test_one_compute_per_step(monkeypatch):
     assert r.final_loss < r.initial_loss
 
 
+@pytest.mark.long  # two worker processes start
 def test_cli_local_cluster(capsys):
     pytest.importorskip("dask.distributed")
     assert main(["train", "--backend", "dask", "--scheduler", "local-cluster", "--steps", "4",
@@ -159,6 +166,7 @@ def _free_port():
         return s.getsockname()[1]  # nothing listens there once the socket is closed
 
 
+@pytest.mark.long  # a process of its own, importing dask.distributed
 def test_a_refused_connection_fails_fast_in_one_line():
     pytest.importorskip("dask.distributed")
     address = f"tcp://127.0.0.1:{_free_port()}"
@@ -169,6 +177,7 @@ def test_a_refused_connection_fails_fast_in_one_line():
     assert seconds < 30  # the interpreter and dask's imports; the connection itself fails at once
 
 
+@pytest.mark.long  # a process of its own; the half-made client takes seconds to close
 def test_a_port_that_is_no_dask_scheduler_fails_fast_in_one_line():
     """A web server's answer read as a Dask message asked for exabytes: one line, no client left behind."""
     pytest.importorskip("dask.distributed")
@@ -199,6 +208,7 @@ def test_a_port_that_is_no_dask_scheduler_fails_fast_in_one_line():
     assert "__del__" not in err and seconds < 40
 
 
+@pytest.mark.long  # a process of its own, and the 2 s wait
 def test_a_scheduler_without_workers_gives_up_after_the_wait_in_one_line():
     distributed = pytest.importorskip("dask.distributed")
     with distributed.LocalCluster(n_workers=0, processes=False, protocol="tcp", host="127.0.0.1",
