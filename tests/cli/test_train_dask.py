@@ -28,6 +28,7 @@ import array_api_compat.numpy as np_xp  # noqa: E402
 
 from rnn_xp.cli import main  # noqa: E402
 from rnn_xp.cli import train as tr  # noqa: E402
+from rnn_xp.cli.train_dask import OnDask  # noqa: E402
 
 
 def _batch(task, B, T=7, H=6, dtype="float64", seed=0):
@@ -53,7 +54,7 @@ def _tree_order_sum(parts, every=4):
 @pytest.mark.parametrize("scheduler", ["synchronous", "threads"])
 def test_step_equals_chunks_in_tree_order(task, scheduler):
     params, x, y = _batch(task, B=11)
-    with tr._OnDask("float64", scheduler) as run:
+    with OnDask("float64", scheduler, tr.loss_and_grads) as run:
         run._threads = 6  # six chunks (2, 2, 2, 2, 2, 1): a tree of two levels
         xs, ys = run.data(x), run.data(y)
         assert [c.shape[1] for c in xs] == [2, 2, 2, 2, 2, 1] and len(ys) == 6
@@ -89,7 +90,7 @@ def test_train_follows_numpy(scheduler):
 
 def test_one_compute_per_step(monkeypatch):
     calls = []
-    original = tr._OnDask.loss_and_grads
+    original = OnDask.loss_and_grads
 
     def counted(self, *args, **kwargs):
         get = self._get
@@ -99,7 +100,7 @@ def test_one_compute_per_step(monkeypatch):
         finally:
             self._get = get
 
-    monkeypatch.setattr(tr._OnDask, "loss_and_grads", counted)
+    monkeypatch.setattr(OnDask, "loss_and_grads", counted)
     r = tr.train("sine", backend="dask", steps=5, seq_len=6, hidden=4, quiet=True)
     assert len(calls) == 5 + 2  # one per step, and the evaluation before and after
     assert r.final_loss < r.initial_loss
