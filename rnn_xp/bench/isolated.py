@@ -142,7 +142,7 @@ FORWARD = {"torch.nn.RNN": Isolated({}, _torch_rnn),
            "rnn_xp jax (lax.scan)": Isolated({"RNN_XP_MKL": "0"}, _rnn_xp_jax), **_NUMPY}  # fmt: skip
 BACKWARD = {"torch autograd (backward only)": Isolated({}, _torch_rnn), **_NUMPY}
 RESERVOIR = {"reservoirpy Reservoir": Isolated({"RNN_XP_MKL": "0"}, _reservoirpy),
-             **{name: _NUMPY[name] for name in ("rnn_xp numpy: default install", "rnn_xp numpy: numba extra")}}  # fmt: skip
+             **{n: _NUMPY[n] for n in ("rnn_xp numpy: default install", "rnn_xp numpy: numba extra")}}  # fmt: skip
 _SUITE_CONTENDERS = {"cpu": FORWARD, "small-batch": FORWARD, "backward": BACKWARD, "reservoir": RESERVOIR}
 
 

@@ -199,7 +199,7 @@ def gemm_calls(n, *, gpu=False, backends=()):
 
 
 def gemm_rate(n=2048, rounds=5, *, gpu=False, backends=()):
-    """The float32 ``n x n`` product rate in GFLOP/s of each library of ``gemm_calls``: ``{"n": n, "gflops": {...}}``."""
+    """The float32 ``n x n`` product rate (GFLOP/s) of each library of ``gemm_calls``: ``{"n": n, "gflops": {}}``."""
     rates = {}
     for name, (fn, sync) in gemm_calls(n, gpu=gpu, backends=backends).items():
         rates[name] = 2 * n**3 / float(np.median([time_per_call(fn, sync, 2) for _ in range(rounds)])) / 1e9

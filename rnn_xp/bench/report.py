@@ -166,7 +166,8 @@ def markdown(result):
     contender and size, and the memory section."""
     m = result["machine"]
     v = m["versions"]
-    blas = sorted({p["internal_api"] + " " + str(p["version"]) + (f" ({p['architecture']})" if p.get("architecture") else "")
+    blas = sorted({p["internal_api"] + " " + str(p["version"])
+                   + (f" ({p['architecture']})" if p.get("architecture") else "")
                    for p in m.get("threadpools") or [] if p["internal_api"] in ("openblas", "mkl")})  # fmt: skip
     mkl = m.get("mkl", {})
     gemm = ", ".join(f"{k} {g:.0f}" for k, g in result["gemm"]["gflops"].items())

@@ -237,8 +237,9 @@ def _run(*, quick, gpu, threads, out_dir, backends, memory, small_batch, stream,
                 result["machine"]["tf32"] = tf32  # what the torch and CuPy contenders ran with
                 result["reference"] = REFERENCE_GPU
                 result["passes"] = passes
-            result["grid"] = bench_passes(sizes, passes, backends=backends, rounds=rounds, budget_s=budget, gpu=gpu,
-                                          progress=progress, settle_s=settle_s, on_record=save, gemm_n=gemm_n)  # fmt: skip
+            result["grid"] = bench_passes(sizes, passes, backends=backends, rounds=rounds, budget_s=budget,
+                                          gpu=gpu, progress=progress, settle_s=settle_s, on_record=save,
+                                          gemm_n=gemm_n)  # fmt: skip
         if memory and not gpu:
             result["memory"] = memory_section(T_large=20_000 if quick else 100_000, progress=progress)
     except KeyboardInterrupt:

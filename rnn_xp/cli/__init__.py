@@ -84,7 +84,8 @@ def _check_memory(args, parser):
         return
     defaults = DEFAULTS[args.task]
     sizes = {"steps": defaults["steps"] if args.steps is None else args.steps, "batch": args.batch,
-             "seq_len": defaults["seq_len"] if args.seq_len is None else args.seq_len, "hidden": args.hidden}  # fmt: skip
+             "seq_len": defaults["seq_len"] if args.seq_len is None else args.seq_len,
+             "hidden": args.hidden}  # fmt: skip
     need = memory_needed(args.task, dtype=args.dtype, optimizer=args.optimizer, **sizes)
     if need <= available:
         return

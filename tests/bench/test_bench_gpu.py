@@ -305,6 +305,7 @@ def test_a_hang_in_the_persistent_rows_keeps_every_other_row():
     grid = [(1, 3, 2, 2), (2, 3, 2, 2)]
     with pytest.raises(KeyboardInterrupt):
         suite.bench_passes(grid, suite.gpu_passes(cell), backends=[], rounds=1, budget_s=1e-4, settle_s=0.0,
-                           cell=cell, gemm_n=8, on_record=lambda r: saved.append(json.loads(json.dumps(r))))  # fmt: skip
+                           cell=cell, gemm_n=8,
+                           on_record=lambda r: saved.append(json.loads(json.dumps(r))))  # fmt: skip
     assert len(saved[-1]) == len(grid)
     assert all("rnn_xp cupy (fused)" in rec["results"] for rec in saved[-1])
