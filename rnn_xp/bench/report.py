@@ -141,7 +141,8 @@ def chart(result, path):
     grid = result["grid"]
     if not grid:
         return
-    names = [n for n in contender_names(grid) if not n.startswith(BASELINE)]
+    bases = {rec.get("baseline") for rec in grid} - {None}  # each size's baseline: 1.0 by definition
+    names = [n for n in contender_names(grid) if n not in bases and not n.startswith(BASELINE)]
     fig, ax = plt.subplots(figsize=(10, 4.5))
     width = 0.8 / max(len(names), 1)
     for i, name in enumerate(names):

@@ -161,14 +161,16 @@ class Interrupted(Exception):
                 f"{self.final} is unchanged")  # fmt: skip
 
 
-def results_stem(machine, *, gpu=False, small_batch=False, quick=False):
-    """The results file's name without ``.json``: ``<host>-<cpu>-cpu`` or the GPU's name, then the variant."""
+def results_stem(machine, *, gpu=False, small_batch=False, quick=False, cell=RNN):
+    """The results file's name without ``.json``: ``<host>-<cpu>-cpu`` or the GPU's name, then the variant
+    (a cell other than the RNN adds its name: ``-lstm``)."""
     stem = slug(machine.get("gpu_name") if gpu else f"{machine['host']}-{cpu_tag(machine['cpu_model'])}-cpu")
+    stem += "" if cell is RNN else f"-{slug(cell.name)}"
     return stem + ("-small-batch" if small_batch else "") + ("-quick" if quick else "")
 
 
 def run(*, quick=False, gpu=False, threads=2, out_dir="rnn_xp_results", backends=None,
-        memory=True, small_batch=False, stream=None, grid=None, settle_s=None, gemm_n=None):  # fmt: skip
+        memory=True, small_batch=False, stream=None, grid=None, settle_s=None, gemm_n=None, cell=RNN):  # fmt: skip
     """Run the suite, print the tables, write JSON and a PNG; return the result dict.
 
     ``small_batch`` (CPU only): the GPU grid's small batches instead, B in {1, 4, 8},
@@ -176,7 +178,7 @@ def run(*, quick=False, gpu=False, threads=2, out_dir="rnn_xp_results", backends
     ``grid`` replaces the sizes of the chosen grid; ``settle_s`` the idle time
     before each timed batch (``SETTLE_S``); ``gemm_n`` the size of every GEMM
     timed (``HEADER_GEMM_N`` before the grid, ``GEMM_N_CPU`` or ``GEMM_N_GPU``
-    in its rounds).
+    in its rounds); ``cell`` the ``ContenderSet`` to time (``rnn_xp.bench.cells.SETS``).
 
     The results file ``<stem>.json`` is written once, when the run is complete
     (through a temporary file and a rename). Meanwhile the finished sizes are
@@ -193,10 +195,11 @@ def run(*, quick=False, gpu=False, threads=2, out_dir="rnn_xp_results", backends
     os.makedirs(out_dir, exist_ok=True)  # before any measurement: a bad folder fails at once
     with thread_settings(threads):
         return _run(quick=quick, gpu=gpu, threads=threads, out_dir=out_dir, backends=backends, memory=memory,
-                    small_batch=small_batch, stream=stream, grid=grid, settle_s=settle_s, gemm_n=gemm_n)  # fmt: skip
+                    small_batch=small_batch, stream=stream, grid=grid, settle_s=settle_s, gemm_n=gemm_n,
+                    cell=cell)  # fmt: skip
 
 
-def _run(*, quick, gpu, threads, out_dir, backends, memory, small_batch, stream, grid, settle_s, gemm_n):
+def _run(*, quick, gpu, threads, out_dir, backends, memory, small_batch, stream, grid, settle_s, gemm_n, cell):
     sizes = GPU_GRID if gpu else CPU_GRID
     small_batch = small_batch and not gpu
     if small_batch:
@@ -212,7 +215,7 @@ def _run(*, quick, gpu, threads, out_dir, backends, memory, small_batch, stream,
     if quick:
         backends = [b for b in backends if b != "dask"]
     random.seed(0)
-    passes = gpu_passes() if gpu else [None]  # on the GPU the persistent kernel's rows come last
+    passes = gpu_passes(cell) if gpu else [None]  # on the GPU the persistent kernel's rows come last
     progress = Progress(len(sizes) * rounds * len(passes))
     progress.note("machine information and the GEMM rate")
     # the same libraries as the GEMM of the rounds (gemm_calls), so that the header names what % GEMM is of
@@ -221,7 +224,7 @@ def _run(*, quick, gpu, threads, out_dir, backends, memory, small_batch, stream,
                                 backends=backends)}  # fmt: skip
     if gpu:
         result["machine"]["gpu_name"] = gpu_name()
-    stem = results_stem(result["machine"], gpu=gpu, small_batch=small_batch, quick=quick)
+    stem = results_stem(result["machine"], gpu=gpu, small_batch=small_batch, quick=quick, cell=cell)
     path = os.path.join(out_dir, stem + ".json")
     partial = os.path.join(out_dir, stem + ".partial.json")
     done = []  # one entry per size measured, in every pass
@@ -239,8 +242,8 @@ def _run(*, quick, gpu, threads, out_dir, backends, memory, small_batch, stream,
                 result["passes"] = passes
             result["grid"] = bench_passes(sizes, passes, backends=backends, rounds=rounds, budget_s=budget,
                                           gpu=gpu, progress=progress, settle_s=settle_s, on_record=save,
-                                          gemm_n=gemm_n)  # fmt: skip
-        if memory and not gpu:
+                                          gemm_n=gemm_n, cell=cell)  # fmt: skip
+        if memory and not gpu and cell is RNN:  # the memory section measures the RNN's NumPy kernels
             result["memory"] = memory_section(T_large=20_000 if quick else 100_000, progress=progress)
     except KeyboardInterrupt:
         progress.close()
@@ -256,7 +259,7 @@ def _run(*, quick, gpu, threads, out_dir, backends, memory, small_batch, stream,
     print(f"\nwrote {path}", file=stream)
     png = os.path.join(out_dir, stem + ".png")
     if not any(r.get("ratio_to_baseline") is not None for rec in result["grid"] for r in rec["results"].values()):
-        print(f"no PNG written: the chart shows times relative to {RNN.cpu[0].name}, and torch is not installed",
+        print(f"no PNG written: the chart shows times relative to {cell.cpu[0].name}, and torch is not installed",
               file=stream)  # fmt: skip
     else:
         try:

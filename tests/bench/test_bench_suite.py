@@ -185,3 +185,35 @@ def test_the_header_names_the_gemm_rates_the_percentages_are_of(tmp_path):
     in_rounds = set(re.search(r"measured in the same rounds \(([^;]*);", text).group(1).split(", "))
     assert in_header == in_rounds == set(result["grid"][0]["gemm_gflops_by_blas"]) == set(result["gemm"]["gflops"])
     assert "jax" in in_header
+
+
+def test_a_new_cell_is_a_table_entry(tmp_path):
+    """Another cell (here a made-up one: two NumPy rows) runs through the same suite, tables and files,
+    without a line of timing code of its own: what an LSTM or GRU contender set will be."""
+    import io
+    import json
+
+    import numpy as np
+
+    from rnn_xp import bench
+
+    def problem(B, T, D, H, seed=0):
+        x = np.random.default_rng(seed).standard_normal((T, B, D), dtype=np.float32)
+        return bench.Problem(x, np.zeros((B, H), np.float32), np.ones((4 * H, D), np.float32) / D,
+                             np.zeros((4 * H, H), np.float32), np.zeros(4 * H, np.float32))  # fmt: skip
+
+    def loop(p):  # a stand-in cell: the state is the running mean of the input's first feature
+        return np.cumsum(p.x[..., :1], axis=0) / np.arange(1, p.x.shape[0] + 1)[:, None, None]
+
+    rows = (bench.Contender("reference loop", lambda p: bench.Run(lambda: loop(p), bench.no_sync, np.asarray)),
+            bench.Contender("other loop", lambda p: bench.Run(lambda: loop(p) + 0.0, bench.no_sync, np.asarray)))
+    cell = bench.ContenderSet("toy", problem, lambda B, T, D, H: 8.0 * T * B * H * (D + H), cpu=rows, gpu=rows)
+    out = io.StringIO()
+    result = bench.run(quick=True, out_dir=str(tmp_path), backends=["numpy"], stream=out, grid=[(2, 5, 3, 4)],
+                       settle_s=0.0, gemm_n=64, cell=cell)  # fmt: skip
+    (path,) = tmp_path.glob("*-cpu-toy-quick.json")
+    assert json.loads(path.read_text())["complete"] is True and "memory" not in result
+    (rec,) = result["grid"]
+    assert list(rec["results"]) == ["reference loop", "other loop"] and rec["baseline"] == "reference loop"
+    assert rec["results"]["other loop"]["agrees"] and rec["gflop"] == 8.0 * 5 * 2 * 4 * (3 + 4) / 1e9
+    assert "other loop" in out.getvalue()
