@@ -78,10 +78,9 @@ CONTENDERS = {  # name: (library, baseline)
 
 
 def _data(B, T, D, H):
+    from rnn_xp.bench import problem
 
-    from rnn_xp.cli.bench import _weights
-
-    return _weights(B, T, D, H)  # float32 NumPy: x (T, B, D), h0, Wx, Wh, b
+    return problem(B, T, D, H)  # float32 NumPy: x (T, B, D), h0, Wx, Wh, b
 
 
 def _torch_step(name, B, T, D, H):
@@ -89,7 +88,7 @@ def _torch_step(name, B, T, D, H):
     import torch
 
     import rnn_xp
-    from rnn_xp.cli.bench import torch_baseline
+    from rnn_xp.bench import torch_baseline
 
     x, h0, Wx, Wh, b = _data(B, T, D, H)
     module = torch_baseline(Wx, Wh, b)
@@ -339,7 +338,7 @@ def main(argv=None):
         print(markdown(json.loads(Path(args.markdown).read_text())))
         return 0
 
-    from rnn_xp.cli import bench
+    from rnn_xp import bench
 
     names = [n for n, (lib, _) in CONTENDERS.items() if args.only in (None, lib)]
     grid = QUICK_GRID if args.quick else GRID

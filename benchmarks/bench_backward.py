@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 import rnn_xp  # noqa: E402
-from rnn_xp.cli import bench  # noqa: E402
+from rnn_xp import bench  # noqa: E402
 from rnn_xp.kernels.portable import backward_portable  # noqa: E402
 
 TORCH_BWD = "torch.nn.RNN backward"
@@ -49,7 +49,7 @@ def contenders(B, T, D, H):
     """``{name: fn}`` and the torch gradients ``(dx, dWx, dWh, db)`` to check against."""
     import array_api_compat.numpy as xp
 
-    x, h0, Wx, Wh, b = bench._weights(B, T, D, H)
+    x, h0, Wx, Wh, b = bench.problem(B, T, D, H)
     dh = np.random.default_rng(1).standard_normal((T, B, H), dtype=np.float32)
     rnn = bench.torch_baseline(Wx, Wh, b)
     tx = torch.from_numpy(x).clone().requires_grad_(True)
@@ -93,7 +93,7 @@ def measure(grid, rounds, budget_s, progress):
     records = []
     for B, T, D, H in grid:
         cands = contenders(B, T, D, H)
-        n = {name: max(1, min(100, int(budget_s / max(bench._time(fn, bench._nosync, 1), 1e-6) / rounds)))
+        n = {name: bench.calls_per_round(bench.time_per_call(fn, bench.no_sync, 1), budget_s, rounds, most=100)
              for name, fn in cands.items()}  # fmt: skip
         times = {name: [] for name in cands}
         for _ in range(rounds):
@@ -101,7 +101,7 @@ def measure(grid, rounds, budget_s, progress):
             random.shuffle(order)
             for name in order:
                 time.sleep(bench.SETTLE_S)
-                times[name].append(bench._time(cands[name], bench._nosync, n[name]))
+                times[name].append(bench.time_per_call(cands[name], bench.no_sync, n[name]))
             progress.step(f"(B,T,D,H)=({B},{T},{D},{H})")
         med = {name: float(np.median(ts)) for name, ts in times.items()}
         records.append({"B": B, "T": T, "D": D, "H": H, "results": {

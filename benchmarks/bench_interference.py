@@ -39,10 +39,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import rnn_xp  # noqa: E402
-from rnn_xp.cli import bench
+from rnn_xp import bench  # noqa: E402
 from rnn_xp.kernels import mkl  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / f"interference-{bench.cpu_tag(bench._cpu_model())}.json"
+RESULTS = ROOT / "benchmarks" / "results" / f"interference-{bench.cpu_tag(bench.cpu_model())}.json"
 SIZES = [(32, 100, 128, 256), (64, 50, 512, 1024)]  # (B, T, D, H): where oneMKL may run
 SHIPPED = "rnn_xp numpy (oneMKL, shipped)"
 ALL_THREADS = "rnn_xp numpy (oneMKL, all threads every step)"
@@ -75,7 +75,7 @@ class _forced_mkl:
 
 
 def contenders(B, T, D, H):
-    x, h0, Wx, Wh, b = bench._weights(B, T, D, H)
+    x, h0, Wx, Wh, b = bench.problem(B, T, D, H)
     rnn = bench.torch_baseline(Wx, Wh, b)
     xt, h0t = torch.from_numpy(x), torch.from_numpy(h0)[None]
 
@@ -117,16 +117,16 @@ def measure(sizes, rounds, calls, progress):
         mm = []
         for _ in range(rounds):
             time.sleep(0.2)
-            mm.append(bench._time(lambda: matmul(), bench._nosync, calls))
+            mm.append(bench.time_per_call(lambda: matmul(), bench.no_sync, calls))
             for name, fn in cands.items():
                 time.sleep(0.2)  # the spinning threads of the last contender settle
-                times[name, "alone"].append(bench._time(fn, bench._nosync, calls))
+                times[name, "alone"].append(bench.time_per_call(fn, bench.no_sync, calls))
 
                 def after(fn=fn):
                     matmul()
                     return fn()
 
-                times[name, "after"].append(bench._time(after, bench._nosync, calls))
+                times[name, "after"].append(bench.time_per_call(after, bench.no_sync, calls))
             progress.step(f"({B}, {T}, {D}, {H})")
         mm_s = statistics.median(mm)
         base = {s: statistics.median(times[bench.BASELINE, s]) - (mm_s if s == "after" else 0) for s in ("alone", "after")}

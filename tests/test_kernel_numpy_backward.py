@@ -169,9 +169,9 @@ def test_backward_benchmark_checks_and_prints(monkeypatch, capsys):
     import pathlib
     import runpy
 
-    from rnn_xp.cli import bench
+    from rnn_xp import bench
 
-    monkeypatch.setattr(bench, "CPU_GRID", [(2, 3, 4, 5), (1, 4, 3, 2)])
+    monkeypatch.setattr(bench, "CPU_GRID", [(2, 3, 4, 5), (1, 4, 3, 2)])  # the script reads bench.CPU_GRID
     monkeypatch.setattr(bench, "SETTLE_S", 0.0)
     path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_backward.py"
     bench = runpy.run_path(str(path))

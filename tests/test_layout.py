@@ -2,7 +2,8 @@
 
 The floors, from the edge of the package to its bottom::
 
-    5  cli, cli.*, __main__                 the command line (demo, train, bench)
+    6  cli, cli.*, __main__                 the command line (demo, train, bench)
+    5  bench, bench.*                       the benchmark library (times the public API and the kernels)
     4  rnn_xp (the package's __init__)      re-exports the public names
     3  layer, convert, convert.*            the torch-style layer and the converters (one
                                             module per format)
@@ -13,8 +14,9 @@ The floors, from the edge of the package to its bottom::
 
 A module may import modules on its own floor or below, never above, and the
 graph (every ``import`` statement, inside functions too) has no circle. So a
-kernel never imports a public module, and ``layer`` does not import
-``convert`` (``convert`` imports ``layer``). The graph is read from the
+kernel never imports a public module, ``layer`` does not import
+``convert`` (``convert`` imports ``layer``), and nothing but the command line
+imports the benchmark library. The graph is read from the
 source with ``ast``: nothing is imported.
 
 Run this file to print the graph: ``python tests/test_layout.py``.
@@ -29,8 +31,9 @@ import sys
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "rnn_xp"
 
 FLOORS = {
-    "rnn_xp.cli": 5,
-    "rnn_xp.__main__": 5,
+    "rnn_xp.cli": 6,
+    "rnn_xp.__main__": 6,
+    "rnn_xp.bench": 5,
     "rnn_xp": 4,
     "rnn_xp.layer": 3,
     "rnn_xp.convert": 3,

@@ -88,16 +88,14 @@ def test_bench_puts_torch_and_blas_threads_back(tmp_path, monkeypatch):
     torch = optional_import("torch")
     if torch is None:
         pytest.skip("torch not installed")
-    from rnn_xp.cli import bench
+    from rnn_xp import bench
 
-    monkeypatch.setattr(bench, "CPU_GRID", [(1, 3, 4, 4)])
-    monkeypatch.setattr(bench, "SETTLE_S", 0.0)
     saved = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         before = pools()
         bench.run(quick=True, threads=2, out_dir=str(tmp_path), backends=["numpy", "torch"], memory=False,
-                  stream=io.StringIO())  # fmt: skip
+                  stream=io.StringIO(), grid=[(1, 3, 4, 4)], settle_s=0.0, gemm_n=64)  # fmt: skip
         assert torch.get_num_threads() == 1
         assert pools() == before
     finally:

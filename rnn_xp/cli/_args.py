@@ -11,7 +11,7 @@ import argparse
 import math
 import os
 
-__all__ = ["non_negative_int", "out_folder", "plot_file", "positive_float", "positive_int"]
+__all__ = ["non_negative_int", "out_folder", "plot_file", "positive_float", "positive_int", "thread_count"]
 
 
 def _int(text):
@@ -26,6 +26,17 @@ def positive_int(text) -> int:
     value = _int(text)
     if value is None or value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
+    return value
+
+
+def thread_count(text) -> int:
+    """An integer from 1 to the number of CPUs this process may use (its affinity mask, else ``os.cpu_count()``)."""
+    from ..bench.machine import usable_cpus
+
+    value = positive_int(text)
+    most = usable_cpus()
+    if value > most:
+        raise argparse.ArgumentTypeError(f"must be at most {most}, the CPUs this process may use; got {text!r}")
     return value
 
 
@@ -75,7 +86,7 @@ PLOT_FORMATS = ("png", "pdf", "svg", "ps", "eps", "jpg", "jpeg", "webp", "tif", 
 
 
 def plot_file(text) -> str:
-    """``none``, or a file path whose folder exists and whose suffix is a format matplotlib writes."""
+    """``none``, or a file path whose folder exists or can be made, with a suffix matplotlib writes."""
     if text == "none":
         return text
     suffix = os.path.splitext(text)[1].lower().lstrip(".")
@@ -86,8 +97,9 @@ def plot_file(text) -> str:
     if os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"must be a file name; {text!r} is a folder")
     folder = os.path.dirname(os.path.abspath(text))
-    if not os.path.isdir(folder):
-        raise argparse.ArgumentTypeError(f"the folder of {text!r} does not exist")
-    if not os.access(folder, os.W_OK):
+    existing = _nearest_existing(folder)
+    if not os.path.isdir(existing):
+        raise argparse.ArgumentTypeError(f"cannot make the folder of {text!r}: {existing!r} is a file")
+    if not os.access(existing, os.W_OK):
         raise argparse.ArgumentTypeError(f"cannot write to the folder of {text!r}")
     return text

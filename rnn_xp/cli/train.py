@@ -26,7 +26,7 @@ gradient (``rnn_forward`` and ``rnn_backward`` run one task per batch
 chunk), computes it in one ``dask.compute`` call on the chosen scheduler,
 and updates the weights in NumPy. ``scheduler`` picks Dask's threads, the
 synchronous scheduler, a ``LocalCluster`` of two worker processes on
-127.0.0.1, or an existing cluster by its address.
+127.0.0.1, or an existing cluster by its address (``rnn_xp.cli.train_dask``).
 
 Run it with ``python -m rnn_xp train --help``.
 """
@@ -44,11 +44,14 @@ from .._backends import jax_float64, jax_x64_enabled, load
 from .._compat import is_dask_namespace
 from ..backward import rnn_backward
 from ..forward import rnn_forward
+from .train_dask import CONNECT_TIMEOUT_S, SCHEDULERS, WORKERS_TIMEOUT_S, OnDask, SchedulerUnavailable, check_address
 
-__all__ = ["DEFAULTS", "SCHEDULERS", "TASKS", "TrainResult", "make_batch", "train"]
+__all__ = [
+    "CONNECT_TIMEOUT_S", "DEFAULTS", "SCHEDULERS", "TASKS", "WORKERS_TIMEOUT_S", "SchedulerUnavailable",
+    "TrainResult", "check_address", "make_batch", "memory_needed", "train",
+]  # fmt: skip
 
 TASKS = ("sine", "adding")
-SCHEDULERS = ("threads", "synchronous", "local-cluster")  # or a cluster's address, tcp://host:port
 SINE_PERIOD = 16.0  # steps per period of the sine
 SINE_NOISE = 0.1  # standard deviation of the noise on the sine
 
@@ -199,6 +202,8 @@ def train(
     log_every=50,
     plot=None,
     scheduler=None,
+    connect_timeout=CONNECT_TIMEOUT_S,
+    workers_timeout=WORKERS_TIMEOUT_S,
     quiet=False,
 ):
     """Train an RNN plus linear read-out on ``task`` and return a ``TrainResult``.
@@ -232,6 +237,17 @@ def train(
         a running scheduler (``"tcp://host:8786"``). The batch is split into
         one chunk per worker thread, and the weights (``params`` of the
         result too) are NumPy arrays.
+    connect_timeout, workers_timeout : float
+        Seconds to reach a scheduler's address, and for the first worker of
+        a cluster to join; past them ``SchedulerUnavailable`` is raised
+        (``CONNECT_TIMEOUT_S`` and ``WORKERS_TIMEOUT_S`` by default).
+
+    Raises
+    ------
+    ValueError
+        A value out of range or a malformed scheduler address, before any work.
+    SchedulerUnavailable
+        The scheduler cannot be reached, or no worker joined it in time.
 
     Examples
     --------
@@ -257,6 +273,14 @@ def train(
             f"scheduler must be one of {list(SCHEDULERS)} or an address such as "
             f"'tcp://host:8786'; got {scheduler!r}"
         )
+    if scheduler is not None and scheduler not in SCHEDULERS:
+        try:
+            check_address(scheduler)
+        except ValueError as exc:
+            raise ValueError(f"scheduler: {exc}") from None
+    for name, value in (("connect_timeout", connect_timeout), ("workers_timeout", workers_timeout)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number above 0; got {value!r}")
     defaults = DEFAULTS[task]
     steps = defaults["steps"] if steps is None else steps
     seq_len = defaults["seq_len"] if seq_len is None else seq_len
@@ -264,13 +288,13 @@ def train(
     _check_values(task, steps=steps, batch=batch, seq_len=seq_len, hidden=hidden, log_every=log_every, lr=lr)
     data_xp, dev = load(backend)
     say = (lambda *a: None) if quiet else print
-    with _runner(data_xp, dev, dtype, scheduler) as run:
+    with _runner(data_xp, dev, dtype, scheduler, (connect_timeout, workers_timeout)) as run:
         xp = run.xp  # the weights' namespace: NumPy's when the data are Dask arrays
         rng = np.random.default_rng(seed)
         D = 1 if task == "sine" else 2
         params = init_params(rng, D, hidden, xp, dtype, run.device)
         opt = OPTIMIZERS[optimizer](xp, params, lr)
-        x_eval, y_eval = make_batch(np.random.default_rng(seed + 1), task, 256, seq_len)
+        x_eval, y_eval = make_batch(np.random.default_rng(seed + 1), task, EVAL_BATCH, seq_len)
         base = baselines(task, x_eval, y_eval)
         x_eval, y_eval = run.data(x_eval), run.data(y_eval)
         initial = float(run.loss_and_grads(task, params, x_eval, y_eval, with_grads=False)[0])
@@ -299,6 +323,37 @@ def train(
 
 
 PROGRESS_S = 2.0  # a progress line at least this often, however slow the steps
+EVAL_BATCH = 256  # sequences of the evaluation batch
+
+
+def memory_needed(task, *, steps, batch, seq_len, hidden, dtype="float32", optimizer="adam"):
+    """Bytes that a run holds at once for sure, in one process: a lower bound of its peak.
+
+    The larger of two moments, counting only arrays alive together: a
+    training step's backward (the weights and the optimizer's moments, the
+    evaluation batch, the step's batch as drawn in float64 and as cast, the
+    states ``(T, B, H)``, their gradient and ``dWh``) and the final
+    evaluation (the weights, the evaluation batch and its states), plus the
+    loss of every step (a Python float each). The command line refuses a run
+    whose need exceeds the memory available before any work starts.
+
+    >>> from rnn_xp.cli.train import memory_needed
+    >>> memory_needed("sine", steps=600, batch=32, seq_len=40, hidden=32)  # the defaults: 1.4 MB
+    1425292
+    >>> memory_needed("sine", steps=600, batch=10**12, seq_len=40, hidden=32) > 10**15
+    True
+    """
+    s = 8 if dtype == "float64" else 4
+    T, B, H = seq_len, batch, hidden
+    D = 1 if task == "sine" else 2
+    y_len = T if task == "sine" else 1  # targets per sequence
+    params = (H * H + H * D + 2 * H + 1) * s * (3 if optimizer == "adam" else 1)  # + Adam's m and v
+    eval_data = EVAL_BATCH * (T * D + y_len) * s
+    losses = 32 * steps  # a list entry and a float object per step
+    step = (params + eval_data + B * (T * D + y_len) * (8 + s)  # the batch: drawn in float64, then cast
+            + (T * B * H + (T * B * H if task == "sine" else B * H) + H * H) * s)  # states, their gradient, dWh
+    evaluation = params + eval_data + T * EVAL_BATCH * H * s + losses
+    return max(step, evaluation)
 
 
 def _check_values(task, *, steps, batch, seq_len, hidden, log_every, lr):
@@ -335,104 +390,10 @@ class _InMemory:
         return ""
 
 
-class _OnDask:
-    """Dask: one task per batch chunk, NumPy weights here, one compute per step.
-
-    The batch is cut along its batch axis into one chunk per worker thread.
-    Each step is one graph: a task per chunk runs ``loss_and_grads`` on the
-    chunk (``rnn_forward`` and ``rnn_backward`` on NumPy arrays, the mean
-    taken over the whole batch), and ``kernels.dask.tree_sum`` adds the
-    chunks' losses and gradients in a fixed order. Only the weights travel
-    to the workers and only the gradients come back. (The read-out and the
-    loss are a few small products per chunk: as Dask array operations they
-    would cost a graph of dozens of tasks per step, more than the math at
-    the tutorial's size.)
-
-    ``scheduler`` is a name of ``SCHEDULERS`` or a scheduler's address; a
-    ``LocalCluster`` is started on entry and closed on exit.
-    """
-
-    def __init__(self, dtype, scheduler):
-        import array_api_compat.numpy as np_xp
-
-        self.xp, self.device, self._dtype = np_xp, "cpu", dtype
-        self._name = scheduler or "threads"
-        self._client = self._cluster = None
-        self._steps = 0
-
-    def __enter__(self):
-        import dask.local
-        import dask.threaded
-
-        if self._name in ("threads", "synchronous"):
-            self._get = dask.threaded.get if self._name == "threads" else dask.local.get_sync
-            self._threads = (os.cpu_count() or 1) if self._name == "threads" else 1
-            return self
-        from dask.distributed import Client, LocalCluster  # only for a cluster
-
-        try:
-            if self._name == "local-cluster":
-                self._cluster = LocalCluster(
-                    n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
-                    dashboard_address=None,
-                )  # fmt: skip
-            self._client = Client(self._cluster or self._name, set_as_default=False)
-            self._client.wait_for_workers(1)
-        except BaseException:
-            self.__exit__()
-            raise
-        self._get = self._client.get
-        workers = self._client.scheduler_info()["workers"].values()
-        self._threads = sum(w["nthreads"] for w in workers)
-        return self
-
-    def __exit__(self, *exc):
-        for resource in (self._client, self._cluster):
-            if resource is not None:
-                resource.close()
-        self._client = self._cluster = None
-        return False
-
-    def data(self, a):
-        """A NumPy batch ``(T, B, F)`` or ``(B, F)`` cut into one chunk per worker thread."""
-        axis = a.ndim - 2  # the batch axis
-        n = a.shape[axis]
-        size = -(-n // max(1, min(self._threads, n)))  # ceil(n / chunks)
-        a = a.astype(self._dtype)
-        return tuple(a[(slice(None),) * axis + (slice(i, i + size),)] for i in range(0, n, size))
-
-    def loss_and_grads(self, task, params, x, y, *, with_grads=True):
-        """The batch's loss and gradients (NumPy), from one graph computed in one call."""
-        from ..kernels.dask import tree_sum
-
-        self._steps += 1
-        name = f"rnn_xp-train-{os.getpid()}-{self._steps}"
-        count = sum(math.prod(c.shape) for c in y)  # terms of the whole batch's mean
-        dsk = {(name, "params"): params}
-        chunks = []
-        for i, (xc, yc) in enumerate(zip(x, y)):
-            dsk[(name, 0, i)] = (_chunk_step, task, (name, "params"), xc, yc, with_grads, count)
-            chunks.append((name, 0, i))
-        sums, root = tree_sum(chunks, name)
-        dsk.update(sums)
-        return self._get(dsk, root)
-
-    def describe(self):
-        threads = f"{self._threads} worker thread" + "s" * (self._threads != 1)
-        return f", Dask scheduler {self._name}, {threads}, one task per batch chunk"
-
-
-def _chunk_step(task, params, x, y, with_grads, count):
-    """One task: ``loss_and_grads`` on one batch chunk, in NumPy."""
-    import array_api_compat.numpy as np_xp
-
-    return loss_and_grads(np_xp, task, params, x, y, with_grads=with_grads, count=count)
-
-
-def _runner(xp, dev, dtype, scheduler):
-    """How the loop runs: in memory, or on Dask (``_OnDask``)."""
+def _runner(xp, dev, dtype, scheduler, timeouts=(CONNECT_TIMEOUT_S, WORKERS_TIMEOUT_S)):
+    """How the loop runs: in memory, or on Dask (``train_dask.OnDask``)."""
     if is_dask_namespace(xp):
-        return _OnDask(dtype, scheduler)
+        return OnDask(dtype, scheduler, loss_and_grads, timeouts)
     return _InMemory(xp, dev, dtype)
 
 
@@ -442,8 +403,11 @@ def _progress(step, steps, loss, seconds, width=24):
 
 
 def write_plot(path, losses, base, *, title=""):
-    """The training loss per step (log scale) with the baselines, as a PNG."""
+    """The training loss per step (log scale) with the baselines, as a PNG; the folder is made if missing."""
     from matplotlib.figure import Figure  # imported only when a plot is asked for
+
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
 
     fig = Figure(figsize=(6, 3.5), layout="constrained")
     ax = fig.subplots()

@@ -1,4 +1,5 @@
-"""``python -m rnn_xp bench`` (``rnn_xp.cli.bench``): the suite, its tables, charts and results files."""
+"""The in-process suite (``rnn_xp.bench``, behind ``python -m rnn_xp bench``): its contenders agree with
+torch.nn.RNN, its tables, charts, grids and results files, and the GEMM rates it compares with."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ def test_bench_suite_runs_and_checks_agreement(tmp_path):
     """The benchmark machinery on a tiny size: every contender agrees with torch.nn.RNN."""
     if optional_import("torch") is None:
         pytest.skip("torch not installed")
-    from rnn_xp.cli import bench
+    from rnn_xp import bench
     from rnn_xp.kernels import mkl
 
     grid = bench.bench_grid([(2, 5, 3, 4)], backends=["jax", "torch"], rounds=1, budget_s=1e-3,
@@ -50,14 +51,15 @@ def test_bench_small_batch_grid(tmp_path, monkeypatch):
     import io
     import json
 
-    from rnn_xp.cli import bench
+    from rnn_xp import bench
 
     assert bench.SMALL_BATCH_GRID == [(B, 200, H, H) for H in (256, 512, 1024) for B in (1, 4, 8)]
     assert set(bench.SMALL_BATCH_GRID) <= set(bench.GPU_GRID)
-    monkeypatch.setattr(bench, "SMALL_BATCH_GRID", [(1, 3, 4, 4), (2, 3, 4, 4), (4, 3, 4, 4)])
-    monkeypatch.setattr(bench, "SETTLE_S", 0.0)
+    from rnn_xp.bench import suite
+
+    monkeypatch.setattr(suite, "SMALL_BATCH_GRID", [(1, 3, 4, 4), (2, 3, 4, 4), (4, 3, 4, 4)])
     result = bench.run(quick=True, small_batch=True, out_dir=str(tmp_path), backends=["numpy", "jax", "torch"],
-                        stream=io.StringIO())  # fmt: skip
+                       gemm_n=64, stream=io.StringIO(), settle_s=0.0)  # fmt: skip
     assert [(r["B"], r["T"], r["D"], r["H"]) for r in result["grid"]] == [(1, 3, 4, 4), (2, 3, 4, 4)]
     names = set(result["grid"][0]["results"])
     assert bench.BASELINE in names and bench.FAST in names
@@ -74,7 +76,7 @@ def test_bench_small_batch_grid(tmp_path, monkeypatch):
     ("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz", "core"), ("", "cpu"), ("12345", "cpu"),
 ])  # fmt: skip
 def test_results_files_are_named_by_cpu(model, tag):
-    from rnn_xp.cli import bench
+    from rnn_xp import bench
 
     assert bench.cpu_tag(model) == tag
 
@@ -85,7 +87,7 @@ def test_results_file_prints_as_markdown_tables():
     import pathlib
     import runpy
 
-    root = pathlib.Path(__file__).resolve().parents[1]
+    root = pathlib.Path(__file__).resolve().parents[2]
     markdown = runpy.run_path(str(root / "benchmarks" / "results_markdown.py"))["markdown"]
     result = json.loads((root / "benchmarks" / "results" / "vm-xeon-cpu.json").read_text())
     text = markdown(result)
@@ -98,7 +100,7 @@ def test_results_file_prints_as_markdown_tables():
 
 def _fake_gpu_result(persistent_ran=True):
     """A GPU results dict as ``bench --gpu`` writes it, with made-up times (for the printing code)."""
-    from rnn_xp.cli import bench
+    from rnn_xp import bench
 
     grid = []
     for i, (B, T, D, H) in enumerate([bench.GPU_GRID[0], bench.GPU_GRID[1], bench.SMALL_BATCH_GRID[0]]):
@@ -120,7 +122,7 @@ def _fake_gpu_result(persistent_ran=True):
 def test_gpu_tables_report_the_targets_and_a_fallback(persistent_ran):
     import io
 
-    from rnn_xp.cli import bench
+    from rnn_xp import bench
 
     text = io.StringIO()
     bench.print_tables(_fake_gpu_result(persistent_ran), text)
@@ -139,12 +141,12 @@ def test_bench_saves_each_size_as_it_goes(tmp_path, monkeypatch):
     import io
     import json
 
-    from rnn_xp.cli import bench
+    from rnn_xp import bench
 
-    monkeypatch.setattr(bench, "CPU_GRID", [(1, 3, 4, 4), (2, 3, 4, 4)])
-    monkeypatch.setattr(bench, "SETTLE_S", 0.0)
+    from rnn_xp.bench import suite
+
     seen = []
-    real = bench.bench_grid
+    real = suite.bench_grid
 
     def spy(*args, on_record, **kw):
         def record(records):
@@ -155,9 +157,63 @@ def test_bench_saves_each_size_as_it_goes(tmp_path, monkeypatch):
 
         return real(*args, on_record=record, **kw)
 
-    monkeypatch.setattr(bench, "bench_grid", spy)
-    bench.run(quick=True, out_dir=str(tmp_path), backends=["numpy", "torch"], memory=False, stream=io.StringIO())
+    monkeypatch.setattr(suite, "bench_grid", spy)
+    bench.run(quick=True, out_dir=str(tmp_path), backends=["numpy", "torch"], memory=False, stream=io.StringIO(),
+              gemm_n=64, grid=[(1, 3, 4, 4), (2, 3, 4, 4)], settle_s=0.0)  # fmt: skip
     assert seen == [(1, False, 0), (2, False, 0)]
     (path,) = tmp_path.glob("*-cpu-quick.json")
     assert json.loads(path.read_text())["complete"] is True
     assert not list(tmp_path.glob("*.partial.json")) and not list(tmp_path.glob("*.tmp*"))
+
+
+def test_the_header_names_the_gemm_rates_the_percentages_are_of(tmp_path):
+    """The GEMM rates printed before the table and the libraries '% GEMM' compares with are the same
+    (JAX's was in the rounds but not in the header: issue 25, #21)."""
+    if optional_import("torch") is None or optional_import("jax") is None:
+        pytest.skip("torch and jax are needed")
+    import io
+    import re
+
+    from rnn_xp import bench
+
+    out = io.StringIO()
+    result = bench.run(quick=True, out_dir=str(tmp_path), backends=["numpy", "jax", "torch"], memory=False,
+                       gemm_n=64, stream=out, grid=[(1, 3, 4, 4)], settle_s=0.0)  # fmt: skip
+    text = out.getvalue()
+    header = re.search(r"^float32 GEMM rate \(\d+\^3\): (.*)$", text, re.M).group(1)
+    in_header = {part.split()[0] for part in header.split(", ")}
+    in_rounds = set(re.search(r"measured in the same rounds \(([^;]*);", text).group(1).split(", "))
+    assert in_header == in_rounds == set(result["grid"][0]["gemm_gflops_by_blas"]) == set(result["gemm"]["gflops"])
+    assert "jax" in in_header
+
+
+def test_a_new_cell_is_a_table_entry(tmp_path):
+    """Another cell (here a made-up one: two NumPy rows) runs through the same suite, tables and files,
+    without a line of timing code of its own: what an LSTM or GRU contender set will be."""
+    import io
+    import json
+
+    import numpy as np
+
+    from rnn_xp import bench
+
+    def problem(B, T, D, H, seed=0):
+        x = np.random.default_rng(seed).standard_normal((T, B, D), dtype=np.float32)
+        return bench.Problem(x, np.zeros((B, H), np.float32), np.ones((4 * H, D), np.float32) / D,
+                             np.zeros((4 * H, H), np.float32), np.zeros(4 * H, np.float32))  # fmt: skip
+
+    def loop(p):  # a stand-in cell: the state is the running mean of the input's first feature
+        return np.cumsum(p.x[..., :1], axis=0) / np.arange(1, p.x.shape[0] + 1)[:, None, None]
+
+    rows = (bench.Contender("reference loop", lambda p: bench.Run(lambda: loop(p), bench.no_sync, np.asarray)),
+            bench.Contender("other loop", lambda p: bench.Run(lambda: loop(p) + 0.0, bench.no_sync, np.asarray)))
+    cell = bench.ContenderSet("toy", problem, lambda B, T, D, H: 8.0 * T * B * H * (D + H), cpu=rows, gpu=rows)
+    out = io.StringIO()
+    result = bench.run(quick=True, out_dir=str(tmp_path), backends=["numpy"], stream=out, grid=[(2, 5, 3, 4)],
+                       settle_s=0.0, gemm_n=64, cell=cell)  # fmt: skip
+    (path,) = tmp_path.glob("*-cpu-toy-quick.json")
+    assert json.loads(path.read_text())["complete"] is True and "memory" not in result
+    (rec,) = result["grid"]
+    assert list(rec["results"]) == ["reference loop", "other loop"] and rec["baseline"] == "reference loop"
+    assert rec["results"]["other loop"]["agrees"] and rec["gflop"] == 8.0 * 5 * 2 * 4 * (3 + 4) / 1e9
+    assert "other loop" in out.getvalue()

@@ -1,4 +1,4 @@
-"""``python -m rnn_xp bench --isolated`` (``rnn_xp.cli.bench_isolated``): one process per contender.
+"""``python -m rnn_xp bench --isolated`` (``rnn_xp.bench.isolated``): one process per contender.
 
 The full suite takes minutes; these tests run its pieces on tiny sizes: a
 worker in this process and in a process of its own, the agreement check
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import rnn_xp
-from rnn_xp.cli import bench, bench_isolated
+from rnn_xp import bench
+from rnn_xp.bench import isolated as bench_isolated
 from support import optional_import
 
 
@@ -25,7 +26,7 @@ def _spec(name, kind="forward", size=(2, 5, 3, 4), leak=1.0):
 
 def test_worker_times_rnn_forward_and_reports_its_final_state():
     got = bench_isolated.worker(_spec("rnn_xp numpy: default install", leak=0.5))
-    x, h0, Wx, Wh, b = bench._weights(2, 5, 3, 4)
+    x, h0, Wx, Wh, b = bench.problem(2, 5, 3, 4)
     want = rnn_xp.rnn_forward(x, h0, Wx, Wh, b, leak=0.5)[-1, 0]
     assert got["seconds"] > 0 and got["calls_per_round"] >= 1
     np.testing.assert_allclose(got["fingerprint"], want, rtol=1e-6)
@@ -33,18 +34,19 @@ def test_worker_times_rnn_forward_and_reports_its_final_state():
 
 def test_worker_backward_fingerprint_is_dh0():
     got = bench_isolated.worker(_spec("rnn_xp numpy: default install", kind="backward"))
-    x, h0, Wx, Wh, b = bench._weights(2, 5, 3, 4)
+    x, h0, Wx, Wh, b = bench.problem(2, 5, 3, 4)
     dh = np.random.default_rng(1).standard_normal((5, 2, 4), dtype=np.float32)
     h = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
     np.testing.assert_allclose(got["fingerprint"], rnn_xp.rnn_backward(dh, x, h0, Wx, Wh, b, h).dh0[0], rtol=1e-5)
 
 
+@pytest.mark.long  # two processes, each importing its library
 def test_torch_contender_agrees_in_a_process_of_its_own():
     """A worker process for torch.nn.RNN and one for the default install give the same final state."""
     if optional_import("torch") is None:
         pytest.skip("torch not installed")
-    env = bench_isolated.FORWARD
-    runs = {name: bench_isolated._spawn(_spec(name), env[name], 300)
+    table = bench_isolated.FORWARD
+    runs = {name: bench_isolated.spawn(_spec(name), table[name].env, 300)
             for name in ("torch.nn.RNN", "rnn_xp numpy: default install")}  # fmt: skip
     for got in runs.values():
         assert "error" not in got, got
@@ -54,7 +56,7 @@ def test_torch_contender_agrees_in_a_process_of_its_own():
 
 
 def test_a_failing_worker_is_reported_not_raised():
-    got = bench_isolated._spawn(_spec("no such contender", size=(1, 2, 3, 0)), {}, 120)
+    got = bench_isolated.spawn(_spec("no such contender", size=(1, 2, 3, 0)), {}, 120)
     assert "error" in got
 
 
@@ -69,7 +71,7 @@ def _result(seconds, fingerprints):
 def test_ratios_agreement_and_goal_lines():
     fps = [[0.5, 0.25]] * 5 + [[0.5, 0.75]]  # the last contender disagrees with the default install
     result = _result([2e-3, 1.5e-3, 1e-3, 0.5e-3, 0.6e-3, 0.4e-3], fps)
-    bench_isolated._finish(result)
+    bench_isolated.finish(result)
     res = result["suites"]["cpu"][0]["results"]
     assert res["rnn_xp numpy: numba extra"]["ratio_to_baseline"] == pytest.approx(0.25)
     assert res["rnn_xp numpy: numba extra"]["gflops"] == pytest.approx(0.079 / 0.5e-3)
@@ -86,7 +88,9 @@ def test_markdown_tables_from_a_results_file(tmp_path, capsys):
     result = _result([2e-3, 1.5e-3, 1e-3, 0.5e-3, 0.6e-3, 0.4e-3], [[0.5]] * 6)  # no ratios yet: a partial file
     path = tmp_path / "r.json"
     path.write_text(json.dumps(result))
-    assert bench_isolated.main(["--markdown", str(path)]) == 0
+    from rnn_xp.cli import main
+
+    assert main(["bench", "--markdown", str(path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     head = next(line for line in lines if line.startswith("| (B, T, D, H)"))
     row = next(line for line in lines if line.startswith("| (16, 100, 64, 128)"))
