@@ -53,7 +53,7 @@ def activation_options(per_direction, kind):
         return {}
     pick = lambda i: tuple(tuple(a[i] for a in acts) for acts in per_direction)  # noqa: E731
     names, alphas, betas = pick(0), pick(1), pick(2)
-    if len(per_direction) == 1:
+    if len(set(per_direction)) == 1:  # one set for every direction
         names, alphas, betas = names[0], alphas[0], betas[0]
     return {"activations": names, "activation_alpha": alphas, "activation_beta": betas}
 
