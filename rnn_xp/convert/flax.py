@@ -459,7 +459,9 @@ def to_flax(rnn, *, layer=0, reverse=False, layout="linen", optimized=False):
     ((3, 4), (4, 4))
     >>> sorted(convert.to_flax(LSTM(3, 4, seed=0))["params"])
     ['hf', 'hg', 'hi', 'ho', 'if', 'ig', 'ii', 'io']
-    >>> convert.to_flax(GRU(3, 4, seed=0), layout="nnx")["dense_i"]["bias"].shape
+    >>> sorted(convert.to_flax(GRU(3, 4, seed=0))["params"])
+    ['hn', 'hr', 'hz', 'in', 'ir', 'iz']
+    >>> convert.to_flax(GRU(3, 4, bias=False), layout="nnx")["dense_i"]["bias"].shape
     (12,)
     """
     if layout not in ("linen", "nnx"):
