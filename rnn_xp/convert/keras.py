@@ -1,24 +1,15 @@
 """Keras 3's ``SimpleRNN``, ``LSTM``, ``GRU`` and ``Bidirectional``: weights, configuration, merge modes.
 
 Keras keeps the transposes of torch's matrices, ``kernel (D, G * H)`` and
-``recurrent_kernel (H, G * H)`` for ``G`` gate blocks, in its own gate
-order, and its own biases:
-
-=========  ==================  ==========================================  ======================
-Keras      gate blocks         bias                                        rnn_xp
-=========  ==================  ==========================================  ======================
-SimpleRNN  one                 ``(H,)``: ``bias_ih``, ``bias_hh = 0``      ``RNN``
-LSTM       i, f, c, o          ``(4H,)``: ``bias_ih``, ``bias_hh = 0``     ``LSTM`` (i, f, g, o)
-GRU        z, r, h             ``reset_after=True``: ``(2, 3H)``, rows     ``GRU`` (r, z, n),
-                               ``bias_ih`` and ``bias_hh``;                ``linear_before_reset
-                               ``reset_after=False``: ``(3H,)``, bias_ih   = reset_after``
-=========  ==================  ==========================================  ======================
-
-The LSTM's blocks are torch's (Keras's ``c`` is torch's ``g``); the GRU's
-first two blocks swap. A single bias is written back as ``bias_ih +
-bias_hh``. Keras's ``recurrent_activation`` is the gates' activation
-(rnn_xp's first, ``f``) and its ``activation`` the candidate's (``g``) and,
-in an LSTM, the cell output's (``h``) too.
+``recurrent_kernel (H, G * H)`` for ``G`` gate blocks, and its own biases.
+A ``SimpleRNN`` ``(H,)`` and an ``LSTM`` ``(4H,)`` (gates i, f, c, o:
+torch's i, f, g, o) have one, read into ``bias_ih`` with ``bias_hh = 0``
+and written back as their sum. A ``GRU`` (gates z, r, h: torch's r, z, n
+with the first two swapped) has two rows ``(2, 3H)``, ``bias_ih`` and
+``bias_hh``, with ``reset_after=True`` (rnn_xp's ``linear_before_reset``),
+and one ``(3H,)`` with ``reset_after=False``. Keras's
+``recurrent_activation`` is the gates' activation (rnn_xp's first, ``f``),
+its ``activation`` the candidate's (``g``) and an LSTM's cell output's (``h``).
 """
 
 from __future__ import annotations
@@ -339,7 +330,7 @@ def from_keras(layer_or_weights, *, nonlinearity=None, recurrent_activation=None
         if kinds[0] != kinds[1]:
             raise TypeError(f"a Keras Bidirectional of a {kinds[0]} and a {kinds[1]} has no rnn_xp "
                             "equivalent; both directions must be the same kind of layer")
-        if fwd.get_config().get("go_backwards") or not bwd.get_config().get("go_backwards"):
+        if _go_backwards(fwd) or not _go_backwards(bwd):
             raise ValueError("a Bidirectional whose forward layer runs backwards (or whose backward "
                              "layer runs forwards) has no rnn_xp equivalent")
         kind, configs = kinds[0], [_cell_config(part) for part in (fwd, bwd)]
@@ -352,7 +343,7 @@ def from_keras(layer_or_weights, *, nonlinearity=None, recurrent_activation=None
             of = "" if cell is None else f" of {type(cell).__name__}"
             raise TypeError(f"a Keras {type(obj).__name__}{of} has no rnn_xp equivalent; {_RUNS}")
         configs = [_cell_config(obj)]
-        reverse = bool(obj.get_config().get("go_backwards", False))
+        reverse = _go_backwards(obj)
         if go_backwards is not None and go_backwards != reverse:
             raise ValueError(f"go_backwards={go_backwards!r} disagrees with the layer's "
                              f"go_backwards={reverse!r}")
@@ -414,7 +405,7 @@ def _from_keras_gated(kind, weights, configs, nonlinearity, recurrent_activation
             raise ValueError(f"the two directions have kernel {shape_str(weights[0][0].shape)} and "
                              f"{shape_str(kernel.shape)}, biases {len(weights[0]) > 2} and "
                              f"{bias is not None}; they must match")
-        after = _reset_after(config, reset_after, bias, of) if kind == "GRU" else None
+        after = _reset_after(config, reset_after, bias) if kind == "GRU" else None
         resets.append(after)
         if kind == "GRU" and bias is not None:
             need = (2, 3 * H) if after else (3 * H,)
@@ -461,7 +452,7 @@ def _activation(config, option, given, kind, default="tanh"):
     return _keras_activation(own, option, layer=kind)
 
 
-def _reset_after(config, given, bias, of):
+def _reset_after(config, given, bias):
     """A GRU's ``reset_after``: the layer's, else ``given``, else the bias's shape, else True."""
     own = config.get("reset_after")
     if own is not None and given is not None and bool(own) != given:
@@ -484,9 +475,36 @@ def _layer_kind(layer):
 
 
 def _cell_config(layer):
-    """The configuration holding the activations: the cell's, else the layer's."""
+    """The activations (Keras names) and ``reset_after`` of a layer, read off its cell.
+
+    A Keras cell's own functions are read (a lambda or another library's
+    function is named by where it comes from); an object without them gives
+    its ``get_config()``.
+    """
     cell = getattr(layer, "cell", None)
-    return (cell if hasattr(cell, "get_config") else layer).get_config()
+    source = cell if hasattr(cell, "get_config") else layer
+    if not callable(getattr(source, "activation", None)):
+        return source.get_config()
+    config = {"activation": _function_name(source.activation)}
+    if callable(getattr(source, "recurrent_activation", None)):
+        config["recurrent_activation"] = _function_name(source.recurrent_activation)
+    if hasattr(source, "reset_after"):
+        config["reset_after"] = bool(source.reset_after)
+    return config
+
+
+def _function_name(fn):
+    """A Keras function's name (``"tanh"``), or another function's module and name."""
+    name, module = getattr(fn, "__name__", None), getattr(fn, "__module__", None) or ""
+    if name and module.split(".")[0] == "keras":
+        return name
+    return f"{module}.{getattr(fn, '__qualname__', None) or type(fn).__name__}".lstrip(".")
+
+
+def _go_backwards(layer):
+    """A Keras layer's ``go_backwards`` (its attribute, else its configuration's)."""
+    value = getattr(layer, "go_backwards", None)
+    return value if isinstance(value, bool) else bool(layer.get_config().get("go_backwards", False))
 
 
 def _weights_kind(weights):

@@ -283,6 +283,10 @@ def test_keras_layers_and_options_rnn_xp_refuses(keras, rng):
     gelu = make(keras, "lstm", rng, activation="gelu")
     with pytest.raises(ValueError, match="the Keras LSTM's activation 'gelu' has no rnn_xp equivalent"):
         convert.from_keras(gelu)
+    typed_in = make(keras, "lstm", rng, activation=lambda z: 2 * z)  # read off the cell, not serialized
+    with pytest.raises(ValueError, match=r"the Keras LSTM's activation '.*<lambda>' has no rnn_xp"):
+        convert.from_keras(typed_in)
+    assert convert.from_keras(make(keras, "lstm", rng, activation=keras.ops.tanh)).activations is None
     gate = make(keras, "gru", rng, recurrent_activation="silu")
     with pytest.raises(ValueError, match="the Keras GRU's recurrent_activation 'silu' has no rnn_xp"):
         convert.from_keras(gate)
