@@ -160,8 +160,8 @@ def test_keras_weights_lists_and_refusals(keras, rng):
     assert rev.reverse and not rev.bias
     for got, want in zip(convert.to_keras(rev), (kernel, rec)):
         np.testing.assert_array_equal(to_numpy(got), want)
-    with pytest.raises(TypeError, match="a Keras LSTM has no rnn_xp equivalent"):
-        convert.from_keras(keras.layers.LSTM(H))
+    with pytest.raises(TypeError, match="a Keras ConvLSTM1D of ConvLSTMCell has no rnn_xp equivalent"):
+        convert.from_keras(keras.layers.ConvLSTM1D(H, 3))
     layer = keras.layers.SimpleRNN(H, go_backwards=True)
     layer.build((None, None, D))
     with pytest.raises(ValueError, match="go_backwards=False disagrees with the layer's go_backwards=True"):
