@@ -369,8 +369,9 @@ class GraphReader:
                                              "with constants")
                 lo, hi, axis, step = s
                 if not -3 <= axis < 3 or labels[axis % 3] != "LD" or step != 1:
-                    return labels, applied, (f"{what}: node {label(prod, j)} slices axis {axis}, "
-                                             f"not the layers' axis {labels.index('LD')} of {name!r}")
+                    return labels, applied, (f"{what}: node {label(prod, j)} slices axis {axis} "
+                                             f"(step {step}), not the layers' axis of the graph input "
+                                             f"{name!r}, read as [L*dirs, B, H] or [B, L*dirs, H]")
                 if (lo, min(hi, L * dirs)) != (k * dirs, (k + 1) * dirs):
                     return labels, applied, (f"{what} takes rows {lo}:{hi} of {name!r}; layer {k} "
                                              f"needs rows {k * dirs}:{(k + 1) * dirs}")
