@@ -186,10 +186,12 @@ def onnx_attributes(rnn):
     {'hidden_size': 4, 'direction': 'bidirectional', 'activations': ['Relu', 'Relu'], 'layout': 0}
     >>> convert.onnx_attributes(RNN(3, 4, nonlinearity="leaky_relu", clip=3.0, reverse=True))
     {'hidden_size': 4, 'direction': 'reverse', 'activations': ['LeakyRelu'], 'layout': 0, 'activation_alpha': [0.01], 'clip': 3.0}
-    >>> convert.onnx_attributes(GRU(3, 4))
-    {'hidden_size': 4, 'direction': 'forward', 'activations': ['Sigmoid', 'Tanh'], 'layout': 0, 'linear_before_reset': 1}
-    >>> convert.onnx_attributes(LSTM(3, 4, activations=("hard_sigmoid", "tanh", "tanh"), input_forget=True))
-    {'hidden_size': 4, 'direction': 'forward', 'activations': ['HardSigmoid', 'Tanh', 'Tanh'], 'layout': 0, 'activation_alpha': [0.2], 'activation_beta': [0.5], 'input_forget': 1}
+    >>> convert.onnx_attributes(GRU(3, 4))["linear_before_reset"]   # ONNX's default is 0
+    1
+    >>> attrs = convert.onnx_attributes(LSTM(3, 4, activations=("hard_sigmoid", "tanh", "tanh"),
+    ...                                      input_forget=True))
+    >>> attrs["activations"], attrs["activation_alpha"], attrs["activation_beta"], attrs["input_forget"]
+    (['HardSigmoid', 'Tanh', 'Tanh'], [0.2], [0.5], 1)
     """
     op = operator_of(rnn)
     if op != "RNN":
@@ -249,7 +251,7 @@ def _gated_attributes(rnn, op):
 def from_onnx(W, R, B=None, *, op_type="RNN", P=None, direction=None, activations=None,
               activation_alpha=None, activation_beta=None, clip=None, layout=0, input_forget=0,
               linear_before_reset=0, xp=None, device=None, dtype=None):
-    """A one-layer :class:`~rnn_xp.RNN`, :class:`~rnn_xp.LSTM` or :class:`~rnn_xp.GRU` from an ONNX node's weights and attributes.
+    """A one-layer ``RNN``, ``LSTM`` or ``GRU`` from an ONNX node's weights and attributes.
 
     Parameters
     ----------
@@ -426,7 +428,7 @@ def _gated_from_onnx(op, W, R, B, P, direction, activations, alpha, beta, clip, 
 
 
 def gated_state(op, k, dirs, H, W, R, B, P, label=""):
-    """Layer ``k``'s parameters under torch's names (rows in torch's order) from an ONNX node's ``W``, ``R``, ``B``, ``P``.
+    """Layer ``k``'s parameters under torch's names and orders from a node's ``W``, ``R``, ``B``, ``P``.
 
     Returns ``(state, names)``: the arrays (reordered copies in the
     weights' library) and what messages call each (``"W"``, ``"B of node

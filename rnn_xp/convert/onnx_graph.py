@@ -444,7 +444,7 @@ class GraphReader:
                 self._check_finals(source, what, hint, L, finals, configs, dirs, H)
 
     def _check_finals(self, name, what, hint, L, finals, configs, dirs, H):
-        """The Concat that makes ``h_n`` (``c_n``): every node's ``Y_h`` (``Y_c``), in order, on the directions' axis."""
+        """The Concat that makes ``h_n`` (``c_n``): every node's ``Y_h`` (``Y_c``), in order, on their directions."""
         j, nd = self.producer[name]
         where = f"node {label(nd, j)} ({what})"
         parts = list(nd.input)

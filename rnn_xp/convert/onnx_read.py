@@ -26,7 +26,7 @@ _CONFIG_KEYS = ("hidden_size", "direction", "activations", "alpha", "beta", "cli
 
 
 def from_onnx_model(model_or_path, *, xp=None, device=None, dtype=None):
-    """An :class:`~rnn_xp.RNN`, :class:`~rnn_xp.LSTM` or :class:`~rnn_xp.GRU` from an ONNX model of ``RNN``, ``LSTM`` or ``GRU`` nodes with initializer weights.
+    """An ``RNN``, ``LSTM`` or ``GRU`` from an ONNX model of such nodes with initializer weights.
 
     Reads the models :func:`to_onnx_model` and ``torch.onnx.export`` write
     for a ``torch.nn.RNN``, ``LSTM`` or ``GRU`` (the TorchScript exporter's,

@@ -153,7 +153,8 @@ def _check_torch(torch, module, layer, args):
 
 
 @pytest.mark.parametrize("kind, kw, with_state", TORCH_CASES,
-                         ids=lambda v: v if isinstance(v, str) else ",".join(map(str, v)) if isinstance(v, dict) else f"state={v}")
+                         ids=lambda v: (v if isinstance(v, str) else ",".join(map(str, v))
+                                        if isinstance(v, dict) else f"state={v}"))
 def test_torch_onnx_export_reads_back_to_torchs_numbers(kind, kw, with_state):
     torch, module, args, names, outputs = _torch_case(kind, kw, with_state)
     buffer = io.BytesIO()
