@@ -49,6 +49,28 @@ def build_layer(state, names=None, *, xp=None, device=None, dtype=None, **config
                            **found, **config)
 
 
+def build_gated(cls, state, names=None, *, xp=None, device=None, dtype=None, **config):
+    """An :class:`~rnn_xp.LSTM` or :class:`~rnn_xp.GRU` (``cls``) holding ``state``, as :func:`build_layer`.
+
+    ``state`` holds torch's names (gates in torch's order); an LSTM's
+    ``peephole_l{k}[_reverse]`` entries ``(3H,)`` (``p_i, p_f, p_o``) make
+    a layer with ``peepholes=True``. The sizes, layers, directions, bias
+    and ``proj_size`` are read from the names and shapes, every one checked
+    before anything is copied; ``config`` is the rest of the configuration.
+    """
+    gates = {"LSTM": 4, "GRU": 3}[cls.__name__]
+    torch_names = {k: v for k, v in state.items() if not k.startswith("peephole_")}
+    sizes, found = read_state_dict(torch_names, module=cls.__name__, gates=gates,
+                                   projection=cls.__name__ == "LSTM")
+    if len(torch_names) < len(state):
+        found["peepholes"] = True
+    first = state["weight_ih_l0"]
+    if dtype is None and is_array(first):
+        dtype = dtype_name(namespace_of(first), first.dtype)
+    return cls.from_params(state, *sizes, names=names, xp=xp, device=device, dtype=dtype, seed=0,
+                           **found, **config)
+
+
 def from_transposed(directions, keys, activations, batch_first, xp, device, dtype, *, reverse=False):
     """A one-layer RNN from ``(D, H)`` input and ``(H, H)`` recurrent weights and a bias.
 
