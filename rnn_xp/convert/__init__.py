@@ -1,7 +1,8 @@
-"""Weights of an Elman RNN in the layouts of torch, Keras, ONNX and CS231n.
+"""Weights of an RNN, LSTM or GRU in the layouts of torch, Keras, ONNX, Flax and CS231n.
 
 Every format stores the same recurrence with different shapes and bias
-conventions. With ``D`` inputs, ``H`` units and rnn_xp's (torch's) names:
+conventions. For the Elman RNN, with ``D`` inputs, ``H`` units and rnn_xp's
+(torch's) names:
 
 =============  ===================  ========================  ==========================
 format         input weights        recurrent weights         bias
@@ -17,7 +18,11 @@ weight_ih.T``, ``recurrent_kernel = weight_hh.T``) and one bias, which is
 read into ``bias_ih`` with ``bias_hh = 0`` and written back as
 ``bias_ih + bias_hh``. ONNX keeps torch's orientation and both biases. So
 ``format -> RNN -> format`` returns the very same numbers, and ``RNN ->
-format -> RNN`` gives a layer with the same outputs.
+format -> RNN`` gives a layer with the same outputs. The LSTM and GRU stack
+their gates in each format's own order (torch's i, f, g, o and r, z, n;
+Keras's i, f, c, o and z, r, h; ONNX's i, o, f, c and z, r, h; Flax's gates
+as separate kernels): docs/converters.md and docs/onnx.md have the tables,
+and every ``from_*`` returns an ``rnn_xp.LSTM`` or ``rnn_xp.GRU`` for them.
 
 The ``to_*`` functions return arrays of the layer's own library, device
 and dtype (``rnn.to("numpy")`` first for NumPy arrays); the ``from_*``
@@ -25,9 +30,10 @@ functions take arrays of any library and build a layer in ``xp``.
 
 One module per format: ``convert.torch``, ``convert.keras``,
 ``convert.flax``, ``convert.cs231n``, ``convert.onnx`` (the operator),
-``convert.onnx_read`` and ``convert.onnx_write`` (model files); every
-``from_*`` builds its layer through one builder (``convert._common``) that
-draws no weights. The functions are used from here: ``convert.from_keras``.
+``convert.onnx_read``, ``convert.onnx_graph``, ``convert.onnx_data`` and
+``convert.onnx_write`` (model files); every ``from_*`` builds its layer
+through one builder (``convert._common``, ``convert._gated`` for the gated
+cells' per-gate blocks) that draws no weights. The functions are used from here: ``convert.from_keras``.
 """
 
 from __future__ import annotations
