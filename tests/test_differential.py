@@ -47,6 +47,7 @@ from rnn_xp._backends import to_host  # noqa: E402
 from rnn_xp.kernels import backward_kernel, forward_kernel  # noqa: E402
 from rnn_xp.kernels import mkl as mkl_module  # noqa: E402
 from rnn_xp.kernels import numba_backward, numba_cpu  # noqa: E402
+from rnn_xp.kernels import _threads  # noqa: E402
 from rnn_xp.kernels import numpy as numpy_kernel  # noqa: E402
 from rnn_xp.kernels.numpy_backward import backward_numpy  # noqa: E402
 from rnn_xp.kernels.portable import backward_portable, scan_portable  # noqa: E402
@@ -152,13 +153,13 @@ def _openblas_only():
 @contextlib.contextmanager
 def _every_size_on_mkl():
     """oneMKL's products for every size (as on an Intel CPU with large enough sizes)."""
-    saved = (numpy_kernel._SERIAL_MACS, numpy_kernel._MKL_MACS, numpy_kernel._MKL_ROW_MACS)
-    numpy_kernel._SERIAL_MACS = numpy_kernel._MKL_MACS = numpy_kernel._MKL_ROW_MACS = 0
+    saved = (_threads.SERIAL_MACS, numpy_kernel._MKL_MACS, numpy_kernel._MKL_ROW_MACS)
+    _threads.SERIAL_MACS = numpy_kernel._MKL_MACS = numpy_kernel._MKL_ROW_MACS = 0
     try:
         with mkl_module.preferring(True):
             yield
     finally:
-        numpy_kernel._SERIAL_MACS, numpy_kernel._MKL_MACS, numpy_kernel._MKL_ROW_MACS = saved
+        _threads.SERIAL_MACS, numpy_kernel._MKL_MACS, numpy_kernel._MKL_ROW_MACS = saved
 
 
 def _mkl_missing():

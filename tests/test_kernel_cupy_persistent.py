@@ -36,7 +36,7 @@ import rnn_xp
 from cuda_emulator import Kernel
 from rnn_xp.kernels import cupy_fused as fused
 from rnn_xp.kernels import cupy_persistent as persistent
-from rnn_xp.kernels import numpy as numpy_kernel
+from rnn_xp.kernels import _blocks
 from rnn_xp.kernels.portable import scan_portable
 from support import assert_close, random_rnn, reference_rnn, to_numpy
 
@@ -324,7 +324,7 @@ def interpreted(monkeypatch, fresh):
     monkeypatch.setattr(persistent, "_CHECK_SIZES", dict(T=5, D=2))
     monkeypatch.setattr(persistent, "_CHECK_CASES", (dict(lengths=(5, 2, 0), reverse=True, leak=0.6),
                                                      dict(return_sequences=False, leak=0.3)))  # fmt: skip
-    monkeypatch.setattr(numpy_kernel, "_BLOCK_STEPS", 3)
+    monkeypatch.setattr(_blocks, "BLOCK_STEPS", 3)
     return kernels
 
 

@@ -19,6 +19,7 @@ import pytest
 
 import rnn_xp
 from rnn_xp.kernels import mkl
+from rnn_xp.kernels import _blocks, _threads
 from rnn_xp.kernels import numpy as numpy_kernel
 from support import random_rnn, reference_rnn
 
@@ -50,7 +51,7 @@ def mkl_preferred(monkeypatch):
 @pytest.fixture
 def every_size_on_mkl(monkeypatch, mkl_preferred):
     """Send every size to oneMKL and count the packed products."""
-    monkeypatch.setattr(numpy_kernel, "_SERIAL_MACS", 0)
+    monkeypatch.setattr(_threads, "SERIAL_MACS", 0)
     monkeypatch.setattr(numpy_kernel, "_MKL_MACS", 0)
     monkeypatch.setattr(numpy_kernel, "_MKL_ROW_MACS", 0)
     calls = []
@@ -305,7 +306,7 @@ def test_switched_off_by_environment():
 @pytest.mark.parametrize("lengths", [None, [11, 4, 0]])
 def test_mkl_blocks_of_time_steps(every_size_on_mkl, monkeypatch, rng, reverse, lengths):
     """return_sequences=False reuses a block buffer; the packed product follows it across blocks."""
-    monkeypatch.setattr(numpy_kernel, "_BLOCK_STEPS", 3)
+    monkeypatch.setattr(_blocks, "BLOCK_STEPS", 3)
     x, h0, Wx, Wh, b = random_rnn(rng, 11, (3,), 2, 6)
     _, last = reference_rnn(x, h0, Wx, Wh, b, lengths=lengths, reverse=reverse, leak=0.8)
     lens = None if lengths is None else np.asarray(lengths)

@@ -21,6 +21,7 @@ import pytest
 
 import rnn_xp
 from rnn_xp.kernels import mkl
+from rnn_xp.kernels import _threads
 from rnn_xp.kernels import numpy as numpy_kernel
 from support import random_rnn, reference_rnn
 
@@ -125,7 +126,7 @@ def test_forked_child_runs_after_the_parent_used_mkl(tmp_path):
 @pytest.fixture
 def every_size_on_mkl(monkeypatch):
     monkeypatch.setattr(mkl, "_FORCED", True)
-    monkeypatch.setattr(numpy_kernel, "_SERIAL_MACS", 0)
+    monkeypatch.setattr(_threads, "SERIAL_MACS", 0)
     monkeypatch.setattr(numpy_kernel, "_MKL_MACS", 0)
     monkeypatch.setattr(numpy_kernel, "_MKL_ROW_MACS", 0)
 

@@ -22,7 +22,7 @@ import pytest
 import rnn_xp
 from rnn_xp import kernels
 from rnn_xp.kernels import numba_backward, numba_cpu
-from rnn_xp.kernels import numpy as numpy_kernel
+from rnn_xp.kernels import mkl
 from rnn_xp.kernels.portable import backward_portable, scan_portable
 from support import reference_rnn
 
@@ -227,9 +227,9 @@ def test_dispatch_picks_the_compiled_loop_on_numpy(monkeypatch):
     assert kernels.backward_kernel(xp) is numba_backward.backward_cpu
     small = np.zeros((1, 2, 8), np.float32), np.zeros((2, 8), np.float32)
     big = np.zeros((1, 64, 8), np.float32), np.zeros((64, 1024), np.float32)
-    monkeypatch.setattr(numpy_kernel._mkl, "preferred", lambda: True)  # oneMKL installed and preferred
+    monkeypatch.setattr(mkl, "preferred", lambda: True)  # oneMKL installed and preferred
     assert numba_cpu._picks(*small, "tanh") and not numba_cpu._picks(*big, "tanh")
-    monkeypatch.setattr(numpy_kernel._mkl, "preferred", lambda: False)  # the default install: OpenBLAS only
+    monkeypatch.setattr(mkl, "preferred", lambda: False)  # the default install: OpenBLAS only
     assert numba_cpu._picks(*small, "tanh") and not numba_cpu._picks(*big, "tanh")
     # auto: H below 256 and at most 32 rows, where the compiled loop was the faster one
     for B, H, picked in [(1, 255, True), (1, 256, False), (32, 128, True), (33, 128, False), (16, 192, True)]:
@@ -238,7 +238,7 @@ def test_dispatch_picks_the_compiled_loop_on_numpy(monkeypatch):
     monkeypatch.setenv("RNN_XP_NUMBA", "0")
     assert not numba_cpu._picks(*small, "tanh")
     monkeypatch.setenv("RNN_XP_NUMBA", "1")
-    monkeypatch.setattr(numpy_kernel._mkl, "preferred", lambda: True)
+    monkeypatch.setattr(mkl, "preferred", lambda: True)
     assert numba_cpu._picks(*big, "tanh")
     monkeypatch.setenv("RNN_XP_NUMBA", "yes")
     with pytest.raises(ValueError, match="RNN_XP_NUMBA must be 0, 1 or auto; got 'yes'"):

@@ -16,6 +16,7 @@ import pytest
 
 import rnn_xp
 from rnn_xp import kernels
+from rnn_xp.kernels import _threads
 from rnn_xp.kernels import numpy as numpy_kernel
 from rnn_xp.kernels import numpy_backward
 from rnn_xp.kernels.portable import backward_portable
@@ -102,7 +103,7 @@ def test_rnn_backward_runs_the_numpy_kernel_on_numpy_only(monkeypatch, rng):
 
 @pytest.mark.parametrize("B, H", [(16, 256), (3, 40)])  # the step's product on all threads, and on one
 def test_numpy_backward_above_and_below_the_thread_threshold(rng, B, H):
-    assert (B * H * H >= numpy_kernel._SERIAL_MACS) == (H == 256)
+    assert (B * H * H >= _threads.SERIAL_MACS) == (H == 256)
     args, lens = _case(rng, 4, (B,), 8, H, "float64", lengths=None, reverse=False, leak=1.0,
                        nonlinearity="tanh", with_dh=True, with_dh_n=True)  # fmt: skip
     fast, slow = _both(args, nonlinearity="tanh", lengths=None, reverse=False, leak=1.0)

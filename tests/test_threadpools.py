@@ -37,12 +37,13 @@ def test_small_forward_uses_one_blas_thread_and_restores(monkeypatch):
     small_forward()  # loads whatever is loaded lazily
     before = pools()
     seen = []
+    from rnn_xp.kernels import _threads
     from rnn_xp.kernels import numpy as numpy_kernel
 
     real = numpy_kernel.scan_inplace
 
     def spy(*args, **kwargs):  # the BLAS libraries the kernel knows (those loaded at its first call)
-        seen.append([lib.num_threads for lib in numpy_kernel._CONTROLLER.select(user_api="blas").lib_controllers])
+        seen.append([lib.num_threads for lib in _threads._CONTROLLER.select(user_api="blas").lib_controllers])
         return real(*args, **kwargs)
 
     monkeypatch.setattr(numpy_kernel, "scan_inplace", spy)

@@ -25,6 +25,10 @@ module                what it holds
 ``cupy_persistent``   all steps in one cooperative CUDA launch (small batches)
 ``dask``              one task per batch chunk, each running an in-memory kernel
                       (forward and backward)
+``_blocks``           what the in-place loops share: blocks of time steps, the
+                      input projection, a transposed copy of ``Wh``
+``_threads``          BLAS on one thread for small steps; the compiled loops'
+                      worker threads
 ====================  ========================================================
 
 The fast kernels run the plain recurrence: tanh or relu, no ``clip``, no

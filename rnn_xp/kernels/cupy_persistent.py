@@ -49,7 +49,7 @@ and ``f(z)`` alone at leak = 1, so an infinite state gives no ``0 * inf``);
 relu keeps NaN; with ``lengths`` a step t >= length keeps the state and writes
 zeros to the output; ``reverse`` runs each block of time backwards; with
 ``return_sequences=False`` the input is projected a block of time steps at a
-time (``kernels.numpy._BLOCK_STEPS``) and the kernel runs once per block, the
+time (``_blocks.BLOCK_STEPS``) and the kernel runs once per block, the
 state carried between launches in the double buffer (memory O(B * H)).
 All options are supported; none falls back to the fused path.
 
@@ -142,6 +142,7 @@ import threading
 import warnings
 from typing import NamedTuple
 
+from ._blocks import project, time_blocks
 from .cupy_fused import STEP_SOURCE, activation_source, raw_kernel
 
 __all__ = [
@@ -663,8 +664,6 @@ def scan_persistent(x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak,
     """
     import numpy  # only for typed kernel arguments (scalars), never on the caller's arrays
 
-    from .numpy import _project, time_blocks
-
     if mod is None:
         import cupy as mod
     if launch is None:
@@ -694,7 +693,7 @@ def scan_persistent(x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak,
     parity = 0  # state[parity] holds the current state
     for s, e in blocks:
         block = buf[: e - s]  # (n, B, H)
-        _project(mod, x3[s:e], WxT, None, block)  # the bias is added in the kernel
+        project(mod, x3[s:e], WxT, None, block)  # the bias is added in the kernel
         # In the order of the kernel's parameters; ints typed to match (a Python int
         # would be passed as 64 bits).
         args = (

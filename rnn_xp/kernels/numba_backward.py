@@ -24,7 +24,7 @@ import numpy as np
 
 from . import numba_cpu
 from . import numpy_backward as _np_backward
-from .numpy import _blas_threads
+from ._threads import blas_threads, run_parallel
 
 __all__ = ["backward_cpu", "backward_numba"]
 
@@ -76,8 +76,8 @@ def backward_numba(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
     args = [(dz, dh3, int(dh is not None), G, Wh_c, lens64, int(reverse), r0, r1, c0, c1, flags, coef,
              gemm, int(ilp64), sync, nsync)
             for r0, r1, c0, c1 in bounds]  # fmt: skip
-    with _blas_threads(1 if gemm else None):  # one BLAS thread per caller
-        numba_cpu._run_parallel(jit["backward_recurrence"], args)
+    with blas_threads(1 if gemm else None):  # one BLAS thread per caller
+        run_parallel(jit["backward_recurrence"], args)
 
     g = G[T % 2]  # (B, H): dL/dh0
     dx, dWx, dWh, db = _np_backward.weight_gradients(dz, x3, hs, h0_2, Wx, lens, reverse=reverse,

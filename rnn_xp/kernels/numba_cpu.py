@@ -6,7 +6,7 @@ microseconds of dispatch on top of its arithmetic. Here the whole time loop
 is one function compiled by numba (``_recurrence``):
 
 1. The input projection ``x @ Wx.T + b`` is still one BLAS GEMM over all
-   steps, written into the result buffer (``kernels.numpy._project``), with
+   steps, written into the result buffer (``_blocks.project``), with
    every BLAS thread.
 2. One compiled call then runs every step for a block of rows and columns::
 
@@ -48,9 +48,11 @@ import ctypes
 import glob
 import math
 import os
-import threading
 
+from . import mkl as mkl_library
 from . import numpy as _np_kernel
+from ._blocks import project, time_blocks, transposed_copy
+from ._threads import blas_threads, run_parallel
 
 __all__ = ["available", "plan", "scan_cpu", "scan_numba"]
 
@@ -78,8 +80,6 @@ _PICK_MAX_ROWS = 32
 _JIT = None  # the compiled functions, once numba is imported: a dict
 _WHY = "not tried"
 _BLAS = {}  # dtype name -> (address of cblas_?gemm, 64-bit integers) or (0, False)
-_POOL = None
-_POOL_LOCK = threading.Lock()
 
 
 def available():
@@ -126,7 +126,7 @@ def _picks(x, h0, nonlinearity):
     import numpy
 
     setting = mode()  # first: an unknown value is an error whatever the arrays
-    mkl = _np_kernel._mkl.preferred()  # also checks RNN_XP_MKL, whatever the size
+    mkl = mkl_library.preferred()  # also checks RNN_XP_MKL, whatever the size
     if setting == "off" or nonlinearity not in ("tanh", "relu") \
             or h0.dtype not in (numpy.float32, numpy.float64) or not available():  # fmt: skip
         return False
@@ -182,7 +182,7 @@ def scan_numba(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, re
     x3 = x.reshape(T, B, D)  # (T, B, D): a view for time-major and batch_first inputs
     WxT = Wx.T  # (D, H)
     # (H, H): the own loop reads rows of Wh; BLAS multiplies by a C-contiguous Wh.T
-    W = _np_kernel._transposed_copy(numpy, Wh) if gemm else numpy.ascontiguousarray(Wh)
+    W = transposed_copy(numpy, Wh) if gemm else numpy.ascontiguousarray(Wh)
     S = numpy.empty((2, B, H), dtype=dtype)  # (2, B, H): the double-buffered state
     S[0] = h0.reshape(B, H)
     lens = numpy.zeros(B, dtype=numpy.int64) if lengths is None else \
@@ -191,18 +191,17 @@ def scan_numba(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, re
     flags = (int(lengths is not None), int(nonlinearity == "relu"), int(leak != 1.0))
     sync = barrier_words()  # the barrier's counter and sched_yield
 
-    out, buf, blocks = _np_kernel.time_blocks(numpy, T, B, H, dtype, reverse=reverse,
-                                              return_sequences=return_sequences)  # fmt: skip
+    out, buf, blocks = time_blocks(numpy, T, B, H, dtype, reverse=reverse, return_sequences=return_sequences)
     k0 = 0  # steps run so far, in the loop's order
     for s, e in blocks:
         block = buf[: e - s]  # (n, B, H)
-        _np_kernel._project(numpy, x3[s:e], WxT, b, block)  # every BLAS thread
-        with _np_kernel._blas_threads(1 if gemm else None):  # the steps: one BLAS thread per caller
+        project(numpy, x3[s:e], WxT, b, block)  # every BLAS thread
+        with blas_threads(1 if gemm else None):  # the steps: one BLAS thread per caller
             sync[0] = 0
             args = [(block, s, e, k0, int(reverse), lens, S, W, r0, r1, c0, c1, flags, coef,
                      gemm, int(ilp64), sync, nsync)
                     for r0, r1, c0, c1 in bounds]  # fmt: skip
-            _run_parallel(jit["recurrence"], args)
+            run_parallel(jit["recurrence"], args)
         k0 += e - s
     h_last = S[T % 2].reshape(*batch, H).copy()  # (*batch, H)
     if out is None:
@@ -268,31 +267,6 @@ def _sched_yield():
         except (OSError, AttributeError, TypeError):
             _YIELD = 0
     return _YIELD
-
-
-def _run_parallel(fn, args):
-    """``fn(*a)`` for each ``a`` of ``args``, the first on this thread, the others on pool threads."""
-    if len(args) == 1:
-        fn(*args[0])
-        return
-    pool = _pool()
-    futures = [pool.submit(fn, *a) for a in args[1:]]
-    try:
-        fn(*args[0])
-    finally:
-        for f in futures:
-            f.result()
-
-
-def _pool():
-    """The worker threads (created once); each runs compiled code without the GIL."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            _POOL = ThreadPoolExecutor(max_workers=3, thread_name_prefix="rnn_xp-numba")
-        return _POOL
 
 
 # -- NumPy's BLAS by address ------------------------------------------------------------
