@@ -45,6 +45,7 @@ import array_api_compat.numpy as npx  # noqa: E402
 
 from rnn_xp._backends import to_host  # noqa: E402
 from rnn_xp.kernels import backward_kernel, forward_kernel  # noqa: E402
+from rnn_xp.kernels import _settings as kernel_settings  # noqa: E402
 from rnn_xp.kernels import mkl as mkl_module  # noqa: E402
 from rnn_xp.kernels import numba_backward, numba_cpu  # noqa: E402
 from rnn_xp.kernels import _threads  # noqa: E402
@@ -165,7 +166,7 @@ def _every_size_on_mkl():
 def _mkl_missing():
     if not mkl_module.installed():
         return "the mkl package is not installed"
-    if mkl_module._mode() == "off":
+    if kernel_settings.mkl() == "off":
         return "RNN_XP_MKL=0"
     return None  # installed and wanted: a oneMKL that failed to load fails here, it does not skip
 

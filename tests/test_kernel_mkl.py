@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import rnn_xp
+from rnn_xp.kernels import _settings
 from rnn_xp.kernels import mkl
 from rnn_xp.kernels import _blocks, _threads
 from rnn_xp.kernels import numpy as numpy_kernel
@@ -25,7 +26,7 @@ from support import random_rnn, reference_rnn
 
 # Skip only where oneMKL cannot be expected: the wheel is absent or RNN_XP_MKL=0.
 # An installed oneMKL that failed to load makes these tests fail, not skip.
-MKL_EXPECTED = mkl.installed() and mkl._mode() != "off"
+MKL_EXPECTED = mkl.installed() and _settings.mkl() != "off"
 needs_mkl = pytest.mark.skipif(
     not MKL_EXPECTED,
     reason="the mkl package is not installed" if not mkl.installed() else "RNN_XP_MKL=0",

@@ -20,12 +20,13 @@ import numpy as np
 import pytest
 
 import rnn_xp
+from rnn_xp.kernels import _settings
 from rnn_xp.kernels import mkl
 from rnn_xp.kernels import _threads
 from rnn_xp.kernels import numpy as numpy_kernel
 from support import random_rnn, reference_rnn
 
-MKL_EXPECTED = mkl.installed() and mkl._mode() != "off"
+MKL_EXPECTED = mkl.installed() and _settings.mkl() != "off"
 needs_mkl = pytest.mark.skipif(
     not MKL_EXPECTED,
     reason="the mkl package is not installed" if not mkl.installed() else "RNN_XP_MKL=0",

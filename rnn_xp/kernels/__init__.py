@@ -29,6 +29,7 @@ module                what it holds
                       input projection, a transposed copy of ``Wh``
 ``_threads``          BLAS on one thread for small steps; the compiled loops'
                       worker threads
+``_settings``         the ``RNN_XP_*`` environment settings, read in one place
 ====================  ========================================================
 
 The fast kernels run the plain recurrence: tanh or relu, no ``clip``, no

@@ -134,14 +134,12 @@ CuPy is imported only inside functions.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
-import os
 import threading
 import warnings
 from typing import NamedTuple
 
+from . import _settings
 from ._blocks import project, time_blocks
 from .cupy_fused import STEP_SOURCE, activation_source, raw_kernel
 
@@ -183,10 +181,14 @@ _MAXB = 8
 _UNROLL = 4
 _VEC_BYTES = 16
 
-ENV_VAR = "RNN_XP_CUPY_PATH"
-PATHS = ("auto", "fused", "persistent")
+ENV_VAR = _settings.CUPY_PATH
+PATHS = _settings.CUPY_PATHS
 
-_FORCED = contextvars.ContextVar("rnn_xp_cupy_path", default=None)
+# The requested path: forced_path's if one is active, else $RNN_XP_CUPY_PATH (auto).
+path_setting = _settings.cupy_path
+# Within the `with` block (this thread / context only), CuPy uses the path given
+# (RNN_XP_CUPY_PATH's values); the environment is not touched.
+forced_path = _settings.forced_cupy_path
 
 _DTYPES = {"float32": ("float", "f32", "f"), "float64": ("double", "f64", "d")}  # C, PTX, asm constraint
 
@@ -461,33 +463,6 @@ def choose_path(B, H, dtype_itemsize, device_props):
     if B <= PERSISTENT_MAX_BATCH and plan(B, H, dtype_itemsize, device_props) is not None:
         return "persistent"
     return "fused"
-
-
-def path_setting():
-    """The requested path: ``forced_path``'s if one is active, else ``$RNN_XP_CUPY_PATH`` (``auto``)."""
-    forced = _FORCED.get()
-    if forced is not None:
-        return forced
-    value = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
-    if value not in PATHS:
-        raise ValueError(f"{ENV_VAR} must be one of {', '.join(PATHS)}; got {value!r}")
-    return value
-
-
-@contextlib.contextmanager
-def forced_path(path):
-    """Within the ``with`` block (this thread / context only), CuPy uses ``path``.
-
-    ``path`` is ``"auto"``, ``"fused"`` or ``"persistent"``; it takes
-    precedence over ``$RNN_XP_CUPY_PATH``. The environment is not touched.
-    """
-    if path not in PATHS:
-        raise ValueError(f"path must be one of {', '.join(PATHS)}; got {path!r}")
-    token = _FORCED.set(path)
-    try:
-        yield
-    finally:
-        _FORCED.reset(token)
 
 
 def decide_path(setting, B, H, dtype_itemsize, device_props):

@@ -49,6 +49,7 @@ import glob
 import math
 import os
 
+from . import _settings
 from . import mkl as mkl_library
 from . import numpy as _np_kernel
 from ._blocks import project, time_blocks, transposed_copy
@@ -101,17 +102,12 @@ def scan_cpu(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, retu
                                  reverse=reverse, leak=leak, return_sequences=return_sequences)  # fmt: skip
 
 
-ENV_VAR = "RNN_XP_NUMBA"
-_MODES = {"": "auto", "auto": "auto", "1": "on", "0": "off"}
+ENV_VAR = _settings.NUMBA
 
 
 def mode():
     """``RNN_XP_NUMBA`` as ``"auto"`` (unset, empty or ``auto``), ``"on"`` (``1``) or ``"off"`` (``0``)."""
-    value = os.environ.get(ENV_VAR, "")
-    try:
-        return _MODES[value.strip().lower()]
-    except KeyError:
-        raise ValueError(f"{ENV_VAR} must be 0, 1 or auto; got {value!r}") from None
+    return _settings.numba()
 
 
 def _picks(x, h0, nonlinearity):
