@@ -48,7 +48,6 @@ from rnn_xp.kernels import backward_kernel, forward_kernel  # noqa: E402
 from rnn_xp.kernels import _settings as kernel_settings  # noqa: E402
 from rnn_xp.kernels import mkl as mkl_module  # noqa: E402
 from rnn_xp.kernels import numba_backward, numba_cpu  # noqa: E402
-from rnn_xp.kernels import _threads  # noqa: E402
 from rnn_xp.kernels import numpy as numpy_kernel  # noqa: E402
 from rnn_xp.kernels.numpy_backward import backward_numpy  # noqa: E402
 from rnn_xp.kernels.portable import backward_portable, scan_portable  # noqa: E402
@@ -152,15 +151,10 @@ def _openblas_only():
 
 
 @contextlib.contextmanager
-def _every_size_on_mkl():
-    """oneMKL's products for every size (as on an Intel CPU with large enough sizes)."""
-    saved = (_threads.SERIAL_MACS, numpy_kernel._MKL_MACS, numpy_kernel._MKL_ROW_MACS)
-    _threads.SERIAL_MACS = numpy_kernel._MKL_MACS = numpy_kernel._MKL_ROW_MACS = 0
-    try:
-        with mkl_module.preferring(True):
-            yield
-    finally:
-        _threads.SERIAL_MACS, numpy_kernel._MKL_MACS, numpy_kernel._MKL_ROW_MACS = saved
+def _mkl_loaded():
+    """oneMKL loaded: the NumPy loop is given it for every size (the table gives it from a size on)."""
+    assert mkl_module.library() is not None, mkl_module.status()  # installed and wanted: loaded, or a failure
+    yield
 
 
 def _mkl_missing():
@@ -188,7 +182,8 @@ def _dispatched(library, direction):
 
 KERNELS = [
     Kernel("numpy in-place", "numpy", numpy_kernel.scan_numpy, backward_numpy, selected=_openblas_only),
-    Kernel("oneMKL", "numpy", numpy_kernel.scan_numpy, None, selected=_every_size_on_mkl, missing=_mkl_missing),
+    Kernel("oneMKL", "numpy", functools.partial(numpy_kernel.scan_numpy, mkl=True), None, selected=_mkl_loaded,
+           missing=_mkl_missing),
     # JAX compiles every new shape, Dask builds a graph per call: fewer examples in CI
     Kernel("jax", "jax", _dispatched("jax", "forward"), _dispatched("jax", "backward"),
            missing=lambda: _library_missing("jax"), share=0.25),

@@ -2,8 +2,8 @@
 
 Without a GPU (these run everywhere):
 
-- the launch plan, the path heuristic and ``RNN_XP_CUPY_PATH``, with fake
-  device properties;
+- the launch plan, with fake device properties (the path it is chosen by,
+  and ``RNN_XP_CUPY_PATH``: ``tests/test_kernel_table.py``);
 - the checks before use and the guard on every launch: a failure (a
   mismatch, a compile or launch error, an occupancy refusal) gives the fused
   path's result and one ``RuntimeWarning``, never an exception; every plan
@@ -33,6 +33,7 @@ import numpy as np
 import pytest
 
 import rnn_xp
+from rnn_xp import kernels
 from cuda_emulator import Kernel
 from rnn_xp.kernels import cupy_fused as fused
 from rnn_xp.kernels import cupy_persistent as persistent
@@ -91,82 +92,6 @@ def test_plan_covers_every_row_once_and_fits(props, itemsize):
             assert pl.smem_bytes == need  # the source's shared-memory layout
             assert need <= props.smem_per_block_optin
             assert need + props.reserved_smem_per_block <= props.smem_per_sm
-
-
-@pytest.mark.parametrize(
-    "B, H, itemsize, props, expected",
-    [
-        (1, 256, 4, H100, "persistent"),  # the small-batch grid of issue #5
-        (4, 512, 4, H100, "persistent"),
-        (8, 1024, 4, H100, "persistent"),
-        (8, 1024, 8, H100, "persistent"),
-        (8, 2048, 4, H100, "persistent"),  # 16 rows of Wh per SM: 128 KiB + h 64 KiB
-        (8, 2560, 4, H100, "fused"),  # Wh does not fit on chip
-        (8, 2048, 8, H100, "fused"),
-        (16, 256, 4, H100, "fused"),  # above PERSISTENT_MAX_BATCH
-        (128, 1760, 4, H100, "fused"),  # DeepBench
-        (8, 1024, 4, SMALL_GPU, "fused"),  # 4 SMs: 256 rows each do not fit 48 KiB
-        (8, 64, 4, SMALL_GPU, "persistent"),
-        (8, 1024, 2, H100, "fused"),  # float16: no kernel
-        (0, 1024, 4, H100, "fused"),
-        (4, 256, 4, H100._replace(cooperative_launch=False), "fused"),
-    ],
-)  # fmt: skip
-def test_choose_path(B, H, itemsize, props, expected):
-    assert persistent.choose_path(B, H, itemsize, props) == expected
-
-
-def test_batch_limit_is_the_named_constant():
-    limit = persistent.PERSISTENT_MAX_BATCH
-    assert persistent.choose_path(limit, 64, 4, H100) == "persistent"
-    assert persistent.choose_path(limit + 1, 64, 4, H100) == "fused"
-
-
-@pytest.mark.parametrize(
-    "value, expected",
-    [(None, "auto"), ("auto", "auto"), ("fused", "fused"), ("persistent", "persistent"),
-     (" Persistent ", "persistent"), ("FUSED", "fused"), ("", "auto")],
-)  # fmt: skip
-def test_env_var(monkeypatch, value, expected):
-    if value is None:
-        monkeypatch.delenv(persistent.ENV_VAR, raising=False)
-    else:
-        monkeypatch.setenv(persistent.ENV_VAR, value)
-    assert persistent.path_setting() == expected
-
-
-def test_env_var_rejects_unknown_values(monkeypatch):
-    monkeypatch.setenv(persistent.ENV_VAR, "fast")
-    with pytest.raises(ValueError, match="RNN_XP_CUPY_PATH.*auto, fused, persistent.*'fast'"):
-        persistent.path_setting()
-
-
-def test_forced_path_overrides_the_env_var_and_restores(monkeypatch):
-    monkeypatch.setenv(persistent.ENV_VAR, "fused")
-    with persistent.forced_path("persistent"):
-        assert persistent.path_setting() == "persistent"
-        with persistent.forced_path("auto"):
-            assert persistent.path_setting() == "auto"
-        assert persistent.path_setting() == "persistent"
-    assert persistent.path_setting() == "fused"
-    with pytest.raises(RuntimeError), persistent.forced_path("persistent"):
-        raise RuntimeError
-    assert persistent.path_setting() == "fused"
-    with pytest.raises(ValueError, match="path"), persistent.forced_path("cudnn"):
-        pass
-    import os
-
-    assert os.environ[persistent.ENV_VAR] == "fused"  # never written
-
-
-def test_decide_path():
-    assert persistent.decide_path("fused", 1, 64, 4, H100) == ("fused", None)
-    assert persistent.decide_path("auto", 1, 64, 4, H100) == ("persistent", None)
-    assert persistent.decide_path("auto", 64, 64, 4, H100) == ("fused", None)
-    # forced: any eligible size, even a large batch
-    assert persistent.decide_path("persistent", 64, 64, 4, H100) == ("persistent", None)
-    path, note = persistent.decide_path("persistent", 8, 4096, 4, H100)
-    assert path == "fused" and "RNN_XP_CUPY_PATH=persistent" in note and "H=4096" in note
 
 
 # --- the checks before use and the guard on every launch (no GPU: the CUDA side is replaced) ---
@@ -497,7 +422,7 @@ def test_gpu_batch_dims_and_batch_first(gpu, rng):
 
 
 def test_gpu_auto_path_follows_the_batch_size(gpu, rng):
-    for B, runs in ((4, 1), (persistent.PERSISTENT_MAX_BATCH + 1, 0)):
+    for B, runs in ((4, 1), (kernels.PERSISTENT_MAX_BATCH + 1, 0)):
         x, h0, Wx, Wh, b = random_rnn(rng, 5, (B,), 3, 256)
         arrays = [gpu.asarray(a, "float32") for a in (x, h0, Wx, Wh, b)]
         got, launches = _forward(arrays, "auto")

@@ -464,6 +464,14 @@ def test_backward_mixed_inputs_are_aligned(rng):
     _check_backward(rnn_xp.RNNGrads(*dask.compute(*g)), _backward_per_chunk(c, (4, 4, 1), 4))
 
 
+def test_forward_rechunk_warning_points_at_caller(rng):
+    x = da.from_array(rng.standard_normal((6, 8, 3)), chunks=(2, 4, -1))  # chunked along time
+    with pytest.warns(da.PerformanceWarning, match="x is chunked along time") as record:
+        h = rnn_xp.rnn_forward(x, None, np.full((5, 3), 0.1), np.full((5, 5), 0.1))
+    assert record[0].filename == __file__
+    assert h.chunks[1] == (4, 4)
+
+
 def test_backward_rechunk_warning_points_at_caller(rng):
     c = _backward_case(rng, "float64", B=8)
     dh = da.from_array(c["dh"], chunks=(2, 4, -1))  # chunked along time

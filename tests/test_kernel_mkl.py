@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 import rnn_xp
+from rnn_xp import kernels
 from rnn_xp.kernels import _settings
 from rnn_xp.kernels import mkl
 from rnn_xp.kernels import _blocks, _threads
-from rnn_xp.kernels import numpy as numpy_kernel
 from support import random_rnn, reference_rnn
 
 # Skip only where oneMKL cannot be expected: the wheel is absent or RNN_XP_MKL=0.
@@ -53,8 +53,8 @@ def mkl_preferred(monkeypatch):
 def every_size_on_mkl(monkeypatch, mkl_preferred):
     """Send every size to oneMKL and count the packed products."""
     monkeypatch.setattr(_threads, "SERIAL_MACS", 0)
-    monkeypatch.setattr(numpy_kernel, "_MKL_MACS", 0)
-    monkeypatch.setattr(numpy_kernel, "_MKL_ROW_MACS", 0)
+    monkeypatch.setattr(kernels, "MKL_MACS", 0)
+    monkeypatch.setattr(kernels, "MKL_ROW_MACS", 0)
     calls = []
     real = mkl.PackedMatrix.matmul_add_at
 

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 
 import rnn_xp
+from rnn_xp import kernels
 from rnn_xp.kernels import _settings
 from rnn_xp.kernels import mkl
 from rnn_xp.kernels import _threads
-from rnn_xp.kernels import numpy as numpy_kernel
 from support import random_rnn, reference_rnn
 
 MKL_EXPECTED = mkl.installed() and _settings.mkl() != "off"
@@ -128,8 +128,8 @@ def test_forked_child_runs_after_the_parent_used_mkl(tmp_path):
 def every_size_on_mkl(monkeypatch):
     monkeypatch.setattr(mkl, "_FORCED", True)
     monkeypatch.setattr(_threads, "SERIAL_MACS", 0)
-    monkeypatch.setattr(numpy_kernel, "_MKL_MACS", 0)
-    monkeypatch.setattr(numpy_kernel, "_MKL_ROW_MACS", 0)
+    monkeypatch.setattr(kernels, "MKL_MACS", 0)
+    monkeypatch.setattr(kernels, "MKL_ROW_MACS", 0)
 
 
 def _zero_reference(x, h0, Wx, Wh, b):

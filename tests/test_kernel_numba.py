@@ -197,7 +197,7 @@ def test_backward_zero_sizes(rng, T, batch):
     _backward_check(args, None, "float64", opts)
 
 
-# -- tanh, dispatch, cache ------------------------------------------------------------------
+# -- tanh, plan, cache ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ["float32", "float64"])
@@ -212,7 +212,7 @@ def test_compiled_tanh_within_a_few_ulp_everywhere(name):
     ]).astype(dtype)  # fmt: skip
     x = np.concatenate([x, -x])
     out = np.empty_like(x)
-    numba_cpu._jit()["tanh_into"](x, out)
+    numba_cpu.compiled()["tanh_into"](x, out)
     want = np.tanh(x.astype(np.float64)).astype(dtype)  # float64 rounded: within half an ulp for float32
     np.testing.assert_array_equal(np.isnan(out), np.isnan(x))
     ok = ~np.isnan(x)
@@ -220,29 +220,6 @@ def test_compiled_tanh_within_a_few_ulp_everywhere(name):
     ulps = np.abs(out[ok].astype(np.float64) - want[ok]) / np.spacing(np.abs(want[ok]).astype(dtype))
     assert ulps.max() <= 8, (ulps.max(), x[ok][np.argmax(ulps)])
     assert np.all(np.abs(out[ok]) <= 1)
-
-
-def test_dispatch_picks_the_compiled_loop_on_numpy(monkeypatch):
-    assert kernels.forward_kernel(xp) is numba_cpu.scan_cpu
-    assert kernels.backward_kernel(xp) is numba_backward.backward_cpu
-    small = np.zeros((1, 2, 8), np.float32), np.zeros((2, 8), np.float32)
-    big = np.zeros((1, 64, 8), np.float32), np.zeros((64, 1024), np.float32)
-    monkeypatch.setattr(mkl, "preferred", lambda: True)  # oneMKL installed and preferred
-    assert numba_cpu._picks(*small, "tanh") and not numba_cpu._picks(*big, "tanh")
-    monkeypatch.setattr(mkl, "preferred", lambda: False)  # the default install: OpenBLAS only
-    assert numba_cpu._picks(*small, "tanh") and not numba_cpu._picks(*big, "tanh")
-    # auto: H below 256 and at most 32 rows, where the compiled loop was the faster one
-    for B, H, picked in [(1, 255, True), (1, 256, False), (32, 128, True), (33, 128, False), (16, 192, True)]:
-        assert numba_cpu._picks(np.zeros((1, B, 8), np.float32), np.zeros((B, H), np.float32), "tanh") is picked
-    assert not numba_cpu._picks(np.zeros((1, 2, 8), np.float16), np.zeros((2, 8), np.float16), "tanh")
-    monkeypatch.setenv("RNN_XP_NUMBA", "0")
-    assert not numba_cpu._picks(*small, "tanh")
-    monkeypatch.setenv("RNN_XP_NUMBA", "1")
-    monkeypatch.setattr(mkl, "preferred", lambda: True)
-    assert numba_cpu._picks(*big, "tanh")
-    monkeypatch.setenv("RNN_XP_NUMBA", "yes")
-    with pytest.raises(ValueError, match="RNN_XP_NUMBA must be 0, 1 or auto; got 'yes'"):
-        rnn_xp.rnn_forward(*small[:1], None, np.zeros((2, 8), np.float32), np.zeros((2, 2), np.float32))
 
 
 def test_plan_threads_rows_for_batches_and_columns_for_one_sequence():

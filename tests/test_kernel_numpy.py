@@ -12,6 +12,7 @@ import pytest
 from support import random_rnn, reference_rnn
 
 import rnn_xp
+from rnn_xp import kernels
 from rnn_xp.kernels import _blocks
 from rnn_xp.kernels import numpy as numpy_kernel
 
@@ -108,8 +109,8 @@ def test_small_steps_run_on_one_thread_and_a_large_projection_on_all(monkeypatch
     pytest.importorskip("threadpoolctl")
     if _blas_threads_now() < 2:
         pytest.skip("NumPy's BLAS runs one thread here")
-    monkeypatch.setattr(numpy_kernel, "_MKL_MACS", 1 << 40)  # the OpenBLAS loop, with or without oneMKL
-    monkeypatch.setattr(numpy_kernel, "_MKL_ROW_MACS", 1 << 40)
+    monkeypatch.setattr(kernels, "MKL_MACS", 1 << 40)  # the OpenBLAS loop, with or without oneMKL
+    monkeypatch.setattr(kernels, "MKL_ROW_MACS", 1 << 40)
     seen = {"project": set(), "step": set()}
     real_project, real_combine = numpy_kernel.project, numpy_kernel._numpy_combine
 
@@ -149,7 +150,7 @@ def test_small_steps_run_on_one_thread_and_a_large_projection_on_all(monkeypatch
 @pytest.mark.parametrize("B", [15, 16, 40])
 def test_numpy_loop_copies_wh_transposed_only_for_small_batches(monkeypatch, rng, B):
     """Below 16 rows the loop multiplies by a contiguous copy of Wh.T, from 16 on by the view: same numbers."""
-    monkeypatch.setattr(numpy_kernel, "_MKL_MACS", 1 << 40)  # the OpenBLAS loop, with or without oneMKL
+    monkeypatch.setattr(kernels, "MKL_MACS", 1 << 40)  # the OpenBLAS loop, with or without oneMKL
     monkeypatch.setenv("RNN_XP_NUMBA", "0")  # the NumPy loop, with or without numba
     copies = []
     real = numpy_kernel.transposed_copy

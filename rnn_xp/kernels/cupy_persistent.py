@@ -94,15 +94,16 @@ CuPy releases shrink a too-large cooperative grid with a warning instead of
 failing; since G is checked against the same occupancy call first, that
 cannot happen here.
 
-Eligibility and the path heuristic
-----------------------------------
+Eligibility (the path is chosen in the kernels' table)
+------------------------------------------------------
 ``plan`` is a pure function of (B, H, itemsize, device properties): it picks
 R = ceil(H / SMs), G = ceil(H / R), 256 threads, and needs
 ``(R*H + B*H + (KP+1)*R*B) * itemsize`` bytes of shared memory per block,
 which must fit the opt-in per-block limit and, with the per-block reserve, one
 SM (on an H100 at B = 8: float32 up to H = 2244, float64 up to H = 1452).
-``choose_path`` takes the persistent kernel when ``B <= PERSISTENT_MAX_BATCH``
-and a plan exists; the fused path otherwise. ``RNN_XP_CUPY_PATH`` = ``auto``
+The table of ``kernels/__init__.py`` (``kernels.cupy_path``) takes the
+persistent kernel when ``B <= kernels.PERSISTENT_MAX_BATCH`` and a plan
+exists; the fused path otherwise. ``RNN_XP_CUPY_PATH`` = ``auto``
 (default) | ``fused`` | ``persistent`` forces a path (``persistent`` falls back
 to the fused one, with a warning, when the case is not eligible), and
 ``forced_path(...)`` does the same for a block of code without touching the
@@ -146,8 +147,6 @@ from .cupy_fused import STEP_SOURCE, activation_source, raw_kernel
 __all__ = [
     "DeviceProps",
     "Plan",
-    "choose_path",
-    "decide_path",
     "device_props",
     "forced_path",
     "kernel_name",
@@ -159,14 +158,6 @@ __all__ = [
     "scan_persistent",
     "self_check",
 ]
-
-# The persistent kernel is chosen (path "auto") up to this batch size. Each
-# step is then a grid barrier (about a microsecond, expected) plus B*H*H/SMs
-# multiply-adds per SM from shared memory; the fused path pays two launches per
-# step (a few microseconds) but its cuBLAS product scales better with B. The
-# crossover is a guess until benchmarks/gpu_check.sh has measured it; 8 is the
-# largest batch of the small-batch grid of issue #5.
-PERSISTENT_MAX_BATCH = 8
 
 # Threads per block: 8 warps. The kernel is compiled with
 # __launch_bounds__(_THREADS, 1), so it must not be launched with more; the 1
@@ -408,7 +399,7 @@ def state_stride(B, H, itemsize):
     return -(-B * H // vec) * vec
 
 
-# --- sizes and the path heuristic: pure functions of numbers ------------------------------
+# --- sizes: pure functions of numbers -----------------------------------------------------
 
 
 class DeviceProps(NamedTuple):
@@ -456,28 +447,6 @@ def plan(B, H, dtype_itemsize, device_props):
     if smem > p.smem_per_block_optin or smem + p.reserved_smem_per_block > p.smem_per_sm:
         return None
     return Plan(rows, blocks, threads, kparts, smem)
-
-
-def choose_path(B, H, dtype_itemsize, device_props):
-    """``"persistent"`` for a small batch whose weights fit on chip, else ``"fused"``."""
-    if B <= PERSISTENT_MAX_BATCH and plan(B, H, dtype_itemsize, device_props) is not None:
-        return "persistent"
-    return "fused"
-
-
-def decide_path(setting, B, H, dtype_itemsize, device_props):
-    """``(path, warning or None)`` for a setting from ``path_setting``; no GPU needed."""
-    if setting == "fused":
-        return "fused", None
-    if setting == "persistent":
-        if plan(B, H, dtype_itemsize, device_props) is None:
-            return "fused", (
-                f"{ENV_VAR}=persistent, but B={B}, H={H} with {dtype_itemsize}-byte floats is "
-                "not eligible for the persistent kernel (shared memory, dtype or device); "
-                "using the fused path"
-            )
-        return "persistent", None
-    return choose_path(B, H, dtype_itemsize, device_props), None
 
 
 # --- on the GPU ----------------------------------------------------------------------------
@@ -583,7 +552,7 @@ def self_check(device_id, dtype_name, nonlinearity, B, H, *, mod=None):
     if mod is None:
         import cupy as mod
     pl = plan(B, H, mod.dtype(dtype_name).itemsize, device_props(device_id))
-    if pl is None:  # no plan to check (decide_path keeps such sizes on the fused path)
+    if pl is None:  # no plan to check (kernels.cupy_path keeps such sizes on the fused path)
         return False
     try:
         problem = _occupancy_problem(device_id, dtype_name, nonlinearity, pl)

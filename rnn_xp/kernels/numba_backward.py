@@ -26,16 +26,7 @@ from . import numba_cpu
 from . import numpy_backward as _np_backward
 from ._threads import blas_threads, run_parallel
 
-__all__ = ["backward_cpu", "backward_numba"]
-
-
-def backward_cpu(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak):
-    """``backward_portable`` for NumPy: the compiled loop where the forward takes it, else ``backward_numpy``."""
-    if numba_cpu._picks(x, h0, nonlinearity):
-        return backward_numba(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, nonlinearity=nonlinearity,
-                              lengths=lengths, reverse=reverse, leak=leak)  # fmt: skip
-    return _np_backward.backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, nonlinearity=nonlinearity,
-                                       lengths=lengths, reverse=reverse, leak=leak)  # fmt: skip
+__all__ = ["backward_numba"]
 
 
 def backward_numba(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak,
@@ -45,7 +36,7 @@ def backward_numba(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
     ``product``, ``split`` and ``threads`` override ``numba_cpu.plan`` as in
     ``numba_cpu.scan_numba``; every choice gives the same results to rounding.
     """
-    jit = numba_cpu._jit()
+    jit = numba_cpu.compiled()
     T = x.shape[0]
     batch, H = tuple(h0.shape[:-1]), h0.shape[-1]
     B = math.prod(batch)

@@ -3,7 +3,8 @@
 ``kernels.numpy.scan_numpy`` runs a Python loop: per step a matrix product,
 an add and a tanh, each a separate NumPy call, so a small step costs a few
 microseconds of dispatch on top of its arithmetic. Here the whole time loop
-is one function compiled by numba (``_recurrence``):
+is one function compiled by numba (``_numba_jit.recurrence``), which the
+table of ``kernels/__init__.py`` picks by size (``kernels.numpy_loop``):
 
 1. The input projection ``x @ Wx.T + b`` is still one BLAS GEMM over all
    steps, written into the result buffer (``_blocks.project``), with
@@ -19,7 +20,7 @@ is one function compiled by numba (``_recurrence``):
    NumPy's own BLAS through its address (no Python per step); below
    ``_OWN_PRODUCT_MACS`` multiply-adds per step, where a BLAS call costs more
    than its arithmetic, a register-blocked loop of the function does it.
-3. Threads (``_plan``): the batch rows are independent, so two threads each
+3. Threads (``plan``): the batch rows are independent, so two threads each
    run the whole sequence on half the rows, with no synchronisation at all.
    With fewer rows than that pays for (one sequence), two threads split the
    output columns instead and meet at a spin barrier once per step (an
@@ -50,12 +51,12 @@ import math
 import os
 
 from . import _settings
-from . import mkl as mkl_library
-from . import numpy as _np_kernel
 from ._blocks import project, time_blocks, transposed_copy
 from ._threads import blas_threads, run_parallel
+from .numpy import scan_numpy
 
-__all__ = ["available", "plan", "scan_cpu", "scan_numba"]
+__all__ = ["available", "barrier_words", "blas_gemm", "compiled", "mode", "plan", "require_one_dtype",
+           "scan_numba", "why_not", "work_plan"]
 
 # Per-step multiply-adds (rows x H x H) below which the compiled loop's own
 # product beats a call into BLAS (whose entry costs about a microsecond).
@@ -71,35 +72,19 @@ _THREAD_ROW_MACS = 1 << 17
 _THREAD_COL_MACS = 1 << 16
 _ROW_SPLIT_MIN_ROWS = 4
 
-# ``auto`` takes the compiled loop only for H below _PICK_H_BELOW and at most
-# _PICK_MAX_ROWS rows: beyond, the NumPy loop (one BLAS call per step with every
-# BLAS thread on the whole batch) was the faster one on the measured grid
-# (docs/cpu-kernels.md, "Which kernel runs").
-_PICK_H_BELOW = 256
-_PICK_MAX_ROWS = 32
-
-_JIT = None  # the compiled functions, once numba is imported: a dict
+_JIT = None  # the compiled functions, once numba is imported: a dict (False: numba cannot run)
 _WHY = "not tried"
 _BLAS = {}  # dtype name -> (address of cblas_?gemm, 64-bit integers) or (0, False)
 
 
 def available():
     """Whether numba is installed and the compiled kernel can run."""
-    return _jit() is not None
+    return compiled() is not None
 
 
 def why_not():
     """Why the compiled kernel is not available ("" when it is)."""
     return "" if available() else _WHY
-
-
-def scan_cpu(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences):
-    """``scan_portable`` for NumPy: the compiled loop where it is the faster one, else ``scan_numpy``."""
-    if _picks(x, h0, nonlinearity):
-        return scan_numba(xp, x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths,
-                          reverse=reverse, leak=leak, return_sequences=return_sequences)  # fmt: skip
-    return _np_kernel.scan_numpy(xp, x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths,
-                                 reverse=reverse, leak=leak, return_sequences=return_sequences)  # fmt: skip
 
 
 ENV_VAR = _settings.NUMBA
@@ -108,31 +93,6 @@ ENV_VAR = _settings.NUMBA
 def mode():
     """``RNN_XP_NUMBA`` as ``"auto"`` (unset, empty or ``auto``), ``"on"`` (``1``) or ``"off"`` (``0``)."""
     return _settings.numba()
-
-
-def _picks(x, h0, nonlinearity):
-    """Whether ``scan_cpu`` (and the backward's dispatch) takes the compiled loop for these arrays.
-
-    ``auto``: for float32/float64 with tanh or relu, with H below
-    ``_PICK_H_BELOW`` and at most ``_PICK_MAX_ROWS`` rows (where it was the
-    faster loop), unless the NumPy loop would run this size on oneMKL
-    (installed and preferred, above its thresholds).
-    ``1``: whenever numba is installed; ``0``: never.
-    """
-    import numpy
-
-    setting = mode()  # first: an unknown value is an error whatever the arrays
-    mkl = mkl_library.preferred()  # also checks RNN_XP_MKL, whatever the size
-    if setting == "off" or nonlinearity not in ("tanh", "relu") \
-            or h0.dtype not in (numpy.float32, numpy.float64) or not available():  # fmt: skip
-        return False
-    if setting == "on":
-        return True
-    B, H = math.prod(h0.shape[:-1]), h0.shape[-1]
-    if H >= _PICK_H_BELOW or B > _PICK_MAX_ROWS:
-        return False
-    macs = B * H * H
-    return not (mkl and macs >= (_np_kernel._MKL_ROW_MACS if B == 1 else _np_kernel._MKL_MACS))
 
 
 def plan(B, H, threads=None):
@@ -162,7 +122,7 @@ def scan_numba(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, re
     """
     import numpy
 
-    jit = _jit()
+    jit = compiled()
     T, D = x.shape[0], x.shape[-1]
     batch, H = tuple(h0.shape[:-1]), h0.shape[-1]
     B = math.prod(batch)
@@ -170,8 +130,8 @@ def scan_numba(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, re
     require_one_dtype(dtype, x=x, Wx=Wx, Wh=Wh, b=b)
     if jit is None or T == 0 or B == 0 or H == 0 or nonlinearity not in ("tanh", "relu") \
             or dtype not in (numpy.float32, numpy.float64):  # fmt: skip
-        return _np_kernel.scan_numpy(xp, x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths,
-                                     reverse=reverse, leak=leak, return_sequences=return_sequences)  # fmt: skip
+        return scan_numpy(xp, x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths, reverse=reverse,
+                          leak=leak, return_sequences=return_sequences)  # fmt: skip
 
     gemm, ilp64, bounds, nsync = work_plan(B, H, dtype, product, split, threads)
 
@@ -326,7 +286,7 @@ def _gemm_agrees(address, ilp64, dtype):
     """Whether a (3, 5) += (3, 7) @ (5, 7).T product through ``address`` matches NumPy's."""
     import numpy
 
-    jit = _jit()
+    jit = compiled()
     if jit is None:
         return False
     rng = numpy.random.default_rng(0)
@@ -341,8 +301,8 @@ def _gemm_agrees(address, ilp64, dtype):
 # -- the compiled functions ------------------------------------------------------------------
 
 
-def _jit():
-    """The compiled functions (numba imported and the module compiled once), or ``None``."""
+def compiled():
+    """The compiled functions by name (numba imported and the module compiled once), or ``None``."""
     global _JIT, _WHY
     if _JIT is None:
         try:

@@ -17,9 +17,9 @@ every step and stacks them at the end. Here every buffer is allocated once:
 Beyond its result, the loop holds a few ``(B, H)`` buffers and, for fewer
 than 16 rows, a contiguous ``(H, H)`` copy of ``Wh.T``, whatever T is.
 
-When oneMKL is installed and preferred (``mkl.preferred``: an Intel CPU,
-or ``RNN_XP_MKL=1``), float32/float64 NumPy inputs above a small size run
-both products through it instead: ``Wh`` is packed once for
+When the table picks oneMKL for a call (``kernels.numpy_loop``: installed
+and preferred, an Intel CPU or ``RNN_XP_MKL=1``, above a size), float32/float64
+NumPy inputs run both products through it instead: ``Wh`` is packed once for
 all steps (for one sequence, B = 1, the matrix-vector product reads it as it
 is) and each step accumulates ``out[t] += h @ Wh.T`` in one call, so the
 ``tmp`` buffer and the separate add go away. oneMKL's thread count is chosen
@@ -46,20 +46,6 @@ from ._threads import blas_threads
 
 __all__ = ["scan_inplace", "scan_numpy"]
 
-# oneMKL (when installed) takes the recurrent product from this many multiply-adds
-# per step, where it runs on its threads; below, one OpenBLAS thread is faster
-# than a ctypes call. Its threads meet at a barrier every step, which stalls
-# when another library's idle threads still spin on the same cores (OpenBLAS's
-# do for about 0.1 s after each call): ``mkl.StepThreads`` then falls back to
-# one thread for a while (benchmarks/bench_interference.py measures both cases).
-_MKL_MACS = _threads.SERIAL_MACS
-
-# One sequence (B = 1) takes oneMKL's matrix-vector product from this many
-# multiply-adds per step (H >= 512): reading Wh is the cost there, and two
-# threads read it twice as fast (B=1, H=512, T=200: 2.8 ms against 4.8 ms on
-# one OpenBLAS thread).
-_MKL_ROW_MACS = 1 << 18
-
 # Below this batch size the NumPy loop multiplies by a contiguous copy of Wh.T;
 # from it on, by the transposed view (see scan_inplace).
 _COPY_BELOW_BATCH = 16
@@ -70,16 +56,20 @@ _COPY_BELOW_BATCH = 16
 _PARALLEL_PROJECTION_MACS = 1 << 22
 
 
-def scan_numpy(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences):
-    """``scan_portable`` for NumPy arrays, in place (see the module docstring)."""
+def scan_numpy(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences, mkl=False):
+    """``scan_portable`` for NumPy arrays, in place (see the module docstring).
+
+    ``mkl``: both products go through oneMKL (the table's choice,
+    ``kernels.numpy_loop``), where it is loaded and the call has something
+    to multiply, in float32 or float64.
+    """
     import numpy
 
     T, D = x.shape[0], x.shape[-1]
     B = math.prod(h0.shape[:-1])
     H = h0.shape[-1]
     macs = B * H * H  # per step
-    use_mkl = (mkl_library.preferred()  # first: it also checks RNN_XP_MKL, whatever the size
-               and macs >= (_MKL_ROW_MACS if B == 1 else _MKL_MACS)
+    use_mkl = (mkl and mkl_library.library() is not None
                and min(T, B, H) > 0  # nothing to pack or multiply otherwise (D = 0 is fine)
                and h0.dtype in (numpy.float32, numpy.float64))  # fmt: skip
     small = macs < _threads.SERIAL_MACS and not use_mkl
