@@ -10,6 +10,7 @@ them back.
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import threading
@@ -153,4 +154,96 @@ def test_forked_children_start_with_the_callers_thread_counts(tmp_path):
     script.write_text(_FORK_WHILE_LIMITED)
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert proc.stdout.strip() == "ok"
+
+
+_FORK_AFTER_TWO_THREADS = """
+import os, signal, sys, time
+import numpy as np
+import array_api_compat.numpy as xp
+import rnn_xp
+from rnn_xp.kernels import numba_cpu
+
+rng = np.random.default_rng(0)
+x = rng.standard_normal((20, 8, 16)).astype(np.float32)
+Wx = (rng.standard_normal((128, 16)) / 4).astype(np.float32)
+Wh = (rng.standard_normal((128, 128)) / 12).astype(np.float32)
+h0 = np.zeros((8, 128), np.float32)
+
+def compiled():  # two threads over the rows: the pool's threads start in the parent
+    return numba_cpu.scan_numba(xp, x, h0, Wx, Wh, None, nonlinearity="tanh", lengths=None, reverse=False,
+                                leak=1.0, return_sequences=True, threads=2)[0]
+
+def public():  # whatever the size rule picks for B = 8, H = 128 (the compiled loop, two threads on 2 cores)
+    return rnn_xp.rnn_forward(x, h0, Wx, Wh)
+
+want = compiled(), public()
+pid = os.fork()
+if pid == 0:
+    same = np.array_equal(compiled(), want[0]) and np.array_equal(public(), want[1])
+    os._exit(0 if same else 3)
+deadline = time.monotonic() + 60
+while True:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        break
+    if time.monotonic() > deadline:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        print("the child hung")
+        sys.exit(1)
+    time.sleep(0.05)
+code = os.waitstatus_to_exitcode(status)
+print("ok" if code == 0 else f"the child exited with {code}")
+"""
+
+
+def test_a_forked_child_runs_the_compiled_loop_with_two_threads(tmp_path):
+    """After a two-thread compiled call the child has none of the pool's threads: it makes its own."""
+    pytest.importorskip("numba", reason="numba is not installed (pip install rnn_xp[numba])")
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork() on this platform")
+    script = tmp_path / "fork_two_threads.py"
+    script.write_text(_FORK_AFTER_TWO_THREADS)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert proc.stdout.strip() == "ok"
+
+
+_DATALOADER = """
+import sys
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+import rnn_xp
+
+layer = rnn_xp.RNN(16, 300, seed=0, dtype="float32")  # a NumPy layer
+rng = np.random.default_rng(1)
+xs = rng.standard_normal((8, 20, 1, 16)).astype(np.float32)
+
+
+class Sequences(Dataset):
+    def __len__(self):
+        return len(xs)
+
+    def __getitem__(self, i):
+        return layer(xs[i])[1]  # (1, 1, 300): the final state
+
+
+want = np.stack([layer(x)[1] for x in xs])  # in the parent first: its threads exist only here
+loader = DataLoader(Sequences(), batch_size=2, num_workers=2, multiprocessing_context="fork", timeout=60)
+got = torch.cat([batch for batch in loader]).numpy()
+print("ok" if np.allclose(got, want, rtol=1e-6, atol=1e-6) else "different")
+"""
+
+
+def test_fork_dataloader_workers_run_a_numpy_layer(tmp_path):
+    """torch DataLoader workers made by fork() run a NumPy layer the parent ran before (B = 1, H = 300: two threads)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("numba", reason="numba is not installed (pip install rnn_xp[numba])")
+    script = tmp_path / "dataloader_fork.py"
+    script.write_text(_DATALOADER)
+    env = dict(os.environ, RNN_XP_NUMBA="1")  # the compiled loop at H = 300, B = 1: two threads over the columns
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert proc.stdout.strip() == "ok"

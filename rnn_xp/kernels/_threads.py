@@ -11,7 +11,10 @@ BLAS on one thread (``blas_threads(1)``)
 
 The compiled loops' worker threads (``run_parallel``)
     A pool of threads, made on first use, runs the compiled loops' blocks of
-    rows or columns without the GIL.
+    rows or columns without the GIL. A process made by ``fork()`` has none of
+    its parent's threads: it makes a pool of its own.
+
+Both are made safe across ``fork()`` by an ``os.register_at_fork`` handler.
 """
 
 from __future__ import annotations
@@ -73,27 +76,6 @@ class _OneBlasThread:
         return False
 
 
-def _after_fork_in_child():
-    """A forked child starts with no one-thread block open (their threads stayed in the parent).
-
-    The parent's lock may have been held by another thread at the fork, and
-    blocks open in the parent would never close in the child: a new lock, no
-    holders, and the caller's thread counts back if the parent was inside a block.
-    """
-    global _LOCK, _HOLDERS, _LIMITER
-    _LOCK = threading.Lock()
-    if _HOLDERS and _LIMITER is not None:
-        try:
-            _LIMITER.restore_original_limits()
-        except Exception:  # best effort: the child computes the same either way
-            pass
-    _HOLDERS, _LIMITER = 0, None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 def blas_threads(limit):
     """A context that runs BLAS on one thread (``limit=1``) or leaves it as is (``None``)."""
     global _CONTROLLER
@@ -133,7 +115,7 @@ def run_parallel(fn, args):
 
 
 def _pool():
-    """The worker threads (created once); each runs compiled code without the GIL."""
+    """The worker threads (created once per process); each runs compiled code without the GIL."""
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
@@ -141,3 +123,31 @@ def _pool():
 
             _POOL = ThreadPoolExecutor(max_workers=3, thread_name_prefix="rnn_xp-numba")
         return _POOL
+
+
+# -- fork ------------------------------------------------------------------------------
+
+
+def _after_fork_in_child():
+    """A process made by ``fork()`` has none of its parent's threads.
+
+    The compiled loops get a pool of their own: the inherited one has no
+    threads left, and a call would wait on it forever (a torch DataLoader's
+    fork workers did). No one-thread block is open in the child (the threads
+    inside one stayed in the parent), and the parent's locks may have been
+    held at the fork: new locks, no holders, and the caller's thread counts
+    back if the parent was inside a block.
+    """
+    global _LOCK, _HOLDERS, _LIMITER, _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK = None, threading.Lock()
+    _LOCK = threading.Lock()
+    if _HOLDERS and _LIMITER is not None:
+        try:
+            _LIMITER.restore_original_limits()
+        except Exception:  # best effort: the child computes the same either way
+            pass
+    _HOLDERS, _LIMITER = 0, None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
