@@ -424,10 +424,9 @@ def test_stalls_far_apart_do_not_hold(clock):
 @needs_mkl
 @pytest.mark.parametrize("dtype_", [np.float32, np.float64])
 @pytest.mark.parametrize("B", [1, 32])  # the matrix-vector and the packed product
-def test_thread_changes_mid_loop_give_bitwise_equal_results(every_size_on_mkl, monkeypatch, rng, dtype_, B):
+def test_thread_changes_mid_loop_give_bitwise_equal_results(every_size_on_mkl, two_blas_threads, monkeypatch, rng,
+                                                            dtype_, B):  # fmt: skip
     """Every step counted as a stall: the loop alternates 2 and 1 threads; the result must not move."""
-    if mkl.library().MKL_Get_Max_Threads() < 2:
-        pytest.skip("oneMKL runs one thread here")
     x, h0, Wx, Wh, b = [a.astype(dtype_) for a in random_rnn(rng, 40, (B,), 64, 1024 if B == 1 else 256)]
     monkeypatch.setattr(mkl, "_STALLS", {"last": float("-inf"), "hold_until": float("-inf")})
     want = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)

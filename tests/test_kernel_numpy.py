@@ -104,11 +104,9 @@ def _blas_threads_now():
 
 
 @pytest.mark.parametrize("return_sequences", [True, False])
-def test_small_steps_run_on_one_thread_and_a_large_projection_on_all(monkeypatch, rng, return_sequences):
-    """Below _SERIAL_MACS the steps run on one BLAS thread; the projection keeps every thread when large."""
-    pytest.importorskip("threadpoolctl")
-    if _blas_threads_now() < 2:
-        pytest.skip("NumPy's BLAS runs one thread here")
+def test_small_steps_run_on_one_thread_and_a_large_projection_on_all(two_blas_threads, monkeypatch, rng,
+                                                                     return_sequences):  # fmt: skip
+    """Below SERIAL_MACS the steps run on one BLAS thread; the projection keeps every thread when large."""
     monkeypatch.setattr(kernels, "MKL_MACS", 1 << 40)  # the OpenBLAS loop, with or without oneMKL
     monkeypatch.setattr(kernels, "MKL_ROW_MACS", 1 << 40)
     seen = {"project": set(), "step": set()}

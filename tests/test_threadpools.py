@@ -38,13 +38,12 @@ def test_small_forward_uses_one_blas_thread_and_restores(monkeypatch):
     small_forward()  # loads whatever is loaded lazily
     before = pools()
     seen = []
-    from rnn_xp.kernels import _threads
     from rnn_xp.kernels import numpy as numpy_kernel
 
     real = numpy_kernel.scan_inplace
 
-    def spy(*args, **kwargs):  # the BLAS libraries the kernel knows (those loaded at its first call)
-        seen.append([lib.num_threads for lib in _threads._CONTROLLER.select(user_api="blas").lib_controllers])
+    def spy(*args, **kwargs):  # every BLAS library loaded, as this thread sees it
+        seen.append([p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"])
         return real(*args, **kwargs)
 
     monkeypatch.setattr(numpy_kernel, "scan_inplace", spy)
@@ -246,4 +245,129 @@ def test_fork_dataloader_workers_run_a_numpy_layer(tmp_path):
     env = dict(os.environ, RNN_XP_NUMBA="1")  # the compiled loop at H = 300, B = 1: two threads over the columns
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert proc.stdout.strip() == "ok"
+
+
+_HANDOVER = """
+import threading
+import numpy as np, threadpoolctl
+from rnn_xp.kernels import _threads, mkl
+
+def blas():
+    return sorted((p["filepath"], p["num_threads"]) for p in threadpoolctl.threadpool_info()
+                  if p["user_api"] == "blas")
+
+mkl.library()  # oneMKL too, where it is installed
+before = blas()
+inside, seen_by_second = [], []
+a_in, b_in, a_out, b_out = threading.Event(), threading.Event(), threading.Event(), threading.Event()
+
+def first():  # enters first and leaves first: it saves the counts, the other one puts them back
+    with mkl.one_thread(), _threads.blas_threads(1):  # as in a Dask task: oneMKL on one thread here
+        a_in.set()
+        b_in.wait()
+        inside.append(blas())
+    a_out.set()
+    b_out.wait()  # alive until the other one is out (as a Dask worker thread stays)
+
+def second():
+    a_in.wait()
+    with _threads.blas_threads(1):
+        b_in.set()
+        a_out.wait()
+    seen_by_second.append(blas())  # oneMKL's count is per thread: this one's is back too
+    b_out.set()
+
+threads = [threading.Thread(target=first), threading.Thread(target=second)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+after = blas()
+ones = all(n == 1 for _, n in inside[0])
+back = after == before and seen_by_second[0] == before
+print("ok" if ones and back else f"inside {inside[0]}, before {before}, after {after} and {seen_by_second[0]}")
+"""
+
+
+def test_counts_come_back_when_another_thread_leaves_last(tmp_path):
+    """The thread that saves the counts is not the one that puts them back (threadpoolctl lets one
+    thread at a time change OpenBLAS's), and oneMKL's count of a Dask task's thread is its own."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one CPU core here: BLAS runs one thread anyway")
+    script = tmp_path / "handover.py"
+    script.write_text(_HANDOVER)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert proc.stdout.strip() == "ok"
+
+
+_DASK_COMPILED = """
+import numpy as np, threadpoolctl, dask, dask.array as da, rnn_xp
+
+def blas():
+    return sorted((p["filepath"], p["num_threads"]) for p in threadpoolctl.threadpool_info()
+                  if p["user_api"] == "blas")
+
+rng = np.random.default_rng(0)
+x = da.from_array(rng.standard_normal((15000, 16, 1)).astype(np.float32), chunks=(15000, 4, 1))
+H = 64  # B = 4, H = 64 per chunk: the compiled loop with BLAS's product, one BLAS thread per task
+h = rnn_xp.rnn_forward(x, None, np.full((H, 1), 0.1, np.float32), np.full((H, H), 0.01, np.float32))
+from rnn_xp.kernels import mkl, numba_cpu
+numba_cpu.available(), mkl.library()  # every library loaded (numba brings SciPy's BLAS), none called yet
+before = blas()
+changed = []
+for _ in range(6):
+    h.compute(scheduler="threads", num_workers=4)
+    if blas() != before:
+        changed.append(blas())
+print("ok" if not changed else f"before {before}, after {changed}")
+"""
+
+
+def test_dask_tasks_running_the_compiled_loop_leave_the_pools_as_found(tmp_path):
+    """Chunks of (15000, 4, 1), H = 64: each task runs the compiled loop with one BLAS thread (issue 25)."""
+    pytest.importorskip("dask.array")
+    pytest.importorskip("numba", reason="numba is not installed (pip install rnn_xp[numba])")
+    script = tmp_path / "dask_compiled.py"
+    script.write_text(_DASK_COMPILED)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert proc.stdout.strip() == "ok"
+
+
+_LOADED_LATER = """
+import numpy as np, threadpoolctl
+from rnn_xp.kernels import _threads
+
+def blas():
+    return sorted((p["filepath"], p["num_threads"]) for p in threadpoolctl.threadpool_info()
+                  if p["user_api"] == "blas")
+
+with _threads.blas_threads(1):  # the first block: the libraries loaded so far
+    pass
+first = blas()
+import scipy.linalg  # SciPy's own BLAS, loaded after the first block
+before = blas()
+if len(before) == len(first):
+    print("skip: SciPy brings no BLAS of its own here")
+else:
+    with _threads.blas_threads(1):
+        inside = blas()
+    after = blas()
+    print("ok" if all(n == 1 for _, n in inside) and after == before else f"inside {inside}, after {after}")
+"""
+
+
+def test_a_library_loaded_after_the_first_call_is_held_too(tmp_path):
+    """The one-thread limit covers the BLAS libraries loaded when a block starts, not only the first block's."""
+    pytest.importorskip("scipy")
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one CPU core here: BLAS runs one thread anyway")
+    script = tmp_path / "loaded_later.py"
+    script.write_text(_LOADED_LATER)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    if proc.stdout.startswith("skip:"):
+        pytest.skip(proc.stdout.strip()[6:])
     assert proc.stdout.strip() == "ok"

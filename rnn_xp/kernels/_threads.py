@@ -4,10 +4,22 @@ BLAS on one thread (``blas_threads(1)``)
     A small product ``(B, H) @ (H, H)`` runs faster on one BLAS thread than
     on several (waking a second thread costs more than it saves), and the
     compiled loop's threads each call BLAS for their own rows: there, BLAS
-    must not start threads of its own. BLAS thread counts are process-wide,
-    so calls that overlap (several threads, Dask's worker threads) share one
-    limit: the first block to enter saves the counts and sets one thread, the
-    last to leave puts the saved counts back.
+    must not start threads of its own. Most BLAS thread counts are
+    process-wide, so calls that overlap (several threads, Dask's worker
+    threads) share one limit: the first block to enter saves the counts and
+    sets one thread, the last to leave puts the saved counts back. Three facts
+    shape it:
+
+    - The libraries are those loaded when a block starts: a library loaded
+      after the first call (oneMKL, which rnn_xp loads when it first needs
+      it; SciPy's OpenBLAS, which numba loads) is held too.
+    - threadpoolctl (from 3.8) lets one thread at a time change OpenBLAS's
+      count, and the thread that saves the counts is often not the one that
+      puts them back: each change is made as the controlling thread, and the
+      control is given up at once.
+    - oneMKL's count (and OpenBLAS's on OpenMP) is per thread: it is set in
+      the thread that enters a block and put back as that thread had it (a
+      Dask task runs oneMKL on one thread of its own, ``mkl.one_thread``).
 
 The compiled loops' worker threads (``run_parallel``)
     A pool of threads, made on first use, runs the compiled loops' blocks of
@@ -19,7 +31,9 @@ Both are made safe across ``fork()`` by an ``os.register_at_fork`` handler.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 import threading
 
 __all__ = ["SERIAL_MACS", "blas_threads", "run_parallel"]
@@ -39,59 +53,182 @@ class _Null:
 
 # -- BLAS on one thread ----------------------------------------------------------------
 
-_CONTROLLER = None
 _LOCK = threading.Lock()
+_LIBRARIES = None  # (loaded-library count, process-wide controllers, per-thread controllers)
 _HOLDERS = 0  # calls (in any thread) inside a one-thread BLAS block right now
-_LIMITER = None  # threadpoolctl's limiter of the first of them: it holds the caller's settings
-
-
-class _OneBlasThread:
-    """BLAS on one thread while any call of the process is inside such a block.
-
-    BLAS thread counts are process-wide. The first block to enter saves the
-    caller's settings and sets one thread; the last one to leave restores
-    them. Each call saving and restoring on its own (threadpoolctl's
-    ``limit``) loses the caller's settings when calls overlap: a second call
-    saves the 1 that the first one set, and restores it after the first has
-    restored the original. Four threads (or Dask's worker threads) calling
-    the forward at once then left NumPy's and SciPy's BLAS on one thread for
-    the rest of the process.
-    """
-
-    def __enter__(self):
-        global _HOLDERS, _LIMITER
-        with _LOCK:
-            if _HOLDERS == 0:
-                _LIMITER = _CONTROLLER.limit(limits=1, user_api="blas")
-            _HOLDERS += 1
-        return self
-
-    def __exit__(self, *exc):
-        global _HOLDERS, _LIMITER
-        with _LOCK:
-            _HOLDERS -= 1
-            if _HOLDERS == 0:
-                _LIMITER.restore_original_limits()
-                _LIMITER = None
-        return False
+_SAVED = None  # [(controller, thread count)] of the process-wide libraries, saved by the first of them
 
 
 def blas_threads(limit):
-    """A context that runs BLAS on one thread (``limit=1``) or leaves it as is (``None``)."""
-    global _CONTROLLER
+    """A context that runs BLAS on one thread (``limit=1``) or leaves it as is (``None``).
+
+    Without threadpoolctl (optional) it leaves BLAS as it is.
+    """
     if limit is None:
         return _Null()
     if limit != 1:
         raise ValueError(f"only a limit of 1 BLAS thread is supported; got {limit}")
-    if _CONTROLLER is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:  # threadpoolctl is optional
-            return _Null()
-        with _LOCK:
-            if _CONTROLLER is None:
-                _CONTROLLER = ThreadpoolController()  # scanning loaded libraries is slow: once
+    if _give_up_control() is None:  # threadpoolctl is optional
+        return _Null()
     return _OneBlasThread()
+
+
+class _OneBlasThread:
+    """BLAS on one thread while any call of the process is inside such a block (module docstring).
+
+    Libraries whose count is process-wide (OpenBLAS on its own threads, BLIS,
+    FlexiBLAS) share one limit: each call saving and restoring on its own
+    loses the caller's settings when calls overlap (a second call saves the
+    1 that the first one set, and restores it after the first has restored
+    the original; four threads, or Dask's worker threads, calling the forward
+    at once left NumPy's and SciPy's BLAS on one thread for good). Libraries
+    whose count is per thread (oneMKL, OpenBLAS on OpenMP) are set in the
+    thread that enters and put back as that thread had them.
+    """
+
+    def __enter__(self):
+        global _HOLDERS, _SAVED
+        with _LOCK:
+            shared, local = _blas_libraries(rescan=_HOLDERS == 0)
+            if _HOLDERS == 0:
+                _SAVED = [(lib, lib.num_threads) for lib in shared]
+                for lib, _ in _SAVED:
+                    _set_shared(lib, 1)
+            _HOLDERS += 1
+        self._local = [(lib, _set_local(lib, 1)) for lib in local]
+        return self
+
+    def __exit__(self, *exc):
+        global _HOLDERS, _SAVED
+        for lib, previous in reversed(self._local):
+            _put_back_local(lib, previous)
+        with _LOCK:
+            _HOLDERS -= 1
+            if _HOLDERS == 0:
+                saved, _SAVED = _SAVED, None
+                for lib, n in saved:
+                    _set_shared(lib, n)
+        return False
+
+
+def _blas_libraries(rescan):
+    """``(process-wide, per-thread)``: threadpoolctl's controllers of the BLAS libraries loaded now.
+
+    Scanning the loaded libraries costs about a millisecond, so the scan is
+    kept until a shared library has been loaded since (and is only redone
+    with ``rescan``, no block being open).
+    """
+    global _LIBRARIES
+    seen = loaded_count()
+    if _LIBRARIES is None or (rescan and _LIBRARIES[0] != seen):
+        from threadpoolctl import ThreadpoolController
+
+        libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+        local = [lib for lib in libraries if _per_thread(lib)]
+        _LIBRARIES = (seen, [lib for lib in libraries if not _per_thread(lib)], local)
+    return _LIBRARIES[1], _LIBRARIES[2]
+
+
+def _per_thread(lib):
+    """Whether a BLAS library's thread count is set per thread: oneMKL's, and OpenBLAS's on OpenMP."""
+    return lib.internal_api == "mkl" or getattr(lib, "threading_layer", None) == "openmp"
+
+
+def _set_shared(lib, n):
+    """Set a process-wide thread count, as threadpoolctl's controlling thread for the moment only.
+
+    threadpoolctl (from version 3.8) lets one thread at a time change
+    OpenBLAS's count and ignores the others; the thread that saves the count
+    is often not the one that puts it back. Control is given up at once
+    (threadpoolctl's documented ``clear_controlling_thread``); a thread of the
+    caller's that keeps control keeps it, and rnn_xp's change is then ignored.
+    """
+    lib.set_num_threads(n)
+    _give_up_control()()  # only when this thread has the control
+
+
+_GIVE_UP = None  # threadpoolctl's clear_controlling_thread (a no-op before 3.8), False without threadpoolctl
+
+
+def _give_up_control():
+    """``clear_controlling_thread`` of threadpoolctl's OpenBLAS, a no-op before 3.8, ``None`` without threadpoolctl."""
+    global _GIVE_UP
+    if _GIVE_UP is None:
+        try:
+            import threadpoolctl
+        except ImportError:
+            _GIVE_UP = False
+        else:
+            controller = getattr(threadpoolctl, "OpenBLASController", None)
+            _GIVE_UP = getattr(controller, "clear_controlling_thread", None) or (lambda: None)
+    return _GIVE_UP or None
+
+
+def _set_local(lib, n):
+    """Set this thread's count of a per-thread library; returns what puts it back."""
+    if lib.internal_api == "mkl":
+        return lib.dynlib.MKL_Set_Num_Threads_Local(n)  # the thread's own setting before (0: none)
+    previous = lib.num_threads
+    lib.set_num_threads(n)
+    return previous
+
+
+def _put_back_local(lib, previous):
+    if lib.internal_api == "mkl":
+        lib.dynlib.MKL_Set_Num_Threads_Local(previous)  # 0: back to the process's count
+    else:
+        lib.set_num_threads(previous)
+
+
+class _PhdrInfo(ctypes.Structure):
+    """The head of glibc's ``struct dl_phdr_info``, up to its counts of loads and unloads."""
+
+    _fields_ = [
+        ("addr", ctypes.c_void_p),
+        ("name", ctypes.c_char_p),
+        ("phdr", ctypes.c_void_p),
+        ("phnum", ctypes.c_uint16),
+        ("adds", ctypes.c_ulonglong),
+        ("subs", ctypes.c_ulonglong),
+    ]
+
+
+_COUNTS = []  # filled by _first_entry (under _LOCK)
+
+
+@ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(_PhdrInfo), ctypes.c_size_t, ctypes.c_void_p)
+def _first_entry(info, size, data):
+    if size >= ctypes.sizeof(_PhdrInfo):
+        _COUNTS.append((info.contents.adds, info.contents.subs))
+    return 1  # the counts are the same in every entry: stop at the first
+
+
+_ITERATE = None  # glibc's dl_iterate_phdr, or False where there is none
+
+
+def loaded_count():
+    """A value that changes whenever the process loads (or unloads) a shared library.
+
+    On glibc, the loader's own counts (``dl_iterate_phdr``, a few
+    microseconds); elsewhere the number of imported modules, a library
+    usually coming with a module.
+    """
+    global _ITERATE
+    if _ITERATE is None:
+        _ITERATE = False
+        if sys.platform.startswith("linux"):
+            try:
+                _ITERATE = ctypes.CDLL(None).dl_iterate_phdr
+                _ITERATE.argtypes = [type(_first_entry), ctypes.c_void_p]
+                _ITERATE.restype = ctypes.c_int
+            except (OSError, AttributeError, TypeError):
+                _ITERATE = False
+    if _ITERATE:
+        del _COUNTS[:]
+        _ITERATE(_first_entry, None)
+        if _COUNTS:
+            return _COUNTS[0]
+    return ("modules", len(sys.modules))
 
 
 # -- the compiled loops' worker threads ------------------------------------------------
@@ -100,18 +237,33 @@ _POOL = None
 _POOL_LOCK = threading.Lock()
 
 
-def run_parallel(fn, args):
-    """``fn(*a)`` for each ``a`` of ``args``, the first on this thread, the others on pool threads."""
+def run_parallel(fn, args, one_blas_thread=False):
+    """``fn(*a)`` for each ``a`` of ``args``, the first on this thread, the others on pool threads.
+
+    ``one_blas_thread``: ``fn`` calls BLAS, which must not start threads of
+    its own: the caller holds ``blas_threads(1)``, and each pool thread does
+    too (for the libraries whose count is per thread).
+    """
     if len(args) == 1:
         fn(*args[0])
         return
     pool = _pool()
-    futures = [pool.submit(fn, *a) for a in args[1:]]
+    task = _one_blas_thread_call if one_blas_thread else _call
+    futures = [pool.submit(task, fn, a) for a in args[1:]]
     try:
         fn(*args[0])
     finally:
         for f in futures:
             f.result()
+
+
+def _call(fn, a):
+    return fn(*a)
+
+
+def _one_blas_thread_call(fn, a):
+    with blas_threads(1):
+        return fn(*a)
 
 
 def _pool():
@@ -138,15 +290,17 @@ def _after_fork_in_child():
     held at the fork: new locks, no holders, and the caller's thread counts
     back if the parent was inside a block.
     """
-    global _LOCK, _HOLDERS, _LIMITER, _POOL, _POOL_LOCK
+    global _LOCK, _HOLDERS, _SAVED, _POOL, _POOL_LOCK
     _POOL, _POOL_LOCK = None, threading.Lock()
     _LOCK = threading.Lock()
-    if _HOLDERS and _LIMITER is not None:
-        try:
-            _LIMITER.restore_original_limits()
-        except Exception:  # best effort: the child computes the same either way
-            pass
-    _HOLDERS, _LIMITER = 0, None
+    saved, _SAVED = _SAVED, None
+    if _HOLDERS and saved:
+        for lib, n in saved:
+            try:
+                _set_shared(lib, n)
+            except Exception:  # best effort: the child computes the same either way
+                pass
+    _HOLDERS = 0
 
 
 if hasattr(os, "register_at_fork"):

@@ -68,7 +68,7 @@ def backward_numba(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
              gemm, int(ilp64), sync, nsync)
             for r0, r1, c0, c1 in bounds]  # fmt: skip
     with blas_threads(1 if gemm else None):  # one BLAS thread per caller
-        run_parallel(jit["backward_recurrence"], args)
+        run_parallel(jit["backward_recurrence"], args, one_blas_thread=bool(gemm))
 
     g = G[T % 2]  # (B, H): dL/dh0
     dx, dWx, dWh, db = _np_backward.weight_gradients(dz, x3, hs, h0_2, Wx, lens, reverse=reverse,

@@ -157,7 +157,7 @@ def scan_numba(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, re
             args = [(block, s, e, k0, int(reverse), lens, S, W, r0, r1, c0, c1, flags, coef,
                      gemm, int(ilp64), sync, nsync)
                     for r0, r1, c0, c1 in bounds]  # fmt: skip
-            run_parallel(jit["recurrence"], args)
+            run_parallel(jit["recurrence"], args, one_blas_thread=bool(gemm))
         k0 += e - s
     h_last = S[T % 2].reshape(*batch, H).copy()  # (*batch, H)
     if out is None:
