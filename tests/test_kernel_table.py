@@ -235,6 +235,32 @@ def test_cupy_path_forced():
     assert path == "fused" and "RNN_XP_CUPY_PATH=persistent" in note and "H=4096" in note
 
 
+def test_cupy_row_runs_only_float32_and_float64_on_the_cuda_kernels(monkeypatch, rng):
+    """Other dtypes (float16) run the portable loop: the CUDA kernels' source is written for these two.
+
+    NumPy arrays stand in for CuPy's; the CUDA path is replaced by a recorder.
+    """
+    from rnn_xp.kernels import cupy as cupy_kernel
+    from rnn_xp.kernels import cupy_fused
+
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        cupy_fused.kernel_source("float16", "tanh")  # what float16 met on the fused path
+    ran = []
+    monkeypatch.setattr(cupy_kernel, "scan_cupy", lambda *a, path, **k: (ran.append(path), (None, None))[1])
+    monkeypatch.setenv("RNN_XP_CUPY_PATH", "fused")  # no device to ask for the persistent kernel's plan
+    x, h0, Wx, Wh, b = random_rnn(rng, 4, (3,), 2, 5)
+    opts = dict(nonlinearity="tanh", lengths=None, reverse=False, leak=1.0, return_sequences=True)
+    half = [a.astype(np.float16) for a in (x, h0, Wx, Wh, b)]
+    got_seq, got_last = kernels.cupy_row_forward(xp, *half, **opts)
+    assert ran == [] and got_seq.dtype == np.float16
+    want_seq, want_last = scan_portable(xp, *half, **opts)
+    np.testing.assert_array_equal(got_seq, want_seq)
+    np.testing.assert_array_equal(got_last, want_last)
+    for dtype in ("float32", "float64"):
+        kernels.cupy_row_forward(xp, *[a.astype(dtype) for a in (x, h0, Wx, Wh, b)], **opts)
+    assert ran == ["fused", "fused"]
+
+
 # -- the settings --------------------------------------------------------------------------
 
 

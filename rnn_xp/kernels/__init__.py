@@ -140,7 +140,9 @@ KERNELS = (
     Route("numpy", is_numpy_namespace, ":numpy_row_forward", ":numpy_row_backward"),
     # CuPy: kernel launches dominate on a GPU: one fused launch per step, or
     # one launch for all steps (the persistent kernel) for small batches
-    # (cupy_path). No CUDA backward: the portable loop.
+    # (cupy_path). Other dtypes than float32 and float64 (float16), which the
+    # CUDA kernels are not written for, run the portable loop; so does the
+    # backward (no CUDA backward).
     Route("cupy", is_cupy_namespace, ":cupy_row_forward", "portable:backward_portable"),
     # Dask: the portable loop on lazy arrays builds a graph that grows with T;
     # one task per batch chunk runs this table's kernel for the chunk's library
@@ -318,10 +320,12 @@ def numpy_row_backward(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, leng
 
 
 def cupy_row_forward(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences):
-    """The CuPy row's forward: the path ``cupy_path`` picks."""
+    """The CuPy row's forward: float32/float64 on the path ``cupy_path`` picks, other dtypes on the portable loop."""
     options = dict(nonlinearity=nonlinearity, lengths=lengths, reverse=reverse, leak=leak,
                    return_sequences=return_sequences)  # fmt: skip
     setting = _settings.cupy_path()  # first: an unknown value is an error whatever the arrays
+    if h0.dtype.name not in ("float32", "float64"):  # the CUDA kernels are written for these two
+        return scan_portable(xp, x, h0, Wx, Wh, b, **options)
     T, B, H = x.shape[0], math.prod(h0.shape[:-1]), h0.shape[-1]
     path, note = "fused", None
     if setting != "fused" and T > 0 and B > 0:  # nothing to run otherwise
