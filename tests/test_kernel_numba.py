@@ -20,9 +20,8 @@ import numpy as np
 import pytest
 
 import rnn_xp
-from rnn_xp import kernels
 from rnn_xp.kernels import numba_backward, numba_cpu
-from rnn_xp.kernels import mkl
+from rnn_xp.kernels import _blocks
 from rnn_xp.kernels.portable import backward_portable, scan_portable
 from support import reference_rnn
 
@@ -87,6 +86,25 @@ def test_forward_larger_sizes_and_long_blocks(rng, path):
         got, want = _forward_both(arrays, lens, path, nonlinearity="tanh", reverse=reverse, leak=0.8,
                                   return_sequences=return_sequences)  # fmt: skip
         _check(got, want, "float64", (reverse, return_sequences))
+
+
+@pytest.mark.parametrize("block", [5, 7])
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: "-".join(map(str, p)))
+def test_forward_odd_blocks_of_time_and_odd_T(monkeypatch, rng, path, block):
+    """return_sequences=False runs blocks of BLOCK_STEPS steps: odd blocks and odd T turn the double buffer's parity.
+
+    The state of step k lives in S[k % 2] across blocks; with blocks of an
+    even length (32, the default) a parity error between blocks goes unseen.
+    """
+    monkeypatch.setattr(_blocks, "BLOCK_STEPS", block)
+    for T, batch, H in ((23, (5,), 9), (37, (33,), 67)):
+        arrays = _inputs(rng, T, batch, 3, H, "float64")
+        B = batch[0]
+        lens = np.asarray([T, 0, T // 2, T - 1, 1] * (B // 5) + [T] * (B % 5), dtype=np.int64)
+        for reverse, lengths in itertools.product((False, True), (None, lens)):
+            got, want = _forward_both(arrays, lengths, path, nonlinearity="tanh", reverse=reverse, leak=0.7,
+                                      return_sequences=False)  # fmt: skip
+            _check(got, want, "float64", (T, reverse, lengths is not None))
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: "-".join(map(str, p)))
@@ -163,17 +181,19 @@ def test_backward_matches_portable_on_every_path(rng, dtype, opts, batch, with_l
         _backward_check(args, lens, dtype, opts)
 
 
-def test_backward_larger_sizes(rng):
-    lens = np.asarray([40, 0, 17, 39, 1], dtype=np.int64)
+@pytest.mark.parametrize("T", [40, 23])
+def test_backward_larger_sizes(rng, T):
+    """Even and odd T: the gradient's double buffer G[k % 2] ends at G[T % 2]."""
+    lens = np.asarray([T, 0, 17, T - 1, 1], dtype=np.int64)
     for reverse in (False, True):
         opts = dict(nonlinearity="tanh", reverse=reverse, leak=0.8)
-        args = _backward_case(rng, 40, (5,), 7, 67, "float64", lens=lens, opts=opts, with_dh=True, with_dh_n=True)
+        args = _backward_case(rng, T, (5,), 7, 67, "float64", lens=lens, opts=opts, with_dh=True, with_dh_n=True)
         _backward_check(args, lens, "float64", opts)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
 def test_backward_frozen_steps_pass_the_gradient_exactly(rng, reverse):
-    """Past a length, dh is ignored (an infinite dh gives 0, not NaN) and g passes an infinite Wh untouched."""
+    """Past a length, dh is ignored: an infinite dh there gives 0, not NaN (an infinite Wh: the test below)."""
     lens = np.asarray([6, 2, 0], dtype=np.int64)
     opts = dict(nonlinearity="tanh", reverse=reverse, leak=1.0)
     dh, x, h0, Wx, Wh, h_seq, dh_n = _backward_case(rng, 6, (3,), 2, 4, "float64", lens=lens, opts=opts,
@@ -188,6 +208,34 @@ def test_backward_frozen_steps_pass_the_gradient_exactly(rng, reverse):
         for g, w in zip(got, want):
             assert np.all(np.isfinite(g))
             np.testing.assert_allclose(g, w, **TOL["float64"])
+
+
+@pytest.mark.parametrize("leak", [1.0, 0.5])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_backward_frozen_steps_pass_the_gradient_past_an_infinite_wh(rng, reverse, leak):
+    """A frozen step's gradient never meets Wh: with an infinite Wh, a length-0 row's dh0 is dh_n, not NaN.
+
+    (0 @ Wh is NaN where Wh is infinite; the compiled loop copies the frozen
+    rows back after its product.) The other rows meet the infinity as the
+    portable loop's do: NaN and infinities at the same places.
+    """
+    lens = np.asarray([6, 2, 0], dtype=np.int64)
+    opts = dict(nonlinearity="tanh", reverse=reverse, leak=leak)
+    dh, x, h0, Wx, Wh, h_seq, dh_n = _backward_case(rng, 6, (3,), 2, 4, "float64", lens=lens, opts=opts,
+                                                    with_dh=True, with_dh_n=True)  # fmt: skip
+    Wh = Wh.copy()
+    Wh[1, 2] = np.inf
+    Wh[3, 0] = -np.inf
+    with np.errstate(all="ignore"):
+        want = backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, lengths=lens, **opts)
+        np.testing.assert_array_equal(want[1][2], dh_n[2])
+        for product, split, threads in PATHS:
+            got = numba_backward.backward_numba(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, lengths=lens, product=product,
+                                                split=split, threads=threads, **opts)  # fmt: skip
+            np.testing.assert_array_equal(got[1][2], dh_n[2])  # length 0: dh0 is dh_n, bit for bit
+            for g, w, name in zip(got, want, ("dx", "dh0", "dWx", "dWh", "db")):
+                np.testing.assert_allclose(g, w, equal_nan=True, err_msg=f"{(product, split, threads)} {name}",
+                                           **TOL["float64"])  # fmt: skip
 
 
 @pytest.mark.parametrize("T, batch", [(0, (3,)), (3, (0,))])

@@ -17,7 +17,6 @@ import pytest
 import rnn_xp
 from rnn_xp import kernels
 from rnn_xp.kernels import _threads
-from rnn_xp.kernels import numpy as numpy_kernel
 from rnn_xp.kernels import numpy_backward
 from rnn_xp.kernels.portable import backward_portable
 from support import random_rnn
