@@ -296,12 +296,80 @@ def test_a_second_dtype_is_refused_before_the_compiled_loop_reads_it(name):
             numba_backward.backward_numba(xp, h_seq, arrays["x"], h0, arrays["Wx"], arrays["Wh"], h_seq, None, **kw)
 
 
-def test_blas_found_by_address_agrees_with_numpy():
-    for dtype in (np.float32, np.float64):
-        address, ilp64 = numba_cpu.blas_gemm(dtype)
-        if address == 0:
-            pytest.skip("NumPy's BLAS exports no cblas_?gemm here: the own product loop runs")
-        assert numba_cpu._gemm_agrees(address, ilp64, np.dtype(dtype))
+def _exported_gemm(dtype):
+    """Where NumPy's own BLAS exports ``cblas_?gemm`` (looked up here, apart from ``numba_cpu``'s search)."""
+    import ctypes
+    import glob
+
+    p = "s" if np.dtype(dtype).itemsize == 4 else "d"
+    root = os.path.dirname(os.path.dirname(np.__file__))
+    paths = glob.glob(os.path.join(root, "numpy.libs", "*openblas*"))
+    try:
+        from threadpoolctl import threadpool_info
+
+        paths += [lib["filepath"] for lib in threadpool_info() if lib["internal_api"] == "openblas"]
+    except ImportError:
+        pass
+    names = [f"{prefix}cblas_{p}gemm{suffix}" for prefix in ("", "scipy_") for suffix in ("", "64_")]
+    return [f"{name} of {path}" for path in paths for name in names if hasattr(ctypes.CDLL(path), name)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blas_found_by_address_agrees_with_numpy(dtype):
+    """Where NumPy's BLAS exports cblas_?gemm, the compiled loop finds it and its self-check passes.
+
+    A failing self-check (a wrong argument in the call, say) would otherwise
+    send every size to the own product loop, quietly.
+    """
+    exported = _exported_gemm(dtype)
+    address, ilp64 = numba_cpu.blas_gemm(dtype)
+    if not exported:
+        assert address == 0 and "exports no cblas" in numba_cpu.blas_status(dtype)
+        pytest.skip("NumPy's BLAS exports no cblas_?gemm here: the own product loop runs")
+    assert address != 0, (numba_cpu.blas_status(dtype), exported)
+    assert numba_cpu.blas_status(dtype) == ""
+    assert numba_cpu._gemm_agrees(address, ilp64, np.dtype(dtype))
+
+
+def _counting_gemm(monkeypatch, dtype):
+    """NumPy's cblas_?gemm behind a ctypes callback that counts its calls (from any thread)."""
+    import ctypes
+
+    address, ilp64 = numba_cpu.blas_gemm(dtype)
+    if address == 0:
+        pytest.skip(f"no BLAS by address here: {numba_cpu.blas_status(dtype)}")
+    i, real = ctypes.c_int, (ctypes.c_float if np.dtype(dtype).itemsize == 4 else ctypes.c_double)
+    n = ctypes.c_int64 if ilp64 else ctypes.c_int32
+    p = ctypes.c_void_p
+    proto = ctypes.CFUNCTYPE(None, i, i, i, n, n, n, real, p, n, p, n, real, p, n)
+    gemm = proto(address)
+    calls = []
+
+    def counting(*args):
+        calls.append(1)  # list.append holds the GIL: safe from the pool's threads
+        gemm(*args)
+
+    callback = proto(counting)
+    monkeypatch.setattr(numba_cpu, "blas_gemm", lambda d: (ctypes.cast(callback, ctypes.c_void_p).value, ilp64))
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("split, threads", [("rows", 1), ("rows", 2), ("cols", 2)])
+def test_the_blas_product_calls_blas_every_step(monkeypatch, rng, dtype, split, threads):
+    """product="blas": each thread calls cblas_?gemm once per step, forward and backward, and the answer is right."""
+    calls = _counting_gemm(monkeypatch, dtype)
+    T, name = 9, np.dtype(dtype).name
+    arrays = _inputs(rng, T, (4,), 3, 8, name)
+    lens = np.asarray([9, 0, 4, 8], dtype=np.int64)
+    opts = dict(nonlinearity="tanh", reverse=False, leak=1.0)
+    got, want = _forward_both(arrays, lens, ("blas", split, threads), return_sequences=True, **opts)
+    _check(got, want, name, (split, threads))
+    assert len(calls) == T * threads
+    del calls[:]
+    args = _backward_case(rng, T, (4,), 3, 8, name, lens=lens, opts=opts, with_dh=True, with_dh_n=True)
+    _backward_check(args, lens, name, opts, paths=[("blas", split, threads)])
+    assert len(calls) == T * threads
 
 
 _CACHE_CHECK = """

@@ -49,14 +49,15 @@ import ctypes
 import glob
 import math
 import os
+import warnings
 
 from . import _settings
 from ._blocks import project, time_blocks, transposed_copy
 from ._threads import blas_threads, run_parallel
 from .numpy import scan_numpy
 
-__all__ = ["available", "barrier_words", "blas_gemm", "compiled", "mode", "plan", "require_one_dtype",
-           "scan_numba", "why_not", "work_plan"]
+__all__ = ["available", "barrier_words", "blas_gemm", "blas_status", "compiled", "mode", "plan",
+           "require_one_dtype", "scan_numba", "why_not", "work_plan"]
 
 # Per-step multiply-adds (rows x H x H) below which the compiled loop's own
 # product beats a call into BLAS (whose entry costs about a microsecond).
@@ -74,7 +75,8 @@ _ROW_SPLIT_MIN_ROWS = 4
 
 _JIT = None  # the compiled functions, once numba is imported: a dict (False: numba cannot run)
 _WHY = "not tried"
-_BLAS = {}  # dtype name -> (address of cblas_?gemm, 64-bit integers) or (0, False)
+_BLAS = {}  # dtype name -> (address of cblas_?gemm, 64-bit integers, why not) or (0, False, why not)
+_BLAS_WARNED = False  # a failed self-check of NumPy's BLAS warns once per process
 
 
 def available():
@@ -240,14 +242,24 @@ def blas_gemm(dtype):
 
     The library is the OpenBLAS that NumPy's wheels ship (``numpy.libs``) or,
     failing that, the BLAS that threadpoolctl finds loaded. The address is
-    used only after a small product through it matched NumPy's.
+    used only after a small product through it matched NumPy's; a symbol
+    that is exported but fails that check is a ``RuntimeWarning`` (once), and
+    the compiled loop runs its own product (``blas_status`` says why).
     """
     import numpy
 
     name = numpy.dtype(dtype).name
     if name not in _BLAS:
         _BLAS[name] = _find_gemm(numpy.dtype(dtype))
-    return _BLAS[name]
+    return _BLAS[name][:2]
+
+
+def blas_status(dtype):
+    """Why ``blas_gemm(dtype)`` found no address ("" when it found one that agrees with NumPy)."""
+    import numpy
+
+    blas_gemm(dtype)
+    return _BLAS[numpy.dtype(dtype).name][2]
 
 
 def _blas_libraries():
@@ -261,12 +273,14 @@ def _blas_libraries():
         paths += [p["filepath"] for p in threadpool_info() if p.get("user_api") == "blas"]
     except ImportError:
         pass
-    return paths
+    return list(dict.fromkeys(os.path.realpath(path) for path in paths))  # each library once
 
 
 def _find_gemm(dtype):
+    """``(address, ilp64, why not)`` of the first ``cblas_?gemm`` that agrees with NumPy's product."""
     p = "s" if dtype.itemsize == 4 else "d"
-    for path in _blas_libraries():
+    paths, failed = _blas_libraries(), []
+    for path in paths:
         try:
             lib = ctypes.CDLL(path)
         except OSError:
@@ -278,8 +292,21 @@ def _find_gemm(dtype):
                 continue
             address = ctypes.cast(fn, ctypes.c_void_p).value
             if _gemm_agrees(address, ilp64, dtype):
-                return address, ilp64
-    return 0, False
+                return address, ilp64, ""
+            failed.append(f"{pattern.format(p=p)} of {os.path.basename(path)}")
+    if failed:
+        why = f"{', '.join(failed)} disagreed with NumPy's product in the self-check"
+        global _BLAS_WARNED
+        if compiled() is not None and not _BLAS_WARNED:
+            _BLAS_WARNED = True
+            warnings.warn(
+                f"rnn_xp: NumPy's BLAS, called by address from the compiled loop, failed its self-check ({why}); "
+                "the compiled loop uses its own product instead (same results, slower for large steps).",
+                RuntimeWarning, stacklevel=2,
+            )  # fmt: skip
+        return 0, False, why
+    where = ", ".join(os.path.basename(path) for path in paths) or "no BLAS library found"
+    return 0, False, f"NumPy's BLAS exports no cblas_{p}gemm ({where})"
 
 
 def _gemm_agrees(address, ilp64, dtype):
