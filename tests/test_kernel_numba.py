@@ -389,3 +389,104 @@ def test_a_new_process_loads_the_compiled_code_from_disk(tmp_path):
     for proc in runs:
         assert proc.returncode == 0, proc.stderr
     assert runs[1].stdout.split() == ["1", "0"], [r.stdout for r in runs]
+
+
+_CACHE_FAILURE = """
+import sys, warnings
+import numpy as np
+import array_api_compat.numpy as xp
+
+if sys.argv[1] == "full":  # a disk with no room left: numba's writing of its cache fails
+    import errno
+    from numba.core import caching
+
+    def full(self, *args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    caching.IndexDataCacheFile._save_index = caching.IndexDataCacheFile._save_data = full
+
+import rnn_xp
+from rnn_xp.kernels import numba_cpu
+from rnn_xp.kernels.portable import backward_portable, scan_portable
+
+if sys.argv[1] == "no-compiler":  # nor can numba compile without its cache
+    def broken():
+        raise RuntimeError("no compiler here")
+
+    numba_cpu._load_uncached = broken
+
+rng = np.random.default_rng(0)
+x, h0 = rng.standard_normal((6, 4, 3)).astype(np.float32), rng.standard_normal((4, 16)).astype(np.float32)
+Wx, Wh = (rng.standard_normal((16, 3)) / 2).astype(np.float32), (rng.standard_normal((16, 16)) / 4).astype(np.float32)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    h = rnn_xp.rnn_forward(x, h0, Wx, Wh)
+    g = rnn_xp.rnn_backward(np.ones_like(h), x, h0, Wx, Wh, None, h)
+    rnn_xp.rnn_forward(x, h0, Wx, Wh)
+want = scan_portable(xp, x, h0, Wx, Wh, None, nonlinearity="tanh", lengths=None, reverse=False, leak=1.0,
+                     return_sequences=True)[0]
+want_g = backward_portable(xp, np.ones_like(h), x, h0, Wx, Wh, h, None, nonlinearity="tanh", lengths=None,
+                           reverse=False, leak=1.0)
+right = np.allclose(h, want, rtol=2e-4, atol=2e-5) and all(
+    np.allclose(a, b, rtol=2e-4, atol=2e-5) for a, b in zip(g, want_g) if a is not None)  # db: no bias
+ours = [w for w in caught if str(w.message).startswith("rnn_xp:")]
+for w in ours:
+    print(w.message, file=sys.stderr)
+print(len(ours), "right" if right else "wrong", "compiled" if numba_cpu.available() else "numpy-loop")
+"""
+
+
+def _run_with_cache(tmp_path, cache_dir, case="plain"):
+    """The script above in a new process whose numba cache is confined to ``cache_dir``."""
+    from numba.core import config
+
+    if not hasattr(config, "CACHE_LOCATOR_CLASSES"):
+        pytest.skip("this numba cannot confine its cache to one folder (NUMBA_CACHE_LOCATOR_CLASSES)")
+    script = tmp_path / "cache_failure.py"
+    script.write_text(_CACHE_FAILURE)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir), NUMBA_CACHE_LOCATOR_CLASSES="UserProvidedCacheLocator",
+               RNN_XP_NUMBA="1")  # fmt: skip
+    return subprocess.run([sys.executable, str(script), case], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_no_usable_cache_folder_compiles_in_the_process(tmp_path):
+    """No folder numba may write its cache to (read-only package and HOME): one warning, the compiled loop runs."""
+    (tmp_path / "a-file").write_text("")
+    proc = _run_with_cache(tmp_path, tmp_path / "a-file" / "cache")  # no folder can be made under a file
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["1", "right", "compiled"], proc.stdout + proc.stderr[-2000:]
+    assert "cache cannot be used" in proc.stderr and "cannot cache function" in proc.stderr
+
+
+@pytest.mark.parametrize("damage", ["nbc", "nbi"])
+def test_a_corrupted_cache_compiles_in_the_process(tmp_path, damage):
+    """Machine code overwritten (.nbc) or an index cut short (.nbi): one warning, right results, every run."""
+    cache = tmp_path / "cache"
+    first = _run_with_cache(tmp_path, cache)
+    assert first.returncode == 0 and first.stdout.split() == ["0", "right", "compiled"], first.stderr[-3000:]
+    files = sorted(cache.rglob(f"*.{damage}"))
+    assert files, sorted(cache.rglob("*"))
+    for f in files:
+        f.write_bytes(b"garbage" if damage == "nbc" else f.read_bytes()[:20])
+    for _ in range(2):  # the damaged files stay: every run meets them
+        proc = _run_with_cache(tmp_path, cache)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.split() == ["1", "right", "compiled"], proc.stdout + proc.stderr[-2000:]
+
+
+def test_a_full_disk_compiles_in_the_process(tmp_path):
+    """numba cannot write its cache (ENOSPC): one warning, the compiled loop runs."""
+    proc = _run_with_cache(tmp_path, tmp_path / "cache", "full")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["1", "right", "compiled"], proc.stdout + proc.stderr[-2000:]
+    assert "No space left on device" in proc.stderr
+
+
+def test_no_cache_and_no_compiler_runs_the_numpy_loop(tmp_path):
+    """Where numba can compile neither from its cache nor anew, the NumPy loop runs, after one warning."""
+    (tmp_path / "a-file").write_text("")
+    proc = _run_with_cache(tmp_path, tmp_path / "a-file" / "cache", "no-compiler")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["1", "right", "numpy-loop"], proc.stdout + proc.stderr[-2000:]
+    assert "the NumPy loop runs instead" in proc.stderr
+

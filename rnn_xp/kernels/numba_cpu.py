@@ -37,7 +37,9 @@ NaN and infinities included).
 The compiled functions are cached on disk (numba's ``cache=True``, in
 ``__pycache__`` beside this file or numba's user cache directory), so a new
 process loads them instead of compiling (``docs/cpu-kernels.md`` has the
-numbers). numba is imported only when NumPy arrays reach this kernel; when
+numbers). A cache that cannot be used (no writable folder, a full disk, a
+corrupted file) costs a compilation in the process and one ``RuntimeWarning``,
+never a failed call (``compiled``, ``run_compiled``). numba is imported only when NumPy arrays reach this kernel; when
 it is not installed, or NumPy's BLAS cannot be found by address, the kernel
 falls back (``kernels.numpy.scan_numpy`` for the first, its own product loop
 for the second).
@@ -49,6 +51,7 @@ import ctypes
 import glob
 import math
 import os
+import threading
 import warnings
 
 from . import _settings
@@ -56,8 +59,8 @@ from ._blocks import project, time_blocks, transposed_copy
 from ._threads import blas_threads, run_parallel
 from .numpy import scan_numpy
 
-__all__ = ["available", "barrier_words", "blas_gemm", "blas_status", "compiled", "mode", "plan",
-           "require_one_dtype", "scan_numba", "why_not", "work_plan"]
+__all__ = ["CompileAgain", "available", "barrier_words", "blas_gemm", "blas_status", "compiled", "mode", "plan",
+           "require_one_dtype", "run_compiled", "scan_numba", "why_not", "work_plan"]
 
 # Per-step multiply-adds (rows x H x H) below which the compiled loop's own
 # product beats a call into BLAS (whose entry costs about a microsecond).
@@ -75,6 +78,9 @@ _ROW_SPLIT_MIN_ROWS = 4
 
 _JIT = None  # the compiled functions, once numba is imported: a dict (False: numba cannot run)
 _WHY = "not tried"
+_CACHED = True  # whether _JIT's functions keep their machine code in numba's on-disk cache
+_CACHE_WARNED = False  # an unusable cache warns once per process
+_CACHE_LOCK = threading.Lock()
 _BLAS = {}  # dtype name -> (address of cblas_?gemm, 64-bit integers, why not) or (0, False, why not)
 _BLAS_WARNED = False  # a failed self-check of NumPy's BLAS warns once per process
 
@@ -122,6 +128,17 @@ def scan_numba(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, re
     and ``threads`` (1, 2) override ``plan``'s choice (for tests and
     benchmarks); every choice gives the same results to rounding.
     """
+    require_one_dtype(h0.dtype, x=x, Wx=Wx, Wh=Wh, b=b)
+    options = dict(nonlinearity=nonlinearity, lengths=lengths, reverse=reverse, leak=leak,
+                   return_sequences=return_sequences)  # fmt: skip
+    try:
+        return _scan(xp, x, h0, Wx, Wh, b, product, split, threads, **options)
+    except CompileAgain:  # numba's on-disk cache failed: once more, compiled anew (or the NumPy loop)
+        return _scan(xp, x, h0, Wx, Wh, b, product, split, threads, **options)
+
+
+def _scan(xp, x, h0, Wx, Wh, b, product, split, threads, *, nonlinearity, lengths, reverse, leak,
+          return_sequences):  # fmt: skip
     import numpy
 
     jit = compiled()
@@ -129,7 +146,6 @@ def scan_numba(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, re
     batch, H = tuple(h0.shape[:-1]), h0.shape[-1]
     B = math.prod(batch)
     dtype = h0.dtype
-    require_one_dtype(dtype, x=x, Wx=Wx, Wh=Wh, b=b)
     if jit is None or T == 0 or B == 0 or H == 0 or nonlinearity not in ("tanh", "relu") \
             or dtype not in (numpy.float32, numpy.float64):  # fmt: skip
         return scan_numpy(xp, x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths, reverse=reverse,
@@ -159,7 +175,7 @@ def scan_numba(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, re
             args = [(block, s, e, k0, int(reverse), lens, S, W, r0, r1, c0, c1, flags, coef,
                      gemm, int(ilp64), sync, nsync)
                     for r0, r1, c0, c1 in bounds]  # fmt: skip
-            run_parallel(jit["recurrence"], args, one_blas_thread=bool(gemm))
+            run_compiled("recurrence", args, one_blas_thread=bool(gemm))
         k0 += e - s
     h_last = S[T % 2].reshape(*batch, H).copy()  # (*batch, H)
     if out is None:
@@ -313,15 +329,14 @@ def _gemm_agrees(address, ilp64, dtype):
     """Whether a (3, 5) += (3, 7) @ (5, 7).T product through ``address`` matches NumPy's."""
     import numpy
 
-    jit = compiled()
-    if jit is None:
+    if compiled() is None:
         return False
     rng = numpy.random.default_rng(0)
     a = rng.standard_normal((3, 7)).astype(dtype)
     w = rng.standard_normal((5, 7)).astype(dtype)
     c = rng.standard_normal((3, 5)).astype(dtype)
     want = c + a @ w.T
-    jit["gemm_nt"](address, int(ilp64), a, w, c)
+    run_compiled("gemm_nt", [(address, int(ilp64), a, w, c)])
     return bool(numpy.allclose(c, want, rtol=1e-5, atol=1e-5))
 
 
@@ -329,13 +344,98 @@ def _gemm_agrees(address, ilp64, dtype):
 
 
 def compiled():
-    """The compiled functions by name (numba imported and the module compiled once), or ``None``."""
+    """The compiled functions by name (numba imported and the module compiled once), or ``None``.
+
+    They keep their machine code in numba's on-disk cache. Where that cache
+    cannot be used (no writable folder for it: ``RuntimeError: cannot cache
+    function``), they are compiled in this process without it, with one
+    ``RuntimeWarning``; where numba cannot be imported at all, ``None``
+    (``why_not`` says why) and the NumPy loop runs.
+    """
     global _JIT, _WHY
     if _JIT is None:
         try:
             from . import _numba_jit
         except ImportError as exc:  # numba is optional
             _JIT, _WHY = False, f"numba is not installed ({exc})"
+        except Exception as exc:  # numba is installed, its on-disk cache is not usable
+            _without_cache(exc)
         else:
             _JIT, _WHY = _numba_jit.FUNCTIONS, ""
     return _JIT or None
+
+
+class CompileAgain(Exception):
+    """A compiled function of numba's on-disk cache failed to load or save: the call runs once more.
+
+    By then ``compiled()`` gives the functions compiled in this process
+    without the cache, or ``None`` (the NumPy loop runs).
+    """
+
+
+def run_compiled(name, args, one_blas_thread=False):
+    """``run_parallel`` of the compiled function ``name`` (``args``: one tuple per thread).
+
+    A corrupted cache (a truncated index, unreadable machine code) or one that
+    cannot be written (a full disk) fails the first call of a function: the
+    functions are then compiled anew without the cache (one
+    ``RuntimeWarning``) and ``CompileAgain`` asks the caller to run again.
+    The same failure without the cache is no cache's: it is raised.
+    """
+    try:
+        run_parallel(compiled()[name], args, one_blas_thread=one_blas_thread)
+    except Exception as exc:
+        if not _CACHED:
+            raise
+        _without_cache(exc)
+        raise CompileAgain(f"numba's on-disk cache failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _without_cache(exc):
+    """The compiled functions without numba's on-disk cache, after it failed with ``exc``; one warning."""
+    with _CACHE_LOCK:  # threads (Dask's tasks) that met the failure at once switch once
+        if _CACHED:
+            _switch_without_cache(exc)
+
+
+def _switch_without_cache(exc):
+    global _JIT, _WHY, _CACHED
+    _CACHED = False
+    cause = f"{type(exc).__name__}: {exc}"
+    try:
+        functions = _load_uncached()
+    except Exception as again:
+        _JIT, _WHY = False, f"numba cannot compile the loops here ({type(again).__name__}: {again})"
+        _warn_once(f"rnn_xp: numba cannot compile the NumPy loops here ({type(again).__name__}: {again}; "
+                   f"its on-disk cache failed first: {cause}); the NumPy loop runs instead (same results, "
+                   f"other speed). Set {ENV_VAR}=0 to choose this without the warning.")  # fmt: skip
+        return
+    _JIT, _WHY = functions, ""
+    _warn_once(f"rnn_xp: numba's on-disk cache cannot be used ({cause}); the compiled NumPy loops are compiled "
+               "in this process instead (seconds, once per process). A writable NUMBA_CACHE_DIR, or deleting a "
+               "corrupted cache there, lets new processes load them from disk again.")  # fmt: skip
+
+
+def _load_uncached():
+    """A second copy of ``_numba_jit`` whose functions numba compiles without its on-disk cache."""
+    import importlib.util
+    import sys
+
+    origin = importlib.util.find_spec(f"{__package__}._numba_jit").origin
+    spec = importlib.util.spec_from_file_location(f"{__package__}._numba_jit_uncached", origin)
+    module = importlib.util.module_from_spec(spec)
+    module.CACHE = False  # read by the module as it runs
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(spec.name, None)
+        raise
+    return module.FUNCTIONS
+
+
+def _warn_once(message):
+    global _CACHE_WARNED
+    if not _CACHE_WARNED:
+        _CACHE_WARNED = True
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
