@@ -69,12 +69,12 @@ phase() {  # phase SECONDS LOG COMMAND...: run with a time limit, output to the 
     return "${PIPESTATUS[0]}"
 }
 
-CPU_ONLY="--ignore=tests/test_kernel_cupy_compile.py --ignore=tests/test_kernel_cupy_emulated.py"
+CPU_ONLY="--ignore=tests/kernels/test_kernel_cupy_compile.py --ignore=tests/kernels/test_kernel_cupy_emulated.py"
 phase 150 gpu-tests.log env RNN_XP_CUPY_PATH=fused "$PY" -m pytest -q -p no:cacheprovider tests \
-    -k "cupy or cuda" --ignore=tests/test_kernel_cupy_persistent.py $CPU_ONLY -rfEs --durations=10
+    -k "cupy or cuda" --ignore=tests/kernels/test_kernel_cupy_persistent.py $CPU_ONLY -rfEs --durations=10
 tests_rc=$?
 phase 120 gpu-tests-persistent.log env RNN_XP_CUPY_PATH=persistent "$PY" -m pytest -q -p no:cacheprovider \
-    tests/test_kernel_cupy_persistent.py tests/test_robustness.py tests/test_kernels.py tests/test_forward.py \
+    tests/kernels/test_kernel_cupy_persistent.py tests/test_robustness.py tests/kernels/test_kernels.py tests/test_forward.py \
     -k "persistent or cupy" -rfEs --durations=10
 persistent_rc=$?
 phase 200 gpu-bench.log "$PY" -m rnn_xp bench --gpu --out "$DEST" "$@"

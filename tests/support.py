@@ -113,6 +113,40 @@ def reference_rnn(x, h0, Wx, Wh, b=None, *, nonlinearity="tanh", lengths=None,
     return out.reshape(T, *batch, H), last.reshape(*batch, H)
 
 
+def tree_order_sum(parts, every=4):
+    """The order ``kernels.dask.tree_sum`` adds in, written out apart from it.
+
+    Groups of ``every`` consecutive values (Dask's ``split_every``, 4 by
+    default), each added left to right, level by level until one is left.
+    """
+    while len(parts) > 1:
+        groups = [parts[i : i + every] for i in range(0, len(parts), every)]
+        parts = []
+        for group in groups:
+            total = group[0]
+            for g in group[1:]:
+                total = total + g
+            parts.append(total)
+    return parts[0]
+
+
+def made_up_gpu(name):
+    """The device properties of a GPU as CUDA reports them, for the CuPy paths' rules without a GPU.
+
+    ``"h100"``: an H100 SXM (132 SMs, 227 KiB of shared memory per block
+    opted in, 228 KiB per SM); ``"small"``: 4 SMs with 48 KiB per block.
+    """
+    from rnn_xp.kernels.cupy_persistent import DeviceProps
+
+    if name == "h100":
+        return DeviceProps(sm_count=132, smem_per_block_optin=232448, smem_per_sm=233472,
+                           reserved_smem_per_block=1024, max_threads_per_block=1024, cooperative_launch=True)  # fmt: skip
+    if name == "small":
+        return DeviceProps(sm_count=4, smem_per_block_optin=49152, smem_per_sm=65536, reserved_smem_per_block=0,
+                           max_threads_per_block=1024, cooperative_launch=True)  # fmt: skip
+    raise ValueError(f"no made-up GPU named {name!r}")
+
+
 def optional_import(name):
     """The module, or ``None`` when it is not installed."""
     try:

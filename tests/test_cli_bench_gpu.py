@@ -176,9 +176,9 @@ def test_gpu_check_keeps_the_persistent_kernel_out_of_phase_2():
     phases = _phases(_script())
     safe = phases["gpu-tests.log"]
     assert "RNN_XP_CUPY_PATH=fused" in safe
-    assert "--ignore=tests/test_kernel_cupy_persistent.py" in safe
+    assert "--ignore=tests/kernels/test_kernel_cupy_persistent.py" in safe
     assert "RNN_XP_REQUIRE_GPU=1" in _script()  # a skip for "no CUDA device" fails there
-    assert "tests/test_kernel_cupy_persistent.py" in phases["gpu-tests-persistent.log"]
+    assert "tests/kernels/test_kernel_cupy_persistent.py" in phases["gpu-tests-persistent.log"]
 
 
 def test_a_required_gpu_that_is_missing_fails_instead_of_skipping(monkeypatch):

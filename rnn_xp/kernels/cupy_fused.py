@@ -25,7 +25,7 @@ state, where the portable loop gives ``f(z)``.
 
 ``kernel_source(dtype_name, nonlinearity)`` is the whole text NVRTC compiles;
 the tests compile it for every architecture NVRTC supports from sm_75 and run
-it on the CPU through an interpreter of its C (``tests/cuda_emulator.py``),
+it on the CPU through an interpreter of its C (``tests/kernels/cuda_emulator.py``),
 against the portable loop. ``scan_fused`` takes ``mod`` and ``launch`` for
 that: the host loop then runs with NumPy and the launches go to the emulator.
 CuPy is imported only inside functions.

@@ -125,7 +125,7 @@ path's result. The warning is never repeated and never silent. ``launches()``
 counts the persistent launches of the callers (the checks' own are not
 counted), thread-safely.
 
-The tests run this kernel on the CPU: ``tests/cuda_emulator.py`` interprets
+The tests run this kernel on the CPU: ``tests/kernels/cuda_emulator.py`` interprets
 its C source (the staging, the reductions in the kernel's order, the double
 buffer, the step formula) block by block between grid barriers, with bounds
 and race checks, against the portable loop.

@@ -31,7 +31,7 @@ array's dtype, so that the compiler vectorises it: an odd Taylor polynomial
 below a small threshold and ``1 - 2 / (exp(2|x|) + 1)`` above it, ``exp``
 by range reduction to ``[-ln 2 / 2, ln 2 / 2]``, a polynomial and a power
 of two built by an integer shift. Against NumPy's tanh it is within 4 ulp
-(``tests/test_kernel_numba.py`` checks it over the whole float range,
+(``tests/kernels/test_kernel_numba.py`` checks it over the whole float range,
 NaN and infinities included).
 
 The compiled functions are cached on disk (numba's ``cache=True``, in

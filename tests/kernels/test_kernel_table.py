@@ -25,15 +25,9 @@ from rnn_xp.kernels import _settings, mkl, numba_backward, numba_cpu, numpy_back
 from rnn_xp.kernels import cupy_persistent as persistent
 from rnn_xp.kernels import numpy as numpy_kernel
 from rnn_xp.kernels.portable import backward_portable, scan_portable
-from support import optional_import, random_rnn, reference_rnn
+from support import made_up_gpu, optional_import, random_rnn, reference_rnn
 
-# An H100 SXM as CUDA reports it: 132 SMs, 227 KiB per block (opt-in), 228 KiB per SM.
-H100 = persistent.DeviceProps(sm_count=132, smem_per_block_optin=232448, smem_per_sm=233472,
-                              reserved_smem_per_block=1024, max_threads_per_block=1024,
-                              cooperative_launch=True)  # fmt: skip
-SMALL_GPU = persistent.DeviceProps(sm_count=4, smem_per_block_optin=49152, smem_per_sm=65536,
-                                   reserved_smem_per_block=0, max_threads_per_block=1024,
-                                   cooperative_launch=True)  # fmt: skip
+H100, SMALL_GPU = made_up_gpu("h100"), made_up_gpu("small")
 
 
 # -- the rows ----------------------------------------------------------------------------
@@ -150,7 +144,7 @@ def test_an_unknown_setting_is_an_error_whatever_the_arrays(monkeypatch):
     with pytest.raises(ValueError, match="RNN_XP_NUMBA must be 0, 1 or auto; got 'yes'"):
         rnn_xp.rnn_forward(np.zeros((2, 1, 3), np.float32), None, np.zeros((2, 3), np.float32),
                            np.zeros((2, 2), np.float32))  # fmt: skip
-    # RNN_XP_MKL is read when oneMKL is first loaded: tests/test_kernel_mkl.py, in new processes
+    # RNN_XP_MKL is read when oneMKL is first loaded: tests/kernels/test_kernel_mkl.py, in new processes
 
 
 def _spies(monkeypatch):

@@ -19,9 +19,7 @@ import pytest
 
 import rnn_xp
 from rnn_xp import kernels
-from rnn_xp.kernels import _settings
-from rnn_xp.kernels import mkl
-from rnn_xp.kernels import _blocks, _threads
+from rnn_xp.kernels import _blocks, _settings, _threads, mkl
 from support import random_rnn, reference_rnn
 
 # Skip only where oneMKL cannot be expected: the wheel is absent or RNN_XP_MKL=0.

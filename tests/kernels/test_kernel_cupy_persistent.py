@@ -1,21 +1,21 @@
-"""The persistent CuPy kernel (``rnn_xp.kernels.cupy_persistent``): sizes, path, checks, guards and results.
+"""The persistent CuPy kernel (``rnn_xp.kernels.cupy_persistent``): sizes, checks, guards and results.
 
 Without a GPU (these run everywhere):
 
 - the launch plan, with fake device properties (the path it is chosen by,
-  and ``RNN_XP_CUPY_PATH``: ``tests/test_kernel_table.py``);
+  and ``RNN_XP_CUPY_PATH``: ``tests/kernels/test_kernel_table.py``);
 - the checks before use and the guard on every launch: a failure (a
   mismatch, a compile or launch error, an occupancy refusal) gives the fused
   path's result and one ``RuntimeWarning``, never an exception; every plan
   (B, H) is checked on first use; the launch count is thread-safe and leaves
   out the checks' own launches;
 - the same end to end, with both kernels' CUDA source run by the
-  interpreter of ``tests/cuda_emulator.py`` (a planted error in the source is
+  interpreter of ``tests/kernels/cuda_emulator.py`` (a planted error in the source is
   caught by the check).
 
 The kernel's arithmetic on the whole edge catalogue is in
-``tests/test_kernel_cupy_emulated.py``, its compilation for every
-architecture in ``tests/test_kernel_cupy_compile.py``.
+``tests/kernels/test_kernel_cupy_emulated.py``, its compilation for every
+architecture in ``tests/kernels/test_kernel_cupy_compile.py``.
 
 With a CUDA device: the self-check on every class of plan, the kernel forced
 against the float64 reference and the fused path on every option, the path
@@ -35,23 +35,17 @@ import pytest
 import rnn_xp
 from rnn_xp import kernels
 from cuda_emulator import Kernel
+from rnn_xp.kernels import _blocks
 from rnn_xp.kernels import cupy_fused as fused
 from rnn_xp.kernels import cupy_persistent as persistent
-from rnn_xp.kernels import _blocks
 from rnn_xp.kernels.portable import scan_portable
-from support import assert_close, random_rnn, reference_rnn, to_numpy
+from support import assert_close, made_up_gpu, random_rnn, reference_rnn, to_numpy
 
 from conftest import make_backend
 
 ACTIVATIONS = ["tanh", "relu"]
 
-# An H100 SXM as CUDA reports it: 132 SMs, 227 KiB per block (opt-in), 228 KiB per SM.
-H100 = persistent.DeviceProps(sm_count=132, smem_per_block_optin=232448, smem_per_sm=233472,
-                              reserved_smem_per_block=1024, max_threads_per_block=1024,
-                              cooperative_launch=True)  # fmt: skip
-SMALL_GPU = persistent.DeviceProps(sm_count=4, smem_per_block_optin=49152, smem_per_sm=65536,
-                                   reserved_smem_per_block=0, max_threads_per_block=1024,
-                                   cooperative_launch=True)  # fmt: skip
+H100, SMALL_GPU = made_up_gpu("h100"), made_up_gpu("small")
 
 
 def test_source_variants_differ_only_where_they_should():
@@ -231,7 +225,7 @@ def test_launch_count_is_thread_safe_and_leaves_out_the_checks(monkeypatch, fres
 
 @pytest.fixture
 def interpreted(monkeypatch, fresh):
-    """The CUDA side of ``run_checked``: both kernels run by ``tests/cuda_emulator.py``; short checks."""
+    """The CUDA side of ``run_checked``: both kernels run by ``tests/kernels/cuda_emulator.py``; short checks."""
     kernels = {}
 
     def launcher(module):

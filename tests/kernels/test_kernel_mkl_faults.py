@@ -21,9 +21,7 @@ import pytest
 
 import rnn_xp
 from rnn_xp import kernels
-from rnn_xp.kernels import _settings
-from rnn_xp.kernels import mkl
-from rnn_xp.kernels import _threads
+from rnn_xp.kernels import _settings, _threads, mkl
 from support import random_rnn, reference_rnn
 
 MKL_EXPECTED = mkl.installed() and _settings.mkl() != "off"

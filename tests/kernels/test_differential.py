@@ -44,8 +44,8 @@ from hypothesis import strategies as st  # noqa: E402
 import array_api_compat.numpy as npx  # noqa: E402
 
 from rnn_xp._backends import to_host  # noqa: E402
-from rnn_xp.kernels import backward_kernel, forward_kernel  # noqa: E402
 from rnn_xp.kernels import _settings as kernel_settings  # noqa: E402
+from rnn_xp.kernels import backward_kernel, forward_kernel  # noqa: E402
 from rnn_xp.kernels import mkl as mkl_module  # noqa: E402
 from rnn_xp.kernels import numba_backward, numba_cpu  # noqa: E402
 from rnn_xp.kernels import numpy as numpy_kernel  # noqa: E402

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import rnn_xp
-from support import ATOL, RTOL, assert_close, random_rnn, reference_rnn
+from support import ATOL, RTOL, assert_close, random_rnn, reference_rnn, tree_order_sum
 
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
@@ -311,19 +311,6 @@ BACKWARD_OPTIONS = [
 ]
 
 
-def _tree_order_sum(parts, every):
-    """The documented order: groups of ``every`` consecutive values, left to right, level by level."""
-    while len(parts) > 1:
-        groups = [parts[i:i + every] for i in range(0, len(parts), every)]
-        parts = []
-        for group in groups:
-            total = group[0]
-            for g in group[1:]:
-                total = total + g
-            parts.append(total)
-    return parts[0]
-
-
 def _backward_case(rng, dtype, *, T=6, B=10, D=3, H=5, opts=None):
     """NumPy inputs in ``dtype`` for a backward call: forward outputs, upstream gradients, lengths."""
     opts = dict(opts or {})
@@ -350,7 +337,7 @@ def _backward_per_chunk(c, chunks, every):
     return rnn_xp.RNNGrads(
         np.concatenate([g.dx for g in grads], axis=1),
         np.concatenate([g.dh0 for g in grads], axis=0),
-        *(_tree_order_sum([getattr(g, name) for g in grads], every) for name in ("dWx", "dWh", "db")),
+        *(tree_order_sum([getattr(g, name) for g in grads], every) for name in ("dWx", "dWh", "db")),
     )  # fmt: skip
 
 

@@ -16,8 +16,7 @@ import pytest
 
 import rnn_xp
 from rnn_xp import kernels
-from rnn_xp.kernels import _threads
-from rnn_xp.kernels import numpy_backward
+from rnn_xp.kernels import _threads, numpy_backward
 from rnn_xp.kernels.portable import backward_portable
 from support import random_rnn
 
@@ -173,7 +172,7 @@ def test_backward_benchmark_checks_and_prints(monkeypatch, capsys):
 
     monkeypatch.setattr(bench, "CPU_GRID", [(2, 3, 4, 5), (1, 4, 3, 2)])
     monkeypatch.setattr(bench, "SETTLE_S", 0.0)
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_backward.py"
+    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bench_backward.py"  # tests/kernels/ -> root
     bench = runpy.run_path(str(path))
     assert bench["main"](["--quick", "--threads", "1"]) == 0
     out = capsys.readouterr().out

@@ -2,9 +2,12 @@
 
 The NumPy loop runs small products on one BLAS thread; BLAS thread counts
 are process-wide, so overlapping calls must not lose the caller's setting
-(they once left NumPy's and SciPy's OpenBLAS on one thread for good). The
-benchmark sets torch's and the BLAS thread counts for its run and puts
-them back.
+(they once left NumPy's and SciPy's OpenBLAS on one thread for good), nor
+may the thread that puts them back be another than the one that saved them
+(Dask's tasks), nor may a library loaded after the first call escape the
+limit. A process made by ``fork()`` neither hangs (the compiled loops' worker
+threads, torch DataLoader workers) nor keeps one thread. The benchmark sets
+torch's and the BLAS thread counts for its run and puts them back.
 """
 
 from __future__ import annotations

@@ -4,9 +4,13 @@ Every way the compiled loop can run (its own product or BLAS's, one thread,
 two threads over rows, two threads over columns with a barrier per step) is
 held against ``portable.scan_portable`` / ``backward_portable`` on the edge
 catalogue: zero sizes, NaN and infinite values, lengths 0 and T, reverse,
-leak 1 and below, ``return_sequences=False``, float32 and float64, 0, 1 and 2
-batch dimensions, batch-first inputs; and the compiled tanh against NumPy's
-over the whole float range. numba is optional: without it these tests skip.
+leak 1 and below, ``return_sequences=False`` over odd blocks of time and odd
+T, float32 and float64, 0, 1 and 2 batch dimensions, batch-first inputs, an
+infinite ``Wh`` with ``lengths``. Also: the compiled tanh against NumPy's
+over the whole float range; NumPy's BLAS found by address where it exports
+``cblas_?gemm`` and its calls counted; the thread plan; the on-disk cache,
+and a cache that cannot be used (no folder, corrupted, a full disk), in new
+processes. numba is optional: without it these tests skip.
 """
 
 from __future__ import annotations
@@ -20,8 +24,7 @@ import numpy as np
 import pytest
 
 import rnn_xp
-from rnn_xp.kernels import numba_backward, numba_cpu
-from rnn_xp.kernels import _blocks
+from rnn_xp.kernels import _blocks, numba_backward, numba_cpu
 from rnn_xp.kernels.portable import backward_portable, scan_portable
 from support import reference_rnn
 
