@@ -31,10 +31,11 @@ Both are made safe across ``fork()`` by an ``os.register_at_fork`` handler.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 import threading
+
+from . import mkl
 
 __all__ = ["SERIAL_MACS", "blas_threads", "run_parallel"]
 
@@ -56,7 +57,7 @@ class _Null:
 _LOCK = threading.Lock()
 _LIBRARIES = None  # (loaded-library count, process-wide controllers, per-thread controllers)
 _HOLDERS = 0  # calls (in any thread) inside a one-thread BLAS block right now
-_SAVED = None  # [(controller, thread count)] of the process-wide libraries, saved by the first of them
+_SAVED = None  # [(controller, thread count)] of the process-wide libraries while a block holds them
 
 
 def blas_threads(limit):
@@ -105,9 +106,9 @@ class _OneBlasThread:
         with _LOCK:
             _HOLDERS -= 1
             if _HOLDERS == 0:
-                saved, _SAVED = _SAVED, None
-                for lib, n in saved:
+                for lib, n in _SAVED:
                     _set_shared(lib, n)
+                _SAVED = None  # only now: a fork in the middle of the loop restores them in the child
         return False
 
 
@@ -115,8 +116,8 @@ def _blas_libraries(rescan):
     """``(process-wide, per-thread)``: threadpoolctl's controllers of the BLAS libraries loaded now.
 
     Scanning the loaded libraries costs about a millisecond, so the scan is
-    kept until a shared library has been loaded since (and is only redone
-    with ``rescan``, no block being open).
+    kept until a library may have been loaded since (``loaded_count``; it is
+    only redone with ``rescan``, no block being open).
     """
     global _LIBRARIES
     seen = loaded_count()
@@ -180,55 +181,16 @@ def _put_back_local(lib, previous):
         lib.set_num_threads(previous)
 
 
-class _PhdrInfo(ctypes.Structure):
-    """The head of glibc's ``struct dl_phdr_info``, up to its counts of loads and unloads."""
-
-    _fields_ = [
-        ("addr", ctypes.c_void_p),
-        ("name", ctypes.c_char_p),
-        ("phdr", ctypes.c_void_p),
-        ("phnum", ctypes.c_uint16),
-        ("adds", ctypes.c_ulonglong),
-        ("subs", ctypes.c_ulonglong),
-    ]
-
-
-_COUNTS = []  # filled by _first_entry (under _LOCK)
-
-
-@ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(_PhdrInfo), ctypes.c_size_t, ctypes.c_void_p)
-def _first_entry(info, size, data):
-    if size >= ctypes.sizeof(_PhdrInfo):
-        _COUNTS.append((info.contents.adds, info.contents.subs))
-    return 1  # the counts are the same in every entry: stop at the first
-
-
-_ITERATE = None  # glibc's dl_iterate_phdr, or False where there is none
-
-
 def loaded_count():
-    """A value that changes whenever the process loads (or unloads) a shared library.
+    """A value that changes when the process may have loaded a BLAS library since it was last read.
 
-    On glibc, the loader's own counts (``dl_iterate_phdr``, a few
-    microseconds); elsewhere the number of imported modules, a library
-    usually coming with a module.
+    A library comes with a module (NumPy's, SciPy's, torch's) or is loaded by
+    rnn_xp itself (oneMKL): the number of imported modules, and whether
+    oneMKL is loaded. (Asking the loader, ``dl_iterate_phdr``, would need a
+    ctypes callback for the life of the process, which some libffi builds do
+    not carry across ``fork()``.)
     """
-    global _ITERATE
-    if _ITERATE is None:
-        _ITERATE = False
-        if sys.platform.startswith("linux"):
-            try:
-                _ITERATE = ctypes.CDLL(None).dl_iterate_phdr
-                _ITERATE.argtypes = [type(_first_entry), ctypes.c_void_p]
-                _ITERATE.restype = ctypes.c_int
-            except (OSError, AttributeError, TypeError):
-                _ITERATE = False
-    if _ITERATE:
-        del _COUNTS[:]
-        _ITERATE(_first_entry, None)
-        if _COUNTS:
-            return _COUNTS[0]
-    return ("modules", len(sys.modules))
+    return len(sys.modules), mkl.loaded()
 
 
 # -- the compiled loops' worker threads ------------------------------------------------
@@ -294,12 +256,11 @@ def _after_fork_in_child():
     _POOL, _POOL_LOCK = None, threading.Lock()
     _LOCK = threading.Lock()
     saved, _SAVED = _SAVED, None
-    if _HOLDERS and saved:
-        for lib, n in saved:
-            try:
-                _set_shared(lib, n)
-            except Exception:  # best effort: the child computes the same either way
-                pass
+    for lib, n in saved or ():  # a block was open, or being opened or closed, in another thread
+        try:
+            _set_shared(lib, n)
+        except Exception:  # best effort: the child computes the same either way
+            pass
     _HOLDERS = 0
 
 

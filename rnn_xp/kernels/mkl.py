@@ -53,7 +53,7 @@ from pathlib import Path
 
 from . import _settings
 
-__all__ = ["PackedMatrix", "RowProduct", "StepThreads", "gemm", "library", "preferred", "step_product"]
+__all__ = ["PackedMatrix", "RowProduct", "StepThreads", "gemm", "library", "loaded", "preferred", "step_product"]
 
 # CBLAS enumerations
 _ROW_MAJOR, _NO_TRANS, _TRANS, _PACKED, _B_MATRIX = 101, 111, 112, 151, 162
@@ -103,6 +103,11 @@ def library():
         if _LIB is False and installed() and _settings.mkl() != "off":
             _warn_fallback(_WHY)
     return _LIB or None
+
+
+def loaded():
+    """Whether oneMKL has been loaded in this process (``library()`` found it usable); loads nothing."""
+    return bool(_LIB)
 
 
 def installed():

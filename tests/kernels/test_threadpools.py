@@ -374,3 +374,31 @@ def test_a_library_loaded_after_the_first_call_is_held_too(tmp_path):
     if proc.stdout.startswith("skip:"):
         pytest.skip(proc.stdout.strip()[6:])
     assert proc.stdout.strip() == "ok"
+
+
+_FORK_WHILE_CLOSING = """
+import numpy as np, threadpoolctl
+from rnn_xp.kernels import _threads
+
+def blas():
+    return sorted((p["filepath"], p["num_threads"]) for p in threadpoolctl.threadpool_info()
+                  if p["user_api"] == "blas")
+
+before = blas()
+block = _threads.blas_threads(1)
+block.__enter__()
+_threads._HOLDERS = 0  # as the last block out leaves it while it puts the counts back, one library at a time
+_threads._after_fork_in_child()  # what a fork() at that moment runs in the child
+print("ok" if blas() == before else f"before {before}, in the child {blas()}")
+"""
+
+
+def test_a_fork_while_the_last_block_closes_puts_the_counts_back_in_the_child(tmp_path):
+    """The counts are restored one library at a time; a fork in between leaves the child none at one thread."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one CPU core here: BLAS runs one thread anyway")
+    script = tmp_path / "fork_while_closing.py"
+    script.write_text(_FORK_WHILE_CLOSING)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert proc.stdout.strip() == "ok"
