@@ -132,7 +132,8 @@ def _blas_libraries(rescan):
 
 def _per_thread(lib):
     """Whether a BLAS library's thread count is set per thread: oneMKL's, and OpenBLAS's on OpenMP."""
-    return lib.internal_api == "mkl" or getattr(lib, "threading_layer", None) == "openmp"
+    openmp_openblas = lib.internal_api == "openblas" and getattr(lib, "threading_layer", None) == "openmp"
+    return lib.internal_api == "mkl" or openmp_openblas  # (OpenBLAS on OpenMP sets OpenMP's per-thread count)
 
 
 def _set_shared(lib, n):

@@ -46,6 +46,7 @@ def _peak_last_state(T, B=8, D=16, H=32):
     x = rng.standard_normal((T, B, D)).astype(np.float32)
     _, h0, Wx, Wh, b = random_rnn(rng, 0, (B,), D, H)
     h0, Wx, Wh, b = (a.astype(np.float32) for a in (h0, Wx, Wh, b))
+    rnn_xp.rnn_forward(x[:2], h0, Wx, Wh, b, return_sequences=False)  # the kernel's first call loads what it uses
     tracemalloc.start()
     tracemalloc.reset_peak()
     base = tracemalloc.get_traced_memory()[0]
@@ -72,6 +73,7 @@ def test_full_forward_extra_memory_is_output_plus_O_BH():
     x = rng.standard_normal((T, B, D)).astype(np.float32)
     _, h0, Wx, Wh, b = random_rnn(rng, 0, (B,), D, H)
     h0, Wx, Wh, b = (a.astype(np.float32) for a in (h0, Wx, Wh, b))
+    rnn_xp.rnn_forward(x[:2], h0, Wx, Wh, b)  # the kernel's first call loads what it uses (numba, BLAS)
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     out = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)

@@ -99,11 +99,13 @@ def test_bench_puts_torch_and_blas_threads_back(tmp_path, monkeypatch):
     saved = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        small_forward()  # what rnn_xp loads (oneMKL, numba's SciPy BLAS) is loaded before the count
         before = pools()
         bench.run(quick=True, threads=2, out_dir=str(tmp_path), backends=["numpy", "torch"], memory=False,
                   stream=io.StringIO())  # fmt: skip
         assert torch.get_num_threads() == 1
-        assert pools() == before
+        after = [pool for pool in pools() if pool[:2] in {p[:2] for p in before}]  # a pool the bench loaded is new
+        assert after == before
     finally:
         torch.set_num_threads(saved)
 
