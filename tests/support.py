@@ -8,7 +8,9 @@ builds its inputs in NumPy float64 from a seeded generator, moves them with
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -145,6 +147,34 @@ def made_up_gpu(name):
         return DeviceProps(sm_count=4, smem_per_block_optin=49152, smem_per_sm=65536, reserved_smem_per_block=0,
                            max_threads_per_block=1024, cooperative_launch=True)  # fmt: skip
     raise ValueError(f"no made-up GPU named {name!r}")
+
+
+# Environment variables that set BLAS and OpenMP thread counts at start-up.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "BLIS_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")  # fmt: skip
+
+
+def thread_env(**extra):
+    """``os.environ`` for a new process whose thread pools start as the machine gives them, plus ``extra``.
+
+    Without the ``*_NUM_THREADS`` variables, which a CI runner (or a
+    ``dask.distributed`` cluster started earlier in the process) may have set
+    to 1: tests of thread counts need more than one thread to start with.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def environ_kept():
+    """``os.environ`` as it was, after the block (``dask.distributed`` sets ``*_NUM_THREADS=1`` in it)."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def optional_import(name):

@@ -368,7 +368,7 @@ def test_gpu_leak_1_keeps_an_infinite_state_out_of_nan(gpu, act):
 @pytest.mark.parametrize("H", [64, 256, 1024])
 @pytest.mark.parametrize("B", [1, 4, 8])
 def test_gpu_persistent_matches_reference_and_fused(gpu, dtype, rng, opts, B, H):
-    T, D = 37, 16  # 37 > _BLOCK_STEPS: return_sequences=False takes two launches
+    T, D = 37, 16  # 37 > _blocks.BLOCK_STEPS: return_sequences=False takes two launches
     x, h0, Wx, Wh, b = random_rnn(rng, T, (B,), D, H)
     kw = dict(opts)
     lengths = _lengths(B, T) if kw.pop("lengths", False) else None

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import rnn_xp
-from support import ATOL, RTOL, assert_close, random_rnn, reference_rnn, tree_order_sum
+from support import ATOL, RTOL, assert_close, environ_kept, random_rnn, reference_rnn, tree_order_sum
 
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
@@ -92,7 +92,7 @@ def test_equals_numpy_per_chunk(dask_backend, dtype, rng, scheduler, opts):
 def cluster():
     """A two-process ``LocalCluster`` on loopback and its client, shared by the tests below."""
     distributed = pytest.importorskip("dask.distributed")
-    with distributed.LocalCluster(
+    with environ_kept(), distributed.LocalCluster(  # it sets OMP_NUM_THREADS=1 etc. for the whole process
         n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
         dashboard_address=None,
     ) as cl, distributed.Client(cl) as client:  # fmt: skip

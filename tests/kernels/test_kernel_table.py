@@ -84,7 +84,7 @@ def test_other_rows_kernels(library):
 
 
 def _numpy_rule_before(T, B, H, dtype, nonlinearity, setting, preferred, available):
-    """The choice as ``numba_cpu._picks`` and ``kernels.numpy.scan_numpy`` made it, written out."""
+    """The choice as ``numba_cpu._picks`` and ``kernels.numpy.scan_numpy`` made it before the table, written out."""
     floats = dtype in ("float32", "float64")
     on_mkl = preferred and B * H * H >= ((1 << 18) if B == 1 else (1 << 20))
     picks = setting != "off" and nonlinearity in ("tanh", "relu") and floats and available

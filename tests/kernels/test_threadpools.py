@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import rnn_xp
-from support import optional_import
+from support import optional_import, thread_env
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
@@ -116,7 +116,7 @@ def around_the_bench(tmp_path_factory):
         pytest.skip("torch not installed")
     script = tmp_path_factory.mktemp("bench") / "around_the_bench.py"
     script.write_text(_AROUND_THE_BENCH)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=thread_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -183,7 +183,7 @@ def test_forked_children_start_with_the_callers_thread_counts(tmp_path):
     """A fork while another thread holds the one-thread limit: the child neither hangs nor keeps one thread."""
     script = tmp_path / "fork_limited.py"
     script.write_text(_FORK_WHILE_LIMITED)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240, env=thread_env())
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     assert proc.stdout.strip() == "ok"
 
@@ -236,7 +236,7 @@ def test_a_forked_child_runs_the_compiled_loop_with_two_threads(tmp_path):
         pytest.skip("no fork() on this platform")
     script = tmp_path / "fork_two_threads.py"
     script.write_text(_FORK_AFTER_TWO_THREADS)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=thread_env())
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     assert proc.stdout.strip() == "ok"
 
@@ -274,7 +274,7 @@ def test_fork_dataloader_workers_run_a_numpy_layer(tmp_path):
     pytest.importorskip("numba", reason="numba is not installed (pip install rnn_xp[numba])")
     script = tmp_path / "dataloader_fork.py"
     script.write_text(_DATALOADER)
-    env = dict(os.environ, RNN_XP_NUMBA="1")  # the compiled loop at H = 300, B = 1: two threads over the columns
+    env = thread_env(RNN_XP_NUMBA="1")  # the compiled loop at H = 300, B = 1: two threads over the columns
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert proc.stdout.strip() == "ok"
@@ -291,6 +291,7 @@ def blas():
 
 mkl.library()  # oneMKL too, where it is installed
 before = blas()
+assert any(n > 1 for _, n in before), f"BLAS starts on one thread here: {before}"
 inside, seen_by_second = [], []
 a_in, b_in, a_out, b_out = threading.Event(), threading.Event(), threading.Event(), threading.Event()
 
@@ -329,7 +330,7 @@ def test_counts_come_back_when_another_thread_leaves_last(tmp_path):
         pytest.skip("one CPU core here: BLAS runs one thread anyway")
     script = tmp_path / "handover.py"
     script.write_text(_HANDOVER)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240, env=thread_env())
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     assert proc.stdout.strip() == "ok"
 
@@ -348,6 +349,7 @@ h = rnn_xp.rnn_forward(x, None, np.full((H, 1), 0.1, np.float32), np.full((H, H)
 from rnn_xp.kernels import mkl, numba_cpu
 numba_cpu.available(), mkl.library()  # every library loaded (numba brings SciPy's BLAS), none called yet
 before = blas()
+assert any(n > 1 for _, n in before), f"BLAS starts on one thread here: {before}"
 changed = []
 for _ in range(6):
     h.compute(scheduler="threads", num_workers=4)
@@ -361,9 +363,11 @@ def test_dask_tasks_running_the_compiled_loop_leave_the_pools_as_found(tmp_path)
     """Chunks of (15000, 4, 1), H = 64: each task runs the compiled loop with one BLAS thread (issue 25)."""
     pytest.importorskip("dask.array")
     pytest.importorskip("numba", reason="numba is not installed (pip install rnn_xp[numba])")
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one CPU core here: BLAS runs one thread anyway")
     script = tmp_path / "dask_compiled.py"
     script.write_text(_DASK_COMPILED)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=thread_env())
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     assert proc.stdout.strip() == "ok"
 
@@ -381,6 +385,7 @@ with _threads.blas_threads(1):  # the first block: the libraries loaded so far
 first = blas()
 import scipy.linalg  # SciPy's own BLAS, loaded after the first block
 before = blas()
+assert all(n > 1 for _, n in before), f"BLAS starts on one thread here: {before}"
 if len(before) == len(first):
     print("skip: SciPy brings no BLAS of its own here")
 else:
@@ -398,7 +403,7 @@ def test_a_library_loaded_after_the_first_call_is_held_too(tmp_path):
         pytest.skip("one CPU core here: BLAS runs one thread anyway")
     script = tmp_path / "loaded_later.py"
     script.write_text(_LOADED_LATER)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240, env=thread_env())
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     if proc.stdout.startswith("skip:"):
         pytest.skip(proc.stdout.strip()[6:])
@@ -414,6 +419,7 @@ def blas():
                   if p["user_api"] == "blas")
 
 before = blas()
+assert any(n > 1 for _, n in before), f"BLAS starts on one thread here: {before}"
 block = _threads.blas_threads(1)
 block.__enter__()
 _threads._HOLDERS = 0  # as the last block out leaves it while it puts the counts back, one library at a time
@@ -428,6 +434,6 @@ def test_a_fork_while_the_last_block_closes_puts_the_counts_back_in_the_child(tm
         pytest.skip("one CPU core here: BLAS runs one thread anyway")
     script = tmp_path / "fork_while_closing.py"
     script.write_text(_FORK_WHILE_CLOSING)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240, env=thread_env())
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     assert proc.stdout.strip() == "ok"
