@@ -8,9 +8,12 @@ dtype, one device. Every forward kernel has the signature of
 every other kernel is tested against them.
 
 Which kernel runs is decided here and nowhere else: ``KERNELS`` holds one
-row per library, its forward and backward side by side, and the rows whose
-choice depends on the sizes (NumPy: ``numpy_loop``; CuPy: ``cupy_path``)
-carry their size rules below the table. The kernel modules run what they
+row per library (``Route``), its forward and backward side by side, each
+with a comment saying why, and ``OTHERS`` the portable loops for any other
+library. The rows whose choice depends on the sizes (NumPy: ``numpy_loop``;
+CuPy: ``cupy_path``) carry their size rules below the table, with their
+numbers (``NUMBA_H_BELOW``, ``NUMBA_MAX_ROWS``, ``MKL_MACS``,
+``MKL_ROW_MACS``, ``PERSISTENT_MAX_BATCH``). The kernel modules run what they
 are given; the settings they are chosen by (``RNN_XP_*``) are read by
 ``_settings``.
 
@@ -73,14 +76,10 @@ from .._compat import (
 from . import _settings, _threads
 from .portable import backward_portable, scan_portable
 
+# The table (KERNELS, OTHERS) and the size rules' numbers (NUMBA_H_BELOW,
+# NUMBA_MAX_ROWS, MKL_MACS, MKL_ROW_MACS, PERSISTENT_MAX_BATCH) are public
+# too; __all__ lists the functions and classes (the API pages show those).
 __all__ = [
-    "KERNELS",
-    "MKL_MACS",
-    "MKL_ROW_MACS",
-    "NUMBA_H_BELOW",
-    "NUMBA_MAX_ROWS",
-    "OTHERS",
-    "PERSISTENT_MAX_BATCH",
     "Route",
     "backward_kernel",
     "backward_portable",
