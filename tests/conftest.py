@@ -13,6 +13,8 @@ show a test that needs an earlier one's state (``pytest_collection_modifyitems``
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from support import BACKENDS, make_backend
