@@ -56,20 +56,20 @@ class _forced_mkl:
         self.hold = hold
 
     def __enter__(self):
-        from rnn_xp.kernels import numpy as numpy_kernel
+        from rnn_xp import kernels
 
-        self._saved = numpy_kernel._MKL_MACS, mkl.StepThreads.HOLD_S
+        self._saved = kernels.MKL_MACS, mkl.StepThreads.HOLD_S
         self._prefer = mkl.preferring(True)  # on any CPU vendor
         self._prefer.__enter__()
-        numpy_kernel._MKL_MACS = 0
+        kernels.MKL_MACS = 0  # the table's size rule for oneMKL
         if not self.hold:
             mkl.StepThreads.HOLD_S = 0.0  # a hold ends as it starts: all threads on every step
         return self
 
     def __exit__(self, *exc):
-        from rnn_xp.kernels import numpy as numpy_kernel
+        from rnn_xp import kernels
 
-        numpy_kernel._MKL_MACS, mkl.StepThreads.HOLD_S = self._saved
+        kernels.MKL_MACS, mkl.StepThreads.HOLD_S = self._saved
         self._prefer.__exit__(*exc)
         return False
 

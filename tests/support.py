@@ -8,6 +8,7 @@ builds its inputs in NumPy float64 from a seeded generator, moves them with
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 from dataclasses import dataclass, field
@@ -113,6 +114,68 @@ def reference_rnn(x, h0, Wx, Wh, b=None, *, nonlinearity="tanh", lengths=None,
             out[t, n] = h
         last[n] = h
     return out.reshape(T, *batch, H), last.reshape(*batch, H)
+
+
+def tree_order_sum(parts, every=4):
+    """The order ``kernels.dask.tree_sum`` adds in, written out apart from it.
+
+    Groups of ``every`` consecutive values (Dask's ``split_every``, 4 by
+    default), each added left to right, level by level until one is left.
+    """
+    while len(parts) > 1:
+        groups = [parts[i : i + every] for i in range(0, len(parts), every)]
+        parts = []
+        for group in groups:
+            total = group[0]
+            for g in group[1:]:
+                total = total + g
+            parts.append(total)
+    return parts[0]
+
+
+def made_up_gpu(name):
+    """The device properties of a GPU as CUDA reports them, for the CuPy paths' rules without a GPU.
+
+    ``"h100"``: an H100 SXM (132 SMs, 227 KiB of shared memory per block
+    opted in, 228 KiB per SM); ``"small"``: 4 SMs with 48 KiB per block.
+    """
+    from rnn_xp.kernels.cupy_persistent import DeviceProps
+
+    if name == "h100":
+        return DeviceProps(sm_count=132, smem_per_block_optin=232448, smem_per_sm=233472,
+                           reserved_smem_per_block=1024, max_threads_per_block=1024, cooperative_launch=True)  # fmt: skip
+    if name == "small":
+        return DeviceProps(sm_count=4, smem_per_block_optin=49152, smem_per_sm=65536, reserved_smem_per_block=0,
+                           max_threads_per_block=1024, cooperative_launch=True)  # fmt: skip
+    raise ValueError(f"no made-up GPU named {name!r}")
+
+
+# Environment variables that set BLAS and OpenMP thread counts at start-up.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "BLIS_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")  # fmt: skip
+
+
+def thread_env(**extra):
+    """``os.environ`` for a new process whose thread pools start as the machine gives them, plus ``extra``.
+
+    Without the ``*_NUM_THREADS`` variables, which a CI runner (or a
+    ``dask.distributed`` cluster started earlier in the process) may have set
+    to 1: tests of thread counts need more than one thread to start with.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def environ_kept():
+    """``os.environ`` as it was, after the block (``dask.distributed`` sets ``*_NUM_THREADS=1`` in it)."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def optional_import(name):

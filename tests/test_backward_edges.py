@@ -125,7 +125,7 @@ def test_empty_sequence_returns_a_new_dh0(backend, rng):
 def test_a_nan_state_meets_no_padding_step(backend):
     """The last valid state h_{L-1} is the previous state of the padding step L: no 0 * NaN there.
 
-    Found by tests/test_differential.py: with no upstream gradient every dz is 0,
+    Found by tests/kernels/test_differential.py: with no upstream gradient every dz is 0,
     so dWh is the sum over the valid steps of 0 * h_{t-1}; the NaN of h0 reaches
     the column it multiplies (step 0 is valid), and the all-NaN state h_0 must not
     (its only partner is the padding step 1).
@@ -144,7 +144,7 @@ def test_a_nan_state_meets_no_padding_step(backend):
 def test_zero_gradient_times_inf_is_nan_whatever_the_shapes(backend):
     """An Inf input saturates tanh (f' = 0): its step's dz is 0 and dWx gets 0 * Inf = NaN, on every path.
 
-    Found by tests/test_differential.py: the portable loop summed the weight
+    Found by tests/kernels/test_differential.py: the portable loop summed the weight
     gradients with tensordot, and NumPy's dot runs a (1, 1) @ (1, D) product as
     a scaled vector that skips a zero scale, so one sequence with H = 1 (and
     Dask, whose chunks of one step make such products) gave 0 where every other

@@ -144,6 +144,82 @@ def upward(graph):
     )  # fmt: skip
 
 
+def _module_target(name, path, node):
+    """The dotted module a ``from ... import`` statement of module ``name`` (file ``path``) reads from."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _is_private(attr):
+    return attr.startswith("_") and not (attr.startswith("__") and attr.endswith("__"))
+
+
+def _dotted(node):
+    """``a.b.c`` of an attribute chain on a name, as a list of parts, or ``None``."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    return [node.id, *reversed(parts)]
+
+
+def private_uses(root=PACKAGE, prefix="rnn_xp"):
+    """Private names that a module of the package takes from another one: ``["module:line: target._name"]``.
+
+    A private name begins with one underscore (not a ``__dunder__``). Two
+    kinds of use are listed, in the modules whose dotted name starts with
+    ``prefix``: ``from X import _name`` where ``X`` is another module of the
+    package, and ``alias._name`` where ``alias`` (or a dotted chain such as
+    ``rnn_xp.kernels.numpy``) names another module of the package through an
+    import. A private *module* (``_compat``, ``kernels._blocks``) is no
+    private name: importing it is how the package shares code. Attributes of
+    anything else (``x._meta`` of a Dask array) are not the package's names.
+    Read from the source with ``ast``, nothing imported.
+    """
+    mods = modules(root)
+    found = []
+    for name, path in mods.items():
+        if not (name == prefix or name.startswith(prefix + ".")):
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        bound = {}  # local name -> module of the package it names
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.asname and alias.name in mods:
+                        bound[alias.asname] = alias.name
+                    elif not alias.asname and alias.name.split(".")[0] in mods:
+                        bound[alias.name.split(".")[0]] = alias.name.split(".")[0]
+            elif isinstance(node, ast.ImportFrom):
+                target = _module_target(name, path, node)
+                for alias in node.names:
+                    full = f"{target}.{alias.name}"
+                    if full in mods:
+                        bound[alias.asname or alias.name] = full
+                    elif target in mods and target != name and _is_private(alias.name):
+                        found.append(f"{name}:{node.lineno}: {target}.{alias.name}")
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute) or isinstance(getattr(node, "ctx", None), ast.Del):
+                continue
+            parts = _dotted(node)
+            if parts is None or parts[0] not in bound or not _is_private(parts[-1]):
+                continue
+            module = bound[parts[0]]
+            for part in parts[1:-1]:  # a chain through submodules: rnn_xp.kernels.numpy._x
+                if f"{module}.{part}" not in mods:
+                    module = None
+                    break
+                module = f"{module}.{part}"
+            if module is not None and module != name and f"{module}.{parts[-1]}" not in mods:
+                found.append(f"{name}:{node.lineno}: {module}.{parts[-1]}")
+    return sorted(set(found), key=lambda use: (use.split(":")[0], int(use.split(":")[1])))
+
+
 # -- the tests -------------------------------------------------------------------
 
 
@@ -181,6 +257,43 @@ def test_the_checks_see_a_circle_and_an_upward_import(tmp_path):
     assert upward(graph) == [("rnn_xp.kernels", "rnn_xp.forward")]
 
 
+def test_the_kernels_take_no_private_name_from_another_module():
+    """What kernels share lives in a module of its own under public names (``kernels._blocks``, ...)."""
+    assert private_uses(PACKAGE, prefix="rnn_xp.kernels") == []
+
+
+def test_the_private_name_check_sees_each_kind_of_use(tmp_path):
+    root = tmp_path / "rnn_xp"
+    (root / "kernels").mkdir(parents=True)
+    (root / "__init__.py").write_text("")
+    (root / "kernels" / "__init__.py").write_text("from .a import public\n")
+    (root / "kernels" / "_shared.py").write_text("def helper():\n    pass\n")
+    (root / "kernels" / "a.py").write_text("def public():\n    pass\n\n\ndef _private():\n    _private()\n")
+    (root / "kernels" / "b.py").write_text(
+        "from . import _shared\n"  # a private module: allowed
+        "from . import a\n"
+        "from .a import _private\n"  # 1: from X import _name
+        "import rnn_xp.kernels.a as alias\n"
+        "\n\n"
+        "def f(x):\n"
+        "    _shared.helper()\n"
+        "    a._private()\n"  # 2: module._name
+        "    alias._private()\n"  # 3: an alias of the module
+        "    import rnn_xp.kernels.a\n"
+        "    rnn_xp.kernels.a._private()\n"  # 4: a dotted chain
+        "    return x._meta, a.public, __name__\n"  # not the package's names
+    )
+    (root / "c.py").write_text("from .kernels import a\n\n\ndef g():\n    return a._private\n")
+    found = private_uses(root, prefix="rnn_xp.kernels")
+    assert found == [
+        "rnn_xp.kernels.b:3: rnn_xp.kernels.a._private",
+        "rnn_xp.kernels.b:9: rnn_xp.kernels.a._private",
+        "rnn_xp.kernels.b:10: rnn_xp.kernels.a._private",
+        "rnn_xp.kernels.b:12: rnn_xp.kernels.a._private",
+    ]
+    assert private_uses(root) == ["rnn_xp.c:5: rnn_xp.kernels.a._private", *found]  # every module
+
+
 if __name__ == "__main__":  # print the graph: python tests/test_layout.py [path/to/rnn_xp]
     root = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else PACKAGE
     graph = import_graph(root)
@@ -191,5 +304,9 @@ if __name__ == "__main__":  # print the graph: python tests/test_layout.py [path
         print("circle:", " <-> ".join(circle))
     for a, b in upward(graph):
         print(f"upward: {a} -> {b}")
-    print(f"circles {len(circles(graph))}, upward imports {len(upward(graph))}")
+    private = private_uses(root)
+    for use in private:
+        print(f"private name used across modules: {use}")
+    print(f"circles {len(circles(graph))}, upward imports {len(upward(graph))}, private names across modules "
+          f"{len(private)} (enforced in rnn_xp.kernels)")
     sys.exit(1 if circles(graph) or upward(graph) else 0)

@@ -1,4 +1,4 @@
-"""The kernels wing: one module per array library, and the dispatch between them.
+"""The kernels wing: one module per array library, and the one table that picks between them.
 
 A kernel runs the recurrence (or its gradient) on arrays that the public
 layer (``forward``, ``backward``) has already validated: time-major, one
@@ -7,38 +7,64 @@ dtype, one device. Every forward kernel has the signature of
 ``portable.backward_portable``; the portable loops define the answer and
 every other kernel is tested against them.
 
+Which kernel runs is decided here and nowhere else: ``KERNELS`` holds one
+row per library (``Route``), its forward and backward side by side, each
+with a comment saying why, and ``OTHERS`` the portable loops for any other
+library. The rows whose choice depends on the sizes (NumPy: ``numpy_loop``;
+CuPy: ``cupy_path``) carry their size rules below the table, with their
+numbers (``NUMBA_H_BELOW``, ``NUMBA_MAX_ROWS``, ``MKL_MACS``,
+``MKL_ROW_MACS``, ``PERSISTENT_MAX_BATCH``). The kernel modules run what they
+are given; the settings they are chosen by (``RNN_XP_*``) are read by
+``_settings``.
+
 ====================  ========================================================
 module                what it holds
 ====================  ========================================================
 ``portable``          the Array API loops, forward and backward (every library)
 ``numpy``             the in-place NumPy loop (``scan_inplace`` also serves CuPy)
 ``numpy_backward``    the in-place NumPy backward loop
-``numba_cpu``         the NumPy loop as one numba-compiled call (optional), picked by size
+``numba_cpu``         the NumPy loop as one numba-compiled call (optional)
 ``numba_backward``    the NumPy backward loop as one numba-compiled call (optional)
 ``_numba_jit``        the compiled functions of both (the only module importing numba)
 ``mkl``               oneMKL's packed product for the NumPy loop (optional)
 ``jax``               the recurrence and its gradient, each one jitted ``lax.scan``
 ``torch``             one autograd.Function with rnn_xp's backward; in-place loops
 ``autodiff``          whose gradient runs inside JAX and torch (``RNN_XP_AUTODIFF``)
-``cupy``              the CuPy path choice: fused loop or persistent kernel
+``cupy``              runs the CuPy path chosen here: fused loop or persistent kernel
 ``cupy_fused``        the in-place loop with one fused CUDA kernel per step
 ``cupy_persistent``   all steps in one cooperative CUDA launch (small batches)
-``dask``              one task per batch chunk, each running an in-memory kernel
-                      (forward and backward)
+``dask``              one task per batch chunk, each running the kernel this
+                      table picks for the chunk's library (forward and backward)
+``_blocks``           what the in-place loops share: blocks of time steps, the
+                      input projection, a transposed copy of ``Wh``
+``_threads``          BLAS on one thread for small steps; the compiled loops'
+                      worker threads
+``_settings``         the ``RNN_XP_*`` environment settings, read in one place
 ====================  ========================================================
 
 The fast kernels run the plain recurrence: tanh or relu, no ``clip``, no
 ``mask``. A call with any of the other activations, ``clip`` or ``mask``
-(``extended=True``) falls back to the portable loop of its direction,
-which takes them as extra keyword arguments; so do Dask arrays, which run
-the portable loop lazily (a graph that grows with T).
+(``extended=True``) goes to the portable loop of its direction, which takes
+them as extra keyword arguments, unless the row says its kernels take them
+(JAX, torch); Dask arrays then run the portable loop lazily (a graph that
+grows with T).
 
 A kernel never imports a public module (``tests/test_layout.py`` checks it).
 Library modules are imported here only when the caller's arrays come from
 that library, so ``import rnn_xp`` imports no backend.
+
+>>> import numpy as np
+>>> route("numpy").forward, route("numpy").backward
+(':numpy_row_forward', ':numpy_row_backward')
+>>> numpy_loop(np.zeros((5, 4, 3), np.float16), np.zeros((4, 64), np.float16), "tanh")
+'blas'
 """
 
 from __future__ import annotations
+
+import importlib
+import math
+from typing import Callable, NamedTuple
 
 from .._compat import (
     is_cupy_namespace,
@@ -47,14 +73,27 @@ from .._compat import (
     is_numpy_namespace,
     is_torch_namespace,
 )
+from . import _settings, _threads
 from .portable import backward_cell, backward_portable, scan_cell, scan_portable
 
+# The table (KERNELS, OTHERS) and the size rules' numbers (NUMBA_H_BELOW,
+# NUMBA_MAX_ROWS, MKL_MACS, MKL_ROW_MACS, PERSISTENT_MAX_BATCH) are public
+# too; __all__ lists the functions and classes (the API pages show those).
 __all__ = [
+    "Route",
     "backward",
     "backward_kernel",
     "backward_portable",
+    "cupy_row_forward",
+    "cupy_path",
+    "dask_row_backward",
+    "dask_row_forward",
     "forward_kernel",
+    "numpy_row_backward",
+    "numpy_row_forward",
+    "numpy_loop",
     "own_precision",
+    "route",
     "scan",
     "scan_portable",
 ]
@@ -102,52 +141,81 @@ def backward(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, reverse,
                          reverse=reverse, mask=mask)  # fmt: skip
 
 
+class Route(NamedTuple):
+    """One row of the table: the kernels that run one library's arrays.
+
+    ``forward`` and ``backward`` name a function of this package as
+    ``"module:function"`` (``":function"`` for one defined here), imported
+    only when the row is chosen. ``extended``: the row's kernels take the
+    options only the portable loops know (other activations, ``clip``,
+    ``mask``) themselves.
+    """
+
+    library: str
+    is_library: Callable  # the namespace test
+    forward: str
+    backward: str
+    extended: bool = False
+
+
+# One row per library, tried in this order; the first whose test takes the
+# namespace runs the call. Every row is the Elman cell today: a recurrent cell
+# of another kind (LSTM, GRU) becomes a `cell` field of the row and a second
+# key beside `library`, with the kernels that implement it.
+KERNELS = (
+    # JAX: a Python loop dispatches a few small XLA calls per step; lax.scan
+    # compiles the whole loop once per shape and options, and jax.grad of it
+    # runs rnn_xp's backward (a jax.custom_vjp). The backward is one reverse
+    # lax.scan too. Options the scans do not know run the portable loops under
+    # the same custom_vjp (with the bias for the backward).
+    Route("jax", is_jax_namespace, "jax:scan_jax", "jax:backward_jax", extended=True),
+    # torch: one autograd.Function whose backward is rnn_xp's when the tensors
+    # need gradients, an in-place loop otherwise; the backward in place like
+    # NumPy's. The portable loops where the backward itself is recorded
+    # (create_graph=True), for torch.func wrappers, and for options the
+    # in-place loops do not know.
+    Route("torch", is_torch_namespace, "torch:scan_torch", "torch:backward_torch", extended=True),
+    # NumPy: arrays are mutable, so preallocated buffers, matmul(out=) and
+    # in-place ufuncs; with numba installed the whole loop as one compiled
+    # call, with oneMKL installed and preferred its packed product: picked per
+    # call by size (numpy_loop). The backward follows the forward's choice
+    # (the compiled loop or the in-place loop; oneMKL has no backward).
+    Route("numpy", is_numpy_namespace, ":numpy_row_forward", ":numpy_row_backward"),
+    # CuPy: kernel launches dominate on a GPU: one fused launch per step, or
+    # one launch for all steps (the persistent kernel) for small batches
+    # (cupy_path). Other dtypes than float32 and float64 (float16), which the
+    # CUDA kernels are not written for, run the portable loop; so does the
+    # backward (no CUDA backward).
+    Route("cupy", is_cupy_namespace, ":cupy_row_forward", "portable:backward_portable"),
+    # Dask: the portable loop on lazy arrays builds a graph that grows with T;
+    # one task per batch chunk runs this table's kernel for the chunk's library
+    # over the whole sequence, and for the backward a tree of tasks adds the
+    # chunks' weight gradients.
+    Route("dask", is_dask_namespace, ":dask_row_forward", ":dask_row_backward"),
+)
+
+# array-api-strict and any other library: the portable loops, which take every option.
+OTHERS = Route("any other", lambda xp: True, "portable:scan_portable", "portable:backward_portable", extended=True)
+
+
+def route(library):
+    """The row of ``KERNELS`` for a library's name (``"numpy"``, ...); ``OTHERS`` for any other name."""
+    return next((r for r in KERNELS if r.library == library), OTHERS)
+
+
+def _route_of(xp):
+    return next((r for r in KERNELS if r.is_library(xp)), OTHERS)
+
+
 def forward_kernel(xp, *, extended=False):
     """The forward kernel for namespace ``xp`` (``scan_portable``'s signature).
 
     ``extended``: the call uses an activation other than tanh/relu, ``clip``
-    or ``mask``, options only ``scan_portable`` takes.
+    or ``mask``, options only ``scan_portable`` takes (and the kernels of a
+    row marked ``extended``).
     """
-    if is_jax_namespace(xp):
-        # A Python loop dispatches a few small XLA calls per step; lax.scan
-        # compiles the whole loop once per shape and options, and jax.grad
-        # of it runs rnn_xp's backward (a jax.custom_vjp). Options the scan
-        # does not know run the portable loop under the same custom_vjp.
-        from .jax import scan_jax
-
-        return scan_jax
-    if is_torch_namespace(xp):
-        # One autograd.Function whose backward is rnn_xp's when the tensors need
-        # gradients; an in-place loop otherwise (the portable loop for options
-        # it does not know).
-        from .torch import scan_torch
-
-        return scan_torch
-    if extended:
-        # Only the portable loop has the other activations, clip and masks; it
-        # runs on every library (Dask lazily).
-        return scan_portable
-    if is_numpy_namespace(xp):
-        # NumPy arrays are mutable: preallocated buffers, matmul(out=), in-place
-        # ufuncs, and oneMKL's packed product when it is installed and preferred.
-        # With numba installed, the whole loop as one compiled call, picked by size.
-        from .numba_cpu import scan_cpu
-
-        return scan_cpu
-    if is_cupy_namespace(xp):
-        # Kernel launches dominate on a GPU: one fused launch per step, or one
-        # launch for all steps (the persistent kernel) for small batches.
-        from .cupy import scan_cupy
-
-        return scan_cupy
-    if is_dask_namespace(xp):
-        # The portable loop on lazy arrays builds a graph that grows with T;
-        # one task per batch chunk runs an in-memory kernel over the whole sequence.
-        from .dask import scan_dask
-
-        return scan_dask
-    # array-api-strict and anything else: the portable loop.
-    return scan_portable
+    row = _route_of(xp)
+    return scan_portable if extended and not row.extended else _function(row.forward)
 
 
 def backward_kernel(xp, *, extended=False):
@@ -155,38 +223,177 @@ def backward_kernel(xp, *, extended=False):
 
     ``extended``: as for ``forward_kernel``; the portable loop then also takes ``b``.
     """
-    if is_jax_namespace(xp):
-        # One reverse lax.scan, compiled once per shape and options (the
-        # portable loop would trace T steps); also the gradient of scan_jax.
-        # Options the scan does not know run the portable loop (with the bias).
-        from .jax import backward_jax
+    row = _route_of(xp)
+    return backward_portable if extended and not row.extended else _function(row.backward)
 
-        return backward_jax
-    if is_torch_namespace(xp):
-        # In place like NumPy's; the portable loop when the backward itself is
-        # recorded (create_graph=True), the tensors are torch.func wrappers, or
-        # the options are ones only the portable loop knows.
-        from .torch import backward_torch
 
-        return backward_torch
-    if extended:
-        # f' at the recomputed pre-activation, and masks: the portable loop only.
-        return backward_portable
-    if is_numpy_namespace(xp):
-        # One (T, B, H) buffer for dz, two swapped (B, H) buffers, no stack;
-        # with numba installed, the loop as one compiled call where the forward takes it.
-        from .numba_backward import backward_cpu
+def _function(where):
+    """The function ``"module:function"`` of this package names (``":function"``: defined here)."""
+    module, name = where.split(":")
+    if not module:
+        return globals()[name]
+    return getattr(importlib.import_module(f".{module}", __name__), name)
 
-        return backward_cpu
-    if is_dask_namespace(xp):
-        # The portable loop on lazy arrays builds a graph that grows with T; one
-        # task per batch chunk runs the chunk library's in-memory backward, and
-        # a tree of tasks adds the chunks' weight gradients.
-        from .dask import backward_dask
 
-        return backward_dask
-    # CuPy, array-api-strict and anything else: the portable loop.
-    return backward_portable
+# -- the size rules ---------------------------------------------------------------------
+
+# NumPy, numba installed and RNN_XP_NUMBA=auto: the compiled loop only for H
+# below NUMBA_H_BELOW and at most NUMBA_MAX_ROWS rows. Beyond, the NumPy loop
+# (one BLAS call per step with every BLAS thread on the whole batch) was the
+# faster one on the measured grid (docs/cpu-kernels.md, "Which kernel runs").
+NUMBA_H_BELOW = 256
+NUMBA_MAX_ROWS = 32
+
+# NumPy, oneMKL installed and preferred (an Intel CPU, or RNN_XP_MKL=1): the
+# NumPy loop's products go through oneMKL from MKL_MACS multiply-adds per step
+# (B * H * H), where they run on its threads; below, one OpenBLAS thread
+# (_threads.SERIAL_MACS, the same size) is faster than a ctypes call. Its
+# threads meet at a barrier every step, which stalls when another library's
+# idle threads still spin on the same cores (OpenBLAS's do for about 0.1 s
+# after each call): mkl.StepThreads then falls back to one thread for a while
+# (benchmarks/bench_interference.py measures both cases).
+MKL_MACS = _threads.SERIAL_MACS
+
+# One sequence (B = 1) takes oneMKL's matrix-vector product from MKL_ROW_MACS
+# multiply-adds per step (H >= 512): reading Wh is the cost there, and two
+# threads read it twice as fast (B=1, H=512, T=200: 2.8 ms against 4.8 ms on
+# one OpenBLAS thread). Where oneMKL takes a size, the compiled loop does not.
+MKL_ROW_MACS = 1 << 18
+
+# CuPy, RNN_XP_CUPY_PATH=auto: the persistent kernel up to this batch size.
+# Each step is then a grid barrier (about a microsecond, expected) plus
+# B*H*H/SMs multiply-adds per SM from shared memory; the fused path pays two
+# launches per step (a few microseconds) but its cuBLAS product scales better
+# with B. The crossover is a guess until benchmarks/gpu_check.sh has measured
+# it; 8 is the largest batch of the small-batch grid of issue #5.
+PERSISTENT_MAX_BATCH = 8
+
+
+def numpy_loop(x, h0, nonlinearity):
+    """Which loop runs a NumPy call: ``"numba"``, ``"mkl"`` or ``"blas"``.
+
+    - ``"numba"``, the compiled loop (``numba_cpu``), when numba is installed
+      and can run, for float32/float64 with tanh or relu: with
+      ``RNN_XP_NUMBA=1`` always, with ``auto`` (the default) for H below
+      ``NUMBA_H_BELOW`` and at most ``NUMBA_MAX_ROWS`` rows, unless oneMKL
+      takes the size;
+    - ``"mkl"``, the NumPy loop on oneMKL's products, when oneMKL is loaded
+      and preferred (``mkl.preferred``: an Intel CPU, or ``RNN_XP_MKL=1``)
+      for float32/float64 from ``MKL_MACS`` multiply-adds per step
+      (``MKL_ROW_MACS`` for one sequence), nothing of size 0;
+    - ``"blas"``, the NumPy loop on NumPy's own BLAS, otherwise.
+
+    ``x`` ``(T, *batch, D)`` and ``h0`` ``(*batch, H)`` as the kernels get
+    them; an unknown ``RNN_XP_NUMBA`` or ``RNN_XP_MKL`` is a ``ValueError``
+    whatever the arrays.
+    """
+    import numpy
+
+    from . import mkl, numba_cpu
+
+    setting = _settings.numba()  # first: an unknown value is an error whatever the arrays
+    preferred = mkl.preferred()  # also reads RNN_XP_MKL, whatever the size
+    T, B, H = x.shape[0], math.prod(h0.shape[:-1]), h0.shape[-1]
+    floats = h0.dtype in (numpy.float32, numpy.float64)
+    on_mkl = preferred and B * H * H >= (MKL_ROW_MACS if B == 1 else MKL_MACS)
+    if setting != "off" and nonlinearity in ("tanh", "relu") and floats and numba_cpu.available():
+        if setting == "on" or (H < NUMBA_H_BELOW and B <= NUMBA_MAX_ROWS and not on_mkl):
+            return "numba"
+    return "mkl" if on_mkl and floats and min(T, B, H) > 0 else "blas"
+
+
+def cupy_path(setting, B, H, itemsize, props):
+    """``(path, warning or None)``: the CuPy path for a ``RNN_XP_CUPY_PATH`` setting; no GPU needed.
+
+    ``"persistent"`` (``auto``) for a batch of at most ``PERSISTENT_MAX_BATCH``
+    rows whose weights fit on chip (``cupy_persistent.plan`` has a plan for
+    ``B``, ``H``, the dtype's ``itemsize`` and the device's properties
+    ``props``), else ``"fused"``. ``fused`` forces the fused loop;
+    ``persistent`` forces the persistent kernel, and falls back to the fused
+    loop with a warning where no plan exists.
+
+    >>> from rnn_xp.kernels.cupy_persistent import DeviceProps
+    >>> h100 = DeviceProps(132, 232448, 233472, 1024, 1024, True)
+    >>> cupy_path("auto", 8, 1024, 4, h100), cupy_path("auto", 32, 1024, 4, h100)
+    (('persistent', None), ('fused', None))
+    """
+    from .cupy_persistent import plan
+
+    if setting == "fused":
+        return "fused", None
+    eligible = plan(B, H, itemsize, props) is not None
+    if setting == "persistent":
+        if not eligible:
+            return "fused", (
+                f"{_settings.CUPY_PATH}=persistent, but B={B}, H={H} with {itemsize}-byte floats is "
+                "not eligible for the persistent kernel (shared memory, dtype or device); "
+                "using the fused path"
+            )
+        return "persistent", None
+    return ("persistent" if B <= PERSISTENT_MAX_BATCH and eligible else "fused"), None
+
+
+# -- the rows' kernels that choose per call ---------------------------------------------
+
+
+def numpy_row_forward(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences):
+    """The NumPy row's forward: the compiled loop, or the in-place loop on oneMKL or NumPy's BLAS (``numpy_loop``)."""
+    options = dict(nonlinearity=nonlinearity, lengths=lengths, reverse=reverse, leak=leak,
+                   return_sequences=return_sequences)  # fmt: skip
+    loop = numpy_loop(x, h0, nonlinearity)
+    if loop == "numba":
+        from .numba_cpu import scan_numba
+
+        return scan_numba(xp, x, h0, Wx, Wh, b, **options)
+    from .numpy import scan_numpy
+
+    return scan_numpy(xp, x, h0, Wx, Wh, b, mkl=loop == "mkl", **options)
+
+
+def numpy_row_backward(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak):
+    """The NumPy row's backward: the compiled loop where the forward takes it, else the in-place loop."""
+    options = dict(nonlinearity=nonlinearity, lengths=lengths, reverse=reverse, leak=leak)
+    if numpy_loop(x, h0, nonlinearity) == "numba":
+        from .numba_backward import backward_numba
+
+        return backward_numba(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, **options)
+    from .numpy_backward import backward_numpy
+
+    return backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, **options)
+
+
+def cupy_row_forward(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences):
+    """The CuPy row's forward: float32/float64 on the path ``cupy_path`` picks, other dtypes on the portable loop."""
+    options = dict(nonlinearity=nonlinearity, lengths=lengths, reverse=reverse, leak=leak,
+                   return_sequences=return_sequences)  # fmt: skip
+    setting = _settings.cupy_path()  # first: an unknown value is an error whatever the arrays
+    if h0.dtype.name not in ("float32", "float64"):  # the CUDA kernels are written for these two
+        return scan_portable(xp, x, h0, Wx, Wh, b, **options)
+    T, B, H = x.shape[0], math.prod(h0.shape[:-1]), h0.shape[-1]
+    path, note = "fused", None
+    if setting != "fused" and T > 0 and B > 0:  # nothing to run otherwise
+        from .cupy_persistent import device_props
+
+        path, note = cupy_path(setting, B, H, h0.dtype.itemsize, device_props(x.device.id))
+    from .cupy import scan_cupy
+
+    return scan_cupy(xp, x, h0, Wx, Wh, b, path=path, note=note, insist=setting == "persistent", **options)
+
+
+def dask_row_forward(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences):
+    """The Dask row's forward: one task per batch chunk, running this table's forward for the chunk's library."""
+    from .dask import scan_dask
+
+    return scan_dask(xp, x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths, reverse=reverse,
+                     leak=leak, return_sequences=return_sequences, chunk_kernel=forward_kernel)  # fmt: skip
+
+
+def dask_row_backward(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak):
+    """The Dask row's backward: one task per batch chunk, running this table's backward for the chunk's library."""
+    from .dask import backward_dask
+
+    return backward_dask(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, nonlinearity=nonlinearity, lengths=lengths,
+                         reverse=reverse, leak=leak, chunk_kernel=backward_kernel)  # fmt: skip
 
 
 def own_precision(xp, x):

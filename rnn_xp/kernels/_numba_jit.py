@@ -3,7 +3,9 @@
 Importing this module imports numba (which is optional); nothing else here
 imports it. Every function is compiled with ``cache=True``: numba writes the
 machine code beside this file (or in its user cache directory when that is
-read-only) and a new process loads it instead of compiling.
+read-only) and a new process loads it instead of compiling. Where no cache
+can be used, ``numba_cpu`` loads a second copy of this module with
+``CACHE = False`` (compiled in the process, never written).
 
 Three things numba does not offer are written as LLVM intrinsics: a call to
 ``cblas_?gemm`` through its address (the BLAS of NumPy, found at run time,
@@ -22,10 +24,14 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-__all__ = ["FUNCTIONS"]
+__all__ = ["CACHE", "FUNCTIONS"]
 
 _FM = {"contract", "reassoc"}
-_JIT = dict(nogil=True, cache=True, fastmath=_FM, error_model="numpy")  # numpy: x / 0 is inf, no check
+# Whether numba keeps the machine code in its on-disk cache: yes, unless the
+# module was loaded with CACHE = False set beforehand (numba_cpu does, where the
+# cache cannot be used).
+CACHE = globals().get("CACHE", True)
+_JIT = dict(nogil=True, cache=CACHE, fastmath=_FM, error_model="numpy")  # numpy: x / 0 is inf, no check
 
 # CBLAS enumerations: row-major, A as it is, B transposed (C += A @ B.T)
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112

@@ -31,12 +31,13 @@ backward that names ``b`` gets the forward's bias (``with_bias``).
 from __future__ import annotations
 
 import inspect
-import os
+
+from . import _settings
 
 __all__ = ["VARIABLE", "backward_options", "framework_autodiff", "split_options", "takes", "with_bias"]
 
-VARIABLE = "RNN_XP_AUTODIFF"
-CHOICES = ("rnn_xp", "framework")
+VARIABLE = _settings.AUTODIFF
+CHOICES = _settings.AUTODIFF_CHOICES
 
 # Options of the forward kernels that the backward kernels do not take.
 FORWARD_ONLY = ("return_sequences",)
@@ -44,10 +45,7 @@ FORWARD_ONLY = ("return_sequences",)
 
 def framework_autodiff() -> bool:
     """True when ``RNN_XP_AUTODIFF=framework``: the framework differentiates the loop itself."""
-    value = os.environ.get(VARIABLE, "rnn_xp").strip().lower() or "rnn_xp"
-    if value not in CHOICES:
-        raise ValueError(f"{VARIABLE} must be one of {list(CHOICES)} (default rnn_xp); got {value!r}")
-    return value == "framework"
+    return _settings.autodiff() == "framework"
 
 
 def backward_options(options):

@@ -25,7 +25,7 @@ state, where the portable loop gives ``f(z)``.
 
 ``kernel_source(dtype_name, nonlinearity)`` is the whole text NVRTC compiles;
 the tests compile it for every architecture NVRTC supports from sm_75 and run
-it on the CPU through an interpreter of its C (``tests/cuda_emulator.py``),
+it on the CPU through an interpreter of its C (``tests/kernels/cuda_emulator.py``),
 against the portable loop. ``scan_fused`` takes ``mod`` and ``launch`` for
 that: the host loop then runs with NumPy and the launches go to the emulator.
 CuPy is imported only inside functions.
@@ -34,6 +34,8 @@ CuPy is imported only inside functions.
 from __future__ import annotations
 
 import math
+
+from ._blocks import project, time_blocks, transposed_copy
 
 __all__ = ["STEP_SOURCE", "activation_source", "kernel_name", "kernel_source", "scan_fused"]
 
@@ -169,8 +171,6 @@ def scan_fused(x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return
     """
     import numpy  # only for typed kernel arguments (scalars), never on the caller's arrays
 
-    from .numpy import _project, _transposed_copy, time_blocks
-
     if mod is None:
         import cupy as mod
     dtype = h0.dtype
@@ -184,7 +184,7 @@ def scan_fused(x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return
 
     x3 = x.reshape(T, B, D)  # (T, B, D)
     WxT = Wx.T  # (D, H)
-    WhT = _transposed_copy(mod, Wh)  # (H, H): h @ WhT is a no-transpose GEMM
+    WhT = transposed_copy(mod, Wh)  # (H, H): h @ WhT is a no-transpose GEMM
     bias = WhT if b is None else mod.ascontiguousarray(b)  # (H,); a placeholder when unused
     out, buf, blocks = time_blocks(mod, T, B, H, dtype, reverse=reverse, return_sequences=return_sequences)
     tmp = mod.empty((B, H), dtype=dtype)  # (B, H) h @ Wh.T
@@ -202,7 +202,7 @@ def scan_fused(x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return
     h = state  # (B, H): h_{t-1}; without lengths, a view of the previous step's output
     for s, e in blocks:
         block = buf[: e - s]  # (n, B, H)
-        _project(mod, x3[s:e], WxT, None, block)  # the bias is added in the kernel
+        project(mod, x3[s:e], WxT, None, block)  # the bias is added in the kernel
         for t in range(e - 1, s - 1, -1) if reverse else range(s, e):
             o = block[t - s]  # (B, H): x_t @ Wx.T, becomes the output at t
             mod.matmul(h, WhT, out=tmp)

@@ -49,7 +49,7 @@ and ``f(z)`` alone at leak = 1, so an infinite state gives no ``0 * inf``);
 relu keeps NaN; with ``lengths`` a step t >= length keeps the state and writes
 zeros to the output; ``reverse`` runs each block of time backwards; with
 ``return_sequences=False`` the input is projected a block of time steps at a
-time (``kernels.numpy._BLOCK_STEPS``) and the kernel runs once per block, the
+time (``_blocks.BLOCK_STEPS``) and the kernel runs once per block, the
 state carried between launches in the double buffer (memory O(B * H)).
 All options are supported; none falls back to the fused path.
 
@@ -94,15 +94,16 @@ CuPy releases shrink a too-large cooperative grid with a warning instead of
 failing; since G is checked against the same occupancy call first, that
 cannot happen here.
 
-Eligibility and the path heuristic
-----------------------------------
+Eligibility (the path is chosen in the kernels' table)
+------------------------------------------------------
 ``plan`` is a pure function of (B, H, itemsize, device properties): it picks
 R = ceil(H / SMs), G = ceil(H / R), 256 threads, and needs
 ``(R*H + B*H + (KP+1)*R*B) * itemsize`` bytes of shared memory per block,
 which must fit the opt-in per-block limit and, with the per-block reserve, one
 SM (on an H100 at B = 8: float32 up to H = 2244, float64 up to H = 1452).
-``choose_path`` takes the persistent kernel when ``B <= PERSISTENT_MAX_BATCH``
-and a plan exists; the fused path otherwise. ``RNN_XP_CUPY_PATH`` = ``auto``
+The table of ``kernels/__init__.py`` (``kernels.cupy_path``) takes the
+persistent kernel when ``B <= kernels.PERSISTENT_MAX_BATCH`` and a plan
+exists; the fused path otherwise. ``RNN_XP_CUPY_PATH`` = ``auto``
 (default) | ``fused`` | ``persistent`` forces a path (``persistent`` falls back
 to the fused one, with a warning, when the case is not eligible), and
 ``forced_path(...)`` does the same for a block of code without touching the
@@ -124,7 +125,7 @@ path's result. The warning is never repeated and never silent. ``launches()``
 counts the persistent launches of the callers (the checks' own are not
 counted), thread-safely.
 
-The tests run this kernel on the CPU: ``tests/cuda_emulator.py`` interprets
+The tests run this kernel on the CPU: ``tests/kernels/cuda_emulator.py`` interprets
 its C source (the staging, the reductions in the kernel's order, the double
 buffer, the step formula) block by block between grid barriers, with bounds
 and race checks, against the portable loop.
@@ -134,21 +135,18 @@ CuPy is imported only inside functions.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
-import os
 import threading
 import warnings
 from typing import NamedTuple
 
+from . import _settings
+from ._blocks import project, time_blocks
 from .cupy_fused import STEP_SOURCE, activation_source, raw_kernel
 
 __all__ = [
     "DeviceProps",
     "Plan",
-    "choose_path",
-    "decide_path",
     "device_props",
     "forced_path",
     "kernel_name",
@@ -160,14 +158,6 @@ __all__ = [
     "scan_persistent",
     "self_check",
 ]
-
-# The persistent kernel is chosen (path "auto") up to this batch size. Each
-# step is then a grid barrier (about a microsecond, expected) plus B*H*H/SMs
-# multiply-adds per SM from shared memory; the fused path pays two launches per
-# step (a few microseconds) but its cuBLAS product scales better with B. The
-# crossover is a guess until benchmarks/gpu_check.sh has measured it; 8 is the
-# largest batch of the small-batch grid of issue #5.
-PERSISTENT_MAX_BATCH = 8
 
 # Threads per block: 8 warps. The kernel is compiled with
 # __launch_bounds__(_THREADS, 1), so it must not be launched with more; the 1
@@ -182,10 +172,14 @@ _MAXB = 8
 _UNROLL = 4
 _VEC_BYTES = 16
 
-ENV_VAR = "RNN_XP_CUPY_PATH"
-PATHS = ("auto", "fused", "persistent")
+ENV_VAR = _settings.CUPY_PATH
+PATHS = _settings.CUPY_PATHS
 
-_FORCED = contextvars.ContextVar("rnn_xp_cupy_path", default=None)
+# The requested path: forced_path's if one is active, else $RNN_XP_CUPY_PATH (auto).
+path_setting = _settings.cupy_path
+# Within the `with` block (this thread / context only), CuPy uses the path given
+# (RNN_XP_CUPY_PATH's values); the environment is not touched.
+forced_path = _settings.forced_cupy_path
 
 _DTYPES = {"float32": ("float", "f32", "f"), "float64": ("double", "f64", "d")}  # C, PTX, asm constraint
 
@@ -405,7 +399,7 @@ def state_stride(B, H, itemsize):
     return -(-B * H // vec) * vec
 
 
-# --- sizes and the path heuristic: pure functions of numbers ------------------------------
+# --- sizes: pure functions of numbers -----------------------------------------------------
 
 
 class DeviceProps(NamedTuple):
@@ -453,55 +447,6 @@ def plan(B, H, dtype_itemsize, device_props):
     if smem > p.smem_per_block_optin or smem + p.reserved_smem_per_block > p.smem_per_sm:
         return None
     return Plan(rows, blocks, threads, kparts, smem)
-
-
-def choose_path(B, H, dtype_itemsize, device_props):
-    """``"persistent"`` for a small batch whose weights fit on chip, else ``"fused"``."""
-    if B <= PERSISTENT_MAX_BATCH and plan(B, H, dtype_itemsize, device_props) is not None:
-        return "persistent"
-    return "fused"
-
-
-def path_setting():
-    """The requested path: ``forced_path``'s if one is active, else ``$RNN_XP_CUPY_PATH`` (``auto``)."""
-    forced = _FORCED.get()
-    if forced is not None:
-        return forced
-    value = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
-    if value not in PATHS:
-        raise ValueError(f"{ENV_VAR} must be one of {', '.join(PATHS)}; got {value!r}")
-    return value
-
-
-@contextlib.contextmanager
-def forced_path(path):
-    """Within the ``with`` block (this thread / context only), CuPy uses ``path``.
-
-    ``path`` is ``"auto"``, ``"fused"`` or ``"persistent"``; it takes
-    precedence over ``$RNN_XP_CUPY_PATH``. The environment is not touched.
-    """
-    if path not in PATHS:
-        raise ValueError(f"path must be one of {', '.join(PATHS)}; got {path!r}")
-    token = _FORCED.set(path)
-    try:
-        yield
-    finally:
-        _FORCED.reset(token)
-
-
-def decide_path(setting, B, H, dtype_itemsize, device_props):
-    """``(path, warning or None)`` for a setting from ``path_setting``; no GPU needed."""
-    if setting == "fused":
-        return "fused", None
-    if setting == "persistent":
-        if plan(B, H, dtype_itemsize, device_props) is None:
-            return "fused", (
-                f"{ENV_VAR}=persistent, but B={B}, H={H} with {dtype_itemsize}-byte floats is "
-                "not eligible for the persistent kernel (shared memory, dtype or device); "
-                "using the fused path"
-            )
-        return "persistent", None
-    return choose_path(B, H, dtype_itemsize, device_props), None
 
 
 # --- on the GPU ----------------------------------------------------------------------------
@@ -607,7 +552,7 @@ def self_check(device_id, dtype_name, nonlinearity, B, H, *, mod=None):
     if mod is None:
         import cupy as mod
     pl = plan(B, H, mod.dtype(dtype_name).itemsize, device_props(device_id))
-    if pl is None:  # no plan to check (decide_path keeps such sizes on the fused path)
+    if pl is None:  # no plan to check (kernels.cupy_path keeps such sizes on the fused path)
         return False
     try:
         problem = _occupancy_problem(device_id, dtype_name, nonlinearity, pl)
@@ -663,8 +608,6 @@ def scan_persistent(x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak,
     """
     import numpy  # only for typed kernel arguments (scalars), never on the caller's arrays
 
-    from .numpy import _project, time_blocks
-
     if mod is None:
         import cupy as mod
     if launch is None:
@@ -694,7 +637,7 @@ def scan_persistent(x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak,
     parity = 0  # state[parity] holds the current state
     for s, e in blocks:
         block = buf[: e - s]  # (n, B, H)
-        _project(mod, x3[s:e], WxT, None, block)  # the bias is added in the kernel
+        project(mod, x3[s:e], WxT, None, block)  # the bias is added in the kernel
         # In the order of the kernel's parameters; ints typed to match (a Python int
         # would be passed as 64 bits).
         args = (

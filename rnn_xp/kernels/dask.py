@@ -3,7 +3,9 @@
 Sequences in a batch do not interact, so a Dask array chunked along its
 batch axes splits the work into independent pieces. Each batch chunk runs
 the in-memory kernel of the chunk's own library (NumPy's, or CuPy's when
-the chunks hold CuPy arrays) over the whole sequence, as a single task::
+the chunks hold CuPy arrays) over the whole sequence, as a single task: the
+kernel the table of ``kernels/__init__.py`` picks for that library, given
+as ``chunk_kernel`` (``kernels.forward_kernel``, ``kernels.backward_kernel``)::
 
     x        (T, *batch, D)   chunks: one along T, any along batch, one along D
     h0       (*batch, H)      aligned with x's batch chunks
@@ -19,7 +21,7 @@ given with Dask inputs become single-chunk Dask arrays: one key each in the
 graph, which a distributed scheduler ships to a worker once, not per task.
 
 The backward pass has the same shape. Each batch chunk runs the in-memory
-backward of its library (``numpy_backward.backward_numpy`` on NumPy
+backward of its library (NumPy's on NumPy chunks, the portable one on CuPy
 chunks) over the whole sequence, as one task that returns the chunk's
 ``dx``, ``dh0`` and its share of the weight gradients::
 
@@ -39,9 +41,8 @@ only by the rounding of that order of additions. Graph size: one task per
 batch chunk, three ``getitem`` tasks per chunk, the tree's tasks (about one
 per ``split_every - 1`` chunks) and three more, whatever T is.
 
-This module imports Dask; ``kernels.forward_kernel`` and
-``kernels.backward_kernel`` import it only when the caller's arrays are Dask
-arrays.
+This module imports Dask; the table imports it only when the caller's
+arrays are Dask arrays.
 """
 
 from __future__ import annotations
@@ -58,9 +59,7 @@ from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from .._checks import check_lengths, shape_str
-from .._compat import device, is_cupy_namespace, is_numpy_namespace, namespace_of, outside_stacklevel
-from .portable import backward_portable, scan_portable
-
+from .._compat import device, namespace_of, outside_stacklevel
 __all__ = ["backward_dask", "scan_dask", "split_every", "tree_sum"]
 
 TOKEN = "rnn_xp-forward"  # key prefix of the tasks that run the recurrence
@@ -68,13 +67,14 @@ BACKWARD_TOKEN = "rnn_xp-backward"  # key prefix of the tasks that run the backw
 SUM_TOKEN = "rnn_xp-grad-sum"  # key prefix of the tree that adds the chunks' weight gradients
 
 
-def scan_dask(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences):
+def scan_dask(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences, chunk_kernel):
     """``scan_portable`` for Dask: lazy results, one task per batch chunk.
 
     ``x`` is ``(T, *batch, D)``, ``h0`` ``(*batch, H)``, ``lengths`` ``None``
     or an integer array ``(*batch,)``; any of them (and the weights) may be
     a NumPy array instead of a Dask array. Returns ``(h_seq, h_last)`` as
     Dask arrays, ``h_seq`` ``None`` when ``return_sequences`` is False.
+    ``chunk_kernel(chunk_namespace)`` is the forward kernel a task runs on its chunk.
     """
     x = _single_chunk_along("x", _as_dask(x), {0: "time", x.ndim - 1: "features"})
     k = x.ndim - 2  # number of batch axes
@@ -97,7 +97,7 @@ def scan_dask(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, ret
     ]  # fmt: skip
     options = {
         "nonlinearity": nonlinearity, "reverse": reverse, "leak": leak,
-        "return_sequences": return_sequences,
+        "return_sequences": return_sequences, "chunk_kernel": chunk_kernel,
     }  # fmt: skip
 
     if not return_sequences:
@@ -124,11 +124,14 @@ def scan_dask(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, ret
     return h_seq, h_last
 
 
-def _forward_chunk(x, h0, Wx, Wh, b, lengths, *, nonlinearity, reverse, leak, return_sequences):
+def _forward_chunk(x, h0, Wx, Wh, b, lengths, *, nonlinearity, reverse, leak, return_sequences, chunk_kernel):
     """One task: the in-memory forward pass over one batch chunk.
 
-    Runs where the chunk lives (a worker), on the chunk's own library; it
-    validates ``lengths`` values, which stay unread while the graph is built.
+    Runs where the chunk lives (a worker), on the chunk's own library's
+    kernel (``chunk_kernel(namespace)``: for NumPy chunks the one
+    ``rnn_forward`` takes for NumPy arrays, so a chunk's states are the bits
+    ``rnn_forward`` gives for that chunk alone); it validates ``lengths``
+    values, which stay unread while the graph is built.
     """
     from . import mkl
 
@@ -136,35 +139,17 @@ def _forward_chunk(x, h0, Wx, Wh, b, lengths, *, nonlinearity, reverse, leak, re
     T, batch = x.shape[0], tuple(x.shape[1:-1])
     lengths = check_lengths(xp, lengths, batch, T, device(x))  # the values, now that they are known
     with mkl.one_thread():  # the tasks are the parallelism (see mkl.one_thread)
-        h_seq, h_last = _in_memory_kernel(xp)(
+        h_seq, h_last = chunk_kernel(xp)(
             xp, x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths,
             reverse=reverse, leak=leak, return_sequences=return_sequences,
         )  # fmt: skip
     return (h_seq, h_last) if return_sequences else h_last
 
 
-def _in_memory_kernel(xp):
-    """The kernel for a chunk's library: the one ``rnn_forward`` takes for it, else the portable one.
-
-    NumPy chunks run what NumPy arrays run (the compiled loop when numba is
-    installed and picks the size, else the in-place loop), so a chunk's states
-    are the bits ``rnn_forward`` gives for that chunk alone.
-    """
-    if is_numpy_namespace(xp):
-        from .numba_cpu import scan_cpu
-
-        return scan_cpu
-    if is_cupy_namespace(xp):
-        from .cupy import scan_cupy
-
-        return scan_cupy
-    return scan_portable
-
-
 # -- the backward pass ---------------------------------------------------------
 
 
-def backward_dask(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak):
+def backward_dask(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak, chunk_kernel):
     """``backward_portable`` for Dask: lazy results, one task per batch chunk.
 
     ``dh`` (or ``None``) and ``h_seq`` are ``(T, *batch, H)``, ``x``
@@ -176,7 +161,8 @@ def backward_dask(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, 
     rechunked to them. Returns ``(dx, dh0, dWx, dWh, db)`` as Dask arrays:
     ``dx`` and ``dh0`` chunked like ``x`` along the batch, the weight
     gradients one chunk each (see the module docstring for the order of
-    their sums).
+    their sums). ``chunk_kernel(chunk_namespace)`` is the backward kernel a
+    task runs on its chunk.
     """
     k = x.ndim - 2  # number of batch axes
     T, D, H = x.shape[0], x.shape[-1], Wx.shape[0]
@@ -214,6 +200,7 @@ def backward_dask(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, 
     parts = da.blockwise(
         _backward_chunk, bi, *args, token=BACKWARD_TOKEN, dtype=x.dtype, concatenate=True,
         meta=meta_from_array(x, ndim=k), nonlinearity=nonlinearity, reverse=reverse, leak=leak,
+        chunk_kernel=chunk_kernel,
     )  # fmt: skip
     dx = da.blockwise(
         operator.getitem, ("t", *bi, "d"), parts, bi, 0, None, new_axes={"t": T, "d": D},
@@ -227,7 +214,7 @@ def backward_dask(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, 
     return dx, dh0, dWx, dWh, db
 
 
-def _backward_chunk(dh, x, h0, Wx, Wh, h_seq, dh_n, lengths, *, nonlinearity, reverse, leak):
+def _backward_chunk(dh, x, h0, Wx, Wh, h_seq, dh_n, lengths, *, nonlinearity, reverse, leak, chunk_kernel):
     """One task: the in-memory backward pass over one batch chunk.
 
     Returns ``(dx, dh0, (dWx, dWh, db))`` of the chunk; like
@@ -236,20 +223,11 @@ def _backward_chunk(dh, x, h0, Wx, Wh, h_seq, dh_n, lengths, *, nonlinearity, re
     xp = namespace_of(x)
     T, batch = x.shape[0], tuple(x.shape[1:-1])
     lengths = check_lengths(xp, lengths, batch, T, device(x))  # the values, now that they are known
-    dx, dh0, dWx, dWh, db = _in_memory_backward(xp)(
+    dx, dh0, dWx, dWh, db = chunk_kernel(xp)(
         xp, dh, x, h0, Wx, Wh, h_seq, dh_n, nonlinearity=nonlinearity, lengths=lengths,
         reverse=reverse, leak=leak,
     )  # fmt: skip
     return dx, dh0, (dWx, dWh, db)
-
-
-def _in_memory_backward(xp):
-    """The backward kernel for a chunk's library: the one ``rnn_backward`` takes for NumPy, else the portable one."""
-    if is_numpy_namespace(xp):
-        from .numba_backward import backward_cpu
-
-        return backward_cpu
-    return backward_portable  # CuPy included: kernels.backward_kernel has nothing faster for it
 
 
 def _batch_chunks(x, h_seq, dh, h0, dh_n):

@@ -51,7 +51,9 @@ import time
 import warnings
 from pathlib import Path
 
-__all__ = ["PackedMatrix", "RowProduct", "StepThreads", "gemm", "library", "preferred", "step_product"]
+from . import _settings
+
+__all__ = ["PackedMatrix", "RowProduct", "StepThreads", "gemm", "library", "loaded", "preferred", "step_product"]
 
 # CBLAS enumerations
 _ROW_MAJOR, _NO_TRANS, _TRANS, _PACKED, _B_MATRIX = 101, 111, 112, 151, 162
@@ -82,17 +84,7 @@ def _after_fork_in_child():
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
-ENV_VAR = "RNN_XP_MKL"
-_MODES = {"": "auto", "auto": "auto", "1": "on", "0": "off"}
-
-
-def _mode():
-    """``RNN_XP_MKL`` as ``"auto"`` (unset, empty or ``auto``), ``"on"`` (``1``) or ``"off"`` (``0``)."""
-    value = os.environ.get(ENV_VAR, "")
-    try:
-        return _MODES[value.strip().lower()]
-    except KeyError:
-        raise ValueError(f"{ENV_VAR} must be 0, 1 or auto; got {value!r}") from None
+ENV_VAR = _settings.MKL
 
 
 def library():
@@ -108,9 +100,14 @@ def library():
         return None
     if _LIB is None:
         _LIB, _WHY = _load()
-        if _LIB is False and installed() and _mode() != "off":
+        if _LIB is False and installed() and _settings.mkl() != "off":
             _warn_fallback(_WHY)
     return _LIB or None
+
+
+def loaded():
+    """Whether oneMKL has been loaded in this process (``library()`` found it usable); loads nothing."""
+    return bool(_LIB)
 
 
 def installed():
@@ -146,7 +143,7 @@ def preferred():
     if _FORCED is not None:
         return _FORCED
     if _PREFERRED is None:
-        _PREFERRED = _decide(_mode(), cpu_vendor())
+        _PREFERRED = _decide(_settings.mkl(), cpu_vendor())
     return _PREFERRED[0]
 
 
@@ -201,7 +198,7 @@ def status():
         return f"not used: {_FORK_WHY if _FORKED else _WHY}"
     if preferred():
         return "in use"
-    why = _decide(_mode(), cpu_vendor())[1] or "switched off (preferring(False))"
+    why = _decide(_settings.mkl(), cpu_vendor())[1] or "switched off (preferring(False))"
     return f"loaded, not used by default: {why}"
 
 
@@ -338,7 +335,7 @@ def _candidates():
 
 
 def _load():
-    if _mode() == "off":
+    if _settings.mkl() == "off":
         return False, f"{ENV_VAR}=0"
     if not sys.platform.startswith("linux"):
         return False, "only loaded on Linux"

@@ -24,18 +24,9 @@ import numpy as np
 
 from . import numba_cpu
 from . import numpy_backward as _np_backward
-from .numpy import _blas_threads
+from ._threads import blas_threads
 
-__all__ = ["backward_cpu", "backward_numba"]
-
-
-def backward_cpu(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak):
-    """``backward_portable`` for NumPy: the compiled loop where the forward takes it, else ``backward_numpy``."""
-    if numba_cpu._picks(x, h0, nonlinearity):
-        return backward_numba(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, nonlinearity=nonlinearity,
-                              lengths=lengths, reverse=reverse, leak=leak)  # fmt: skip
-    return _np_backward.backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, nonlinearity=nonlinearity,
-                                       lengths=lengths, reverse=reverse, leak=leak)  # fmt: skip
+__all__ = ["backward_numba"]
 
 
 def backward_numba(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak,
@@ -45,12 +36,21 @@ def backward_numba(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
     ``product``, ``split`` and ``threads`` override ``numba_cpu.plan`` as in
     ``numba_cpu.scan_numba``; every choice gives the same results to rounding.
     """
-    jit = numba_cpu._jit()
+    numba_cpu.require_one_dtype(h0.dtype, dh=dh, x=x, Wx=Wx, Wh=Wh, h_seq=h_seq, dh_n=dh_n)
+    options = dict(nonlinearity=nonlinearity, lengths=lengths, reverse=reverse, leak=leak)
+    try:
+        return _backward(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, product, split, threads, **options)
+    except numba_cpu.CompileAgain:  # numba's on-disk cache failed: once more, compiled anew (or the NumPy loop)
+        return _backward(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, product, split, threads, **options)
+
+
+def _backward(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, product, split, threads, *, nonlinearity, lengths, reverse,
+              leak):  # fmt: skip
+    jit = numba_cpu.compiled()
     T = x.shape[0]
     batch, H = tuple(h0.shape[:-1]), h0.shape[-1]
     B = math.prod(batch)
     dtype = h0.dtype
-    numba_cpu.require_one_dtype(dtype, dh=dh, x=x, Wx=Wx, Wh=Wh, h_seq=h_seq, dh_n=dh_n)
     if jit is None or T == 0 or B == 0 or H == 0 or nonlinearity not in ("tanh", "relu") \
             or dtype not in (np.float32, np.float64):  # fmt: skip
         return _np_backward.backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, nonlinearity=nonlinearity,
@@ -76,8 +76,8 @@ def backward_numba(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
     args = [(dz, dh3, int(dh is not None), G, Wh_c, lens64, int(reverse), r0, r1, c0, c1, flags, coef,
              gemm, int(ilp64), sync, nsync)
             for r0, r1, c0, c1 in bounds]  # fmt: skip
-    with _blas_threads(1 if gemm else None):  # one BLAS thread per caller
-        numba_cpu._run_parallel(jit["backward_recurrence"], args)
+    with blas_threads(1 if gemm else None):  # one BLAS thread per caller
+        numba_cpu.run_compiled("backward_recurrence", args, one_blas_thread=bool(gemm))
 
     g = G[T % 2]  # (B, H): dL/dh0
     dx, dWx, dWh, db = _np_backward.weight_gradients(dz, x3, hs, h0_2, Wx, lens, reverse=reverse,

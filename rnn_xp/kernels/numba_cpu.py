@@ -3,10 +3,11 @@
 ``kernels.numpy.scan_numpy`` runs a Python loop: per step a matrix product,
 an add and a tanh, each a separate NumPy call, so a small step costs a few
 microseconds of dispatch on top of its arithmetic. Here the whole time loop
-is one function compiled by numba (``_recurrence``):
+is one function compiled by numba (``_numba_jit.recurrence``), which the
+table of ``kernels/__init__.py`` picks by size (``kernels.numpy_loop``):
 
 1. The input projection ``x @ Wx.T + b`` is still one BLAS GEMM over all
-   steps, written into the result buffer (``kernels.numpy._project``), with
+   steps, written into the result buffer (``_blocks.project``), with
    every BLAS thread.
 2. One compiled call then runs every step for a block of rows and columns::
 
@@ -19,7 +20,7 @@ is one function compiled by numba (``_recurrence``):
    NumPy's own BLAS through its address (no Python per step); below
    ``_OWN_PRODUCT_MACS`` multiply-adds per step, where a BLAS call costs more
    than its arithmetic, a register-blocked loop of the function does it.
-3. Threads (``_plan``): the batch rows are independent, so two threads each
+3. Threads (``plan``): the batch rows are independent, so two threads each
    run the whole sequence on half the rows, with no synchronisation at all.
    With fewer rows than that pays for (one sequence), two threads split the
    output columns instead and meet at a spin barrier once per step (an
@@ -30,13 +31,15 @@ array's dtype, so that the compiler vectorises it: an odd Taylor polynomial
 below a small threshold and ``1 - 2 / (exp(2|x|) + 1)`` above it, ``exp``
 by range reduction to ``[-ln 2 / 2, ln 2 / 2]``, a polynomial and a power
 of two built by an integer shift. Against NumPy's tanh it is within 4 ulp
-(``tests/test_kernel_numba.py`` checks it over the whole float range,
+(``tests/kernels/test_kernel_numba.py`` checks it over the whole float range,
 NaN and infinities included).
 
 The compiled functions are cached on disk (numba's ``cache=True``, in
 ``__pycache__`` beside this file or numba's user cache directory), so a new
 process loads them instead of compiling (``docs/cpu-kernels.md`` has the
-numbers). numba is imported only when NumPy arrays reach this kernel; when
+numbers). A cache that cannot be used (no writable folder, a full disk, a
+corrupted file) costs a compilation in the process and one ``RuntimeWarning``,
+never a failed call (``compiled``, ``run_compiled``). numba is imported only when NumPy arrays reach this kernel; when
 it is not installed, or NumPy's BLAS cannot be found by address, the kernel
 falls back (``kernels.numpy.scan_numpy`` for the first, its own product loop
 for the second).
@@ -49,10 +52,15 @@ import glob
 import math
 import os
 import threading
+import warnings
 
-from . import numpy as _np_kernel
+from . import _settings
+from ._blocks import project, time_blocks, transposed_copy
+from ._threads import blas_threads, run_parallel
+from .numpy import scan_numpy
 
-__all__ = ["available", "plan", "scan_cpu", "scan_numba"]
+__all__ = ["CompileAgain", "available", "barrier_words", "blas_gemm", "blas_status", "compiled", "mode", "plan",
+           "require_one_dtype", "run_compiled", "scan_numba", "why_not", "work_plan"]
 
 # Per-step multiply-adds (rows x H x H) below which the compiled loop's own
 # product beats a call into BLAS (whose entry costs about a microsecond).
@@ -68,23 +76,18 @@ _THREAD_ROW_MACS = 1 << 17
 _THREAD_COL_MACS = 1 << 16
 _ROW_SPLIT_MIN_ROWS = 4
 
-# ``auto`` takes the compiled loop only for H below _PICK_H_BELOW and at most
-# _PICK_MAX_ROWS rows: beyond, the NumPy loop (one BLAS call per step with every
-# BLAS thread on the whole batch) was the faster one on the measured grid
-# (docs/cpu-kernels.md, "Which kernel runs").
-_PICK_H_BELOW = 256
-_PICK_MAX_ROWS = 32
-
-_JIT = None  # the compiled functions, once numba is imported: a dict
+_JIT = None  # the compiled functions, once numba is imported: a dict (False: numba cannot run)
 _WHY = "not tried"
-_BLAS = {}  # dtype name -> (address of cblas_?gemm, 64-bit integers) or (0, False)
-_POOL = None
-_POOL_LOCK = threading.Lock()
+_CACHED = True  # whether _JIT's functions keep their machine code in numba's on-disk cache
+_CACHE_WARNED = False  # an unusable cache warns once per process
+_CACHE_LOCK = threading.Lock()
+_BLAS = {}  # dtype name -> (address of cblas_?gemm, 64-bit integers, why not) or (0, False, why not)
+_BLAS_WARNED = False  # a failed self-check of NumPy's BLAS warns once per process
 
 
 def available():
     """Whether numba is installed and the compiled kernel can run."""
-    return _jit() is not None
+    return compiled() is not None
 
 
 def why_not():
@@ -92,51 +95,12 @@ def why_not():
     return "" if available() else _WHY
 
 
-def scan_cpu(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences):
-    """``scan_portable`` for NumPy: the compiled loop where it is the faster one, else ``scan_numpy``."""
-    if _picks(x, h0, nonlinearity):
-        return scan_numba(xp, x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths,
-                          reverse=reverse, leak=leak, return_sequences=return_sequences)  # fmt: skip
-    return _np_kernel.scan_numpy(xp, x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths,
-                                 reverse=reverse, leak=leak, return_sequences=return_sequences)  # fmt: skip
-
-
-ENV_VAR = "RNN_XP_NUMBA"
-_MODES = {"": "auto", "auto": "auto", "1": "on", "0": "off"}
+ENV_VAR = _settings.NUMBA
 
 
 def mode():
     """``RNN_XP_NUMBA`` as ``"auto"`` (unset, empty or ``auto``), ``"on"`` (``1``) or ``"off"`` (``0``)."""
-    value = os.environ.get(ENV_VAR, "")
-    try:
-        return _MODES[value.strip().lower()]
-    except KeyError:
-        raise ValueError(f"{ENV_VAR} must be 0, 1 or auto; got {value!r}") from None
-
-
-def _picks(x, h0, nonlinearity):
-    """Whether ``scan_cpu`` (and the backward's dispatch) takes the compiled loop for these arrays.
-
-    ``auto``: for float32/float64 with tanh or relu, with H below
-    ``_PICK_H_BELOW`` and at most ``_PICK_MAX_ROWS`` rows (where it was the
-    faster loop), unless the NumPy loop would run this size on oneMKL
-    (installed and preferred, above its thresholds).
-    ``1``: whenever numba is installed; ``0``: never.
-    """
-    import numpy
-
-    setting = mode()  # first: an unknown value is an error whatever the arrays
-    mkl = _np_kernel._mkl.preferred()  # also checks RNN_XP_MKL, whatever the size
-    if setting == "off" or nonlinearity not in ("tanh", "relu") \
-            or h0.dtype not in (numpy.float32, numpy.float64) or not available():  # fmt: skip
-        return False
-    if setting == "on":
-        return True
-    B, H = math.prod(h0.shape[:-1]), h0.shape[-1]
-    if H >= _PICK_H_BELOW or B > _PICK_MAX_ROWS:
-        return False
-    macs = B * H * H
-    return not (mkl and macs >= (_np_kernel._MKL_ROW_MACS if B == 1 else _np_kernel._MKL_MACS))
+    return _settings.numba()
 
 
 def plan(B, H, threads=None):
@@ -164,25 +128,35 @@ def scan_numba(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, re
     and ``threads`` (1, 2) override ``plan``'s choice (for tests and
     benchmarks); every choice gives the same results to rounding.
     """
+    require_one_dtype(h0.dtype, x=x, Wx=Wx, Wh=Wh, b=b)
+    options = dict(nonlinearity=nonlinearity, lengths=lengths, reverse=reverse, leak=leak,
+                   return_sequences=return_sequences)  # fmt: skip
+    try:
+        return _scan(xp, x, h0, Wx, Wh, b, product, split, threads, **options)
+    except CompileAgain:  # numba's on-disk cache failed: once more, compiled anew (or the NumPy loop)
+        return _scan(xp, x, h0, Wx, Wh, b, product, split, threads, **options)
+
+
+def _scan(xp, x, h0, Wx, Wh, b, product, split, threads, *, nonlinearity, lengths, reverse, leak,
+          return_sequences):  # fmt: skip
     import numpy
 
-    jit = _jit()
+    jit = compiled()
     T, D = x.shape[0], x.shape[-1]
     batch, H = tuple(h0.shape[:-1]), h0.shape[-1]
     B = math.prod(batch)
     dtype = h0.dtype
-    require_one_dtype(dtype, x=x, Wx=Wx, Wh=Wh, b=b)
     if jit is None or T == 0 or B == 0 or H == 0 or nonlinearity not in ("tanh", "relu") \
             or dtype not in (numpy.float32, numpy.float64):  # fmt: skip
-        return _np_kernel.scan_numpy(xp, x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths,
-                                     reverse=reverse, leak=leak, return_sequences=return_sequences)  # fmt: skip
+        return scan_numpy(xp, x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths, reverse=reverse,
+                          leak=leak, return_sequences=return_sequences)  # fmt: skip
 
     gemm, ilp64, bounds, nsync = work_plan(B, H, dtype, product, split, threads)
 
     x3 = x.reshape(T, B, D)  # (T, B, D): a view for time-major and batch_first inputs
     WxT = Wx.T  # (D, H)
     # (H, H): the own loop reads rows of Wh; BLAS multiplies by a C-contiguous Wh.T
-    W = _np_kernel._transposed_copy(numpy, Wh) if gemm else numpy.ascontiguousarray(Wh)
+    W = transposed_copy(numpy, Wh) if gemm else numpy.ascontiguousarray(Wh)
     S = numpy.empty((2, B, H), dtype=dtype)  # (2, B, H): the double-buffered state
     S[0] = h0.reshape(B, H)
     lens = numpy.zeros(B, dtype=numpy.int64) if lengths is None else \
@@ -191,18 +165,17 @@ def scan_numba(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, re
     flags = (int(lengths is not None), int(nonlinearity == "relu"), int(leak != 1.0))
     sync = barrier_words()  # the barrier's counter and sched_yield
 
-    out, buf, blocks = _np_kernel.time_blocks(numpy, T, B, H, dtype, reverse=reverse,
-                                              return_sequences=return_sequences)  # fmt: skip
+    out, buf, blocks = time_blocks(numpy, T, B, H, dtype, reverse=reverse, return_sequences=return_sequences)
     k0 = 0  # steps run so far, in the loop's order
     for s, e in blocks:
         block = buf[: e - s]  # (n, B, H)
-        _np_kernel._project(numpy, x3[s:e], WxT, b, block)  # every BLAS thread
-        with _np_kernel._blas_threads(1 if gemm else None):  # the steps: one BLAS thread per caller
+        project(numpy, x3[s:e], WxT, b, block)  # every BLAS thread
+        with blas_threads(1 if gemm else None):  # the steps: one BLAS thread per caller
             sync[0] = 0
             args = [(block, s, e, k0, int(reverse), lens, S, W, r0, r1, c0, c1, flags, coef,
                      gemm, int(ilp64), sync, nsync)
                     for r0, r1, c0, c1 in bounds]  # fmt: skip
-            _run_parallel(jit["recurrence"], args)
+            run_compiled("recurrence", args, one_blas_thread=bool(gemm))
         k0 += e - s
     h_last = S[T % 2].reshape(*batch, H).copy()  # (*batch, H)
     if out is None:
@@ -270,31 +243,6 @@ def _sched_yield():
     return _YIELD
 
 
-def _run_parallel(fn, args):
-    """``fn(*a)`` for each ``a`` of ``args``, the first on this thread, the others on pool threads."""
-    if len(args) == 1:
-        fn(*args[0])
-        return
-    pool = _pool()
-    futures = [pool.submit(fn, *a) for a in args[1:]]
-    try:
-        fn(*args[0])
-    finally:
-        for f in futures:
-            f.result()
-
-
-def _pool():
-    """The worker threads (created once); each runs compiled code without the GIL."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            _POOL = ThreadPoolExecutor(max_workers=3, thread_name_prefix="rnn_xp-numba")
-        return _POOL
-
-
 # -- NumPy's BLAS by address ------------------------------------------------------------
 
 _SYMBOLS = (  # (name pattern, 64-bit integers)
@@ -310,14 +258,24 @@ def blas_gemm(dtype):
 
     The library is the OpenBLAS that NumPy's wheels ship (``numpy.libs``) or,
     failing that, the BLAS that threadpoolctl finds loaded. The address is
-    used only after a small product through it matched NumPy's.
+    used only after a small product through it matched NumPy's; a symbol
+    that is exported but fails that check is a ``RuntimeWarning`` (once), and
+    the compiled loop runs its own product (``blas_status`` says why).
     """
     import numpy
 
     name = numpy.dtype(dtype).name
     if name not in _BLAS:
         _BLAS[name] = _find_gemm(numpy.dtype(dtype))
-    return _BLAS[name]
+    return _BLAS[name][:2]
+
+
+def blas_status(dtype):
+    """Why ``blas_gemm(dtype)`` found no address ("" when it found one that agrees with NumPy)."""
+    import numpy
+
+    blas_gemm(dtype)
+    return _BLAS[numpy.dtype(dtype).name][2]
 
 
 def _blas_libraries():
@@ -331,12 +289,14 @@ def _blas_libraries():
         paths += [p["filepath"] for p in threadpool_info() if p.get("user_api") == "blas"]
     except ImportError:
         pass
-    return paths
+    return list(dict.fromkeys(os.path.realpath(path) for path in paths))  # each library once
 
 
 def _find_gemm(dtype):
+    """``(address, ilp64, why not)`` of the first ``cblas_?gemm`` that agrees with NumPy's product."""
     p = "s" if dtype.itemsize == 4 else "d"
-    for path in _blas_libraries():
+    paths, failed = _blas_libraries(), []
+    for path in paths:
         try:
             lib = ctypes.CDLL(path)
         except OSError:
@@ -348,37 +308,134 @@ def _find_gemm(dtype):
                 continue
             address = ctypes.cast(fn, ctypes.c_void_p).value
             if _gemm_agrees(address, ilp64, dtype):
-                return address, ilp64
-    return 0, False
+                return address, ilp64, ""
+            failed.append(f"{pattern.format(p=p)} of {os.path.basename(path)}")
+    if failed:
+        why = f"{', '.join(failed)} disagreed with NumPy's product in the self-check"
+        global _BLAS_WARNED
+        if compiled() is not None and not _BLAS_WARNED:
+            _BLAS_WARNED = True
+            warnings.warn(
+                f"rnn_xp: NumPy's BLAS, called by address from the compiled loop, failed its self-check ({why}); "
+                "the compiled loop uses its own product instead (same results, slower for large steps).",
+                RuntimeWarning, stacklevel=2,
+            )  # fmt: skip
+        return 0, False, why
+    where = ", ".join(os.path.basename(path) for path in paths) or "no BLAS library found"
+    return 0, False, f"NumPy's BLAS exports no cblas_{p}gemm ({where})"
 
 
 def _gemm_agrees(address, ilp64, dtype):
     """Whether a (3, 5) += (3, 7) @ (5, 7).T product through ``address`` matches NumPy's."""
     import numpy
 
-    jit = _jit()
-    if jit is None:
+    if compiled() is None:
         return False
     rng = numpy.random.default_rng(0)
     a = rng.standard_normal((3, 7)).astype(dtype)
     w = rng.standard_normal((5, 7)).astype(dtype)
     c = rng.standard_normal((3, 5)).astype(dtype)
     want = c + a @ w.T
-    jit["gemm_nt"](address, int(ilp64), a, w, c)
+    run_compiled("gemm_nt", [(address, int(ilp64), a, w, c)])
     return bool(numpy.allclose(c, want, rtol=1e-5, atol=1e-5))
 
 
 # -- the compiled functions ------------------------------------------------------------------
 
 
-def _jit():
-    """The compiled functions (numba imported and the module compiled once), or ``None``."""
+def compiled():
+    """The compiled functions by name (numba imported and the module compiled once), or ``None``.
+
+    They keep their machine code in numba's on-disk cache. Where that cache
+    cannot be used (no writable folder for it: ``RuntimeError: cannot cache
+    function``), they are compiled in this process without it, with one
+    ``RuntimeWarning``; where numba cannot be imported at all, ``None``
+    (``why_not`` says why) and the NumPy loop runs.
+    """
     global _JIT, _WHY
     if _JIT is None:
         try:
             from . import _numba_jit
         except ImportError as exc:  # numba is optional
             _JIT, _WHY = False, f"numba is not installed ({exc})"
+        except Exception as exc:  # numba is installed, its on-disk cache is not usable
+            _without_cache(exc)
         else:
             _JIT, _WHY = _numba_jit.FUNCTIONS, ""
     return _JIT or None
+
+
+class CompileAgain(Exception):
+    """A compiled function of numba's on-disk cache failed to load or save: the call runs once more.
+
+    By then ``compiled()`` gives the functions compiled in this process
+    without the cache, or ``None`` (the NumPy loop runs).
+    """
+
+
+def run_compiled(name, args, one_blas_thread=False):
+    """``run_parallel`` of the compiled function ``name`` (``args``: one tuple per thread).
+
+    A corrupted cache (a truncated index, unreadable machine code) or one that
+    cannot be written (a full disk) fails the first call of a function: the
+    functions are then compiled anew without the cache (one
+    ``RuntimeWarning``) and ``CompileAgain`` asks the caller to run again.
+    The same failure without the cache is no cache's: it is raised.
+    """
+    try:
+        run_parallel(compiled()[name], args, one_blas_thread=one_blas_thread)
+    except Exception as exc:
+        if not _CACHED:
+            raise
+        _without_cache(exc)
+        raise CompileAgain(f"numba's on-disk cache failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _without_cache(exc):
+    """The compiled functions without numba's on-disk cache, after it failed with ``exc``; one warning."""
+    with _CACHE_LOCK:  # threads (Dask's tasks) that met the failure at once switch once
+        if _CACHED:
+            _switch_without_cache(exc)
+
+
+def _switch_without_cache(exc):
+    global _JIT, _WHY, _CACHED
+    _CACHED = False
+    cause = f"{type(exc).__name__}: {exc}"
+    try:
+        functions = _load_uncached()
+    except Exception as again:
+        _JIT, _WHY = False, f"numba cannot compile the loops here ({type(again).__name__}: {again})"
+        _warn_once(f"rnn_xp: numba cannot compile the NumPy loops here ({type(again).__name__}: {again}; "
+                   f"its on-disk cache failed first: {cause}); the NumPy loop runs instead (same results, "
+                   f"other speed). Set {ENV_VAR}=0 to choose this without the warning.")  # fmt: skip
+        return
+    _JIT, _WHY = functions, ""
+    _warn_once(f"rnn_xp: numba's on-disk cache cannot be used ({cause}); the compiled NumPy loops are compiled "
+               "in this process instead (seconds, once per process). A writable NUMBA_CACHE_DIR, or deleting a "
+               "corrupted cache there, lets new processes load them from disk again.")  # fmt: skip
+
+
+def _load_uncached():
+    """A second copy of ``_numba_jit`` whose functions numba compiles without its on-disk cache."""
+    import importlib.util
+    import sys
+
+    origin = importlib.util.find_spec(f"{__package__}._numba_jit").origin
+    spec = importlib.util.spec_from_file_location(f"{__package__}._numba_jit_uncached", origin)
+    module = importlib.util.module_from_spec(spec)
+    module.CACHE = False  # read by the module as it runs
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(spec.name, None)
+        raise
+    return module.FUNCTIONS
+
+
+def _warn_once(message):
+    global _CACHE_WARNED
+    if not _CACHE_WARNED:
+        _CACHE_WARNED = True
+        warnings.warn(message, RuntimeWarning, stacklevel=3)

@@ -17,7 +17,7 @@ states. Here (same signature, same results):
 
 Beyond its results the loop holds ``dz`` and a few ``(B, H)`` buffers. The
 caller's arrays are never written to (they may be read-only). The step's
-product runs on one BLAS thread below ``kernels.numpy._SERIAL_MACS`` multiply-adds,
+product runs on one BLAS thread below ``_threads.SERIAL_MACS`` multiply-adds,
 as in the forward loop.
 """
 
@@ -27,7 +27,8 @@ import math
 
 import numpy as np
 
-from .numpy import _SERIAL_MACS, _blas_threads
+from . import _threads
+from ._threads import blas_threads
 
 __all__ = ["backward_numpy", "derivative_buffer", "weight_gradients", "without_padding"]
 
@@ -59,7 +60,7 @@ def backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
     if lens is not None:
         invalid = np.empty((B, 1), dtype=bool)  # (B, 1): the step is past the sequence's length
         lens_col = lens.reshape(B, 1)
-    with _blas_threads(1 if B * H * H < _SERIAL_MACS else None):
+    with blas_threads(1 if B * H * H < _threads.SERIAL_MACS else None):
         for t in range(T) if reverse else range(T - 1, -1, -1):
             dz_t = dz[t]  # (B, H): holds leak * f'(z_t), becomes dL/dz_t
             if dh is None:

@@ -29,6 +29,7 @@ import array_api_compat.numpy as np_xp  # noqa: E402
 from rnn_xp.cli import main  # noqa: E402
 from rnn_xp.cli import train as tr  # noqa: E402
 from rnn_xp.cli.train_dask import OnDask  # noqa: E402
+from support import tree_order_sum  # noqa: E402
 
 
 def _batch(task, B, T=7, H=6, dtype="float64", seed=0):
@@ -36,18 +37,6 @@ def _batch(task, B, T=7, H=6, dtype="float64", seed=0):
     params = tr.init_params(rng, 1 if task == "sine" else 2, H, np_xp, dtype, "cpu")
     x, y = tr.make_batch(rng, task, B, T)
     return params, x.astype(dtype), y.astype(dtype)
-
-
-def _tree_order_sum(parts, every=4):
-    while len(parts) > 1:
-        groups = [parts[i:i + every] for i in range(0, len(parts), every)]
-        parts = []
-        for group in groups:
-            total = group[0]
-            for g in group[1:]:
-                total = total + g
-            parts.append(total)
-    return parts[0]
 
 
 @pytest.mark.parametrize("task", ["sine", "adding"])
@@ -61,9 +50,9 @@ def test_step_equals_chunks_in_tree_order(task, scheduler):
         loss, grads = run.loss_and_grads(task, params, xs, ys)
     n = y.size
     per_chunk = [tr.loss_and_grads(np_xp, task, params, xc, yc, count=n) for xc, yc in zip(xs, ys)]
-    assert loss == _tree_order_sum([p[0] for p in per_chunk])
+    assert loss == tree_order_sum([p[0] for p in per_chunk])
     for k in params:
-        np.testing.assert_array_equal(grads[k], _tree_order_sum([p[1][k] for p in per_chunk]), err_msg=k)
+        np.testing.assert_array_equal(grads[k], tree_order_sum([p[1][k] for p in per_chunk]), err_msg=k)
     # NumPy on the whole batch, and the Dask-array path (rnn_backward on Dask arrays): to rounding
     whole_loss, whole = tr.loss_and_grads(np_xp, task, params, x, y)
     import array_api_compat.dask.array as dask_xp

@@ -16,8 +16,7 @@ import pytest
 
 import rnn_xp
 from rnn_xp import kernels
-from rnn_xp.kernels import numpy as numpy_kernel
-from rnn_xp.kernels import numpy_backward
+from rnn_xp.kernels import _threads, numpy_backward
 from rnn_xp.kernels.portable import backward_portable
 from support import random_rnn
 
@@ -102,7 +101,7 @@ def test_rnn_backward_runs_the_numpy_kernel_on_numpy_only(monkeypatch, rng):
 
 @pytest.mark.parametrize("B, H", [(16, 256), (3, 40)])  # the step's product on all threads, and on one
 def test_numpy_backward_above_and_below_the_thread_threshold(rng, B, H):
-    assert (B * H * H >= numpy_kernel._SERIAL_MACS) == (H == 256)
+    assert (B * H * H >= _threads.SERIAL_MACS) == (H == 256)
     args, lens = _case(rng, 4, (B,), 8, H, "float64", lengths=None, reverse=False, leak=1.0,
                        nonlinearity="tanh", with_dh=True, with_dh_n=True)  # fmt: skip
     fast, slow = _both(args, nonlinearity="tanh", lengths=None, reverse=False, leak=1.0)
@@ -173,7 +172,7 @@ def test_backward_benchmark_checks_and_prints(monkeypatch, capsys):
 
     monkeypatch.setattr(bench, "CPU_GRID", [(2, 3, 4, 5), (1, 4, 3, 2)])  # the script reads bench.CPU_GRID
     monkeypatch.setattr(bench, "SETTLE_S", 0.0)
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_backward.py"
+    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bench_backward.py"  # tests/kernels/ -> root
     bench = runpy.run_path(str(path))
     assert bench["main"](["--quick", "--threads", "1"]) == 0
     out = capsys.readouterr().out

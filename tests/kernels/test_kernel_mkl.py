@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 
 import rnn_xp
-from rnn_xp.kernels import mkl
-from rnn_xp.kernels import numpy as numpy_kernel
+from rnn_xp import kernels
+from rnn_xp.kernels import _blocks, _settings, _threads, mkl
 from support import random_rnn, reference_rnn
 
 # Skip only where oneMKL cannot be expected: the wheel is absent or RNN_XP_MKL=0.
 # An installed oneMKL that failed to load makes these tests fail, not skip.
-MKL_EXPECTED = mkl.installed() and mkl._mode() != "off"
+MKL_EXPECTED = mkl.installed() and _settings.mkl() != "off"
 needs_mkl = pytest.mark.skipif(
     not MKL_EXPECTED,
     reason="the mkl package is not installed" if not mkl.installed() else "RNN_XP_MKL=0",
@@ -50,9 +50,9 @@ def mkl_preferred(monkeypatch):
 @pytest.fixture
 def every_size_on_mkl(monkeypatch, mkl_preferred):
     """Send every size to oneMKL and count the packed products."""
-    monkeypatch.setattr(numpy_kernel, "_SERIAL_MACS", 0)
-    monkeypatch.setattr(numpy_kernel, "_MKL_MACS", 0)
-    monkeypatch.setattr(numpy_kernel, "_MKL_ROW_MACS", 0)
+    monkeypatch.setattr(_threads, "SERIAL_MACS", 0)
+    monkeypatch.setattr(kernels, "MKL_MACS", 0)
+    monkeypatch.setattr(kernels, "MKL_ROW_MACS", 0)
     calls = []
     real = mkl.PackedMatrix.matmul_add_at
 
@@ -305,7 +305,7 @@ def test_switched_off_by_environment():
 @pytest.mark.parametrize("lengths", [None, [11, 4, 0]])
 def test_mkl_blocks_of_time_steps(every_size_on_mkl, monkeypatch, rng, reverse, lengths):
     """return_sequences=False reuses a block buffer; the packed product follows it across blocks."""
-    monkeypatch.setattr(numpy_kernel, "_BLOCK_STEPS", 3)
+    monkeypatch.setattr(_blocks, "BLOCK_STEPS", 3)
     x, h0, Wx, Wh, b = random_rnn(rng, 11, (3,), 2, 6)
     _, last = reference_rnn(x, h0, Wx, Wh, b, lengths=lengths, reverse=reverse, leak=0.8)
     lens = None if lengths is None else np.asarray(lengths)
@@ -422,10 +422,9 @@ def test_stalls_far_apart_do_not_hold(clock):
 @needs_mkl
 @pytest.mark.parametrize("dtype_", [np.float32, np.float64])
 @pytest.mark.parametrize("B", [1, 32])  # the matrix-vector and the packed product
-def test_thread_changes_mid_loop_give_bitwise_equal_results(every_size_on_mkl, monkeypatch, rng, dtype_, B):
+def test_thread_changes_mid_loop_give_bitwise_equal_results(every_size_on_mkl, two_blas_threads, monkeypatch, rng,
+                                                            dtype_, B):  # fmt: skip
     """Every step counted as a stall: the loop alternates 2 and 1 threads; the result must not move."""
-    if mkl.library().MKL_Get_Max_Threads() < 2:
-        pytest.skip("oneMKL runs one thread here")
     x, h0, Wx, Wh, b = [a.astype(dtype_) for a in random_rnn(rng, 40, (B,), 64, 1024 if B == 1 else 256)]
     monkeypatch.setattr(mkl, "_STALLS", {"last": float("-inf"), "hold_until": float("-inf")})
     want = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)

@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 
 import rnn_xp
-from rnn_xp.kernels import mkl
-from rnn_xp.kernels import numpy as numpy_kernel
+from rnn_xp import kernels
+from rnn_xp.kernels import _settings, _threads, mkl
 from support import random_rnn, reference_rnn
 
-MKL_EXPECTED = mkl.installed() and mkl._mode() != "off"
+MKL_EXPECTED = mkl.installed() and _settings.mkl() != "off"
 needs_mkl = pytest.mark.skipif(
     not MKL_EXPECTED,
     reason="the mkl package is not installed" if not mkl.installed() else "RNN_XP_MKL=0",
@@ -125,9 +125,9 @@ def test_forked_child_runs_after_the_parent_used_mkl(tmp_path):
 @pytest.fixture
 def every_size_on_mkl(monkeypatch):
     monkeypatch.setattr(mkl, "_FORCED", True)
-    monkeypatch.setattr(numpy_kernel, "_SERIAL_MACS", 0)
-    monkeypatch.setattr(numpy_kernel, "_MKL_MACS", 0)
-    monkeypatch.setattr(numpy_kernel, "_MKL_ROW_MACS", 0)
+    monkeypatch.setattr(_threads, "SERIAL_MACS", 0)
+    monkeypatch.setattr(kernels, "MKL_MACS", 0)
+    monkeypatch.setattr(kernels, "MKL_ROW_MACS", 0)
 
 
 def _zero_reference(x, h0, Wx, Wh, b):

@@ -1,8 +1,8 @@
 """The fused CuPy path (``rnn_xp.kernels.cupy_fused``): its source, and its results on a GPU.
 
 Its arithmetic is checked on the CPU by running the CUDA source itself
-(``tests/test_kernel_cupy_emulated.py``) and its compilation by NVRTC
-(``tests/test_kernel_cupy_compile.py``). Here: the generated source, and with
+(``tests/kernels/test_kernel_cupy_emulated.py``) and its compilation by NVRTC
+(``tests/kernels/test_kernel_cupy_compile.py``). Here: the generated source, and with
 a CUDA device the path against the float64 reference on every option,
 forced with ``RNN_XP_CUPY_PATH=fused`` semantics (``forced_path``). Without
 a device the GPU tests skip with "no CUDA device".

@@ -1,4 +1,4 @@
-"""The CuPy kernels' CUDA source, run on the CPU by ``tests/cuda_emulator.py``, against the portable loop.
+"""The CuPy kernels' CUDA source, run on the CPU by ``tests/kernels/cuda_emulator.py``, against the portable loop.
 
 No GPU is needed: the interpreter executes the very text NVRTC compiles
 (``cupy_fused.kernel_source``, ``cupy_persistent.kernel_source``), thread by
@@ -30,9 +30,9 @@ import numpy as np
 import pytest
 
 from cuda_emulator import EmulatorError, Kernel
+from rnn_xp.kernels import _blocks
 from rnn_xp.kernels import cupy_fused as fused
 from rnn_xp.kernels import cupy_persistent as persistent
-from rnn_xp.kernels import numpy as numpy_kernel
 from rnn_xp.kernels.portable import scan_portable
 
 ACTIVATIONS = ["tanh", "relu"]
@@ -130,7 +130,7 @@ def _run_persistent(arrays, act, case, kernel, props=FOUR_SM):
 
 @pytest.fixture(autouse=True)
 def _short_blocks(monkeypatch):
-    monkeypatch.setattr(numpy_kernel, "_BLOCK_STEPS", BLOCK_STEPS)
+    monkeypatch.setattr(_blocks, "BLOCK_STEPS", BLOCK_STEPS)
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -1,21 +1,21 @@
-"""The persistent CuPy kernel (``rnn_xp.kernels.cupy_persistent``): sizes, path, checks, guards and results.
+"""The persistent CuPy kernel (``rnn_xp.kernels.cupy_persistent``): sizes, checks, guards and results.
 
 Without a GPU (these run everywhere):
 
-- the launch plan, the path heuristic and ``RNN_XP_CUPY_PATH``, with fake
-  device properties;
+- the launch plan, with fake device properties (the path it is chosen by,
+  and ``RNN_XP_CUPY_PATH``: ``tests/kernels/test_kernel_table.py``);
 - the checks before use and the guard on every launch: a failure (a
   mismatch, a compile or launch error, an occupancy refusal) gives the fused
   path's result and one ``RuntimeWarning``, never an exception; every plan
   (B, H) is checked on first use; the launch count is thread-safe and leaves
   out the checks' own launches;
 - the same end to end, with both kernels' CUDA source run by the
-  interpreter of ``tests/cuda_emulator.py`` (a planted error in the source is
+  interpreter of ``tests/kernels/cuda_emulator.py`` (a planted error in the source is
   caught by the check).
 
 The kernel's arithmetic on the whole edge catalogue is in
-``tests/test_kernel_cupy_emulated.py``, its compilation for every
-architecture in ``tests/test_kernel_cupy_compile.py``.
+``tests/kernels/test_kernel_cupy_emulated.py``, its compilation for every
+architecture in ``tests/kernels/test_kernel_cupy_compile.py``.
 
 With a CUDA device: the self-check on every class of plan, the kernel forced
 against the float64 reference and the fused path on every option, the path
@@ -33,24 +33,19 @@ import numpy as np
 import pytest
 
 import rnn_xp
+from rnn_xp import kernels
 from cuda_emulator import Kernel
+from rnn_xp.kernels import _blocks
 from rnn_xp.kernels import cupy_fused as fused
 from rnn_xp.kernels import cupy_persistent as persistent
-from rnn_xp.kernels import numpy as numpy_kernel
 from rnn_xp.kernels.portable import scan_portable
-from support import assert_close, random_rnn, reference_rnn, to_numpy
+from support import assert_close, made_up_gpu, random_rnn, reference_rnn, to_numpy
 
 from support import make_backend
 
 ACTIVATIONS = ["tanh", "relu"]
 
-# An H100 SXM as CUDA reports it: 132 SMs, 227 KiB per block (opt-in), 228 KiB per SM.
-H100 = persistent.DeviceProps(sm_count=132, smem_per_block_optin=232448, smem_per_sm=233472,
-                              reserved_smem_per_block=1024, max_threads_per_block=1024,
-                              cooperative_launch=True)  # fmt: skip
-SMALL_GPU = persistent.DeviceProps(sm_count=4, smem_per_block_optin=49152, smem_per_sm=65536,
-                                   reserved_smem_per_block=0, max_threads_per_block=1024,
-                                   cooperative_launch=True)  # fmt: skip
+H100, SMALL_GPU = made_up_gpu("h100"), made_up_gpu("small")
 
 
 def test_source_variants_differ_only_where_they_should():
@@ -91,82 +86,6 @@ def test_plan_covers_every_row_once_and_fits(props, itemsize):
             assert pl.smem_bytes == need  # the source's shared-memory layout
             assert need <= props.smem_per_block_optin
             assert need + props.reserved_smem_per_block <= props.smem_per_sm
-
-
-@pytest.mark.parametrize(
-    "B, H, itemsize, props, expected",
-    [
-        (1, 256, 4, H100, "persistent"),  # the small-batch grid of issue #5
-        (4, 512, 4, H100, "persistent"),
-        (8, 1024, 4, H100, "persistent"),
-        (8, 1024, 8, H100, "persistent"),
-        (8, 2048, 4, H100, "persistent"),  # 16 rows of Wh per SM: 128 KiB + h 64 KiB
-        (8, 2560, 4, H100, "fused"),  # Wh does not fit on chip
-        (8, 2048, 8, H100, "fused"),
-        (16, 256, 4, H100, "fused"),  # above PERSISTENT_MAX_BATCH
-        (128, 1760, 4, H100, "fused"),  # DeepBench
-        (8, 1024, 4, SMALL_GPU, "fused"),  # 4 SMs: 256 rows each do not fit 48 KiB
-        (8, 64, 4, SMALL_GPU, "persistent"),
-        (8, 1024, 2, H100, "fused"),  # float16: no kernel
-        (0, 1024, 4, H100, "fused"),
-        (4, 256, 4, H100._replace(cooperative_launch=False), "fused"),
-    ],
-)  # fmt: skip
-def test_choose_path(B, H, itemsize, props, expected):
-    assert persistent.choose_path(B, H, itemsize, props) == expected
-
-
-def test_batch_limit_is_the_named_constant():
-    limit = persistent.PERSISTENT_MAX_BATCH
-    assert persistent.choose_path(limit, 64, 4, H100) == "persistent"
-    assert persistent.choose_path(limit + 1, 64, 4, H100) == "fused"
-
-
-@pytest.mark.parametrize(
-    "value, expected",
-    [(None, "auto"), ("auto", "auto"), ("fused", "fused"), ("persistent", "persistent"),
-     (" Persistent ", "persistent"), ("FUSED", "fused"), ("", "auto")],
-)  # fmt: skip
-def test_env_var(monkeypatch, value, expected):
-    if value is None:
-        monkeypatch.delenv(persistent.ENV_VAR, raising=False)
-    else:
-        monkeypatch.setenv(persistent.ENV_VAR, value)
-    assert persistent.path_setting() == expected
-
-
-def test_env_var_rejects_unknown_values(monkeypatch):
-    monkeypatch.setenv(persistent.ENV_VAR, "fast")
-    with pytest.raises(ValueError, match="RNN_XP_CUPY_PATH.*auto, fused, persistent.*'fast'"):
-        persistent.path_setting()
-
-
-def test_forced_path_overrides_the_env_var_and_restores(monkeypatch):
-    monkeypatch.setenv(persistent.ENV_VAR, "fused")
-    with persistent.forced_path("persistent"):
-        assert persistent.path_setting() == "persistent"
-        with persistent.forced_path("auto"):
-            assert persistent.path_setting() == "auto"
-        assert persistent.path_setting() == "persistent"
-    assert persistent.path_setting() == "fused"
-    with pytest.raises(RuntimeError), persistent.forced_path("persistent"):
-        raise RuntimeError
-    assert persistent.path_setting() == "fused"
-    with pytest.raises(ValueError, match="path"), persistent.forced_path("cudnn"):
-        pass
-    import os
-
-    assert os.environ[persistent.ENV_VAR] == "fused"  # never written
-
-
-def test_decide_path():
-    assert persistent.decide_path("fused", 1, 64, 4, H100) == ("fused", None)
-    assert persistent.decide_path("auto", 1, 64, 4, H100) == ("persistent", None)
-    assert persistent.decide_path("auto", 64, 64, 4, H100) == ("fused", None)
-    # forced: any eligible size, even a large batch
-    assert persistent.decide_path("persistent", 64, 64, 4, H100) == ("persistent", None)
-    path, note = persistent.decide_path("persistent", 8, 4096, 4, H100)
-    assert path == "fused" and "RNN_XP_CUPY_PATH=persistent" in note and "H=4096" in note
 
 
 # --- the checks before use and the guard on every launch (no GPU: the CUDA side is replaced) ---
@@ -306,7 +225,7 @@ def test_launch_count_is_thread_safe_and_leaves_out_the_checks(monkeypatch, fres
 
 @pytest.fixture
 def interpreted(monkeypatch, fresh):
-    """The CUDA side of ``run_checked``: both kernels run by ``tests/cuda_emulator.py``; short checks."""
+    """The CUDA side of ``run_checked``: both kernels run by ``tests/kernels/cuda_emulator.py``; short checks."""
     kernels = {}
 
     def launcher(module):
@@ -324,7 +243,7 @@ def interpreted(monkeypatch, fresh):
     monkeypatch.setattr(persistent, "_CHECK_SIZES", dict(T=5, D=2))
     monkeypatch.setattr(persistent, "_CHECK_CASES", (dict(lengths=(5, 2, 0), reverse=True, leak=0.6),
                                                      dict(return_sequences=False, leak=0.3)))  # fmt: skip
-    monkeypatch.setattr(numpy_kernel, "_BLOCK_STEPS", 3)
+    monkeypatch.setattr(_blocks, "BLOCK_STEPS", 3)
     return kernels
 
 
@@ -449,7 +368,7 @@ def test_gpu_leak_1_keeps_an_infinite_state_out_of_nan(gpu, act):
 @pytest.mark.parametrize("H", [64, 256, 1024])
 @pytest.mark.parametrize("B", [1, 4, 8])
 def test_gpu_persistent_matches_reference_and_fused(gpu, dtype, rng, opts, B, H):
-    T, D = 37, 16  # 37 > _BLOCK_STEPS: return_sequences=False takes two launches
+    T, D = 37, 16  # 37 > _blocks.BLOCK_STEPS: return_sequences=False takes two launches
     x, h0, Wx, Wh, b = random_rnn(rng, T, (B,), D, H)
     kw = dict(opts)
     lengths = _lengths(B, T) if kw.pop("lengths", False) else None
@@ -497,7 +416,7 @@ def test_gpu_batch_dims_and_batch_first(gpu, rng):
 
 
 def test_gpu_auto_path_follows_the_batch_size(gpu, rng):
-    for B, runs in ((4, 1), (persistent.PERSISTENT_MAX_BATCH + 1, 0)):
+    for B, runs in ((4, 1), (kernels.PERSISTENT_MAX_BATCH + 1, 0)):
         x, h0, Wx, Wh, b = random_rnn(rng, 5, (B,), 3, 256)
         arrays = [gpu.asarray(a, "float32") for a in (x, h0, Wx, Wh, b)]
         got, launches = _forward(arrays, "auto")

@@ -44,6 +44,7 @@ from hypothesis import strategies as st  # noqa: E402
 import array_api_compat.numpy as npx  # noqa: E402
 
 from rnn_xp._backends import to_host  # noqa: E402
+from rnn_xp.kernels import _settings as kernel_settings  # noqa: E402
 from rnn_xp.kernels import backward_kernel, forward_kernel  # noqa: E402
 from rnn_xp.kernels import mkl as mkl_module  # noqa: E402
 from rnn_xp.kernels import numba_backward, numba_cpu  # noqa: E402
@@ -150,21 +151,16 @@ def _openblas_only():
 
 
 @contextlib.contextmanager
-def _every_size_on_mkl():
-    """oneMKL's products for every size (as on an Intel CPU with large enough sizes)."""
-    saved = (numpy_kernel._SERIAL_MACS, numpy_kernel._MKL_MACS, numpy_kernel._MKL_ROW_MACS)
-    numpy_kernel._SERIAL_MACS = numpy_kernel._MKL_MACS = numpy_kernel._MKL_ROW_MACS = 0
-    try:
-        with mkl_module.preferring(True):
-            yield
-    finally:
-        numpy_kernel._SERIAL_MACS, numpy_kernel._MKL_MACS, numpy_kernel._MKL_ROW_MACS = saved
+def _mkl_loaded():
+    """oneMKL loaded: the NumPy loop is given it for every size (the table gives it from a size on)."""
+    assert mkl_module.library() is not None, mkl_module.status()  # installed and wanted: loaded, or a failure
+    yield
 
 
 def _mkl_missing():
     if not mkl_module.installed():
         return "the mkl package is not installed"
-    if mkl_module._mode() == "off":
+    if kernel_settings.mkl() == "off":
         return "RNN_XP_MKL=0"
     return None  # installed and wanted: a oneMKL that failed to load fails here, it does not skip
 
@@ -186,7 +182,8 @@ def _dispatched(library, direction):
 
 KERNELS = [
     Kernel("numpy in-place", "numpy", numpy_kernel.scan_numpy, backward_numpy, selected=_openblas_only),
-    Kernel("oneMKL", "numpy", numpy_kernel.scan_numpy, None, selected=_every_size_on_mkl, missing=_mkl_missing),
+    Kernel("oneMKL", "numpy", functools.partial(numpy_kernel.scan_numpy, mkl=True), None, selected=_mkl_loaded,
+           missing=_mkl_missing),
     # JAX compiles every new shape, Dask builds a graph per call: fewer examples in CI
     Kernel("jax", "jax", _dispatched("jax", "forward"), _dispatched("jax", "backward"),
            missing=lambda: _library_missing("jax"), share=0.25),

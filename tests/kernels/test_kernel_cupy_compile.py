@@ -2,7 +2,7 @@
 
 ``cupy-cuda12x`` loads NVRTC 12 and ``cupy-cuda13x`` NVRTC 13, which no
 longer compiles for anything below sm_75 (``compute_60`` is refused). So the
-kernels are compiled with every NVRTC installed here (``tests/nvrtc.py``
+kernels are compiled with every NVRTC installed here (``tests/kernels/nvrtc.py``
 finds ``nvidia-cuda-nvrtc-cu12`` and ``nvidia-cuda-nvrtc`` 13.x, and a CUDA
 toolkit), for every architecture each one reports from sm_75 up, to machine
 code (so ptxas runs and checks the inline PTX for that architecture), with
@@ -125,7 +125,7 @@ def test_ptx_has_what_the_kernels_rely_on(lib):
 def test_batched_load_asm_numbers_its_operands_right():
     """``load_l2_batch``'s asm: load j fills outputs j*VEC .. j*VEC+VEC-1 from input j.
 
-    The interpreter of ``tests/cuda_emulator.py`` runs this function as a
+    The interpreter of ``tests/kernels/cuda_emulator.py`` runs this function as a
     Python built-in with that meaning, so the asm itself is read here.
     """
     for dtype, vec, ptx in (("float32", 4, "v4.f32"), ("float64", 2, "v2.f64")):

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import rnn_xp
-from support import ATOL, RTOL, assert_close, random_rnn, reference_rnn
+from support import ATOL, RTOL, assert_close, environ_kept, random_rnn, reference_rnn, tree_order_sum
 
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
@@ -92,7 +92,7 @@ def test_equals_numpy_per_chunk(dask_backend, dtype, rng, scheduler, opts):
 def cluster():
     """A two-process ``LocalCluster`` on loopback and its client, shared by the tests below."""
     distributed = pytest.importorskip("dask.distributed")
-    with distributed.LocalCluster(
+    with environ_kept(), distributed.LocalCluster(  # it sets OMP_NUM_THREADS=1 etc. for the whole process
         n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
         dashboard_address=None,
     ) as cl, distributed.Client(cl) as client:  # fmt: skip
@@ -311,19 +311,6 @@ BACKWARD_OPTIONS = [
 ]
 
 
-def _tree_order_sum(parts, every):
-    """The documented order: groups of ``every`` consecutive values, left to right, level by level."""
-    while len(parts) > 1:
-        groups = [parts[i:i + every] for i in range(0, len(parts), every)]
-        parts = []
-        for group in groups:
-            total = group[0]
-            for g in group[1:]:
-                total = total + g
-            parts.append(total)
-    return parts[0]
-
-
 def _backward_case(rng, dtype, *, T=6, B=10, D=3, H=5, opts=None):
     """NumPy inputs in ``dtype`` for a backward call: forward outputs, upstream gradients, lengths."""
     opts = dict(opts or {})
@@ -350,7 +337,7 @@ def _backward_per_chunk(c, chunks, every):
     return rnn_xp.RNNGrads(
         np.concatenate([g.dx for g in grads], axis=1),
         np.concatenate([g.dh0 for g in grads], axis=0),
-        *(_tree_order_sum([getattr(g, name) for g in grads], every) for name in ("dWx", "dWh", "db")),
+        *(tree_order_sum([getattr(g, name) for g in grads], every) for name in ("dWx", "dWh", "db")),
     )  # fmt: skip
 
 
@@ -462,6 +449,14 @@ def test_backward_mixed_inputs_are_aligned(rng):
     )  # fmt: skip
     assert g.dx.chunks[1] == (4, 4, 1) and _tasks(g, BACKWARD_TOKEN) == 3
     _check_backward(rnn_xp.RNNGrads(*dask.compute(*g)), _backward_per_chunk(c, (4, 4, 1), 4))
+
+
+def test_forward_rechunk_warning_points_at_caller(rng):
+    x = da.from_array(rng.standard_normal((6, 8, 3)), chunks=(2, 4, -1))  # chunked along time
+    with pytest.warns(da.PerformanceWarning, match="x is chunked along time") as record:
+        h = rnn_xp.rnn_forward(x, None, np.full((5, 3), 0.1), np.full((5, 5), 0.1))
+    assert record[0].filename == __file__
+    assert h.chunks[1] == (4, 4)
 
 
 def test_backward_rechunk_warning_points_at_caller(rng):

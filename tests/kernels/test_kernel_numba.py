@@ -4,9 +4,13 @@ Every way the compiled loop can run (its own product or BLAS's, one thread,
 two threads over rows, two threads over columns with a barrier per step) is
 held against ``portable.scan_portable`` / ``backward_portable`` on the edge
 catalogue: zero sizes, NaN and infinite values, lengths 0 and T, reverse,
-leak 1 and below, ``return_sequences=False``, float32 and float64, 0, 1 and 2
-batch dimensions, batch-first inputs; and the compiled tanh against NumPy's
-over the whole float range. numba is optional: without it these tests skip.
+leak 1 and below, ``return_sequences=False`` over odd blocks of time and odd
+T, float32 and float64, 0, 1 and 2 batch dimensions, batch-first inputs, an
+infinite ``Wh`` with ``lengths``. Also: the compiled tanh against NumPy's
+over the whole float range; NumPy's BLAS found by address where it exports
+``cblas_?gemm`` and its calls counted; the thread plan; the on-disk cache,
+and a cache that cannot be used (no folder, corrupted, a full disk), in new
+processes. numba is optional: without it these tests skip.
 """
 
 from __future__ import annotations
@@ -20,9 +24,7 @@ import numpy as np
 import pytest
 
 import rnn_xp
-from rnn_xp import kernels
-from rnn_xp.kernels import numba_backward, numba_cpu
-from rnn_xp.kernels import numpy as numpy_kernel
+from rnn_xp.kernels import _blocks, numba_backward, numba_cpu
 from rnn_xp.kernels.portable import backward_portable, scan_portable
 from support import reference_rnn
 
@@ -87,6 +89,25 @@ def test_forward_larger_sizes_and_long_blocks(rng, path):
         got, want = _forward_both(arrays, lens, path, nonlinearity="tanh", reverse=reverse, leak=0.8,
                                   return_sequences=return_sequences)  # fmt: skip
         _check(got, want, "float64", (reverse, return_sequences))
+
+
+@pytest.mark.parametrize("block", [5, 7])
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: "-".join(map(str, p)))
+def test_forward_odd_blocks_of_time_and_odd_T(monkeypatch, rng, path, block):
+    """return_sequences=False runs blocks of BLOCK_STEPS steps: odd blocks and odd T turn the double buffer's parity.
+
+    The state of step k lives in S[k % 2] across blocks; with blocks of an
+    even length (32, the default) a parity error between blocks goes unseen.
+    """
+    monkeypatch.setattr(_blocks, "BLOCK_STEPS", block)
+    for T, batch, H in ((23, (5,), 9), (37, (33,), 67)):
+        arrays = _inputs(rng, T, batch, 3, H, "float64")
+        B = batch[0]
+        lens = np.asarray([T, 0, T // 2, T - 1, 1] * (B // 5) + [T] * (B % 5), dtype=np.int64)
+        for reverse, lengths in itertools.product((False, True), (None, lens)):
+            got, want = _forward_both(arrays, lengths, path, nonlinearity="tanh", reverse=reverse, leak=0.7,
+                                      return_sequences=False)  # fmt: skip
+            _check(got, want, "float64", (T, reverse, lengths is not None))
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: "-".join(map(str, p)))
@@ -163,17 +184,19 @@ def test_backward_matches_portable_on_every_path(rng, dtype, opts, batch, with_l
         _backward_check(args, lens, dtype, opts)
 
 
-def test_backward_larger_sizes(rng):
-    lens = np.asarray([40, 0, 17, 39, 1], dtype=np.int64)
+@pytest.mark.parametrize("T", [40, 23])
+def test_backward_larger_sizes(rng, T):
+    """Even and odd T: the gradient's double buffer G[k % 2] ends at G[T % 2]."""
+    lens = np.asarray([T, 0, 17, T - 1, 1], dtype=np.int64)
     for reverse in (False, True):
         opts = dict(nonlinearity="tanh", reverse=reverse, leak=0.8)
-        args = _backward_case(rng, 40, (5,), 7, 67, "float64", lens=lens, opts=opts, with_dh=True, with_dh_n=True)
+        args = _backward_case(rng, T, (5,), 7, 67, "float64", lens=lens, opts=opts, with_dh=True, with_dh_n=True)
         _backward_check(args, lens, "float64", opts)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
 def test_backward_frozen_steps_pass_the_gradient_exactly(rng, reverse):
-    """Past a length, dh is ignored (an infinite dh gives 0, not NaN) and g passes an infinite Wh untouched."""
+    """Past a length, dh is ignored: an infinite dh there gives 0, not NaN (an infinite Wh: the test below)."""
     lens = np.asarray([6, 2, 0], dtype=np.int64)
     opts = dict(nonlinearity="tanh", reverse=reverse, leak=1.0)
     dh, x, h0, Wx, Wh, h_seq, dh_n = _backward_case(rng, 6, (3,), 2, 4, "float64", lens=lens, opts=opts,
@@ -190,6 +213,34 @@ def test_backward_frozen_steps_pass_the_gradient_exactly(rng, reverse):
             np.testing.assert_allclose(g, w, **TOL["float64"])
 
 
+@pytest.mark.parametrize("leak", [1.0, 0.5])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_backward_frozen_steps_pass_the_gradient_past_an_infinite_wh(rng, reverse, leak):
+    """A frozen step's gradient never meets Wh: with an infinite Wh, a length-0 row's dh0 is dh_n, not NaN.
+
+    (0 @ Wh is NaN where Wh is infinite; the compiled loop copies the frozen
+    rows back after its product.) The other rows meet the infinity as the
+    portable loop's do: NaN and infinities at the same places.
+    """
+    lens = np.asarray([6, 2, 0], dtype=np.int64)
+    opts = dict(nonlinearity="tanh", reverse=reverse, leak=leak)
+    dh, x, h0, Wx, Wh, h_seq, dh_n = _backward_case(rng, 6, (3,), 2, 4, "float64", lens=lens, opts=opts,
+                                                    with_dh=True, with_dh_n=True)  # fmt: skip
+    Wh = Wh.copy()
+    Wh[1, 2] = np.inf
+    Wh[3, 0] = -np.inf
+    with np.errstate(all="ignore"):
+        want = backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, lengths=lens, **opts)
+        np.testing.assert_array_equal(want[1][2], dh_n[2])
+        for product, split, threads in PATHS:
+            got = numba_backward.backward_numba(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, lengths=lens, product=product,
+                                                split=split, threads=threads, **opts)  # fmt: skip
+            np.testing.assert_array_equal(got[1][2], dh_n[2])  # length 0: dh0 is dh_n, bit for bit
+            for g, w, name in zip(got, want, ("dx", "dh0", "dWx", "dWh", "db")):
+                np.testing.assert_allclose(g, w, equal_nan=True, err_msg=f"{(product, split, threads)} {name}",
+                                           **TOL["float64"])  # fmt: skip
+
+
 @pytest.mark.parametrize("T, batch", [(0, (3,)), (3, (0,))])
 def test_backward_zero_sizes(rng, T, batch):
     opts = dict(nonlinearity="tanh", reverse=False, leak=1.0)
@@ -197,7 +248,7 @@ def test_backward_zero_sizes(rng, T, batch):
     _backward_check(args, None, "float64", opts)
 
 
-# -- tanh, dispatch, cache ------------------------------------------------------------------
+# -- tanh, plan, cache ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ["float32", "float64"])
@@ -212,7 +263,7 @@ def test_compiled_tanh_within_a_few_ulp_everywhere(name):
     ]).astype(dtype)  # fmt: skip
     x = np.concatenate([x, -x])
     out = np.empty_like(x)
-    numba_cpu._jit()["tanh_into"](x, out)
+    numba_cpu.compiled()["tanh_into"](x, out)
     want = np.tanh(x.astype(np.float64)).astype(dtype)  # float64 rounded: within half an ulp for float32
     np.testing.assert_array_equal(np.isnan(out), np.isnan(x))
     ok = ~np.isnan(x)
@@ -220,29 +271,6 @@ def test_compiled_tanh_within_a_few_ulp_everywhere(name):
     ulps = np.abs(out[ok].astype(np.float64) - want[ok]) / np.spacing(np.abs(want[ok]).astype(dtype))
     assert ulps.max() <= 8, (ulps.max(), x[ok][np.argmax(ulps)])
     assert np.all(np.abs(out[ok]) <= 1)
-
-
-def test_dispatch_picks_the_compiled_loop_on_numpy(monkeypatch):
-    assert kernels.forward_kernel(xp) is numba_cpu.scan_cpu
-    assert kernels.backward_kernel(xp) is numba_backward.backward_cpu
-    small = np.zeros((1, 2, 8), np.float32), np.zeros((2, 8), np.float32)
-    big = np.zeros((1, 64, 8), np.float32), np.zeros((64, 1024), np.float32)
-    monkeypatch.setattr(numpy_kernel._mkl, "preferred", lambda: True)  # oneMKL installed and preferred
-    assert numba_cpu._picks(*small, "tanh") and not numba_cpu._picks(*big, "tanh")
-    monkeypatch.setattr(numpy_kernel._mkl, "preferred", lambda: False)  # the default install: OpenBLAS only
-    assert numba_cpu._picks(*small, "tanh") and not numba_cpu._picks(*big, "tanh")
-    # auto: H below 256 and at most 32 rows, where the compiled loop was the faster one
-    for B, H, picked in [(1, 255, True), (1, 256, False), (32, 128, True), (33, 128, False), (16, 192, True)]:
-        assert numba_cpu._picks(np.zeros((1, B, 8), np.float32), np.zeros((B, H), np.float32), "tanh") is picked
-    assert not numba_cpu._picks(np.zeros((1, 2, 8), np.float16), np.zeros((2, 8), np.float16), "tanh")
-    monkeypatch.setenv("RNN_XP_NUMBA", "0")
-    assert not numba_cpu._picks(*small, "tanh")
-    monkeypatch.setenv("RNN_XP_NUMBA", "1")
-    monkeypatch.setattr(numpy_kernel._mkl, "preferred", lambda: True)
-    assert numba_cpu._picks(*big, "tanh")
-    monkeypatch.setenv("RNN_XP_NUMBA", "yes")
-    with pytest.raises(ValueError, match="RNN_XP_NUMBA must be 0, 1 or auto; got 'yes'"):
-        rnn_xp.rnn_forward(*small[:1], None, np.zeros((2, 8), np.float32), np.zeros((2, 2), np.float32))
 
 
 def test_plan_threads_rows_for_batches_and_columns_for_one_sequence():
@@ -271,12 +299,80 @@ def test_a_second_dtype_is_refused_before_the_compiled_loop_reads_it(name):
             numba_backward.backward_numba(xp, h_seq, arrays["x"], h0, arrays["Wx"], arrays["Wh"], h_seq, None, **kw)
 
 
-def test_blas_found_by_address_agrees_with_numpy():
-    for dtype in (np.float32, np.float64):
-        address, ilp64 = numba_cpu.blas_gemm(dtype)
-        if address == 0:
-            pytest.skip("NumPy's BLAS exports no cblas_?gemm here: the own product loop runs")
-        assert numba_cpu._gemm_agrees(address, ilp64, np.dtype(dtype))
+def _exported_gemm(dtype):
+    """Where NumPy's own BLAS exports ``cblas_?gemm`` (looked up here, apart from ``numba_cpu``'s search)."""
+    import ctypes
+    import glob
+
+    p = "s" if np.dtype(dtype).itemsize == 4 else "d"
+    root = os.path.dirname(os.path.dirname(np.__file__))
+    paths = glob.glob(os.path.join(root, "numpy.libs", "*openblas*"))
+    try:
+        from threadpoolctl import threadpool_info
+
+        paths += [lib["filepath"] for lib in threadpool_info() if lib["internal_api"] == "openblas"]
+    except ImportError:
+        pass
+    names = [f"{prefix}cblas_{p}gemm{suffix}" for prefix in ("", "scipy_") for suffix in ("", "64_")]
+    return [f"{name} of {path}" for path in paths for name in names if hasattr(ctypes.CDLL(path), name)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blas_found_by_address_agrees_with_numpy(dtype):
+    """Where NumPy's BLAS exports cblas_?gemm, the compiled loop finds it and its self-check passes.
+
+    A failing self-check (a wrong argument in the call, say) would otherwise
+    send every size to the own product loop, quietly.
+    """
+    exported = _exported_gemm(dtype)
+    address, ilp64 = numba_cpu.blas_gemm(dtype)
+    if not exported:
+        assert address == 0 and "exports no cblas" in numba_cpu.blas_status(dtype)
+        pytest.skip("NumPy's BLAS exports no cblas_?gemm here: the own product loop runs")
+    assert address != 0, (numba_cpu.blas_status(dtype), exported)
+    assert numba_cpu.blas_status(dtype) == ""
+    assert numba_cpu._gemm_agrees(address, ilp64, np.dtype(dtype))
+
+
+def _counting_gemm(monkeypatch, dtype):
+    """NumPy's cblas_?gemm behind a ctypes callback that counts its calls (from any thread)."""
+    import ctypes
+
+    address, ilp64 = numba_cpu.blas_gemm(dtype)
+    if address == 0:
+        pytest.skip(f"no BLAS by address here: {numba_cpu.blas_status(dtype)}")
+    i, real = ctypes.c_int, (ctypes.c_float if np.dtype(dtype).itemsize == 4 else ctypes.c_double)
+    n = ctypes.c_int64 if ilp64 else ctypes.c_int32
+    p = ctypes.c_void_p
+    proto = ctypes.CFUNCTYPE(None, i, i, i, n, n, n, real, p, n, p, n, real, p, n)
+    gemm = proto(address)
+    calls = []
+
+    def counting(*args):
+        calls.append(1)  # list.append holds the GIL: safe from the pool's threads
+        gemm(*args)
+
+    callback = proto(counting)
+    monkeypatch.setattr(numba_cpu, "blas_gemm", lambda d: (ctypes.cast(callback, ctypes.c_void_p).value, ilp64))
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("split, threads", [("rows", 1), ("rows", 2), ("cols", 2)])
+def test_the_blas_product_calls_blas_every_step(monkeypatch, rng, dtype, split, threads):
+    """product="blas": each thread calls cblas_?gemm once per step, forward and backward, and the answer is right."""
+    calls = _counting_gemm(monkeypatch, dtype)
+    T, name = 9, np.dtype(dtype).name
+    arrays = _inputs(rng, T, (4,), 3, 8, name)
+    lens = np.asarray([9, 0, 4, 8], dtype=np.int64)
+    opts = dict(nonlinearity="tanh", reverse=False, leak=1.0)
+    got, want = _forward_both(arrays, lens, ("blas", split, threads), return_sequences=True, **opts)
+    _check(got, want, name, (split, threads))
+    assert len(calls) == T * threads
+    del calls[:]
+    args = _backward_case(rng, T, (4,), 3, 8, name, lens=lens, opts=opts, with_dh=True, with_dh_n=True)
+    _backward_check(args, lens, name, opts, paths=[("blas", split, threads)])
+    assert len(calls) == T * threads
 
 
 _CACHE_CHECK = """
@@ -296,3 +392,104 @@ def test_a_new_process_loads_the_compiled_code_from_disk(tmp_path):
     for proc in runs:
         assert proc.returncode == 0, proc.stderr
     assert runs[1].stdout.split() == ["1", "0"], [r.stdout for r in runs]
+
+
+_CACHE_FAILURE = """
+import sys, warnings
+import numpy as np
+import array_api_compat.numpy as xp
+
+if sys.argv[1] == "full":  # a disk with no room left: numba's writing of its cache fails
+    import errno
+    from numba.core import caching
+
+    def full(self, *args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    caching.IndexDataCacheFile._save_index = caching.IndexDataCacheFile._save_data = full
+
+import rnn_xp
+from rnn_xp.kernels import numba_cpu
+from rnn_xp.kernels.portable import backward_portable, scan_portable
+
+if sys.argv[1] == "no-compiler":  # nor can numba compile without its cache
+    def broken():
+        raise RuntimeError("no compiler here")
+
+    numba_cpu._load_uncached = broken
+
+rng = np.random.default_rng(0)
+x, h0 = rng.standard_normal((6, 4, 3)).astype(np.float32), rng.standard_normal((4, 16)).astype(np.float32)
+Wx, Wh = (rng.standard_normal((16, 3)) / 2).astype(np.float32), (rng.standard_normal((16, 16)) / 4).astype(np.float32)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    h = rnn_xp.rnn_forward(x, h0, Wx, Wh)
+    g = rnn_xp.rnn_backward(np.ones_like(h), x, h0, Wx, Wh, None, h)
+    rnn_xp.rnn_forward(x, h0, Wx, Wh)
+want = scan_portable(xp, x, h0, Wx, Wh, None, nonlinearity="tanh", lengths=None, reverse=False, leak=1.0,
+                     return_sequences=True)[0]
+want_g = backward_portable(xp, np.ones_like(h), x, h0, Wx, Wh, h, None, nonlinearity="tanh", lengths=None,
+                           reverse=False, leak=1.0)
+right = np.allclose(h, want, rtol=2e-4, atol=2e-5) and all(
+    np.allclose(a, b, rtol=2e-4, atol=2e-5) for a, b in zip(g, want_g) if a is not None)  # db: no bias
+ours = [w for w in caught if str(w.message).startswith("rnn_xp:")]
+for w in ours:
+    print(w.message, file=sys.stderr)
+print(len(ours), "right" if right else "wrong", "compiled" if numba_cpu.available() else "numpy-loop")
+"""
+
+
+def _run_with_cache(tmp_path, cache_dir, case="plain"):
+    """The script above in a new process whose numba cache is confined to ``cache_dir``."""
+    from numba.core import config
+
+    if not hasattr(config, "CACHE_LOCATOR_CLASSES"):
+        pytest.skip("this numba cannot confine its cache to one folder (NUMBA_CACHE_LOCATOR_CLASSES)")
+    script = tmp_path / "cache_failure.py"
+    script.write_text(_CACHE_FAILURE)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir), NUMBA_CACHE_LOCATOR_CLASSES="UserProvidedCacheLocator",
+               RNN_XP_NUMBA="1")  # fmt: skip
+    return subprocess.run([sys.executable, str(script), case], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_no_usable_cache_folder_compiles_in_the_process(tmp_path):
+    """No folder numba may write its cache to (read-only package and HOME): one warning, the compiled loop runs."""
+    (tmp_path / "a-file").write_text("")
+    proc = _run_with_cache(tmp_path, tmp_path / "a-file" / "cache")  # no folder can be made under a file
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["1", "right", "compiled"], proc.stdout + proc.stderr[-2000:]
+    assert "cache cannot be used" in proc.stderr and "cannot cache function" in proc.stderr
+
+
+@pytest.mark.parametrize("damage", ["nbc", "nbi"])
+def test_a_corrupted_cache_compiles_in_the_process(tmp_path, damage):
+    """Machine code overwritten (.nbc) or an index cut short (.nbi): one warning, right results, every run."""
+    cache = tmp_path / "cache"
+    first = _run_with_cache(tmp_path, cache)
+    assert first.returncode == 0 and first.stdout.split() == ["0", "right", "compiled"], first.stderr[-3000:]
+    files = sorted(cache.rglob(f"*.{damage}"))
+    assert files, sorted(cache.rglob("*"))
+    for f in files:
+        f.write_bytes(b"garbage" if damage == "nbc" else f.read_bytes()[:20])
+    for _ in range(2):  # the damaged files stay: every run meets them
+        proc = _run_with_cache(tmp_path, cache)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.split() == ["1", "right", "compiled"], proc.stdout + proc.stderr[-2000:]
+
+
+def test_a_full_disk_compiles_in_the_process(tmp_path):
+    """numba cannot write its cache (ENOSPC): one warning, the compiled loop runs."""
+    proc = _run_with_cache(tmp_path, tmp_path / "cache", "full")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["1", "right", "compiled"], proc.stdout + proc.stderr[-2000:]
+    assert "No space left on device" in proc.stderr
+
+
+def test_no_cache_and_no_compiler_runs_the_numpy_loop(tmp_path):
+    """Where numba can compile neither from its cache nor anew, the NumPy loop runs, after one warning."""
+    (tmp_path / "a-file").write_text("")
+    proc = _run_with_cache(tmp_path, tmp_path / "a-file" / "cache", "no-compiler")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["1", "right", "numpy-loop"], proc.stdout + proc.stderr[-2000:]
+    assert "the NumPy loop runs instead" in proc.stderr
+

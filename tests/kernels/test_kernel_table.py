@@ -1,0 +1,326 @@
+"""The kernels' table (``rnn_xp.kernels``): which kernel runs a call, forward and backward.
+
+The table is the one place that picks a kernel. These tests hold it to the
+choice the kernels made before it was gathered there, written out here
+independently (``_numpy_rule_before``, the CuPy paths' expected values):
+the rows and their order, the NumPy size rules (the compiled loop, oneMKL
+or NumPy's BLAS) over a grid of sizes, dtypes, activations and settings,
+the CuPy path rule with made-up devices, the kernel each call then reaches
+through ``rnn_forward`` and ``rnn_backward``, and the ``RNN_XP_*`` settings
+(``kernels._settings``) with their messages.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import array_api_compat.numpy as xp
+import numpy as np
+import pytest
+
+import rnn_xp
+from rnn_xp import kernels
+from rnn_xp.kernels import _settings, mkl, numba_backward, numba_cpu, numpy_backward
+from rnn_xp.kernels import cupy_persistent as persistent
+from rnn_xp.kernels import numpy as numpy_kernel
+from rnn_xp.kernels.portable import backward_portable, scan_portable
+from support import made_up_gpu, optional_import, random_rnn, reference_rnn
+
+H100, SMALL_GPU = made_up_gpu("h100"), made_up_gpu("small")
+
+
+# -- the rows ----------------------------------------------------------------------------
+
+
+def test_rows_in_order_forward_and_backward_side_by_side():
+    assert [r.library for r in kernels.KERNELS] == ["jax", "torch", "numpy", "cupy", "dask"]
+    assert [r.library for r in kernels.KERNELS if r.extended] == ["jax", "torch"]
+    assert kernels.route("array_api_strict") is kernels.OTHERS and kernels.OTHERS.extended
+    assert kernels.route("numpy").forward == ":numpy_row_forward"
+
+
+def test_numpy_rows_kernels_and_the_portable_loops():
+    assert kernels.forward_kernel(xp) is kernels.numpy_row_forward
+    assert kernels.backward_kernel(xp) is kernels.numpy_row_backward
+    assert kernels.forward_kernel(xp, extended=True) is scan_portable
+    assert kernels.backward_kernel(xp, extended=True) is backward_portable
+    strict = optional_import("array_api_strict")
+    if strict is not None:
+        assert kernels.forward_kernel(strict) is scan_portable
+        assert kernels.backward_kernel(strict) is backward_portable
+
+
+@pytest.mark.parametrize("library", ["jax", "torch", "dask", "cupy"])
+def test_other_rows_kernels(library):
+    module = {"jax": "jax", "torch": "torch", "dask": "dask.array", "cupy": "cupy"}[library]
+    if optional_import(module) is None:
+        pytest.skip(f"{module} is not installed")
+    if library == "jax":
+        import jax.numpy as ns
+
+        from rnn_xp.kernels.jax import backward_jax as back
+        from rnn_xp.kernels.jax import scan_jax as fwd
+    elif library == "torch":
+        import array_api_compat.torch as ns
+
+        from rnn_xp.kernels.torch import backward_torch as back
+        from rnn_xp.kernels.torch import scan_torch as fwd
+    elif library == "dask":
+        import array_api_compat.dask.array as ns
+
+        fwd, back = kernels.dask_row_forward, kernels.dask_row_backward
+    else:
+        import array_api_compat.cupy as ns
+
+        fwd, back = kernels.cupy_row_forward, backward_portable
+    assert kernels.forward_kernel(ns) is fwd and kernels.backward_kernel(ns) is back
+    extended = library in ("jax", "torch")  # the rows whose kernels take every option
+    assert kernels.forward_kernel(ns, extended=True) is (fwd if extended else scan_portable)
+    assert kernels.backward_kernel(ns, extended=True) is (back if extended else backward_portable)
+
+
+# -- NumPy: the compiled loop, oneMKL or NumPy's BLAS --------------------------------------
+
+
+def _numpy_rule_before(T, B, H, dtype, nonlinearity, setting, preferred, available):
+    """The choice as ``numba_cpu._picks`` and ``kernels.numpy.scan_numpy`` made it before the table, written out."""
+    floats = dtype in ("float32", "float64")
+    on_mkl = preferred and B * H * H >= ((1 << 18) if B == 1 else (1 << 20))
+    picks = setting != "off" and nonlinearity in ("tanh", "relu") and floats and available
+    if picks and setting == "auto":
+        picks = H < 256 and B <= 32 and not on_mkl
+    if picks:
+        return "numba"
+    return "mkl" if on_mkl and min(T, B, H) > 0 and floats else "blas"
+
+
+@pytest.mark.parametrize("setting", ["auto", "on", "off"])
+@pytest.mark.parametrize("preferred", [False, True])
+@pytest.mark.parametrize("available", [False, True])
+def test_numpy_choice_is_the_choice_made_before(monkeypatch, setting, preferred, available):
+    monkeypatch.setenv("RNN_XP_NUMBA", {"auto": "auto", "on": "1", "off": "0"}[setting])
+    monkeypatch.setattr(mkl, "preferred", lambda: preferred)
+    monkeypatch.setattr(numba_cpu, "available", lambda: available)
+    grid = itertools.product((0, 3), (0, 1, 2, 16, 32, 33, 64), (0, 8, 255, 256, 512, 1024),
+                             ("float16", "float32", "float64"), ("tanh", "relu"))  # fmt: skip
+    for T, B, H, dtype, act in grid:
+        x, h0 = np.zeros((T, B, 2), dtype), np.zeros((B, H), dtype)
+        want = _numpy_rule_before(T, B, H, dtype, act, setting, preferred, available)
+        assert kernels.numpy_loop(x, h0, act) == want, (T, B, H, dtype, act)
+    # batch axes count as rows: (2, 16) is 32 rows, (3, 11) 33
+    for batch, want in (((2, 16), "numba"), ((3, 11), "blas")):
+        x, h0 = np.zeros((3, *batch, 2), np.float32), np.zeros((*batch, 64), np.float32)
+        if setting == "auto" and available and not preferred:
+            assert kernels.numpy_loop(x, h0, "tanh") == want
+
+
+def test_size_rules_are_the_named_constants(monkeypatch):
+    monkeypatch.setenv("RNN_XP_NUMBA", "auto")
+    monkeypatch.setattr(numba_cpu, "available", lambda: True)
+    monkeypatch.setattr(mkl, "preferred", lambda: True)
+    f32 = np.float32
+    H, B = kernels.NUMBA_H_BELOW, kernels.NUMBA_MAX_ROWS
+    # oneMKL takes B * H * H from MKL_MACS multiply-adds (one sequence: from MKL_ROW_MACS)
+    assert kernels.numpy_loop(np.zeros((1, B, 1), f32), np.zeros((B, H - 1), f32), "tanh") == "mkl"
+    monkeypatch.setattr(kernels, "MKL_MACS", B * (H - 1) ** 2 + 1)
+    assert kernels.numpy_loop(np.zeros((1, B, 1), f32), np.zeros((B, H - 1), f32), "tanh") == "numba"
+    assert kernels.numpy_loop(np.zeros((1, 1, 1), f32), np.zeros((1, 512), f32), "tanh") == "mkl"
+    monkeypatch.setattr(kernels, "MKL_ROW_MACS", 512 * 512 + 1)
+    assert kernels.numpy_loop(np.zeros((1, 1, 1), f32), np.zeros((1, 512), f32), "tanh") == "blas"
+    monkeypatch.setattr(kernels, "MKL_MACS", 1 << 40)
+    # the compiled loop below NUMBA_H_BELOW and up to NUMBA_MAX_ROWS rows
+    assert kernels.numpy_loop(np.zeros((1, 1, 1), f32), np.zeros((1, H - 1), f32), "tanh") == "numba"
+    assert kernels.numpy_loop(np.zeros((1, 1, 1), f32), np.zeros((1, H), f32), "tanh") == "blas"
+    assert kernels.numpy_loop(np.zeros((1, B, 1), f32), np.zeros((B, 8), f32), "tanh") == "numba"
+    assert kernels.numpy_loop(np.zeros((1, B + 1, 1), f32), np.zeros((B + 1, 8), f32), "tanh") == "blas"
+
+
+def test_an_unknown_setting_is_an_error_whatever_the_arrays(monkeypatch):
+    small = np.zeros((1, 2, 8), np.float16), np.zeros((2, 8), np.float16)
+    monkeypatch.setenv("RNN_XP_NUMBA", "yes")
+    with pytest.raises(ValueError, match="RNN_XP_NUMBA must be 0, 1 or auto; got 'yes'"):
+        kernels.numpy_loop(*small, "tanh")
+    with pytest.raises(ValueError, match="RNN_XP_NUMBA must be 0, 1 or auto; got 'yes'"):
+        rnn_xp.rnn_forward(np.zeros((2, 1, 3), np.float32), None, np.zeros((2, 3), np.float32),
+                           np.zeros((2, 2), np.float32))  # fmt: skip
+    # RNN_XP_MKL is read when oneMKL is first loaded: tests/kernels/test_kernel_mkl.py, in new processes
+
+
+def _spies(monkeypatch):
+    """Record which NumPy kernel each call reaches (and whether the NumPy loop was given oneMKL)."""
+    seen = []
+    for module, name in ((numba_cpu, "scan_numba"), (numba_backward, "backward_numba"),
+                         (numpy_kernel, "scan_numpy"), (numpy_backward, "backward_numpy")):  # fmt: skip
+        real = getattr(module, name)
+
+        def spy(*a, _real=real, _name=name, **k):
+            seen.append(_name + (":mkl" if k.get("mkl") else ""))
+            return _real(*a, **k)
+
+        monkeypatch.setattr(module, name, spy)
+    return seen
+
+
+@pytest.mark.parametrize("batch, H", [((4,), 16), ((64,), 16), ((2,), 300), ((16,), 256), ((), 512)])
+def test_calls_reach_the_chosen_kernel(monkeypatch, rng, batch, H):
+    """rnn_forward and rnn_backward run the kernel ``numpy_loop`` names, and the answer is the reference's."""
+    seen = _spies(monkeypatch)
+    x, h0, Wx, Wh, b = [a.astype(np.float32) for a in random_rnn(rng, 3, batch, 4, H)]
+    loop = kernels.numpy_loop(x, h0, "tanh")
+    h = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
+    rnn_xp.rnn_backward(np.ones_like(h), x, h0, Wx, Wh, b, h)
+    want = {"numba": ["scan_numba", "backward_numba"], "mkl": ["scan_numpy:mkl", "backward_numpy"],
+            "blas": ["scan_numpy", "backward_numpy"]}[loop]  # fmt: skip
+    assert seen == want
+    np.testing.assert_allclose(h, reference_rnn(x, h0, Wx, Wh, b)[0], rtol=2e-4, atol=2e-5)
+
+
+def test_oneMKL_is_chosen_where_it_is_preferred(monkeypatch, rng):
+    """On an Intel CPU (or RNN_XP_MKL=1) the table gives the NumPy loop oneMKL from its size on."""
+    if mkl.library() is None:
+        pytest.skip(f"oneMKL is not loaded here: {mkl.status()}")
+    seen = _spies(monkeypatch)
+    x, h0, Wx, Wh, b = [a.astype(np.float32) for a in random_rnn(rng, 3, (16,), 4, 256)]
+    with mkl.preferring(True):
+        assert kernels.numpy_loop(x, h0, "tanh") == "mkl"
+        got = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
+    assert seen == ["scan_numpy:mkl"]
+    np.testing.assert_allclose(got, reference_rnn(x, h0, Wx, Wh, b)[0], rtol=2e-4, atol=2e-5)
+
+
+# -- CuPy: the fused loop or the persistent kernel ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "B, H, itemsize, props, expected",
+    [
+        (1, 256, 4, H100, "persistent"),  # the small-batch grid of issue #5
+        (4, 512, 4, H100, "persistent"),
+        (8, 1024, 4, H100, "persistent"),
+        (8, 1024, 8, H100, "persistent"),
+        (8, 2048, 4, H100, "persistent"),  # 16 rows of Wh per SM: 128 KiB + h 64 KiB
+        (8, 2560, 4, H100, "fused"),  # Wh does not fit on chip
+        (8, 2048, 8, H100, "fused"),
+        (16, 256, 4, H100, "fused"),  # above PERSISTENT_MAX_BATCH
+        (128, 1760, 4, H100, "fused"),  # DeepBench
+        (8, 1024, 4, SMALL_GPU, "fused"),  # 4 SMs: 256 rows each do not fit 48 KiB
+        (8, 64, 4, SMALL_GPU, "persistent"),
+        (8, 1024, 2, H100, "fused"),  # float16: no kernel
+        (0, 1024, 4, H100, "fused"),
+        (4, 256, 4, H100._replace(cooperative_launch=False), "fused"),
+    ],
+)  # fmt: skip
+def test_cupy_path_auto(B, H, itemsize, props, expected):
+    assert kernels.cupy_path("auto", B, H, itemsize, props) == (expected, None)
+
+
+def test_cupy_batch_limit_is_the_named_constant():
+    limit = kernels.PERSISTENT_MAX_BATCH
+    assert kernels.cupy_path("auto", limit, 64, 4, H100)[0] == "persistent"
+    assert kernels.cupy_path("auto", limit + 1, 64, 4, H100)[0] == "fused"
+
+
+def test_cupy_path_forced():
+    assert kernels.cupy_path("fused", 1, 64, 4, H100) == ("fused", None)
+    # forced: any eligible size, even a large batch
+    assert kernels.cupy_path("persistent", 64, 64, 4, H100) == ("persistent", None)
+    path, note = kernels.cupy_path("persistent", 8, 4096, 4, H100)
+    assert path == "fused" and "RNN_XP_CUPY_PATH=persistent" in note and "H=4096" in note
+
+
+def test_cupy_row_runs_only_float32_and_float64_on_the_cuda_kernels(monkeypatch, rng):
+    """Other dtypes (float16) run the portable loop: the CUDA kernels' source is written for these two.
+
+    NumPy arrays stand in for CuPy's; the CUDA path is replaced by a recorder.
+    """
+    from rnn_xp.kernels import cupy as cupy_kernel
+    from rnn_xp.kernels import cupy_fused
+
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        cupy_fused.kernel_source("float16", "tanh")  # what float16 met on the fused path
+    ran = []
+    monkeypatch.setattr(cupy_kernel, "scan_cupy", lambda *a, path, **k: (ran.append(path), (None, None))[1])
+    monkeypatch.setenv("RNN_XP_CUPY_PATH", "fused")  # no device to ask for the persistent kernel's plan
+    x, h0, Wx, Wh, b = random_rnn(rng, 4, (3,), 2, 5)
+    opts = dict(nonlinearity="tanh", lengths=None, reverse=False, leak=1.0, return_sequences=True)
+    half = [a.astype(np.float16) for a in (x, h0, Wx, Wh, b)]
+    got_seq, got_last = kernels.cupy_row_forward(xp, *half, **opts)
+    assert ran == [] and got_seq.dtype == np.float16
+    want_seq, want_last = scan_portable(xp, *half, **opts)
+    np.testing.assert_array_equal(got_seq, want_seq)
+    np.testing.assert_array_equal(got_last, want_last)
+    for dtype in ("float32", "float64"):
+        kernels.cupy_row_forward(xp, *[a.astype(dtype) for a in (x, h0, Wx, Wh, b)], **opts)
+    assert ran == ["fused", "fused"]
+
+
+# -- the settings --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [(None, "auto"), ("auto", "auto"), ("fused", "fused"), ("persistent", "persistent"),
+     (" Persistent ", "persistent"), ("FUSED", "fused"), ("", "auto")],
+)  # fmt: skip
+def test_cupy_path_setting(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv(_settings.CUPY_PATH, raising=False)
+    else:
+        monkeypatch.setenv(_settings.CUPY_PATH, value)
+    assert _settings.cupy_path() == expected
+    assert persistent.path_setting() == expected  # the name the benchmark knows
+
+
+def test_cupy_path_setting_rejects_unknown_values(monkeypatch):
+    monkeypatch.setenv(_settings.CUPY_PATH, "fast")
+    with pytest.raises(ValueError, match="RNN_XP_CUPY_PATH.*auto, fused, persistent.*'fast'"):
+        _settings.cupy_path()
+
+
+def test_forced_cupy_path_overrides_the_setting_and_restores(monkeypatch):
+    monkeypatch.setenv(_settings.CUPY_PATH, "fused")
+    with persistent.forced_path("persistent"):
+        assert _settings.cupy_path() == "persistent"
+        with _settings.forced_cupy_path("auto"):
+            assert _settings.cupy_path() == "auto"
+        assert _settings.cupy_path() == "persistent"
+    assert _settings.cupy_path() == "fused"
+    with pytest.raises(RuntimeError), _settings.forced_cupy_path("persistent"):
+        raise RuntimeError
+    assert _settings.cupy_path() == "fused"
+    with pytest.raises(ValueError, match="path"), _settings.forced_cupy_path("cudnn"):
+        pass
+    assert os.environ[_settings.CUPY_PATH] == "fused"  # never written
+
+
+@pytest.mark.parametrize("name", ["NUMBA", "MKL"])
+@pytest.mark.parametrize("value, expected", [(None, "auto"), ("", "auto"), (" AUTO ", "auto"), ("1", "on"),
+                                             ("0", "off"), ("on", None), ("yes", None)])  # fmt: skip
+def test_switches(monkeypatch, name, value, expected):
+    variable = getattr(_settings, name)
+    read = getattr(_settings, name.lower())
+    if value is None:
+        monkeypatch.delenv(variable, raising=False)
+    else:
+        monkeypatch.setenv(variable, value)
+    if expected is None:
+        with pytest.raises(ValueError, match=f"{variable} must be 0, 1 or auto; got {value!r}"):
+            read()
+    else:
+        assert read() == expected
+
+
+@pytest.mark.parametrize("value, expected", [(None, "rnn_xp"), ("", "rnn_xp"), ("Framework", "framework"),
+                                             ("rnn_xp", "rnn_xp"), ("torch", None)])  # fmt: skip
+def test_autodiff_setting(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv(_settings.AUTODIFF, raising=False)
+    else:
+        monkeypatch.setenv(_settings.AUTODIFF, value)
+    if expected is None:
+        with pytest.raises(ValueError, match=r"RNN_XP_AUTODIFF must be one of \['rnn_xp', 'framework'\] "
+                                             r"\(default rnn_xp\); got 'torch'"):  # fmt: skip
+            _settings.autodiff()
+    else:
+        assert _settings.autodiff() == expected
