@@ -192,6 +192,12 @@ def test_vmap_per_example_layer_gradients_checkpoint_and_stacked_layers(be, rng)
     outs = jax.vmap(lambda l: l(x)[0])(stacked)
     close(outs[0], layer(x)[0])
     close(outs[1], other(x)[0])
+    # a layer made apart has a generator of its own: combined once they share one
+    apart = rnn_xp.LSTM(D, H, proj_size=P, xp="jax", dtype="float64", seed=1)
+    with pytest.raises(ValueError, match="generator at"):
+        jax.tree.map(lambda *p: jnp.stack(p), layer, apart)
+    apart.generator = layer.generator
+    close(jax.tree.map(lambda *p: jnp.stack(p), layer, apart).weight_hh_l0[1], apart.weight_hh_l0)
 
 
 @needs_jax

@@ -927,7 +927,10 @@ class _Static:
     Equal when the class, the names and every attribute are equal (the
     generator, and anything unhashable, by identity), so that ``jax.jit``
     reuses a compiled program for a layer of the same configuration and
-    mode, and ``jax.tree.map`` combines a layer with its gradients.
+    mode, and ``jax.tree.map`` combines a layer with its gradients. Two
+    layers made apart differ in their generators (a layer's state, never
+    silently swapped for another's): ``jax.tree.map`` combines them once
+    they share one.
     """
 
     __slots__ = ("names", "state", "_key")
@@ -944,7 +947,9 @@ class _Static:
         return hash(self._key)
 
     def __repr__(self):
-        return f"static({', '.join(self.names)})"
+        state = self.state
+        return (f"static(params {', '.join(self.names)}; training={state.get('training')}, "
+                f"generator at {id(state.get('generator')):#x})")
 
 
 class _Identity:
