@@ -91,21 +91,22 @@ def direction_weights(params, k, suffix):
     return params[f"weight_ih_l{k}{suffix}"], params[f"weight_hh_l{k}{suffix}"], b
 
 
-def check_state_dict(state_dict, shapes, target):
+def check_state_dict(state_dict, shapes, target, label="state_dict"):
     """Every key, type, shape and dtype of ``state_dict`` against ``shapes``, before anything is made.
 
     One ``ValueError`` lists every missing key, unexpected key and wrong shape;
     a value that is not an array, a masked array or not real floating is a
-    ``TypeError`` naming its key. ``target`` describes the layer in messages.
+    ``TypeError`` naming its key. ``target`` describes the layer in messages,
+    ``label`` names the mapping (``state_dict``, ``params``).
     """
     if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
-        raise TypeError(f"state_dict must be a mapping; got {type(state_dict).__name__}")
+        raise TypeError(f"{label} must be a mapping; got {type(state_dict).__name__}")
     for name in shapes:
         if name in state_dict:
-            refuse_masked(f"state_dict[{name!r}]", state_dict[name])
+            refuse_masked(f"{label}[{name!r}]", state_dict[name])
             if not is_array(state_dict[name]):
                 raise TypeError(
-                    f"state_dict[{name!r}] must be an array of shape {shape_str(shapes[name])}; "
+                    f"{label}[{name!r}] must be an array of shape {shape_str(shapes[name])}; "
                     f"got {type(state_dict[name]).__name__}"
                 )
     missing = [name for name in shapes if name not in state_dict]
@@ -123,11 +124,11 @@ def check_state_dict(state_dict, shapes, target):
     if wrong:
         problems.append("wrong shapes: " + "; ".join(wrong))
     if problems:
-        raise ValueError(f"state_dict does not fit {target}: " + ", ".join(problems))
+        raise ValueError(f"{label} does not fit {target}: " + ", ".join(problems))
     for name in shapes:
         value = state_dict[name]
         if not namespace_of(value).isdtype(value.dtype, "real floating"):
-            raise TypeError(f"state_dict[{name!r}] must have a real floating dtype; got {value.dtype}")
+            raise TypeError(f"{label}[{name!r}] must have a real floating dtype; got {value.dtype}")
 
 
 def is_torch_module(obj):

@@ -1,8 +1,10 @@
 """rnn_xp inside JAX's transformations: jit, grad, vmap, checkpoint, lax.scan, and rnn_xp's backward as the gradient.
 
-References: JAX's own autodiff of the portable loop (``kernels.portable.scan_portable``
-on ``jax.numpy``), Python loops over examples, and the float64 NumPy loop of
-``support.reference_rnn``. The test process runs with ``jax_enable_x64`` (the
+Every cell (Elman, LSTM, GRU: a ``cell`` parameter) runs one jitted ``lax.scan``
+whose gradient is rnn_xp's backward (``kernels.jax``). References: JAX's own
+autodiff of the portable loop (``kernels.portable.scan_portable`` and
+``scan_cell`` on ``jax.numpy``, ``cell_cases.portable``), Python loops over
+examples, and the float64 NumPy loop of ``support.reference_rnn``. The test process runs with ``jax_enable_x64`` (the
 tests' own choice, in ``conftest.py``); what rnn_xp does to JAX's configuration
 is checked in a fresh interpreter.
 """
@@ -17,18 +19,20 @@ import sys
 
 import numpy as np
 import pytest
+from cell_cases import CELLS, GRID as CELL_GRID, arrays, grid_id, portable, public, random_mask, split, weights_of
 from support import make_backend
 from support import optional_import, random_rnn, reference_rnn
 
 import rnn_xp
 from rnn_xp import columns
 from rnn_xp.kernels import jax as jax_kernel
-from rnn_xp.kernels.portable import backward_portable, scan_portable
+from rnn_xp.kernels.portable import backward_cell, backward_portable, scan_cell, scan_portable
 
 jax = optional_import("jax")
 pytestmark = pytest.mark.skipif(jax is None, reason="jax not installed")
 if jax is not None:
     import jax.numpy as jnp
+npx = optional_import("array_api_compat.numpy")
 
 RTOL, ATOL = 1e-10, 1e-12  # float64
 
@@ -46,6 +50,16 @@ def _close(actual, expected, rtol=RTOL, atol=ATOL):
     for a, e in zip(jax.tree_util.tree_leaves(actual), jax.tree_util.tree_leaves(expected)):
         assert a.shape == e.shape and a.dtype == e.dtype
         np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=rtol, atol=atol)
+
+
+def _jax(a, options):
+    """A call's arrays and options as JAX arrays (``lengths`` and ``mask`` included)."""
+    options = {k: jnp.asarray(v) if k in ("lengths", "mask") else v for k, v in options.items()}
+    return {k: jnp.asarray(v) for k, v in a.items()}, options
+
+
+def _cell_loss(outputs):
+    return sum(jnp.sum(jnp.sin(o) * weights_of(o)) for o in outputs)
 
 
 def _loss(h_seq, h_last):
@@ -78,6 +92,33 @@ def test_grad_equals_jax_autodiff_of_the_portable_loop(be, rng, lengths, reverse
     _close(jax.grad(ours)(args), jax.grad(portable)(args))
 
 
+@pytest.mark.parametrize("case", CELL_GRID, ids=grid_id)
+def test_cell_grad_equals_jax_autodiff_of_the_portable_loop(be, rng, case):
+    """Every cell: the registered backward against JAX's autodiff of the portable loop."""
+    cell, options = case
+    host, host_options = split(rng, cell, options)
+    a, options = _jax(host, host_options)
+    host_options = {k: np.asarray(v) if k == "lengths" else v for k, v in host_options.items()}
+    _close(public(cell, a, **options), portable(npx, cell, host, **host_options))  # the NumPy loop
+    grad = jax.grad(lambda a: _cell_loss(public(cell, a, **options)))
+    ours = (jax.jit(grad) if options.get("reverse") else grad)(a)  # under jit too (each compile costs)
+    _close(ours, jax.jit(jax.grad(lambda a: _cell_loss(portable(jnp, cell, a, **options))))(a))
+
+
+def test_relu_with_a_leak_counts_no_inactive_unit(be, rng):
+    """relu(z_t) = 0 everywhere (a large negative bias): no gradient reaches Wx or b.
+
+    The backward reads relu's derivative off the states, h_t > (1 - leak) h_{t-1}; read
+    off their difference instead, XLA's fused multiply-add leaves a rounding residue
+    that counts about half the units as active.
+    """
+    x, h0, Wx, Wh, _ = _inputs(rng, T=6, batch=(50,), D=3, H=16)
+    b = jnp.full((16,), -100.0)
+    loss = lambda Wx, b: jnp.sum(rnn_xp.rnn_forward(x, h0, Wx, Wh, b, nonlinearity="relu", leak=0.6) ** 2)  # noqa: E731
+    dWx, db = jax.jit(jax.grad(loss, argnums=(0, 1)))(Wx, b)
+    assert np.all(np.asarray(dWx) == 0) and np.all(np.asarray(db) == 0)
+
+
 def test_layer_grad_with_h_n_and_batch_first(be, rng, monkeypatch):
     """Both outputs of RNN (output and h_n) flow back; rnn_xp's backward against JAX's autodiff."""
     rnn = rnn_xp.RNN(3, 4, bidirectional=True, batch_first=True, leak=0.75, xp=jnp,
@@ -98,15 +139,18 @@ def test_layer_grad_with_h_n_and_batch_first(be, rng, monkeypatch):
     _close(ours, framework)
 
 
-def test_grad_runs_rnn_xps_backward(be, rng, monkeypatch):
+@pytest.mark.parametrize("cell", CELLS)
+def test_grad_runs_rnn_xps_backward(be, rng, monkeypatch, cell):
     calls = []
-    real = jax_kernel.backward_jax
-    monkeypatch.setattr(jax_kernel, "backward_jax", lambda *a, **k: calls.append(1) or real(*a, **k))
-    x, h0, Wx, Wh, b = _inputs(rng)
-    jax.grad(lambda W: jnp.sum(rnn_xp.rnn_forward(x, h0, W, Wh, b)))(Wx)
+    real = jax_kernel.backward_cell_jax
+    monkeypatch.setattr(jax_kernel, "backward_cell_jax", lambda *a, **k: calls.append(1) or real(*a, **k))
+    a, _ = _jax(arrays(rng, cell), {})
+    loss = lambda x: _cell_loss(public(cell, {**a, "x": x}))  # noqa: E731
+    want = jax.jit(jax.grad(lambda x: _cell_loss(portable(jnp, cell, {**a, "x": x}))))(a["x"])
+    _close(jax.grad(loss)(a["x"]), want)
     assert len(calls) == 1
     monkeypatch.setenv("RNN_XP_AUTODIFF", "framework")
-    jax.grad(lambda W: jnp.sum(rnn_xp.rnn_forward(x, h0, W, Wh, b)))(Wx)
+    _close(jax.grad(loss)(a["x"]), want)
     assert len(calls) == 1  # JAX differentiated the scan itself
 
 
@@ -116,15 +160,18 @@ def test_autodiff_variable_is_checked(be, rng, monkeypatch):
         rnn_xp.rnn_forward(*_inputs(rng))
 
 
-def test_jvp_is_a_clear_error_and_works_with_framework_autodiff(be, rng, monkeypatch):
-    x, h0, Wx, Wh, b = _inputs(rng)
-    f = lambda W: rnn_xp.rnn_forward(x, h0, W, Wh, b)  # noqa: E731
+@pytest.mark.parametrize("cell", CELLS)
+def test_jvp_is_a_clear_error_and_works_with_framework_autodiff(be, rng, monkeypatch, cell):
+    a, _ = _jax(arrays(rng, cell), {})
+    name = "Wx" if cell == "elman" else "W_hh"
+    f = lambda W: public(cell, {**a, name: W})  # noqa: E731
+    W = a[name]
     with pytest.raises(TypeError, match="RNN_XP_AUTODIFF=framework"):
-        jax.jvp(f, (Wx,), (jnp.ones_like(Wx),))
+        jax.jvp(f, (W,), (jnp.ones_like(W),))
     monkeypatch.setenv("RNN_XP_AUTODIFF", "framework")
-    _, tangent = jax.jvp(f, (Wx,), (jnp.ones_like(Wx),))
+    _, tangent = jax.jvp(f, (W,), (jnp.ones_like(W),))
     eps = 1e-6  # central difference of the forward
-    expected = (f(Wx + eps) - f(Wx - eps)) / (2 * eps)
+    expected = tuple((p - m) / (2 * eps) for p, m in zip(f(W + eps), f(W - eps)))
     _close(tangent, expected, rtol=1e-6, atol=1e-8)
 
 
@@ -168,28 +215,39 @@ def test_grad_with_every_argument_passed_and_traced(be, rng):
     _close(jax.jit(jax.grad(loss, argnums=argnums))(*args), jax.grad(portable, argnums=argnums)(*args))
 
 
-@pytest.mark.parametrize("jit", [False, True])
-def test_vmap_per_example_gradients_equal_a_loop(be, rng, jit):
-    x, h0, Wx, Wh, b = _inputs(rng, batch=(4,))
+@pytest.mark.parametrize("cell, jit", [("elman", False), ("elman", True), ("lstm", True), ("gru", True)])
+def test_vmap_per_example_gradients_equal_a_loop(be, rng, cell, jit):
+    a, _ = _jax(arrays(rng, cell, batch=(4,), proj=3 if cell == "lstm" else 0), {})
     lens = jnp.asarray([4, 0, 1, 3])
+    states = [k for k in ("h0", "c0") if k in a]
+    weights = {k: v for k, v in a.items() if k != "x" and k not in states}
+    bias = [k for k in weights if k.startswith("b")][:1]  # one weight closed over (concrete)
 
-    def loss(params, xi, hi, li):  # one example: xi (T, D), hi (H,); b closed over (concrete)
-        Wx, Wh = params
-        return jnp.sum(jnp.sin(rnn_xp.rnn_forward(xi, hi, Wx, Wh, b, lengths=li)))
+    def loss(params, xi, si, li):  # one example: xi (T, D), si the state's parts (S_k,)
+        return _cell_loss(public(cell, {**params, **{k: weights[k] for k in bias}, "x": xi, **si},
+                                 lengths=li, reverse=cell == "gru"))  # fmt: skip
 
+    params = {k: v for k, v in weights.items() if k not in bias}
+    s = {k: a[k] for k in states}
     per_example = jax.vmap(jax.grad(loss), in_axes=(None, 1, 0, 0))
-    per_example = (jax.jit(per_example) if jit else per_example)((Wx, Wh), x, h0, lens)
+    per_example = (jax.jit(per_example) if jit else per_example)(params, a["x"], s, lens)
     for i in range(4):
-        one = jax.grad(loss)((Wx, Wh), x[:, i], h0[i], lens[i])
-        _close(tuple(p[i] for p in per_example), one)
+        one = jax.grad(loss)(params, a["x"][:, i], {k: v[i] for k, v in s.items()}, lens[i])
+        _close({k: g[i] for k, g in per_example.items()}, one)
 
 
-def test_checkpoint_and_nesting(be, rng):
-    x, h0, Wx, Wh, b = _inputs(rng)
-    loss = lambda W, x: jnp.sum(jnp.sin(rnn_xp.rnn_forward(x, h0, W, Wh, b, reverse=True)))  # noqa: E731
+@pytest.mark.parametrize("cell", CELLS)
+def test_checkpoint_and_nesting(be, rng, cell):
+    a, _ = _jax(arrays(rng, cell), {})
+    name = "Wx" if cell == "elman" else "W_ih"
+    Wx, x = a[name], a["x"]
+    loss = lambda W, x: _cell_loss(public(cell, {**a, name: W, "x": x}, reverse=True))  # noqa: E731
     expected = jax.grad(loss)(Wx, x)
+    _close(expected, jax.jit(jax.grad(lambda W: _cell_loss(portable(jnp, cell, {**a, name: W}, reverse=True))))(Wx))
     _close(jax.grad(jax.checkpoint(loss))(Wx, x), expected)
     _close(jax.jit(jax.grad(jax.jit(loss)))(Wx, x), expected)
+    if cell == "gru":
+        return  # the nesting below runs the same kernels as for the LSTM
     # grad of a function that itself takes a per-example vmap of grads
     inner = jax.vmap(jax.grad(loss, argnums=1), in_axes=(None, 0))
     outer = jax.jit(jax.grad(lambda W: jnp.sum(inner(W, jnp.stack([x, 2 * x])) ** 2)))
@@ -270,6 +328,94 @@ def test_backward_kernel_against_portable(be, rng, T, batch, D, H, lengths, reve
     got = jax_kernel.backward_jax(jnp, dh, x, h0, Wx, Wh, h_seq, dh_n, **options)
     want = backward_portable(jnp, dh, x, h0, Wx, Wh, h_seq, dh_n, **options)
     _close(got, want)
+
+
+CELL_EDGES = [  # (cell, T, batch, lengths, mask, reverse)
+    ("lstm", 0, (2,), None, False, False),
+    ("gru", 4, (0,), None, False, True),
+    ("lstm", 3, (), None, False, False),
+    ("gru", 5, (2, 3), None, False, True),
+    ("lstm", 5, (3,), (0, 5, 2), False, True),
+    ("gru", 5, (3,), None, True, False),
+]
+
+
+@pytest.mark.parametrize("cell, T, batch, lengths, mask, reverse", CELL_EDGES)
+def test_cell_kernels_against_portable(be, rng, cell, T, batch, lengths, mask, reverse):
+    """scan_cell_jax and backward_cell_jax against the portable loops on the edge catalogue.
+
+    Non-finite input past a sequence's length and NaN in the upstream
+    gradient there stay out of every result; every part of the state takes
+    an upstream gradient (an LSTM's c_seq too).
+    """
+    from cell_cases import make_cell
+    from rnn_xp.cells import GRUWeights, LSTMWeights
+
+    host = arrays(rng, cell, T=T, batch=batch, proj=2 if cell == "lstm" else 0)
+    lens = None if lengths is None else np.asarray(lengths)
+    if lens is not None and T:
+        for i, n in enumerate(lens):
+            host["x"][n:, i] = np.nan  # padding: never read
+    c = make_cell(cell, {})
+    m = None if not mask else np.moveaxis(random_mask(rng, batch, T), -1, 0)  # (T, *batch)
+
+    def call(a, to):  # (x, state0, w, options) in one library: the portable loop's on NumPy is the reference
+        a = {k: to(v) for k, v in a.items()}
+        state0 = (a["h0"], a["c0"]) if cell == "lstm" else (a["h0"],)
+        w = (LSTMWeights(a["W_ih"], a["W_hh"], a["b_ih"], a["b_hh"], a["W_hr"]) if cell == "lstm"
+             else GRUWeights(a["W_ih"], a["W_hh"], a["b_ih"], a["b_hh"]))  # fmt: skip
+        options = dict(lengths=None if lens is None else to(lens), reverse=reverse, mask=None if m is None else to(m))
+        return a["x"], state0, w, options
+
+    x, state0, w, options = call(host, jnp.asarray)
+    hx, hstate0, hw, hoptions = call(host, np.asarray)
+    for sequences in (True, False) if reverse else (True,):
+        got = jax_kernel.scan_cell_jax(jnp, c, x, state0, w, return_sequences=sequences, **options)
+        _close(got, scan_cell(npx, c, hx, hstate0, hw, return_sequences=sequences, **hoptions))
+    hseqs, _ = scan_cell(npx, c, hx, hstate0, hw, return_sequences=True, **hoptions)
+    d_seqs = tuple(rng.standard_normal(q.shape) for q in hseqs)
+    padded = None if lens is None else [(t, i) for i, n in enumerate(lens) for t in range(n, T)]
+    if padded:  # NaN in the upstream gradient where the output is a constant zero
+        for q in d_seqs:
+            q[padded[0]] = np.nan
+    d_finals = tuple(rng.standard_normal(s.shape) for s in hstate0)
+    for d_out in (d_seqs, None):  # every part's gradient (an LSTM's c_seq too), or none
+        got = jax_kernel.backward_cell_jax(jnp, c, None if d_out is None else tuple(map(jnp.asarray, d_out)), x,
+                                           state0, w, tuple(map(jnp.asarray, hseqs)),
+                                           tuple(map(jnp.asarray, d_finals)), **options)  # fmt: skip
+        want = backward_cell(npx, c, d_out, hx, hstate0, hw, hseqs, d_finals, **hoptions)
+        _close(got, want)
+        if padded:
+            assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree_util.tree_leaves(got))
+
+
+def _dots(jaxpr, found):
+    """Every ``dot_general`` equation of ``jaxpr`` and of the programs inside it."""
+    from jax.extend import core as jcore
+
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append(eqn)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(sub, jcore.ClosedJaxpr):
+                    _dots(sub.jaxpr, found)
+                elif isinstance(sub, jcore.Jaxpr):
+                    _dots(sub, found)
+    return found
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_every_cell_product_is_full_precision(be, rng, cell):
+    """On a GPU float32 products default to TF32: every product of the forward and the gradient asks for HIGHEST."""
+    a = {k: jnp.asarray(v, dtype=jnp.float32) for k, v in arrays(rng, cell, proj=3 if cell == "lstm" else 0).items()}
+    lens = jnp.asarray([4, 0, 2])
+    loss = lambda a: _cell_loss(public(cell, a, lengths=lens))  # noqa: E731
+    dots = _dots(jax.make_jaxpr(jax.grad(loss))(a).jaxpr, [])
+    assert len(dots) >= 6  # the products of the forward and the backward
+    for eqn in dots:
+        precision = eqn.params.get("precision")
+        assert all(p == jax.lax.Precision.HIGHEST for p in precision), str(eqn)
 
 
 # -- JAX's configuration, devices: in a fresh interpreter ---------------------------------------

@@ -1,9 +1,12 @@
 """rnn_xp inside PyTorch's machinery: autograd with rnn_xp's backward, torch.func, torch.compile, no_grad, autocast.
 
-References: torch autograd of the portable loop (``kernels.portable.scan_portable``
-on torch tensors, or ``RNN_XP_AUTODIFF=framework``), Python loops over
-examples, and the float64 NumPy loop of ``support.reference_rnn``. The
-in-place loops of ``kernels.torch`` are held against the portable loops.
+Every cell (Elman, LSTM, GRU: a ``cell`` parameter) runs one autograd node
+whose backward is rnn_xp's (``kernels.torch``). References: torch autograd of
+the portable loop (``kernels.portable.scan_portable`` and ``scan_cell`` on
+torch tensors, ``cell_cases.portable``, or ``RNN_XP_AUTODIFF=framework``),
+Python loops over examples, and the float64 NumPy loop of
+``support.reference_rnn``. The in-place loops of ``kernels.torch`` are held
+against the portable loops.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import warnings
 
 import numpy as np
 import pytest
+from cell_cases import CELLS, GRID as CELL_GRID, arrays, grid_id, portable, public, split
 from support import optional_import, random_rnn, reference_rnn
 
 import rnn_xp
@@ -38,6 +42,19 @@ def _close(actual, expected, rtol=RTOL, atol=ATOL):
             assert a is None
             continue
         torch.testing.assert_close(a, e, rtol=rtol, atol=atol, equal_nan=True)
+
+
+def _torch(a, options=None, requires_grad=True):
+    """A call's arrays as float64 tensors (leaves needing gradients), and its options as tensors."""
+    a = {k: torch.asarray(v).requires_grad_(requires_grad) for k, v in a.items()}
+    options = {k: torch.asarray(v) if k in ("lengths", "mask") else v for k, v in (options or {}).items()}
+    return a, options
+
+
+def _cell_loss(outputs):
+    """``cell_cases.weights_of`` in torch (no NumPy inside torch.compile)."""
+    return sum((torch.sin(o) * torch.arange(1, o.shape[-1] + 1, dtype=o.dtype) / o.shape[-1]).sum()
+               for o in outputs)  # fmt: skip
 
 
 def _loss(h_seq, h_last):
@@ -68,6 +85,33 @@ def test_grad_equals_autograd_of_the_portable_loop(rng, lengths, reverse, leak, 
     _close(ours, theirs)
 
 
+@pytest.mark.parametrize("case", CELL_GRID, ids=grid_id)
+def test_cell_grad_equals_autograd_of_the_portable_loop(rng, case):
+    """Every cell: the node's backward against autograd of the portable loop, for every array."""
+    cell, options = case
+    a, options = _torch(*split(rng, cell, options))
+    ours = public(cell, a, **options)
+    assert all("Recurrence" in type(o.grad_fn).__name__ for o in ours)  # one node, not T steps of graph
+    theirs = portable(txp, cell, a, **options)
+    _close(ours, theirs)
+    _close(torch.autograd.grad(_cell_loss(ours), list(a.values())),
+           torch.autograd.grad(_cell_loss(theirs), list(a.values())))  # fmt: skip
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("T, batch", [(0, (3,)), (4, (0,)), (3, ())])
+def test_cell_empty_time_batch_and_unbatched(rng, cell, T, batch):
+    a, _ = _torch(arrays(rng, cell, T=T, batch=batch))
+    ours, theirs = public(cell, a, reverse=True), portable(txp, cell, a, reverse=True)
+    _close(ours, theirs)
+    wrt = list(a.values())
+    loss = lambda outs: _cell_loss(outs) + sum(o.sum() for o in outs)  # noqa: E731
+    reference = loss(theirs)  # (a GRU over T = 0 steps: a constant, no graph)
+    want = torch.autograd.grad(reference, wrt, allow_unused=True) if reference.requires_grad else [None] * len(wrt)
+    want = [torch.zeros_like(p) if g is None else g for p, g in zip(wrt, want)]  # None: no entry to reach
+    _close(torch.autograd.grad(loss(ours), wrt), want)
+
+
 def test_layer_grad_with_h_n_and_batch_first(rng, monkeypatch):
     """Both outputs of RNN (output and h_n) flow back to x, h0 and every parameter."""
     rnn = rnn_xp.RNN(3, 4, num_layers=2, bidirectional=True, batch_first=True, leak=0.75,
@@ -88,17 +132,19 @@ def test_layer_grad_with_h_n_and_batch_first(rng, monkeypatch):
     _close(ours, grads())
 
 
-def test_backward_runs_rnn_xps_backward(rng, monkeypatch):
+@pytest.mark.parametrize("cell", CELLS)
+def test_backward_runs_rnn_xps_backward(rng, monkeypatch, cell):
     calls = []
-    real = torch_kernel._backward  # backward_torch, as the Function calls it
+    real = torch_kernel._backward  # as the Function calls it
     monkeypatch.setattr(torch_kernel, "_backward", lambda *a, **k: calls.append(1) or real(*a, **k))
-    x, h0, Wx, Wh, b = _inputs(rng)
-    rnn_xp.rnn_forward(x, h0, Wx, Wh, b).sum().backward()
+    a, _ = _torch(arrays(rng, cell))
+    _cell_loss(public(cell, a)).backward()
     assert len(calls) == 1
+    grads = [p.grad for p in a.values()]
     monkeypatch.setenv("RNN_XP_AUTODIFF", "framework")
-    out = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
-    assert "Recurrence" not in type(out.grad_fn).__name__
-    out.sum().backward()
+    out = public(cell, a)
+    assert "Recurrence" not in type(out[0].grad_fn).__name__
+    _close(torch.autograd.grad(_cell_loss(out), list(a.values())), grads)
     assert len(calls) == 1  # autograd differentiated the loop itself
 
 
@@ -110,6 +156,24 @@ def test_double_backward_equals_autograd(rng, monkeypatch):
         out = rnn_xp.rnn_forward(x, h0, Wx, Wh, b, lengths=lens, leak=0.5)
         g = torch.autograd.grad(torch.tanh(out).sum(), (Wx, Wh, x), create_graph=True)
         return torch.autograd.grad(sum((gi ** 2).sum() for gi in g), (x, h0, Wx, Wh, b))
+
+    ours = second()
+    monkeypatch.setenv("RNN_XP_AUTODIFF", "framework")
+    _close(ours, second(), rtol=1e-9)
+
+
+@pytest.mark.parametrize("cell, options", [("lstm", dict(lengths=[4, 0, 2], return_c_seq=True)),
+                                           ("lstm", dict(mask=True, reverse=True, proj=3)),
+                                           ("gru", dict(lengths=[4, 0, 2], reverse=True)),
+                                           ("gru", dict(linear_before_reset=False))])  # fmt: skip
+def test_cell_double_backward_equals_autograd(rng, monkeypatch, cell, options):
+    """create_graph=True through the node: the recorded portable backward, differentiated again."""
+    a, options = _torch(*split(rng, cell, options))
+    first = ["x", "W_hh", "h0"]
+
+    def second():
+        g = torch.autograd.grad(_cell_loss(public(cell, a, **options)), [a[k] for k in first], create_graph=True)
+        return torch.autograd.grad(sum((gi ** 2).sum() for gi in g), list(a.values()))
 
     ours = second()
     monkeypatch.setenv("RNN_XP_AUTODIFF", "framework")
@@ -128,22 +192,35 @@ def test_float32_gradient_against_float64(rng):
 # -- torch.func, torch.compile, no_grad / inference_mode, autocast --------------------------------
 
 
-def test_func_grad_and_vmap_per_example_gradients(rng):
-    x, h0, Wx, Wh, b = _inputs(rng, batch=(4,), requires_grad=False)
+@pytest.mark.parametrize("cell", CELLS)
+def test_func_grad_and_vmap_per_example_gradients(rng, cell):
+    a, _ = _torch(arrays(rng, cell, batch=(4,), proj=3 if cell == "lstm" else 0), requires_grad=False)
     lens = torch.asarray([4, 0, 1, 3])
+    states = [k for k in ("h0", "c0") if k in a]
+    params = {k: v for k, v in a.items() if k != "x" and k not in states}
 
-    def loss(params, xi, hi, li):  # one example: xi (T, D), hi (H,)
-        Wx, Wh, b = params
-        return torch.sin(rnn_xp.rnn_forward(xi, hi, Wx, Wh, b, lengths=li)).sum()
+    def loss(params, xi, si, li):  # one example: xi (T, D), si the state's parts (S_k,)
+        return _cell_loss(public(cell, {**params, "x": xi, **si}, lengths=li, reverse=cell == "gru"))
 
-    params = (Wx, Wh, b)
-    per_example = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 1, 0, 0))(params, x, h0, lens)
+    s = {k: a[k] for k in states}
+    per_example = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 1, 0, 0))(params, a["x"], s, lens)
     for i in range(4):
-        one = torch.func.grad(loss)(params, x[:, i], h0[i], lens[i])
-        p = tuple(q.requires_grad_() for q in (Wx.clone(), Wh.clone(), b.clone()))
-        autograd = torch.autograd.grad(loss(p, x[:, i], h0[i], lens[i]), p)
-        _close(one, autograd)
-        _close(tuple(g[i] for g in per_example), one)
+        si = {k: v[i] for k, v in s.items()}
+        one = torch.func.grad(loss)(params, a["x"][:, i], si, lens[i])
+        p = {k: q.clone().requires_grad_() for k, q in params.items()}
+        autograd = torch.autograd.grad(loss(p, a["x"][:, i], si, lens[i]), list(p.values()))
+        _close(list(one.values()), autograd)
+        _close([g[i] for g in per_example.values()], list(one.values()))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # torch.func's own
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_func_jacrev_of_cells(rng, monkeypatch, cell):
+    a, _ = _torch(arrays(rng, cell, T=3, batch=(2,), H=3), requires_grad=False)
+    f = lambda W, x: public(cell, {**a, "W_hh": W, "x": x}, reverse=True)[0]  # noqa: E731
+    jac = torch.func.jacrev(f, argnums=(0, 1))(a["W_hh"], a["x"])
+    monkeypatch.setenv("RNN_XP_AUTODIFF", "framework")
+    _close(jac, torch.func.jacrev(f, argnums=(0, 1))(a["W_hh"], a["x"]))
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # torch.func's own
@@ -159,20 +236,35 @@ def test_func_jacrev(rng, monkeypatch):
     _close([tangent], [torch.einsum("tbhij,ij->tbh", jac[0], torch.ones_like(Wx))])
 
 
-def test_torch_compile_agrees_with_eager(rng):
-    x, h0, Wx, Wh, b = _inputs(rng, T=3)
+@pytest.mark.parametrize("cell", ["elman", "lstm"])  # a GRU layer: test_frameworks_layers.py
+def test_torch_compile_agrees_with_eager(rng, cell):
+    a, _ = _torch(arrays(rng, cell, T=3))
     lens = torch.asarray([3, 0, 2])
+    name = "Wx" if cell == "elman" else "W_ih"
+    x, Wx = a["x"], a[name]
 
     def f(x, Wx):
-        return torch.sin(rnn_xp.rnn_forward(x, h0, Wx, Wh, b, lengths=lens, reverse=True)).sum()
+        return _cell_loss(public(cell, {**a, "x": x, name: Wx}, lengths=lens, reverse=True))
 
     eager = f(x, Wx)
     eager_grads = torch.autograd.grad(eager, (x, Wx))
+    _close(eager_grads, torch.autograd.grad(_cell_loss(portable(txp, cell, a, lengths=lens, reverse=True)), (x, Wx)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # graph-break notices
         compiled = torch.compile(f, backend="aot_eager")(x, Wx)
     _close([compiled], [eager])
     _close(torch.autograd.grad(compiled, (x, Wx)), eager_grads)
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_cells_under_no_grad_and_inference_mode(rng, mode, cell):
+    a, _ = _torch(arrays(rng, cell))
+    with getattr(torch, mode)():
+        outs = public(cell, a, lengths=torch.asarray([4, 0, 2]))
+    assert all(o.grad_fn is None and not o.requires_grad for o in outs)
+    with torch.no_grad():
+        _close(outs, portable(txp, cell, a, lengths=torch.asarray([4, 0, 2])))
 
 
 @pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
@@ -203,6 +295,18 @@ def test_autocast_runs_in_the_inputs_dtype(rng):
         assert (x[0] @ Wx.T).dtype == torch.bfloat16  # autocast is on around rnn_xp
     assert out.dtype == step_out.dtype == torch.float32
     _close([out, *grads, step_out, *back_out], [plain, *plain_grads, step, *step_back], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_cells_under_autocast_run_in_the_inputs_dtype(rng, cell):
+    a, _ = _torch({k: v.astype("float32") for k, v in arrays(rng, cell).items()})
+    plain = public(cell, a)
+    plain_grads = torch.autograd.grad(_cell_loss(plain), (a["x"], a["W_ih"]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outs = public(cell, a)
+        grads = torch.autograd.grad(_cell_loss(outs), (a["x"], a["W_ih"]))
+    assert all(o.dtype == torch.float32 for o in (*outs, *grads))
+    _close([*outs, *grads], [*plain, *plain_grads], rtol=0, atol=0)
 
 
 # -- devices -----------------------------------------------------------------------------------

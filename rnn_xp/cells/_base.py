@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from .._activations import activation, check_activation, check_clip, derivative, derivative_at
 from .._checks import shape_str
-from .._compat import device
+from .._compat import device, is_jax_namespace
 
 __all__ = [
     "GateActivation",
@@ -115,6 +115,11 @@ def outer_sum(xp, d, a, valid=None):
     """
     if valid is not None:
         a = xp.where(valid, a, xp.zeros_like(a))
+    if is_jax_namespace(xp):
+        # XLA's CPU product contracts the (T, *batch) axes of the arrays as they are
+        # faster than the reshaped (N, F) matrices (about 1.2x at (100, 32, 256) x (100, 32, 128)).
+        axes = list(range(d.ndim - 1))
+        return xp.tensordot(d, a, axes=(axes, axes))
     N, Fd, Fa = math.prod(d.shape[:-1]), d.shape[-1], a.shape[-1]
     if N == 0:  # an empty batch (and no reshape of an empty array, which Dask cannot do)
         return xp.zeros((Fd, Fa), dtype=d.dtype, device=device(d))

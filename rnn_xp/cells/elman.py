@@ -113,6 +113,12 @@ class ElmanCell(CellBase):
         leak = self.leak
         if from_outputs and self.plain:
             (h_seq,), (h_prev,) = seqs, prev
+            if self.nonlinearity == "relu":
+                # f(z_t) > 0 exactly when h_t > (1 - leak) h_{t-1}: a comparison, because a
+                # compiler (XLA) may fuse h_t - (1 - leak) h_{t-1} into one multiply-add, which
+                # leaves a rounding residue where f(z_t) = 0 (and would count the unit as active).
+                active = h_seq > 0 if leak == 1.0 else h_seq > (1.0 - leak) * h_prev
+                return (leak * xp.astype(active, h_seq.dtype),)
             act = h_seq if leak == 1.0 else (h_seq - (1.0 - leak) * h_prev) / leak  # f(z_t)
             return (leak * derivative(self.nonlinearity)(xp, act),)
         z = x @ w.Wx.T + prev[0] @ WhT  # (T, *batch, H): the pre-activation, recomputed

@@ -103,9 +103,15 @@ def scan(xp, cell, x, state0, w, *, lengths, reverse, return_sequences, mask=Non
     """Run ``cell``'s recurrence with the kernel for ``xp``; ``scan_cell``'s arguments and results.
 
     The arrays are validated, time-major, of one dtype and device (see
-    ``_prepare.prepare``). Elman runs the kernel ``forward_kernel`` picks
-    (every library has a fast one); the other cells run the portable loop.
+    ``_prepare.prepare``). On JAX and torch every cell runs their generic
+    kernel (a ``lax.scan``, an ``autograd.Function``, each with rnn_xp's
+    backward as its gradient); elsewhere Elman runs the kernel
+    ``forward_kernel`` picks (every library has a fast one) and the other
+    cells the portable loop.
     """
+    if is_jax_namespace(xp) or is_torch_namespace(xp):
+        return _generic(xp)[0](xp, cell, x, state0, w, lengths=lengths, reverse=reverse,
+                               return_sequences=return_sequences, mask=mask)  # fmt: skip
     if cell.name == "elman":
         extended = not cell.plain or mask is not None
         kernel = forward_kernel(xp, extended=extended)
@@ -124,6 +130,9 @@ def scan(xp, cell, x, state0, w, *, lengths, reverse, return_sequences, mask=Non
 
 def backward(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, reverse, mask=None):
     """Backpropagate through ``cell``'s recurrence with the kernel for ``xp``; ``backward_cell``'s arguments and results."""
+    if is_jax_namespace(xp) or is_torch_namespace(xp):
+        return _generic(xp)[1](xp, cell, d_out, x, state0, w, seqs, d_finals, lengths=lengths,
+                               reverse=reverse, mask=mask)  # fmt: skip
     if cell.name == "elman":
         extended = not cell.plain or mask is not None
         kernel = backward_kernel(xp, extended=extended)
@@ -205,6 +214,17 @@ def route(library):
 
 def _route_of(xp):
     return next((r for r in KERNELS if r.is_library(xp)), OTHERS)
+
+
+def _generic(xp):
+    """``(scan, backward)``: the kernels of JAX or torch that run any cell (imported on first use)."""
+    if is_jax_namespace(xp):
+        from .jax import backward_cell_jax, scan_cell_jax
+
+        return scan_cell_jax, backward_cell_jax
+    from .torch import backward_cell_torch, scan_cell_torch
+
+    return scan_cell_torch, backward_cell_torch
 
 
 def forward_kernel(xp, *, extended=False):

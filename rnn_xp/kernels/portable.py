@@ -27,10 +27,18 @@ valid step, as Keras does). The backward loop with any of them recomputes
 
 from __future__ import annotations
 
+import functools
+
 from .._compat import device
 from ..cells import ElmanCell, ElmanWeights
 
-__all__ = ["backward_cell", "backward_portable", "scan_cell", "scan_portable"]
+__all__ = ["backward_cell", "backward_portable", "elman_options", "scan_cell", "scan_portable"]
+
+# The Elman kernels' keyword options that make its cell, with their defaults (ElmanCell's order).
+ELMAN_CELL_OPTIONS = {"nonlinearity": "tanh", "activation_alpha": None, "activation_beta": None,
+                      "clip": None, "leak": 1.0}  # fmt: skip
+# Those that every kernel of any cell takes (scan_cell's and backward_cell's keywords).
+RUN_OPTIONS = ("lengths", "mask", "reverse", "return_sequences")
 
 
 def scan_portable(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences,
@@ -74,6 +82,30 @@ def backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengt
     )  # fmt: skip
     db = dw.b if dw.b is not None else xp.zeros((Wh.shape[0],), dtype=Wh.dtype, device=device(Wh))
     return dx, dh0, dw.Wx, dw.Wh, db
+
+
+def elman_options(options):
+    """The Elman kernels' keyword options (``scan_portable``'s) as ``(cell, run, extra)``.
+
+    ``cell`` the ``ElmanCell`` of ``nonlinearity``, ``activation_alpha``,
+    ``activation_beta``, ``clip`` and ``leak``; ``run`` the options every
+    cell's kernels take (``lengths``, ``mask``, ``reverse``,
+    ``return_sequences``, those given); ``extra`` every other option (one
+    that no cell names, which only the portable Elman loops may know).
+    """
+    values = tuple(options.get(k, d) for k, d in ELMAN_CELL_OPTIONS.items())
+    try:
+        cell = _elman_cell(*values)  # made once per set of options
+    except TypeError:  # an unhashable value: the cell checks it
+        cell = ElmanCell(*values)
+    run = {k: options[k] for k in RUN_OPTIONS if k in options}
+    extra = {k: v for k, v in options.items() if k not in ELMAN_CELL_OPTIONS and k not in run}
+    return cell, run, extra
+
+
+@functools.lru_cache(maxsize=256)
+def _elman_cell(*options):
+    return ElmanCell(*options)
 
 
 def scan_cell(xp, cell, x, state0, w, *, lengths, reverse, return_sequences, mask=None):
@@ -130,7 +162,9 @@ def backward_cell(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, rev
     """Backpropagation through time for ``scan_cell``, any cell.
 
     ``d_out`` ``(T, *batch, S_0)`` or ``None``: the gradient reaching the
-    output (``seqs[0]``); ``seqs`` the forward's ``seqs``; ``d_finals`` a
+    output (``seqs[0]``); or a tuple with the gradient reaching each part's
+    entry of ``seqs`` (``None`` entries for zeros: an LSTM's cell states
+    ``c_seq`` may take one too); ``seqs`` the forward's ``seqs``; ``d_finals`` a
     tuple with the gradient reaching each part's final state (``None``
     entries for zeros). Returns ``(dx (T, *batch, D), dstate0, dw)``:
     ``dstate0`` a tuple like ``state0``, ``dw`` a ``Weights`` of gradients
@@ -146,6 +180,7 @@ def backward_cell(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, rev
     (``cell.grads``).
     """
     T = x.shape[0]
+    d_seqs = per_part(d_out, len(state0))
     g = tuple(xp.zeros_like(s) if d is None else d for s, d in zip(state0, d_finals))
     if T == 0:
         return _empty_time(xp, cell, x, state0, w, d_finals)
@@ -175,17 +210,19 @@ def backward_cell(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, rev
 
     fixed = cell.fixed(xp, w)
     saved = cell.saved(xp, x, prev, seqs, w, fixed, from_outputs=mask is None)
-    zeros = xp.zeros_like(state0[0])  # (*batch, S_0)
-    go = zeros  # (*batch, S_0): with a mask, the gradient reaching the previous output
+    if mask is not None:
+        # Per part, the gradient reaching the previous entry of seqs (None: none reaches it).
+        zeros = tuple(xp.zeros_like(s) for s in state0)  # each (*batch, S_k)
+        go = tuple(None if q is None else z for q, z in zip(d_seqs, zeros))
     d = None  # per part of d_t: a list of T steps
     for t in reversed(steps):
         if mask is not None:
             valid = mask[t, ...][..., None]  # (*batch, 1)
-            go_t = go if d_out is None else go + d_out[t, ...]  # dL/d(output_t)
-            g_t = (g[0] + go_t, *g[1:])  # at a valid step the output is the state
+            go_t = tuple(None if o is None else o + q[t, ...] for o, q in zip(go, d_seqs))  # dL/d(seqs_t)
+            g_t = tuple(s if o is None else s + o for s, o in zip(g, go_t))  # at a valid step seqs_t is the state
         else:
             valid = None if lengths is None else (lengths > t)[..., None]  # (*batch, 1)
-            g_t = g if d_out is None else (g[0] + d_out[t, ...], *g[1:])  # dL/d(state_t)
+            g_t = tuple(s if q is None else s + q[t, ...] for s, q in zip(g, d_seqs))  # dL/d(state_t)
         d_t, g_prev = cell.step_backward(xp, tuple(s[t, ...] for s in saved),
                                          tuple(p[t, ...] for p in prev), g_t, w, fixed)  # fmt: skip
         if valid is not None:
@@ -195,7 +232,7 @@ def backward_cell(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, rev
         else:
             g = g_prev
         if mask is not None:
-            go = xp.where(valid, zeros, go_t)
+            go = tuple(None if o is None else xp.where(valid, z, o) for o, z in zip(go_t, zeros))
         if d is None:
             d = [[None] * T for _ in d_t]
         for k, q in enumerate(d_t):
@@ -203,6 +240,15 @@ def backward_cell(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, rev
     d = tuple(xp.stack(q, axis=0) for q in d)  # each (T, *batch, .)
     dx, dw = cell.grads(xp, d, x, prev, saved, w, valid_all)
     return dx, g, dw
+
+
+def per_part(d_out, parts):
+    """``backward_cell``'s ``d_out`` as a tuple of ``parts`` entries: an array (or ``None``) is the first part's."""
+    if isinstance(d_out, tuple):
+        if len(d_out) != parts:
+            raise ValueError(f"d_out must hold one entry per part of the state ({parts}); got {len(d_out)}")
+        return d_out
+    return (d_out,) + (None,) * (parts - 1)
 
 
 def _previous_states(xp, h_seq, h0, lengths, *, reverse):

@@ -1,25 +1,30 @@
-"""PyTorch: the recurrence as one autograd node whose backward is rnn_xp's, and in-place loops.
+"""PyTorch: any cell's recurrence as one autograd node whose backward is rnn_xp's, and Elman's in-place loops.
 
 Left to itself, autograd records every operation of the portable loop: a few
 nodes and saved tensors per time step, walked back one by one. When the
-caller's tensors need gradients, ``scan_torch`` runs the recurrence inside a
+caller's tensors need gradients, ``scan_cell_torch`` runs the recurrence of
+any cell (``rnn_xp.cells``: Elman, LSTM, GRU) inside one
 ``torch.autograd.Function`` instead::
 
-    forward:   h_seq, h_last = loop(x, h0, Wx, Wh, b)        nothing recorded; keeps h_seq
-    backward:  dx, dh0, dWx, dWh, db = backward_torch(dh, dh_n; x, h0, Wx, Wh, h_seq)
+    forward:   seqs, finals = loop(x, state0, w)              nothing recorded; keeps seqs
+    backward:  dx, dstate0, dw = _backward(d_seqs, d_finals; x, state0, w, seqs)
 
-``h_seq`` is the forward's own output, so the node keeps no more than the
-states the caller gets back (with ``return_sequences=False`` it still keeps
-them: the backward reads them). The Function has ``setup_context`` and
-``generate_vmap_rule``, so ``torch.func.grad``, ``vjp``, ``jacrev`` and
-``vmap`` run it too; ``create_graph=True`` (a double backward) works because
-a backward that itself records runs the portable loop, whose operations
-autograd differentiates (the states it reads come from this node, so the
-second derivative flows back through it as well).
+``seqs`` (each part's states: ``h``, and an LSTM's ``c``) are the node's own
+outputs, so it keeps no more than the states the caller gets back (with
+``return_sequences=False`` it still keeps them: the backward reads them).
+The Function has ``setup_context`` and ``generate_vmap_rule``, so
+``torch.func.grad``, ``vjp``, ``jacrev`` and ``vmap`` run it too;
+``create_graph=True`` (a double backward) works because a backward that
+itself records runs the portable loop (``portable.backward_cell``), whose
+operations autograd differentiates (the states it reads come from this
+node, so the second derivative flows back through it as well).
 
-Without a graph to record (``torch.no_grad``, ``torch.inference_mode``,
-tensors that need no gradient) and on plain tensors, both directions run as
-in-place loops, like the NumPy kernels:
+The loops. Every cell runs ``portable.scan_cell`` and
+``portable.backward_cell``, the loops that define rnn_xp's answer. The
+plain Elman recurrence (tanh or relu, no ``clip``, no ``mask``) on plain
+tensors, without a graph to record (``torch.no_grad``,
+``torch.inference_mode``, tensors that need no gradient, the inside of the
+Function), runs in place instead, like the NumPy kernels:
 
 - forward: ``out (T, B, H)`` holds the input projection ``x @ Wx.T + b``
   (one product), and step t updates ``out[t]`` in place,
@@ -33,9 +38,13 @@ in-place loops, like the NumPy kernels:
   product or sum each.
 
 Tensors that ``torch.func`` wraps (``vmap``'s batched tensors), tensor
-subclasses, tracing under ``torch.compile``, a backward that records, and
-options these loops do not name run the portable loops instead: they are
-plain out-of-place tensor code that every transform understands.
+subclasses, tracing under ``torch.compile`` and a backward that records run
+the portable loops: they are plain out-of-place tensor code that every
+transform understands.
+
+``scan_torch`` and ``backward_torch`` are the Elman kernels' signatures
+(``portable.scan_portable``'s) over these; an option no cell names (one a
+newer forward adds) runs the portable Elman loops, under the same node.
 
 ``torch.autocast``: rnn_xp computes in its inputs' dtype, so the loops here
 run with autocast turned off (``autocast_off``; ``kernels.own_precision``
@@ -45,56 +54,73 @@ does the same for the single-step functions).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from .._compat import is_array, namespace_of
-from .autodiff import backward_options, framework_autodiff, split_options, takes, with_bias
-from .portable import backward_portable, scan_portable
+from ..cells import ElmanWeights
+from .autodiff import backward_options, framework_autodiff, split_options, with_bias
+from .portable import backward_cell, backward_portable, elman_options, per_part, scan_cell, scan_portable
 
-__all__ = ["autocast_off", "backward_torch", "scan_torch"]
-
-_NONLINEARITIES = ("tanh", "relu")
+__all__ = ["autocast_off", "backward_cell_torch", "backward_torch", "scan_cell_torch", "scan_torch"]
 
 # The backward loop holds dz and the previous states for a block of time steps
 # of at most this many elements (4 MiB in float32), and at least one step.
 _BLOCK_ELEMENTS = 1 << 20
 
 
-def scan_torch(xp, x, h0, Wx, Wh, b, **options):
-    """``scan_portable`` for torch tensors: one autograd node with rnn_xp's backward, or an in-place loop."""
+# -- any cell ----------------------------------------------------------------------------------
+
+
+def scan_cell_torch(xp, cell, x, state0, w, *, lengths, reverse, return_sequences, mask=None):
+    """``portable.scan_cell`` for torch tensors: one autograd node with rnn_xp's backward, or a loop."""
+    state0 = tuple(state0)
     with autocast_off(x):
-        if not _records(x, h0, Wx, Wh, b):
-            return _loop(xp, x, h0, Wx, Wh, b, options)
+        if not _records(x, *state0, *w):
+            return _loop(xp, cell, x, state0, w, lengths, mask, reverse, return_sequences)
         if framework_autodiff():
-            return scan_portable(xp, x, h0, Wx, Wh, b, **options)
-        settings, data = split_options(options, is_array)
-        h_seq, h_last = _Recurrence.apply(x, h0, Wx, Wh, b, settings, tuple(data), *data.values())
-        return (h_seq if options.get("return_sequences", True) else None), h_last
+            return scan_cell(xp, cell, x, state0, w, lengths=lengths, reverse=reverse,
+                             return_sequences=return_sequences, mask=mask)  # fmt: skip
+        spec = _Spec(cell, bool(reverse), len(state0), type(w))
+        out = _Recurrence.apply(spec, lengths, mask, x, *state0, *w)
+        seqs, finals = tuple(out[:len(state0)]), tuple(out[len(state0):])
+        return (seqs if return_sequences else None), finals
 
 
-def backward_torch(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, **options):
-    """``backward_portable`` for torch tensors: in place, unless the backward itself is recorded."""
-    return _backward(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, True, options)
-
-
-def _backward(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, need_dx, options, b=None):
-    """``backward_torch``; without ``need_dx`` the in-place loop leaves ``dx`` out (``None``).
-
-    ``b``, the forward's bias, goes to a portable backward that takes it
-    (one that recomputes ``z_t``, see ``autodiff.with_bias``).
-    """
-    arrays = (dh, x, h0, Wx, Wh, h_seq, dh_n)
+def backward_cell_torch(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, reverse, mask=None):
+    """``portable.backward_cell`` for torch tensors: in place for plain Elman, recorded when autograd records."""
     with autocast_off(x):
-        if _records(*arrays) or not _plain(*arrays) or not _fits(_backward_inplace, options):
-            options = with_bias(backward_portable, options, b)
-            return backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, **options)
-        return _backward_inplace(dh, x, h0, Wx, Wh, h_seq, dh_n, need_dx=need_dx, **options)
+        return _backward(xp, cell, d_out, x, tuple(state0), w, tuple(seqs), tuple(d_finals), lengths,
+                         mask, reverse)  # fmt: skip
 
 
-def _loop(xp, x, h0, Wx, Wh, b, options):
-    """The forward without recording: in place on plain tensors, else the portable loop."""
-    if _plain(x, h0, Wx, Wh, b) and _fits(_scan_inplace, options):
-        return _scan_inplace(x, h0, Wx, Wh, b, **options)
-    return scan_portable(xp, x, h0, Wx, Wh, b, **options)
+def _loop(xp, cell, x, state0, w, lengths, mask, reverse, return_sequences):
+    """The forward without recording: in place for plain Elman on plain tensors, else the portable loop."""
+    if _inplace(cell, mask) and _plain(x, *state0, *w):
+        h_seq, h_last = _scan_inplace(x, state0[0], w.Wx, w.Wh, w.b, nonlinearity=cell.nonlinearity,
+                                      lengths=lengths, reverse=reverse, leak=cell.leak,
+                                      return_sequences=return_sequences)  # fmt: skip
+        return (None if h_seq is None else (h_seq,)), (h_last,)
+    return scan_cell(xp, cell, x, state0, w, lengths=lengths, reverse=reverse,
+                     return_sequences=return_sequences, mask=mask)  # fmt: skip
+
+
+def _backward(xp, cell, d_out, x, state0, w, seqs, d_finals, lengths, mask, reverse, need_dx=True):
+    """``backward_cell``'s results; with ``need_dx=False`` the in-place loop leaves ``dx`` out (``None``)."""
+    d_seqs = per_part(d_out, len(state0))
+    arrays = (x, *state0, *w, *seqs, *d_seqs, *d_finals)
+    if _inplace(cell, mask) and not _records(*arrays) and _plain(*arrays):
+        dx, dh0, dWx, dWh, db = _backward_inplace(
+            d_seqs[0], x, state0[0], w.Wx, w.Wh, seqs[0], d_finals[0], nonlinearity=cell.nonlinearity,
+            lengths=lengths, reverse=reverse, leak=cell.leak, need_dx=need_dx,
+        )  # fmt: skip
+        return dx, (dh0,), type(w)(dWx, dWh, db)
+    return backward_cell(xp, cell, d_seqs, x, state0, w, seqs, d_finals, lengths=lengths,
+                         reverse=reverse, mask=mask)  # fmt: skip
+
+
+def _inplace(cell, mask):
+    """True when the in-place loops run the cell: plain Elman (tanh or relu, any leak), no mask."""
+    return cell.name == "elman" and cell.plain and mask is None
 
 
 def _records(*arrays):
@@ -119,10 +145,6 @@ def _plain(*arrays):
     )  # fmt: skip
 
 
-def _fits(kernel, options):
-    return takes(kernel, options) and options.get("nonlinearity", "tanh") in _NONLINEARITIES
-
-
 def autocast_off(x):
     """A context with autocast off for ``x``'s device type (rnn_xp computes in its inputs' dtype)."""
     import contextlib
@@ -134,43 +156,86 @@ def autocast_off(x):
     return torch.autocast(kind, enabled=False) if available(kind) else contextlib.nullcontext()
 
 
+class _Spec(NamedTuple):
+    """What the autograd node runs, besides its tensors.
+
+    ``cell``, ``reverse``, the number of the state's ``parts`` and the
+    ``weights`` type (the tensors come flat: ``x``, the state's parts, the
+    weights). ``settings`` and ``names``: only for Elman with options no cell
+    names (the portable Elman loops then run, with every option): the
+    non-array options, and the names of the array ones that follow the
+    weights.
+    """
+
+    cell: object
+    reverse: bool
+    parts: int
+    weights: type
+    settings: tuple = None
+    names: tuple = ()
+
+
 def _make_recurrence():
     import torch
 
     class Recurrence(torch.autograd.Function):
-        """``(h_seq, h_last)`` of the recurrence, with ``backward_torch`` as its gradient."""
+        """``(*seqs, *finals)`` of a cell's recurrence, with rnn_xp's backward as its gradient."""
 
         generate_vmap_rule = True  # vmap runs forward and backward on batched tensors
 
         @staticmethod
-        def forward(x, h0, Wx, Wh, b, settings, names, *data):
-            options = {**dict(settings), **dict(zip(names, data)), "return_sequences": True}
+        def forward(spec, lengths, mask, *tensors):
+            x, state0, w, data = _unflatten(spec, tensors)
+            xp = namespace_of(x)
             with autocast_off(x):
-                h_seq, h_last = _loop(namespace_of(x), x, h0, Wx, Wh, b, options)
-            if h_last is h0:  # T = 0: an output must not be an input
-                h_last = h0.clone()
-            return h_seq, h_last
+                if spec.settings is None:
+                    seqs, finals = _loop(xp, spec.cell, x, state0, w, lengths, mask, spec.reverse, True)
+                else:
+                    options = {**dict(spec.settings), **dict(zip(spec.names, data)), "return_sequences": True}
+                    h_seq, h_last = scan_portable(xp, x, *state0, *w, **options)
+                    seqs, finals = (h_seq,), (h_last,)
+            # T = 0 (or a state no step changed): an output must not be an input
+            finals = tuple(f.clone() if any(f is t for t in tensors) else f for f in finals)
+            return (*seqs, *finals)
 
         @staticmethod
         def setup_context(ctx, inputs, output):
-            x, h0, Wx, Wh, b, settings, names, *data = inputs
-            ctx.save_for_backward(x, h0, Wx, Wh, b, output[0], *data)
-            ctx.settings, ctx.names, ctx.bias = settings, names, b is not None
+            spec, lengths, mask, *tensors = inputs
+            ctx.spec = spec
+            ctx.save_for_backward(lengths, mask, *tensors, *output[:spec.parts])
             ctx.set_materialize_grads(False)  # an unused output's gradient stays None
 
         @staticmethod
-        def backward(ctx, dh, dh_n):
-            x, h0, Wx, Wh, b, h_seq, *data = ctx.saved_tensors
-            options = backward_options({**dict(ctx.settings), **dict(zip(ctx.names, data))})
-            need_dx = ctx.needs_input_grad[0]
-            dx, dh0, dWx, dWh, db = _backward(
-                namespace_of(x), dh, x, h0, Wx, Wh, h_seq, dh_n, need_dx, options, b
-            )
-            if not need_dx:
-                dx = None
-            return (dx, dh0, dWx, dWh, db if ctx.bias else None, None, None, *(None for _ in data))
+        def backward(ctx, *grads):
+            spec = ctx.spec
+            lengths, mask, *saved = ctx.saved_tensors
+            tensors, seqs = saved[:len(saved) - spec.parts], tuple(saved[len(saved) - spec.parts:])
+            x, state0, w, data = _unflatten(spec, tensors)
+            d_seqs, d_finals = tuple(grads[:spec.parts]), tuple(grads[spec.parts:])
+            need_dx = ctx.needs_input_grad[3]
+            xp = namespace_of(x)
+            with autocast_off(x):
+                if spec.settings is None:
+                    dx, dstate0, dw = _backward(xp, spec.cell, d_seqs, x, state0, w, seqs, d_finals,
+                                                lengths, mask, spec.reverse, need_dx)  # fmt: skip
+                else:
+                    options = backward_options({**dict(spec.settings), **dict(zip(spec.names, data))})
+                    options = with_bias(backward_portable, options, w.b)
+                    dx, dh0, dWx, dWh, db = backward_portable(xp, d_seqs[0], x, state0[0], w.Wx, w.Wh, seqs[0],
+                                                              d_finals[0], **options)  # fmt: skip
+                    dstate0, dw = (dh0,), type(w)(dWx, dWh, db)
+            dw = tuple(None if a is None else g for a, g in zip(w, dw))  # none for a weight not given
+            return (None, None, None, dx if need_dx else None, *dstate0, *dw, *(None for _ in data))
 
     return Recurrence
+
+
+def _unflatten(spec, tensors):
+    """``(x, state0, w, data)`` from the node's flat tensors."""
+    n, m = spec.parts, len(spec.weights._fields)
+    x, state0 = tensors[0], tuple(tensors[1:1 + n])
+    w = spec.weights(*tensors[1 + n:1 + n + m])
+    return x, state0, w, tuple(tensors[1 + n + m:])
 
 
 class _Lazy:
@@ -185,6 +250,47 @@ class _Lazy:
 
 
 _Recurrence = _Lazy()
+
+
+# -- the Elman kernels' signatures ---------------------------------------------------------------
+
+
+def scan_torch(xp, x, h0, Wx, Wh, b, **options):
+    """``scan_portable`` for torch tensors: ``scan_cell_torch`` with the Elman cell of the options."""
+    cell, run, extra = elman_options(options)
+    if extra:
+        return _extended(xp, x, h0, Wx, Wh, b, options)
+    seqs, finals = scan_cell_torch(xp, cell, x, (h0,), ElmanWeights(Wx, Wh, b), lengths=run.get("lengths"),
+                                   reverse=run.get("reverse", False), mask=run.get("mask"),
+                                   return_sequences=run.get("return_sequences", True))  # fmt: skip
+    return (None if seqs is None else seqs[0]), finals[0]
+
+
+def backward_torch(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, **options):
+    """``backward_portable`` for torch tensors: in place for plain Elman, unless the backward itself is recorded."""
+    b = options.pop("b", None)  # the forward's bias, for a cell that recomputes z_t
+    cell, run, extra = elman_options(options)
+    with autocast_off(x):
+        if extra:
+            return backward_portable(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, b=b, **options)
+        dx, (dh0,), dw = _backward(xp, cell, dh, x, (h0,), ElmanWeights(Wx, Wh, b), (h_seq,), (dh_n,),
+                                   run.get("lengths"), run.get("mask"), run.get("reverse", False))  # fmt: skip
+    db = dw.b if dw.b is not None else xp.zeros((Wh.shape[0],), dtype=Wh.dtype, device=Wh.device)
+    return dx, dh0, dw.Wx, dw.Wh, db
+
+
+def _extended(xp, x, h0, Wx, Wh, b, options):
+    """Elman with an option no cell names: the portable Elman loops, inside the same node when recording."""
+    with autocast_off(x):
+        if not _records(x, h0, Wx, Wh, b) or framework_autodiff():
+            return scan_portable(xp, x, h0, Wx, Wh, b, **options)
+        settings, data = split_options(options, is_array)
+        spec = _Spec(None, False, 1, ElmanWeights, settings, tuple(data))
+        h_seq, h_last = _Recurrence.apply(spec, None, None, x, h0, Wx, Wh, b, *data.values())
+        return (h_seq if options.get("return_sequences", True) else None), h_last
+
+
+# -- Elman's in-place loops ----------------------------------------------------------------------
 
 
 def _scan_inplace(x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences):

@@ -14,12 +14,20 @@ its parameters' shapes (``shapes``), its cell for each direction
 (``_cell_weights``), the parts of its state (``_state_labels``,
 ``_state_parts``, ``_state_sizes``), how the weight gradients map back to
 its parameters (``_param_grads``) and the shape of its results.
+
+Every layer is also a JAX pytree (``register_pytree``, done without
+importing JAX): its parameters are the leaves, everything else is static,
+so ``jax.grad(loss)(layer)`` is a layer of gradients. ``Recurrent.apply``
+runs a call with other parameters, as a pure function of them.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+import sys
+import threading
 import warnings
 from typing import NamedTuple
 
@@ -44,6 +52,7 @@ from .._compat import (
     device,
     is_array,
     is_dask_namespace,
+    is_jax_namespace,
     is_numpy_namespace,
     namespace_of,
     outside_stacklevel,
@@ -63,6 +72,7 @@ __all__ = [
     "collapse",
     "gate_options",
     "per_direction",
+    "register_pytree",
     "suffixes",
 ]
 
@@ -206,6 +216,7 @@ class Recurrent:
         self.device, self.dtype = where(self.params)
         self.training = True
         self.generator = rng  # after the weights, the same stream draws the dropout masks
+        register_pytree(type(self))
 
     @classmethod
     def from_params(cls, params, *args, names=None, **kwargs):
@@ -334,6 +345,88 @@ class Recurrent:
         """
         return self.train(False)
 
+    # -- running with other parameters: a pure function of them ------------------
+
+    def apply(self, params, x, hx=None, *, lengths=None, mask=None):
+        """Run the layer with the parameters ``params`` in place of its own; the layer is not changed.
+
+        The call ``layer(x, hx, lengths=lengths, mask=mask)`` as a pure
+        function of the parameters: what ``jax.grad`` with respect to a dict
+        of parameters, ``jax.vmap`` over stacked parameters and
+        ``torch.func.grad`` (``torch.func.functional_call``-style code) take.
+
+        Parameters
+        ----------
+        params : mapping
+            Every parameter under its name in :attr:`params` (torch's names),
+            with that parameter's shape: arrays of the layer's library, of any
+            real floating dtype (the call computes in the promotion of the
+            parameters' and the input's dtypes). They are used as given,
+            neither copied nor moved: JAX tracers and ``torch.func`` tensors
+            stay in their transformation.
+        x : array
+            As for :meth:`forward`.
+        hx : array or pair of arrays, optional
+            The initial state as :meth:`forward` takes it: ``h0`` for
+            ``RNN`` and ``GRU``, ``(h0, c0)`` for ``LSTM``.
+        lengths, mask : optional
+            As for :meth:`forward`.
+
+        Returns
+        -------
+        tuple
+            What :meth:`forward` returns without a cache: ``(output, h_n)``
+            for ``RNN`` and ``GRU``, ``(output, (h_n, c_n))`` for ``LSTM``.
+
+        Raises
+        ------
+        ValueError
+            A name of ``params`` is missing or unexpected, or a shape is
+            wrong (one message lists them all); what :meth:`forward` raises.
+        TypeError
+            ``params`` is not a mapping, or a value is not a real floating
+            array of the layer's library; what :meth:`forward` raises.
+
+        Notes
+        -----
+        The layer lends its configuration and mode: in training mode with
+        ``dropout > 0`` the masks are drawn from :attr:`generator` as a call
+        draws them (the generator advances, and inside ``jax.jit`` that is a
+        ``ValueError``, see docs/frameworks.md); in eval mode or with
+        ``dropout=0`` nothing else of the layer is read.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from rnn_xp import GRU
+        >>> gru = GRU(3, 4, seed=0)
+        >>> x = np.ones((5, 2, 3), dtype=np.float32)
+        >>> bool(np.array_equal(gru.apply(gru.params, x)[0], gru(x)[0]))
+        True
+        >>> doubled = {name: 2 * p for name, p in gru.params.items()}
+        >>> output, h_n = gru.apply(doubled, x)
+        >>> bool(np.array_equal(output, gru(x)[0]))      # other weights; the layer keeps its own
+        False
+        """
+        return self._with_params(params)(x, hx, lengths=lengths, mask=mask)
+
+    def _with_params(self, params):
+        """A shallow copy of the layer holding ``params`` (checked: names, shapes, library, dtype)."""
+        shapes = self.param_shapes()
+        check_state_dict(params, shapes, repr(self), label="params")
+        for name in shapes:
+            library = namespace_of(params[name])
+            if family(library) != family(self.xp):
+                raise TypeError(
+                    f"params[{name!r}] is from {library_name(library)} but the layer runs in "
+                    f"{library_name(self.xp)}; move the layer with layer.to(xp=...) or convert params"
+                )
+        layer = object.__new__(type(self))
+        layer.__dict__.update(self.__dict__)
+        layer.params = {name: params[name] for name in shapes}  # torch's order
+        layer.dtype = check_float_dtypes(self.xp, layer.params)
+        return layer
+
     def __getattr__(self, name):  # rnn.weight_ih_l0, as on a torch module
         params = self.__dict__.get("params")
         if params is not None and name in params:
@@ -361,6 +454,7 @@ class Recurrent:
         self.__dict__.update(state)
         self.xp, _ = resolve_namespace(state["xp"], None)
         self.device, self.dtype = where(self.params)
+        register_pytree(type(self))
 
     # -- the machinery every recurrent layer shares ------------------------------
 
@@ -484,6 +578,14 @@ class Recurrent:
         gives the same mask on every backend and in every dtype.
         """
         xp = namespace_of(like)
+        if is_jax_namespace(xp) and _staged(xp):
+            raise ValueError(
+                f"dropout={self.dropout} in training mode draws its masks from layer.generator (NumPy) "
+                "each time the layer runs; inside jax.jit (or jax.checkpoint, lax.scan) it would draw "
+                "them once, while tracing, and every call of the compiled function would reuse them. "
+                "Inside jax.jit call layer.eval() (no dropout), or take the gradient with jax.grad "
+                "outside jax.jit, where each call draws new masks"
+            )
         keep = self.generator.random(tuple(like.shape)) >= p  # (T, *batch, dirs * H) bool
         host = keep * (1.0 / (1.0 - p)) if p < 1 else np.zeros(keep.shape)
         if is_dask_namespace(xp):  # chunked as the output it multiplies
@@ -646,6 +748,7 @@ class Recurrent:
         self.params = {name: move(p, xp, dev, dtype, name=name) for name, p in self.params.items()}
         self.xp = xp
         self.device, self.dtype = where(self.params)
+        register_pytree(type(self))
         return self
 
     def state_dict(self, *, xp=None, device=None):
@@ -786,3 +889,123 @@ def check_dropout(dropout, num_layers):
             stacklevel=outside_stacklevel(),  # the caller of the layer's constructor
         )
     return dropout
+
+
+# -- the layers as JAX pytrees ----------------------------------------------------------
+
+
+_PYTREES = set()  # the layer classes registered with JAX
+_PYTREES_LOCK = threading.Lock()
+
+
+def register_pytree(cls):
+    """Make layer class ``cls`` a JAX pytree, once, when JAX is imported (else nothing).
+
+    The leaves are the parameters in torch's order (``layer.params``'s);
+    everything else (the configuration, ``xp``, ``device``, ``dtype``, the
+    mode ``training`` and ``generator``) is static, compared for equality
+    (the generator by identity). So ``jax.grad(loss)(layer)`` returns a
+    layer of gradients, and ``jax.jit``/``jax.vmap``/``jax.tree.map`` take
+    layers. Called when a layer is made, moved or unpickled: JAX is never
+    imported here (``import rnn_xp`` imports no backend), and a class is
+    registered as soon as any of its layers is made or moved with JAX
+    loaded.
+    """
+    if cls in _PYTREES or "jax" not in sys.modules:
+        return
+    with _PYTREES_LOCK:
+        if cls in _PYTREES:
+            return
+        from jax import tree_util
+
+        unflatten = functools.partial(_unflatten, cls)
+        tree_util.register_pytree_with_keys(cls, _flatten_with_keys, unflatten, flatten_func=_flatten)
+        _PYTREES.add(cls)
+
+
+class _Static:
+    """What a layer's pytree keeps besides its leaves: the parameters' names and every other attribute.
+
+    Equal when the class, the names and every attribute are equal (the
+    generator, and anything unhashable, by identity), so that ``jax.jit``
+    reuses a compiled program for a layer of the same configuration and
+    mode, and ``jax.tree.map`` combines a layer with its gradients. Two
+    layers made apart differ in their generators (a layer's state, never
+    silently swapped for another's): ``jax.tree.map`` combines them once
+    they share one.
+    """
+
+    __slots__ = ("names", "state", "_key")
+
+    def __init__(self, cls, names, state):
+        self.names = names
+        self.state = {k: v for k, v in state.items() if k != "params"}
+        self._key = (cls, names, tuple(sorted((k, _frozen(v)) for k, v in self.state.items())))
+
+    def __eq__(self, other):
+        return isinstance(other, _Static) and self._key == other._key
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __repr__(self):
+        state = self.state
+        return (f"static(params {', '.join(self.names)}; training={state.get('training')}, "
+                f"generator at {id(state.get('generator')):#x})")
+
+
+class _Identity:
+    """A value compared by identity (a generator, an unhashable attribute)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __eq__(self, other):
+        return isinstance(other, _Identity) and other.value is self.value
+
+    def __hash__(self):
+        return id(self.value)
+
+
+def _frozen(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, np.random.Generator):
+        return _Identity(value)
+    try:
+        hash(value)
+    except TypeError:
+        return _Identity(value)
+    return value
+
+
+def _flatten(layer):
+    names = tuple(layer.params)
+    return tuple(layer.params[n] for n in names), _Static(type(layer), names, layer.__dict__)
+
+
+def _flatten_with_keys(layer):
+    from jax.tree_util import GetAttrKey
+
+    leaves, static = _flatten(layer)
+    return tuple((GetAttrKey(n), leaf) for n, leaf in zip(static.names, leaves)), static
+
+
+def _unflatten(cls, static, leaves):
+    layer = object.__new__(cls)
+    layer.__dict__.update(static.state)  # a copy: the layer's own attributes
+    layer.params = dict(zip(static.names, leaves))
+    return layer
+
+
+def _staged(xp):
+    """True inside a JAX trace that stages operations out (``jax.jit``, ``jax.checkpoint``, ``lax.scan``).
+
+    There even an array made from constants is a tracer; under ``jax.grad``
+    or ``jax.vmap`` alone it is concrete.
+    """
+    import jax
+
+    return isinstance(xp.zeros(()), jax.core.Tracer)
