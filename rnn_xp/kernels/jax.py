@@ -46,7 +46,7 @@ import functools
 from .._compat import is_array
 from ..cells import ElmanWeights
 from .autodiff import backward_options, framework_autodiff, split_options, with_bias
-from .portable import _padding_mask, _previous_states, elman_options, per_part
+from .portable import padding_mask, previous_states, elman_options, per_part
 
 __all__ = ["backward_cell_jax", "backward_jax", "scan_cell_jax", "scan_jax"]
 
@@ -213,8 +213,8 @@ def _backward(d_seqs, x, state0, w, seqs, d_finals, lengths, mask, *, cell, reve
                          for q, s0 in zip(seqs, state0))  # fmt: skip
             valid_all = m[..., None]  # (T, *batch, 1)
         else:
-            prev = tuple(_previous_states(jnp, q, s0, lengths, reverse=reverse) for q, s0 in zip(seqs, state0))
-            valid_all = None if lengths is None else _padding_mask(jnp, lengths, T)  # (T, *batch, 1)
+            prev = tuple(previous_states(jnp, q, s0, lengths, reverse=reverse) for q, s0 in zip(seqs, state0))
+            valid_all = None if lengths is None else padding_mask(jnp, lengths, T)  # (T, *batch, 1)
         if valid_all is not None:
             # Padding never reaches a gradient (0 * NaN would be NaN).
             prev = tuple(jnp.where(valid_all, p, jnp.zeros_like(p)) for p in prev)

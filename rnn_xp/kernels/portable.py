@@ -32,7 +32,7 @@ import functools
 from .._compat import device
 from ..cells import ElmanCell, ElmanWeights
 
-__all__ = ["backward_cell", "backward_portable", "elman_options", "scan_cell", "scan_portable"]
+__all__ = ["backward_cell", "backward_portable", "elman_options", "padding_mask", "per_part", "previous_states", "scan_cell", "scan_portable"]
 
 # The Elman kernels' keyword options that make its cell, with their defaults (ElmanCell's order).
 ELMAN_CELL_OPTIONS = {"nonlinearity": "tanh", "activation_alpha": None, "activation_beta": None,
@@ -200,8 +200,8 @@ def backward_cell(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, rev
         prev = tuple(xp.stack(p, axis=0) for p in prev)  # each (T, *batch, S_k)
         valid_all = mask[..., None]  # (T, *batch, 1)
     else:
-        prev = tuple(_previous_states(xp, q, s0, lengths, reverse=reverse) for q, s0 in zip(seqs, state0))
-        valid_all = None if lengths is None else _padding_mask(xp, lengths, T)  # (T, *batch, 1)
+        prev = tuple(previous_states(xp, q, s0, lengths, reverse=reverse) for q, s0 in zip(seqs, state0))
+        valid_all = None if lengths is None else padding_mask(xp, lengths, T)  # (T, *batch, 1)
     # Padding never reaches a gradient: past a sequence's length (and at masked
     # steps) the steps get d_t = 0 below, and the states there are zeroed too,
     # so that a NaN or Inf in them is not multiplied by that zero (0 * NaN = NaN).
@@ -251,7 +251,7 @@ def per_part(d_out, parts):
     return (d_out,) + (None,) * (parts - 1)
 
 
-def _previous_states(xp, h_seq, h0, lengths, *, reverse):
+def previous_states(xp, h_seq, h0, lengths, *, reverse):
     """``(T, *batch, H)``: the state each step started from.
 
     Forward, ``h_{t-1}`` (``h0`` at t = 0); reverse, ``h_{t+1}`` (``h0`` at
@@ -271,7 +271,7 @@ def _previous_states(xp, h_seq, h0, lengths, *, reverse):
     return prev
 
 
-def _padding_mask(xp, lengths, T):
+def padding_mask(xp, lengths, T):
     """``(T, *batch, 1)`` booleans: True where step t is within the sequence's length."""
     shape = (T,) + (1,) * lengths.ndim
     steps = xp.reshape(xp.arange(T, dtype=lengths.dtype, device=device(lengths)), shape)
