@@ -100,19 +100,16 @@ __all__ = [
 
 
 def scan(xp, cell, x, state0, w, *, lengths, reverse, return_sequences, mask=None):
-    """Run ``cell``'s recurrence with the kernel for ``xp``; ``scan_cell``'s arguments and results.
+    """Run ``cell``'s recurrence with the kernel the table picks for ``xp``; ``scan_cell``'s arguments and results.
 
     The arrays are validated, time-major, of one dtype and device (see
-    ``_prepare.prepare``). On JAX and torch every cell runs their generic
-    kernel (a ``lax.scan``, an ``autograd.Function``, each with rnn_xp's
-    backward as its gradient); elsewhere Elman runs the kernel
-    ``forward_kernel`` picks (every library has a fast one) and the other
-    cells the portable loop.
+    ``_prepare.prepare``). The row of ``xp``'s library names two kernels:
+    one for the Elman cell (``Route.forward``, with Elman's own signature,
+    where the library has a kernel written for it) and one for any cell
+    (``Route.cells_forward``).
     """
-    if is_jax_namespace(xp) or is_torch_namespace(xp):
-        return _generic(xp)[0](xp, cell, x, state0, w, lengths=lengths, reverse=reverse,
-                               return_sequences=return_sequences, mask=mask)  # fmt: skip
-    if cell.name == "elman":
+    row = _route_of(xp)
+    if cell.name == "elman" and not row.cells_run_elman:
         extended = not cell.plain or mask is not None
         kernel = forward_kernel(xp, extended=extended)
         options = {}
@@ -124,16 +121,14 @@ def scan(xp, cell, x, state0, w, *, lengths, reverse, return_sequences, mask=Non
             reverse=reverse, leak=cell.leak, return_sequences=return_sequences, **options,
         )  # fmt: skip
         return (None if h_seq is None else (h_seq,)), (h_last,)
-    return scan_cell(xp, cell, x, state0, w, lengths=lengths, reverse=reverse,
-                     return_sequences=return_sequences, mask=mask)  # fmt: skip
+    return _function(row.cells_forward)(xp, cell, x, state0, w, lengths=lengths, reverse=reverse,
+                                        return_sequences=return_sequences, mask=mask)  # fmt: skip
 
 
 def backward(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, reverse, mask=None):
-    """Backpropagate through ``cell``'s recurrence with the kernel for ``xp``; ``backward_cell``'s arguments and results."""
-    if is_jax_namespace(xp) or is_torch_namespace(xp):
-        return _generic(xp)[1](xp, cell, d_out, x, state0, w, seqs, d_finals, lengths=lengths,
-                               reverse=reverse, mask=mask)  # fmt: skip
-    if cell.name == "elman":
+    """Backpropagate through ``cell``'s recurrence with the kernel the table picks; ``backward_cell``'s arguments and results."""
+    row = _route_of(xp)
+    if cell.name == "elman" and not row.cells_run_elman:
         extended = not cell.plain or mask is not None
         kernel = backward_kernel(xp, extended=extended)
         options = {}
@@ -146,8 +141,8 @@ def backward(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, reverse,
             **options,
         )  # fmt: skip
         return dx, (dh0,), type(w)(dWx, dWh, db)
-    return backward_cell(xp, cell, d_out, x, state0, w, seqs, d_finals, lengths=lengths,
-                         reverse=reverse, mask=mask)  # fmt: skip
+    return _function(row.cells_backward)(xp, cell, d_out, x, state0, w, seqs, d_finals,
+                                         lengths=lengths, reverse=reverse, mask=mask)  # fmt: skip
 
 
 class Route(NamedTuple):
@@ -155,35 +150,48 @@ class Route(NamedTuple):
 
     ``forward`` and ``backward`` name a function of this package as
     ``"module:function"`` (``":function"`` for one defined here), imported
-    only when the row is chosen. ``extended``: the row's kernels take the
-    options only the portable loops know (other activations, ``clip``,
-    ``mask``) themselves.
+    only when the row is chosen: the Elman cell's kernels, with Elman's
+    signature. ``extended``: those kernels take the options only the
+    portable loops know (other activations, ``clip``, ``mask``) themselves.
+    ``cells_forward`` and ``cells_backward`` run any cell
+    (``portable.scan_cell``'s and ``portable.backward_cell``'s signatures);
+    with ``cells_run_elman`` they run the Elman cell too.
     """
 
     library: str
     is_library: Callable  # the namespace test
-    forward: str
-    backward: str
+    forward: str  # the Elman cell, Elman's signature (scan_portable's)
+    backward: str  # (backward_portable's)
     extended: bool = False
+    cells_forward: str = "portable:scan_cell"  # any cell, scan_cell's signature
+    cells_backward: str = "portable:backward_cell"  # (backward_cell's)
+    cells_run_elman: bool = False  # the cells' kernels also run Elman (no Elman kernels of their own)
 
 
 # One row per library, tried in this order; the first whose test takes the
-# namespace runs the call. Every row is the Elman cell today: a recurrent cell
-# of another kind (LSTM, GRU) becomes a `cell` field of the row and a second
-# key beside `library`, with the kernels that implement it.
+# namespace runs the call. Each row names the Elman cell's kernels and the
+# kernels that run any cell (a cell is defined once in rnn_xp.cells; those
+# kernels take it as an argument).
 KERNELS = (
     # JAX: a Python loop dispatches a few small XLA calls per step; lax.scan
     # compiles the whole loop once per shape and options, and jax.grad of it
     # runs rnn_xp's backward (a jax.custom_vjp). The backward is one reverse
     # lax.scan too. Options the scans do not know run the portable loops under
     # the same custom_vjp (with the bias for the backward).
-    Route("jax", is_jax_namespace, "jax:scan_jax", "jax:backward_jax", extended=True),
+    # Every cell, Elman included, runs the same scan (the cell a static argument).
+    Route("jax", is_jax_namespace, "jax:scan_jax", "jax:backward_jax", extended=True,
+          cells_forward="jax:scan_cell_jax", cells_backward="jax:backward_cell_jax", cells_run_elman=True),
     # torch: one autograd.Function whose backward is rnn_xp's when the tensors
     # need gradients, an in-place loop otherwise; the backward in place like
     # NumPy's. The portable loops where the backward itself is recorded
     # (create_graph=True), for torch.func wrappers, and for options the
     # in-place loops do not know.
-    Route("torch", is_torch_namespace, "torch:scan_torch", "torch:backward_torch", extended=True),
+    # Every cell runs the same autograd.Function; without a graph to record,
+    # plain Elman takes its in-place loops (measured faster), the others the
+    # portable loop.
+    Route("torch", is_torch_namespace, "torch:scan_torch", "torch:backward_torch", extended=True,
+          cells_forward="torch:scan_cell_torch", cells_backward="torch:backward_cell_torch",
+          cells_run_elman=True),
     # NumPy: arrays are mutable, so preallocated buffers, matmul(out=) and
     # in-place ufuncs; with numba installed the whole loop as one compiled
     # call, with oneMKL installed and preferred its packed product: picked per
@@ -214,17 +222,6 @@ def route(library):
 
 def _route_of(xp):
     return next((r for r in KERNELS if r.is_library(xp)), OTHERS)
-
-
-def _generic(xp):
-    """``(scan, backward)``: the kernels of JAX or torch that run any cell (imported on first use)."""
-    if is_jax_namespace(xp):
-        from .jax import backward_cell_jax, scan_cell_jax
-
-        return scan_cell_jax, backward_cell_jax
-    from .torch import backward_cell_torch, scan_cell_torch
-
-    return scan_cell_torch, backward_cell_torch
 
 
 def forward_kernel(xp, *, extended=False):
