@@ -54,18 +54,50 @@ as a static argument) with these members:
     the steps that count (elsewhere the arrays multiplied are zeroed, so
     that padding never reaches a gradient: ``0 * NaN`` is NaN).
 
+What the fast loops need (the gated cells; Elman has kernels of its own).
+A step is a product, ``h @ W_hh.T``, and an elementwise function of the
+result: the fast loops make the product themselves (into a preallocated
+buffer, one BLAS call) and run the cell's elementwise function, written
+once and run by every kernel, the portable loop's ``step`` included:
+
+``pointwise(ops, xg, hg, carry, *extras)`` (a static method)
+    The new value of each part of the state (an LSTM's ``h`` before its
+    projection) from the gate blocks of the step's projected input ``xg``
+    and of the recurrent product ``hg`` (with ``recurrent_bias``), and the
+    parts of the state it reads elementwise, ``carry``. Only arithmetic and
+    ``ops``: it runs on whole arrays (of any library: ``ops(xp)``) and on one
+    unit's numbers alike, and numba compiles it as written.
+``pointwise_backward(ops, saved, carry, grads, *extras)`` (a static method)
+    ``(dx, dh, dcarry)``: from the step's ``saved`` entries, ``carry`` before
+    the step and the gradients reaching each part of ``pointwise``'s result,
+    the gradients of the gate blocks on the input's side and on the
+    product's side, and of ``carry``. The gradient reaching ``h`` before
+    the step is ``concat(dh) @ W_hh`` (plus ``dcarry``'s where ``h`` is carried).
+``ops(xp)``, ``roles``, ``clipped``
+    The activations by role (``fa``, ``ga``, ...: ``ArrayOps``) on arrays of
+    ``xp``; the compiled loops give the roles their own functions.
+``carried``, ``separate_recurrent_grads``
+    The indices of the state's parts that ``pointwise`` reads; whether
+    ``pointwise_backward``'s ``dh`` differs from ``dx``.
+``recurrent_bias(w)``, ``projection(w)``, ``extras(w)``, ``grads_input(dx, dh, gh)``
+    The bias added to ``h @ W_hh.T``; the projection ``P`` of ``h = m @ P.T``
+    (``None``: none); what ``pointwise`` takes after ``carry`` in a plain run
+    (an LSTM's peepholes); ``grads``' ``d`` from the stacked gate gradients
+    and each step's gradient reaching ``h``.
+
 A new cell is one module here that defines these, plus its tests; the
 kernels and the public functions need no change to run it.
 """
 
 from __future__ import annotations
 
-from ._base import Sizes, split_gates
+from ._base import ArrayOps, Sizes, split_gates
 from .elman import ElmanCell, ElmanWeights
 from .gru import GRUCell, GRUWeights
 from .lstm import LSTMCell, LSTMWeights
 
 __all__ = [
+    "ArrayOps",
     "ElmanCell",
     "ElmanWeights",
     "GRUCell",

@@ -10,6 +10,7 @@ from .._checks import shape_str
 from .._compat import device, is_jax_namespace
 
 __all__ = [
+    "ArrayOps",
     "GateActivation",
     "Sizes",
     "check_matrix",
@@ -143,8 +144,44 @@ def check_clip_option(clip):
     return check_clip(clip)
 
 
+class ArrayOps:
+    """A cell's activations on arrays of ``xp``, by role: the ``ops`` that ``pointwise`` takes.
+
+    ``roles`` names the cell's activations in order (``("fa", "ga", "ha")``
+    for an LSTM: its gates', its cell input's and its cell output's), ``acts``
+    their ``GateActivation``; the roles in ``clipped`` apply them to their
+    argument clipped to ``[-clip, clip]`` (with a ``clip``). Each is a pure
+    function of one array. ``zeros_like`` is ``xp``'s.
+    """
+
+    def __init__(self, xp, roles, acts, clip, clipped):
+        for role, act in zip(roles, acts):
+            setattr(self, role, _role_function(xp, act.f(), clip if role in clipped else None))
+        self.zeros_like = xp.zeros_like
+
+
+def _role_function(xp, f, clip):
+    if clip is None:
+        return lambda z: f(xp, z)
+    return lambda z: f(xp, xp.clip(z, min=-clip, max=clip))
+
+
 class CellBase:
-    """Pickling for the frozen dataclasses of the cells: the options travel, what is derived from them is made again."""
+    """Pickling for the frozen dataclasses of the cells: the options travel, what is derived from them is made again.
+
+    ``ops(xp)`` is the cell's ``ArrayOps`` for ``xp`` (made once per library).
+    """
+
+    def ops(self, xp):
+        """The activations by role on arrays of ``xp`` (``pointwise``'s ``ops``), made once per library."""
+        made = self.__dict__.get("_ops")
+        if made is None:
+            made = {}
+            object.__setattr__(self, "_ops", made)
+        ops = made.get(id(xp))
+        if ops is None:
+            ops = made[id(xp)] = (xp, ArrayOps(xp, self.roles, self._acts, self.clip, self.clipped))
+        return ops[1]
 
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}

@@ -10,12 +10,12 @@ clip]`` when ``clip`` is given)::
     n   = ga(a_n + r * u_n)                             # reset after the product (torch)
     n   = ga(a_n + (r * h_{t-1}) @ W_hn.T + b_hn)       # reset before it (ONNX's default,
                                                         # linear_before_reset=0; Keras's reset_after=False)
-    h_t = (1 - z) * n + z * h_{t-1}
+    h_t = n + z * (h_{t-1} - n)                         # (1 - z) n + z h_{t-1}, as torch writes it
 
 Backward, with ``gh`` the gradient reaching ``h_t`` (``dn``, ``dz``, ``dr``
 the gradients of the pre-activations)::
 
-    dn = gh * (1 - z) * ga'(.)       dz = gh * (h_{t-1} - n) * fa'(.)
+    dn = (gh - gh z) * ga'(.)      dz = gh * (h_{t-1} - n) * fa'(.)
     after:  dr = dn * u_n * fa'(.);  d(u) = [dr, dz, dn * r]
             gh_{t-1} = d(u) @ W_hh + gh * z
     before: d(rh) = dn @ W_hn;  dr = d(rh) * h_{t-1} * fa'(.)
@@ -93,6 +93,10 @@ class GRUCell(CellBase):
     name = "gru"
     gates = 3
     state_names = ("h",)
+    carried = (0,)  # pointwise reads h elementwise (and through the product)
+    roles = ("fa", "ga")  # the activations by role, in ``activations``' order
+    clipped = ("fa", "ga")
+    separate_recurrent_grads = True  # pointwise_backward's dh differs from dx (the reset multiplies u_n)
     Weights = GRUWeights
     required = ("W_ih", "W_hh")
 
@@ -106,8 +110,7 @@ class GRUCell(CellBase):
         object.__setattr__(self, "clip", check_clip(self.clip))
         object.__setattr__(self, "linear_before_reset",
                            check_bool("linear_before_reset", self.linear_before_reset))  # fmt: skip
-        object.__setattr__(self, "_acts", acts)
-        object.__setattr__(self, "_fns", tuple(a.f() for a in acts))  # fa, ga: f(xp, z)
+        object.__setattr__(self, "_acts", acts)  # fa, ga
 
     @property
     def plain(self):
@@ -131,9 +134,6 @@ class GRUCell(CellBase):
             check_vector(name, b, 3 * H, f"(3 * H,) with H = {H}")
         return Sizes(H, D, (H,))
 
-    def _clip(self, xp, z):
-        return z if self.clip is None else xp.clip(z, min=-self.clip, max=self.clip)
-
     # -- forward ---------------------------------------------------------------
 
     def project(self, xp, x, w):
@@ -146,30 +146,56 @@ class GRUCell(CellBase):
             return w.W_hh.T, None  # (H, 3H)
         return w.W_hh[:2 * H, ...].T, w.W_hh[2 * H:, ...].T  # (H, 2H) for r and z, (H, H) for n
 
+    def projection(self, w):
+        """No projection: ``h_t`` is ``pointwise``'s result."""
+        return None
+
+    def extras(self, w):
+        """What ``pointwise`` and ``pointwise_backward`` take after ``carry``: nothing."""
+        return ()
+
+    def recurrent_bias(self, w):
+        """The bias added to the recurrent product before ``pointwise``: ``b_hh`` (``b_hn`` stays inside the reset)."""
+        return w.b_hh
+
     def step(self, xp, xg_t, state, w, fixed):
         (h,) = state  # (*batch, H)
-        fa, ga = self._fns
-        a_r, a_z, a_n = split_gates(xg_t, 3)
+        ops = self.ops(xp)
         if self.linear_before_reset:
             u = h @ fixed[0]  # (*batch, 3H)
             if w.b_hh is not None:
                 u = u + w.b_hh
-            u_r, u_z, u_n = split_gates(u, 3)
-        else:
-            u = h @ fixed[0]  # (*batch, 2H)
-            if w.b_hh is not None:
-                u = u + w.b_hh[:2 * h.shape[-1]]
-            u_r, u_z = split_gates(u, 2)
-        r = fa(xp, self._clip(xp, a_r + u_r))
-        z = fa(xp, self._clip(xp, a_z + u_z))
-        if self.linear_before_reset:
-            zn = a_n + r * u_n
-        else:
-            zn = a_n + (r * h) @ fixed[1]
-            if w.b_hh is not None:
-                zn = zn + w.b_hh[2 * h.shape[-1]:]
-        n = ga(xp, self._clip(xp, zn))
-        return ((1 - z) * n + z * h,)
+            return self.pointwise(ops, split_gates(xg_t, 3), split_gates(u, 3), (h,))
+        # The reset before the product: a product between the gates and the
+        # candidate, so not one elementwise function; the same lines around it.
+        a_r, a_z, a_n = split_gates(xg_t, 3)
+        u = h @ fixed[0]  # (*batch, 2H)
+        if w.b_hh is not None:
+            u = u + w.b_hh[:2 * h.shape[-1]]
+        u_r, u_z = split_gates(u, 2)
+        r = ops.fa(a_r + u_r)
+        z = ops.fa(a_z + u_z)
+        zn = a_n + (r * h) @ fixed[1]
+        if w.b_hh is not None:
+            zn = zn + w.b_hh[2 * h.shape[-1]:]
+        n = ops.ga(zn)
+        return (n + z * (h - n),)
+
+    @staticmethod
+    def pointwise(ops, xg, hg, carry):
+        """One step's elementwise part (the reset after the product), on whole arrays or one unit's numbers alike.
+
+        ``xg`` holds the gate blocks r, z, n of the projected input (with
+        ``b_ih``), ``hg`` those of ``h @ W_hh.T + b_hh``; ``carry`` is
+        ``(h_{t-1},)``; ``ops`` the activations by role (``fa``, ``ga``).
+        Returns ``(h_t,)``, written as torch writes it, ``n + z (h - n)``.
+        Every kernel's step is this (the compiled loops compile it).
+        """
+        (h,) = carry
+        r = ops.fa(xg[0] + hg[0])
+        z = ops.fa(xg[1] + hg[1])
+        n = ops.ga(xg[2] + r * hg[2])
+        return (n + z * (h - n),)
 
     # -- backward --------------------------------------------------------------
 
@@ -203,22 +229,45 @@ class GRUCell(CellBase):
         return r, z, n, dr, dz, dn, u_n
 
     def step_backward(self, xp, saved_t, prev_t, g_t, w, fixed):
-        r, z, n, dr, dz, dn, u_n = saved_t
         (h_prev,), (gh,) = prev_t, g_t
-        H = h_prev.shape[-1]
-        dzn = gh * (1 - z) * dn  # (*batch, H)
-        dzz = gh * (h_prev - n) * dz
-        direct = gh * z  # through h_t = ... + z * h_{t-1}
         if self.linear_before_reset:
-            dzr = dzn * u_n * dr
-            da = xp.concat([dzr, dzz, dzn], axis=-1)  # (*batch, 3H): dL/d(x W_ih.T + b_ih)
-            du = xp.concat([dzr, dzz, dzn * r], axis=-1)  # dL/d(h W_hh.T + b_hh)
-            return (da, du), (du @ w.W_hh + direct,)
+            da, du, (direct,) = self.pointwise_backward(self.ops(xp), saved_t, (h_prev,), (gh,))
+            du = xp.concat(du, axis=-1)  # (*batch, 3H): dL/d(h W_hh.T + b_hh)
+            return (xp.concat(da, axis=-1), du), (du @ w.W_hh + direct,)
+        # The reset before the product (see step): its own lines.
+        r, z, n, dr, dz, dn, u_n = saved_t
+        H = h_prev.shape[-1]
+        dzn = (gh - gh * z) * dn  # (*batch, H)
+        dzz = gh * (h_prev - n) * dz
         d_rh = dzn @ w.W_hh[2 * H:, ...]  # (*batch, H): dL/d(r * h_{t-1})
         dzr = d_rh * h_prev * dr
         da = xp.concat([dzr, dzz, dzn], axis=-1)  # (*batch, 3H)
-        g_prev = da[..., :2 * H] @ w.W_hh[:2 * H, ...] + d_rh * r + direct
+        g_prev = da[..., :2 * H] @ w.W_hh[:2 * H, ...] + d_rh * r + gh * z
         return (da,), (g_prev,)
+
+    @staticmethod
+    def pointwise_backward(ops, saved, carry, grads):
+        """The elementwise part of one step's gradient (``pointwise``'s), on arrays or numbers alike.
+
+        ``saved`` the step's entries of ``saved``; ``carry`` ``(h_{t-1},)``;
+        ``grads`` ``(gh,)``, the gradient reaching ``h_t``. Returns ``(dx,
+        dh, dcarry)``: the gradients of the gate blocks r, z, n of the
+        projected input and of ``h @ W_hh.T + b_hh``, and ``(gh * z,)``, the
+        part of ``dL/dh_{t-1}`` that does not go through the product
+        (``dL/dh_{t-1} = concat(dh) @ W_hh + gh * z``). As torch's autograd
+        takes it from ``h_t = n + z (h - n)``: ``dL/dn = gh - gh z``.
+        """
+        r, z, n, dr, dz, dn, u_n = saved
+        (h_prev,) = carry
+        (gh,) = grads
+        dzn = (gh - gh * z) * dn
+        dzz = gh * (h_prev - n) * dz
+        dzr = dzn * u_n * dr
+        return (dzr, dzz, dzn), (dzr, dzz, dzn * r), (gh * z,)
+
+    def grads_input(self, dx, dh, gh):
+        """``grads``'s ``d`` from every step's gate gradients ``dx`` and ``dh`` (``gh`` is not needed)."""
+        return dx, dh
 
     def grads(self, xp, d, x, prev, saved, w, valid):
         (h_prev,) = prev

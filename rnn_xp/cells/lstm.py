@@ -96,6 +96,10 @@ class LSTMCell(CellBase):
     name = "lstm"
     gates = 4
     state_names = ("h", "c")
+    carried = (1,)  # pointwise reads c elementwise (h only through the product)
+    roles = ("fa", "ga", "ha")  # the activations by role, in ``activations``' order
+    clipped = ("fa", "ga")  # clip bounds the gates' pre-activations, not c
+    separate_recurrent_grads = False  # pointwise_backward's dx and dh are the same
     Weights = LSTMWeights
     required = ("W_ih", "W_hh")
 
@@ -108,8 +112,7 @@ class LSTMCell(CellBase):
         object.__setattr__(self, "activation_beta", given(self.activation_beta))
         object.__setattr__(self, "clip", check_clip(self.clip))
         object.__setattr__(self, "input_forget", check_bool("input_forget", self.input_forget))
-        object.__setattr__(self, "_acts", acts)
-        object.__setattr__(self, "_fns", tuple(a.f() for a in acts))  # fa, ga, ha: f(xp, z)
+        object.__setattr__(self, "_acts", acts)  # fa, ga, ha
 
     @property
     def plain(self):
@@ -150,26 +153,53 @@ class LSTMCell(CellBase):
         peep = None if w.peepholes is None else split_gates(w.peepholes, 3)  # p_i, p_f, p_o
         return w.W_hh.T, None if w.W_hr is None else w.W_hr.T, peep
 
-    def _clip(self, xp, z):
-        return z if self.clip is None else xp.clip(z, min=-self.clip, max=self.clip)
-
     def step(self, xp, xg_t, state, w, fixed):
         h, c = state  # (*batch, P), (*batch, H)
         W_hhT, W_hrT, peep = fixed
-        fa, ga, ha = self._fns
-        zi, zf, zg, zo = split_gates(xg_t + h @ W_hhT, 4)  # (*batch, H) each
+        m, c_new = self.pointwise(self.ops(xp), split_gates(xg_t, 4), split_gates(h @ W_hhT, 4), (c,),
+                                  peep, 1 if self.input_forget else None)  # fmt: skip
+        return (m if W_hrT is None else m @ W_hrT), c_new
+
+    @staticmethod
+    def pointwise(ops, xg, hg, carry, peep=None, coupled=None):
+        """One step's elementwise part, on whole arrays or on one unit's numbers alike.
+
+        ``xg`` and ``hg`` hold the gates i, f, g, o of the projected input
+        (``project``, both biases in it) and of the recurrent product
+        ``h @ W_hh.T``; ``carry`` is ``(c_{t-1},)``; ``ops`` the activations
+        by role (``fa``, ``ga``, ``ha``: ``ops``). ``peep`` the peepholes
+        ``(p_i, p_f, p_o)`` or ``None``; ``coupled`` ``None``, or 1 for ONNX's
+        ``input_forget`` (``f = 1 - i``). Returns ``(m, c_t)``: ``h_t`` before
+        its projection, and the new cell state. Every kernel's step is this
+        (the compiled loops compile it), so the formula is written here only.
+        """
+        (c,) = carry
+        zi = xg[0] + hg[0]
+        zf = xg[1] + hg[1]
         if peep is not None:
             zi = zi + peep[0] * c
             zf = zf + peep[1] * c
-        i = fa(xp, self._clip(xp, zi))
-        f = 1 - i if self.input_forget else fa(xp, self._clip(xp, zf))
-        g = ga(xp, self._clip(xp, zg))
-        c_new = f * c + i * g  # (*batch, H)
+        i = ops.fa(zi)
+        f = coupled - i if coupled is not None else ops.fa(zf)
+        g = ops.ga(xg[2] + hg[2])
+        c = f * c + i * g
+        zo = xg[3] + hg[3]
         if peep is not None:
-            zo = zo + peep[2] * c_new
-        o = fa(xp, self._clip(xp, zo))
-        m = o * ha(xp, c_new)  # (*batch, H)
-        return (m if W_hrT is None else m @ W_hrT), c_new
+            zo = zo + peep[2] * c
+        o = ops.fa(zo)
+        return o * ops.ha(c), c
+
+    def projection(self, w):
+        """The projection ``W_hr`` ``(P, H)`` of ``h_t = m_t @ W_hr.T``, or ``None``."""
+        return w.W_hr
+
+    def extras(self, w):
+        """What ``pointwise`` and ``pointwise_backward`` take after ``carry`` in a plain run: the peepholes or ``None``."""
+        return (None if w.peepholes is None else split_gates(w.peepholes, 3),)
+
+    def recurrent_bias(self, w):
+        """The bias added to the recurrent product before ``pointwise``: none (both are in ``project``)."""
+        return None
 
     # -- backward --------------------------------------------------------------
 
@@ -200,28 +230,49 @@ class LSTMCell(CellBase):
 
     def step_backward(self, xp, saved_t, prev_t, g_t, w, fixed):
         W_hhT, W_hrT, peep = fixed
-        i, f, g, o, di, df, dg, do, hc, dhc, c = saved_t
-        c_prev = prev_t[1]
         gh, gc = g_t  # (*batch, P), (*batch, H)
         dm = gh if w.W_hr is None else gh @ w.W_hr  # (*batch, H)
+        dz, _, (gc_prev,) = self.pointwise_backward(self.ops(xp), saved_t, (prev_t[1],), (dm, gc), peep,
+                                                     1 if self.input_forget else None)  # fmt: skip
+        dz = xp.concat(dz, axis=-1)  # (*batch, 4H)
+        gh_prev = dz @ w.W_hh  # (*batch, P)
+        return (dz, gh), (gh_prev, gc_prev)
+
+    @staticmethod
+    def pointwise_backward(ops, saved, carry, grads, peep=None, coupled=None):
+        """The elementwise part of one step's gradient (``pointwise``'s), on arrays or numbers alike.
+
+        ``saved`` the step's entries of ``saved``; ``carry`` ``(c_{t-1},)``;
+        ``grads`` ``(dm, gc)``, the gradients reaching ``m_t`` (``h_t`` before
+        its projection) and ``c_t``. Returns ``(dx, dh, dcarry)``: the
+        gradients of the four gate pre-activations through the input's and
+        the recurrent product's side (the same for an LSTM), and
+        ``(dL/dc_{t-1},)``. ``dL/dh_{t-1}`` is ``concat(dh) @ W_hh``.
+        """
+        i, f, g, o, di, df, dg, do, hc, dhc, c = saved
+        (c_prev,) = carry
+        dm, gc = grads
         dzo = dm * hc * do
-        dc = gc + dm * o * dhc  # (*batch, H): dL/dc_t
+        dc = gc + dm * o * dhc  # dL/dc_t
         if peep is not None:
             dc = dc + dzo * peep[2]
         d_i = dc * g
-        if self.input_forget:
+        if coupled is not None:
             d_i = d_i - dc * c_prev
-            dzf = xp.zeros_like(dc)
+            dzf = ops.zeros_like(dc)
         else:
             dzf = dc * c_prev * df
         dzi = d_i * di
         dzg = dc * i * dg
-        dz = xp.concat([dzi, dzf, dzg, dzo], axis=-1)  # (*batch, 4H)
         gc_prev = dc * f
         if peep is not None:
             gc_prev = gc_prev + dzi * peep[0] + dzf * peep[1]
-        gh_prev = dz @ w.W_hh  # (*batch, P)
-        return (dz, gh), (gh_prev, gc_prev)
+        dz = (dzi, dzf, dzg, dzo)
+        return dz, dz, (gc_prev,)
+
+    def grads_input(self, dx, dh, gh):
+        """``grads``'s ``d`` from every step's gate gradients ``dx`` (``dh`` is the same) and ``gh``, dL/dh_t."""
+        return dx, gh
 
     def grads(self, xp, d, x, prev, saved, w, valid):
         dz, gh = d  # (T, *batch, 4H), (T, *batch, P)
