@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
 
 # The extras a user picks by what they have, as the install page lists them.
-USER_EXTRAS = {"torch", "jax", "dask", "onnx", "keras", "flax", "plot", "mkl", "numba", "cuda12", "cuda13",
+USER_EXTRAS = {"torch", "jax", "dask", "onnx", "keras", "flax", "plot", "mkl", "numba", "fast", "cuda12", "cuda13",
                "bench", "docs", "all"}
 CPU_EXTRAS = {"torch", "jax", "dask", "onnx", "keras", "flax", "plot", "mkl", "numba", "bench"}
 
@@ -85,6 +85,7 @@ def test_extras_install_what_they_say():
     wants = {
         "torch": {"torch"}, "jax": {"jax"}, "dask": {"dask"}, "onnx": {"onnx", "onnxruntime"},
         "keras": {"keras"}, "flax": {"flax"}, "plot": {"matplotlib"}, "mkl": {"mkl"}, "numba": {"numba"},
+        "fast": {"numba", "mkl"},
         "cuda12": {"cupy-cuda12x", "nvidia-cuda-nvrtc-cu12"},
         "cuda13": {"cupy-cuda13x", "nvidia-cuda-nvrtc"},
         "docs": {"sphinx", "myst-parser", "pydata-sphinx-theme", "numpydoc"},
@@ -93,6 +94,7 @@ def test_extras_install_what_they_say():
         assert packages <= _names(_closure(name, table)), name
     assert "dask[array,distributed]" in " ".join(table["dask"]).replace(" ", "")
     assert _self_extras(table["all"]) == CPU_EXTRAS  # every CPU extra, no GPU one
+    assert _self_extras(table["fast"]) == {"numba", "mkl"} <= CPU_EXTRAS  # the speed extra: all holds it
     assert not any("cupy" in r or "nvidia" in r for r in _closure("all", table))
     test = _closure("test", table)
     assert _names(_closure("all", table)) | _names(_closure("docs", table)) <= _names(test)
@@ -124,6 +126,8 @@ def test_readme_commands_are_a_fresh_machines():
         assert command in readme
     ci = (ROOT / ".ci" / "run").read_text()
     assert 'pip install -q -e ".[test]"' in ci
+    demo = readme.split("## Run the demo", 1)[1].split("\n## ", 1)[0]
+    assert '.venv/bin/pip install -q -e ".[fast]"' in demo  # the extra for speed, named beside the demo
 
 
 def test_cpu_torch_advice_matches_the_test_pin():

@@ -10,10 +10,11 @@ every other kernel is tested against them.
 Which kernel runs is decided here and nowhere else: ``KERNELS`` holds one
 row per library (``Route``), its forward and backward side by side, each
 with a comment saying why, and ``OTHERS`` the portable loops for any other
-library. The rows whose choice depends on the sizes (NumPy: ``numpy_loop``;
-CuPy: ``cupy_path``) carry their size rules below the table, with their
-numbers (``NUMBA_H_BELOW``, ``NUMBA_MAX_ROWS``, ``MKL_MACS``,
-``MKL_ROW_MACS``, ``PERSISTENT_MAX_BATCH``). The kernel modules run what they
+library. The rows whose choice depends on the sizes (NumPy: ``numpy_loop``,
+and ``numpy_cells_loop`` for the gated cells; CuPy: ``cupy_path``) carry their
+size rules below the table, with their numbers (``NUMBA_H_BELOW``,
+``NUMBA_MAX_ROWS``, ``MKL_MACS``, ``MKL_ROW_MACS``, ``CELLS_NUMBA_MACS``,
+``PERSISTENT_MAX_BATCH``). The kernel modules run what they
 are given; the settings they are chosen by (``RNN_XP_*``) are read by
 ``_settings``.
 
@@ -23,9 +24,12 @@ module                what it holds
 ``portable``          the Array API loops, forward and backward (every library)
 ``numpy``             the in-place NumPy loop (``scan_inplace`` also serves CuPy)
 ``numpy_backward``    the in-place NumPy backward loop
+``numpy_cells``       any plain cell's in-place NumPy loops, forward and backward
 ``numba_cpu``         the NumPy loop as one numba-compiled call (optional)
 ``numba_backward``    the NumPy backward loop as one numba-compiled call (optional)
-``_numba_jit``        the compiled functions of both (the only module importing numba)
+``numba_cells``       any plain cell's loops as one compiled call each (optional)
+``_numba_jit``        the compiled functions of all three (the only module importing numba)
+``_numpy_loops``      NumPy's own tanh and exp loops by address, for the compiled loops
 ``mkl``               oneMKL's packed product for the NumPy loop (optional)
 ``jax``               the recurrence and its gradient, each one jitted ``lax.scan``
 ``torch``             one autograd.Function with rnn_xp's backward; in-place loops
@@ -56,6 +60,8 @@ that library, so ``import rnn_xp`` imports no backend.
 >>> import numpy as np
 >>> route("numpy").forward, route("numpy").backward
 (':numpy_row_forward', ':numpy_row_backward')
+>>> route("numpy").cells_forward, route("numpy").cells_backward
+(':numpy_row_cells_forward', ':numpy_row_cells_backward')
 >>> numpy_loop(np.zeros((5, 4, 3), np.float16), np.zeros((4, 64), np.float16), "tanh")
 'blas'
 """
@@ -77,7 +83,7 @@ from . import _settings, _threads
 from .portable import backward_cell, backward_portable, scan_cell, scan_portable
 
 # The table (KERNELS, OTHERS) and the size rules' numbers (NUMBA_H_BELOW,
-# NUMBA_MAX_ROWS, MKL_MACS, MKL_ROW_MACS, PERSISTENT_MAX_BATCH) are public
+# NUMBA_MAX_ROWS, MKL_MACS, MKL_ROW_MACS, CELLS_NUMBA_MACS, PERSISTENT_MAX_BATCH) are public
 # too; __all__ lists the functions and classes (the API pages show those).
 __all__ = [
     "Route",
@@ -89,7 +95,10 @@ __all__ = [
     "dask_row_backward",
     "dask_row_forward",
     "forward_kernel",
+    "numpy_cells_loop",
     "numpy_row_backward",
+    "numpy_row_cells_backward",
+    "numpy_row_cells_forward",
     "numpy_row_forward",
     "numpy_loop",
     "own_precision",
@@ -197,7 +206,15 @@ KERNELS = (
     # call, with oneMKL installed and preferred its packed product: picked per
     # call by size (numpy_loop). The backward follows the forward's choice
     # (the compiled loop or the in-place loop; oneMKL has no backward).
-    Route("numpy", is_numpy_namespace, ":numpy_row_forward", ":numpy_row_backward"),
+    # The gated cells (numpy_cells_loop): the in-place loop of numpy_cells, or
+    # with numba its compiled loop (numba_cells) below a size; both run the
+    # cell's own pointwise step. They fall back to the portable loops for
+    # what they do not take: a cell that is not plain (other activations,
+    # clip, an LSTM's input_forget, a GRU's reset before the product), a
+    # mask, a size of zero (numpy_cells.runs); the compiled loop also for
+    # dtypes other than float32 and float64.
+    Route("numpy", is_numpy_namespace, ":numpy_row_forward", ":numpy_row_backward",
+          cells_forward=":numpy_row_cells_forward", cells_backward=":numpy_row_cells_backward"),
     # CuPy: kernel launches dominate on a GPU: one fused launch per step, or
     # one launch for all steps (the persistent kernel) for small batches
     # (cupy_path). Other dtypes than float32 and float64 (float16), which the
@@ -277,6 +294,13 @@ MKL_MACS = _threads.SERIAL_MACS
 # one OpenBLAS thread). Where oneMKL takes a size, the compiled loop does not.
 MKL_ROW_MACS = 1 << 18
 
+# NumPy, the gated cells, numba installed and RNN_XP_NUMBA=auto: the
+# compiled loop (numba_cells) for at most CELLS_NUMBA_MACS multiply-adds per
+# step (B * P * G * H, the recurrent product). Beyond, the in-place loop
+# (one BLAS call per step on every BLAS thread) was as fast or faster on the
+# measured grid (docs/cpu-kernels.md, "The gated cells").
+CELLS_NUMBA_MACS = 1 << 22
+
 # CuPy, RNN_XP_CUPY_PATH=auto: the persistent kernel up to this batch size.
 # Each step is then a grid barrier (about a microsecond, expected) plus
 # B*H*H/SMs multiply-adds per SM from shared memory; the fused path pays two
@@ -317,6 +341,34 @@ def numpy_loop(x, h0, nonlinearity):
         if setting == "on" or (H < NUMBA_H_BELOW and B <= NUMBA_MAX_ROWS and not on_mkl):
             return "numba"
     return "mkl" if on_mkl and floats and min(T, B, H) > 0 else "blas"
+
+
+def numpy_cells_loop(cell, x, state0, w, mask=None):
+    """Which loop runs a gated cell's NumPy call: ``"numba"``, ``"inplace"`` or ``"portable"``.
+
+    - ``"portable"`` (``portable.scan_cell``) for what the fast loops do not
+      take (``numpy_cells.runs``: a cell that is not plain, a mask, a size of
+      zero);
+    - ``"numba"``, the compiled loop (``numba_cells``), when it takes the
+      call (``numba_cells.takes``: numba installed and able to run,
+      float32/float64, the cell's activations compiled): with
+      ``RNN_XP_NUMBA=1`` always, with ``auto`` (the default) up to
+      ``CELLS_NUMBA_MACS`` multiply-adds per step (``B * P * G * H``);
+    - ``"inplace"``, the in-place loop (``numpy_cells``), otherwise.
+
+    ``x`` ``(T, *batch, D)`` and ``state0`` as the kernels get them; an
+    unknown ``RNN_XP_NUMBA`` is a ``ValueError`` whatever the arrays.
+    """
+    from . import numba_cells, numpy_cells
+
+    setting = _settings.numba()  # first: an unknown value is an error whatever the arrays
+    if not numpy_cells.runs(cell, x, state0, mask):
+        return "portable"
+    B, P = math.prod(state0[0].shape[:-1]), state0[0].shape[-1]
+    if setting != "off" and numba_cells.takes(cell, x, state0, mask):
+        if setting == "on" or B * P * w.W_hh.shape[0] <= CELLS_NUMBA_MACS:
+            return "numba"
+    return "inplace"
 
 
 def cupy_path(setting, B, H, itemsize, props):
@@ -377,6 +429,36 @@ def numpy_row_backward(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, leng
     from .numpy_backward import backward_numpy
 
     return backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, **options)
+
+
+def numpy_row_cells_forward(xp, cell, x, state0, w, *, lengths, reverse, return_sequences, mask=None):
+    """The NumPy row's forward of any cell: the compiled, in-place or portable loop (``numpy_cells_loop``)."""
+    options = dict(lengths=lengths, reverse=reverse, return_sequences=return_sequences, mask=mask)
+    loop = numpy_cells_loop(cell, x, state0, w, mask)
+    if loop == "numba":
+        from .numba_cells import scan_cells_numba
+
+        return scan_cells_numba(xp, cell, x, state0, w, **options)
+    if loop == "inplace":
+        from .numpy_cells import scan_cells_numpy
+
+        return scan_cells_numpy(xp, cell, x, state0, w, **options)
+    return scan_cell(xp, cell, x, state0, w, **options)
+
+
+def numpy_row_cells_backward(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, reverse, mask=None):
+    """The NumPy row's backward of any cell: the loop the forward takes (``numpy_cells_loop``)."""
+    options = dict(lengths=lengths, reverse=reverse, mask=mask)
+    loop = numpy_cells_loop(cell, x, state0, w, mask)
+    if loop == "numba":
+        from .numba_cells import backward_cells_numba
+
+        return backward_cells_numba(xp, cell, d_out, x, state0, w, seqs, d_finals, **options)
+    if loop == "inplace":
+        from .numpy_cells import backward_cells_numpy
+
+        return backward_cells_numpy(xp, cell, d_out, x, state0, w, seqs, d_finals, **options)
+    return backward_cell(xp, cell, d_out, x, state0, w, seqs, d_finals, **options)
 
 
 def cupy_row_forward(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences):

@@ -1,4 +1,4 @@
-"""The numba-compiled functions behind ``kernels.numba_cpu`` and ``kernels.numba_backward``.
+"""The numba-compiled functions behind ``kernels.numba_cpu``, ``kernels.numba_backward`` and ``kernels.numba_cells``.
 
 Importing this module imports numba (which is optional); nothing else here
 imports it. Every function is compiled with ``cache=True``: numba writes the
@@ -7,22 +7,38 @@ read-only) and a new process loads it instead of compiling. Where no cache
 can be used, ``numba_cpu`` loads a second copy of this module with
 ``CACHE = False`` (compiled in the process, never written).
 
-Three things numba does not offer are written as LLVM intrinsics: a call to
+Four things numba does not offer are written as LLVM intrinsics: a call to
 ``cblas_?gemm`` through its address (the BLAS of NumPy, found at run time,
-so the address is an argument and the compiled code can be cached), and an
-atomic add and load for the per-step barrier of two threads.
+so the address is an argument and the compiled code can be cached), an
+atomic add and load for the per-step barrier of two threads, and a call to
+NumPy's own inner loops of ``tanh`` and ``exp`` (``kernels._numpy_loops``),
+through names registered with LLVM, so that the activations are NumPy's bit
+for bit.
 
 The fast-math flags are ``contract`` (fused multiply-adds) and ``reassoc``
 (vectorised sums) only: NaN and infinities keep their IEEE meaning, which
-the edge cases (NaN inputs, infinite weights) rely on.
+the edge cases (NaN inputs, infinite weights) rely on. The gated cells'
+elementwise steps and activations are compiled without them: the same IEEE
+operations in the order NumPy runs them.
+
+The gated cells' loops (``cell_loops``) are written once and compiled for
+each cell from its own ``pointwise`` and ``pointwise_backward``.
 """
 
 from __future__ import annotations
 
+import hashlib as _hashlib
+import marshal as _marshal
+import types as _types
+
 import numpy as np
+from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+
+from . import _numpy_loops
 
 __all__ = ["CACHE", "FUNCTIONS"]
 
@@ -154,78 +170,100 @@ def gemm_nt(fn, ilp64, a, w, c):
           np.int64(w.ctypes.data), w.shape[1], one, np.int64(c.ctypes.data), c.shape[1])  # fmt: skip
 
 
-# -- tanh, vectorisable ---------------------------------------------------------------------
-# Odd Taylor coefficients of tanh (from the Bernoulli numbers): x, x^3, ..., x^17.
-_T = (1.0, -0.3333333333333333, 0.13333333333333333, -0.05396825396825397, 0.021869488536155203,
-      -0.008863235529902197, 0.003592128036572481, -0.0014558343870513183, 0.000590027440945586)  # fmt: skip
-_LOG2E = 1.4426950408889634
-_LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10  # ln 2 = hi + lo, hi with 32 bits
-_LN2_HI32, _LN2_LO32 = 0.693145751953125, 1.428606765330187e-06  # ln 2 = hi + lo, hi with 16 bits
+# -- NumPy's own tanh and exp, called by address ---------------------------------------------
+# The compiled loops' activations are NumPy's: its inner loops of tanh and exp
+# (kernels._numpy_loops finds and checks them), called on a row at a time
+# through names registered with LLVM here, so that the cached machine code
+# finds them again in a new process (where their addresses differ).
 
-f4 = np.float32
-_S32 = tuple(f4(c) for c in _T[1:5])  # x^3 .. x^9: below 0.25 the next term is under 2^-27 of x
-_E32 = tuple(f4(1.0 / v) for v in (1, 1, 2, 6, 24, 120, 720, 5040))  # exp on [-ln2/2, ln2/2]: 1 + r + ... + r^7/7!
-_SMALL32, _CLAMP32 = f4(0.25), f4(10.0)  # tanh(10) rounds to 1 in float32 (tanh(9) does not)
-_LOG2E32, _HI32, _LO32 = f4(_LOG2E), f4(_LN2_HI32), f4(_LN2_LO32)
-_ONE32, _TWO32, _HALF32 = f4(1.0), f4(2.0), f4(0.5)
-_S64 = _T[1:]  # x^3 .. x^17: below 0.15 the next term is under 2^-60 of x
-_F = (1, 1, 2, 6, 24, 120, 720, 5040, 40320, 362880, 3628800, 39916800, 479001600, 6227020800)
-_E64 = tuple(1.0 / v for v in _F)  # 1 + r + ... + r^13/13!
-_SMALL64, _CLAMP64 = 0.15, 20.0  # tanh(20) rounds to 1 in float64
+for _name in _numpy_loops.NAMES:
+    for _dt in ("float32", "float64"):
+        llvm.add_symbol(_numpy_loops.symbol(_name, _dt), _numpy_loops.address(_name, _dt))
 
 
-@njit(inline="always", **_JIT)
-def _tanh32(x):
-    """tanh of a float32, branch-free so that a loop of it vectorises."""
-    x2 = x * x
-    small = x + x * x2 * (_S32[0] + x2 * (_S32[1] + x2 * (_S32[2] + x2 * _S32[3])))
-    a = abs(x)
-    a = a if a < _CLAMP32 else _CLAMP32  # NaN and infinities too: the last line puts them back
-    y = a + a
-    ni = np.int32(y * _LOG2E32 + _HALF32)  # round(y / ln 2), y >= 0
-    n = f4(ni)
-    r = (y - n * _HI32) - n * _LO32  # |r| <= ln2 / 2
-    p = _E32[0] + r * (_E32[1] + r * (_E32[2] + r * (_E32[3] + r * (_E32[4] + r * (_E32[5] + r * (
-        _E32[6] + r * _E32[7]))))))  # fmt: skip
-    e = p * f4(np.int32(1) << ni)  # exp(2|x|)
-    big = _ONE32 - _TWO32 / (e + _ONE32)
-    big = big if x >= 0 else -big
-    t = small if abs(x) < _SMALL32 else big
-    return t if x == x and x != 0 else x  # NaN, and zeros with their sign
+def _numpy_loop_intrinsic(name):
+    """``call(like, src, dst, n, src_step, dst_step)``: NumPy's loop of ``name`` on ``n`` values.
+
+    ``src``, ``dst`` addresses, the steps in bytes (``src == dst``: in place);
+    ``like``, an array whose dtype picks the loop.
+    """
+
+    @intrinsic
+    def call(typingctx, like, src, dst, n, src_step, dst_step):
+        sig = types.void(like, src, dst, n, src_step, dst_step)
+
+        def codegen(context, builder, signature, args):
+            _, src_, dst_, n_, s1, s2 = args
+            i8p, i64, i32 = ir.IntType(8).as_pointer(), ir.IntType(64), ir.IntType(32)
+            fnty = ir.FunctionType(ir.VoidType(), [i8p.as_pointer(), i64.as_pointer(), i64.as_pointer(), i8p])
+            dtype = str(signature.args[0].dtype)
+            fn = cgutils.get_or_insert_function(builder.module, fnty, _numpy_loops.symbol(name, dtype))
+            argv = cgutils.alloca_once(builder, i8p, size=2)
+            builder.store(builder.inttoptr(src_, i8p), builder.gep(argv, [i32(0)]))
+            builder.store(builder.inttoptr(dst_, i8p), builder.gep(argv, [i32(1)]))
+            dims = cgutils.alloca_once(builder, i64)
+            builder.store(n_, dims)
+            steps = cgutils.alloca_once(builder, i64, size=2)
+            builder.store(s1, builder.gep(steps, [i32(0)]))
+            builder.store(s2, builder.gep(steps, [i32(1)]))
+            builder.call(fn, [argv, dims, steps, ir.Constant(i8p, None)])
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return call
 
 
-@njit(inline="always", **_JIT)
-def _tanh64(x):
-    """tanh of a float64, branch-free so that a loop of it vectorises."""
-    x2 = x * x
-    s = _S64
-    small = x + x * x2 * (s[0] + x2 * (s[1] + x2 * (s[2] + x2 * (s[3] + x2 * (s[4] + x2 * (s[5] + x2 * (
-        s[6] + x2 * s[7])))))))  # fmt: skip
-    a = abs(x)
-    a = a if a < _CLAMP64 else _CLAMP64
-    y = a + a
-    ni = np.int64(y * _LOG2E + 0.5)
-    n = float(ni)
-    r = (y - n * _LN2_HI) - n * _LN2_LO
-    c = _E64
-    p = c[0] + r * (c[1] + r * (c[2] + r * (c[3] + r * (c[4] + r * (c[5] + r * (c[6] + r * (c[7] + r * (
-        c[8] + r * (c[9] + r * (c[10] + r * (c[11] + r * (c[12] + r * c[13]))))))))))))  # fmt: skip
-    e = p * float(np.int64(1) << ni)
-    big = 1.0 - 2.0 / (e + 1.0)
-    big = big if x >= 0 else -big
-    t = small if abs(x) < _SMALL64 else big
-    return t if x == x and x != 0 else x  # NaN, and zeros with their sign
+_tanh_loop = _numpy_loop_intrinsic("tanh")
+_exp_loop = _numpy_loop_intrinsic("exp")
+
+# The activations of the gated cells' compiled loops: NumPy's numbers bit for bit,
+# compiled without fast-math (the IEEE operations in the order NumPy runs them).
+_EXACT = dict(nogil=True, cache=CACHE, error_model="numpy")
+
+
+@njit(**_EXACT)
+def _tanh_rows(z):
+    """``numpy.tanh(z)`` of a 2-D array (rows of any stride), a new C-contiguous array."""
+    out = np.empty(z.shape, z.dtype)
+    for i in range(z.shape[0]):
+        _tanh_loop(z, z[i].ctypes.data, out[i].ctypes.data, z.shape[1], z.strides[1], out.strides[1])
+    return out
+
+
+@njit(**_EXACT)
+def _sigmoid_rows(z):
+    """``_activations``' sigmoid of a 2-D array as NumPy computes it: ``e = exp(-|z|)``, then
+    ``1 / (1 + e)`` where ``z >= 0`` and ``e / (1 + e)`` elsewhere; a new C-contiguous array."""
+    out = np.empty(z.shape, z.dtype)
+    one = z.dtype.type(1)
+    n = z.shape[1]
+    for i in range(z.shape[0]):
+        zi, oi = z[i], out[i]
+        for j in range(n):
+            oi[j] = -abs(zi[j])
+        _exp_loop(z, oi.ctypes.data, oi.ctypes.data, n, oi.strides[0], oi.strides[0])
+        for j in range(n):
+            e = oi[j]
+            oi[j] = (one if zi[j] >= 0 else e) / (one + e)  # 1 / (1 + e) or e / (1 + e): one division
+    return out
+
+
+@njit(**_EXACT)
+def _zeros_like(z):
+    return np.zeros_like(z)
 
 
 @njit(**_JIT)
 def tanh_into(x, out):
-    """``out[:] = tanh(x)`` with the compiled tanh (1-D arrays of one dtype; for tests)."""
-    if x.itemsize == 4:
-        for j in range(x.shape[0]):
-            out[j] = _tanh32(x[j])
-    else:
-        for j in range(x.shape[0]):
-            out[j] = _tanh64(x[j])
+    """``out[:] = tanh(x)`` as the compiled loops compute it (1-D arrays of one dtype; for tests)."""
+    _tanh_loop(x, x.ctypes.data, out.ctypes.data, x.shape[0], x.strides[0], out.strides[0])
+
+
+@njit(**_JIT)
+def sigmoid_into(x, out):
+    """``out[:] = sigmoid(x)`` as the gated cells' compiled loops compute it (1-D arrays; for tests)."""
+    out[:] = _sigmoid_rows(x.reshape(1, x.shape[0]))[0]
 
 
 # -- the forward recurrence ------------------------------------------------------------------
@@ -270,12 +308,8 @@ def _activate(o, cur, nxt, relu, leaky, lk, lk1, zero):
         for j in range(n):
             z = o[j]
             o[j] = zero if z < zero else z  # NaN stays NaN
-    elif o.itemsize == 4:
-        for j in range(n):
-            o[j] = _tanh32(o[j])
     else:
-        for j in range(n):
-            o[j] = _tanh64(o[j])
+        _tanh_loop(o, o.ctypes.data, o.ctypes.data, n, o.strides[0], o.strides[0])  # NumPy's tanh, in place
     if leaky:
         for j in range(n):
             o[j] = lk1 * cur[j] + lk * o[j]
@@ -419,9 +453,332 @@ def backward_recurrence(dz, dh, has_dh, G, Wh, lens, reverse, r0, r1, c0, c1, fl
                         _copy_zero(d[i, c0:c1], cur[i, c0:c1], nxt[i, c0:c1], zero)
 
 
+# -- the gated cells' loops ------------------------------------------------------------------
+# One forward and one backward loop for every cell, compiled from the cell's own
+# pointwise and pointwise_backward (njit-compiled as they are, with the activations
+# of _OPS_OF by role). The loops are written once here; each cell gets its own
+# compiled copy (cell_loops), whose globals hold the cell's functions and whose
+# closure holds a digest of the cell's code: numba's cache keeps one entry per
+# digest, so editing a cell compiles its loops anew instead of loading stale code.
+
+_OPS_OF = {"sigmoid": _sigmoid_rows, "tanh": _tanh_rows}  # the activations the compiled loops take
+
+
+@njit(**_JIT)
+def _mm(A, a0, Bm, C, c0, n):
+    """``C[c0:c0+n] = A[a0:a0+n] @ Bm``, a row of ``Bm`` at a time (the own product, for small steps)."""
+    K, N = Bm.shape
+    for i in range(n):
+        crow = C[c0 + i]
+        for j in range(N):
+            crow[j] = 0
+        for k in range(K):
+            a = A[a0 + i, k]
+            brow = Bm[k]
+            for j in range(N):
+                crow[j] += a * brow[j]
+
+
+@njit(**_JIT)
+def _mm_gates(A, W, HG, r0, n):
+    """``HG[g, r0:r0+n] = A[r0:r0+n] @ W[:, g * H:(g + 1) * H]`` for every gate g (the own product)."""
+    G, H = HG.shape[0], HG.shape[2]
+    K = W.shape[0]
+    for i in range(r0, r0 + n):
+        for g in range(G):
+            crow = HG[g, i]
+            for j in range(H):
+                crow[j] = 0
+        for k in range(K):
+            a = A[i, k]
+            wrow = W[k]
+            for g in range(G):
+                crow = HG[g, i]
+                for j in range(H):
+                    crow[j] += a * wrow[g * H + j]
+
+
+@njit(**_JIT)
+def _put(dst, d0, src):
+    """``dst[d0:d0+n] = src`` for 2-D ``src`` ``(n, m)`` (loops: quick to compile, whatever the layouts)."""
+    for i in range(src.shape[0]):
+        drow, srow = dst[d0 + i], src[i]
+        for j in range(src.shape[1]):
+            drow[j] = srow[j]
+
+
+@njit(**_JIT)
+def _put_at(dst, d0, c0, src):
+    """``dst[d0:d0+n, c0:c0+m] = src`` for 2-D ``src`` ``(n, m)``."""
+    for i in range(src.shape[0]):
+        drow, srow = dst[d0 + i], src[i]
+        for j in range(src.shape[1]):
+            drow[c0 + j] = srow[j]
+
+
+@njit(**_JIT)
+def _add_into(dst, d0, src):
+    """``dst[d0:d0+n] += src`` for 2-D ``src``."""
+    for i in range(src.shape[0]):
+        drow, srow = dst[d0 + i], src[i]
+        for j in range(src.shape[1]):
+            drow[j] += srow[j]
+
+
+@njit(**_JIT)
+def _sum_rows(a, b, r0, r1, with_b):
+    """A new ``(r1 - r0, m)`` array: ``a[r0:r1] + b[r0:r1]`` (``a[r0:r1]`` without ``with_b``)."""
+    out = np.empty((r1 - r0, a.shape[1]), a.dtype)
+    for i in range(r1 - r0):
+        orow, arow = out[i], a[r0 + i]
+        if with_b:
+            brow = b[r0 + i]
+            for j in range(a.shape[1]):
+                orow[j] = arow[j] + brow[j]
+        else:
+            for j in range(a.shape[1]):
+                orow[j] = arow[j]
+    return out
+
+
+@njit(**_JIT)
+def _copy_row(dst, src):
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
+
+
+@njit(**_JIT)
+def _zero_row(dst):
+    for j in range(dst.shape[0]):
+        dst[j] = 0
+
+
+def _gate_views(X, r0, r1, n):
+    """``(X[0, r0:r1], ..., X[n - 1, r0:r1])``: each a C-contiguous 2-D view (``n`` a constant)."""
+
+
+@overload(_gate_views)
+def _gate_views_impl(X, r0, r1, n):
+    if not isinstance(n, types.IntegerLiteral):
+        return None
+    return _tuple_maker("X, r0, r1, n", [f"X[{k}, r0:r1]" for k in range(n.literal_value)])
+
+
+def _step_views(arrays, t, r0, r1):
+    """``(a[t, r0:r1] for a in arrays)`` as a tuple of C-contiguous 2-D views (``arrays`` a tuple)."""
+
+
+@overload(_step_views)
+def _step_views_impl(arrays, t, r0, r1):
+    if not isinstance(arrays, types.BaseTuple):
+        return None
+    return _tuple_maker("arrays, t, r0, r1", [f"arrays[{k}][t, r0:r1]" for k in range(len(arrays))])
+
+
+def _tuple_maker(args, items):
+    """A function of ``args`` returning the tuple of ``items`` (numba builds no tuple of a length it cannot see)."""
+    namespace = {}
+    exec(f"def make({args}):\n    return ({''.join(i + ', ' for i in items)})\n", namespace)  # noqa: S102
+    return namespace["make"]
+
+
+def _cell_templates(key):
+    """The loops' code; ``key`` (the cell's digest) is their one free variable."""
+
+    def cell_forward(XG, s, e, k0, reverse, lens, has_lens, HS, CS, O0, O1, has_out, HG, W, bias, has_bias,
+                     WP, has_proj, extras, r0, r1, gemm, ilp64):  # fmt: skip
+        """Steps ``s..e-1`` of rows ``r0:r1`` of the cell's recurrence (run backwards with ``reverse``).
+
+        ``XG`` ``(e - s, G, B, H)`` the input projection of those steps, gate
+        by gate; ``HS`` ``(2, B, P)`` the double-buffered ``h`` (the k-th
+        step run, counting from ``k0``, reads ``[k % 2]`` and writes the
+        other), ``CS`` ``(2, B, H)`` the carried part of the state (an LSTM's
+        ``c``; ``HS`` itself for a cell that carries ``h``); ``O0``, ``O1``
+        the outputs ``(T, B, .)`` (``has_out``); ``HG`` ``(G, B, H)`` scratch
+        for ``h @ W`` gate by gate, ``W`` = ``W_hh.T`` ``(P, G*H)``
+        (C-contiguous), plus ``bias``; ``WP`` = ``W_hr.T`` ``(H, P)``
+        (``has_proj``). ``gemm`` the address of ``cblas_?gemm`` (0: the own
+        product). Gate by gate, every block ``pointwise`` reads is
+        C-contiguous (its loops vectorise).
+        """
+        key  # noqa: B018  (the cell's digest: one cache entry per cell code)
+        B, P = HS.shape[1], HS.shape[2]
+        H = CS.shape[2]
+        GH = G * H
+        rows = r1 - r0
+        one, zero = HG.dtype.type(1), HG.dtype.type(0)
+        size = HG.itemsize
+        hs_at, hg_at, w_at = np.int64(HS.ctypes.data), np.int64(HG.ctypes.data), np.int64(W.ctypes.data)
+        for m in range(e - s):
+            t = e - 1 - m if reverse else s + m
+            cur = (k0 + m) % 2
+            nxt = 1 - cur
+            for g in range(G):  # HG[g, rows] = HS[cur, rows] @ W[:, gate g]
+                if gemm != 0:
+                    _gemm(gemm, ilp64, _NO_TRANS, rows, H, P, one, hs_at + (cur * B * P + r0 * P) * size, P,
+                          w_at + g * H * size, GH, zero, hg_at + (g * B * H + r0 * H) * size, H)  # fmt: skip
+            if gemm == 0:
+                _mm_gates(HS[cur], W, HG, r0, rows)
+            if has_bias:
+                for g in range(G):
+                    for i in range(r0, r1):
+                        row = HG[g, i]
+                        for j in range(H):
+                            row[j] += bias[g * H + j]
+            new = POINT(OPS, _gate_views(XG[t - s], r0, r1, G), _gate_views(HG, r0, r1, G), (CS[cur, r0:r1],),
+                        *extras)  # fmt: skip
+            if has_proj:  # HS[nxt, rows] = m0 @ W_hr.T
+                m0 = np.ascontiguousarray(new[0])  # (rows, H): h_t before the projection
+                if gemm != 0:
+                    _gemm(gemm, ilp64, _NO_TRANS, rows, P, H, one, np.int64(m0.ctypes.data), H,
+                          np.int64(WP.ctypes.data), P, zero, hs_at + (nxt * B * P + r0 * P) * size, P)  # fmt: skip
+                else:
+                    _mm(m0, 0, WP, HS[nxt], r0, rows)
+            else:
+                _put(HS[nxt], r0, new[0])
+            if NPARTS == 2:
+                _put(CS[nxt], r0, new[1])
+            for i in range(r0, r1):
+                if has_lens and lens[i] <= t:  # past its length a row keeps its state and outputs 0
+                    _copy_row(HS[nxt, i], HS[cur, i])
+                    if NPARTS == 2:
+                        _copy_row(CS[nxt, i], CS[cur, i])
+                    if has_out:
+                        _zero_row(O0[t, i])
+                        if NPARTS == 2:
+                            _zero_row(O1[t, i])
+                elif has_out:
+                    _copy_row(O0[t, i], HS[nxt, i])
+                    if NPARTS == 2:
+                        _copy_row(O1[t, i], CS[nxt, i])
+
+    def cell_backward(SV, PC, D0, has_d0, D1, has_d1, G0, GC, DX, DH, GHS, has_gh, W, WPn, has_proj,
+                      DM, lens, has_lens, extras, reverse, r0, r1, gemm, ilp64):  # fmt: skip
+        """The gradient's loop of rows ``r0:r1``, against the forward's direction.
+
+        ``SV`` the cell's ``saved`` entries, a tuple of ``(T, B, H)`` arrays;
+        ``PC`` ``(T, B, H)`` the carried part of the state each step started
+        from; ``D0``, ``D1`` the gradients reaching the outputs (``has_d0``,
+        ``has_d1``); ``G0`` ``(2, B, P)`` and ``GC`` ``(2, B, H)`` the
+        double-buffered gradients reaching ``h`` and the carried part
+        (``[0]`` holds the final states' gradients); ``DX``, ``DH``
+        ``(T, B, G*H)`` the gates' gradients (``DH`` is ``DX`` unless the
+        cell's ``separate_recurrent_grads``); ``GHS`` ``(T, B, P)`` each step's gradient reaching
+        ``h`` (``has_gh``, for ``W_hr``'s); ``W`` = ``W_hh`` ``(G*H, P)``,
+        ``WPn`` = ``W_hr`` ``(P, H)``, ``DM`` ``(B, H)`` scratch.
+        """
+        key  # noqa: B018
+        T, B, H = PC.shape[0], PC.shape[1], PC.shape[2]
+        P = G0.shape[2]
+        GH = DX.shape[2]
+        G = GH // H
+        rows = r1 - r0
+        one, zero = DX.dtype.type(1), DX.dtype.type(0)
+        size = DX.itemsize
+        g0_at, dm_at = np.int64(G0.ctypes.data), np.int64(DM.ctypes.data)
+        dh_at = np.int64(DH.ctypes.data)
+        for m in range(T):
+            t = m if reverse else T - 1 - m
+            cur = m % 2
+            nxt = 1 - cur
+            gh = _sum_rows(G0[cur], D0[t], r0, r1, has_d0)  # (rows, P): dL/dh_t
+            if has_proj:  # DM[rows] = gh @ W_hr: dL/dm_t
+                if gemm != 0:
+                    _gemm(gemm, ilp64, _NO_TRANS, rows, H, P, one, np.int64(gh.ctypes.data), P,
+                          np.int64(WPn.ctypes.data), H, zero, dm_at + r0 * H * size, H)  # fmt: skip
+                else:
+                    _mm(gh, 0, WPn, DM, r0, rows)
+                dm = DM[r0:r1]
+            else:
+                dm = gh
+            if NPARTS == 2:
+                gc = _sum_rows(GC[cur], D1[t], r0, r1, has_d1)  # (rows, H)
+                dx, dh, dcarry = POINT_BACK(OPS, _step_views(SV, t, r0, r1), (PC[t, r0:r1],), (dm, gc), *extras)
+            else:
+                dx, dh, dcarry = POINT_BACK(OPS, _step_views(SV, t, r0, r1), (PC[t, r0:r1],), (dm,), *extras)
+            for j in range(G):
+                _put_at(DX[t], r0, j * H, dx[j])
+                if SEPARATE:
+                    _put_at(DH[t], r0, j * H, dh[j])
+            if has_gh:
+                _put(GHS[t], r0, gh)
+            if has_lens:  # a frozen step takes no gradient
+                for i in range(r0, r1):
+                    if lens[i] <= t:
+                        _zero_row(DX[t, i])
+                        _zero_row(DH[t, i])
+                        if has_gh:
+                            _zero_row(GHS[t, i])
+            if gemm != 0:  # G0[nxt, rows] = DH[t, rows] @ W_hh: dL/dh_{t-1} through the product
+                _gemm(gemm, ilp64, _NO_TRANS, rows, P, GH, one, dh_at + (t * B * GH + r0 * GH) * size, GH,
+                      np.int64(W.ctypes.data), P, zero, g0_at + (nxt * B * P + r0 * P) * size, P)  # fmt: skip
+            else:
+                _mm(DH[t], r0, W, G0[nxt], r0, rows)
+            if CARRIED0 == 0:
+                _add_into(G0[nxt], r0, dcarry[0])
+            else:
+                _put(GC[nxt], r0, dcarry[0])
+            if has_lens:  # ... and passes the carried gradients through unchanged
+                for i in range(r0, r1):
+                    if lens[i] <= t:
+                        _copy_row(G0[nxt, i], G0[cur, i])
+                        if NPARTS == 2:
+                            _copy_row(GC[nxt, i], GC[cur, i])
+
+    return cell_forward, cell_backward
+
+
+_CELL_LOOPS = {}  # cell -> {"cell_forward": ..., "cell_backward": ...}
+
+
+def cell_loops(cell):
+    """The compiled loops of a plain gated cell (made once per cell): see ``_cell_templates``.
+
+    Only the ``carried`` part and the activations of ``_OPS_OF`` are taken
+    (``ValueError`` otherwise: the caller runs the NumPy loop).
+    """
+    loops = _CELL_LOOPS.get(cell)
+    if loops is not None:
+        return loops
+    names = dict(zip(cell.roles, cell.activations))
+    if len(cell.carried) != 1 or not set(names.values()) <= set(_OPS_OF):
+        raise ValueError(f"the compiled loops take one carried part and {sorted(_OPS_OF)}; got {cell!r}")
+    ops = _types.ModuleType(f"rnn_xp_{cell.name}_ops")
+    for role, name in names.items():
+        setattr(ops, role, _OPS_OF[name])
+    ops.zeros_like = _zeros_like
+    point, back = cell.pointwise, cell.pointwise_backward
+    nparts, carried0, separate = len(cell.state_names), cell.carried[0], bool(cell.separate_recurrent_grads)
+    code = (point.__code__, back.__code__, tuple(sorted(names.items())), nparts, carried0, separate, cell.gates)
+    digest = _hashlib.sha256(_marshal.dumps(_code_bytes(code))).hexdigest()
+    namespace = dict(globals(), POINT=njit(**_EXACT_NOCACHE)(point), POINT_BACK=njit(**_EXACT_NOCACHE)(back),
+                     OPS=ops, NPARTS=nparts, CARRIED0=carried0, SEPARATE=separate, G=cell.gates)  # fmt: skip
+    loops = {}
+    for template in _cell_templates(None):
+        fn = _types.FunctionType(template.__code__, namespace, template.__name__, None,
+                                 (_types.CellType(digest),))  # fmt: skip
+        fn.__qualname__, fn.__doc__ = template.__qualname__, template.__doc__
+        loops[template.__name__] = njit(**_JIT)(fn)
+    _CELL_LOOPS[cell] = loops
+    return loops
+
+
+_EXACT_NOCACHE = dict(_EXACT, cache=False)  # linked into the loops, which numba caches
+
+
+def _code_bytes(item):
+    """``item`` with its code objects as marshal bytes (marshal takes nested tuples of those)."""
+    if isinstance(item, tuple):
+        return tuple(_code_bytes(i) for i in item)
+    return _marshal.dumps(item) if isinstance(item, _types.CodeType) else item
+
+
+
 FUNCTIONS = {
     "recurrence": recurrence,
     "backward_recurrence": backward_recurrence,
     "gemm_nt": gemm_nt,
     "tanh_into": tanh_into,
+    "sigmoid_into": sigmoid_into,
+    "cell_loops": cell_loops,
 }

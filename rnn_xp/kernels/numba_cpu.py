@@ -26,13 +26,13 @@ table of ``kernels/__init__.py`` picks by size (``kernels.numpy_loop``):
    output columns instead and meet at a spin barrier once per step (an
    atomic counter), each keeping its half of ``Wh`` in its own cache.
 
-tanh is computed in the function (``_tanh32`` / ``_tanh64``), in the
-array's dtype, so that the compiler vectorises it: an odd Taylor polynomial
-below a small threshold and ``1 - 2 / (exp(2|x|) + 1)`` above it, ``exp``
-by range reduction to ``[-ln 2 / 2, ln 2 / 2]``, a polynomial and a power
-of two built by an integer shift. Against NumPy's tanh it is within 4 ulp
+tanh is NumPy's own: the compiled function calls NumPy's inner loop of
+``tanh`` (its SIMD loop where NumPy has one) on each row, found by address
+and checked against ``numpy.tanh`` first (``kernels._numpy_loops``), so the
+compiled and the NumPy loop compute the same tanh bit for bit
 (``tests/kernels/test_kernel_numba.py`` checks it over the whole float range,
-NaN and infinities included).
+sub-normals, signed zeros, infinities and NaN included). Where NumPy's
+loops cannot be found that way, the NumPy loop runs instead.
 
 The compiled functions are cached on disk (numba's ``cache=True``, in
 ``__pycache__`` beside this file or numba's user cache directory), so a new
@@ -54,7 +54,7 @@ import os
 import threading
 import warnings
 
-from . import _settings
+from . import _numpy_loops, _settings
 from ._blocks import project, time_blocks, transposed_copy
 from ._threads import blas_threads, run_parallel
 from .numpy import scan_numpy
@@ -353,6 +353,8 @@ def compiled():
     (``why_not`` says why) and the NumPy loop runs.
     """
     global _JIT, _WHY
+    if _JIT is None and _numpy_loops.status():
+        _JIT, _WHY = False, f"NumPy's tanh and exp cannot be called by address: {_numpy_loops.status()}"
     if _JIT is None:
         try:
             from . import _numba_jit
@@ -373,8 +375,11 @@ class CompileAgain(Exception):
     """
 
 
-def run_compiled(name, args, one_blas_thread=False):
+def run_compiled(name, args, one_blas_thread=False, cell=None):
     """``run_parallel`` of the compiled function ``name`` (``args``: one tuple per thread).
+
+    With a ``cell``, ``name`` is one of that cell's compiled loops
+    (``_numba_jit.cell_loops``).
 
     A corrupted cache (a truncated index, unreadable machine code) or one that
     cannot be written (a full disk) fails the first call of a function: the
@@ -383,7 +388,9 @@ def run_compiled(name, args, one_blas_thread=False):
     The same failure without the cache is no cache's: it is raised.
     """
     try:
-        run_parallel(compiled()[name], args, one_blas_thread=one_blas_thread)
+        functions = compiled()
+        fn = functions[name] if cell is None else functions["cell_loops"](cell)[name]
+        run_parallel(fn, args, one_blas_thread=one_blas_thread)
     except Exception as exc:
         if not _CACHED:
             raise

@@ -1,6 +1,7 @@
-"""The in-place NumPy kernel (``rnn_xp.kernels.numpy``): views, blocks of time, memory, BLAS threads.
+"""The in-place NumPy kernels (``rnn_xp.kernels.numpy``; ``numpy_cells`` for the gated cells): views, blocks
+of time, memory, BLAS threads.
 
-Its agreement with the portable loop on every option is in ``test_kernels.py``.
+Their agreement with the portable loop on every option is in ``test_kernels.py`` and ``test_differential.py``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,20 @@ from support import random_rnn, reference_rnn
 
 import rnn_xp
 from rnn_xp import kernels
-from rnn_xp.kernels import _blocks
+from rnn_xp.kernels import _blocks, numpy_cells
 from rnn_xp.kernels import numpy as numpy_kernel
+from rnn_xp.kernels.portable import scan_cell
+from cell_cases import CELLS, arrays, make_cell
+
+
+def _cell_args(a, cell):
+    """``(state0, w)`` of ``cell_cases.arrays``' arrays."""
+    from rnn_xp.cells import GRUWeights, LSTMWeights
+
+    if cell == "lstm":
+        return (a["h0"], a["c0"]), LSTMWeights(a["W_ih"], a["W_hh"], a.get("b_ih"), a.get("b_hh"), a.get("W_hr"),
+                                               a.get("peepholes"))  # fmt: skip
+    return (a["h0"],), GRUWeights(a["W_ih"], a["W_hh"], a.get("b_ih"), a.get("b_hh"))
 
 
 def test_last_state_is_not_a_view_of_the_output(rng):
@@ -28,59 +41,91 @@ def test_last_state_is_not_a_view_of_the_output(rng):
     np.testing.assert_array_equal(last, kept)
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("lengths", [None, [50, 13, 0]])
-def test_blocks_of_time_steps(rng, monkeypatch, reverse, lengths):
+def test_blocks_of_time_steps(rng, monkeypatch, cell, reverse, lengths):
     """return_sequences=False projects the input in blocks; block edges change nothing."""
     monkeypatch.setattr(_blocks, "BLOCK_STEPS", 7)
+    lens = None if lengths is None else np.asarray(lengths)
+    if cell != "elman":
+        import array_api_compat.numpy as npx
+
+        a = arrays(rng, cell, T=50, batch=(3,), D=2, H=4, proj=3 if cell == "lstm" else 0)
+        state0, w = _cell_args(a, cell)
+        c = make_cell(cell, {})
+        _, want = scan_cell(npx, c, a["x"], state0, w, lengths=lens, reverse=reverse, return_sequences=True)
+        seqs, got = numpy_cells.scan_cells_numpy(npx, c, a["x"], state0, w, lengths=lens, reverse=reverse,
+                                                 return_sequences=False)  # fmt: skip
+        assert seqs is None
+        for g, v in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, v, rtol=1e-10, atol=1e-12)
+        return
     x, h0, Wx, Wh, b = random_rnn(rng, 50, (3,), 2, 4)
     _, last = reference_rnn(x, h0, Wx, Wh, b, lengths=lengths, reverse=reverse, leak=0.7)
-    lens = None if lengths is None else np.asarray(lengths)
     got = rnn_xp.rnn_forward(x, h0, Wx, Wh, b, lengths=lens, reverse=reverse, leak=0.7,
                              return_sequences=False)
     np.testing.assert_allclose(got, last, rtol=1e-10, atol=1e-12)
 
 
-def _peak_last_state(T, B=8, D=16, H=32):
+def _forward(cell, x, B, D, H, **kw):
+    """The NumPy row's forward of ``cell`` on float32 weights drawn once (seed 0), ``x`` ``(T, B, D)``."""
+    rng = np.random.default_rng(0)
+    if cell == "elman":
+        _, h0, Wx, Wh, b = (a.astype(np.float32) for a in random_rnn(rng, 0, (B,), D, H))
+        return rnn_xp.rnn_forward(x, h0, Wx, Wh, b, **kw)
+    a = {k: v.astype(np.float32) for k, v in arrays(rng, cell, T=0, batch=(B,), D=D, H=H).items() if k != "x"}
+    if cell == "lstm":
+        out = rnn_xp.lstm_forward(x, (a["h0"], a["c0"]), a["W_ih"], a["W_hh"], a["b_ih"], a["b_hh"], **kw)
+        return out if kw.get("return_sequences", True) is False else out[0]
+    return rnn_xp.gru_forward(x, a["h0"], a["W_ih"], a["W_hh"], a["b_ih"], a["b_hh"], **kw)
+
+
+def _peak_last_state(T, cell="elman", B=8, D=16, H=32):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, B, D)).astype(np.float32)
-    _, h0, Wx, Wh, b = random_rnn(rng, 0, (B,), D, H)
-    h0, Wx, Wh, b = (a.astype(np.float32) for a in (h0, Wx, Wh, b))
-    rnn_xp.rnn_forward(x[:2], h0, Wx, Wh, b, return_sequences=False)  # the kernel's first call loads what it uses
+    _forward(cell, x[:2], B, D, H, return_sequences=False)  # the kernel's first call loads what it uses
     tracemalloc.start()
     tracemalloc.reset_peak()
     base = tracemalloc.get_traced_memory()[0]
-    rnn_xp.rnn_forward(x, h0, Wx, Wh, b, return_sequences=False)
+    _forward(cell, x, B, D, H, return_sequences=False)
     peak = tracemalloc.get_traced_memory()[1] - base
     tracemalloc.stop()
     return peak
 
 
-def test_last_state_memory_does_not_grow_with_T():
+@pytest.mark.parametrize("cell", CELLS)
+def test_last_state_memory_does_not_grow_with_T(monkeypatch, cell):
     """No (T, B, H) buffer: peak extra memory at T=20000 is that at T=1000, within 10%.
 
     With B=8, H=32 a (T, B, H) float32 buffer would be 1 MB at T=1000 and
-    20 MB at T=20000.
+    20 MB at T=20000 (four times that for an LSTM's gates). The in-place loop
+    (numba off: the compiled one keeps its buffers alike, tested apart).
     """
-    small, large = _peak_last_state(1000), _peak_last_state(20000)
+    monkeypatch.setenv("RNN_XP_NUMBA", "0")
+    small, large = _peak_last_state(1000, cell), _peak_last_state(20000, cell)
     assert large <= 1.1 * small + 64 * 1024, (small, large)
     assert large < 20000 * 8 * 32 * 4 / 4  # far below one (T, B, H) buffer
 
 
-def test_full_forward_extra_memory_is_output_plus_O_BH():
+@pytest.mark.parametrize("cell", CELLS)
+def test_full_forward_extra_memory_is_output_plus_O_BH(monkeypatch, cell):
+    """Beyond the outputs, a few (B, H) buffers (the gated cells: their gates' projection, a block of steps)."""
+    monkeypatch.setenv("RNN_XP_NUMBA", "0")
     rng = np.random.default_rng(0)
     T, B, D, H = 2000, 8, 16, 32
     x = rng.standard_normal((T, B, D)).astype(np.float32)
-    _, h0, Wx, Wh, b = random_rnn(rng, 0, (B,), D, H)
-    h0, Wx, Wh, b = (a.astype(np.float32) for a in (h0, Wx, Wh, b))
-    rnn_xp.rnn_forward(x[:2], h0, Wx, Wh, b)  # the kernel's first call loads what it uses (numba, BLAS)
+    _forward(cell, x[:2], B, D, H)  # the kernel's first call loads what it uses (numba, BLAS)
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    out = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
+    out = _forward(cell, x, B, D, H)
     peak = tracemalloc.get_traced_memory()[1] - base
     tracemalloc.stop()
-    extra = peak - out.nbytes
-    assert 0 <= extra <= 16 * B * H * 4 + 4 * H * H * 4 + 64 * 1024, extra
+    G = {"elman": 1, "lstm": 4, "gru": 3}[cell]
+    outputs = out.nbytes * (2 if cell == "lstm" else 1)  # an LSTM outputs its cell states too (c_seq)
+    block = 0 if cell == "elman" else 2 * _blocks.block_steps(T, B, G * H) * B * G * H * 4  # and the bias added
+    extra = peak - outputs
+    assert 0 <= extra <= block + 16 * B * H * 4 * G + 4 * H * H * 4 * G + 64 * 1024, extra
 
 
 @pytest.mark.parametrize("shape", [(65, 65), (130, 200), (200, 130), (64, 64), (3, 7)])

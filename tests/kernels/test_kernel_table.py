@@ -189,6 +189,97 @@ def test_oneMKL_is_chosen_where_it_is_preferred(monkeypatch, rng):
     np.testing.assert_allclose(got, reference_rnn(x, h0, Wx, Wh, b)[0], rtol=2e-4, atol=2e-5)
 
 
+# -- NumPy, the gated cells: the compiled loop, the in-place loop or the portable loop -------------
+
+
+def test_numpy_row_runs_the_cells_on_its_own_kernels():
+    row = kernels.route("numpy")
+    assert (row.cells_forward, row.cells_backward) == (":numpy_row_cells_forward", ":numpy_row_cells_backward")
+    assert not row.cells_run_elman  # Elman keeps its own kernels
+
+
+def _cell_call(cell, B, H, dtype="float32", T=3, P=None):
+    from rnn_xp.cells import GRUWeights, LSTMWeights
+
+    P = P or H
+    x = np.zeros((T, B, 2), dtype)
+    if cell.name == "lstm":
+        return x, (np.zeros((B, P), dtype), np.zeros((B, H), dtype)), LSTMWeights(np.zeros((4 * H, 2), dtype),
+                                                                                 np.zeros((4 * H, P), dtype))
+    return x, (np.zeros((B, H), dtype),), GRUWeights(np.zeros((3 * H, 2), dtype), np.zeros((3 * H, H), dtype))
+
+
+@pytest.mark.parametrize("setting", ["auto", "on", "off"])
+@pytest.mark.parametrize("available", [False, True])
+def test_numpy_cells_choice(monkeypatch, setting, available):
+    """The portable loop for what the fast loops do not take; else the compiled loop by size (and setting)."""
+    from rnn_xp.cells import GRUCell, LSTMCell
+
+    monkeypatch.setenv("RNN_XP_NUMBA", {"auto": "auto", "on": "1", "off": "0"}[setting])
+    monkeypatch.setattr(numba_cpu, "available", lambda: available)
+    limit = kernels.CELLS_NUMBA_MACS
+    for cell, B, H, dtype in itertools.product((LSTMCell(), GRUCell()), (1, 16, 64), (8, 64, 256, 1024),
+                                               ("float16", "float32", "float64")):  # fmt: skip
+        x, state0, w = _cell_call(cell, B, H, dtype)
+        fast = setting != "off" and available and dtype != "float16"
+        small = B * H * cell.gates * H <= limit
+        want = "numba" if fast and (setting == "on" or small) else "inplace"
+        assert kernels.numpy_cells_loop(cell, x, state0, w) == want, (cell.name, B, H, dtype)
+        assert kernels.numpy_cells_loop(cell, x, state0, w, mask=np.ones((3, B), bool)) == "portable"
+    for other in (LSTMCell(input_forget=True), LSTMCell(clip=1.0), LSTMCell(("hard_sigmoid", "tanh", "tanh")),
+                  GRUCell(linear_before_reset=False)):  # not plain: the portable loop
+        x, state0, w = _cell_call(other, 2, 8)
+        assert kernels.numpy_cells_loop(other, x, state0, w) == "portable", other
+    for T, B, H in ((0, 2, 8), (3, 0, 8), (3, 2, 0)):  # a size of zero: the portable loop
+        x, state0, w = _cell_call(LSTMCell(), B, H, T=T)
+        assert kernels.numpy_cells_loop(LSTMCell(), x, state0, w) == "portable", (T, B, H)
+
+
+def test_numpy_cells_rule_is_the_named_constant(monkeypatch):
+    from rnn_xp.cells import LSTMCell
+
+    monkeypatch.setenv("RNN_XP_NUMBA", "auto")
+    monkeypatch.setattr(numba_cpu, "available", lambda: True)
+    x, state0, w = _cell_call(LSTMCell(), 4, 16, P=8)  # B * P * 4H = 4 * 8 * 64 = 2048 per step
+    monkeypatch.setattr(kernels, "CELLS_NUMBA_MACS", 2048)
+    assert kernels.numpy_cells_loop(LSTMCell(), x, state0, w) == "numba"
+    monkeypatch.setattr(kernels, "CELLS_NUMBA_MACS", 2047)
+    assert kernels.numpy_cells_loop(LSTMCell(), x, state0, w) == "inplace"
+    monkeypatch.setenv("RNN_XP_NUMBA", "yes")
+    with pytest.raises(ValueError, match="RNN_XP_NUMBA must be 0, 1 or auto; got 'yes'"):
+        kernels.numpy_cells_loop(LSTMCell(), x, state0, w)
+
+
+@pytest.mark.parametrize("setting", ["auto", "0"])
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_cells_calls_reach_the_chosen_kernel(monkeypatch, rng, setting, name):
+    """lstm_forward/gru_forward and their backward run the kernels ``numpy_cells_loop`` names."""
+    from rnn_xp.kernels import numba_cells, numpy_cells
+
+    monkeypatch.setenv("RNN_XP_NUMBA", setting)
+    seen = []
+    for module, fn in ((numba_cells, "scan_cells_numba"), (numba_cells, "backward_cells_numba"),
+                       (numpy_cells, "scan_cells_numpy"), (numpy_cells, "backward_cells_numpy")):  # fmt: skip
+        real = getattr(module, fn)
+        monkeypatch.setattr(module, fn, lambda *a, _real=real, _fn=fn, **k: (seen.append(_fn), _real(*a, **k))[1])
+    G = 4 if name == "lstm" else 3
+    x = rng.standard_normal((3, 2, 4)).astype(np.float32)
+    W_ih = (rng.standard_normal((G * 5, 4)) / 3).astype(np.float32)
+    W_hh = (rng.standard_normal((G * 5, 5)) / 3).astype(np.float32)
+    if name == "lstm":
+        out, _, c_seq = rnn_xp.lstm_forward(x, None, W_ih, W_hh, return_c_seq=True)
+        rnn_xp.lstm_backward(np.ones_like(out), x, None, W_ih, W_hh, None, None, out, c_seq)
+        masked = rnn_xp.lstm_forward(x, None, W_ih, W_hh, mask=np.ones((2, 3), bool))[0]
+    else:
+        out = rnn_xp.gru_forward(x, None, W_ih, W_hh)
+        rnn_xp.gru_backward(np.ones_like(out), x, None, W_ih, W_hh, None, None, out)
+        masked = rnn_xp.gru_forward(x, None, W_ih, W_hh, mask=np.ones((2, 3), bool))
+    fast = setting == "auto" and numba_cpu.available()  # small: the compiled loop where numba runs
+    kind = "numba" if fast else "numpy"
+    assert seen == [f"scan_cells_{kind}", f"backward_cells_{kind}"]  # the masked call: the portable loop
+    np.testing.assert_allclose(masked, out, rtol=1e-5, atol=1e-6)
+
+
 # -- CuPy: the fused loop or the persistent kernel ------------------------------------------
 
 

@@ -1,0 +1,232 @@
+"""The gated cells' recurrence and gradient as one compiled call per direction (numba, optional).
+
+``kernels.numpy_cells`` runs a Python loop whose step is a matrix product and
+the cell's elementwise function, a dozen NumPy calls for an LSTM: at small
+sizes the dispatch of those calls is the time. Here the whole time loop is one
+function compiled by numba for each cell (``_numba_jit.cell_loops``), from
+the cell's own ``pointwise`` and ``pointwise_backward`` (compiled as written,
+their activations NumPy's own inner loops, so the numbers are the NumPy
+loop's bit for bit but for the products' rounding):
+
+1. Forward: the input projection is one GEMM per block of steps
+   (``cell.project``, every BLAS thread); one compiled call then runs every
+   step of a block of rows: ``hg = h @ W_hh.T`` through NumPy's
+   ``cblas_?gemm`` by address (or its own loop when the step is tiny), the
+   recurrent bias, ``cell.pointwise`` on the rows, an LSTM's projection
+   (a second product), the frozen rows past their lengths.
+2. Backward: the states each step started from and ``cell.saved`` (two GEMMs
+   for all steps) as in the NumPy loop; one compiled call runs the reverse
+   loop (``cell.pointwise_backward`` and the product into the gradient
+   reaching ``h``); ``cell.grads`` then gives the weight gradients, one
+   product each.
+3. Threads (``plan``): the batch rows are independent, so two threads each
+   run the whole sequence on half of them, without meeting.
+
+The table (``kernels.numpy_cells_loop``) picks this loop by size; it takes
+float32 and float64 plain cells (``numpy_cells.runs``) and falls back to the
+NumPy loop for everything else, and where numba or NumPy's loops by address
+are not available.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy
+
+from . import numba_cpu
+from . import numpy_cells
+from .portable import per_part
+from ._blocks import block_steps
+from ._threads import blas_threads
+
+__all__ = ["ACTIVATIONS", "backward_cells_numba", "plan", "scan_cells_numba", "takes"]
+
+# Per-step multiply-adds (rows x P x G*H) below which the loop's own product
+# beats a call into BLAS, and from which two threads split the rows (with at
+# least _ROW_SPLIT_MIN_ROWS rows): the Elman loop's numbers (numba_cpu's). Up to
+# _OWN_PRODUCT_ROWS rows the own product runs whatever the size: it streams
+# W_hh's rows once per row as a matrix-vector product does, where BLAS's GEMM
+# packs all of W_hh at every call (B = 1, H = 256: twice the NumPy loop's time,
+# whose matmul of one row is a matrix-vector product).
+_OWN_PRODUCT_MACS = 1 << 14
+_OWN_PRODUCT_ROWS = 2
+_THREAD_ROW_MACS = 1 << 17
+_ROW_SPLIT_MIN_ROWS = 4
+
+
+def plan(B, P, GH, threads=None):
+    """``(product, n)``: ``"own"`` or ``"blas"``, and the threads over the rows (1 or 2)."""
+    import os
+
+    threads = min(2, os.cpu_count() or 1) if threads is None else threads
+    macs = B * P * GH
+    product = "own" if macs < _OWN_PRODUCT_MACS or B <= _OWN_PRODUCT_ROWS else "blas"
+    n = 2 if threads >= 2 and B >= _ROW_SPLIT_MIN_ROWS and macs >= _THREAD_ROW_MACS else 1
+    return product, n
+
+
+# The activations the compiled loops have (NumPy's own, by address: _numba_jit).
+ACTIVATIONS = ("sigmoid", "tanh")
+
+
+def takes(cell, x, state0, mask):
+    """Whether the compiled loops take this call: ``numpy_cells.runs``, float32 or float64, one carried part
+    of the state, the activations of ``ACTIVATIONS``, numba available."""
+    return (numpy_cells.runs(cell, x, state0, mask) and state0[0].dtype in (numpy.float32, numpy.float64)
+            and len(cell.carried) == 1 and set(cell.activations) <= set(ACTIVATIONS)
+            and numba_cpu.available())  # fmt: skip
+
+
+def _work(B, P, GH, dtype, product, threads):
+    auto = plan(B, P, GH, threads)
+    product = product or auto[0]
+    n = auto[1] if threads is None else max(1, min(int(threads), B))
+    gemm, ilp64 = (0, False) if product == "own" else numba_cpu.blas_gemm(dtype)
+    return gemm, ilp64, [(B * i // n, B * (i + 1) // n) for i in range(n)]
+
+
+def scan_cells_numba(xp, cell, x, state0, w, *, lengths, reverse, return_sequences, mask=None, product=None,
+                     threads=None):  # fmt: skip
+    """``portable.scan_cell`` for float32/float64 NumPy arrays, one compiled call (module docstring).
+
+    ``product`` (``"own"``, ``"blas"``) and ``threads`` (1, 2) override
+    ``plan``'s choice (for tests and benchmarks).
+    """
+    if not takes(cell, x, state0, mask):
+        return numpy_cells.scan_cells_numpy(xp, cell, x, state0, w, lengths=lengths, reverse=reverse,
+                                            return_sequences=return_sequences, mask=mask)  # fmt: skip
+    numba_cpu.require_one_dtype(state0[0].dtype, x=x, **_arrays(w), **{f"state0[{k}]": s for k, s in enumerate(state0)})
+    try:
+        return _scan(cell, x, state0, w, lengths, reverse, return_sequences, product, threads)
+    except numba_cpu.CompileAgain:  # numba's on-disk cache failed: once more, compiled anew (or the NumPy loop)
+        return scan_cells_numba(xp, cell, x, state0, w, lengths=lengths, reverse=reverse,
+                                return_sequences=return_sequences, product=product, threads=threads)  # fmt: skip
+
+
+def _arrays(w):
+    return {name: a for name, a in zip(w._fields, w) if a is not None and not isinstance(a, tuple)}
+
+
+def _scan(cell, x, state0, w, lengths, reverse, return_sequences, product, threads):
+    T, D = x.shape[0], x.shape[-1]
+    batch = tuple(state0[0].shape[:-1])
+    B = math.prod(batch)
+    dtype = state0[0].dtype
+    P = state0[0].shape[-1]
+    GH = w.W_hh.shape[0]
+    H = GH // cell.gates
+    nparts = len(state0)
+    gemm, ilp64, bounds = _work(B, P, GH, dtype, product, threads)
+
+    x3 = x.reshape(T, B, D)
+    HS = numpy.empty((2, B, P), dtype=dtype)  # the double-buffered h
+    HS[0] = state0[0].reshape(B, P)
+    carried = cell.carried[0]
+    if carried == 0:
+        CS = HS  # the cell carries h itself
+    else:
+        CS = numpy.empty((2, B, H), dtype=dtype)  # the double-buffered carried part (an LSTM's c)
+        CS[0] = state0[carried].reshape(B, H)
+    if return_sequences:
+        O0 = numpy.empty((T, B, P), dtype=dtype)
+        O1 = numpy.empty((T, B, H), dtype=dtype) if nparts == 2 else O0
+    else:
+        O0 = O1 = numpy.empty((1, 1, 1), dtype=dtype)
+    G = cell.gates
+    HG = numpy.empty((G, B, H), dtype=dtype)  # (G, B, H): h @ W_hh.T + b, gate by gate
+    W = numpy.ascontiguousarray(w.W_hh.T)  # (P, G*H)
+    W_p = cell.projection(w)
+    WP = numpy.ascontiguousarray(W_p.T) if W_p is not None else numpy.empty((1, 1), dtype=dtype)  # (H, P)
+    bias = cell.recurrent_bias(w)
+    b = bias if bias is not None else numpy.empty(1, dtype=dtype)
+    lens = numpy.zeros(B, dtype=numpy.int64) if lengths is None else \
+        numpy.ascontiguousarray(numpy.asarray(lengths).reshape(B), dtype=numpy.int64)  # fmt: skip
+    extras = cell.extras(w)
+
+    n = block_steps(T, B, GH)  # the projection a block of steps at a time: O(B * G * H) memory whatever T is
+    starts = range(0, T, n)
+    k0 = 0
+    for s in reversed(starts) if reverse else starts:
+        e = min(s + n, T)
+        xg = cell.project(numpy, x3[s:e], w)  # (e - s, B, G*H): one GEMM, every BLAS thread
+        XG = numpy.ascontiguousarray(xg.reshape(e - s, B, G, H).transpose(0, 2, 1, 3))  # (e - s, G, B, H)
+        with blas_threads(1 if gemm else None):  # the steps: one BLAS thread per caller
+            args = [(XG, s, e, k0, int(reverse), lens, int(lengths is not None), HS, CS, O0, O1,
+                     int(return_sequences), HG, W, b, int(bias is not None), WP, int(W_p is not None), extras,
+                     r0, r1, gemm, int(ilp64)) for r0, r1 in bounds]  # fmt: skip
+            numba_cpu.run_compiled("cell_forward", args, one_blas_thread=bool(gemm), cell=cell)
+        k0 += e - s
+    finals = (HS[T % 2].reshape(*batch, P).copy(),)
+    if nparts == 2:
+        finals += (CS[T % 2].reshape(*batch, H).copy(),)
+    if not return_sequences:
+        return None, finals
+    seqs = (O0.reshape(T, *batch, P),) + ((O1.reshape(T, *batch, H),) if nparts == 2 else ())
+    return seqs, finals
+
+
+def backward_cells_numba(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, reverse, mask=None,
+                         product=None, threads=None):  # fmt: skip
+    """``portable.backward_cell`` for float32/float64 NumPy arrays, the loop compiled (module docstring)."""
+    if not takes(cell, x, state0, mask):
+        return numpy_cells.backward_cells_numpy(xp, cell, d_out, x, state0, w, seqs, d_finals, lengths=lengths,
+                                                reverse=reverse, mask=mask)  # fmt: skip
+    d_seqs = per_part(d_out, len(state0))
+    numba_cpu.require_one_dtype(state0[0].dtype, x=x, **_arrays(w),
+                                **{f"d_out[{k}]": d for k, d in enumerate(d_seqs)},
+                                **{f"seqs[{k}]": q for k, q in enumerate(seqs)},
+                                **{f"d_finals[{k}]": d for k, d in enumerate(d_finals)})  # fmt: skip
+    try:
+        return _backward(cell, d_seqs, x, state0, w, seqs, d_finals, lengths, reverse, product, threads)
+    except numba_cpu.CompileAgain:
+        return backward_cells_numba(xp, cell, d_out, x, state0, w, seqs, d_finals, lengths=lengths,
+                                    reverse=reverse, product=product, threads=threads)  # fmt: skip
+
+
+def _backward(cell, d_seqs, x, state0, w, seqs, d_finals, lengths, reverse, product, threads):
+    T = x.shape[0]
+    batch = tuple(state0[0].shape[:-1])
+    B = math.prod(batch)
+    dtype = state0[0].dtype
+    P = state0[0].shape[-1]
+    GH = w.W_hh.shape[0]
+    H = GH // cell.gates
+    nparts = len(state0)
+    carried = cell.carried[0]
+    gemm, ilp64, bounds = _work(B, P, GH, dtype, product, threads)
+
+    prev, valid_all = numpy_cells.states_before(numpy, seqs, state0, lengths, reverse)
+    saved = cell.saved(numpy, x, prev, seqs, w, cell.fixed(numpy, w), from_outputs=True)
+    SV = tuple(numpy.ascontiguousarray(s.reshape(T, B, H)) for s in saved)  # each (T, B, H)
+    PC = numpy.ascontiguousarray(prev[carried].reshape(T, B, H))  # (T, B, H)
+    dummy = numpy.empty((1, 1, 1), dtype=dtype)
+    D0 = dummy if d_seqs[0] is None else numpy.ascontiguousarray(d_seqs[0].reshape(T, B, P))
+    D1 = dummy if nparts < 2 or d_seqs[1] is None else numpy.ascontiguousarray(d_seqs[1].reshape(T, B, H))
+    G0 = numpy.empty((2, B, P), dtype=dtype)  # the double-buffered dL/dh
+    G0[0] = 0 if d_finals[0] is None else d_finals[0].reshape(B, P)
+    GC = numpy.empty((2, B, H), dtype=dtype) if nparts == 2 else numpy.empty((2, 1, 1), dtype=dtype)
+    if nparts == 2:
+        GC[0] = 0 if d_finals[1] is None else d_finals[1].reshape(B, H)
+    DX = numpy.empty((T, B, GH), dtype=dtype)
+    DH = numpy.empty((T, B, GH), dtype=dtype) if cell.separate_recurrent_grads else DX
+    W_p = cell.projection(w)
+    GHS = numpy.empty((T, B, P), dtype=dtype) if W_p is not None else dummy
+    WPn = numpy.ascontiguousarray(W_p) if W_p is not None else numpy.empty((1, 1), dtype=dtype)  # (P, H)
+    DM = numpy.empty((B, H), dtype=dtype)
+    W = numpy.ascontiguousarray(w.W_hh)  # (G*H, P)
+    lens = numpy.zeros(B, dtype=numpy.int64) if lengths is None else \
+        numpy.ascontiguousarray(numpy.asarray(lengths).reshape(B), dtype=numpy.int64)  # fmt: skip
+    args = [(SV, PC, D0, int(d_seqs[0] is not None), D1, int(nparts == 2 and d_seqs[1] is not None), G0, GC, DX, DH,
+             GHS, int(W_p is not None), W, WPn, int(W_p is not None), DM, lens, int(lengths is not None),
+             cell.extras(w), int(reverse), r0, r1, gemm, int(ilp64)) for r0, r1 in bounds]  # fmt: skip
+    with blas_threads(1 if gemm else None):
+        numba_cpu.run_compiled("cell_backward", args, one_blas_thread=bool(gemm), cell=cell)
+
+    shaped = lambda a: a.reshape(T, *batch, a.shape[-1])  # noqa: E731
+    d = cell.grads_input(shaped(DX), shaped(DH), shaped(GHS) if W_p is not None else None)
+    dx, dw = cell.grads(numpy, d, x, prev, saved, w, valid_all)
+    dstate0 = (G0[T % 2].reshape(*batch, P).copy(),)
+    if nparts == 2:
+        dstate0 += (GC[T % 2].reshape(*batch, H).copy(),)
+    return dx, dstate0, dw
