@@ -392,7 +392,7 @@ class Recurrent:
         The layer lends its configuration and mode: in training mode with
         ``dropout > 0`` the masks are drawn from :attr:`generator` as a call
         draws them (the generator advances, and inside ``jax.jit`` that is a
-        ``ValueError``, see docs/frameworks.md); in eval mode or with
+        ``ValueError``, see :doc:`/frameworks`); in eval mode or with
         ``dropout=0`` nothing else of the layer is read.
 
         Examples
