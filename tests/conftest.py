@@ -57,7 +57,7 @@ def rng():
     return np.random.default_rng(12345)
 
 
-# Hypothesis profiles for tests/test_properties.py: a quick default, and a larger
+# Hypothesis profiles for tests/functions/test_properties.py: a quick default, and a larger
 # one selected with RNN_XP_HYPOTHESIS=ci-large.
 try:
     from hypothesis import HealthCheck

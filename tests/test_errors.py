@@ -8,7 +8,7 @@ a new entry point, add a caller to ``ENTRY_POINTS`` and its rows to ``CASES``.
 
 Input that is odd but valid (float16, big-endian, views, zero-sized
 dimensions, tensors that require grad) is computed and checked against the
-float64 reference here too. ``tests/test_forward_errors.py`` holds the first
+float64 reference here too. ``tests/functions/test_forward_errors.py`` holds the first
 cases for ``rnn_forward``; this file does not repeat them.
 """
 
