@@ -87,6 +87,17 @@ def random_rnn(rng, T, batch, D, H, *, scale=0.5):
     return x, h0, Wx, Wh, b
 
 
+def random_backward_case(rng, T, batch, D, H, *, lengths=None, with_h0=True, with_b=True, with_dh_n=True):
+    """``random_rnn``'s arrays (``scale=0.9``) and upstream gradients ``dh (T, *batch, H)``, ``dh_n (*batch, H)``.
+
+    Returns ``x, h0, Wx, Wh, b, dh, dh_n``; ``h0``, ``b`` and ``dh_n`` are ``None`` where not asked for.
+    """
+    x, h0, Wx, Wh, b = random_rnn(rng, T, batch, D, H, scale=0.9)
+    dh = rng.standard_normal((T, *batch, H))
+    dh_n = rng.standard_normal((*batch, H)) if with_dh_n else None
+    return x, h0 if with_h0 else None, Wx, Wh, b if with_b else None, dh, dh_n
+
+
 def reference_rnn(x, h0, Wx, Wh, b=None, *, nonlinearity="tanh", lengths=None,
                   reverse=False, leak=1.0):
     """An independent float64 loop, one sequence and one step at a time.
@@ -197,6 +208,9 @@ def torch_rnn(D, H, num_layers=1, nonlinearity="tanh", bias=True, batch_first=Fa
                         dtype=torch.float64)  # fmt: skip
 
 
+LIBRARY_NAMES = {"numpy": "numpy", "torch": "torch", "jax": "jax.numpy"}  # as rnn_xp's messages name them
+
+
 def as_library(lib, a):
     """NumPy array ``a`` as an array of ``lib``: ``"numpy"``, ``"torch"`` or ``"jax"``."""
     if lib == "torch":
@@ -272,3 +286,69 @@ def make_backend(name):
 
         return Backend(name, xp, "cpu")
     raise ValueError(f"unknown backend {name}")
+
+
+# -- the bad-input catalogues (tests/*/test_*_errors.py) -------------------------------
+
+
+def catalogue_rows(cases):
+    """``cases`` (``{entry: [(overrides, exception, match), ...]}``) as parameters ``entry-i``.
+
+    A catalogue has a caller per entry point that fills in valid defaults;
+    each row's overrides make one argument bad, and the call must raise
+    ``exception`` with a message matching ``match`` (``None``: an odd but valid
+    input, which must compute the right answer).
+    """
+    return [
+        pytest.param(entry, overrides, exc, match, id=f"{entry}-{i}")
+        for entry, rows in cases.items()
+        for i, (overrides, exc, match) in enumerate(rows)
+    ]
+
+
+def catalogue_errors(cases):
+    """How many rows of ``cases`` are errors (not odd but valid inputs)."""
+    return sum(1 for rows in cases.values() for row in rows if row[1] is not None)
+
+
+def reference_layer(rnn, x, h0=None, lengths=None):
+    """The float64 loop of ``reference_rnn``, stacked by hand over an ``RNN``'s layers and directions.
+
+    ``x`` is time-major ``(T, *batch, D)``; returns ``(output, h_n)`` as float64 NumPy.
+    """
+    p = {k: to_numpy(v).astype(np.float64) for k, v in rnn.params.items()}
+    dirs, batch = rnn.num_directions, x.shape[1:-1]
+    lengths = None if lengths is None else np.asarray(lengths, dtype=np.int64)
+    layer_in, finals = np.asarray(x, np.float64), []
+    for k in range(rnn.num_layers):
+        outs = []
+        for d, s in enumerate(("", "_reverse")[:dirs]):
+            b = p[f"bias_ih_l{k}{s}"] + p[f"bias_hh_l{k}{s}"] if rnn.bias else None
+            h_init = None if h0 is None else h0[k * dirs + d]
+            out, last = reference_rnn(layer_in, h_init, p[f"weight_ih_l{k}{s}"], p[f"weight_hh_l{k}{s}"], b,
+                                      nonlinearity=rnn.nonlinearity, lengths=lengths, reverse=d == 1, leak=rnn.leak)
+            outs.append(out)
+            finals.append(last)
+        layer_in = np.concatenate(outs, axis=-1)
+    return layer_in, np.stack(finals).reshape(rnn.num_layers * dirs, *batch, rnn.hidden_size)
+
+
+def assert_layer_runs_its_weights(result, x, given):
+    """A layer built by a loader or a converter runs the recurrence of the weights it was given.
+
+    ``result`` must be an ``RNN`` whose output on time-major ``x`` is
+    ``reference_layer``'s, and whose first layer's weights are ``given``
+    (``(weight_ih_l0, weight_hh_l0)`` in torch's layout).
+    """
+    from rnn_xp import RNN
+
+    assert isinstance(result, RNN)
+    xin = x if not result.batch_first else np.moveaxis(x, 0, 1)
+    output, _ = result(xin.astype(result.dtype))
+    expected, _ = reference_layer(result, x)
+    if result.batch_first:
+        expected = np.moveaxis(expected, 0, 1)
+    tol = 1e-10 if result.dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(output, expected, rtol=tol, atol=tol)
+    np.testing.assert_allclose(to_numpy(result.weight_ih_l0), given[0], rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(result.weight_hh_l0), given[1], rtol=1e-6)
