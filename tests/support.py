@@ -189,6 +189,44 @@ def environ_kept():
         os.environ.update(saved)
 
 
+@contextlib.contextmanager
+def jax_float64():
+    """JAX with float64 enabled for the block, and as it was after (the conftest enables it only with a JAX backend)."""
+    import jax
+
+    was = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", was)
+
+
+def jax_dots(jaxpr, found=None):
+    """Every ``dot_general`` equation of ``jaxpr`` and of the programs inside it (scan, jit, custom_vjp, ...)."""
+    from jax.extend import core as jcore
+
+    found = [] if found is None else found
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append(eqn)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(sub, jcore.ClosedJaxpr):
+                    jax_dots(sub.jaxpr, found)
+                elif isinstance(sub, jcore.Jaxpr):
+                    jax_dots(sub, found)
+    return found
+
+def keras_numpy(keras, a):
+    """A Keras tensor (its torch backend's) as NumPy."""
+    return keras.ops.convert_to_numpy(a)
+
+
+def randomize_keras(layer, rng):
+    """A built Keras layer's weights drawn from ``U(-0.6, 0.6)``, in their own dtype (set in place)."""
+    layer.set_weights([rng.uniform(-0.6, 0.6, w.shape).astype(w.dtype) for w in layer.get_weights()])
+
 def optional_import(name):
     """The module, or ``None`` when it is not installed."""
     try:
@@ -207,6 +245,25 @@ def torch_rnn(D, H, num_layers=1, nonlinearity="tanh", bias=True, batch_first=Fa
                         batch_first=batch_first, bidirectional=bidirectional,
                         dtype=torch.float64)  # fmt: skip
 
+
+def torch_packed(module, x, hx=None, lengths=None):
+    """``module(x, hx)`` for a ``torch.nn.RNN``/``LSTM``/``GRU``: torch's own reference for variable lengths.
+
+    With ``lengths`` the input goes through ``pack_padded_sequence`` (unsorted,
+    the module's ``batch_first``) and the output comes back padded with zeros
+    to ``x``'s length, so the module never sees the padding. Torch tensors in,
+    ``(output, final state(s))`` out, in autograd's graph.
+    """
+    import torch
+
+    if lengths is None:
+        return module(x, hx)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, torch.as_tensor(lengths), batch_first=module.batch_first,
+                                                     enforce_sorted=False)  # fmt: skip
+    out, final = module(packed, hx)
+    total = x.shape[1] if module.batch_first else x.shape[0]
+    out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=module.batch_first, total_length=total)
+    return out, final
 
 LIBRARY_NAMES = {"numpy": "numpy", "torch": "torch", "jax": "jax.numpy"}  # as rnn_xp's messages name them
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import rnn_xp
-from support import assert_close, random_backward_case, to_numpy
+from support import assert_close, random_backward_case, to_numpy, torch_packed
 
 torch = pytest.importorskip("torch")
 
@@ -301,9 +301,7 @@ def test_bidirectional_torch_rnn_per_direction(backend, rng):
     torch.manual_seed(0)
     rnn = torch.nn.RNN(D, H, bidirectional=True, dtype=torch.float64)
     xt, h0t = torch.tensor(x, requires_grad=True), torch.tensor(h0, requires_grad=True)
-    packed = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.tensor(lengths), enforce_sorted=False)
-    out, h_n = rnn(packed, h0t)
-    out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=T)
+    out, h_n = torch_packed(rnn, xt, h0t, lengths)
     ((torch.tensor(dout) * out).sum() + (torch.tensor(dh_n) * h_n).sum()).backward()
 
     to = lambda a: backend.asarray(a, "float64")  # noqa: E731

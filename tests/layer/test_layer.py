@@ -18,7 +18,7 @@ import rnn_xp
 from rnn_xp import RNN
 from rnn_xp._backends import load
 from rnn_xp._compat import namespace_of
-from support import assert_close, reference_rnn, to_numpy, torch_rnn
+from support import assert_close, reference_rnn, to_numpy, torch_packed, torch_rnn
 
 torch = pytest.importorskip("torch")
 
@@ -40,16 +40,7 @@ def run_torch(module, x, h0=None, lengths=None):
     xt = torch.from_numpy(x)
     h0t = None if h0 is None else torch.from_numpy(h0)
     with torch.no_grad():
-        if lengths is None:
-            out, h_n = module(xt, h0t)
-        else:
-            packed = torch.nn.utils.rnn.pack_padded_sequence(
-                xt, torch.as_tensor(lengths), batch_first=module.batch_first,
-                enforce_sorted=False)  # fmt: skip
-            out, h_n = module(packed, h0t)
-            total = x.shape[1] if module.batch_first else x.shape[0]
-            out, _ = torch.nn.utils.rnn.pad_packed_sequence(
-                out, batch_first=module.batch_first, total_length=total)
+        out, h_n = torch_packed(module, xt, h0t, lengths)
     return out.numpy(), h_n.numpy()
 
 

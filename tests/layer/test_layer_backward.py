@@ -17,7 +17,7 @@ import pytest
 
 import rnn_xp
 from rnn_xp import RNN, LayerCache, LayerGrads
-from support import assert_close, to_numpy, torch_rnn
+from support import assert_close, to_numpy, torch_packed, torch_rnn
 
 torch = pytest.importorskip("torch")
 
@@ -45,15 +45,7 @@ def torch_grads(module, x, h0, lengths, d_out, d_hn):
     module.zero_grad()
     xt = torch.tensor(x, requires_grad=True)
     h0t = torch.tensor(h0, requires_grad=True)
-    if lengths is None:
-        out, h_n = module(xt, h0t)
-    else:
-        packed = torch.nn.utils.rnn.pack_padded_sequence(
-            xt, torch.as_tensor(lengths), batch_first=module.batch_first, enforce_sorted=False)
-        out, h_n = module(packed, h0t)
-        total = x.shape[1] if module.batch_first else x.shape[0]
-        out, _ = torch.nn.utils.rnn.pad_packed_sequence(
-            out, batch_first=module.batch_first, total_length=total)
+    out, h_n = torch_packed(module, xt, h0t, lengths)
     loss = (out * torch.from_numpy(d_out)).sum()
     if d_hn is not None:
         loss = loss + (h_n * torch.from_numpy(d_hn)).sum()
