@@ -363,9 +363,20 @@ def catalogue_rows(cases):
     ]
 
 
-def catalogue_errors(cases):
-    """How many rows of ``cases`` are errors (not odd but valid inputs)."""
-    return sum(1 for rows in cases.values() for row in rows if row[1] is not None)
+def check_catalogue_row(call, overrides, exc, match, check_valid):
+    """One row: ``call(**overrides)`` raises ``exc`` matching ``match``, or (``exc is None``) gives a result ``check_valid`` accepts."""
+    if exc is None:  # a valid input next to the bad ones: it must compute
+        check_valid(call(**overrides))
+        return
+    with pytest.raises(exc, match=match):
+        call(**overrides)
+
+
+def assert_catalogue_complete(cases, entry_points, errors_at_least):
+    """Every entry point has rows, and at least ``errors_at_least`` of the rows are errors."""
+    errors = sum(1 for rows in cases.values() for row in rows if row[1] is not None)
+    assert errors >= errors_at_least, errors
+    assert set(cases) == set(entry_points)
 
 
 def reference_layer(rnn, x, h0=None, lengths=None):
@@ -389,6 +400,14 @@ def reference_layer(rnn, x, h0=None, lengths=None):
         layer_in = np.concatenate(outs, axis=-1)
     return layer_in, np.stack(finals).reshape(rnn.num_layers * dirs, *batch, rnn.hidden_size)
 
+
+@contextlib.contextmanager
+def params_kept(layer):
+    """The block leaves ``layer``'s parameters as they were (compared bit for bit after it)."""
+    before = {k: to_numpy(v).copy() for k, v in layer.params.items()}
+    yield
+    for k, v in layer.params.items():
+        np.testing.assert_array_equal(to_numpy(v), before[k])
 
 def assert_layer_runs_its_weights(result, x, given):
     """A layer built by a loader or a converter runs the recurrence of the weights it was given.

@@ -38,7 +38,14 @@ import numpy as np
 import pytest
 
 from rnn_xp import RNN, convert
-from support import assert_layer_runs_its_weights, catalogue_errors, catalogue_rows, optional_import, to_numpy
+from support import (
+    assert_catalogue_complete,
+    assert_layer_runs_its_weights,
+    catalogue_rows,
+    check_catalogue_row,
+    optional_import,
+    params_kept,
+)
 
 torch = optional_import("torch")
 
@@ -259,21 +266,13 @@ def _check_valid(entry, overrides, result):
 @pytest.mark.parametrize("entry, overrides, exc, match", catalogue_rows(CASES))
 @pytest.mark.filterwarnings("error::UserWarning")
 def test_catalogue(entry, overrides, exc, match):
-    call = ENTRY_POINTS[entry]
-    if exc is None:
-        _check_valid(entry, overrides, call(**overrides))
-        return
-    before = {k: to_numpy(v).copy() for k, v in LAYER.params.items()}
-    with pytest.raises(exc, match=match):
-        call(**overrides)
-    for k, v in LAYER.params.items():  # a rejected call leaves the layer as it was
-        np.testing.assert_array_equal(to_numpy(v), before[k])
+    with params_kept(LAYER):  # a call, rejected or not, leaves the layer as it was
+        check_catalogue_row(ENTRY_POINTS[entry], overrides, exc, match,
+                            lambda result: _check_valid(entry, overrides, result))
 
 
 def test_catalogue_is_large_enough():
-    errors = catalogue_errors(CASES)
-    assert errors >= 40, errors
-    assert set(CASES) == set(ENTRY_POINTS)
+    assert_catalogue_complete(CASES, ENTRY_POINTS, errors_at_least=40)
 
 
 def test_converters_take_weights_of_any_library():

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from rnn_xp import columns
-from support import catalogue_errors, catalogue_rows
+from support import assert_catalogue_complete, catalogue_rows, check_catalogue_row
 
 _rng = np.random.default_rng(7)
 WX = _rng.standard_normal((4, 3))  # (H, D)
@@ -31,6 +31,10 @@ def _col_step(x=XC, prev_h=HC, Wx=WX, Wh=WH, b=B[:, None], **options):
 
 def _col_fwd(x_seq=XSEQ, h0=HC, Wx=WX, Wh=WH, b=B[:, None], **options):
     return columns.rnn_forward(x_seq, h0, Wx, Wh, b, **options)
+
+
+def _computes(out):
+    assert np.all(np.isfinite(out))
 
 
 ENTRY_POINTS = {
@@ -75,19 +79,11 @@ CASES = {
 
 @pytest.mark.parametrize("entry, overrides, exc, match", catalogue_rows(CASES))
 def test_catalogue(entry, overrides, exc, match):
-    call = ENTRY_POINTS[entry]
-    if exc is None:  # a valid input next to the bad ones: it must compute
-        out = call(**overrides)
-        assert np.all(np.isfinite(out))
-        return
-    with pytest.raises(exc, match=match):
-        call(**overrides)
+    check_catalogue_row(ENTRY_POINTS[entry], overrides, exc, match, _computes)
 
 
 def test_catalogue_is_large_enough():
-    errors = catalogue_errors(CASES)
-    assert errors >= 20, errors
-    assert set(CASES) == set(ENTRY_POINTS)
+    assert_catalogue_complete(CASES, ENTRY_POINTS, errors_at_least=20)
 
 
 def test_columns_errors():

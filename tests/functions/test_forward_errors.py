@@ -37,8 +37,9 @@ from support import (
     LIBRARY_NAMES,
     as_library,
     assert_close,
-    catalogue_errors,
+    assert_catalogue_complete,
     catalogue_rows,
+    check_catalogue_row,
     optional_import,
     random_rnn,
     reference_rnn,
@@ -145,6 +146,10 @@ def _step(x=X[0], prev_h=H0, Wx=WX, Wh=WH, b=B, **options):
     return rnn_xp.rnn_step_forward(x, prev_h, Wx, Wh, b, **options)
 
 
+def _computes(out):
+    assert np.all(np.isfinite(out))
+
+
 ENTRY_POINTS = {
     "rnn_forward": _fwd,
     "rnn_step_forward": _step,
@@ -238,19 +243,11 @@ CASES = {
 
 @pytest.mark.parametrize("entry, overrides, exc, match", catalogue_rows(CASES))
 def test_catalogue(entry, overrides, exc, match):
-    call = ENTRY_POINTS[entry]
-    if exc is None:  # a valid input next to the bad ones: it must compute
-        out = call(**overrides)
-        assert np.all(np.isfinite(out))
-        return
-    with pytest.raises(exc, match=match):
-        call(**overrides)
+    check_catalogue_row(ENTRY_POINTS[entry], overrides, exc, match, _computes)
 
 
 def test_catalogue_is_large_enough():
-    errors = catalogue_errors(CASES)
-    assert errors >= 40, errors
-    assert set(CASES) == set(ENTRY_POINTS)
+    assert_catalogue_complete(CASES, ENTRY_POINTS, errors_at_least=40)
 
 
 # --- arrays of two libraries -------------------------------------------------
