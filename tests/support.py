@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import itertools
 import os
 from dataclasses import dataclass, field
 
@@ -344,6 +345,32 @@ def make_backend(name):
         return Backend(name, xp, "cpu")
     raise ValueError(f"unknown backend {name}")
 
+
+def uncovered(rows, levels, strength=3):
+    """What a covering design misses: ``(columns, values)`` of every ``strength`` options that no row of ``rows`` has.
+
+    ``levels`` holds each column's values. A design that misses nothing runs every
+    combination of every ``strength`` options (all pairs, all triples) in far
+    fewer rows than the full product of ``levels``.
+    """
+    missing = []
+    for columns in itertools.combinations(range(len(levels)), strength):
+        seen = {tuple(row[c] for c in columns) for row in rows}
+        missing += [(columns, values) for values in itertools.product(*(levels[c] for c in columns))
+                    if values not in seen]
+    return missing
+
+
+def half_product(*levels):
+    """The rows of ``itertools.product(*levels)`` (two values each) with an even number of second values.
+
+    Any one column is fixed by the others' parity, so every combination of any
+    ``len(levels) - 1`` columns appears once: all triples of four options in 8
+    rows instead of 16.
+    """
+    assert all(len(values) == 2 for values in levels)
+    return [row for row in itertools.product(*levels)
+            if sum(value == values[1] for value, values in zip(row, levels)) % 2 == 0]
 
 # -- the bad-input catalogues (tests/*/test_*_errors.py) -------------------------------
 
