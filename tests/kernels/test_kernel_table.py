@@ -35,9 +35,13 @@ H100, SMALL_GPU = made_up_gpu("h100"), made_up_gpu("small")
 
 def test_rows_in_order_forward_and_backward_side_by_side():
     assert [r.library for r in kernels.KERNELS] == ["jax", "torch", "numpy", "cupy", "dask"]
-    assert [r.library for r in kernels.KERNELS if r.extended] == ["jax", "torch"]
+    # Dask's tasks run the portable loop of a chunk for the options only it knows
+    assert [r.library for r in kernels.KERNELS if r.extended] == ["jax", "torch", "dask"]
     assert kernels.route("array_api_strict") is kernels.OTHERS and kernels.OTHERS.extended
     assert kernels.route("numpy").forward == ":numpy_row_forward"
+    # the kernels of any cell: JAX's and torch's own, one task per chunk on Dask
+    cells = {r.library: (r.cells_forward, r.cells_backward) for r in kernels.KERNELS}
+    assert cells["dask"] == (":dask_cells_forward", ":dask_cells_backward")
 
 
 def test_numpy_rows_kernels_and_the_portable_loops():
@@ -75,7 +79,7 @@ def test_other_rows_kernels(library):
 
         fwd, back = kernels.cupy_row_forward, backward_portable
     assert kernels.forward_kernel(ns) is fwd and kernels.backward_kernel(ns) is back
-    extended = library in ("jax", "torch")  # the rows whose kernels take every option
+    extended = library in ("jax", "torch", "dask")  # the rows whose kernels take every option
     assert kernels.forward_kernel(ns, extended=True) is (fwd if extended else scan_portable)
     assert kernels.backward_kernel(ns, extended=True) is (back if extended else backward_portable)
 
