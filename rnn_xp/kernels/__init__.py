@@ -33,6 +33,10 @@ module                what it holds
 ``cupy``              runs the CuPy path chosen here: fused loop or persistent kernel
 ``cupy_fused``        the in-place loop with one fused CUDA kernel per step
 ``cupy_persistent``   all steps in one cooperative CUDA launch (small batches)
+``cupy_cells``        any cell: products and one fused CUDA kernel per step,
+                      the kernel generated from the cell's step
+``_pointwise``        reads a cell's step off ``cell.step`` as products and
+                      elementwise expressions (for ``cupy_cells``)
 ``dask``              one task per batch chunk, each running the kernel this
                       table picks for the chunk's library (forward and backward)
 ``_blocks``           what the in-place loops share: blocks of time steps, the
@@ -85,6 +89,7 @@ __all__ = [
     "backward",
     "backward_kernel",
     "backward_portable",
+    "cupy_cells_forward",
     "cupy_row_forward",
     "cupy_path",
     "dask_cells_backward",
@@ -206,7 +211,10 @@ KERNELS = (
     # (cupy_path). Other dtypes than float32 and float64 (float16), which the
     # CUDA kernels are not written for, run the portable loop; so does the
     # backward (no CUDA backward).
-    Route("cupy", is_cupy_namespace, ":cupy_row_forward", "portable:backward_portable"),
+    # Any other cell: cuBLAS products and one fused kernel per step, its CUDA
+    # generated from the cell's step (cupy_cells); the backward portable.
+    Route("cupy", is_cupy_namespace, ":cupy_row_forward", "portable:backward_portable",
+          cells_forward=":cupy_cells_forward"),
     # Dask: the portable loop on lazy arrays builds a graph that grows with T;
     # one task per batch chunk runs this table's kernel for the chunk's library
     # over the whole sequence, and for the backward a tree of tasks adds the
@@ -401,6 +409,26 @@ def cupy_row_forward(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, le
     from .cupy import scan_cupy
 
     return scan_cupy(xp, x, h0, Wx, Wh, b, path=path, note=note, insist=setting == "persistent", **options)
+
+
+def cupy_cells_forward(xp, cell, x, state0, w, *, lengths, reverse, return_sequences, mask=None):
+    """The CuPy row's kernel for any cell: products and one fused kernel per step (``cupy_cells``).
+
+    float16, an empty run (no step, row or unit) and a step the fused loop
+    cannot read (``_pointwise.TraceError``) run the portable loop.
+    """
+    options = dict(lengths=lengths, reverse=reverse, return_sequences=return_sequences, mask=mask)
+    H = cell.check_weights(w).H
+    if x.dtype.name not in ("float32", "float64") or min(x.shape[0], math.prod(x.shape[1:-1]), H) == 0:
+        return scan_cell(xp, cell, x, state0, w, **options)
+    from ._pointwise import TraceError
+    from .cupy_cells import plan, scan_cells
+
+    try:
+        plan(cell, w, tuple(s.shape[-1] for s in state0), H)
+    except TraceError:
+        return scan_cell(xp, cell, x, state0, w, **options)
+    return scan_cells(cell, x, state0, w, **options)
 
 
 def dask_row_forward(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences,
