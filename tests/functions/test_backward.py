@@ -14,43 +14,11 @@ import numpy as np
 import pytest
 
 import rnn_xp
-from support import assert_close, random_backward_case, to_numpy, torch_packed
+from support import assert_close, random_backward_case, to_numpy, torch_grads, torch_packed
 
 torch = pytest.importorskip("torch")
 
 TIGHT = {"rtol": 1e-10, "atol": 1e-12}
-
-
-def torch_grads(x, h0, Wx, Wh, b, dh, dh_n, *, nonlinearity="tanh", lengths=None,
-                reverse=False, leak=1.0):
-    """Autograd gradients of ``sum(dh * h_seq) + sum(dh_n * h_last)``; time-major NumPy in and out."""
-    T, batch, D = x.shape[0], x.shape[1:-1], x.shape[-1]
-    H = Wx.shape[0]
-    B = int(np.prod(batch, dtype=int))
-    t = lambda a: torch.tensor(a, dtype=torch.float64, requires_grad=True)  # noqa: E731
-    xt, Wxt, Wht = t(x), t(Wx), t(Wh)
-    h0t = t(np.zeros((*batch, H)) if h0 is None else h0)
-    bt = t(np.zeros(H) if b is None else b)
-    f = torch.tanh if nonlinearity == "tanh" else torch.relu
-    lens = np.full(B, T) if lengths is None else np.asarray(lengths).reshape(B)
-    xs, h0s = xt.reshape(T, B, D), h0t.reshape(B, H)
-    outs, lasts = [], []
-    for n in range(B):
-        h = h0s[n]
-        out = [torch.zeros(H, dtype=torch.float64)] * T
-        for s in range(lens[n] - 1, -1, -1) if reverse else range(lens[n]):
-            h = (1 - leak) * h + leak * f(Wxt @ xs[s, n] + Wht @ h + bt)
-            out[s] = h
-        outs.append(torch.stack(out) if T else torch.zeros((0, H), dtype=torch.float64))
-        lasts.append(h)
-    h_seq = torch.stack(outs, dim=1).reshape(T, *batch, H)
-    h_last = torch.stack(lasts).reshape(*batch, H)
-    loss = (torch.tensor(dh) * h_seq).sum()
-    if dh_n is not None:
-        loss = loss + (torch.tensor(dh_n) * h_last).sum()
-    loss.backward()
-    g = lambda a: a.grad.numpy()  # noqa: E731
-    return rnn_xp.RNNGrads(g(xt), g(h0t), g(Wxt), g(Wht), None if b is None else g(bt))
 
 
 def run_backward(backend, x, h0, Wx, Wh, b, dh, dh_n, *, batch_first=False, **opts):

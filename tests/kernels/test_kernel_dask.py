@@ -379,7 +379,7 @@ def test_backward_equals_numpy_per_chunk(dtype, rng, scheduler, opts):
     want = _backward_per_chunk(c, (3, 3, 3, 1), every=4)
     _check_backward(got, want, batch_first=batch_first)
     # and, to the dtype's rounding, the gradients of an independent float64 autograd loop
-    from test_backward import torch_grads
+    from support import torch_grads
 
     ref = torch_grads(c["x"], c["h0"], c["Wx"], c["Wh"], c["b"],
                       np.zeros(c["h_seq"].shape) if c["dh"] is None else c["dh"], c["dh_n"],
