@@ -204,7 +204,13 @@ def check_mask(xp, mask, batch, T, dev, *, lengths=None):
     if isinstance(mask, (list, tuple)):
         import numpy as np  # host data the caller wrote out: a NumPy array to check, then move
 
-        host = np.asarray(mask)
+        try:
+            host = np.asarray(mask)
+        except ValueError:  # rows of different lengths: NumPy's message names no argument
+            raise ValueError(
+                f"mask must be a rectangular nested list of bools of shape (*batch, T) = "
+                f"{shape_str(need)}; got rows of different lengths"
+            ) from None
         if host.dtype != np.bool_:
             raise TypeError(f"mask must hold booleans; got a list of {host.dtype}")
         mask = xp.asarray(host, device=dev)

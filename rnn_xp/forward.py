@@ -60,7 +60,7 @@ def rnn_step_forward(x, prev_h, Wx, Wh, b=None, *, nonlinearity="tanh", activati
         The activation ``f``: ``"tanh"`` (default), ``"relu"``, ``"sigmoid"``,
         ``"affine"``, ``"leaky_relu"``, ``"thresholded_relu"``,
         ``"scaled_tanh"``, ``"hard_sigmoid"``, ``"elu"``, ``"softsign"`` or
-        ``"softplus"`` (the ONNX ``RNN`` operator's list; see docs/activations.md).
+        ``"softplus"`` (the ONNX ``RNN`` operator's list; see :doc:`/activations`).
     activation_alpha, activation_beta : float, optional
         The activation's parameters, for those that take them; ONNX's
         defaults when omitted.
@@ -150,7 +150,7 @@ def rnn_forward(
         the ONNX ``RNN`` operator's activations (``"sigmoid"``, ``"affine"``,
         ``"leaky_relu"``, ``"thresholded_relu"``, ``"scaled_tanh"``,
         ``"hard_sigmoid"``, ``"elu"``, ``"softsign"``, ``"softplus"``; see
-        docs/activations.md).
+        :doc:`/activations`).
     batch_first : bool, optional
         Time is axis ``-2`` of ``x`` and of the result instead of axis 0.
     lengths : int array or list of int, optional
@@ -279,7 +279,7 @@ def lstm_forward(
         Without it ``P = H``.
     peepholes : array or None, optional
         ``(3H,)``: the peephole weights of the gates i, f and o, in that
-        order (ONNX's ``P`` holds them as i, o, f; see docs/lstm.md).
+        order (ONNX's ``P`` holds them as i, o, f; see :doc:`/lstm`).
     batch_first, lengths, reverse, return_sequences, mask, xp
         As for :func:`rnn_forward`.
     activations : sequence of 3 str, optional

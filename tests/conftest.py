@@ -57,7 +57,7 @@ def rng():
     return np.random.default_rng(12345)
 
 
-# Hypothesis profiles for tests/test_properties.py: a quick default, and a larger
+# Hypothesis profiles for tests/functions/test_properties.py: a quick default, and a larger
 # one selected with RNN_XP_HYPOTHESIS=ci-large.
 try:
     from hypothesis import HealthCheck
@@ -87,7 +87,8 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "long: long-sequence tests (seconds; deselect with -m 'not long')")
+    config.addinivalue_line("markers", "long: tests of seconds each (CI runs them; deselect with -m 'not long' "
+                                       "for a quick local run)")
     config.addinivalue_line(
         "markers",
         "wheel: builds the wheel and installs it in a fresh venv from the package index "

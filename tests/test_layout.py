@@ -257,9 +257,10 @@ def test_the_checks_see_a_circle_and_an_upward_import(tmp_path):
     assert upward(graph) == [("rnn_xp.kernels", "rnn_xp.forward")]
 
 
-def test_the_kernels_take_no_private_name_from_another_module():
-    """What kernels share lives in a module of its own under public names (``kernels._blocks``, ...)."""
-    assert private_uses(PACKAGE, prefix="rnn_xp.kernels") == []
+def test_no_module_takes_a_private_name_from_another():
+    """What modules share lives under public names in a module of its own (``kernels._blocks``,
+    ``cells._base``, ``_params``, ...): no module of the package takes another one's private name."""
+    assert private_uses(PACKAGE) == []
 
 
 def test_the_private_name_check_sees_each_kind_of_use(tmp_path):

@@ -213,7 +213,16 @@ class thread_settings:
         self.threads = threads
 
     def __enter__(self):
+        # The BLAS counts are saved first: torch's count is OpenMP's, which oneMKL
+        # reads as its own, so saving them after setting torch's would keep the
+        # bench's count as the one to put back.
         self._torch = self._limiter = None
+        try:
+            from threadpoolctl import threadpool_limits
+
+            self._limiter = threadpool_limits(limits=self.threads, user_api="blas")
+        except ImportError:
+            pass
         try:
             import torch
 
@@ -221,20 +230,14 @@ class thread_settings:
             torch.set_num_threads(self.threads)
         except ImportError:
             pass
-        try:
-            from threadpoolctl import threadpool_limits
-
-            self._limiter = threadpool_limits(limits=self.threads, user_api="blas")
-        except ImportError:
-            pass
         return self
 
     def __exit__(self, *exc):
-        if self._limiter is not None:
-            self._limiter.restore_original_limits()
-        if self._torch is not None:
+        if self._torch is not None:  # in the reverse order of __enter__
             torch, saved = self._torch
             torch.set_num_threads(saved)
+        if self._limiter is not None:
+            self._limiter.restore_original_limits()
         return False
 
 

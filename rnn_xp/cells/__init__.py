@@ -91,7 +91,7 @@ kernels and the public functions need no change to run it.
 
 from __future__ import annotations
 
-from ._base import ArrayOps, Sizes, split_gates
+from ._base import ArrayOps, Sizes, batch_sum, outer_sum, split_gates, zero_invalid
 from .elman import ElmanCell, ElmanWeights
 from .gru import GRUCell, GRUWeights
 from .lstm import LSTMCell, LSTMWeights
@@ -105,5 +105,8 @@ __all__ = [
     "LSTMCell",
     "LSTMWeights",
     "Sizes",
+    "batch_sum",
+    "outer_sum",
     "split_gates",
+    "zero_invalid",
 ]

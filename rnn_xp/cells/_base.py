@@ -11,6 +11,7 @@ from .._compat import device, is_jax_namespace
 
 __all__ = [
     "ArrayOps",
+    "activated",
     "GateActivation",
     "Sizes",
     "check_matrix",
@@ -190,3 +191,14 @@ class CellBase:
         for k, v in state.items():
             object.__setattr__(self, k, v)
         self.__post_init__()
+
+
+def activated(xp, act, z, clip):
+    """``(a(clip(z)), a'(clip(z)))``, the derivative zero where ``clip`` cut ``z``."""
+    zc = z if clip is None else xp.clip(z, min=-clip, max=clip)
+    out = act.f()(xp, zc)
+    from_out = act.derivative()
+    d = from_out(xp, out) if from_out is not None else act.derivative_at()(xp, zc)
+    if clip is not None:
+        d = xp.where((z >= -clip) & (z <= clip), d, xp.zeros_like(d))
+    return out, d

@@ -35,6 +35,7 @@ from .._checks import check_bool
 from ._base import (
     CellBase,
     Sizes,
+    activated,
     batch_sum,
     check_matrix,
     check_vector,
@@ -43,7 +44,6 @@ from ._base import (
     split_gates,
     zero_invalid,
 )
-from .lstm import _act
 
 __all__ = ["GRUCell", "GRUWeights"]
 
@@ -216,8 +216,8 @@ class GRUCell(CellBase):
             if b_hh is not None:
                 u = u + b_hh[:2 * H]
             u_r, u_z = split_gates(u, 2)
-        r, dr = _act(xp, fa, a_r + u_r, self.clip)
-        z, dz = _act(xp, fa, a_z + u_z, self.clip)
+        r, dr = activated(xp, fa, a_r + u_r, self.clip)
+        z, dz = activated(xp, fa, a_z + u_z, self.clip)
         if self.linear_before_reset:
             zn = a_n + r * u_n
         else:
@@ -225,7 +225,7 @@ class GRUCell(CellBase):
             zn = a_n + u_n @ fixed[1]
             if b_hh is not None:
                 zn = zn + b_hh[2 * H:]
-        n, dn = _act(xp, ga, zn, self.clip)
+        n, dn = activated(xp, ga, zn, self.clip)
         return r, z, n, dr, dz, dn, u_n
 
     def step_backward(self, xp, saved_t, prev_t, g_t, w, fixed):

@@ -38,6 +38,7 @@ from .._activations import check_clip
 from ._base import (
     CellBase,
     Sizes,
+    activated,
     batch_sum,
     check_matrix,
     check_vector,
@@ -218,14 +219,14 @@ class LSTMCell(CellBase):
             zf = zf + peep[1] * c_prev
             zo = zo + peep[2] * c
         fa, ga, ha = self._acts
-        i, di = _act(xp, fa, zi, self.clip)
+        i, di = activated(xp, fa, zi, self.clip)
         if self.input_forget:
             f, df = 1 - i, xp.zeros_like(i)
         else:
-            f, df = _act(xp, fa, zf, self.clip)
-        g, dg = _act(xp, ga, zg, self.clip)
-        o, do = _act(xp, fa, zo, self.clip)
-        hc, dhc = _act(xp, ha, c, None)
+            f, df = activated(xp, fa, zf, self.clip)
+        g, dg = activated(xp, ga, zg, self.clip)
+        o, do = activated(xp, fa, zo, self.clip)
+        hc, dhc = activated(xp, ha, c, None)
         return i, f, g, o, di, df, dg, do, hc, dhc, c
 
     def step_backward(self, xp, saved_t, prev_t, g_t, w, fixed):
@@ -303,14 +304,3 @@ def _bias(w):
     if w.b_ih is None:
         return w.b_hh
     return w.b_ih if w.b_hh is None else w.b_ih + w.b_hh
-
-
-def _act(xp, act, z, clip):
-    """``(a(clip(z)), a'(clip(z)))``, the derivative zero where ``clip`` cut ``z``."""
-    zc = z if clip is None else xp.clip(z, min=-clip, max=clip)
-    out = act.f()(xp, zc)
-    from_out = act.derivative()
-    d = from_out(xp, out) if from_out is not None else act.derivative_at()(xp, zc)
-    if clip is not None:
-        d = xp.where((z >= -clip) & (z <= clip), d, xp.zeros_like(d))
-    return out, d

@@ -87,7 +87,7 @@ class OnDask:
         self.xp, self.device, self._dtype, self._step = np_xp, "cpu", dtype, step
         self._name = scheduler or "threads"
         self._connect_timeout, self._workers_timeout = timeouts
-        self._client = self._cluster = None
+        self._client = self._cluster = self._environ = None
         self._steps = 0
 
     def __enter__(self):
@@ -102,6 +102,9 @@ class OnDask:
 
         try:
             if self._name == "local-cluster":
+                # distributed's nanny writes OMP/MKL/OPENBLAS_NUM_THREADS=1 into this
+                # process's environment to start its workers; __exit__ puts it back
+                self._environ = dict(os.environ)
                 self._cluster = LocalCluster(
                     n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
                     dashboard_address=None,
@@ -148,6 +151,9 @@ class OnDask:
         for resource in (self._client, self._cluster):
             if resource is not None:
                 resource.close()
+        if self._environ is not None:
+            _restore_environ(self._environ)
+            self._environ = None
         self._client = self._cluster = None
         return False
 
@@ -209,3 +215,12 @@ def _client(Client, address, timeout):
     finally:
         sys.unraisablehook = hook
     raise SchedulerUnavailable(message, f"--connect-timeout {timeout:g}")
+
+
+def _restore_environ(saved):
+    """``os.environ`` as ``saved``: the names added since removed, the values changed since put back."""
+    for name in set(os.environ) - set(saved):
+        del os.environ[name]
+    for name, value in saved.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value

@@ -21,7 +21,7 @@ read into ``bias_ih`` with ``bias_hh = 0`` and written back as
 format -> RNN`` gives a layer with the same outputs. The LSTM and GRU stack
 their gates in each format's own order (torch's i, f, g, o and r, z, n;
 Keras's i, f, c, o and z, r, h; ONNX's i, o, f, c and z, r, h; Flax's gates
-as separate kernels): docs/converters.md and docs/onnx.md have the tables,
+as separate kernels): :doc:`/converters` and :doc:`/onnx` have the tables,
 and every ``from_*`` returns an ``rnn_xp.LSTM`` or ``rnn_xp.GRU`` for them.
 
 The ``to_*`` functions return arrays of the layer's own library, device

@@ -37,6 +37,10 @@ module                what it holds
 ``cupy``              runs the CuPy path chosen here: fused loop or persistent kernel
 ``cupy_fused``        the in-place loop with one fused CUDA kernel per step
 ``cupy_persistent``   all steps in one cooperative CUDA launch (small batches)
+``cupy_cells``        any cell: products and one fused CUDA kernel per step,
+                      the kernel generated from the cell's step
+``_pointwise``        reads a cell's step off ``cell.step`` as products and
+                      elementwise expressions (for ``cupy_cells``)
 ``dask``              one task per batch chunk, each running the kernel this
                       table picks for the chunk's library (forward and backward)
 ``_blocks``           what the in-place loops share: blocks of time steps, the
@@ -80,6 +84,7 @@ from .._compat import (
     is_torch_namespace,
 )
 from . import _settings, _threads
+from ..cells import ElmanCell, ElmanWeights
 from .portable import backward_cell, backward_portable, scan_cell, scan_portable
 
 # The table (KERNELS, OTHERS) and the size rules' numbers (NUMBA_H_BELOW,
@@ -90,8 +95,11 @@ __all__ = [
     "backward",
     "backward_kernel",
     "backward_portable",
+    "cupy_cells_forward",
     "cupy_row_forward",
     "cupy_path",
+    "dask_cells_backward",
+    "dask_cells_forward",
     "dask_row_backward",
     "dask_row_forward",
     "forward_kernel",
@@ -220,12 +228,18 @@ KERNELS = (
     # (cupy_path). Other dtypes than float32 and float64 (float16), which the
     # CUDA kernels are not written for, run the portable loop; so does the
     # backward (no CUDA backward).
-    Route("cupy", is_cupy_namespace, ":cupy_row_forward", "portable:backward_portable"),
+    # Any other cell: cuBLAS products and one fused kernel per step, its CUDA
+    # generated from the cell's step (cupy_cells); the backward portable.
+    Route("cupy", is_cupy_namespace, ":cupy_row_forward", "portable:backward_portable",
+          cells_forward=":cupy_cells_forward"),
     # Dask: the portable loop on lazy arrays builds a graph that grows with T;
     # one task per batch chunk runs this table's kernel for the chunk's library
     # over the whole sequence, and for the backward a tree of tasks adds the
-    # chunks' weight gradients.
-    Route("dask", is_dask_namespace, ":dask_row_forward", ":dask_row_backward"),
+    # chunks' weight gradients. Every cell alike (the tasks call scan and
+    # backward for the chunk's library); Elman's options that its own kernels
+    # do not know (other activations, clip, mask) run in such tasks too.
+    Route("dask", is_dask_namespace, ":dask_row_forward", ":dask_row_backward", extended=True,
+          cells_forward=":dask_cells_forward", cells_backward=":dask_cells_backward"),
 )
 
 # array-api-strict and any other library: the portable loops, which take every option.
@@ -479,20 +493,78 @@ def cupy_row_forward(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, le
     return scan_cupy(xp, x, h0, Wx, Wh, b, path=path, note=note, insist=setting == "persistent", **options)
 
 
-def dask_row_forward(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences):
-    """The Dask row's forward: one task per batch chunk, running this table's forward for the chunk's library."""
+def cupy_cells_forward(xp, cell, x, state0, w, *, lengths, reverse, return_sequences, mask=None):
+    """The CuPy row's kernel for any cell: products and one fused kernel per step (``cupy_cells``).
+
+    float16, an empty run (no step, row or unit) and a step the fused loop
+    cannot read (``_pointwise.TraceError``) run the portable loop.
+    """
+    options = dict(lengths=lengths, reverse=reverse, return_sequences=return_sequences, mask=mask)
+    H = cell.check_weights(w).H
+    if x.dtype.name not in ("float32", "float64") or min(x.shape[0], math.prod(x.shape[1:-1]), H) == 0:
+        return scan_cell(xp, cell, x, state0, w, **options)
+    from ._pointwise import TraceError
+    from .cupy_cells import plan, scan_cells
+
+    try:
+        plan(cell, w, tuple(s.shape[-1] for s in state0), H)
+    except TraceError:
+        return scan_cell(xp, cell, x, state0, w, **options)
+    return scan_cells(cell, x, state0, w, **options)
+
+
+def dask_row_forward(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, return_sequences,
+                     activation_alpha=None, activation_beta=None, clip=None, mask=None):  # fmt: skip
+    """The Dask row's forward: one task per batch chunk, running this table's forward for the chunk's library.
+
+    With any of the options only the portable loop knows, the tasks run the
+    Elman cell through ``dask_cells_forward`` (``scan`` per chunk).
+    """
+    cell = ElmanCell(nonlinearity, activation_alpha, activation_beta, clip, leak)
+    if not cell.plain or mask is not None:
+        seqs, finals = dask_cells_forward(xp, cell, x, (h0,), ElmanWeights(Wx, Wh, b), lengths=lengths,
+                                          reverse=reverse, return_sequences=return_sequences, mask=mask)  # fmt: skip
+        return (None if seqs is None else seqs[0]), finals[0]
     from .dask import scan_dask
 
     return scan_dask(xp, x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lengths, reverse=reverse,
                      leak=leak, return_sequences=return_sequences, chunk_kernel=forward_kernel)  # fmt: skip
 
 
-def dask_row_backward(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak):
-    """The Dask row's backward: one task per batch chunk, running this table's backward for the chunk's library."""
+def dask_row_backward(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak,
+                      activation_alpha=None, activation_beta=None, clip=None, mask=None, b=None):  # fmt: skip
+    """The Dask row's backward: one task per batch chunk, running this table's backward for the chunk's library.
+
+    With the options only the portable loop knows, as ``dask_row_forward``
+    (``b``, the forward's bias, is then read; ``db`` is zeros without one,
+    as ``backward_portable`` gives).
+    """
+    cell = ElmanCell(nonlinearity, activation_alpha, activation_beta, clip, leak)
+    if not cell.plain or mask is not None:
+        dx, (dh0,), dw = dask_cells_backward(xp, cell, dh, x, (h0,), ElmanWeights(Wx, Wh, b), (h_seq,),
+                                             (dh_n,), lengths=lengths, reverse=reverse, mask=mask)  # fmt: skip
+        db = dw.b if dw.b is not None else xp.zeros((Wh.shape[0],), dtype=dw.Wh.dtype)
+        return dx, dh0, dw.Wx, dw.Wh, db
     from .dask import backward_dask
 
     return backward_dask(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, nonlinearity=nonlinearity, lengths=lengths,
                          reverse=reverse, leak=leak, chunk_kernel=backward_kernel)  # fmt: skip
+
+
+def dask_cells_forward(xp, cell, x, state0, w, *, lengths, reverse, return_sequences, mask=None):
+    """The Dask row's kernel for any cell: one task per batch chunk, each running ``scan`` for the chunk's library."""
+    from .dask import scan_cell_dask
+
+    return scan_cell_dask(xp, cell, x, state0, w, lengths=lengths, reverse=reverse,
+                          return_sequences=return_sequences, mask=mask, chunk_scan=scan)  # fmt: skip
+
+
+def dask_cells_backward(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, reverse, mask=None):
+    """The Dask row's backward for any cell: one task per batch chunk running ``backward``, the weights' shares added by a tree."""
+    from .dask import backward_cell_dask
+
+    return backward_cell_dask(xp, cell, d_out, x, state0, w, seqs, d_finals, lengths=lengths, reverse=reverse,
+                              mask=mask, chunk_backward=backward)  # fmt: skip
 
 
 def own_precision(xp, x):

@@ -367,3 +367,193 @@ def _single_chunk_along(name, a, axes):
         stacklevel=outside_stacklevel(),
     )
     return a.rechunk({ax: -1 for ax in split})
+
+
+# -- any cell ------------------------------------------------------------------
+
+
+def scan_cell_dask(xp, cell, x, state0, w, *, lengths, reverse, return_sequences, mask=None, chunk_scan):
+    """``portable.scan_cell`` for Dask: any cell, lazy results, one task per batch chunk.
+
+    ``x`` ``(T, *batch, D)``; ``state0`` a tuple of the state's parts
+    ``(*batch, S_k)``; ``w`` the cell's ``Weights``; ``lengths`` ``None`` or
+    ``(*batch,)`` integers; ``mask`` ``None`` or time-major ``(T, *batch)``
+    booleans. Any of them may be an in-memory array instead of a Dask array.
+    Each task runs ``chunk_scan`` (``kernels.scan``: the kernel the table
+    picks for the chunk's library and the cell) over its batch chunk and
+    the whole sequence. Returns ``(seqs, finals)`` as ``scan_cell`` does,
+    every array a Dask array chunked like ``x`` along the batch.
+    """
+    x = _single_chunk_along("x", _as_dask(x), {0: "time", x.ndim - 1: "features"})
+    k = x.ndim - 2  # number of batch axes
+    T, batch_chunks = x.shape[0], x.chunks[1:-1]
+    state0 = tuple(_state_like(x, f"{n}0", s) for n, s in zip(cell.state_names, state0))
+    lengths, mask = _lengths_like(x, lengths), _mask_like(x, mask)
+    w = type(w)(*(None if a is None else _as_dask(a, -1).rechunk(-1) for a in w))
+
+    bi = tuple(f"b{i}" for i in range(k))  # one blockwise index per batch axis
+    args = _cell_args(x, bi, lengths, mask, [(s, (*bi, f"s{j}")) for j, s in enumerate(state0)], w)
+    options = {"cell": cell, "parts": len(state0), "reverse": reverse,
+               "return_sequences": return_sequences, "chunk_scan": chunk_scan}  # fmt: skip
+    # One task per batch chunk returns (seqs, finals) (finals alone without sequences);
+    # getitem tasks expose each part as an array (dask fuses them on compute).
+    results = da.blockwise(
+        _cells_forward_chunk, bi, *args, token=TOKEN, dtype=x.dtype, concatenate=True,
+        meta=meta_from_array(x, ndim=k), **options,
+    )  # fmt: skip
+    sizes = [s.shape[-1] for s in state0]
+    path = (1,) if return_sequences else ()
+    finals = tuple(_part(results, bi, x, (*path, j), (), S) for j, S in enumerate(sizes))  # (*batch, S_j)
+    if not return_sequences:
+        return None, finals
+    seqs = tuple(_part(results, bi, x, (0, j), (("t", T),), S) for j, S in enumerate(sizes))  # (T, *batch, S_j)
+    return seqs, finals
+
+
+def _cells_forward_chunk(x, lengths, mask, *arrays, cell, parts, reverse, return_sequences, chunk_scan):
+    """One task: ``chunk_scan`` over one batch chunk (as ``_forward_chunk``, for any cell)."""
+    from . import mkl
+
+    xp = namespace_of(x)
+    T, batch = x.shape[0], tuple(x.shape[1:-1])
+    lengths = check_lengths(xp, lengths, batch, T, device(x))  # the values, now that they are known
+    state0, w = tuple(arrays[:parts]), cell.Weights(*arrays[parts:])
+    with mkl.one_thread():  # the tasks are the parallelism (see mkl.one_thread)
+        seqs, finals = chunk_scan(xp, cell, x, state0, w, lengths=lengths, reverse=reverse,
+                                  return_sequences=return_sequences, mask=mask)  # fmt: skip
+    return (seqs, finals) if return_sequences else finals
+
+
+def backward_cell_dask(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, reverse, mask=None,
+                       chunk_backward):  # fmt: skip
+    """``portable.backward_cell`` for Dask: any cell, lazy results, one task per batch chunk.
+
+    The arguments are ``backward_cell``'s (``d_out`` an array, ``None`` or a
+    tuple per part of the state; ``None`` entries for gradients that are
+    zero), any of them in memory or Dask arrays, aligned to the batch chunks
+    of the first Dask array among ``x``, ``seqs``, ``d_out``, ``state0`` and
+    ``d_finals``. Each task runs ``chunk_backward`` (``kernels.backward``)
+    over its batch chunk and returns its ``dx``, ``dstate0`` and share of
+    the weight gradients, which ``tree_sum`` adds in a fixed order (see the
+    module docstring). Returns ``(dx, dstate0, dw)`` as ``backward_cell``
+    does, with ``None`` in ``dw`` for each weight that is ``None``.
+    """
+    from .portable import per_part
+
+    k = x.ndim - 2  # number of batch axes
+    parts = len(state0)
+    d_seqs = per_part(d_out, parts)
+    T, D = x.shape[0], x.shape[-1]
+    batch_chunks = _first_batch_chunks([x, *seqs, *d_seqs], [*state0, *d_finals], x.shape[1:-1])
+    names = cell.state_names
+
+    def sequence(name, a):  # (T, *batch, F), one chunk along time and features
+        if a is None:
+            return None
+        a = _single_chunk_along(name, _as_dask(a, (-1, *batch_chunks, -1)), {0: "time", k + 1: "features"})
+        return a.rechunk((-1, *batch_chunks, -1))
+
+    x = sequence("x", x)
+    seqs = tuple(_chunks_like(x, sequence(f"{n}_seq", q)) for n, q in zip(names, seqs))
+    d_seqs = tuple(None if q is None else _chunks_like(x, sequence(f"d{n}", q)) for n, q in zip(names, d_seqs))
+    state0 = tuple(_state_like(x, f"{n}0", s) for n, s in zip(names, state0))
+    d_finals = tuple(None if q is None else _state_like(x, f"d{n}_n", q) for n, q in zip(names, d_finals))
+    lengths, mask = _lengths_like(x, lengths), _mask_like(x, mask)
+    w = type(w)(*(None if a is None else _as_dask(a, -1).rechunk(-1) for a in w))
+
+    bi = tuple(f"b{i}" for i in range(k))
+    per_batch = [(s, (*bi, f"s{j}")) for j, s in enumerate(state0)]
+    per_batch += [(q, ("t", *bi, f"s{j}")) for j, q in enumerate(seqs)]
+    per_batch += [(q, None if q is None else ("t", *bi, f"s{j}")) for j, q in enumerate(d_seqs)]
+    per_batch += [(q, None if q is None else (*bi, f"s{j}")) for j, q in enumerate(d_finals)]
+    args = _cell_args(x, bi, lengths, mask, per_batch, w)
+    # One task per batch chunk returns (dx, dstate0, grads): grads the gradients of the
+    # weights that are not None, in the order of the cell's Weights.
+    results = da.blockwise(
+        _cells_backward_chunk, bi, *args, token=BACKWARD_TOKEN, dtype=x.dtype, concatenate=True,
+        meta=meta_from_array(x, ndim=k), cell=cell, parts=parts, reverse=reverse,
+        chunk_backward=chunk_backward,
+    )  # fmt: skip
+    dx = _part(results, bi, x, (0,), (("t", T),), D)  # (T, *batch, D)
+    dstate0 = tuple(_part(results, bi, x, (1, j), (), s.shape[-1]) for j, s in enumerate(state0))
+    given = {f"d{name}": a.shape for name, a in zip(w._fields, w) if a is not None}
+    sums = iter(_sum_over_chunks(results, given, x))
+    dw = type(w)(*(None if a is None else next(sums) for a in w))
+    return dx, dstate0, dw
+
+
+def _cells_backward_chunk(x, lengths, mask, *arrays, cell, parts, reverse, chunk_backward):
+    """One task: ``chunk_backward`` over one batch chunk; ``(dx, dstate0, grads)`` (see ``backward_cell_dask``)."""
+    xp = namespace_of(x)
+    T, batch = x.shape[0], tuple(x.shape[1:-1])
+    lengths = check_lengths(xp, lengths, batch, T, device(x))  # the values, now that they are known
+    state0, seqs, d_seqs, d_finals = (tuple(arrays[i * parts:(i + 1) * parts]) for i in range(4))
+    w = cell.Weights(*arrays[4 * parts:])
+    dx, dstate0, dw = chunk_backward(xp, cell, d_seqs, x, state0, w, seqs, d_finals, lengths=lengths,
+                                     reverse=reverse, mask=mask)  # fmt: skip
+    return dx, tuple(dstate0), tuple(g for g, a in zip(dw, w) if a is not None)
+
+
+def _cell_args(x, bi, lengths, mask, per_batch, w):
+    """``blockwise``'s arguments of the cells' tasks: x, lengths, mask, the per-batch arrays, the weights."""
+    args = [
+        x, ("t", *bi, "d"),
+        lengths, None if lengths is None else bi,
+        mask, None if mask is None else ("t", *bi),
+    ]  # fmt: skip
+    for a, index in per_batch:
+        args += [a, index]
+    for j, a in enumerate(w):  # each weight one chunk, its own indices
+        args += [a, None if a is None else tuple(f"w{j}_{i}" for i in range(a.ndim))]
+    return args
+
+
+def _part(results, bi, x, path, leading, size):
+    """The array at ``path`` in every task's result: ``(*leading, *batch, size)``, chunked like ``x``."""
+    names = tuple(n for n, _ in leading)
+    steps = [a for i in path for a in (i, None)]  # each index a literal argument
+    return da.blockwise(
+        _pick, (*names, *bi, "f"), results, bi, *steps, new_axes={**dict(leading), "f": size},
+        dtype=x.dtype, meta=meta_from_array(x, ndim=len(names) + len(bi) + 1),
+    )  # fmt: skip
+
+
+def _pick(value, *path):
+    for i in path:
+        value = value[i]
+    return value
+
+
+def _state_like(x, name, s):
+    """A state part ``(*batch, S)`` as a Dask array with x's batch chunks and chunk library, one chunk along S."""
+    k = x.ndim - 2
+    batch_chunks = x.chunks[1:-1]
+    s = _single_chunk_along(name, _as_dask(s, (*batch_chunks, -1)), {k: "features"})
+    return _chunks_like(x, s.rechunk((*batch_chunks, -1)))
+
+
+def _lengths_like(x, lengths):
+    if lengths is None:
+        return None
+    batch_chunks = x.chunks[1:-1]
+    return _chunks_like(x, _as_dask(lengths, batch_chunks).rechunk(batch_chunks))  # (*batch,)
+
+
+def _mask_like(x, mask):
+    """The time-major mask ``(T, *batch)`` with x's batch chunks, one chunk along time."""
+    if mask is None:
+        return None
+    batch_chunks = x.chunks[1:-1]
+    mask = _single_chunk_along("mask", _as_dask(mask, (-1, *batch_chunks)), {0: "time"})
+    return _chunks_like(x, mask.rechunk((-1, *batch_chunks)))
+
+
+def _first_batch_chunks(sequences, states, batch):
+    """The batch chunks of the first Dask array among ``sequences`` ``(T, *batch, F)``, then ``states``."""
+    for a in sequences:
+        if isinstance(a, da.Array):
+            return a.chunks[1:-1]
+    for a in states:
+        if isinstance(a, da.Array):
+            return a.chunks[:-1]
+    return tuple((n,) for n in batch)  # only weights are Dask arrays: one chunk

@@ -12,8 +12,11 @@ layer       like                  its module
 ``GRU``     ``torch.nn.GRU``      ``rnn_xp.layer.gru`` (reset before or after the product)
 ==========  ====================  ============================================
 
-What they share (modes, moving, state dicts, the run over layers and
-directions, the backward through them) is in ``rnn_xp.layer.base``.
+What they share: ``rnn_xp.layer.base`` (the parameters, modes, the run over
+layers and directions and the backward through them), ``moving`` (``to``,
+state dicts, ``from_params``, pickling), ``pytree`` (the layers as JAX
+pytrees), ``options`` (the constructor's checks) and ``results``
+(``LayerCache``, ``LayerGrads``).
 """
 
 from __future__ import annotations

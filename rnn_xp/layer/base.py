@@ -15,25 +15,19 @@ its parameters' shapes (``shapes``), its cell for each direction
 ``_state_parts``, ``_state_sizes``), how the weight gradients map back to
 its parameters (``_param_grads``) and the shape of its results.
 
-Every layer is also a JAX pytree (``register_pytree``, done without
-importing JAX): its parameters are the leaves, everything else is static,
-so ``jax.grad(loss)(layer)`` is a layer of gradients. ``Recurrent.apply``
+Every layer is also a JAX pytree (``layer.pytree``), moves between
+libraries with torch's ``to`` (``layer.moving``), and hands back a
+``LayerCache`` and ``LayerGrads`` (``layer.results``); ``Recurrent.apply``
 runs a call with other parameters, as a pure function of them.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import numbers
-import sys
-import threading
-import warnings
 from typing import NamedTuple
 
 import numpy as np
 
-from .._activations import check_activation, check_nonlinearity
 from .._backends import dtype_name, library_name, move, resolve_dtype, resolve_namespace
 from .._checks import (
     cast,
@@ -55,12 +49,22 @@ from .._compat import (
     is_jax_namespace,
     is_numpy_namespace,
     namespace_of,
-    outside_stacklevel,
     refuse_masked,
 )
-from .._devices import dtype_arg, family, target, to_kind, where
+from .._devices import family, where
 from .._params import check_state_dict, direction_suffixes as suffixes, param_count
 from ..kernels import backward, scan
+from .moving import Moving
+from .options import (
+    check_activations,
+    check_dropout,
+    check_size,
+    collapse,
+    gate_options,
+    per_direction,
+)
+from .pytree import register_pytree, staged
+from .results import LayerCache, LayerGrads
 
 __all__ = [
     "LayerCache",
@@ -77,81 +81,6 @@ __all__ = [
 ]
 
 
-class LayerGrads(NamedTuple):
-    """Gradients of a loss with respect to the inputs and parameters of an :class:`RNN`.
-
-    Attributes
-    ----------
-    dx : array
-        Gradient of ``x``, in the layout of ``x`` (``(T, B, D)``, ``(B, T, D)``
-        with ``batch_first``, or unbatched ``(T, D)``).
-    dh0 : array
-        Gradient of ``h0``, ``(num_layers * dirs, B, H)`` (``(num_layers * dirs, H)``
-        unbatched); returned also when ``h0`` was ``None``.
-    params : dict
-        Parameter name (torch's: ``weight_ih_l0``, ``bias_hh_l1_reverse``, ...)
-        to its gradient, the parameter's shape, in torch's order (the keys of
-        ``rnn.params``). ``bias_ih`` and ``bias_hh`` of a layer and direction
-        get equal gradients (separate arrays), as both enter the sum
-        ``x @ W_ih.T + b_ih + h @ W_hh.T + b_hh`` the same way.
-    """
-
-    dx: object
-    dh0: object
-    params: dict
-
-
-class LayerCache(NamedTuple):
-    """What :meth:`RNN.backward` needs from one :meth:`RNN.forward` call.
-
-    Made by ``rnn.forward(..., return_cache=True)``; treat it as opaque.
-    It holds references to the forward's arrays (nothing is copied):
-
-    Attributes
-    ----------
-    inputs : list of arrays
-        The time-major input ``(T, *batch, D_k)`` of every layer ``k``.
-    h0 : list
-        The initial state ``(*batch, H)`` of every layer and direction, in
-        ``h0``'s order, or ``None`` entries when ``h0`` was omitted.
-    h_seqs : list of arrays
-        The time-major states ``(T, *batch, H)`` of every layer and direction.
-    weights : list of tuples
-        ``(Wx, Wh, b)`` of every layer and direction as used by the forward
-        (``b`` the two biases folded, or ``None``).
-    lengths : array or None
-        The validated lengths ``(*batch,)``.
-    batch_first : bool
-        Whether ``x`` and ``output`` were ``(B, T, ...)``.
-    masks : list
-        The dropout mask ``(T, *batch, dirs * H)`` applied to the input of
-        every layer ``k`` (``0`` or ``1 / (1 - dropout)`` per entry), or
-        ``None`` where no dropout was applied (layer 0, eval mode,
-        ``dropout=0``). ``inputs[k]`` is the input after its mask.
-    step_mask : array or None
-        The validated Keras-style mask of ``forward(mask=...)`` (the steps
-        each sequence takes), time-major ``(T, *batch)``, or ``None``.
-    states : list of tuples
-        The initial state of every layer and direction, each part
-        ``(*batch, S_k)`` (``(h0,)``, or ``(h0, c0)`` for an LSTM; zeros where
-        none was given).
-    seqs : list of tuples
-        The time-major states ``(T, *batch, S_k)`` of every part, every layer
-        and direction (``h_seqs`` holds the first part).
-    """
-
-    inputs: list
-    h0: list
-    h_seqs: list
-    weights: list
-    lengths: object
-    batch_first: bool
-    masks: list = None
-    step_mask: object = None
-    states: list = None
-    seqs: list = None
-
-
 class _Call(NamedTuple):
     """A forward call of a layer, checked once (``Recurrent._check_call``)."""
 
@@ -166,7 +95,7 @@ class _Call(NamedTuple):
 
 
 
-class Recurrent:
+class Recurrent(Moving):
     """The base of ``RNN``, ``LSTM`` and ``GRU`` (see the module docstring); not made directly."""
 
     _state_labels = ("h0",)
@@ -217,50 +146,6 @@ class Recurrent:
         self.training = True
         self.generator = rng  # after the weights, the same stream draws the dropout masks
         register_pytree(type(self))
-
-    @classmethod
-    def from_params(cls, params, *args, names=None, **kwargs):
-        """A layer made as ``cls(*args, **kwargs)`` that holds ``params`` instead of drawn weights.
-
-        The same layer as ``cls(*args, **kwargs).load_state_dict(params)``
-        (its ``generator`` too, when ``seed`` is given), without drawing the
-        initial weights first: the configuration and every key and shape of
-        ``params`` are checked before anything is allocated, and only the
-        given arrays are copied. The converters build their layers this way.
-
-        Parameters
-        ----------
-        params : mapping
-            torch's names to arrays of any library, as in :meth:`load_state_dict`.
-        *args, **kwargs
-            The configuration, as the layer's constructor takes it.
-        names : mapping, optional
-            What error messages call each array (a converter's own names,
-            such as ``"kernel"``); default ``state_dict['weight_ih_l0']``, ...
-
-        Returns
-        -------
-        layer
-            Of the class it is called on.
-
-        Raises
-        ------
-        ValueError, TypeError
-            As the constructor and :meth:`load_state_dict` raise them.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from rnn_xp import RNN
-        >>> params = RNN(3, 4, seed=1).state_dict()
-        >>> rnn = RNN.from_params(params, 3, 4, dtype="float64")
-        >>> rnn.dtype, bool(np.array_equal(rnn.weight_hh_l0, params["weight_hh_l0"]))
-        (dtype('float64'), True)
-        """
-        layer = cls.__new__(cls)
-        layer._given_params = (params, names)  # read (and removed) by __init__
-        layer.__init__(*args, **kwargs)
-        return layer
 
     @property
     def num_directions(self):
@@ -392,7 +277,7 @@ class Recurrent:
         The layer lends its configuration and mode: in training mode with
         ``dropout > 0`` the masks are drawn from :attr:`generator` as a call
         draws them (the generator advances, and inside ``jax.jit`` that is a
-        ``ValueError``, see docs/frameworks.md); in eval mode or with
+        ``ValueError``, see :doc:`/frameworks`); in eval mode or with
         ``dropout=0`` nothing else of the layer is read.
 
         Examples
@@ -441,20 +326,6 @@ class Recurrent:
         library = getattr(self.xp, "__name__", repr(self.xp)).replace("array_api_compat.", "")
         dtype = dtype_name(self.xp, self.dtype)
         return f"{type(self).__name__}({', '.join(options)}; {library}, {dtype}, device={self.device})"
-
-    # -- pickling: the library travels by name ----------------------------------
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["xp"] = family(self.xp) or library_name(self.xp)
-        del state["device"], state["dtype"]  # read off the parameters again
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self.xp, _ = resolve_namespace(state["xp"], None)
-        self.device, self.dtype = where(self.params)
-        register_pytree(type(self))
 
     # -- the machinery every recurrent layer shares ------------------------------
 
@@ -578,7 +449,7 @@ class Recurrent:
         gives the same mask on every backend and in every dtype.
         """
         xp = namespace_of(like)
-        if is_jax_namespace(xp) and _staged(xp):
+        if is_jax_namespace(xp) and staged(xp):
             raise ValueError(
                 f"dropout={self.dropout} in training mode draws its masks from layer.generator (NumPy) "
                 "each time the layer runs; inside jax.jit (or jax.checkpoint, lax.scan) it would draw "
@@ -675,337 +546,5 @@ class Recurrent:
         return self._grads_result(dx, dstates, params)
 
 
-    def to(self, *args, xp=None, device=None, dtype=None):
-        """Move the parameters to another library, device or dtype; return ``self``.
-
-        Called as ``torch.nn.Module.to`` is: ``rnn.to("cuda")``,
-        ``rnn.to(torch.device("cpu"))``, ``rnn.to(torch.float64)``,
-        ``rnn.to("cpu", "float64")``, or with keywords. Each positional
-        argument is read as a library, a device or a dtype by what it is.
-
-        Parameters
-        ----------
-        *args : library, device or dtype
-            A library: a module (``numpy``, ``torch``, ``jax.numpy``, ...) or a
-            name (``"numpy"``, ``"torch"``, ``"jax"``, ``"cupy"``,
-            ``"array_api_strict"``, ``"dask"``). A device: a string
-            (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"gpu"``) or a device object.
-            A dtype: a name (``"float64"``) or a dtype of any library
-            (``torch.float64``, ``jnp.float32``, ``np.float64``).
-        xp : namespace, module or str, optional
-            The library; the current one when omitted, except that a device
-            object of another library (``torch.device("cpu")`` on a NumPy
-            layer) moves the layer to that library.
-        device : str or device, optional
-            The device. A string is read in the target library: ``"cpu"``
-            and ``"cuda:N"`` for torch, ``"cpu"`` and ``"gpu"`` (or
-            ``"cuda"``) for JAX. NumPy, array-api-strict and Dask have only
-            the CPU: ``"cuda"`` moves such a layer to CuPy, NumPy's
-            interface on the GPU (and ``"cpu"`` a CuPy layer back to NumPy).
-            When omitted: the current device (same library) or the
-            library's default.
-        dtype : str or dtype, optional
-            The target dtype; the current one when omitted. A dtype changes
-            the dtype only, never the library: ``rnn.to(torch.float64)``
-            keeps a NumPy layer in NumPy.
-
-        Returns
-        -------
-        RNN
-            This layer, changed in place (like ``torch.nn.Module.to``).
-
-        Raises
-        ------
-        TypeError
-            An argument is none of a library, a device or a dtype, or two
-            arguments give the same thing.
-        ValueError
-            A string names no library, device or dtype that rnn_xp knows.
-        rnn_xp._backends.BackendUnavailable
-            The library is not installed or has no such device (``"cuda"``
-            without a CUDA device).
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from rnn_xp import RNN
-        >>> rnn = RNN(2, 3, seed=0).to(np.float64)
-        >>> rnn.weight_hh_l0.dtype
-        dtype('float64')
-        >>> rnn.to("cpu", "float32").device, rnn.dtype
-        ('cpu', dtype('float32'))
-        """
-        given = {"xp": xp, "device": device, "dtype": dtype}
-        for arg in args:
-            kind = to_kind(arg)
-            if given[kind] is not None:
-                raise TypeError(f"rnn.to got two {kind} arguments: {given[kind]!r} and {arg!r}")
-            given[kind] = arg
-        xp, dev = target(self.xp, self.device, given["xp"], given["device"])
-        dtype = given["dtype"]
-        dtype = dtype_name(self.xp, self.dtype) if dtype is None else dtype_arg(dtype)
-        dtype = resolve_dtype(xp, dtype)
-        self.params = {name: move(p, xp, dev, dtype, name=name) for name, p in self.params.items()}
-        self.xp = xp
-        self.device, self.dtype = where(self.params)
-        register_pytree(type(self))
-        return self
-
-    def state_dict(self, *, xp=None, device=None):
-        """The parameters under torch's names, in torch's order (a new dict).
-
-        Parameters
-        ----------
-        xp : namespace, module or str, optional
-            Return copies as arrays of this library, in the layer's dtype:
-            ``xp="torch"`` gives tensors that ``torch.nn.RNN.load_state_dict``
-            takes (:func:`rnn_xp.convert.torch_state_dict` does the same).
-            Default: the layer's own arrays (not copies).
-        device : str or device, optional
-            The device of the copies, read as in :meth:`to`.
-
-        Returns
-        -------
-        dict
-            ``{name: array}``.
-
-        Examples
-        --------
-        >>> import torch
-        >>> from rnn_xp import RNN
-        >>> rnn = RNN(3, 4, num_layers=2, seed=0)
-        >>> module = torch.nn.RNN(3, 4, num_layers=2)
-        >>> module.load_state_dict(rnn.state_dict(xp="torch"))
-        <All keys matched successfully>
-        """
-        if xp is None and device is None:
-            return dict(self.params)
-        xp, dev = target(self.xp, self.device, xp, device)
-        dtype = resolve_dtype(xp, dtype_name(self.xp, self.dtype))
-        return {name: move(p, xp, dev, dtype) for name, p in self.params.items()}
-
-    def load_state_dict(self, state_dict):
-        """Replace every parameter from a mapping with torch's names; return ``self``.
-
-        The values may be arrays of any library (torch tensors included); they
-        are copied into the layer's library, device and dtype.
-
-        Raises
-        ------
-        ValueError
-            Keys are missing or unexpected, or a value has the wrong shape; the
-            message lists all of them.
-        TypeError
-            ``state_dict`` is not a mapping, or a value is not a real floating array.
-        """
-        self._load(state_dict)
-        return self
-
-    def _load(self, state_dict, names=None):
-        """``load_state_dict``; ``names`` maps parameter names to what messages call the arrays."""
-        shapes = self.param_shapes()
-        check_state_dict(state_dict, shapes, repr(self))
-        names = {} if names is None else names
-        self.params = {
-            name: move(state_dict[name], self.xp, self.device, self.dtype,
-                       name=names.get(name, f"state_dict[{name!r}]"))
-            for name in shapes
-        }
 
 
-# -- helpers ---------------------------------------------------------------------
-
-
-def per_direction(name, value, dirs):
-    """``value`` once per direction: a tuple of ``dirs`` entries, or one value repeated."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != dirs:
-            raise ValueError(
-                f"{name} must be one value or one per direction ({dirs}); got {len(value)}: "
-                f"{list(value)!r}"
-            )
-        return tuple(value)
-    return (value,) * dirs
-
-
-def collapse(values):
-    """One value when every direction has the same, else the tuple."""
-    return values[0] if len(set(values)) == 1 else tuple(values)
-
-
-def check_activations(nonlinearity, alpha, beta, dirs):
-    """``(nonlinearity, alpha, beta, activations)``: the attributes, and ``(name, alpha, beta)`` per direction."""
-    names = per_direction("nonlinearity", nonlinearity, dirs)
-    alphas = per_direction("activation_alpha", alpha, dirs)
-    betas = per_direction("activation_beta", beta, dirs)
-    for n in names:
-        check_nonlinearity(n)
-    activations = tuple(check_activation(n, a, b) for n, a, b in zip(names, alphas, betas))
-    given = lambda vs: tuple(None if v is None else float(v) for v in vs)  # noqa: E731
-    return collapse(names), collapse(given(alphas)), collapse(given(betas)), activations
-
-
-def gate_options(activations, alpha, beta, dirs, n):
-    """Per direction, the ``activations``, ``activation_alpha``, ``activation_beta`` of a gated cell.
-
-    Each is ``None`` (the cell's defaults), one sequence of ``n`` entries
-    (every direction), or ``dirs`` such sequences (ONNX's bidirectional
-    nodes list ``2 * n`` activations: the forward direction's, then the
-    reverse one's). Returns three tuples of ``dirs`` entries.
-    """
-    def split(name, value):
-        if value is None:
-            return (None,) * dirs
-        if isinstance(value, str) or not isinstance(value, (list, tuple)):
-            raise TypeError(f"{name} must be a sequence of {n} entries (or one per direction); got {value!r}")
-        value = tuple(value)
-        if len(value) == n * dirs and dirs > 1:  # flat, as ONNX lists them
-            return tuple(value[d * n:(d + 1) * n] for d in range(dirs))
-        if len(value) == dirs and dirs > 1 and all(isinstance(v, (list, tuple)) for v in value):
-            return tuple(tuple(v) for v in value)
-        return (value,) * dirs  # the cell checks its length
-    return split("activations", activations), split("activation_alpha", alpha), split("activation_beta", beta)
-
-
-def check_size(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive int; got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value}")
-    return int(value)
-
-
-def check_dropout(dropout, num_layers):
-    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
-        raise TypeError(f"dropout must be a number in [0, 1]; got {type(dropout).__name__}")
-    dropout = float(dropout)
-    if not 0.0 <= dropout <= 1.0:
-        raise ValueError(f"dropout must be a probability in [0, 1]; got {dropout}")
-    if dropout > 0 and num_layers == 1:
-        warnings.warn(
-            "dropout applies between stacked layers, so it has no effect with "
-            f"num_layers=1 (got dropout={dropout}, num_layers=1)",
-            UserWarning,
-            stacklevel=outside_stacklevel(),  # the caller of the layer's constructor
-        )
-    return dropout
-
-
-# -- the layers as JAX pytrees ----------------------------------------------------------
-
-
-_PYTREES = set()  # the layer classes registered with JAX
-_PYTREES_LOCK = threading.Lock()
-
-
-def register_pytree(cls):
-    """Make layer class ``cls`` a JAX pytree, once, when JAX is imported (else nothing).
-
-    The leaves are the parameters in torch's order (``layer.params``'s);
-    everything else (the configuration, ``xp``, ``device``, ``dtype``, the
-    mode ``training`` and ``generator``) is static, compared for equality
-    (the generator by identity). So ``jax.grad(loss)(layer)`` returns a
-    layer of gradients, and ``jax.jit``/``jax.vmap``/``jax.tree.map`` take
-    layers. Called when a layer is made, moved or unpickled: JAX is never
-    imported here (``import rnn_xp`` imports no backend), and a class is
-    registered as soon as any of its layers is made or moved with JAX
-    loaded.
-    """
-    if cls in _PYTREES or "jax" not in sys.modules:
-        return
-    with _PYTREES_LOCK:
-        if cls in _PYTREES:
-            return
-        from jax import tree_util
-
-        unflatten = functools.partial(_unflatten, cls)
-        tree_util.register_pytree_with_keys(cls, _flatten_with_keys, unflatten, flatten_func=_flatten)
-        _PYTREES.add(cls)
-
-
-class _Static:
-    """What a layer's pytree keeps besides its leaves: the parameters' names and every other attribute.
-
-    Equal when the class, the names and every attribute are equal (the
-    generator, and anything unhashable, by identity), so that ``jax.jit``
-    reuses a compiled program for a layer of the same configuration and
-    mode, and ``jax.tree.map`` combines a layer with its gradients. Two
-    layers made apart differ in their generators (a layer's state, never
-    silently swapped for another's): ``jax.tree.map`` combines them once
-    they share one.
-    """
-
-    __slots__ = ("names", "state", "_key")
-
-    def __init__(self, cls, names, state):
-        self.names = names
-        self.state = {k: v for k, v in state.items() if k != "params"}
-        self._key = (cls, names, tuple(sorted((k, _frozen(v)) for k, v in self.state.items())))
-
-    def __eq__(self, other):
-        return isinstance(other, _Static) and self._key == other._key
-
-    def __hash__(self):
-        return hash(self._key)
-
-    def __repr__(self):
-        state = self.state
-        return (f"static(params {', '.join(self.names)}; training={state.get('training')}, "
-                f"generator at {id(state.get('generator')):#x})")
-
-
-class _Identity:
-    """A value compared by identity (a generator, an unhashable attribute)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value):
-        self.value = value
-
-    def __eq__(self, other):
-        return isinstance(other, _Identity) and other.value is self.value
-
-    def __hash__(self):
-        return id(self.value)
-
-
-def _frozen(value):
-    if isinstance(value, (list, tuple)):
-        return tuple(_frozen(v) for v in value)
-    if isinstance(value, np.random.Generator):
-        return _Identity(value)
-    try:
-        hash(value)
-    except TypeError:
-        return _Identity(value)
-    return value
-
-
-def _flatten(layer):
-    names = tuple(layer.params)
-    return tuple(layer.params[n] for n in names), _Static(type(layer), names, layer.__dict__)
-
-
-def _flatten_with_keys(layer):
-    from jax.tree_util import GetAttrKey
-
-    leaves, static = _flatten(layer)
-    return tuple((GetAttrKey(n), leaf) for n, leaf in zip(static.names, leaves)), static
-
-
-def _unflatten(cls, static, leaves):
-    layer = object.__new__(cls)
-    layer.__dict__.update(static.state)  # a copy: the layer's own attributes
-    layer.params = dict(zip(static.names, leaves))
-    return layer
-
-
-def _staged(xp):
-    """True inside a JAX trace that stages operations out (``jax.jit``, ``jax.checkpoint``, ``lax.scan``).
-
-    There even an array made from constants is a tracer; under ``jax.grad``
-    or ``jax.vmap`` alone it is concrete.
-    """
-    import jax
-
-    return isinstance(xp.zeros(()), jax.core.Tracer)

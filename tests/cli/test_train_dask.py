@@ -96,13 +96,18 @@ def test_one_compute_per_step(monkeypatch):
 
 
 @pytest.mark.long  # two worker processes start
-def test_cli_local_cluster(capsys):
+def test_cli_local_cluster(capsys, monkeypatch):
     pytest.importorskip("dask.distributed")
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    before = dict(os.environ)
     assert main(["train", "--backend", "dask", "--scheduler", "local-cluster", "--steps", "4",
                  "--seq-len", "6", "--hidden", "4", "--log-every", "2", "--plot", "none"]) == 0
     out = capsys.readouterr().out
     assert "Dask scheduler local-cluster, 2 worker threads, one task per batch chunk" in out
     assert "step      4/4" in out and "final loss" in out
+    # the cluster's workers run on one BLAS thread each; the caller's environment is left as it was
+    assert dict(os.environ) == before
 
 
 def test_cluster_address_gives_the_threaded_numbers():

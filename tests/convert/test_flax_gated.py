@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from rnn_xp import GRU, LSTM, convert
+from support import jax_float64
 
 jax = pytest.importorskip("jax")
 flax = pytest.importorskip("flax")
@@ -120,7 +121,7 @@ def test_a_bidirectional_lstm_into_nnx_cells_in_float64(rng):
     x = rng.standard_normal((B, T, D))
     lengths = np.array([6, 2, 4])
     out, (h_n, c_n) = lstm(x, lengths=lengths)
-    with _x64():
+    with jax_float64():
         cells = []
         for reverse in (False, True):
             cell = nnx_cell("LSTMCell", rng, dtype=jnp.float64, activation_fn=jax.nn.relu)
@@ -136,17 +137,6 @@ def test_a_bidirectional_lstm_into_nnx_cells_in_float64(rng):
     for d, (c, h) in enumerate((forward, backward)):  # the carries at each sequence's end
         np.testing.assert_allclose(np.asarray(h), h_n[d], rtol=1e-12, atol=1e-13)
         np.testing.assert_allclose(np.asarray(c), c_n[d], rtol=1e-12, atol=1e-13)
-
-
-class _x64:
-    """float64 in JAX for one block, restored after it."""
-
-    def __enter__(self):
-        self._was = jax.config.jax_enable_x64
-        jax.config.update("jax_enable_x64", True)
-
-    def __exit__(self, *exc):
-        jax.config.update("jax_enable_x64", self._was)
 
 
 def test_parameters_alone_name_their_cell(rng):

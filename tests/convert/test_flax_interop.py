@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support import to_numpy
+from support import jax_float64, to_numpy
 
 from rnn_xp import RNN, convert
 
@@ -92,7 +92,7 @@ def test_layer_weights_into_an_nnx_cell(rng):
               seed=5)
     x = rng.standard_normal((B, T, D))
     out, _ = rnn(x)
-    with _x64():
+    with jax_float64():
         for reverse, half in ((False, slice(0, H)), (True, slice(H, 2 * H))):
             cell = nnx_cell(jax.nn.relu, False, 0, rng, param_dtype=jnp.float64,
                             dtype=jnp.float64)
@@ -103,17 +103,6 @@ def test_layer_weights_into_an_nnx_cell(rng):
             flax_out = nnx.RNN(cell, reverse=reverse, keep_order=True)(jnp.asarray(x))
             np.testing.assert_allclose(np.asarray(flax_out), out[..., half], rtol=1e-12,
                                        atol=1e-13)
-
-
-class _x64:
-    """float64 in JAX for one block, restored after it."""
-
-    def __enter__(self):
-        self._was = jax.config.jax_enable_x64
-        jax.config.update("jax_enable_x64", True)
-
-    def __exit__(self, *exc):
-        jax.config.update("jax_enable_x64", self._was)
 
 
 def test_flax_refusals(rng):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support import assert_close, make_backend, to_numpy
+from support import assert_close, keras_numpy, make_backend, randomize_keras, to_numpy
 
 from rnn_xp import GRU, LSTM, RNN, convert
 
@@ -32,10 +32,6 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 
-def np_(keras, a):
-    return keras.ops.convert_to_numpy(a)
-
-
 def make(keras, kind, rng, *, dtype="float32", built=True, **options):
     """A built Keras layer of ``kind`` with random weights (all returned: sequences and states)."""
     name, defaults = KINDS[kind]
@@ -43,12 +39,8 @@ def make(keras, kind, rng, *, dtype="float32", built=True, **options):
                                         **{**defaults, **options})
     if built:
         layer.build((None, None, D))
-        randomize(layer, rng)
+        randomize_keras(layer, rng)
     return layer
-
-
-def randomize(layer, rng):
-    layer.set_weights([rng.uniform(-0.6, 0.6, w.shape).astype(w.dtype) for w in layer.get_weights()])
 
 
 def states_of(rnn, finals):
@@ -76,9 +68,9 @@ def test_layers_match_keras_with_go_backwards_masks_and_initial_states(keras, rn
             out, finals = rnn(x, hx if kind == "lstm" else hx[0], mask=mask)
             if go_backwards:  # Keras returns the outputs in the order it ran
                 out = out[:, ::-1]
-            np.testing.assert_allclose(out, np_(keras, seq), **TOL, err_msg=f"{go_backwards} {mask}")
+            np.testing.assert_allclose(out, keras_numpy(keras, seq), **TOL, err_msg=f"{go_backwards} {mask}")
             for got, want in zip(states_of(rnn, finals), states):
-                np.testing.assert_allclose(got[0], np_(keras, want), **TOL)
+                np.testing.assert_allclose(got[0], keras_numpy(keras, want), **TOL)
         # rnn_xp -> Keras: the very same arrays, and the arguments of the layer
         for got, want in zip(convert.to_keras(rnn), layer.get_weights(), strict=True):
             np.testing.assert_array_equal(got, want)
@@ -94,9 +86,9 @@ def test_float64_layers_match_keras_to_float64_precision(keras, rng, kind):
     rnn = convert.from_keras(layer)
     assert rnn.dtype == np.float64
     out, finals = rnn(x)
-    np.testing.assert_allclose(out[:, ::-1], np_(keras, seq), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(out[:, ::-1], keras_numpy(keras, seq), rtol=1e-12, atol=1e-14)
     for got, want in zip(states_of(rnn, finals), states):
-        np.testing.assert_allclose(got[0], np_(keras, want), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(got[0], keras_numpy(keras, want), rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -107,7 +99,7 @@ def test_every_keras_activation_for_gates_and_candidates(keras, rng, kind):
         layer = make(keras, kind, rng, activation=activation, recurrent_activation=recurrent)
         rnn = convert.from_keras(layer)
         seq = layer(x, mask=MASK)[0]
-        np.testing.assert_allclose(rnn(x, mask=MASK)[0], np_(keras, seq), **TOL,
+        np.testing.assert_allclose(rnn(x, mask=MASK)[0], keras_numpy(keras, seq), **TOL,
                                    err_msg=f"{activation}, {recurrent}")
         config = convert.keras_config(rnn)
         assert (config["activation"], config["recurrent_activation"]) == (activation, recurrent)
@@ -116,7 +108,7 @@ def test_every_keras_activation_for_gates_and_candidates(keras, rng, kind):
 def test_hard_sigmoid_is_keras_3s(keras):
     """Keras 3's hard_sigmoid is relu6(x + 3) / 6 (alpha 1/6), not ONNX's default alpha 0.2."""
     z = np.linspace(-4.0, 4.0, 17)
-    want = np_(keras, keras.activations.hard_sigmoid(keras.ops.convert_to_tensor(z)))
+    want = keras_numpy(keras, keras.activations.hard_sigmoid(keras.ops.convert_to_tensor(z)))
     np.testing.assert_allclose(np.clip(z / 6 + 0.5, 0, 1), want, rtol=1e-7)
     weights = [np.ones((D, 4 * H)), np.ones((H, 4 * H))]
     lstm = convert.from_keras(weights, recurrent_activation="hard_sigmoid")
@@ -130,7 +122,7 @@ def test_bidirectional_every_merge_mode_both_ways(keras, rng, kind, merge_mode):
     inner = make(keras, kind, rng, built=False, activation="softsign")
     wrapper = keras.layers.Bidirectional(inner, merge_mode=merge_mode)
     wrapper.build((None, None, D))
-    randomize(wrapper, rng)
+    randomize_keras(wrapper, rng)
     rnn = convert.from_keras(wrapper)
     assert rnn.bidirectional and not rnn.reverse
     for mask in (None, MASK):
@@ -140,10 +132,10 @@ def test_bidirectional_every_merge_mode_both_ways(keras, rng, kind, merge_mode):
         out, finals = rnn(x, mask=mask)
         merged = convert.keras_merge(out, merge_mode, mask=mask)
         for got, want in zip(merged if merge_mode is None else (merged,), outputs, strict=True):
-            np.testing.assert_allclose(got, np_(keras, want), **TOL)
+            np.testing.assert_allclose(got, keras_numpy(keras, want), **TOL)
         per_direction = [s[d] for d in range(2) for s in states_of(rnn, finals)]  # Keras: fwd, then bwd
         for got, want in zip(per_direction, states, strict=True):
-            np.testing.assert_allclose(got, np_(keras, want), **TOL)
+            np.testing.assert_allclose(got, keras_numpy(keras, want), **TOL)
     for got, want in zip(convert.to_keras_bidirectional(rnn), wrapper.get_weights(), strict=True):
         np.testing.assert_array_equal(got, want)
     # rnn_xp -> Keras: a bidirectional layer of its own, rebuilt in Keras
@@ -160,7 +152,7 @@ def test_bidirectional_every_merge_mode_both_ways(keras, rng, kind, merge_mode):
     want = built(x, mask=MASK)
     got = convert.keras_merge(layer(x, mask=MASK)[0], merge_mode, mask=MASK)
     for g, w in zip(got if merge_mode is None else (got,), want if merge_mode is None else (want,)):
-        np.testing.assert_allclose(g, np_(keras, w), **TOL)
+        np.testing.assert_allclose(g, keras_numpy(keras, w), **TOL)
 
 
 def test_bidirectional_with_different_activations_per_direction(keras, rng):
@@ -169,12 +161,12 @@ def test_bidirectional_with_different_activations_per_direction(keras, rng):
     backward = keras.layers.LSTM(H, activation="relu", go_backwards=True, return_sequences=True)
     wrapper = keras.layers.Bidirectional(forward, backward_layer=backward)
     wrapper.build((None, None, D))
-    randomize(wrapper, rng)
+    randomize_keras(wrapper, rng)
     lstm = convert.from_keras(wrapper)
     assert lstm.activations == (("hard_sigmoid", "elu", "elu"), ("sigmoid", "relu", "relu"))
     x = rng.standard_normal((B, T, D)).astype(np.float32)
     np.testing.assert_allclose(convert.keras_merge(lstm(x, mask=MASK)[0], mask=MASK),
-                               np_(keras, wrapper(x, mask=MASK)), **TOL)
+                               keras_numpy(keras, wrapper(x, mask=MASK)), **TOL)
     assert convert.keras_config(lstm, reverse=True)["activation"] == "relu"
 
 
@@ -183,12 +175,12 @@ def test_a_keras_rnn_of_one_cell(keras, rng, cell):
     layer = keras.layers.RNN(getattr(keras.layers, cell)(H, activation="softplus"),
                              return_sequences=True, go_backwards=True)
     layer.build((None, None, D))
-    randomize(layer, rng)
+    randomize_keras(layer, rng)
     rnn = convert.from_keras(layer)
     assert type(rnn).__name__ == {"LSTMCell": "LSTM", "GRUCell": "GRU", "SimpleRNNCell": "RNN"}[cell]
     assert rnn.reverse
     x = rng.standard_normal((B, T, D)).astype(np.float32)
-    np.testing.assert_allclose(rnn(x, mask=MASK)[0][:, ::-1], np_(keras, layer(x, mask=MASK)), **TOL)
+    np.testing.assert_allclose(rnn(x, mask=MASK)[0][:, ::-1], keras_numpy(keras, layer(x, mask=MASK)), **TOL)
 
 
 def test_weights_lists_of_every_kind(rng):
@@ -245,8 +237,8 @@ def test_masks_on_other_backends_match_keras(keras, rng, name):
     seq, h, c = layer(x, mask=MASK)
     lstm = convert.from_keras(layer, xp=backend.xp, device=backend.device)
     out, (h_n, c_n) = lstm(backend.asarray(x), mask=backend.asarray(MASK))
-    assert_close(out, np_(keras, seq), backend, "float32", **TOL)
-    assert_close(c_n, np_(keras, c)[None], backend, "float32", **TOL)
+    assert_close(out, keras_numpy(keras, seq), backend, "float32", **TOL)
+    assert_close(c_n, keras_numpy(keras, c)[None], backend, "float32", **TOL)
 
 
 def test_what_keras_cannot_compute_is_refused(keras, rng):

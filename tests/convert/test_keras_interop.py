@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support import assert_close, make_backend, to_numpy
+from support import assert_close, keras_numpy, make_backend, randomize_keras, to_numpy
 
 from rnn_xp import RNN, convert
 
@@ -25,14 +25,6 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 
-def np_(keras, a):
-    return keras.ops.convert_to_numpy(a)
-
-
-def randomize(layer, rng):
-    layer.set_weights([rng.uniform(-0.6, 0.6, w.shape).astype(np.float32) for w in layer.get_weights()])
-
-
 @pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid", "softsign", "softplus", "elu",
                                         "linear", "hard_sigmoid", "leaky_relu"])
 def test_simple_rnn_every_activation_with_go_backwards_and_masks(keras, rng, activation):
@@ -42,7 +34,7 @@ def test_simple_rnn_every_activation_with_go_backwards_and_masks(keras, rng, act
         layer = keras.layers.SimpleRNN(H, activation=activation, go_backwards=go_backwards,
                                        return_sequences=True, return_state=True)
         layer.build((None, None, D))
-        randomize(layer, rng)
+        randomize_keras(layer, rng)
         rnn = convert.from_keras(layer)
         assert rnn.reverse == go_backwards and rnn.batch_first
         assert convert.keras_config(rnn) == {"units": H, "activation": activation,
@@ -52,8 +44,8 @@ def test_simple_rnn_every_activation_with_go_backwards_and_masks(keras, rng, act
             out, h_n = rnn(x, h0[None], mask=mask)
             if go_backwards:  # Keras returns the states in the order it ran them
                 out = out[:, ::-1]
-            np.testing.assert_allclose(out, np_(keras, seq), **TOL, err_msg=f"{go_backwards} {mask}")
-            np.testing.assert_allclose(h_n[0], np_(keras, state), **TOL)
+            np.testing.assert_allclose(out, keras_numpy(keras, seq), **TOL, err_msg=f"{go_backwards} {mask}")
+            np.testing.assert_allclose(h_n[0], keras_numpy(keras, state), **TOL)
 
 
 @pytest.mark.parametrize("merge_mode", ["concat", "sum", "ave", "mul", None])
@@ -62,7 +54,7 @@ def test_bidirectional_every_merge_mode_both_ways(keras, rng, merge_mode):
     inner = keras.layers.SimpleRNN(H, activation="softsign", return_sequences=True, return_state=True)
     wrapper = keras.layers.Bidirectional(inner, merge_mode=merge_mode)
     wrapper.build((None, None, D))
-    randomize(wrapper, rng)
+    randomize_keras(wrapper, rng)
     rnn = convert.from_keras(wrapper)
     assert rnn.bidirectional and rnn.activations == (("softsign", None, None),) * 2
     for mask in (None, MASK):
@@ -72,9 +64,9 @@ def test_bidirectional_every_merge_mode_both_ways(keras, rng, merge_mode):
         merged = convert.keras_merge(out, merge_mode, mask=mask)
         merged = merged if merge_mode is None else (merged,)
         for got, want in zip(merged, outputs):
-            np.testing.assert_allclose(got, np_(keras, want), **TOL)
+            np.testing.assert_allclose(got, keras_numpy(keras, want), **TOL)
         for d, state in enumerate(states):
-            np.testing.assert_allclose(h_n[d], np_(keras, state), **TOL)
+            np.testing.assert_allclose(h_n[d], keras_numpy(keras, state), **TOL)
     # rnn_xp -> Keras: the same weights in Bidirectional.get_weights() order
     for got, want in zip(convert.to_keras_bidirectional(rnn), wrapper.get_weights()):
         np.testing.assert_array_equal(got, want)
@@ -88,7 +80,7 @@ def test_bidirectional_every_merge_mode_both_ways(keras, rng, merge_mode):
     time_major = np.ascontiguousarray(np.moveaxis(x, 0, 1))  # the layer is (T, B, D)
     got = convert.keras_merge(np.moveaxis(layer(time_major)[0], 0, 1), merge_mode)
     for g, w in zip(got if merge_mode is None else (got,), want if merge_mode is None else (want,)):
-        np.testing.assert_allclose(g, np_(keras, w), **TOL)
+        np.testing.assert_allclose(g, keras_numpy(keras, w), **TOL)
 
 
 def test_bidirectional_with_different_activations_per_direction(keras, rng):
@@ -97,12 +89,12 @@ def test_bidirectional_with_different_activations_per_direction(keras, rng):
                                       go_backwards=True)
     wrapper = keras.layers.Bidirectional(forward, backward_layer=backward)
     wrapper.build((None, None, D))
-    randomize(wrapper, rng)
+    randomize_keras(wrapper, rng)
     rnn = convert.from_keras(wrapper)
     assert rnn.nonlinearity == ("elu", "hard_sigmoid")
     x = rng.standard_normal((B, T, D)).astype(np.float32)
     np.testing.assert_allclose(convert.keras_merge(rnn(x, mask=MASK)[0], mask=MASK),
-                               np_(keras, wrapper(x, mask=MASK)), **TOL)
+                               keras_numpy(keras, wrapper(x, mask=MASK)), **TOL)
 
 
 def test_masked_gradients_match_keras_autograd(keras, rng):
@@ -110,7 +102,7 @@ def test_masked_gradients_match_keras_autograd(keras, rng):
     layer = keras.layers.SimpleRNN(H, activation="tanh", go_backwards=True, return_sequences=True,
                                    return_state=True)
     layer.build((None, None, D))
-    randomize(layer, rng)
+    randomize_keras(layer, rng)
     x = rng.standard_normal((B, T, D)).astype(np.float32)
     d_seq = rng.standard_normal((B, T, H)).astype(np.float32)
     d_state = rng.standard_normal((B, H)).astype(np.float32)
@@ -134,22 +126,22 @@ def test_masks_on_other_backends_match_keras(keras, rng, name):
     backend = make_backend(name)
     layer = keras.layers.SimpleRNN(H, activation="relu", return_sequences=True, return_state=True)
     layer.build((None, None, D))
-    randomize(layer, rng)
+    randomize_keras(layer, rng)
     x = rng.standard_normal((B, T, D)).astype(np.float32)
     seq, state = layer(x, mask=MASK)
     rnn = convert.from_keras(layer, xp=backend.xp, device=backend.device)
     out, h_n = rnn(backend.asarray(x), mask=backend.asarray(MASK))
-    assert_close(out, np_(keras, seq), backend, "float32", **TOL)
-    assert_close(h_n, np_(keras, state)[None], backend, "float32", **TOL)
+    assert_close(out, keras_numpy(keras, seq), backend, "float32", **TOL)
+    assert_close(h_n, keras_numpy(keras, state)[None], backend, "float32", **TOL)
 
 
 def test_return_sequences_false_is_h_n(keras, rng):
     layer = keras.layers.SimpleRNN(H, activation="sigmoid", go_backwards=True)
     layer.build((None, None, D))
-    randomize(layer, rng)
+    randomize_keras(layer, rng)
     x = rng.standard_normal((B, T, D)).astype(np.float32)
     _, h_n = convert.from_keras(layer)(x, mask=MASK)
-    np.testing.assert_allclose(h_n[0], np_(keras, layer(x, mask=MASK)), **TOL)
+    np.testing.assert_allclose(h_n[0], keras_numpy(keras, layer(x, mask=MASK)), **TOL)
 
 
 def test_keras_weights_lists_and_refusals(keras, rng):

@@ -36,7 +36,6 @@ import pytest
 
 import rnn_xp
 from rnn_xp import RNN, convert
-from rnn_xp.layer import base as layer_module  # where the layers draw their weights
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -155,33 +154,6 @@ def chain_model(layers, size, dtype=np.float32):
         nodes.append(helper.make_node("Squeeze", [f"Y{k}", "axis1"], [f"X{k + 1}"], name=f"sq{k}"))
         x = f"X{k + 1}"
     return model(nodes, {"w": w, "axis1": np.array([1], np.int64)}, outputs=[x]), w
-
-
-@pytest.fixture
-def counting(monkeypatch):
-    """Counts the weights the layer module draws and the tensors onnx decodes."""
-    counts = {"draws": 0, "decoded": 0}
-
-    class Counting:
-        def __init__(self, seed=None):
-            self._rng = np.random.Generator(np.random.PCG64(seed))
-
-        def uniform(self, *args, **kwargs):
-            counts["draws"] += 1
-            return self._rng.uniform(*args, **kwargs)
-
-        def __getattr__(self, name):
-            return getattr(self._rng, name)
-
-    to_array = numpy_helper.to_array
-
-    def counting_to_array(tensor, *args, **kwargs):
-        counts["decoded"] += 1
-        return to_array(tensor, *args, **kwargs)
-
-    monkeypatch.setattr(layer_module.np.random, "default_rng", Counting)
-    monkeypatch.setattr(numpy_helper, "to_array", counting_to_array)
-    return counts
 
 
 def test_shared_initializer_is_decoded_once_and_no_weights_are_drawn(counting):

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 from rnn_xp import convert
-from rnn_xp.layer import base as layer_module  # where the layers draw their weights
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -247,36 +246,6 @@ def test_the_layers_size_is_checked_before_anything_is_decoded():
     finally:
         tracemalloc.stop()
     assert peak < 4 << 20
-
-
-@pytest.fixture
-def counting(monkeypatch):
-    """Counts the weights the layer module draws and the tensors onnx decodes."""
-    counts = {"draws": 0, "decoded": 0}
-    default_rng = np.random.default_rng
-
-    def counting_rng(seed=None):
-        rng = default_rng(seed)
-
-        class Counting:
-            def uniform(self, *args, **kwargs):
-                counts["draws"] += 1
-                return rng.uniform(*args, **kwargs)
-
-            def __getattr__(self, name):
-                return getattr(rng, name)
-
-        return Counting()
-
-    to_array = numpy_helper.to_array
-
-    def counting_to_array(tensor, *args, **kwargs):
-        counts["decoded"] += 1
-        return to_array(tensor, *args, **kwargs)
-
-    monkeypatch.setattr(layer_module.np.random, "default_rng", counting_rng)
-    monkeypatch.setattr(numpy_helper, "to_array", counting_to_array)
-    return counts
 
 
 @pytest.mark.parametrize("op", ["LSTM", "GRU"])

@@ -19,7 +19,8 @@ and executes it:
   between barriers the blocks run one after another, in a random order;
 - CUDA built-ins: ``threadIdx``/``blockIdx``/``blockDim``/``gridDim``,
   ``__syncthreads`` and ``__shfl_xor_sync`` (which require every thread of the
-  block, or of the warp, to take part), ``tanh``/``tanhf``. A device function
+  block, or of the warp, to take part), ``tanh``, ``exp``, ``expm1``,
+  ``log1p``, ``fabs`` and their ``float`` forms (``tanhf``...). A device function
   whose body is inline PTX (``load_l2``, ``load_l2_batch``) or the grid
   barrier is replaced by a Python function of the same meaning (``BUILTINS``);
   the tests check the PTX of those separately.
@@ -1031,6 +1032,11 @@ def _math(fn):
     return call
 
 
+def _single(fn):
+    """``fn`` of a C ``float`` function (``tanhf``, ``expf``...): computed in float32."""
+    return lambda x: fn(np.asarray(x, np.float32)) if np.ndim(x) else fn(np.float32(x))
+
+
 def _load_l2(grid, args, mask):
     (p,) = args
     return grid.load(p, _ZERO, mask)
@@ -1060,7 +1066,15 @@ BUILTINS = {
     "__threadfence": lambda grid, args, mask: None,
     "grid_barrier": _grid_barrier,
     "tanh": _math(np.tanh),
-    "tanhf": _math(lambda x: np.tanh(np.asarray(x, np.float32)) if np.ndim(x) else np.tanh(np.float32(x))),
+    "tanhf": _math(_single(np.tanh)),
+    "exp": _math(np.exp),
+    "expf": _math(_single(np.exp)),
+    "expm1": _math(np.expm1),
+    "expm1f": _math(_single(np.expm1)),
+    "log1p": _math(np.log1p),
+    "log1pf": _math(_single(np.log1p)),
+    "fabs": _math(np.abs),
+    "fabsf": _math(_single(np.abs)),
     "load_l2": _load_l2,
     "load_l2_batch": _load_l2_batch,
 }

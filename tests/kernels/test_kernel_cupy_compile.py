@@ -145,3 +145,44 @@ def test_batched_load_asm_numbers_its_operands_right():
         for j in range(persistent._UNROLL):
             assert f"q{j} = first + {j} * stride" in fn
         assert '"memory"' in fn and "asm volatile" in fn
+
+
+# --- the kernels generated from the cells' steps (kernels.cupy_cells) -----------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _cells_unit():
+    """Every generated step of the emulated tests' cells, both dtypes, one namespace (and kernel names) each."""
+    from test_kernel_cupy_emulated import CELL_H, GATED, GATED_RUNS, _cell_inputs
+
+    from rnn_xp.kernels import cupy_cells
+
+    parts, names = [], []
+    for i, (cell, dtype) in enumerate((c, d) for c in GATED for d in ("float32", "float64")):
+        c, x, state0, w, _ = _cell_inputs(cell, dtype, next(iter(GATED_RUNS)))
+        p = cupy_cells.plan(c, w, tuple(s.shape[-1] for s in state0), CELL_H)
+        source = cupy_cells.kernel_source(p, dtype, c.gates).replace("rnn_xp_cell_", f"rnn_xp_cell_v{i}_")
+        parts.append(f"namespace rnn_xp_cells_{i} {{\n{source}\n}}\n")
+        names += re.findall(r"__global__ void __launch_bounds__\(\d+\) (\w+)\(", source)
+    return "".join(parts), names
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_cell_kernels_compile_to_machine_code(lib):
+    """The generated CUDA compiles to sm_90 machine code (ptxas runs), without spills, extern "C" names kept.
+
+    (One architecture: the generated kernels use nothing an architecture adds.)
+    """
+    from rnn_xp.kernels import cupy_cells
+
+    unit, names = _cells_unit()
+    assert len(names) == len(set(names)) > 20
+    for arch in (90,):
+        _, log = lib.compile(unit, "rnn_xp_cells.cu", [*OPTIONS, f"-arch=sm_{arch}", "--ptxas-options=-v"])
+        for name in names:
+            block = re.search(rf"Compiling entry function '{name}' for 'sm_{arch}'(.*?)(?:Compile time|\Z)", log, re.S)
+            assert block, f"no machine code for {name}:\n{log}"
+            info = block.group(1)
+            assert "0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads" in info, info
+            regs = int(re.search(r"Used (\d+) registers", info).group(1))
+            assert regs * cupy_cells._THREADS <= 65536, f"{name}: {regs} registers"

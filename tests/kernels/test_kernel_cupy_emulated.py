@@ -47,7 +47,9 @@ FOUR_SM = persistent.DeviceProps(sm_count=4, smem_per_block_optin=49152, smem_pe
 
 @functools.lru_cache(maxsize=None)
 def _kernel(kind, dtype, act, source=None):
-    """The interpreted kernel (parsed once per variant)."""
+    """The interpreted kernel (parsed once per variant); for ``"cells"``, kernel ``act`` of ``source``."""
+    if kind == "cells":
+        return Kernel(source, act)
     module = fused if kind == "fused" else persistent
     return Kernel(source or module.kernel_source(dtype, act), module.kernel_name(dtype, act))
 
@@ -357,3 +359,174 @@ def test_persistent_kernel_with_one_state_buffer_races():
     kernel = Kernel(source, persistent.kernel_name("float32", "tanh"))
     with pytest.raises(EmulatorError, match="race on global 'state'"):
         _run_persistent(_inputs("float32", "tanh", "leak1"), "tanh", "leak1", kernel)
+
+
+# --- any cell: the kernels generated from the cell's step (kernels.cupy_cells) ----------------
+#
+# The host loop of scan_cells runs with NumPy in CuPy's place and its kernels through the
+# interpreter; the answer is portable.scan_cell's. Between them the cases run every
+# activation's C (sigmoid, tanh, relu, hard_sigmoid, elu, softsign, softplus,
+# thresholded_relu, leaky_relu, scaled_tanh, affine), clip, peepholes, input_forget, an
+# LSTM's projection (a product after the kernel) and a GRU's reset before its product (two
+# kernels a step).
+
+from dataclasses import dataclass  # noqa: E402
+
+from rnn_xp.cells import ElmanCell, ElmanWeights, GRUCell, GRUWeights, LSTMCell, LSTMWeights  # noqa: E402
+from rnn_xp.kernels import cupy_cells  # noqa: E402
+from rnn_xp.kernels.portable import scan_cell  # noqa: E402
+
+GATED = {
+    "lstm": (LSTMCell(), {}),
+    "lstm-options": (LSTMCell(("hard_sigmoid", "elu", "softsign"), (0.3, 0.7, None), (0.4, None, None), clip=2.5,
+                              input_forget=True), {"proj": 3, "peepholes": True}),
+    "lstm-relu-thresholded": (LSTMCell(("sigmoid", "relu", "thresholded_relu"), (None, None, 0.1)),
+                              {"peepholes": True}),
+    "gru": (GRUCell(), {}),
+    "gru-reset-before": (GRUCell(("leaky_relu", "softplus"), (0.2, None), clip=3.0, linear_before_reset=False),
+                         {}),
+    "gru-affine-scaled-tanh": (GRUCell(("affine", "scaled_tanh"), (0.25, 1.3), (0.45, 0.8)), {}),
+    "elman-elu-clip-leak": (ElmanCell("elu", 0.8, clip=1.5, leak=0.6), {}),  # any cell: Elman's options too
+}  # fmt: skip
+GATED_RUNS = {
+    # name: (reverse, return_sequences, lengths, mask)
+    "plain": (False, True, None, None),
+    "lengths-reverse-last": (True, False, (T, 0, 3, T, 1), None),  # three blocks of time steps
+    "mask": (False, True, None, True),
+}
+CELL_H = 6
+
+
+def _cell_inputs(name, dtype, run):
+    """Time-major NumPy arrays; sequence 1 starts from an infinite unit, sequence 2 reads a NaN."""
+    cell, shape = GATED[name]
+    rng = np.random.default_rng(20260602)
+    G, Hc = cell.gates, CELL_H
+    P = shape.get("proj", Hc)
+    x = rng.standard_normal((T, B, D))
+    w = {"W_ih": rng.standard_normal((G * Hc, D)) * 0.8, "W_hh": rng.standard_normal((G * Hc, P)) * 0.6,
+         "b_ih": rng.standard_normal(G * Hc) * 0.3, "b_hh": rng.standard_normal(G * Hc) * 0.3}  # fmt: skip
+    if cell.name == "elman":
+        w = {"Wx": w["W_ih"], "Wh": w["W_hh"], "b": w["b_ih"]}
+        state0 = [rng.standard_normal((B, Hc)) * 0.5]
+        state0[0][1, 2] = np.inf
+        Weights = ElmanWeights
+    elif cell.name == "lstm":
+        w["W_hr"] = rng.standard_normal((P, Hc)) * 0.7 if "proj" in shape else None
+        w["peepholes"] = rng.standard_normal(3 * Hc) * 0.5 if shape.get("peepholes") else None
+        state0 = [rng.standard_normal((B, P)) * 0.5, rng.standard_normal((B, Hc)) * 0.5]
+        state0[1][1, 2] = np.inf
+        Weights = LSTMWeights
+    else:
+        state0 = [rng.standard_normal((B, Hc)) * 0.5]
+        state0[0][1, 2] = np.inf
+        Weights = GRUWeights
+    x[3, 2, 1] = np.nan
+    reverse, rs, lengths, mask = GATED_RUNS[run]
+    lens = None if lengths is None else np.asarray(lengths, dtype=np.int64)
+    if mask is not None:
+        mask = rng.random((T, B)) > 0.4
+        mask[0, 0] = mask[:, 3] = False  # a masked first step; a sequence masked throughout
+    cast = lambda a: None if a is None else a.astype(dtype)  # noqa: E731
+    opts = dict(lengths=lens, mask=mask, reverse=reverse, return_sequences=rs)
+    return cell, cast(x), tuple(cast(s) for s in state0), Weights(**{k: cast(v) for k, v in w.items()}), opts
+
+
+def _launcher(launched):
+    """``scan_cells``'s launcher with the interpreter: each kernel of the source parsed once."""
+
+    def launcher(source):
+        def launch(name):
+            kernel = _kernel("cells", None, name, source)
+            return lambda grid, block, args: (launched.append(name), kernel.launch(grid, block, args, 0))
+
+        return launch
+
+    return launcher
+
+
+@pytest.mark.parametrize("run", list(GATED_RUNS))
+@pytest.mark.parametrize("cell", list(GATED))
+def test_cell_kernels_give_the_portable_answer(dtype, cell, run):
+    c, x, state0, w, opts = _cell_inputs(cell, dtype, run)
+    launched = []
+    with np.errstate(all="ignore"):
+        got = cupy_cells.scan_cells(c, x, state0, w, mod=np, launcher=_launcher(launched), **opts)
+        want = scan_cell(nxp, c, x, state0, w, **opts)
+    for part, (g, ww) in enumerate(zip((got[0] or ()) + got[1], (want[0] or ()) + want[1])):
+        assert g.dtype == ww.dtype and g.shape == ww.shape, part
+        np.testing.assert_allclose(g, ww, err_msg=f"part {part}", **TOL[dtype])  # NaN and inf alike
+    p = cupy_cells.plan(c, w, tuple(s.shape[-1] for s in state0), CELL_H)
+    post = [i for i in p.program.post if i is not None]
+    per_step = p.stages + 1 + (len(post) if opts["lengths"] is not None or opts["mask"] is not None else 0)
+    assert len(launched) == T * per_step  # one kernel a step (two for the reset before the product)
+    assert per_step == {"lstm-options": 2 if run != "plain" else 1, "gru-reset-before": 2}.get(cell, 1)
+
+
+@dataclass(frozen=True)
+class _HalfStepGRU(GRUCell):
+    """A cell the package does not know: a GRU whose state moves half way to the GRU's new state."""
+
+    def step(self, xp, xg_t, state, w, fixed):
+        (new,) = super().step(xp, xg_t, state, w, fixed)
+        return (0.5 * (new + state[0]),)
+
+
+def test_cell_kernels_follow_the_cells_definition():
+    """A new cell's step is read off its own definition: no formula of the fused loop to change."""
+    _, x, state0, w, opts = _cell_inputs("gru", "float64", "mask")
+    c = _HalfStepGRU()
+    launched = []
+    with np.errstate(all="ignore"):
+        got = cupy_cells.scan_cells(c, x, state0, w, mod=np, launcher=_launcher(launched), **opts)
+        want = scan_cell(nxp, c, x, state0, w, **opts)
+        plain = scan_cell(nxp, GRUCell(), x, state0, w, **opts)
+    np.testing.assert_allclose(got[0][0], want[0][0], **TOL["float64"])
+    assert not np.allclose(got[0][0], plain[0][0], equal_nan=True)
+    assert launched == [cupy_cells.LAST] * T
+
+
+@pytest.mark.parametrize(
+    "cell, run, old, new",
+    [("lstm", "plain", "tanhf(", "expf("), ("gru", "lengths-reverse-last", "s0[r] = valid ? ", "s0[r] = 1 ? "),
+     ("lstm-options", "mask", "prev[r] = o;", "prev[r] = v;")],
+    ids=["an-activation", "the-state-kept-past-a-length", "the-projection's-repeated-output"],
+)  # fmt: skip
+def test_a_change_in_the_generated_cuda_fails(cell, run, old, new):
+    """The catalogue runs the generated text: a planted change in it must not pass."""
+    c, x, state0, w, opts = _cell_inputs(cell, "float32", run)
+
+    def planted(source):
+        assert old in source, old
+        return _launcher([])(source.replace(old, new))
+
+    with np.errstate(all="ignore"), pytest.raises(AssertionError, match="Mismatch|nan"):
+        got = cupy_cells.scan_cells(c, x, state0, w, mod=np, launcher=planted, **opts)
+        want = scan_cell(nxp, c, x, state0, w, **opts)
+        for g, ww in zip((got[0] or ()) + got[1], (want[0] or ()) + want[1]):
+            np.testing.assert_allclose(g, ww, **TOL["float32"])
+
+
+@dataclass(frozen=True)
+class _ConcatGRU(GRUCell):
+    """A step the fused loop cannot read: it concatenates (the state doubled, then its halves added)."""
+
+    def step(self, xp, xg_t, state, w, fixed):
+        (new,) = super().step(xp, xg_t, state, w, fixed)
+        both = xp.concat([new, new], axis=-1)
+        H = new.shape[-1]
+        return (0.5 * (both[..., :H] + both[..., H:]),)
+
+
+def test_a_step_the_tracer_cannot_read_runs_the_portable_loop():
+    from rnn_xp import kernels
+    from rnn_xp.kernels._pointwise import TraceError
+
+    _, x, state0, w, opts = _cell_inputs("gru", "float64", "plain")
+    c = _ConcatGRU()
+    with pytest.raises(TraceError, match="concat"):
+        cupy_cells.plan(c, w, (CELL_H,), CELL_H)
+    with np.errstate(all="ignore"):  # the CuPy row, NumPy arrays standing in: the portable loop, no CUDA
+        got = kernels.cupy_cells_forward(nxp, c, x, state0, w, **opts)
+        want = scan_cell(nxp, c, x, state0, w, **opts)
+    np.testing.assert_array_equal(got[0][0], want[0][0])

@@ -91,3 +91,39 @@ def test_gpu_fused_leak_1_keeps_an_infinite_state_out_of_nan(gpu, act):
     with persistent.forced_path("fused"):
         out = rnn_xp.rnn_forward(*arrays, nonlinearity=act)
     np.testing.assert_array_equal(np.isnan(out.get()[0]), np.isnan(expected(z0)))
+
+
+# --- any cell on a CUDA device: the kernels generated from the cell (kernels.cupy_cells) -----
+
+GATED_GPU = {
+    "lstm": ("lstm", {}, {}),
+    "lstm-proj-peepholes": ("lstm", {"proj": 3, "peepholes": True}, {"clip": 2.0}),
+    "gru": ("gru", {}, {}),
+    "gru-reset-before": ("gru", {}, {"linear_before_reset": False, "activations": ("hard_sigmoid", "tanh")}),
+}
+
+
+@pytest.mark.parametrize("run", [{}, {"lengths": True, "reverse": True, "return_sequences": False}, {"mask": True}],
+                         ids=["plain", "lengths-reverse-last", "mask"])  # fmt: skip
+@pytest.mark.parametrize("name", list(GATED_GPU))
+def test_gpu_cells_match_the_portable_loop(gpu, dtype, rng, name, run):
+    import array_api_compat.numpy as npx
+
+    from cell_cases import arrays, portable, public, random_mask
+    from rnn_xp.kernels import cupy_cells
+
+    cell, shape, options = GATED_GPU[name]
+    T, B = 23, 5
+    a = arrays(rng, cell, T=T, batch=(B,), D=4, H=40, **shape)
+    kw = dict(options, reverse=run.get("reverse", False), return_sequences=run.get("return_sequences", True))
+    if run.get("lengths"):
+        kw["lengths"] = np.array([T, 0, 7, 1, T])
+    if run.get("mask"):
+        kw["mask"] = random_mask(rng, (B,), T)
+    want = portable(npx, cell, a, **kw)
+    before = len(cupy_cells._MODULES)
+    got = public(cell, {k: gpu.asarray(v, dtype) for k, v in a.items()},
+                 **{k: (gpu.asarray(v) if k in ("lengths", "mask") else v) for k, v in kw.items()})  # fmt: skip
+    assert cupy_cells._MODULES and len(cupy_cells._MODULES) >= before  # the generated kernels ran
+    for g, w in zip(got, want):
+        assert_close(g, w, gpu, dtype)

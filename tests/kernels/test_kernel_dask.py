@@ -379,7 +379,7 @@ def test_backward_equals_numpy_per_chunk(dtype, rng, scheduler, opts):
     want = _backward_per_chunk(c, (3, 3, 3, 1), every=4)
     _check_backward(got, want, batch_first=batch_first)
     # and, to the dtype's rounding, the gradients of an independent float64 autograd loop
-    from test_backward import torch_grads
+    from support import torch_grads
 
     ref = torch_grads(c["x"], c["h0"], c["Wx"], c["Wh"], c["b"],
                       np.zeros(c["h_seq"].shape) if c["dh"] is None else c["dh"], c["dh_n"],
@@ -588,38 +588,49 @@ def test_backward_survives_a_killed_worker(cluster, rng):
 # ---------------------------------------------------------------- the layer's backward on Dask
 
 
-@pytest.mark.parametrize("params", ["numpy", "dask"])
-@pytest.mark.parametrize("bidirectional,batch_first", [(False, False), (True, True)])
-def test_layer_backward_one_task_per_chunk(rng, params, bidirectional, batch_first):
-    """RNN.forward(return_cache=True) and RNN.backward on a Dask batch: lazy, per chunk, NumPy's numbers."""
+LAYER_CASES = [  # (cell, params, bidirectional, batch_first): every combination for RNN, fewer for the others
+    ("rnn", "numpy", False, False), ("rnn", "numpy", True, True), ("rnn", "dask", False, False),
+    ("rnn", "dask", True, True), ("lstm", "dask", True, True), ("gru", "numpy", False, False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("cell,params,bidirectional,batch_first", LAYER_CASES)
+def test_layer_backward_one_task_per_chunk(rng, cell, params, bidirectional, batch_first):
+    """forward(return_cache=True) and backward of RNN, LSTM and GRU on a Dask batch: lazy, per chunk, NumPy's numbers."""
     L, dirs = 2, 2 if bidirectional else 1
     lengths = np.array([6, 1, 3, 0, 6, 2, 5, 4, 6, 6])
+    layer_type = {"rnn": rnn_xp.RNN, "lstm": rnn_xp.LSTM, "gru": rnn_xp.GRU}[cell]
     sizes = []
     for T in (6, 30):
-        rnn = rnn_xp.RNN(3, 5, num_layers=L, bidirectional=bidirectional, batch_first=batch_first,
-                         seed=0, dtype="float64")  # fmt: skip
+        layer = layer_type(3, 5, num_layers=L, bidirectional=bidirectional, batch_first=batch_first,
+                           seed=0, dtype="float64")  # fmt: skip
         x = rng.standard_normal((10, T, 3) if batch_first else (T, 10, 3))
         h0 = rng.standard_normal((L * dirs, 10, 5))
+        hx = (h0, rng.standard_normal((L * dirs, 10, 5))) if cell == "lstm" else h0
         lens = np.minimum(lengths, T)
-        out, h_n, cache = rnn.forward(x, h0, lengths=lens, return_cache=True)
-        d_out, d_h_n = rng.standard_normal(out.shape), rng.standard_normal(h_n.shape)
-        want = rnn.backward(cache, d_out, d_h_n)
+        out, h_n, cache = layer.forward(x, hx, lengths=lens, return_cache=True)
+        d_out = rng.standard_normal(out.shape)
+        d_h_n = tuple(rng.standard_normal(a.shape) for a in h_n) if cell == "lstm" else rng.standard_normal(h_n.shape)
+        want = layer.backward(cache, d_out, d_h_n)
 
         if params == "dask":
-            rnn.to(xp="dask")
+            layer.to(xp="dask")
         xd = da.from_array(x, chunks=(4, -1, -1) if batch_first else (-1, 4, -1))
-        outd, h_nd, cached = rnn.forward(xd, h0, lengths=lens, return_cache=True)
+        outd, h_nd, cached = layer.forward(xd, hx, lengths=lens, return_cache=True)
         d_outd = da.from_array(d_out, chunks=(3, -1, -1) if batch_first else (-1, 3, -1))  # rechunked to x's
-        got = rnn.backward(cached, d_outd, d_h_n)  # NumPy d_h_n with a Dask cache
-        arrays = [got.dx, got.dh0, *got.params.values()]
+        got = layer.backward(cached, d_outd, d_h_n)  # NumPy d_h_n with a Dask cache
+        dstates = got.dh0 if cell == "lstm" else (got.dh0,)
+        arrays = [got.dx, *dstates, *got.params.values()]
         assert all(isinstance(a, da.Array) for a in arrays)
-        assert got.dx.chunks == xd.chunks and got.dh0.chunks[1] == (4, 4, 2)
+        assert got.dx.chunks == xd.chunks and all(d.chunks[1] == (4, 4, 2) for d in dstates)
         assert _tasks(arrays, BACKWARD_TOKEN) == L * dirs * 3  # per layer and direction, one per chunk
         assert _tasks(arrays, TOKEN) == L * dirs * 3
         sizes.append(len(_graph(arrays)))
         computed = dask.compute(got)[0]
         np.testing.assert_allclose(computed.dx, want.dx, rtol=1e-12, atol=1e-13)
-        np.testing.assert_allclose(computed.dh0, want.dh0, rtol=1e-12, atol=1e-13)
+        want_dstates = want.dh0 if cell == "lstm" else (want.dh0,)
+        for a, b in zip(computed.dh0 if cell == "lstm" else (computed.dh0,), want_dstates):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
         for name, w in want.params.items():
             np.testing.assert_allclose(computed.params[name], w, rtol=1e-12, atol=1e-13, err_msg=name)
     assert sizes[0] == sizes[1], f"graph grows with T: {sizes}"
@@ -632,3 +643,291 @@ def test_layer_backward_refuses_other_libraries(rng):
                                 return_cache=True)  # fmt: skip
     with pytest.raises(TypeError, match="d_output is from torch but the layer's parameters are in numpy"):
         rnn.backward(cache, torch.zeros(out.shape, dtype=torch.float64))
+
+
+# ---------------------------------------------------------------- any cell
+#
+# LSTM, GRU and the Elman options its own kernels do not know (other activations,
+# clip, mask) run through the cells' tasks: each batch chunk runs the kernel the
+# table picks for NumPy and the cell (kernels.scan / kernels.backward), so the
+# results equal, bit for bit, those kernels run on each chunk in turn, with the
+# weight gradients added in the tree's order.
+
+import array_api_compat.numpy as npx  # noqa: E402
+import array_api_compat.dask.array as dxp  # noqa: E402
+
+from cell_cases import arrays as cell_arrays  # noqa: E402
+from cell_cases import random_mask  # noqa: E402
+from rnn_xp.cells import ElmanCell, ElmanWeights, GRUCell, GRUWeights, LSTMCell, LSTMWeights  # noqa: E402
+from rnn_xp.kernels import backward as kernel_backward  # noqa: E402
+from rnn_xp.kernels import scan as kernel_scan  # noqa: E402
+
+CELLS = {
+    "lstm": (LSTMCell(), dict(proj=3, peepholes=True)),  # a projection: h (P = 3) and c (H = 5) differ
+    "gru": (GRUCell(), {}),
+    "gru-reset-before": (GRUCell(linear_before_reset=False), {}),
+    "elman-options": (ElmanCell("leaky_relu", clip=0.9, leak=0.7), {}),  # the portable loop per chunk
+}
+
+
+def _cell_problem(rng, name, *, T=6, B=10, dtype="float64"):
+    """``(cell, x, state0, w)``: NumPy arrays of ``dtype``, time-major, as the kernels take them."""
+    cell, shape = CELLS[name]
+    a = {k: v.astype(dtype) for k, v in cell_arrays(rng, cell.name, T=T, batch=(B,), D=3, H=5, **shape).items()}
+    if cell.name == "lstm":
+        state0 = (a["h0"], a["c0"])
+        w = LSTMWeights(a["W_ih"], a["W_hh"], a["b_ih"], a["b_hh"], a.get("W_hr"), a.get("peepholes"))
+    elif cell.name == "gru":
+        state0, w = (a["h0"],), GRUWeights(a["W_ih"], a["W_hh"], a["b_ih"], a["b_hh"])
+    else:
+        state0, w = (a["h0"],), ElmanWeights(a["Wx"], a["Wh"], a["b"])
+    return cell, a["x"], state0, w
+
+
+def _run_options(rng, variant, T, B):
+    """``lengths`` (with 0 and T), a mask (time-major) or neither, and ``reverse``."""
+    lengths = mask = None
+    if "lengths" in variant:
+        lengths = rng.integers(0, T + 1, size=B)
+        lengths[:2] = (0, T)
+    if "mask" in variant:
+        mask = np.ascontiguousarray(random_mask(rng, (B,), T).T)  # (T, B)
+    return dict(lengths=lengths, mask=mask, reverse="reverse" in variant)
+
+
+def _chunk_slices(chunks):
+    start = 0
+    for n in chunks:
+        yield slice(start, start + n)
+        start += n
+
+
+def _cells_per_chunk_forward(cell, x, state0, w, run, chunks, return_sequences=True):
+    """NumPy's kernel (the table's) over each batch chunk in turn, concatenated along the batch."""
+    seqs, finals = [], []
+    for sl in _chunk_slices(chunks):
+        s, f = kernel_scan(npx, cell, np.ascontiguousarray(x[:, sl]), tuple(q[sl] for q in state0), w,
+                           lengths=None if run["lengths"] is None else run["lengths"][sl],
+                           mask=None if run["mask"] is None else np.ascontiguousarray(run["mask"][:, sl]),
+                           reverse=run["reverse"], return_sequences=return_sequences)  # fmt: skip
+        seqs.append(s)
+        finals.append(f)
+    cat = lambda parts, axis: tuple(np.concatenate(p, axis=axis) for p in zip(*parts))  # noqa: E731
+    return (cat(seqs, 1) if return_sequences else None), cat(finals, 0)
+
+
+def _cells_per_chunk_backward(cell, d_out, x, state0, w, seqs, d_finals, run, chunks, every=4):
+    """NumPy's backward per chunk: dx and dstate0 concatenated, the weights' gradients added in tree order."""
+    dxs, dstates, dws = [], [], []
+    for sl in _chunk_slices(chunks):
+        seq = lambda q: None if q is None else np.ascontiguousarray(q[:, sl])  # noqa: E731
+        d = tuple(seq(q) for q in d_out)
+        dx, ds, dw = kernel_backward(
+            npx, cell, d if len(d) > 1 else d[0], seq(x), tuple(q[sl] for q in state0), w,
+            tuple(seq(q) for q in seqs), tuple(None if q is None else q[sl] for q in d_finals),
+            lengths=None if run["lengths"] is None else run["lengths"][sl],
+            mask=None if run["mask"] is None else np.ascontiguousarray(run["mask"][:, sl]), reverse=run["reverse"],
+        )  # fmt: skip
+        dxs.append(dx)
+        dstates.append(ds)
+        dws.append(dw)
+    dw = type(w)(*(None if a is None else tree_order_sum([g[i] for g in dws], every) for i, a in enumerate(w)))
+    return np.concatenate(dxs, axis=1), tuple(np.concatenate(p, axis=0) for p in zip(*dstates)), dw
+
+
+def _dask_seq(a, chunks):
+    return None if a is None else da.from_array(a, chunks=(-1, chunks, -1))
+
+
+@pytest.mark.parametrize("scheduler", ["synchronous", "threads"])
+@pytest.mark.parametrize("variant", ["lengths-reverse", "mask"])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_cells_equal_numpy_per_chunk(rng, cell, variant, scheduler):
+    """Forward and backward of every cell: the table's NumPy kernel per chunk, bit for bit, weight sums in tree order."""
+    dtype = "float32"  # rounding shows: the sums' order is checked, not only the values
+    T, B = 6, 10
+    c, x, state0, w = _cell_problem(rng, cell, T=T, B=B, dtype=dtype)
+    run = _run_options(rng, variant, T, B)
+    dask_run = dict(run, lengths=None if run["lengths"] is None else da.from_array(run["lengths"], chunks=2),
+                    mask=None if run["mask"] is None else da.from_array(run["mask"], chunks=(-1, 5)))  # fmt: skip
+    xd = da.from_array(x, chunks=(-1, 3, -1))  # chunks (3, 3, 3, 1): the tree has two levels
+    seqs, finals = kernel_scan(dxp, c, xd, state0, w, return_sequences=True, **dask_run)
+    assert all(isinstance(a, da.Array) and a.chunks[-2] == (3, 3, 3, 1) for a in (*seqs, *finals))
+    want_seqs, want_finals = _cells_per_chunk_forward(c, x, state0, w, run, (3, 3, 3, 1))
+    with dask.config.set(scheduler=scheduler):
+        for got, want in zip((*seqs, *finals), (*want_seqs, *want_finals)):
+            np.testing.assert_array_equal(got.compute(), want)
+
+        # the backward, from the NumPy forward's states; a gradient reaching every part of the state
+        np_seqs, _ = kernel_scan(npx, c, x, state0, w, return_sequences=True, **run)
+        d_out = tuple(rng.standard_normal(q.shape).astype(dtype) for q in np_seqs)
+        d_finals = (rng.standard_normal(state0[0].shape).astype(dtype),) + (None,) * (len(state0) - 1)
+        d = tuple(_dask_seq(q, 4) for q in d_out)  # an array for one part (Elman's kernels take no tuple)
+        g = kernel_backward(dxp, c, d if len(d) > 1 else d[0], xd, state0, w,
+                            tuple(_dask_seq(q, 5) for q in np_seqs), d_finals, **dask_run)  # aligned to x
+        dx, dstate0, dw = dask.compute(*g)
+    want_dx, want_dstate0, want_dw = _cells_per_chunk_backward(c, d_out, x, state0, w, np_seqs, d_finals, run,
+                                                               (3, 3, 3, 1))  # fmt: skip
+    assert g[0].chunks == xd.chunks and all(q.chunks[0] == (3, 3, 3, 1) for q in g[1])
+    np.testing.assert_array_equal(dx, want_dx)
+    for got, want in zip(dstate0, want_dstate0):
+        np.testing.assert_array_equal(got, want)
+    for name, got, want in zip(w._fields, dw, want_dw):
+        if want is None:
+            assert got is None, name
+        else:
+            assert got.dtype == want.dtype, name
+            np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+def _public(cell, x, state0, w, **kw):
+    """``lstm_forward``/``gru_forward`` (``rnn_forward`` for Elman) with the cell's weights; the output first."""
+    if cell.name == "lstm":
+        out, finals, c_seq = rnn_xp.lstm_forward(x, state0, w.W_ih, w.W_hh, w.b_ih, w.b_hh, W_hr=w.W_hr,
+                                                 peepholes=w.peepholes, return_c_seq=True, **kw)  # fmt: skip
+        return (out, c_seq), finals
+    if cell.name == "gru":
+        return (rnn_xp.gru_forward(x, state0[0], *w, **kw),), None
+    return (rnn_xp.rnn_forward(x, state0[0], *w, nonlinearity=cell.nonlinearity, clip=cell.clip, leak=cell.leak,
+                               **kw),), None  # fmt: skip
+
+
+def _public_backward(cell, d_out, x, state0, w, seqs, **kw):
+    if cell.name == "lstm":
+        return rnn_xp.lstm_backward(d_out, x, state0, w.W_ih, w.W_hh, w.b_ih, w.b_hh, *seqs, W_hr=w.W_hr,
+                                    peepholes=w.peepholes, **kw)  # fmt: skip
+    if cell.name == "gru":
+        return rnn_xp.gru_backward(d_out, x, state0[0], *w, seqs[0], **kw)
+    return rnn_xp.rnn_backward(d_out, x, state0[0], *w, seqs[0], nonlinearity=cell.nonlinearity, clip=cell.clip,
+                               leak=cell.leak, **kw)  # fmt: skip
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "elman-options"])
+def test_cells_tasks_independent_of_T(rng, cell):
+    """lstm_forward/gru_forward and their backward on a Dask batch: one task per batch chunk at T = 10 and 100."""
+    sizes = []
+    for T in (10, 100):
+        c, x, state0, w = _cell_problem(rng, cell, T=T, B=12)
+        lengths = rng.integers(0, T + 1, size=12)
+        xd = da.from_array(x, chunks=(-1, 3, -1))  # 4 chunks
+        seqs, _ = _public(c, xd, state0, w, lengths=da.from_array(lengths, chunks=3))
+        d_out = da.from_array(rng.standard_normal(seqs[0].shape), chunks=(-1, 3, -1))
+        g = _public_backward(c, d_out, xd, state0, w, seqs, lengths=lengths)
+        arrays = [a for a in g if a is not None]
+        assert all(isinstance(a, da.Array) for a in arrays)
+        assert _tasks(arrays, TOKEN) == 4, "one forward task per batch chunk, shared by every gradient"
+        assert _tasks(arrays, BACKWARD_TOKEN) == 4
+        sizes.append(len(_graph(arrays)))
+        np_seqs, _ = _public(c, x, state0, w, lengths=lengths)
+        want = _public_backward(c, d_out.compute(), x, state0, w, np_seqs, lengths=lengths)
+        for name, got, ref in zip(g._fields, dask.compute(*arrays), [a for a in want if a is not None]):
+            np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-13, err_msg=name)
+    assert sizes[0] == sizes[1], f"graph grows with T: {sizes}"
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("edge", ["T=0", "B=0", "nan-padding", "no-state"])
+def test_cells_edges_give_the_portable_answer(rng, cell, edge):
+    """The edge catalogue on Dask against the portable loop on NumPy: sizes 0, NaN past a length, no initial state."""
+    T, B = (0, 6) if edge == "T=0" else (5, 0) if edge == "B=0" else (5, 6)
+    c, x, state0, w = _cell_problem(rng, cell, T=T, B=B)
+    lengths = np.resize(np.array([0, T, min(2, T)]), B)
+    if edge == "nan-padding":
+        x[T - 1, 0, :] = np.nan  # past the length of sequence 0 (0): reaches nothing
+        x[3:, 2, :] = np.inf  # past the length of sequence 2 (2)
+    if edge == "no-state":
+        state0 = tuple(np.zeros_like(s) for s in state0)
+    xd = da.from_array(x, chunks=(-1, 4, -1))
+    given = (None,) * len(state0) if edge == "no-state" else state0  # the public functions make the zeros
+    with np.errstate(invalid="ignore"):  # NaN and Inf in the padding's products
+        _edges_check(c, x, xd, state0, given, w, lengths, rng)
+
+
+def _edges_check(c, x, xd, state0, given, w, lengths, rng):
+    from rnn_xp.kernels.portable import backward_cell, scan_cell
+
+    seqs, finals = _public(c, xd, given, w, lengths=lengths)
+    want_seqs, want_finals = scan_cell(npx, c, x, state0, w, lengths=lengths, reverse=False, return_sequences=True)
+    np.testing.assert_allclose(seqs[0].compute(), want_seqs[0], rtol=1e-12, atol=1e-13)
+    d_out = rng.standard_normal(want_seqs[0].shape)
+    g = _public_backward(c, d_out, xd, given, w, seqs, lengths=lengths)
+    want = backward_cell(npx, c, d_out, x, state0, w, want_seqs, (None,) * len(state0), lengths=lengths,
+                         reverse=False)  # fmt: skip
+    got = [a for a in dask.compute(*g) if a is not None]
+    flat = [want[0], *want[1], *(a for a in want[2] if a is not None)]
+    assert len(got) == len(flat)
+    for a, b in zip(got, flat):
+        assert np.all(np.isfinite(a)), "padding reached a gradient"
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
+def test_cells_rechunk_warnings(rng):
+    """An LSTM's inputs chunked along time or features: rechunked, with a warning naming each."""
+    c, x, state0, w = _cell_problem(rng, "lstm", T=6, B=8)
+    xd = da.from_array(x, chunks=(2, 4, -1))  # along time
+    c0 = da.from_array(state0[1], chunks=(4, 2))  # along features
+    with pytest.warns(da.PerformanceWarning) as record:
+        seqs, finals = _public(c, xd, (state0[0], c0), w)
+    messages = [str(r.message) for r in record]
+    assert any("x is chunked along time" in m for m in messages), messages
+    assert any("c0 is chunked along features" in m for m in messages), messages
+    assert record[0].filename == __file__
+    assert seqs[0].chunks[1] == (4, 4) and _tasks(list(seqs), TOKEN) == 2
+    c_seq = seqs[1].rechunk((2, 4, -1))
+    with pytest.warns(da.PerformanceWarning, match="c_seq is chunked along time"):
+        g = _public_backward(c, np.ones(seqs[0].shape), da.from_array(x, chunks=(-1, 4, -1)), state0, w,
+                             (seqs[0], c_seq))  # fmt: skip
+    want = _public_backward(c, np.ones(seqs[0].shape), x, state0, w, tuple(q.compute() for q in seqs))
+    np.testing.assert_allclose(g.dW_hh.compute(), want.dW_hh, rtol=1e-12, atol=1e-13)
+
+
+def test_cells_local_cluster(cluster, rng):
+    """LSTM and GRU forward and backward on two worker processes (the cells travel pickled): NumPy's bits per chunk."""
+    distributed = pytest.importorskip("dask.distributed")
+    _, client = cluster
+    run = {"lengths": None, "mask": None, "reverse": True}
+    lazy, refs = [], []
+    for cell in ("lstm", "gru-reset-before"):
+        c, x, state0, w = _cell_problem(rng, cell, T=5, B=12, dtype="float32")
+        run["lengths"] = rng.integers(0, 6, size=12)
+        xd = da.from_array(x, chunks=(-1, 2, -1))  # 6 chunks: a tree of two levels
+        seqs, finals = kernel_scan(dxp, c, xd, state0, w, return_sequences=True, **run)
+        np_seqs, _ = kernel_scan(npx, c, x, state0, w, return_sequences=True, **run)
+        d_out = rng.standard_normal(np_seqs[0].shape).astype("float32")
+        dx, dstate0, dw = kernel_backward(dxp, c, d_out, xd, state0, w, np_seqs, (None,) * len(state0), **run)
+        lazy.append([*seqs, *finals, dx, *dstate0, *(a for a in dw if a is not None)])
+        want_seqs, want_finals = _cells_per_chunk_forward(c, x, state0, w, run, (2,) * 6)
+        want_dx, want_dstate0, want_dw = _cells_per_chunk_backward(
+            c, (d_out,) + (None,) * (len(state0) - 1), x, state0, w, np_seqs, (None,) * len(state0), run, (2,) * 6,
+        )  # fmt: skip
+        refs.append([*want_seqs, *want_finals, want_dx, *want_dstate0, *(a for a in want_dw if a is not None)])
+    with distributed.get_task_stream(client) as stream:
+        results = client.compute(lazy, sync=True)  # every case in one call
+    for got, want in zip(results, refs):
+        assert len(got) == len(want)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+    workers = set(client.scheduler_info()["workers"])
+    ran_on = {t["worker"] for t in stream.data if t["key"][0].startswith(BACKWARD_TOKEN)}
+    assert ran_on == workers, "the backward tasks did not use both worker processes"
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_cells_cupy_chunks(rng, cell):
+    """Dask arrays of CuPy chunks: each task runs CuPy's kernels for the cell (the fused steps, the portable backward)."""
+    make_backend("cupy")  # skips: cupy not installed, or no CUDA device
+    import cupy
+
+    c, x, state0, w = _cell_problem(rng, cell, T=6, B=10, dtype="float32")
+    lengths = rng.integers(0, 7, size=10)
+    xd = da.from_array(cupy.asarray(x), chunks=(-1, 4, -1))
+    wd = type(w)(*(None if a is None else da.from_array(cupy.asarray(a)) for a in w))
+    seqs, finals = _public(c, xd, (None,) * len(state0), wd, lengths=[int(v) for v in lengths])  # NumPy-made states
+    assert isinstance(seqs[0]._meta, cupy.ndarray)
+    want, _ = _public(c, x, (None,) * len(state0), w, lengths=lengths)
+    np.testing.assert_allclose(seqs[0].compute().get(), want[0], rtol=2e-4, atol=2e-5)
+    g = _public_backward(c, xd.map_blocks(lambda b: cupy.ones((b.shape[0], b.shape[1], want[0].shape[-1]),
+                                                              b.dtype), chunks=(6, (4, 4, 2), want[0].shape[-1])),
+                         xd, (None,) * len(state0), wd, seqs, lengths=lengths)  # fmt: skip
+    g_want = _public_backward(c, np.ones(want[0].shape, "float32"), x, (None,) * len(state0), w, want, lengths=lengths)
+    np.testing.assert_allclose(g.dW_hh.compute().get(), g_want.dW_hh, rtol=2e-3, atol=2e-4)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support import optional_import, random_rnn
+from support import jax_dots, optional_import, random_rnn
 
 import rnn_xp
 
@@ -21,22 +21,6 @@ OPTIONS = [
     dict(lengths=True, reverse=True, leak=0.5),
     dict(lengths=True, return_sequences=False, nonlinearity="relu"),
 ]
-
-
-def _dots(jaxpr, found):
-    """Every ``dot_general`` equation of ``jaxpr`` and of the programs inside it (scan, jit, ...)."""
-    from jax.extend import core as jcore
-
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            found.append(eqn)
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (list, tuple)) else [value]:
-                if isinstance(sub, jcore.ClosedJaxpr):
-                    _dots(sub.jaxpr, found)
-                elif isinstance(sub, jcore.Jaxpr):
-                    _dots(sub, found)
-    return found
 
 
 def _highest(eqn):
@@ -63,7 +47,7 @@ def test_every_jax_product_is_full_precision(opts, grad):
         return jnp.sum(rnn_xp.rnn_forward(x, h0, Wx, Wh, b, lengths=lengths, **kw))
 
     program = jax.make_jaxpr(jax.grad(loss, argnums=(0, 1, 2, 3, 4)) if grad else loss)(*arrays, lengths)
-    dots = _dots(program.jaxpr, [])
+    dots = jax_dots(program.jaxpr)
     assert dots, "no product found: the walk over the program is broken"
     low = [str(eqn) for eqn in dots if not _highest(eqn)]
     assert not low, f"{len(low)} of {len(dots)} products without Precision.HIGHEST:\n" + "\n".join(low[:3])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import subprocess
 import sys
 
@@ -749,12 +750,20 @@ def test_no_usable_cache_folder_compiles_in_the_process(tmp_path):
     assert "cache cannot be used" in proc.stderr and "cannot cache function" in proc.stderr
 
 
+@pytest.fixture(scope="module")
+def written_cache(tmp_path_factory):
+    """A numba cache as a first run of the script above writes it (no warning), for tests to copy and damage."""
+    folder = tmp_path_factory.mktemp("numba")
+    first = _run_with_cache(folder, folder / "cache")
+    assert first.returncode == 0 and first.stdout.split() == ["0", "right", "compiled"], first.stderr[-3000:]
+    return folder / "cache"
+
+
 @pytest.mark.parametrize("damage", ["nbc", "nbi"])
-def test_a_corrupted_cache_compiles_in_the_process(tmp_path, damage):
+def test_a_corrupted_cache_compiles_in_the_process(tmp_path, written_cache, damage):
     """Machine code overwritten (.nbc) or an index cut short (.nbi): one warning, right results, every run."""
     cache = tmp_path / "cache"
-    first = _run_with_cache(tmp_path, cache)
-    assert first.returncode == 0 and first.stdout.split() == ["0", "right", "compiled"], first.stderr[-3000:]
+    shutil.copytree(written_cache, cache)  # the first run's cache, written once for both kinds of damage
     files = sorted(cache.rglob(f"*.{damage}"))
     assert files, sorted(cache.rglob("*"))
     for f in files:

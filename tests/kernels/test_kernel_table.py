@@ -35,9 +35,14 @@ H100, SMALL_GPU = made_up_gpu("h100"), made_up_gpu("small")
 
 def test_rows_in_order_forward_and_backward_side_by_side():
     assert [r.library for r in kernels.KERNELS] == ["jax", "torch", "numpy", "cupy", "dask"]
-    assert [r.library for r in kernels.KERNELS if r.extended] == ["jax", "torch"]
+    # Dask's tasks run the portable loop of a chunk for the options only it knows
+    assert [r.library for r in kernels.KERNELS if r.extended] == ["jax", "torch", "dask"]
     assert kernels.route("array_api_strict") is kernels.OTHERS and kernels.OTHERS.extended
     assert kernels.route("numpy").forward == ":numpy_row_forward"
+    # the kernels of any cell: JAX's and torch's own, one task per chunk on Dask, fused steps on CuPy
+    cells = {r.library: (r.cells_forward, r.cells_backward) for r in kernels.KERNELS}
+    assert cells["dask"] == (":dask_cells_forward", ":dask_cells_backward")
+    assert cells["cupy"] == (":cupy_cells_forward", "portable:backward_cell")
 
 
 def test_numpy_rows_kernels_and_the_portable_loops():
@@ -75,7 +80,7 @@ def test_other_rows_kernels(library):
 
         fwd, back = kernels.cupy_row_forward, backward_portable
     assert kernels.forward_kernel(ns) is fwd and kernels.backward_kernel(ns) is back
-    extended = library in ("jax", "torch")  # the rows whose kernels take every option
+    extended = library in ("jax", "torch", "dask")  # the rows whose kernels take every option
     assert kernels.forward_kernel(ns, extended=True) is (fwd if extended else scan_portable)
     assert kernels.backward_kernel(ns, extended=True) is (back if extended else backward_portable)
 
@@ -344,6 +349,43 @@ def test_cupy_row_runs_only_float32_and_float64_on_the_cuda_kernels(monkeypatch,
     for dtype in ("float32", "float64"):
         kernels.cupy_row_forward(xp, *[a.astype(dtype) for a in (x, h0, Wx, Wh, b)], **opts)
     assert ran == ["fused", "fused"]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_cupy_cells_row_runs_the_fused_loop_where_it_can(monkeypatch, rng, cell):
+    """float16, empty runs and steps the tracer cannot read run the portable loop; the rest the fused loop.
+
+    NumPy arrays stand in for CuPy's; the fused loop is replaced by a recorder.
+    """
+    from rnn_xp.cells import GRUCell, GRUWeights, LSTMCell, LSTMWeights
+    from rnn_xp.kernels import _pointwise, cupy_cells
+    from rnn_xp.kernels.portable import scan_cell
+
+    ran = []
+    monkeypatch.setattr(cupy_cells, "scan_cells", lambda *a, **k: ran.append(a[0]) or (None, None))
+    G, H = (4, 5) if cell == "lstm" else (3, 5)
+    c = LSTMCell() if cell == "lstm" else GRUCell()
+    Weights = LSTMWeights if cell == "lstm" else GRUWeights
+    w = Weights(rng.standard_normal((G * H, 2)), rng.standard_normal((G * H, H)), rng.standard_normal(G * H))
+    as_ = lambda dtype: Weights(*(None if a is None else a.astype(dtype) for a in w))  # noqa: E731
+    x, state0 = rng.standard_normal((4, 3, 2)), tuple(rng.standard_normal((3, H)) for _ in c.state_names)
+    opts = dict(lengths=None, reverse=False, return_sequences=True)
+    half = (x.astype(np.float16), tuple(s.astype(np.float16) for s in state0), as_(np.float16))
+    got = kernels.cupy_cells_forward(xp, c, *half, **opts)
+    want = scan_cell(xp, c, *half, **opts)
+    assert ran == [] and got[0][0].dtype == np.float16
+    np.testing.assert_array_equal(got[0][0], want[0][0])
+    kernels.cupy_cells_forward(xp, c, x[:0], state0, w, **opts)  # no step: nothing to launch
+    assert ran == []
+    monkeypatch.setattr(cupy_cells, "plan", lambda *a: (_ for _ in ()).throw(_pointwise.TraceError("no")))
+    got = kernels.cupy_cells_forward(xp, c, x, state0, w, **opts)  # a step the tracer cannot read
+    np.testing.assert_array_equal(got[0][0], scan_cell(xp, c, x, state0, w, **opts)[0][0])
+    assert ran == []
+    monkeypatch.undo()
+    monkeypatch.setattr(cupy_cells, "scan_cells", lambda *a, **k: ran.append(a[0]) or (None, None))
+    for dtype in ("float32", "float64"):
+        kernels.cupy_cells_forward(xp, c, x.astype(dtype), state0, as_(dtype), **opts)
+    assert ran == [c, c]
 
 
 # -- the settings --------------------------------------------------------------------------

@@ -131,9 +131,6 @@ def test_bench_puts_torch_and_blas_threads_back(around_the_bench):
     assert [p for p in run["after"] if p[0] != "mkl"] == [p for p in run["before"] if p[0] != "mkl"]
 
 
-@pytest.mark.xfail(strict=True, reason="the bench's thread holder (_Threads of rnn_xp/cli/bench.py, of "
-                   "rnn_xp/bench/machine.py once moved) saves the BLAS counts after setting torch's OpenMP count, "
-                   "which oneMKL reads as its own: its per-thread count (threadpoolctl 3.8) is left at the bench's")  # fmt: skip
 def test_bench_puts_onemkls_thread_count_back(around_the_bench):
     run = around_the_bench
     if not any(p[0] == "mkl" for p in run["before"]):

@@ -1,21 +1,48 @@
-"""The bad-input catalogue, continued: the layer ``RNN`` and the converters.
+"""Bad input to the layer (``rnn_xp.RNN``): what its constructor, call, loaders and ``to()`` refuse, and odd input they take.
 
-Same structure as ``tests/test_errors.py``: each entry point has a caller
-that fills in valid defaults, and a table of cases ``(overrides, exception,
-match)`` in which the overrides make one argument bad. The error must be a
-``ValueError`` (shape, value) or ``TypeError`` (dtype, type, library) whose
-message names the argument and what it needs. A row with exception ``None``
-is an odd but valid input: it must compute the float64 reference's answer
-(or, for the constructors, build the layer asked for).
+- The catalogue (as in ``tests/functions/test_forward_errors.py``): a caller
+  per entry point (``RNN``, ``RNN.__call__``, ``RNN.load_state_dict``,
+  ``RNN.from_torch``) that fills in valid defaults, and a table of cases
+  ``(overrides, exception, match)`` in which the overrides make one argument
+  bad. The error must be a ``ValueError`` (shape, value) or ``TypeError``
+  (dtype, type, library) whose message names the argument and what it needs,
+  and leave the layer as it was. A row with exception ``None`` is an odd but
+  valid input: it must compute the float64 reference's answer (or, for the
+  constructor, build the layer asked for).
+- A failed ``load_state_dict`` keeps the old parameters; dropout with one
+  layer warns; a known library without its device is a ``BackendUnavailable``.
+- Arrays of another library than the layer's parameters: a ``TypeError`` that
+  says what to move or convert.
+- bfloat16 is kept through ``to()`` and state dicts where the library has it
+  (torch, JAX) and refused with a clear error where it does not (NumPy); a
+  narrowing conversion that would make ``inf`` is refused, naming the array.
+- NumPy masked arrays are refused (their mask would be ignored); flags are
+  bools, not truthy values; messages name the argument the caller passed.
+
+The converters' errors (``rnn_xp.convert``, ``RNN.from_torch``'s state dicts
+excepted) are in ``tests/convert/test_convert_errors.py``.
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
 
 from rnn_xp import RNN, convert
-from support import as_library, optional_import, reference_rnn, to_numpy
+from support import (
+    LIBRARY_NAMES,
+    as_library,
+    assert_layer_runs_its_weights,
+    assert_catalogue_complete,
+    catalogue_rows,
+    check_catalogue_row,
+    optional_import,
+    params_kept,
+    reference_layer,
+    to_numpy,
+)
 
 torch = optional_import("torch")
 jax = optional_import("jax")
@@ -30,29 +57,6 @@ X = _rng.standard_normal((5, 2, 3))  # (T, B, D)
 LAYER = RNN(3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=0)  # L * dirs = 4
 H0 = _rng.standard_normal((4, 2, 4)) * 0.5  # (L * dirs, B, H)
 STATE = RNN(3, 4, seed=1, dtype="float64").state_dict()  # one layer, one direction
-KERNEL, RKERNEL, KBIAS = _rng.standard_normal((3, 4)), np.eye(4) * 0.5, np.zeros(4)  # Keras / CS231n
-W_ONNX = _rng.standard_normal((1, 4, 3))  # [dirs, H, D]
-R_ONNX = _rng.standard_normal((1, 4, 4)) * 0.3  # [dirs, H, H]
-B_ONNX = np.zeros((1, 8))  # [dirs, 2H]
-
-
-def _reference_layer(rnn, x, h0=None, lengths=None):
-    """The float64 loop of ``support.reference_rnn``, stacked by hand over layers and directions."""
-    p = {k: to_numpy(v).astype(np.float64) for k, v in rnn.params.items()}
-    dirs, batch = rnn.num_directions, x.shape[1:-1]
-    lengths = None if lengths is None else np.asarray(lengths, dtype=np.int64)
-    layer_in, finals = np.asarray(x, np.float64), []
-    for k in range(rnn.num_layers):
-        outs = []
-        for d, s in enumerate(("", "_reverse")[:dirs]):
-            b = p[f"bias_ih_l{k}{s}"] + p[f"bias_hh_l{k}{s}"] if rnn.bias else None
-            h_init = None if h0 is None else h0[k * dirs + d]
-            out, last = reference_rnn(layer_in, h_init, p[f"weight_ih_l{k}{s}"], p[f"weight_hh_l{k}{s}"], b,
-                                      nonlinearity=rnn.nonlinearity, lengths=lengths, reverse=d == 1, leak=rnn.leak)
-            outs.append(out)
-            finals.append(last)
-        layer_in = np.concatenate(outs, axis=-1)
-    return layer_in, np.stack(finals).reshape(rnn.num_layers * dirs, *batch, rnn.hidden_size)
 
 
 # --- callers: valid defaults, one argument overridden -------------------------
@@ -73,31 +77,11 @@ def _from_torch(module_or_state_dict=STATE, **options):
     return RNN.from_torch(module_or_state_dict, **options)
 
 
-def _from_keras(kernel=KERNEL, recurrent_kernel=RKERNEL, bias=KBIAS, weights=None, **options):
-    return convert.from_keras([kernel, recurrent_kernel, bias] if weights is None else weights, **options)
-
-
-def _from_cs231n(Wx=KERNEL, Wh=RKERNEL, b=KBIAS, **options):
-    return convert.from_cs231n(Wx, Wh, b, **options)
-
-
-def _from_onnx(W=W_ONNX, R=R_ONNX, B=B_ONNX, **options):
-    return convert.from_onnx(W, R, B, **options)
-
-
-def _to_format(rnn=LAYER, fmt="to_keras", **options):
-    return getattr(convert, fmt)(rnn, **options)
-
-
 ENTRY_POINTS = {
     "RNN": _construct,
     "RNN.__call__": _call,
     "RNN.load_state_dict": _load,
     "RNN.from_torch": _from_torch,
-    "convert.from_keras": _from_keras,
-    "convert.from_cs231n": _from_cs231n,
-    "convert.from_onnx": _from_onnx,
-    "convert.to_*": _to_format,
 }
 
 _SD = dict(STATE)
@@ -220,80 +204,6 @@ CASES = {
         ({"nonlinearity": "gelu"}, V, r"nonlinearity must be one of \['tanh', 'relu', .*\]; got 'gelu'"),
         ({}, None, None),
     ],
-    "convert.from_keras": [
-        ({"kernel": np.ones(3)}, V, r"kernel must have shape \(D, H\); got \(3,\)"),
-        ({"kernel": np.ones((3, 4, 1))}, V, r"kernel must have shape \(D, H\); got \(3, 4, 1\)"),
-        ({"recurrent_kernel": np.eye(5)}, V, r"recurrent_kernel must have shape \(H, H\) = \(4, 4\) to match kernel \(D, H\) = \(3, 4\); got \(5, 5\)"),
-        ({"recurrent_kernel": np.ones(4)}, V, r"recurrent_kernel must have shape \(H, H\) = \(4, 4\).*; got \(4,\)"),
-        ({"bias": np.zeros(5)}, V, r"bias must have shape \(H,\) = \(4,\) to match kernel \(D, H\) = \(3, 4\); got \(5,\)"),
-        ({"bias": np.zeros((1, 4))}, V, r"bias must have shape \(H,\) = \(4,\).*; got \(1, 4\)"),
-        ({"kernel": KERNEL.T}, V, r"recurrent_kernel must have shape \(H, H\) = \(3, 3\) to match kernel \(D, H\) = \(4, 3\)"),
-        ({"weights": [KERNEL]}, V, r"Keras SimpleRNN weights are \[kernel, recurrent_kernel\(, bias\)\] \(twice that for a Bidirectional\); got 1 arrays"),
-        ({"weights": [KERNEL, RKERNEL, KBIAS, KBIAS, KBIAS]}, V, r"Keras SimpleRNN weights are .*; got 5 arrays"),
-        ({"weights": [KERNEL, RKERNEL, KBIAS, KBIAS]}, V, r"kernel must have shape \(D, H\); got \(4,\)"),
-        ({"weights": KERNEL}, T_, r"layer_or_weights must be a keras SimpleRNN, a Bidirectional\(SimpleRNN\) or a list .*; got ndarray"),
-        ({"kernel": KERNEL.astype(np.int64)}, T_, r"kernel must have a real floating dtype; got int64"),
-        ({"recurrent_kernel": RKERNEL.astype(complex)}, T_, r"recurrent_kernel must have a real floating dtype; got complex128"),
-        ({"bias": KBIAS > 0}, T_, r"bias must have a real floating dtype; got bool"),
-        ({"kernel": KERNEL.tolist()}, T_, r"kernel must be an array; got list"),
-        ({"recurrent_kernel": None}, T_, r"recurrent_kernel must be an array; got NoneType"),
-        ({"nonlinearity": "gelu"}, V, r"nonlinearity must be one of \['tanh', 'relu', .*\]; got 'gelu'"),
-        ({"batch_first": "yes"}, T_, r"batch_first must be True or False; got 'yes'"),
-        ({"dtype": "int8"}, T_, r"dtype must be a real floating dtype .*; got 'int8'"),
-        ({"weights": [KERNEL, RKERNEL]}, None, None),  # valid: no bias
-    ],
-    "convert.from_cs231n": [
-        ({"Wx": np.ones(3)}, V, r"Wx must have shape \(D, H\); got \(3,\)"),
-        ({"Wh": np.ones((4, 3))}, V, r"Wh must have shape \(H, H\) = \(4, 4\) to match Wx \(D, H\) = \(3, 4\); got \(4, 3\)"),
-        ({"Wh": np.ones((4, 4, 1))}, V, r"Wh must have shape \(H, H\) = \(4, 4\).*; got \(4, 4, 1\)"),
-        ({"b": np.zeros((4, 1))}, V, r"b must have shape \(H,\) = \(4,\) to match Wx \(D, H\) = \(3, 4\); got \(4, 1\)"),
-        ({"Wx": None}, T_, r"Wx must be an array; got NoneType"),
-        ({"Wh": RKERNEL.astype(np.int32)}, T_, r"Wh must have a real floating dtype; got int32"),
-        ({"b": 0.0}, T_, r"b must be an array; got float"),
-        ({"nonlinearity": "Tanh"}, V, r"nonlinearity must be one of \['tanh', 'relu', .*\]; got 'Tanh'"),
-        ({"b": None}, None, None),  # valid: no bias
-    ],
-    "convert.from_onnx": [
-        ({"W": W_ONNX[0]}, V, r"W must be a 3-D array \[dirs, H, D\]; got shape \(4, 3\)"),
-        ({"R": R_ONNX[0]}, V, r"R must be a 3-D array \[dirs, H, H\]; got shape \(4, 4\)"),
-        ({"B": B_ONNX[0]}, V, r"B must be a 2-D array \[dirs, 2H\]; got shape \(8,\)"),
-        ({"R": np.ones((1, 5, 5))}, V, r"R must have shape \(1, 4, 4\) to match W \[dirs, H, D\] = \(1, 4, 3\); got \(1, 5, 5\)"),
-        ({"R": np.ones((2, 4, 4))}, V, r"R must have shape \(1, 4, 4\) to match W .*; got \(2, 4, 4\)"),
-        ({"B": np.zeros((1, 4))}, V, r"B must have shape \(1, 8\) to match W \[dirs, H, D\] = \(1, 4, 3\); got \(1, 4\)"),
-        ({"W": np.ones((3, 4, 3)), "R": np.ones((3, 4, 4)), "B": None}, V, r"W must have 1 or 2 directions on axis 0; got shape \(3, 4, 3\)"),
-        ({"W": W_ONNX.tolist()}, T_, r"W must be an array; got list"),
-        ({"W": None}, T_, r"W must be an array; got NoneType"),
-        ({"R": None}, T_, r"R must be an array; got NoneType"),
-        ({"W": W_ONNX.astype(np.int64)}, T_, r"W must have a real floating dtype; got int64"),
-        ({"B": B_ONNX > 0}, T_, r"B must have a real floating dtype; got bool"),
-        ({"direction": "bidirectional"}, V, r"direction='bidirectional' does not fit W with 1 direction\(s\)"),
-        ({"direction": "backward"}, V, r"direction='backward' does not fit W with 1 direction\(s\)"),
-        ({"W": np.ones((2, 4, 3)), "R": np.ones((2, 4, 4)), "B": None, "direction": "reverse"}, V, r"direction='reverse' does not fit W with 2 direction\(s\)"),
-        ({"activations": ["Gelu"]}, V, r"activations must be 1 name\(s\) from \['Tanh', 'Relu', .*\], one per direction; got \['Gelu'\]"),
-        ({"activations": ["tanh"]}, V, r"activations must be 1 name\(s\) from .*; got \['tanh'\]"),
-        ({"activations": ["Tanh", "Relu", "Tanh"]}, V, r"activations must be 1 name\(s\) from .*; got \['Tanh', 'Relu', 'Tanh'\]"),
-        ({"activations": "Tanh"}, T_, r"activations must be a list of names, one per direction; got the string 'Tanh'"),
-        ({"layout": 2}, V, r"layout must be 0 or 1; got 2"),
-        ({"layout": True}, V, r"layout must be 0 or 1; got True"),
-        ({"layout": 1.0}, V, r"layout must be 0 or 1; got 1.0"),
-        ({"layout": 1, "activations": ["Relu"]}, None, None),
-    ],
-    "convert.to_*": [
-        ({"fmt": "to_keras", "layer": 2}, V, r"layer must be an int in \[0, 1\]; got 2"),
-        ({"fmt": "to_keras", "layer": -1}, V, r"layer must be an int in \[0, 1\]; got -1"),
-        ({"fmt": "to_cs231n", "layer": True}, V, r"layer must be an int in \[0, 1\]; got True"),
-        ({"fmt": "to_onnx", "layer": 1.0}, V, r"layer must be an int in \[0, 1\]; got 1.0"),
-        ({"fmt": "to_keras", "rnn": RNN(3, 4), "reverse": True}, V, r"reverse=True needs a bidirectional layer"),
-        ({"fmt": "to_keras", "rnn": "rnn"}, T_, r"rnn must be an rnn_xp.RNN; got str"),
-        ({"fmt": "to_onnx", "rnn": STATE}, T_, r"rnn must be an rnn_xp.RNN, LSTM or GRU; got dict"),
-        ({"fmt": "onnx_attributes", "rnn": None}, T_, r"rnn must be an rnn_xp.RNN, LSTM or GRU; got NoneType"),
-        ({"fmt": "onnx_attributes", "rnn": RNN(3, 4, leak=0.5)}, V, r"the ONNX RNN operator has no leak; this layer has leak=0.5"),
-        ({"fmt": "onnx_y_to_output", "rnn": np.zeros((5, 2, 3))}, V, r"Y must have shape \[T, dirs, B, H\]; got \(5, 2, 3\)"),
-        ({"fmt": "output_to_onnx_y", "rnn": np.zeros((5, 2, 5)), "num_directions": 2},
-         V, r"output must have shape \(T, B, dirs \* H\); got \(5, 2, 5\)"),
-        ({"fmt": "output_to_onnx_y", "rnn": np.zeros((5, 2, 6)), "num_directions": 3}, V, r"num_directions must be 1 or 2; got 3"),
-        ({"fmt": "to_keras", "layer": 1, "reverse": True}, None, None),
-    ],
 }
 
 if torch is not None:
@@ -308,16 +218,6 @@ if torch is not None:
          V, r"batch_first=True disagrees with the module's batch_first=False"),
         ({"module_or_state_dict": torch.nn.RNN(3, 4, num_layers=2, bidirectional=True, dtype=torch.float64)}, None, None),
     ]
-    CASES["convert.to_*"] += [
-        ({"fmt": "to_torch", "rnn": RNN(3, 4, leak=0.5)}, V, r"torch.nn.RNN has no leak; this layer has leak=0.5"),
-        ({"fmt": "to_torch", "rnn": [1]}, T_, r"rnn must be an rnn_xp\.RNN, LSTM or GRU; got list"),
-    ]
-
-_ROWS = [
-    pytest.param(entry, overrides, exc, match, id=f"{entry}-{i}")
-    for entry, rows in CASES.items()
-    for i, (overrides, exc, match) in enumerate(rows)
-]
 
 
 def _check_valid(entry, overrides, result):
@@ -329,58 +229,29 @@ def _check_valid(entry, overrides, result):
     if entry == "RNN.__call__":
         args = {"x": X, "h0": H0, "lengths": None, **overrides}
         output, h_n = result
-        expected, expected_h = _reference_layer(LAYER, args["x"], args["h0"], args["lengths"])
+        expected, expected_h = reference_layer(LAYER, args["x"], args["h0"], args["lengths"])
         assert output.dtype == np.result_type(args["x"], np.float64) and output.shape == expected.shape
         np.testing.assert_allclose(output, expected, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(h_n, expected_h, rtol=1e-10, atol=1e-12)
         return
-    if entry.startswith("convert.to_"):
-        kernel, rkernel, bias = result  # the reverse direction of layer 1, in Keras' layout
-        np.testing.assert_array_equal(kernel, LAYER.params["weight_ih_l1_reverse"].T)
-        np.testing.assert_array_equal(rkernel, LAYER.params["weight_hh_l1_reverse"].T)
-        np.testing.assert_array_equal(bias, LAYER.params["bias_ih_l1_reverse"] + LAYER.params["bias_hh_l1_reverse"])
-        return
-    # a converter or a loader: the new layer runs the recurrence of the weights it was given
-    assert isinstance(result, RNN)
-    x = X if not result.batch_first else np.moveaxis(X, 0, 1)
-    output, _ = result(x.astype(result.dtype))
-    expected, _ = _reference_layer(result, X)
-    if result.batch_first:
-        expected = np.moveaxis(expected, 0, 1)
-    tol = 1e-10 if result.dtype == np.float64 else 1e-5
-    np.testing.assert_allclose(output, expected, rtol=tol, atol=tol)
-    given = {  # the weights handed in, in torch's layout, for the first layer
-        "convert.from_keras": (KERNEL.T, RKERNEL.T),
-        "convert.from_cs231n": (KERNEL.T, RKERNEL.T),
-        "convert.from_onnx": (W_ONNX[0], R_ONNX[0]),
-        "RNN.load_state_dict": (STATE["weight_ih_l0"], STATE["weight_hh_l0"]),
-    }.get(entry)
+    # a loader: the new layer runs the recurrence of the weights it was given
+    given = (STATE["weight_ih_l0"], STATE["weight_hh_l0"])  # the weights handed in, in torch's layout
     if entry == "RNN.from_torch":
         module = overrides.get("module_or_state_dict")
-        given = (STATE["weight_ih_l0"], STATE["weight_hh_l0"]) if module is None else (
-            module.weight_ih_l0.detach().numpy(), module.weight_hh_l0.detach().numpy())
-    np.testing.assert_allclose(to_numpy(result.weight_ih_l0), given[0], rtol=1e-6)
-    np.testing.assert_allclose(to_numpy(result.weight_hh_l0), given[1], rtol=1e-6)
+        given = given if module is None else (module.weight_ih_l0.detach().numpy(), module.weight_hh_l0.detach().numpy())
+    assert_layer_runs_its_weights(result, X, given)
 
 
-@pytest.mark.parametrize("entry, overrides, exc, match", _ROWS)
+@pytest.mark.parametrize("entry, overrides, exc, match", catalogue_rows(CASES))
 @pytest.mark.filterwarnings("error::UserWarning")
 def test_catalogue(entry, overrides, exc, match):
-    call = ENTRY_POINTS[entry]
-    if exc is None:
-        _check_valid(entry, overrides, call(**overrides))
-        return
-    before = {k: to_numpy(v).copy() for k, v in LAYER.params.items()}
-    with pytest.raises(exc, match=match):
-        call(**overrides)
-    for k, v in LAYER.params.items():  # a rejected call leaves the layer as it was
-        np.testing.assert_array_equal(to_numpy(v), before[k])
+    with params_kept(LAYER):  # a call, rejected or not, leaves the layer as it was
+        check_catalogue_row(ENTRY_POINTS[entry], overrides, exc, match,
+                            lambda result: _check_valid(entry, overrides, result))
 
 
 def test_catalogue_is_large_enough():
-    errors = sum(1 for rows in CASES.values() for row in rows if row[1] is not None)
-    assert errors >= 40 * 2, errors
-    assert set(CASES) == set(ENTRY_POINTS)
+    assert_catalogue_complete(CASES, ENTRY_POINTS, errors_at_least=40 * 2)
 
 
 def test_load_state_dict_failure_keeps_the_old_parameters():
@@ -415,9 +286,6 @@ def _layer_libs():
     return [(a, b) for a in libs for b in libs if a != b]
 
 
-_LIB_NAME = {"numpy": "numpy", "torch": "torch", "jax": "jax.numpy"}
-
-
 @pytest.mark.parametrize("layer_lib, array_lib", _layer_libs())
 @pytest.mark.parametrize("which", ["x", "h0"])
 def test_layer_and_arrays_of_two_libraries(layer_lib, array_lib, which):
@@ -425,18 +293,18 @@ def test_layer_and_arrays_of_two_libraries(layer_lib, array_lib, which):
     args = {"x": X, "h0": H0}
     args = {k: as_library(array_lib if k == which else layer_lib, v) for k, v in args.items()}
     if which == "x":
-        match = (rf"x is from {_LIB_NAME[array_lib]} but the layer's parameters are in "
-                 rf"{_LIB_NAME[layer_lib]}; move the layer with rnn.to\(xp=...\) first")
+        match = (rf"x is from {LIBRARY_NAMES[array_lib]} but the layer's parameters are in "
+                 rf"{LIBRARY_NAMES[layer_lib]}; move the layer with rnn.to\(xp=...\) first")
     else:  # x matches the layer: h0 is the one to convert
-        match = (rf"h0 is from {_LIB_NAME[array_lib]} but x and the layer's parameters are in "
-                 rf"{_LIB_NAME[layer_lib]}; convert h0 to {_LIB_NAME[layer_lib]} first "
-                 rf"\({_LIB_NAME[layer_lib]}.asarray\(h0\)\)")
+        match = (rf"h0 is from {LIBRARY_NAMES[array_lib]} but x and the layer's parameters are in "
+                 rf"{LIBRARY_NAMES[layer_lib]}; convert h0 to {LIBRARY_NAMES[layer_lib]} first "
+                 rf"\({LIBRARY_NAMES[layer_lib]}.asarray\(h0\)\)")
     with pytest.raises(TypeError, match=match):
         rnn(args["x"], args["h0"])
     # moving the layer, as the message says, makes the call work and agree with the reference
     if which == "x":
         output, _ = rnn.to(xp=array_lib)(args["x"])
-        np.testing.assert_allclose(to_numpy(output), _reference_layer(rnn, X)[0], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(to_numpy(output), reference_layer(rnn, X)[0], rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("layer_lib, array_lib", [p for p in _layer_libs() if p[1] != "numpy"])
@@ -447,12 +315,84 @@ def test_lengths_of_a_third_library(layer_lib, array_lib):
         rnn(as_library(layer_lib, X), lengths=as_library(array_lib, np.array([1, 2])))
 
 
-def test_converters_take_weights_of_any_library():
-    """The ``from_*`` converters copy arrays of any library (mixed too) into the target library."""
-    if torch is None:
-        pytest.skip("torch not installed")
-    rnn = convert.from_cs231n(KERNEL, torch.asarray(RKERNEL), KBIAS)
-    assert type(rnn.weight_hh_l0) is np.ndarray
-    np.testing.assert_array_equal(rnn.weight_hh_l0, RKERNEL.T)
-    with pytest.raises(TypeError, match=r"Wh must have a real floating dtype; got torch.int64"):
-        convert.from_cs231n(KERNEL, torch.asarray(RKERNEL).long(), KBIAS)
+# --- bfloat16, and conversions that narrow -------------------------------------
+
+
+@pytest.fixture(name="torch")
+def _torch():
+    return pytest.importorskip("torch")
+
+
+def test_bfloat16_state_dict_loads_into_a_float32_layer_exactly(torch):
+    state = convert.torch_state_dict(RNN(3, 4, xp="torch", dtype="bfloat16", seed=1))
+    rnn = RNN(3, 4, seed=0).load_state_dict(state)  # NumPy float32: every bfloat16 value exactly
+    for name, t in state.items():
+        np.testing.assert_array_equal(rnn.params[name], t.float().numpy())
+
+
+def test_bfloat16_on_jax_and_between_torch_and_jax(torch):
+    jnp = pytest.importorskip("jax.numpy")
+    rnn = RNN(3, 4, xp="torch", dtype=torch.bfloat16, seed=2)
+    j = RNN(3, 4, xp="torch", dtype=torch.bfloat16, seed=2).to(xp="jax")
+    assert j.dtype == jnp.bfloat16 and "bfloat16" in repr(j)
+    out, _ = j(jnp.ones((5, 2, 3), dtype=jnp.bfloat16))
+    assert out.dtype == jnp.bfloat16
+    back = j.to(xp="torch")  # in place, like torch's Module.to
+    assert back.dtype == torch.bfloat16
+    for name, p in back.params.items():
+        assert torch.equal(p, rnn.params[name]), name
+
+
+def test_bfloat16_refused_where_the_library_has_none(torch):
+    with pytest.raises(TypeError, match="bfloat16 is not available in numpy.*dtype='float32'"):
+        RNN(3, 4, dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match="bfloat16 is not available in numpy"):
+        RNN(3, 4, xp="torch", dtype="bfloat16").to(xp="numpy")
+
+
+@pytest.mark.parametrize("how", ["to", "load_state_dict"])  # from_onnx: tests/convert/test_convert_errors.py
+def test_narrowing_that_overflows_is_refused_naming_the_array(how):
+    big = RNN(2, 3, dtype="float32", seed=0)
+    big.params["bias_ih_l0"][1] = 99840.0  # beyond float16's 65504
+    if how == "to":
+        call, name = (lambda: big.to(dtype="float16")), "bias_ih_l0"
+    else:
+        call, name = (lambda: RNN(2, 3, dtype="float16").load_state_dict(big.state_dict())), "bias_ih_l0"
+    with pytest.raises(ValueError, match=f"{name}.* values up to 99840, beyond float16's largest"):
+        call()
+    assert big.dtype == np.float32  # unchanged
+
+
+def test_narrowing_that_fits_is_fine():
+    rnn = RNN(2, 3, seed=0).to(dtype="float16")
+    assert rnn.dtype == np.float16 and all(np.isfinite(p).all() for p in rnn.params.values())
+
+
+# --- masked arrays, flags, and messages naming the argument given ---------------
+
+
+@pytest.mark.parametrize("where", ["layer x", "state dict"])  # the functions': tests/functions/test_forward_errors.py
+def test_masked_arrays_are_refused(where):
+    masked = np.ma.array(np.ones((2, 1, 1)), mask=[[[0]], [[1]]])
+    if where == "layer x":
+        call, name = (lambda: RNN(1, 1)(masked.astype("f4"))), "x"
+    else:
+        state = RNN(1, 1).state_dict()
+        state["weight_hh_l0"] = np.ma.array(state["weight_hh_l0"], mask=True)
+        call, name = (lambda: RNN(1, 1).load_state_dict(state)), "state_dict['weight_hh_l0']"
+    with pytest.raises(TypeError, match=re.escape(name) + r" is a NumPy masked array.*\.filled\(value\)"):
+        call()
+
+
+def test_flags_must_be_bools():
+    rnn = RNN(2, 3, bidirectional=True, seed=0)
+    x = np.ones((4, 1, 2), "f4")
+    with pytest.raises(TypeError, match="return_cache must be True or False; got 1"):
+        rnn.forward(x, return_cache=1)
+
+
+def test_messages_name_the_argument_given():
+    rnn = RNN(2, 3, dtype="float64", seed=0)
+    out, _, cache = rnn.forward(np.ones((4, 1, 2)), return_cache=True)
+    with pytest.raises(TypeError, match="^d_output must have a real floating dtype"):
+        rnn.backward(cache, np.ones(out.shape, int))

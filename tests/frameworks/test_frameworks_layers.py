@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 import pytest
-from support import optional_import
+from support import optional_import, torch_packed
 
 import rnn_xp
 
@@ -72,13 +72,7 @@ def layer_like(module, xp):
 
 def torch_forward(module, x, lengths=None):
     """The module's output and final states (a tuple), through a packed sequence with ``lengths``."""
-    if lengths is None:
-        out, fin = module(x)
-    else:
-        packed = torch.nn.utils.rnn.pack_padded_sequence(x, torch.as_tensor(lengths), batch_first=module.batch_first,
-                                                         enforce_sorted=False)  # fmt: skip
-        out, fin = module(packed)
-        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=module.batch_first, total_length=T)
+    out, fin = torch_packed(module, x, None, lengths)
     return out, fin if isinstance(fin, tuple) else (fin,)
 
 

@@ -11,7 +11,7 @@ import rnn_xp
 from rnn_xp import columns
 from support import assert_close
 
-EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 
 
 def seed_000_loop(x_seq, h0, Wx, Wh, b):

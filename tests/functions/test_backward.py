@@ -14,50 +14,11 @@ import numpy as np
 import pytest
 
 import rnn_xp
-from support import assert_close, random_rnn, reference_rnn, to_numpy
+from support import assert_close, random_backward_case, to_numpy, torch_grads, torch_packed
 
 torch = pytest.importorskip("torch")
 
 TIGHT = {"rtol": 1e-10, "atol": 1e-12}
-
-
-def torch_grads(x, h0, Wx, Wh, b, dh, dh_n, *, nonlinearity="tanh", lengths=None,
-                reverse=False, leak=1.0):
-    """Autograd gradients of ``sum(dh * h_seq) + sum(dh_n * h_last)``; time-major NumPy in and out."""
-    T, batch, D = x.shape[0], x.shape[1:-1], x.shape[-1]
-    H = Wx.shape[0]
-    B = int(np.prod(batch, dtype=int))
-    t = lambda a: torch.tensor(a, dtype=torch.float64, requires_grad=True)  # noqa: E731
-    xt, Wxt, Wht = t(x), t(Wx), t(Wh)
-    h0t = t(np.zeros((*batch, H)) if h0 is None else h0)
-    bt = t(np.zeros(H) if b is None else b)
-    f = torch.tanh if nonlinearity == "tanh" else torch.relu
-    lens = np.full(B, T) if lengths is None else np.asarray(lengths).reshape(B)
-    xs, h0s = xt.reshape(T, B, D), h0t.reshape(B, H)
-    outs, lasts = [], []
-    for n in range(B):
-        h = h0s[n]
-        out = [torch.zeros(H, dtype=torch.float64)] * T
-        for s in range(lens[n] - 1, -1, -1) if reverse else range(lens[n]):
-            h = (1 - leak) * h + leak * f(Wxt @ xs[s, n] + Wht @ h + bt)
-            out[s] = h
-        outs.append(torch.stack(out) if T else torch.zeros((0, H), dtype=torch.float64))
-        lasts.append(h)
-    h_seq = torch.stack(outs, dim=1).reshape(T, *batch, H)
-    h_last = torch.stack(lasts).reshape(*batch, H)
-    loss = (torch.tensor(dh) * h_seq).sum()
-    if dh_n is not None:
-        loss = loss + (torch.tensor(dh_n) * h_last).sum()
-    loss.backward()
-    g = lambda a: a.grad.numpy()  # noqa: E731
-    return rnn_xp.RNNGrads(g(xt), g(h0t), g(Wxt), g(Wht), None if b is None else g(bt))
-
-
-def make_case(rng, T, batch, D, H, *, lengths=None, with_h0=True, with_b=True, with_dh_n=True):
-    x, h0, Wx, Wh, b = random_rnn(rng, T, batch, D, H, scale=0.9)
-    dh = rng.standard_normal((T, *batch, H))
-    dh_n = rng.standard_normal((*batch, H)) if with_dh_n else None
-    return x, h0 if with_h0 else None, Wx, Wh, b if with_b else None, dh, dh_n
 
 
 def run_backward(backend, x, h0, Wx, Wh, b, dh, dh_n, *, batch_first=False, **opts):
@@ -118,7 +79,7 @@ def test_matches_torch_autograd(backend, rng, name):
     case_opts = {k: cfg.pop(k) for k in ("with_h0", "with_b", "with_dh_n") if k in cfg}
     lengths = LENGTHS[cfg.pop("lengths", "none")]
     batch_first = cfg.pop("batch_first", False)
-    case = make_case(rng, 6, (4,), 3, 5, **case_opts)
+    case = random_backward_case(rng, 6, (4,), 3, 5, **case_opts)
     want = torch_grads(*case, lengths=lengths, **cfg)
     got = run_backward(backend, *case, lengths=lengths, batch_first=batch_first, **cfg)
     check_grads(got, want, backend, batch_first=batch_first)
@@ -132,7 +93,7 @@ def test_option_grid_numpy(rng, nonlinearity, reverse, lengths, leak):
     from support import make_backend
 
     backend = make_backend("numpy")
-    case = make_case(rng, 6, (4,), 3, 5)
+    case = random_backward_case(rng, 6, (4,), 3, 5)
     opts = dict(nonlinearity=nonlinearity, reverse=reverse, lengths=LENGTHS[lengths], leak=leak)
     check_grads(run_backward(backend, *case, **opts), torch_grads(*case, **opts), backend)
 
@@ -140,7 +101,7 @@ def test_option_grid_numpy(rng, nonlinearity, reverse, lengths, leak):
 @pytest.mark.parametrize("batch", [(), (3,), (2, 3)])
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_batch_dims(backend, rng, batch, batch_first):
-    case = make_case(rng, 5, batch, 3, 4)
+    case = random_backward_case(rng, 5, batch, 3, 4)
     lengths = rng.integers(0, 6, size=batch)
     want = torch_grads(*case, lengths=lengths, leak=0.8)
     got = run_backward(backend, *case, lengths=lengths, leak=0.8, batch_first=batch_first)
@@ -148,7 +109,7 @@ def test_batch_dims(backend, rng, batch, batch_first):
 
 
 def test_list_of_steps_and_no_dh(backend, rng):
-    x, h0, Wx, Wh, b, dh, dh_n = make_case(rng, 4, (3,), 2, 5)
+    x, h0, Wx, Wh, b, dh, dh_n = random_backward_case(rng, 4, (3,), 2, 5)
     want = torch_grads(x, h0, Wx, Wh, b, np.zeros_like(dh), dh_n)
     to = lambda a: backend.asarray(a, "float64")  # noqa: E731
     steps = [to(x[t]) for t in range(4)]
@@ -162,7 +123,7 @@ def test_list_of_steps_and_no_dh(backend, rng):
 
 
 def test_empty_sequence(backend, rng):
-    x, h0, Wx, Wh, b, dh, dh_n = make_case(rng, 0, (2,), 3, 4)
+    x, h0, Wx, Wh, b, dh, dh_n = random_backward_case(rng, 0, (2,), 3, 4)
     got = run_backward(backend, x, h0, Wx, Wh, b, dh, dh_n)
     assert_close(got.dx, np.zeros((0, 2, 3)), backend, "float64")
     assert_close(got.dh0, dh_n, backend, "float64")
@@ -172,7 +133,7 @@ def test_empty_sequence(backend, rng):
 
 
 def test_float32_inputs(backend, rng):
-    case = make_case(rng, 5, (3,), 2, 4)
+    case = random_backward_case(rng, 5, (3,), 2, 4)
     want = torch_grads(*case, nonlinearity="relu")
     to = lambda a: backend.asarray(a, "float32")  # noqa: E731
     x, h0, Wx, Wh, b, dh, dh_n = (to(a) for a in case)
@@ -185,7 +146,7 @@ def test_float32_inputs(backend, rng):
 @pytest.mark.parametrize("batch", [(), (3,), (2, 3)])
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 def test_step_backward_matches_torch(backend, rng, batch, nonlinearity):
-    x, h0, Wx, Wh, b, dh, _ = make_case(rng, 1, batch, 3, 4)
+    x, h0, Wx, Wh, b, dh, _ = random_backward_case(rng, 1, batch, 3, 4)
     want = torch_grads(x, h0, Wx, Wh, b, dh, None, nonlinearity=nonlinearity)
     to = lambda a: backend.asarray(a, "float64")  # noqa: E731
     xa, h0a, Wxa, Wha, ba = (to(a) for a in (x[0], h0, Wx, Wh, b))
@@ -214,7 +175,7 @@ def _loss(backend, params, dh, dh_n, opts):
 
 @pytest.mark.parametrize("nonlinearity, reverse", [("tanh", False), ("relu", True)])
 def test_central_differences(backend, rng, nonlinearity, reverse):
-    x, h0, Wx, Wh, b, dh, dh_n = make_case(rng, 3, (2,), 2, 3)
+    x, h0, Wx, Wh, b, dh, dh_n = random_backward_case(rng, 3, (2,), 2, 3)
     b = b + 0.3  # keeps relu units away from the kink for a finite step
     to = lambda a: backend.asarray(a, "float64")  # noqa: E731
     params = [to(a) for a in (x, h0, Wx, Wh, b)]
@@ -242,7 +203,7 @@ def test_central_differences(backend, rng, nonlinearity, reverse):
 def test_truncated_bptt_chunks_equal_full(backend, rng, reverse):
     """Chunks with the state carried forward and the gradient carried back give the full gradient."""
     T, cuts = 9, [0, 3, 4, 9]  # chunks of 3, 1 and 5 steps
-    x, h0, Wx, Wh, b, dh, dh_n = make_case(rng, T, (4,), 3, 5)
+    x, h0, Wx, Wh, b, dh, dh_n = random_backward_case(rng, T, (4,), 3, 5)
     lengths = np.array([9, 2, 5, 0])
     to = lambda a: backend.asarray(a, "float64")  # noqa: E731
     xa, h0a, Wxa, Wha, ba, dha, dh_na = (to(a) for a in (x, h0, Wx, Wh, b, dh, dh_n))
@@ -279,58 +240,14 @@ def test_truncated_bptt_chunks_equal_full(backend, rng, reverse):
     check_grads(full, torch_grads(x, h0, Wx, Wh, b, dh, dh_n, lengths=lengths, **opts), backend)
 
 
-# ---------------------------------------------------------------- errors
-
-
-def _args(rng, T=4, batch=(2,), D=3, H=5):
-    x, h0, Wx, Wh, b, dh, dh_n = make_case(rng, T, batch, D, H)
-    h_seq, _ = reference_rnn(x, h0, Wx, Wh, b)
-    return dict(dh=dh, x=x, h0=h0, Wx=Wx, Wh=Wh, b=b, h_seq=h_seq), dh_n
-
-
-def _call(a, **kw):
-    return rnn_xp.rnn_backward(a["dh"], a["x"], a["h0"], a["Wx"], a["Wh"], a["b"], a["h_seq"], **kw)
-
-
-def test_errors_shapes(rng):
-    a, dh_n = _args(rng)
-    with pytest.raises(ValueError, match=r"dh must have shape .*\(4, 2, 5\).*got shape \(4, 2, 4\)"):
-        _call({**a, "dh": a["dh"][..., :4]})
-    with pytest.raises(ValueError, match=r"h_seq must have shape .*\(4, 2, 5\).*got shape \(3, 2, 5\)"):
-        _call({**a, "h_seq": a["h_seq"][:3]})
-    with pytest.raises(ValueError, match=r"dh_n must have shape .*\(2, 5\).*got shape \(5,\)"):
-        _call(a, dh_n=dh_n[0])
-    with pytest.raises(ValueError, match=r"h0 must have shape"):
-        _call({**a, "h0": a["h0"][:1]})
-    with pytest.raises(ValueError, match=r"Wh must have shape"):
-        _call({**a, "Wh": a["Wh"][:, :2]})
-    with pytest.raises(ValueError, match=r"lengths must lie in \[0, T\]"):
-        _call(a, lengths=[1, 7])
-    with pytest.raises(ValueError, match="leak"):
-        _call(a, leak=0.0)
-    with pytest.raises(ValueError, match="nonlinearity"):
-        _call(a, nonlinearity="gelu")
-    with pytest.raises(ValueError, match=r"dnext_h must have shape .*\(2, 5\)"):
-        rnn_xp.rnn_step_backward(a["dh"][0, :1], a["x"][0], a["h0"], a["Wx"], a["Wh"], a["h_seq"][0])
-
-
-def test_errors_types(rng):
-    a, _ = _args(rng)
-    with pytest.raises(TypeError, match="dh must have a real floating dtype"):
-        _call({**a, "dh": a["dh"].astype(np.int64)})
-    with pytest.raises(TypeError, match="h_seq is from .*torch.* but x is from .*numpy"):
-        _call({**a, "h_seq": torch.from_numpy(a["h_seq"])})
-    with pytest.raises(TypeError, match="h_seq is required"):
-        _call({**a, "h_seq": None})
-    with pytest.raises(TypeError, match="reverse must be True or False"):
-        _call(a, reverse=1)
+# ---------------------------------------------------------------- inputs
 
 
 def test_inputs_not_modified(rng):
     from support import make_backend
 
     backend = make_backend("numpy_readonly")
-    case = make_case(rng, 5, (3,), 2, 4)
+    case = random_backward_case(rng, 5, (3,), 2, 4)
     copies = [None if c is None else c.copy() for c in case]
     run_backward(backend, *case, lengths=np.array([5, 0, 2]), leak=0.5)
     for c, k in zip(case, copies):
@@ -352,9 +269,7 @@ def test_bidirectional_torch_rnn_per_direction(backend, rng):
     torch.manual_seed(0)
     rnn = torch.nn.RNN(D, H, bidirectional=True, dtype=torch.float64)
     xt, h0t = torch.tensor(x, requires_grad=True), torch.tensor(h0, requires_grad=True)
-    packed = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.tensor(lengths), enforce_sorted=False)
-    out, h_n = rnn(packed, h0t)
-    out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=T)
+    out, h_n = torch_packed(rnn, xt, h0t, lengths)
     ((torch.tensor(dout) * out).sum() + (torch.tensor(dh_n) * h_n).sum()).backward()
 
     to = lambda a: backend.asarray(a, "float64")  # noqa: E731

@@ -1,5 +1,7 @@
 """The command line checks every value before work starts, says what it does, and ends cleanly.
 
+- A usage error (an unknown command or flag, a bad choice, a missing or malformed value) is
+  one line starting ``python -m rnn_xp``, exit code 2, nothing on stdout, no traceback.
 - A bad flag value is one line naming the flag, exit code 2, before anything runs: flags of
   one bench method given to the other, more threads than CPUs, a backend that is not
   installed, sizes whose arrays cannot fit in memory (``memory_needed``, a lower bound of
@@ -21,6 +23,7 @@ import io
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -393,3 +396,26 @@ def test_bench_progress_names_every_contender_of_every_round(tiny_bench):
     for name in grid[0]["results"]:
         for i in (1, 2):
             assert any(f"round {i}/2: {name}" in n for n in notes), (name, i)
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["demo", "--bogus"], r"unrecognized arguments: --bogus"),
+        (["demo", "--backend", "tensorflow"], r"argument --backend: invalid choice: 'tensorflow' \(choose from 'all', 'numpy'"),
+        (["demo", "--backend"], r"argument --backend: expected one argument"),
+        (["frobnicate"], r"argument command: invalid choice: 'frobnicate'"),
+        ([], r"the following arguments are required: command"),
+        (["demo", "--seed", "abc"], r"argument --seed: must be a non-negative integer; got 'abc'"),
+        (["demo", "--seed", "-1"], r"argument --seed: must be a non-negative integer; got '-1'"),
+    ],
+)
+def test_cli_usage_errors(argv, match):
+    proc = subprocess.run([sys.executable, "-m", "rnn_xp", *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert lines[0].startswith("python -m rnn_xp")
+    assert re.search(match, lines[0]), lines[0]

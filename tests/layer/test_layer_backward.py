@@ -17,7 +17,7 @@ import pytest
 
 import rnn_xp
 from rnn_xp import RNN, LayerCache, LayerGrads
-from support import assert_close, to_numpy, torch_rnn
+from support import BACKENDS, assert_close, to_numpy, torch_packed, torch_rnn
 
 torch = pytest.importorskip("torch")
 
@@ -26,6 +26,7 @@ from support import make_backend  # noqa: E402
 D, H, T, B = 3, 4, 5, 4
 LENGTHS = [3, 1, 5, 2]  # unsorted, with a 1 and a full-length sequence (T = 5)
 TIGHT = {"rtol": 1e-9, "atol": 1e-12}
+SLOW = ("jax", "dask", "cupy", "torch_cuda")  # a call compiles or builds a graph
 
 
 def torch_module(*args, **kwargs):
@@ -45,15 +46,7 @@ def torch_grads(module, x, h0, lengths, d_out, d_hn):
     module.zero_grad()
     xt = torch.tensor(x, requires_grad=True)
     h0t = torch.tensor(h0, requires_grad=True)
-    if lengths is None:
-        out, h_n = module(xt, h0t)
-    else:
-        packed = torch.nn.utils.rnn.pack_padded_sequence(
-            xt, torch.as_tensor(lengths), batch_first=module.batch_first, enforce_sorted=False)
-        out, h_n = module(packed, h0t)
-        total = x.shape[1] if module.batch_first else x.shape[0]
-        out, _ = torch.nn.utils.rnn.pad_packed_sequence(
-            out, batch_first=module.batch_first, total_length=total)
+    out, h_n = torch_packed(module, xt, h0t, lengths)
     loss = (out * torch.from_numpy(d_out)).sum()
     if d_hn is not None:
         loss = loss + (h_n * torch.from_numpy(d_hn)).sum()
@@ -216,8 +209,13 @@ def test_backward_uses_the_forwards_weights(rng):
         np.testing.assert_array_equal(before.params[name], after.params[name])
 
 
-def test_sgd_steps_with_the_layers_gradients_reduce_the_loss(backend, rng):
+# long where a step is a compile or a graph (seconds in all): each backend's gradients are held against
+# torch's by test_subset_matches_torch_autograd_on_every_backend, the descent itself on NumPy
+@pytest.mark.parametrize("backend_name", [pytest.param(name, marks=pytest.mark.long) if name in SLOW else name
+                                          for name in BACKENDS])
+def test_sgd_steps_with_the_layers_gradients_reduce_the_loss(backend_name, rng):
     """Plain SGD on ``mean((output - y)**2)`` with the layer's gradients lowers the loss."""
+    backend = make_backend(backend_name)
     rnn = RNN(D, H, num_layers=2, bidirectional=True, batch_first=True, dtype="float64",
               seed=3).to(xp=backend.xp, device=backend.device)
     xp = backend.xp

@@ -1,19 +1,29 @@
-"""The bad-input catalogue: every public entry point, every way to get it wrong.
+"""Bad input to the forward functions (``rnn_forward``, ``rnn_step_forward``): what each refuses, and odd input each takes.
 
-Each entry point has a caller that fills in valid defaults, and a table of
-cases ``(overrides, exception, match)``: the overrides make one argument bad,
-and the error must be a ``ValueError`` (shape, value) or ``TypeError`` (dtype,
-type, library) whose message names the argument and what it needs. To cover
-a new entry point, add a caller to ``ENTRY_POINTS`` and its rows to ``CASES``.
+- The catalogue: a caller per entry point that fills in valid defaults, and a
+  table of cases ``(overrides, exception, match)``: the overrides make one
+  argument bad, and the error must be a ``ValueError`` (shape, value) or
+  ``TypeError`` (dtype, type, library) whose message names the argument and
+  what it needs. To cover a new entry point, add a caller to ``ENTRY_POINTS``
+  and its rows to ``CASES``; the first cases, written out one by one, come
+  before it.
+- Arrays of two libraries (a ``TypeError`` naming both), ``lengths`` of another
+  library, checked before any cast (JAX without float64 holds int32) and
+  never as a Python int past int64; NumPy masked arrays are refused (their mask
+  would be ignored).
+- Input that is odd but valid (float16, big-endian, views, zero-sized
+  dimensions, tensors that require grad) is computed and checked against the
+  float64 reference.
+- Importing rnn_xp (and calling it on NumPy) loads no other array library.
 
-Input that is odd but valid (float16, big-endian, views, zero-sized
-dimensions, tensors that require grad) is computed and checked against the
-float64 reference here too. ``tests/test_forward_errors.py`` holds the first
-cases for ``rnn_forward``; this file does not repeat them.
+The backward functions' errors are in ``test_backward_errors.py``, the
+column-vector functions' in ``test_columns_errors.py``, the layer's in
+``tests/layer/test_layer_errors.py``.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -23,8 +33,17 @@ import numpy as np
 import pytest
 
 import rnn_xp
-from rnn_xp import columns
-from support import as_library, assert_close, optional_import, random_rnn, reference_rnn
+from support import (
+    LIBRARY_NAMES,
+    as_library,
+    assert_close,
+    assert_catalogue_complete,
+    catalogue_rows,
+    check_catalogue_row,
+    optional_import,
+    random_rnn,
+    reference_rnn,
+)
 
 torch = optional_import("torch")
 jax = optional_import("jax")
@@ -37,10 +56,81 @@ H0 = np.zeros((2, 4))  # (B, H)
 WX = _rng.standard_normal((4, 3))  # (H, D)
 WH = _rng.standard_normal((4, 4)) * 0.3  # (H, H)
 B = np.zeros(4)  # (H,)
-XC = _rng.standard_normal((3, 2))  # (D, N) columns
-HC = np.zeros((4, 2))  # (H, N)
-XSEQ = _rng.standard_normal((5, 3, 2))  # (T, D, N)
 
+
+# --- the first cases, one by one ----------------------------------------------
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"Wx": np.ones((4, 3, 1))}, r"Wx must be 2-D .* got shape \(4, 3, 1\)"),
+        ({"Wh": np.ones((4, 5))}, r"Wh must have shape \(H, H\) = \(4, 4\).*got shape \(4, 5\)"),
+        ({"b": np.ones(5)}, r"b must have shape \(H,\) = \(4,\).*got shape \(5,\)"),
+        ({"x": np.ones((5, 2, 7))}, r"x must have shape \(T, \*batch, D\) with D = 3.*\(5, 2, 7\)"),
+        ({"x": np.ones(3)}, r"x must have shape \(T, \*batch, D\).*got shape \(3,\)"),
+        ({"h0": np.ones((3, 4))}, r"h0 must have shape \(\*batch, H\) = \(2, 4\); got shape \(3, 4\)"),
+        ({"h0": np.ones((2, 5))}, r"h0 must have shape .* = \(2, 4\)"),
+        ({"lengths": [1, 2, 3]}, r"lengths must have the batch shape .* \(2,\).*\(3,\)"),
+        ({"lengths": [1, 6]}, r"lengths must lie in \[0, T\] = \[0, 5\]"),
+        ({"lengths": [-1, 2]}, r"lengths must lie in"),
+        ({"leak": 0.0}, r"leak must be in \(0, 1\]"),
+        ({"leak": 1.5}, r"leak must be in \(0, 1\]"),
+        ({"nonlinearity": "gelu"}, r"nonlinearity must be one of \['tanh', 'relu', "),
+    ],
+)
+def test_value_errors(kwargs, match):
+    args = {"x": X, "h0": H0, "Wx": WX, "Wh": WH, "b": B}
+    options = {k: kwargs.pop(k) for k in ("lengths", "leak", "nonlinearity") if k in kwargs}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        rnn_xp.rnn_forward(*args.values(), **options)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"x": X.astype(np.int64)}, r"x must have a real floating dtype.*int64"),
+        ({"Wh": WH > 0}, r"Wh must have a real floating dtype.*bool"),
+        ({"b": B.astype(np.complex128)}, r"b must have a real floating dtype.*complex128"),
+        ({"x": X.tolist()}, r"x\[0\] must be an array.*list"),
+        ({"Wx": None}, r"Wx is required; got None"),
+        ({"x": None}, r"x must be an array"),
+        ({"lengths": np.array([1.0, 2.0])}, r"lengths must have an integer dtype"),
+        ({"leak": "0.5"}, r"leak must be a real number"),
+        ({"batch_first": 1}, r"batch_first must be True or False"),
+    ],
+)
+def test_type_errors(kwargs, match):
+    args = {"x": X, "h0": H0, "Wx": WX, "Wh": WH, "b": B}
+    options = {k: kwargs.pop(k) for k in ("lengths", "leak", "batch_first") if k in kwargs}
+    args.update(kwargs)
+    with pytest.raises(TypeError, match=match):
+        rnn_xp.rnn_forward(*args.values(), **options)
+
+
+def test_mixed_libraries_is_type_error():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match=r"Wx is from numpy but x is from torch"):
+        rnn_xp.rnn_forward(torch.asarray(X), None, WX, WH, B)
+    with pytest.raises(TypeError, match=r"from torch"):
+        rnn_xp.rnn_step_forward(X[0], H0, WX, torch.asarray(WH), B)
+
+
+def test_step_errors():
+    with pytest.raises(ValueError, match=r"prev_h must have shape \(\*batch, H\) = \(2, 4\)"):
+        rnn_xp.rnn_step_forward(X[0], np.zeros((4,)), WX, WH, B)
+    with pytest.raises(ValueError, match=r"x must have shape \(\*batch, D\) with D = 3"):
+        rnn_xp.rnn_step_forward(X[0, :, :2], H0, WX, WH, B)
+    with pytest.raises(ValueError, match=r"nonlinearity must be one of"):
+        rnn_xp.rnn_step_forward(X[0], H0, WX, WH, B, nonlinearity="gelu")
+
+
+def test_list_steps_of_different_shapes():
+    with pytest.raises(ValueError, match=r"x\[1\] has shape \(3, 3\) but x\[0\] has shape \(2, 3\)"):
+        rnn_xp.rnn_forward([X[0], np.ones((3, 3))], None, WX, WH, B)
+
+
+# --- the catalogue ------------------------------------------------------------
 
 def _matrix(a):
     with warnings.catch_warnings():
@@ -56,19 +146,13 @@ def _step(x=X[0], prev_h=H0, Wx=WX, Wh=WH, b=B, **options):
     return rnn_xp.rnn_step_forward(x, prev_h, Wx, Wh, b, **options)
 
 
-def _col_step(x=XC, prev_h=HC, Wx=WX, Wh=WH, b=B[:, None], **options):
-    return columns.rnn_step_forward(x, prev_h, Wx, Wh, b, **options)
-
-
-def _col_fwd(x_seq=XSEQ, h0=HC, Wx=WX, Wh=WH, b=B[:, None], **options):
-    return columns.rnn_forward(x_seq, h0, Wx, Wh, b, **options)
+def _computes(out):
+    assert np.all(np.isfinite(out))
 
 
 ENTRY_POINTS = {
     "rnn_forward": _fwd,
     "rnn_step_forward": _step,
-    "columns.rnn_step_forward": _col_step,
-    "columns.rnn_forward": _col_fwd,
 }
 
 V, T_ = ValueError, TypeError
@@ -154,59 +238,16 @@ CASES = {
         ({"Wh": WH.astype(np.complex128)}, T_, r"Wh must have a real floating dtype.*complex128"),
         ({"nonlinearity": "gelu"}, V, r"nonlinearity must be one of \['tanh', 'relu', .*\]; got 'gelu'"),
     ],
-    "columns.rnn_step_forward": [
-        ({"x": None}, T_, r"x is required: an array \(D, N\); got None"),
-        ({"prev_h": None}, T_, r"prev_h is required: an array \(H, N\); got None"),
-        ({"x": np.ones((3, 2, 1))}, V, r"x must be 2-D columns \(D, N\); got shape \(3, 2, 1\)"),
-        ({"x": np.ones((5, 2))}, V, r"x must have shape \(D, N\) = \(3, 2\).*got shape \(5, 2\)"),
-        ({"prev_h": np.zeros((4, 3))}, V, r"prev_h must have shape \(H, N\) = \(4, 2\).*got shape \(4, 3\)"),
-        ({"prev_h": np.zeros((2, 4))}, V, r"prev_h must have shape \(H, N\) = \(4, 2\).*got shape \(2, 4\)"),
-        ({"b": np.zeros((5, 1))}, V, r"b must have shape \(H, 1\) or \(H,\) with H = 4; got shape \(5, 1\)"),
-        ({"b": np.zeros((1, 4))}, V, r"b must have shape \(H, 1\) or \(H,\) with H = 4; got shape \(1, 4\)"),
-        ({"Wh": np.zeros((4, 5))}, V, r"Wh must have shape \(H, H\) = \(4, 4\).*got shape \(4, 5\)"),
-        ({"Wx": None}, T_, r"Wx is required; got None"),
-        ({"x": np.ones((3, 2), dtype=int)}, T_, r"x must have a real floating dtype.*int64"),
-        ({"x": XC.tolist()}, T_, r"x must be an array .*; got list"),
-        ({"nonlinearity": "gelu"}, V, r"nonlinearity must be one of"),
-    ],
-    "columns.rnn_forward": [
-        ({"x_seq": None}, T_, r"x_seq is required: an array \(T, D, N\) or a list of T arrays \(D, N\); got None"),
-        ({"x_seq": XSEQ.tolist()}, T_, r"x_seq\[0\] must be an array .*; got list"),
-        ({"x_seq": [np.ones(3)]}, V, r"x_seq\[0\] must be 2-D columns \(D, N\); got shape \(3,\)"),
-        ({"x_seq": np.ones((5, 2, 2))}, V, r"x_seq must have shape \(T, D, N\) with D = 3.*got shape \(5, 2, 2\)"),
-        ({"x_seq": [XC, np.ones((5, 2))]}, V, r"x_seq\[1\] must have shape \(D, N\) = \(3, 2\).*got shape \(5, 2\)"),
-        ({"x_seq": [XC, np.ones((3, 1))]}, V, r"x_seq\[1\] must have shape \(D, N\) = \(3, 2\).*got shape \(3, 1\)"),
-        ({"h0": np.zeros((4, 3))}, V, r"h0 must have shape \(H, N\) = \(4, 2\).*got shape \(4, 3\)"),
-        ({"h0": np.zeros((5, 2))}, V, r"h0 must have shape \(H, N\) = \(4, 2\).*got shape \(5, 2\)"),
-        ({"x_seq": [], "h0": None}, V, r"x_seq is an empty list and h0 is None: pass h0 \(H, N\)"),
-        ({"b": np.zeros((4, 1, 1))}, V, r"b must have shape \(H, 1\) or \(H,\) with H = 4; got shape \(4, 1, 1\)"),
-        ({"Wh": None}, T_, r"Wh is required; got None"),
-        ({"x_seq": XSEQ > 0}, T_, r"x_seq must have a real floating dtype.*bool"),
-    ],
 }
 
-_ROWS = [
-    pytest.param(entry, overrides, exc, match, id=f"{entry}-{i}")
-    for entry, rows in CASES.items()
-    for i, (overrides, exc, match) in enumerate(rows)
-]
 
-
-@pytest.mark.parametrize("entry, overrides, exc, match", _ROWS)
+@pytest.mark.parametrize("entry, overrides, exc, match", catalogue_rows(CASES))
 def test_catalogue(entry, overrides, exc, match):
-    call = ENTRY_POINTS[entry]
-    if exc is None:  # a valid input next to the bad ones: it must compute
-        out = call(**overrides)
-        assert np.all(np.isfinite(out))
-        return
-    with pytest.raises(exc, match=match):
-        call(**overrides)
+    check_catalogue_row(ENTRY_POINTS[entry], overrides, exc, match, _computes)
 
 
 def test_catalogue_is_large_enough():
-    errors = sum(1 for rows in CASES.values() for row in rows if row[1] is not None)
-    assert errors >= 40, errors
-    assert set(CASES) == set(ENTRY_POINTS)
+    assert_catalogue_complete(CASES, ENTRY_POINTS, errors_at_least=40)
 
 
 # --- arrays of two libraries -------------------------------------------------
@@ -222,15 +263,12 @@ def _libs():
     return pairs
 
 
-_LIB_NAME = {"numpy": "numpy", "torch": "torch", "jax": "jax.numpy"}
-
-
 @pytest.mark.parametrize("first, second", _libs())
 @pytest.mark.parametrize("which", ["h0", "Wx", "Wh", "b"])
 def test_two_libraries(first, second, which):
     args = {"x": X, "h0": H0, "Wx": WX, "Wh": WH, "b": B}
     args = {k: as_library(second if k == which else first, v) for k, v in args.items()}
-    match = rf"{which} is from {_LIB_NAME[second]} but x is from {_LIB_NAME[first]}; all arrays must come from one library"
+    match = rf"{which} is from {LIBRARY_NAMES[second]} but x is from {LIBRARY_NAMES[first]}; all arrays must come from one library"
     with pytest.raises(TypeError, match=match):
         rnn_xp.rnn_forward(*args.values())
     with pytest.raises(TypeError, match=r"is from .* but .* is from"):
@@ -418,26 +456,73 @@ def test_list_of_lists_for_every_backend(backend):
         rnn_xp.rnn_forward(args[0], args[1], args[2], WH.tolist())
 
 
-# --- the command line --------------------------------------------------------
+# --- lengths before any cast ---------------------------------------------------
 
-@pytest.mark.parametrize(
-    "argv, match",
-    [
-        (["demo", "--bogus"], r"unrecognized arguments: --bogus"),
-        (["demo", "--backend", "tensorflow"], r"argument --backend: invalid choice: 'tensorflow' \(choose from 'all', 'numpy'"),
-        (["demo", "--backend"], r"argument --backend: expected one argument"),
-        (["frobnicate"], r"argument command: invalid choice: 'frobnicate'"),
-        ([], r"the following arguments are required: command"),
-        (["demo", "--seed", "abc"], r"argument --seed: must be a non-negative integer; got 'abc'"),
-        (["demo", "--seed", "-1"], r"argument --seed: must be a non-negative integer; got '-1'"),
-    ],
-)
-def test_cli_usage_errors(argv, match):
-    proc = subprocess.run([sys.executable, "-m", "rnn_xp", *argv], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    assert proc.stdout == ""
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert lines[0].startswith("python -m rnn_xp")
-    assert re.search(match, lines[0]), lines[0]
+_JAX_INT32 = """
+import numpy as np, jax.numpy as jnp, rnn_xp
+assert jnp.asarray(np.array([2**32 + 3])).dtype == jnp.int32  # float64 (and int64) off
+x, Wx, Wh = jnp.ones((5, 2, 1), jnp.float32), jnp.ones((3, 1), jnp.float32), jnp.eye(3, dtype=jnp.float32)
+for lengths in (np.array([2**32 + 3, 5]), np.array([2**31, 1]), [2**70, 1], [-1, 2]):
+    try:
+        rnn_xp.rnn_forward(x, None, Wx, Wh, lengths=lengths)
+    except ValueError as exc:
+        print(exc)
+    else:
+        print("accepted")
+"""
+
+
+def test_lengths_checked_before_the_cast_on_jax_without_float64():
+    if optional_import("jax") is None:
+        pytest.skip("jax not installed")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
+    proc = subprocess.run([sys.executable, "-c", _JAX_INT32], capture_output=True, text=True, env=env,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == [
+        "lengths must lie in [0, T] = [0, 5]; got values from 5 to 4294967299",
+        "lengths must lie in [0, T] = [0, 5]; got values from 1 to 2147483648",
+        "lengths must lie in [0, T] = [0, 5]; got values from 1 to 1180591620717411303424",
+        "lengths must lie in [0, T] = [0, 5]; got values from -1 to 2",
+    ]
+
+
+def test_huge_python_int_lengths_are_a_value_error(backend):
+    x = backend.asarray(np.ones((3, 2, 1)))
+    W = [backend.asarray(a) for a in (np.ones((2, 1)), np.eye(2))]
+    with pytest.raises(ValueError, match="got values from 1 to 1180591620717411303424"):
+        rnn_xp.rnn_forward(x, None, *W, lengths=[2**70, 1])
+
+
+# --- masked arrays -------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["x", "h0", "Wh", "lengths"])  # the layer's: tests/layer/test_layer_errors.py
+def test_masked_arrays_are_refused(where):
+    x = np.ones((2, 1, 1))
+    args = {"x": x, "h0": np.zeros((1, 1)), "Wx": np.ones((1, 1)), "Wh": np.zeros((1, 1))}
+    masked = np.ma.array(np.ones((2, 1, 1)), mask=[[[0]], [[1]]])
+    if where == "lengths":
+        lengths = np.ma.array([2], mask=[True])
+        call, name = (lambda: rnn_xp.rnn_forward(*args.values(), lengths=lengths)), "lengths"
+    else:
+        args[where] = np.ma.array(args[where], mask=np.zeros(args[where].shape, bool))
+        if where == "x":
+            args["x"] = masked
+        call, name = (lambda: rnn_xp.rnn_forward(*args.values())), where
+    with pytest.raises(TypeError, match=re.escape(name) + r" is a NumPy masked array.*\.filled\(value\)"):
+        call()
+
+
+# --- importing ------------------------------------------------------------------
+
+def test_import_touches_no_backend():
+    code = (
+        "import sys, rnn_xp, rnn_xp.columns\n"
+        "bad = [m for m in ('torch', 'jax', 'cupy', 'dask') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+        "import numpy as np\n"
+        "rnn_xp.rnn_forward(np.ones((2, 1)), None, np.ones((1, 1)), np.ones((1, 1)))\n"
+        "bad = [m for m in ('torch', 'jax', 'cupy', 'dask') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -18,7 +18,7 @@ import pytest
 from rnn_xp import RNN, convert
 from rnn_xp._backends import BackendUnavailable
 from rnn_xp._compat import namespace_of
-from support import assert_close, optional_import, reference_rnn, to_numpy, torch_rnn
+from support import assert_close, optional_import, reference_rnn, to_numpy, torch_packed, torch_rnn
 
 torch = pytest.importorskip("torch")
 jax = optional_import("jax")
@@ -64,13 +64,7 @@ def torch_layers_with_masks(module, x, h0, lengths, masks, d_out, d_hn):
                 p.copy_(params[name.replace("_l0", f"_l{k}")])
         subs.append(sub)
         h0_k = h0t[k * dirs:(k + 1) * dirs]
-        if lengths is None:
-            out, h_n = sub(layer_in, h0_k)
-        else:
-            packed = torch.nn.utils.rnn.pack_padded_sequence(
-                layer_in, torch.as_tensor(lengths), batch_first=bf, enforce_sorted=False)
-            out, h_n = sub(packed, h0_k)
-            out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=bf, total_length=T)
+        out, h_n = torch_packed(sub, layer_in, h0_k, lengths)
         finals.append(h_n)
         layer_in = out
     h_n = torch.cat(finals)
@@ -126,11 +120,8 @@ def test_layer_by_layer_reference_is_the_module():
     module = torch_rnn(D, H, 3, "tanh", True, False, True)
     x, h0, d_out, d_hn = dropout_case(rng, module)
     out, h_n, *_ = torch_layers_with_masks(module, x, h0, LENGTHS, [None] * 3, d_out, d_hn)
-    packed = torch.nn.utils.rnn.pack_padded_sequence(
-        torch.from_numpy(x), torch.as_tensor(LENGTHS), enforce_sorted=False)
     with torch.no_grad():
-        ref, ref_hn = module(packed, torch.from_numpy(h0))
-    ref, _ = torch.nn.utils.rnn.pad_packed_sequence(ref, total_length=T)
+        ref, ref_hn = torch_packed(module, torch.from_numpy(x), torch.from_numpy(h0), LENGTHS)
     np.testing.assert_allclose(out, ref.numpy(), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(h_n, ref_hn.numpy(), rtol=1e-12, atol=1e-14)
 

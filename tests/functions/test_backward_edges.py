@@ -14,7 +14,7 @@ import pytest
 
 import rnn_xp
 from rnn_xp import RNN
-from support import assert_close, random_rnn, to_numpy
+from support import assert_close, random_rnn, to_numpy, torch_packed
 
 torch = pytest.importorskip("torch")
 
@@ -27,9 +27,7 @@ def _torch_packed_grads(module, x, lengths, d_out):
     """torch autograd through packed sequences (lengths >= 1 only), float64 NumPy."""
     module.zero_grad()
     xt = torch.tensor(x, requires_grad=True)
-    packed = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.as_tensor(lengths), enforce_sorted=False)
-    out, _ = module(packed)
-    out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=x.shape[0])
+    out, _ = torch_packed(module, xt, None, lengths)
     mask = torch.from_numpy(np.arange(x.shape[0])[:, None] < np.asarray(lengths)[None, :])[..., None]
     (out * torch.where(mask, torch.from_numpy(d_out), 0.0)).sum().backward()
     return xt.grad.numpy(), {name: p.grad.numpy() for name, p in module.named_parameters()}

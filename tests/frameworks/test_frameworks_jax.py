@@ -11,7 +11,6 @@ is checked in a fresh interpreter.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import subprocess
@@ -21,7 +20,7 @@ import numpy as np
 import pytest
 from cell_cases import CELLS, GRID as CELL_GRID, arrays, grid_id, portable, public, random_mask, split, weights_of
 from support import make_backend
-from support import optional_import, random_rnn, reference_rnn
+from support import half_product, jax_dots, optional_import, random_rnn, reference_rnn, uncovered
 
 import rnn_xp
 from rnn_xp import columns
@@ -70,7 +69,15 @@ def _loss(h_seq, h_last):
 
 # -- the gradient is rnn_xp's backward, equal to JAX's autodiff of the portable loop ----------
 
-GRID = list(itertools.product([None, (4, 0, 2)], [False, True], [1.0, 0.6], [True, False]))
+# lengths, reverse, leak (and its activation), return_sequences: half the product, in which every
+# three of the four meet in all eight of their combinations (each row is a compile of its own;
+# the torch tests run the whole product)
+LEVELS = [[None, (4, 0, 2)], [False, True], [1.0, 0.6], [True, False]]
+GRID = half_product(*LEVELS)
+
+
+def test_the_grid_meets_every_three_options():
+    assert len(GRID) == 8 and not uncovered(GRID, LEVELS, strength=3)
 
 
 @pytest.mark.parametrize("lengths, reverse, leak, return_sequences", GRID)
@@ -389,29 +396,13 @@ def test_cell_kernels_against_portable(be, rng, cell, T, batch, lengths, mask, r
             assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree_util.tree_leaves(got))
 
 
-def _dots(jaxpr, found):
-    """Every ``dot_general`` equation of ``jaxpr`` and of the programs inside it."""
-    from jax.extend import core as jcore
-
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            found.append(eqn)
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (list, tuple)) else [value]:
-                if isinstance(sub, jcore.ClosedJaxpr):
-                    _dots(sub.jaxpr, found)
-                elif isinstance(sub, jcore.Jaxpr):
-                    _dots(sub, found)
-    return found
-
-
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_every_cell_product_is_full_precision(be, rng, cell):
     """On a GPU float32 products default to TF32: every product of the forward and the gradient asks for HIGHEST."""
     a = {k: jnp.asarray(v, dtype=jnp.float32) for k, v in arrays(rng, cell, proj=3 if cell == "lstm" else 0).items()}
     lens = jnp.asarray([4, 0, 2])
     loss = lambda a: _cell_loss(public(cell, a, lengths=lens))  # noqa: E731
-    dots = _dots(jax.make_jaxpr(jax.grad(loss))(a).jaxpr, [])
+    dots = jax_dots(jax.make_jaxpr(jax.grad(loss))(a).jaxpr)
     assert len(dots) >= 6  # the products of the forward and the backward
     for eqn in dots:
         precision = eqn.params.get("precision")
