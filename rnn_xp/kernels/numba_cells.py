@@ -156,6 +156,7 @@ def _scan(cell, x, state0, w, lengths, reverse, return_sequences, product, threa
                      int(return_sequences), HG, W, b, int(bias is not None), WP, int(W_p is not None), extras,
                      r0, r1, gemm, int(ilp64)) for r0, r1 in bounds]  # fmt: skip
             numba_cpu.run_compiled("cell_forward", args, one_blas_thread=bool(gemm), cell=cell)
+        del xg, XG, args  # one block's projection alive at a time
         k0 += e - s
     finals = (HS[T % 2].reshape(*batch, P).copy(),)
     if nparts == 2:

@@ -122,6 +122,7 @@ def _scan(cell, x3, state0, w, lengths, reverse, return_sequences, batch, G, GH,
                     if frozen:
                         numpy.copyto(outs[k][t], 0, where=~valid)
                 numpy.copyto(state[k], v, where=valid) if frozen else numpy.copyto(state[k], v)
+        del xg, new  # the block's projection goes before the next one is made: one block alive at a time
     finals = tuple(numpy.array(s, copy=True).reshape(*batch, S) for s, S in zip(state, sizes))
     if outs is None:
         return None, finals

@@ -209,11 +209,13 @@ KERNELS = [
            missing=_mkl_missing),
     # JAX compiles every new shape, Dask builds a graph per call: fewer examples in CI
     # (the gated cells' JAX scan, one compilation per shape, is held against JAX's autodiff of
-    # the portable loop in test_frameworks_jax.py; Dask's gated cells run the portable loop)
+    # the portable loop in tests/frameworks/test_frameworks_jax.py)
     Kernel("jax", "jax", _dispatched("jax", "forward"), _dispatched("jax", "backward"),
            missing=lambda: _library_missing("jax"), share=0.25),
     Kernel("dask", "dask", _dispatched("dask", "forward"), _dispatched("dask", "backward"),
-           missing=lambda: _library_missing("dask"), share=0.6),
+           missing=lambda: _library_missing("dask"), share=0.6,
+           cells_forward=_dispatched_cells("dask", "forward"), cells_backward=_dispatched_cells("dask", "backward"),
+           cells_share=0.2),
     Kernel("torch", "torch", _dispatched("torch", "forward"), _dispatched("torch", "backward"),
            missing=lambda: _library_missing("torch"),
            cells_forward=_dispatched_cells("torch", "forward"), cells_backward=_dispatched_cells("torch", "backward"),

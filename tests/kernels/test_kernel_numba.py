@@ -264,19 +264,21 @@ def test_cells_a_second_dtype_is_refused_before_the_compiled_loop_reads_it(name,
 
 @pytest.mark.parametrize("cell", ["lstm-proj-peep", "gru"])
 def test_cells_the_blas_product_calls_blas_every_step(monkeypatch, rng, cell):
-    """product="blas": per thread one cblas_?gemm per step (two with an LSTM's projection), both directions."""
+    """product="blas": per thread and step, forward one cblas_?gemm per gate (the blocks of ``h @ W_hh.T``
+    land gate by gate), backward one (the gate gradients' product into dL/dh); one more each for an LSTM's
+    projection."""
     calls = _counting_gemm(monkeypatch, np.float64)
     T, threads = 9, 2
     case = _cell_inputs(rng, cell, T, (4,), 3, 8, "float64")
     lens = np.asarray([9, 0, 4, 8], dtype=np.int64)
-    per_step = 2 if cell == "lstm-proj-peep" else 1
+    proj = 1 if cell == "lstm-proj-peep" else 0
     got, want = _cell_forward_both(case, lens, ("blas", threads), reverse=False, return_sequences=True)
     _cell_check(got, want, "float64", cell)
-    assert len(calls) == T * threads * per_step
+    assert len(calls) == T * threads * (case[0].gates + proj)
     del calls[:]
     c, args = _cell_backward_case(rng, cell, T, (4,), 3, 8, "float64", lens=lens, reverse=False)
     _cell_backward_check(c, args, lens, False, "float64", paths=[("blas", threads)])
-    assert len(calls) == T * threads * per_step
+    assert len(calls) == T * threads * (1 + proj)
 
 
 def test_cells_plan():
