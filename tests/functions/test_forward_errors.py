@@ -513,6 +513,21 @@ def test_masked_arrays_are_refused(where):
         call()
 
 
+@pytest.mark.parametrize("fn", ["rnn", "gru"])
+def test_a_ragged_mask_list_names_mask_and_the_shape_it_needs(fn):
+    """Rows of different lengths: a ValueError naming ``mask`` and ``(*batch, T)`` (NumPy's own message named nothing)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 2, 1))  # T = 3, B = 2
+    ragged = [[True, True, True], [True, False]]
+    if fn == "rnn":
+        call = lambda: rnn_xp.rnn_forward(x, None, np.ones((2, 1)), np.eye(2), mask=ragged)  # noqa: E731
+    else:
+        call = lambda: rnn_xp.gru_forward(x, None, np.ones((6, 1)), np.ones((6, 2)), mask=ragged)  # noqa: E731
+    with pytest.raises(ValueError, match=re.escape("mask must be a rectangular nested list of bools of shape "
+                                                   "(*batch, T) = (2, 3); got rows of different lengths")):
+        call()
+
+
 # --- importing ------------------------------------------------------------------
 
 def test_import_touches_no_backend():
