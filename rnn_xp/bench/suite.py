@@ -266,7 +266,7 @@ def _run(*, quick, gpu, threads, out_dir, backends, memory, small_batch, stream,
               file=stream)  # fmt: skip
     else:
         try:
-            chart(result, png, title=None if cell is RNN else cell.name)
+            chart(result, png, **({} if cell is RNN else {"title": cell.name}))  # the RNN's: "rnn_xp forward"
         except ImportError:
             print("no PNG written: matplotlib is not installed (pip install matplotlib)", file=stream)
         except Exception as exc:  # the results are saved: a chart problem never fails the run
