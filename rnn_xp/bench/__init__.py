@@ -6,7 +6,7 @@ kernels; nothing of the package imports it), one module per job:
 ``cells``
     What is timed: for each cell a ``ContenderSet`` (the problem of a size,
     its FLOP count, the contenders on the CPU and on the GPU, baseline
-    first) and the grids of sizes. A new cell (LSTM, GRU) is a new entry.
+    first) and the grids of sizes. A new cell is a new entry of ``SETS``.
 ``timing``
     The protocol: seconds per call after the device finishes, the idle time
     between batches, calls per round, the progress bar.
@@ -20,6 +20,10 @@ kernels; nothing of the package imports it), one module per job:
     Peak memory of the NumPy kernels (tracemalloc).
 ``report``
     Tables, the chart, the atomic JSON file, Markdown for the docs.
+``gated``
+    The LSTM's and the GRU's contenders (torch, rnn_xp on JAX and NumPy,
+    Flax's cells), forward and forward+backward, for ``cells.SETS`` and the
+    isolated suites ``lstm`` and ``gru``.
 ``isolated``
     Each contender in a process of its own, per install (``bench --isolated``).
 

@@ -12,8 +12,10 @@ does not apply to this size or this machine (no oneMKL, a persistent-kernel
 plan that does not fit); an ``ImportError`` leaves the row out too (torch not
 installed: no baseline). The timing code (``rnn_xp.bench.suite``) knows
 nothing of cells, so a new cell is a new ``ContenderSet`` in ``SETS``:
-``rnn_xp.LSTM`` against ``torch.nn.LSTM`` and a JAX ``lax.scan`` cell is a
-problem function, a FLOP count and three ``Contender`` entries.
+``rnn_xp.LSTM`` against ``torch.nn.LSTM``, rnn_xp on JAX and Flax's cell is
+a problem function, a FLOP count and four ``Contender`` entries (the makers
+of ``rnn_xp.bench.gated``), one set for the forward and one for
+forward+backward (CPU rows only).
 
 >>> from rnn_xp.bench.cells import RNN, contenders
 >>> [c.name for c in RNN.cpu][:3]
@@ -28,6 +30,7 @@ problem function, a FLOP count and three ``Contender`` entries.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import numpy as np
 
 from ..kernels import mkl
+from . import gated
 from .timing import no_sync
 
 __all__ = [
@@ -83,7 +87,7 @@ class Contender:
     """A row of the benchmark: its name, the backends it needs, and ``make(problem) -> Run or None``."""
 
     name: str
-    make: Callable[[Problem], Optional[Run]]
+    make: Callable[[Any], Optional[Run]]  # the problem of its set -> a Run
     needs: tuple = ()  # rnn_xp._backends names that must be among the run's backends
 
 
@@ -92,10 +96,10 @@ class ContenderSet:
     """One cell's comparison: its problem, its FLOP count, its contenders (baseline first)."""
 
     name: str
-    problem: Callable[..., Problem]  # (B, T, D, H) -> the arrays every contender gets
+    problem: Callable[..., Any]  # (B, T, D, H) -> the arrays every contender gets (a Problem for the RNN)
     flops: Callable[[int, int, int, int], float]  # of one forward pass
     cpu: tuple
-    gpu: tuple
+    gpu: tuple  # empty: no GPU rows (the gated cells' sets)
     reference_gpu: Optional[Callable[[Problem], Any]] = None  # the float64 answer on the GPU grid
 
 
@@ -341,9 +345,35 @@ RNN = ContenderSet(
     reference_gpu=gpu_reference,
 )
 
-# Every cell's contender set, by name. rnn_xp.LSTM and rnn_xp.GRU go here, each
-# a ContenderSet of its own problem, FLOP count and contenders.
-SETS = {"rnn": RNN}
+
+# -- the LSTM's and the GRU's contenders (rnn_xp.bench.gated's makers) ----------------------------
+
+
+def _gated_row(make, kind):
+    def run(p):
+        fn, fingerprint = make(kind, p, 1.0, p.d_output)  # fn returns when its result is computed
+        return Run(fn, no_sync, fingerprint)
+
+    return run
+
+
+def _gated_set(cell, kind):
+    """The in-process set of a gated cell for one measurement: torch's module (the baseline), the layer on
+    NumPy as this process runs it, rnn_xp on JAX and Flax's cell; each row's result is its fingerprint."""
+    rows = ((gated.BASELINES[cell], gated.torch_layer, ()), (gated.NUMPY, gated.rnn_xp_numpy, ()),
+            (gated.JAX, gated.rnn_xp_jax, ("jax",)), (gated.FLAX[cell], gated.flax_rnn, ("jax",)))  # fmt: skip
+    return ContenderSet(
+        name=cell if kind == "forward" else f"{cell}-{kind}",
+        problem=functools.partial(gated.problem, cell),
+        flops=functools.partial(gated.flops, cell, kind=kind),
+        cpu=tuple(Contender(name, _gated_row(make, kind), needs) for name, make, needs in rows),
+        gpu=(),
+    )
+
+
+# Every cell's contender set, by name: the RNN's, and the LSTM's and the GRU's for
+# the forward ("lstm") and for forward+backward ("lstm-forward-backward").
+SETS = {"rnn": RNN, **{s.name: s for s in (_gated_set(c, k) for c in gated.GATES for k in gated.KINDS)}}
 
 
 def contenders(B, T, D, H, *, backends, gpu=False, cell=RNN, names=None):

@@ -127,11 +127,13 @@ def print_tables(result, stream=None):
           f"portable {ff['portable_extra_bytes'] / 1e6:.2f} MB")  # fmt: skip
 
 
-def chart(result, path):
+def chart(result, path, *, title=None):
     """A bar chart of the ratio to the baseline, one group per size (log scale).
 
     A contender without a row at some size (the persistent CuPy kernel where
-    its plan does not fit) leaves a gap there.
+    its plan does not fit), or without a time there (left out, failed), leaves
+    a gap there. ``title`` says what was timed (default ``"rnn_xp forward"``);
+    the machine and the dtype follow it.
     """
     import matplotlib
 
@@ -146,7 +148,7 @@ def chart(result, path):
     fig, ax = plt.subplots(figsize=(10, 4.5))
     width = 0.8 / max(len(names), 1)
     for i, name in enumerate(names):
-        at = [k for k, rec in enumerate(grid) if name in rec["results"]]
+        at = [k for k, rec in enumerate(grid) if rec["results"].get(name, {}).get("ratio_to_baseline") is not None]
         vals = [grid[k]["results"][name]["ratio_to_baseline"] for k in at]
         ax.bar([k + i * width for k in at], vals, width, label=name)
     ax.axhline(1.0, color="k", lw=1)
@@ -155,7 +157,7 @@ def chart(result, path):
     ax.set_xticklabels([f"B={r['B']} T={r['T']}\nD={r['D']} H={r['H']}" for r in grid], fontsize=8)
     ax.set_ylabel(f"time / {next(iter(grid[0]['results']))} (lower is faster)")
     machine = result["machine"].get("gpu_name") or result["machine"]["cpu_model"]
-    ax.set_title(f"rnn_xp forward, float32, {machine}", fontsize=9)
+    ax.set_title(f"{title or 'rnn_xp forward'}, float32, {machine}", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -178,7 +178,8 @@ def run(*, quick=False, gpu=False, threads=2, out_dir="rnn_xp_results", backends
     ``grid`` replaces the sizes of the chosen grid; ``settle_s`` the idle time
     before each timed batch (``SETTLE_S``); ``gemm_n`` the size of every GEMM
     timed (``HEADER_GEMM_N`` before the grid, ``GEMM_N_CPU`` or ``GEMM_N_GPU``
-    in its rounds); ``cell`` the ``ContenderSet`` to time (``rnn_xp.bench.cells.SETS``).
+    in its rounds); ``cell`` the ``ContenderSet`` to time (``rnn_xp.bench.cells.SETS``;
+    with ``gpu=True`` one that has GPU rows, else ``ValueError``).
 
     The results file ``<stem>.json`` is written once, when the run is complete
     (through a temporary file and a rename). Meanwhile the finished sizes are
@@ -190,6 +191,8 @@ def run(*, quick=False, gpu=False, threads=2, out_dir="rnn_xp_results", backends
     from .. import _backends
 
     stream = sys.stdout if stream is None else stream
+    if gpu and not cell.gpu:
+        raise ValueError(f"gpu=True: the {cell.name!r} contender set has no GPU rows (it runs on the CPU only)")
     if backends is None:
         backends = _backends.available()
     os.makedirs(out_dir, exist_ok=True)  # before any measurement: a bad folder fails at once
@@ -263,7 +266,7 @@ def _run(*, quick, gpu, threads, out_dir, backends, memory, small_batch, stream,
               file=stream)  # fmt: skip
     else:
         try:
-            chart(result, png)
+            chart(result, png, **({} if cell is RNN else {"title": cell.name}))  # the RNN's: "rnn_xp forward"
         except ImportError:
             print("no PNG written: matplotlib is not installed (pip install matplotlib)", file=stream)
         except Exception as exc:  # the results are saved: a chart problem never fails the run
