@@ -152,13 +152,18 @@ class ArrayOps:
     for an LSTM: its gates', its cell input's and its cell output's), ``acts``
     their ``GateActivation``; the roles in ``clipped`` apply them to their
     argument clipped to ``[-clip, clip]`` (with a ``clip``). Each is a pure
-    function of one array. ``zeros_like`` is ``xp``'s.
+    function of one array. ``zeros_like`` is ``xp``'s; ``complement(z)`` is ``1 - z``.
     """
 
     def __init__(self, xp, roles, acts, clip, clipped):
         for role, act in zip(roles, acts):
             setattr(self, role, _role_function(xp, act.f(), clip if role in clipped else None))
         self.zeros_like = xp.zeros_like
+        self.complement = _complement
+
+
+def _complement(z):
+    return 1 - z
 
 
 def _role_function(xp, f, clip):

@@ -15,7 +15,7 @@ clip]`` when ``clip`` is given)::
 Backward, with ``gh`` the gradient reaching ``h_t`` (``dn``, ``dz``, ``dr``
 the gradients of the pre-activations)::
 
-    dn = (gh - gh z) * ga'(.)      dz = gh * (h_{t-1} - n) * fa'(.)
+    dn = gh * (1 - z) * ga'(.)     dz = gh * (h_{t-1} - n) * fa'(.)
     after:  dr = dn * u_n * fa'(.);  d(u) = [dr, dz, dn * r]
             gh_{t-1} = d(u) @ W_hh + gh * z
     before: d(rh) = dn @ W_hn;  dr = d(rh) * h_{t-1} * fa'(.)
@@ -237,7 +237,7 @@ class GRUCell(CellBase):
         # The reset before the product (see step): its own lines.
         r, z, n, dr, dz, dn, u_n = saved_t
         H = h_prev.shape[-1]
-        dzn = (gh - gh * z) * dn  # (*batch, H)
+        dzn = gh * (1 - z) * dn  # (*batch, H)
         dzz = gh * (h_prev - n) * dz
         d_rh = dzn @ w.W_hh[2 * H:, ...]  # (*batch, H): dL/d(r * h_{t-1})
         dzr = d_rh * h_prev * dr
@@ -255,12 +255,15 @@ class GRUCell(CellBase):
         projected input and of ``h @ W_hh.T + b_hh``, and ``(gh * z,)``, the
         part of ``dL/dh_{t-1}`` that does not go through the product
         (``dL/dh_{t-1} = concat(dh) @ W_hh + gh * z``). As torch's autograd
-        takes it from ``h_t = n + z (h - n)``: ``dL/dn = gh - gh z``.
+        takes it from ``h_t = n + z (h - n)``: ``dL/dn = gh (1 - z)``, ``1 - z`` as
+        ``ops.complement(z)`` (in the compiled loops a float32 step stays float32;
+        XLA's CPU compiler gave wrong gradients under ``jax.vmap`` for the
+        spelling ``gh - gh z`` inside the backward ``lax.scan``, jax 0.10.2).
         """
         r, z, n, dr, dz, dn, u_n = saved
         (h_prev,) = carry
         (gh,) = grads
-        dzn = (gh - gh * z) * dn
+        dzn = gh * ops.complement(z) * dn
         dzz = gh * (h_prev - n) * dz
         dzr = dzn * u_n * dr
         return (dzr, dzz, dzn), (dzr, dzz, dzn * r), (gh * z,)

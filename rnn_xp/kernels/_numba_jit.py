@@ -254,6 +254,18 @@ def _zeros_like(z):
     return np.zeros_like(z)
 
 
+@njit(**_EXACT)
+def _complement_rows(z):
+    """``1 - z`` of a 2-D array in its own dtype (a float32 ``z`` stays float32), a new C-contiguous array."""
+    out = np.empty(z.shape, z.dtype)
+    one = z.dtype.type(1)
+    for i in range(z.shape[0]):
+        zi, oi = z[i], out[i]
+        for j in range(z.shape[1]):
+            oi[j] = one - zi[j]
+    return out
+
+
 @njit(**_JIT)
 def tanh_into(x, out):
     """``out[:] = tanh(x)`` as the compiled loops compute it (1-D arrays of one dtype; for tests)."""
@@ -747,6 +759,7 @@ def cell_loops(cell):
     for role, name in names.items():
         setattr(ops, role, _OPS_OF[name])
     ops.zeros_like = _zeros_like
+    ops.complement = _complement_rows
     point, back = cell.pointwise, cell.pointwise_backward
     nparts, carried0, separate = len(cell.state_names), cell.carried[0], bool(cell.separate_recurrent_grads)
     code = (point.__code__, back.__code__, tuple(sorted(names.items())), nparts, carried0, separate, cell.gates)
