@@ -75,7 +75,10 @@ once and run by every kernel, the portable loop's ``step`` included:
     the step is ``concat(dh) @ W_hh`` (plus ``dcarry``'s where ``h`` is carried).
 ``ops(xp)``, ``roles``, ``clipped``
     The activations by role (``fa``, ``ga``, ...: ``ArrayOps``) on arrays of
-    ``xp``; the compiled loops give the roles their own functions.
+    ``xp``, and ``zeros_like`` and ``complement`` (``1 - z``); the compiled
+    loops give each its own function. ``pointwise`` writes no number literal
+    (``1 - z`` is ``ops.complement(z)``): numba would widen a float32 step to
+    float64 for one.
 ``carried``, ``separate_recurrent_grads``
     The indices of the state's parts that ``pointwise`` reads; whether
     ``pointwise_backward``'s ``dh`` differs from ``dx``.
