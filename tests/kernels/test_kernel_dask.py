@@ -548,6 +548,13 @@ def _slow(block, seconds):
     return block
 
 
+def _run_chunk(x, h0, Wx, Wh, b, lengths, dh, dh_n):
+    """Runs on a worker: one chunk's forward and backward, so that its kernels are compiled (or loaded) there."""
+    h_seq = rnn_xp.rnn_forward(x, h0, Wx, Wh, b, lengths=lengths)
+    rnn_xp.rnn_backward(dh, x, h0, Wx, Wh, b, h_seq, dh_n=dh_n, lengths=lengths)
+    return True
+
+
 def _chunk_results(prefix, dask_scheduler=None):
     """Runs on the scheduler: ``{key: [workers]}`` of the finished tasks whose key starts with ``prefix``."""
     return {
@@ -565,6 +572,10 @@ def test_backward_survives_a_killed_worker(cluster, rng):
 
     _, client = cluster
     c = _backward_case(rng, "float64", B=12, opts={"lengths": True, "dh_n": True})
+    # Each worker compiles its kernels first (numba's cache may be cold): the 60 s below are for the run
+    rows = slice(0, 2)
+    client.run(_run_chunk, c["x"][:, rows], c["h0"][rows], c["Wx"], c["Wh"], c["b"], c["lengths"][rows],
+               c["dh"][:, rows], c["dh_n"][rows])  # fmt: skip
     xd = da.from_array(c["x"], chunks=(-1, 2, -1)).map_blocks(_slow, 0.4, dtype=c["x"].dtype)
     lengths = da.from_array(c["lengths"], chunks=2)
     h_seq = rnn_xp.rnn_forward(xd, c["h0"], c["Wx"], c["Wh"], c["b"], lengths=lengths)
