@@ -28,7 +28,9 @@ module                what it holds
 ``numba_cpu``         the NumPy loop as one numba-compiled call (optional)
 ``numba_backward``    the NumPy backward loop as one numba-compiled call (optional)
 ``numba_cells``       any plain cell's loops as one compiled call each (optional)
-``_numba_jit``        the compiled functions of all three (the only module importing numba)
+``_numba_jit``        the compiled functions of the Elman loops (with ``_numba_cells_jit``,
+                      the only modules importing numba)
+``_numba_cells_jit``  the gated cells' compiled loops, built on ``_numba_jit``
 ``_numpy_loops``      NumPy's own tanh and exp loops by address, for the compiled loops
 ``mkl``               oneMKL's packed product for the NumPy loop (optional)
 ``jax``               the recurrence and its gradient, each one jitted ``lax.scan``

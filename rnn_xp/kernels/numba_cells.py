@@ -3,7 +3,7 @@
 ``kernels.numpy_cells`` runs a Python loop whose step is a matrix product and
 the cell's elementwise function, a dozen NumPy calls for an LSTM: at small
 sizes the dispatch of those calls is the time. Here the whole time loop is one
-function compiled by numba for each cell (``_numba_jit.cell_loops``), from
+function compiled by numba for each cell (``_numba_cells_jit.cell_loops``), from
 the cell's own ``pointwise`` and ``pointwise_backward`` (compiled as written,
 their activations NumPy's own inner loops, so the numbers are the NumPy
 loop's bit for bit but for the products' rounding):

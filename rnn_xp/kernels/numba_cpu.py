@@ -357,13 +357,13 @@ def compiled():
         _JIT, _WHY = False, f"NumPy's tanh and exp cannot be called by address: {_numpy_loops.status()}"
     if _JIT is None:
         try:
-            from . import _numba_jit
+            from . import _numba_cells_jit, _numba_jit
         except ImportError as exc:  # numba is optional
             _JIT, _WHY = False, f"numba is not installed ({exc})"
         except Exception as exc:  # numba is installed, its on-disk cache is not usable
             _without_cache(exc)
         else:
-            _JIT, _WHY = _numba_jit.FUNCTIONS, ""
+            _JIT, _WHY = {**_numba_jit.FUNCTIONS, **_numba_cells_jit.FUNCTIONS}, ""
     return _JIT or None
 
 
@@ -379,7 +379,7 @@ def run_compiled(name, args, one_blas_thread=False, cell=None):
     """``run_parallel`` of the compiled function ``name`` (``args``: one tuple per thread).
 
     With a ``cell``, ``name`` is one of that cell's compiled loops
-    (``_numba_jit.cell_loops``).
+    (``_numba_cells_jit.cell_loops``).
 
     A corrupted cache (a truncated index, unreadable machine code) or one that
     cannot be written (a full disk) fails the first call of a function: the
@@ -424,21 +424,30 @@ def _switch_without_cache(exc):
 
 
 def _load_uncached():
-    """A second copy of ``_numba_jit`` whose functions numba compiles without its on-disk cache."""
+    """Second copies of ``_numba_jit`` and ``_numba_cells_jit`` whose functions numba compiles without its
+    on-disk cache (the second built on the first)."""
+    base = _load_copy("_numba_jit", CACHE=False)
+    cells = _load_copy("_numba_cells_jit", CACHE=False, BASE=base)
+    return {**base.FUNCTIONS, **cells.FUNCTIONS}
+
+
+def _load_copy(name, **given):
+    """A second copy of the module ``name`` of this package, run with the globals ``given`` set beforehand."""
     import importlib.util
     import sys
 
-    origin = importlib.util.find_spec(f"{__package__}._numba_jit").origin
-    spec = importlib.util.spec_from_file_location(f"{__package__}._numba_jit_uncached", origin)
+    origin = importlib.util.find_spec(f"{__package__}.{name}").origin
+    spec = importlib.util.spec_from_file_location(f"{__package__}.{name}_uncached", origin)
     module = importlib.util.module_from_spec(spec)
-    module.CACHE = False  # read by the module as it runs
+    for key, value in given.items():  # read by the module as it runs
+        setattr(module, key, value)
     sys.modules[spec.name] = module
     try:
         spec.loader.exec_module(module)
     except BaseException:
         sys.modules.pop(spec.name, None)
         raise
-    return module.FUNCTIONS
+    return module
 
 
 def _warn_once(message):
