@@ -356,12 +356,7 @@ def from_onnx(W, R, B=None, *, op_type="RNN", P=None, direction=None, activation
                 f"{name} must have shape {shape_str(need[name])} to match W [dirs, H, D] = "
                 f"{shape_str(W.shape)}; got {shape_str(arr.shape)}"
             )
-    if dirs not in (1, 2):
-        raise ValueError(f"W must have 1 or 2 directions on axis 0; got shape {shape_str(W.shape)}")
-    if direction is None:
-        direction = "forward" if dirs == 1 else "bidirectional"
-    if direction not in DIRECTIONS or DIRECTIONS[direction] != dirs:
-        raise ValueError(f"direction={direction!r} does not fit W with {dirs} direction(s)")
+    direction = _direction(direction, W)
     activation_names, alphas, betas = read_activations(activations, activation_alpha, activation_beta, dirs)
     if isinstance(layout, bool) or not isinstance(layout, int) or layout not in (0, 1):
         raise ValueError(f"layout must be 0 or 1; got {layout!r}")
@@ -375,6 +370,18 @@ def from_onnx(W, R, B=None, *, op_type="RNN", P=None, direction=None, activation
     return build_layer(state, names, nonlinearity=activation_names, batch_first=layout == 1,
                        activation_alpha=alphas, activation_beta=betas, clip=clip,
                        reverse=direction == "reverse", xp=xp, device=device, dtype=dtype)
+
+
+def _direction(direction, W):
+    """The node's ``direction`` (``None``: what W's directions say), checked against ``W`` ``[dirs, ., .]``."""
+    dirs = W.shape[0]
+    if dirs not in (1, 2):
+        raise ValueError(f"W must have 1 or 2 directions on axis 0; got shape {shape_str(W.shape)}")
+    if direction is None:
+        direction = "forward" if dirs == 1 else "bidirectional"
+    if direction not in DIRECTIONS or DIRECTIONS[direction] != dirs:
+        raise ValueError(f"direction={direction!r} does not fit W with {dirs} direction(s)")
+    return direction
 
 
 def _flag(name, value):
@@ -410,12 +417,7 @@ def _gated_from_onnx(op, W, R, B, P, direction, activations, alpha, beta, clip, 
                 f"{name} must have shape {shape_str(need[name])} to match W {dims['W']} = "
                 f"{shape_str(W.shape)}; got {shape_str(arr.shape)}"
             )
-    if dirs not in (1, 2):
-        raise ValueError(f"W must have 1 or 2 directions on axis 0; got shape {shape_str(W.shape)}")
-    if direction is None:
-        direction = "forward" if dirs == 1 else "bidirectional"
-    if direction not in DIRECTIONS or DIRECTIONS[direction] != dirs:
-        raise ValueError(f"direction={direction!r} does not fit W with {dirs} direction(s)")
+    direction = _direction(direction, W)
     acts = read_gate_activations(op, activations, alpha, beta, dirs)
     if isinstance(layout, bool) or not isinstance(layout, int) or layout not in (0, 1):
         raise ValueError(f"layout must be 0 or 1; got {layout!r}")

@@ -108,15 +108,16 @@ def _arrays(w):
     return {name: a for name, a in zip(w._fields, w) if a is not None and not isinstance(a, tuple)}
 
 
+def _sizes(cell, state0, w):
+    """``(batch, B, P, G*H, H, parts, dtype)`` of a call: batch shape, rows, state sizes, gates, parts of the state."""
+    batch = tuple(state0[0].shape[:-1])
+    GH = w.W_hh.shape[0]
+    return batch, math.prod(batch), state0[0].shape[-1], GH, GH // cell.gates, len(state0), state0[0].dtype
+
+
 def _scan(cell, x, state0, w, lengths, reverse, return_sequences, product, threads):
     T, D = x.shape[0], x.shape[-1]
-    batch = tuple(state0[0].shape[:-1])
-    B = math.prod(batch)
-    dtype = state0[0].dtype
-    P = state0[0].shape[-1]
-    GH = w.W_hh.shape[0]
-    H = GH // cell.gates
-    nparts = len(state0)
+    batch, B, P, GH, H, nparts, dtype = _sizes(cell, state0, w)
     gemm, ilp64, bounds = _work(B, P, GH, dtype, product, threads)
 
     x3 = x.reshape(T, B, D)
@@ -187,13 +188,7 @@ def backward_cells_numba(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengt
 
 def _backward(cell, d_seqs, x, state0, w, seqs, d_finals, lengths, reverse, product, threads):
     T = x.shape[0]
-    batch = tuple(state0[0].shape[:-1])
-    B = math.prod(batch)
-    dtype = state0[0].dtype
-    P = state0[0].shape[-1]
-    GH = w.W_hh.shape[0]
-    H = GH // cell.gates
-    nparts = len(state0)
+    batch, B, P, GH, H, nparts, dtype = _sizes(cell, state0, w)
     carried = cell.carried[0]
     gemm, ilp64, bounds = _work(B, P, GH, dtype, product, threads)
 
