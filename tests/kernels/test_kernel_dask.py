@@ -540,11 +540,13 @@ def test_backward_local_cluster(cluster, rng):
     assert ran_on == workers, "the backward tasks did not use both worker processes"
 
 
-def _slow(block, seconds):
-    """Runs on a worker: ``block`` after a pause, so that tasks are still running when one is killed."""
+def _slow(block, seconds, block_info=None):
+    """Runs on a worker: ``block`` after a pause; the first batch chunk waits ``seconds / 10``, the others ``seconds``,
+    so that the first chunk's backward finishes while the other chunks are still running."""
     import time
 
-    time.sleep(seconds)
+    first = block_info is not None and block_info[0]["chunk-location"][1] == 0
+    time.sleep(seconds / 10 if first else seconds)
     return block
 
 
@@ -555,13 +557,42 @@ def _run_chunk(x, h0, Wx, Wh, b, lengths, dh, dh_n):
     return True
 
 
-def _chunk_results(prefix, dask_scheduler=None):
-    """Runs on the scheduler: ``{key: [workers]}`` of the finished tasks whose key starts with ``prefix``."""
-    return {
-        str(ts.key): [ws.address for ws in ts.who_has]
-        for ts in dask_scheduler.tasks.values()
-        if str(ts.key[0] if isinstance(ts.key, tuple) else ts.key).startswith(prefix) and ts.state == "memory"
-    }
+try:
+    from distributed.diagnostics.plugin import SchedulerPlugin
+except ImportError:  # the tests that use it skip without dask.distributed
+    SchedulerPlugin = object
+
+
+class _Finished(SchedulerPlugin):
+    """On the scheduler: ``{key: worker}`` of every task whose key starts with ``prefix`` that finished on a worker.
+
+    A transition seen by a plugin cannot be missed the way a poll of ``scheduler.tasks`` can: a chunk's result
+    stays in memory only until the tasks that read it have run, which may be milliseconds."""
+
+    name = "rnn-xp-finished"
+
+    def __init__(self, prefix):
+        self.prefix, self.seen = prefix, {}
+
+    def transition(self, key, start, finish, *args, stimulus_id=None, **kwargs):
+        name = str(key[0] if isinstance(key, tuple) else key)
+        if finish == "memory" and name.startswith(self.prefix) and "worker" in kwargs:
+            self.seen[str(key)] = kwargs["worker"]
+
+
+def _add_finished(prefix, dask_scheduler=None):
+    """Runs on the scheduler: starts recording the finished tasks of ``prefix`` (see ``_Finished``)."""
+    dask_scheduler.add_plugin(_Finished(prefix), name=_Finished.name)
+
+
+def _finished(dask_scheduler=None):
+    """Runs on the scheduler: what ``_Finished`` has recorded so far."""
+    return dict(dask_scheduler.plugins[_Finished.name].seen)
+
+
+def _remove_finished(dask_scheduler=None):
+    """Runs on the scheduler: stops recording."""
+    dask_scheduler.remove_plugin(name=_Finished.name)
 
 
 def test_backward_survives_a_killed_worker(cluster, rng):
@@ -582,12 +613,16 @@ def test_backward_survives_a_killed_worker(cluster, rng):
     g = rnn_xp.rnn_backward(c["dh"], xd, c["h0"], c["Wx"], c["Wh"], c["b"], h_seq, dh_n=c["dh_n"],
                             lengths=lengths)  # fmt: skip
     pids = client.run(os.getpid)  # {worker address: process id}
-    futures = client.compute(list(g), optimize_graph=False)  # keep the task names visible
-    deadline = time.monotonic() + 60
-    while not (done := client.run_on_scheduler(_chunk_results, BACKWARD_TOKEN)):
-        assert time.monotonic() < deadline, "no backward task finished within 60 s"
-        time.sleep(0.05)
-    victim = next(iter(done.values()))[0]  # a worker that holds a chunk's result
+    client.run_on_scheduler(_add_finished, BACKWARD_TOKEN)
+    try:
+        futures = client.compute(list(g), optimize_graph=False)  # keep the task names visible
+        deadline = time.monotonic() + 60
+        while not (done := client.run_on_scheduler(_finished)):
+            assert time.monotonic() < deadline, "no backward task finished within 60 s"
+            time.sleep(0.05)
+    finally:
+        client.run_on_scheduler(_remove_finished)
+    victim = next(iter(done.values()))  # a worker that ran a chunk's backward and holds its dx chunk
     assert not all(f.done() for f in futures), "the computation ended before a worker could be killed"
     os.kill(pids[victim], signal.SIGKILL)
     got = rnn_xp.RNNGrads(*client.gather(futures))
