@@ -82,6 +82,10 @@ once and run by every kernel, the portable loop's ``step`` included:
 ``carried``, ``separate_recurrent_grads``
     The indices of the state's parts that ``pointwise`` reads; whether
     ``pointwise_backward``'s ``dh`` differs from ``dx``.
+``input_weights(w)``
+    ``(W, b)`` with ``project(xp, x, w) == x @ W.T + b`` (``b`` may be
+    ``None``): the fast loops project the input into buffers of their own
+    layout, gate block by gate block.
 ``recurrent_bias(w)``, ``projection(w)``, ``extras(w)``, ``grads_input(dx, dh, gh)``
     The bias added to ``h @ W_hh.T``; the projection ``P`` of ``h = m @ P.T``
     (``None``: none); what ``pointwise`` takes after ``carry`` in a plain run

@@ -189,6 +189,12 @@ class CellBase:
             ops = made[id(xp)] = (xp, ArrayOps(xp, self.roles, self._acts, self.clip, self.clipped))
         return ops[1]
 
+    def project(self, xp, x, w):
+        """The input projection of every step at once: ``x @ W.T + b`` with ``(W, b) = input_weights(w)``."""
+        W, b = self.input_weights(w)
+        xg = x @ W.T  # (T, *batch, G * H): one product for all steps
+        return xg if b is None else xg + b
+
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 

@@ -89,9 +89,9 @@ class ElmanCell(CellBase):
 
     # -- forward ---------------------------------------------------------------
 
-    def project(self, xp, x, w):
-        xg = x @ w.Wx.T  # (T, *batch, H): one product for all steps
-        return xg if w.b is None else xg + w.b
+    def input_weights(self, w):
+        """``(Wx, b)``: ``project`` is ``x @ Wx.T + b``."""
+        return w.Wx, w.b
 
     def fixed(self, xp, w):
         return w.Wh.T  # (H, H)

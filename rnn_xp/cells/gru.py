@@ -136,9 +136,9 @@ class GRUCell(CellBase):
 
     # -- forward ---------------------------------------------------------------
 
-    def project(self, xp, x, w):
-        xg = x @ w.W_ih.T  # (T, *batch, 3H): one product for all steps
-        return xg if w.b_ih is None else xg + w.b_ih
+    def input_weights(self, w):
+        """``(W_ih, b_ih)``: ``project`` is ``x @ W_ih.T + b_ih`` (``b_hh`` is ``recurrent_bias``)."""
+        return w.W_ih, w.b_ih
 
     def fixed(self, xp, w):
         H = w.W_hh.shape[1]

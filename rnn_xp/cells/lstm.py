@@ -145,10 +145,9 @@ class LSTMCell(CellBase):
 
     # -- forward ---------------------------------------------------------------
 
-    def project(self, xp, x, w):
-        xg = x @ w.W_ih.T  # (T, *batch, 4H): one product for all steps
-        b = _bias(w)
-        return xg if b is None else xg + b
+    def input_weights(self, w):
+        """``(W_ih, b_ih + b_hh)``: ``project`` is ``x @ W_ih.T + b_ih + b_hh`` (both biases enter every gate alike)."""
+        return w.W_ih, _bias(w)
 
     def fixed(self, xp, w):
         peep = None if w.peepholes is None else split_gates(w.peepholes, 3)  # p_i, p_f, p_o

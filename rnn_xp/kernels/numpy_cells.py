@@ -9,7 +9,7 @@ agree to rounding.
 
 Forward, per block of time steps (``_blocks.block_steps``: at most 32 steps and 1M elements)::
 
-    xg = cell.project(x[block])                 # (n, B, G*H): one GEMM for the block
+    xg[:] = x[block] @ W_in.T + b_in            # (n, B, G*H): one GEMM for the block (cell.input_weights)
     per step t:
         matmul(h, W_hh.T, out=hg); hg += b      # (B, G*H): the recurrent product, one BLAS call
         new = cell.pointwise(ops, xg[t] blocks, hg blocks, carried state)
@@ -17,7 +17,8 @@ Forward, per block of time steps (``_blocks.block_steps``: at most 32 steps and 
 
 The states are views of the outputs (no copy) unless ``lengths`` freeze
 some rows or there are no outputs (``return_sequences=False``). Beyond the
-outputs, memory is O(B * G * H) whatever T is.
+outputs, memory is O(B * G * H) whatever T is: one block's projection
+buffer, reused for every block.
 
 Backward: the states each step started from and ``cell.saved`` for all steps
 at once (the gates recomputed with two GEMMs), one reverse loop writing each
@@ -40,7 +41,7 @@ import numpy
 
 from ..cells import split_gates
 from . import _threads
-from ._blocks import block_steps, transposed_copy
+from ._blocks import block_steps, project, transposed_copy
 from ._threads import blas_threads
 from .portable import backward_cell, padding_mask, per_part, previous_states, scan_cell
 
@@ -95,10 +96,13 @@ def _scan(cell, x3, state0, w, lengths, reverse, return_sequences, batch, G, GH,
         lens = numpy.asarray(lengths).reshape(B, 1)  # (B, 1)
         valid = numpy.empty((B, 1), dtype=bool)
     n = block_steps(T, B, GH)  # the projection a block of steps at a time: O(B * G * H) memory whatever T is
+    W_in, b_in = cell.input_weights(w)  # the cell's projection is x @ W_in.T + b_in
+    xgs = numpy.empty((n, B, GH), dtype=dtype)  # (n, B, G*H): a block's projection, reused for every block
     starts = range(0, T, n)
     for s in reversed(starts) if reverse else starts:
         e = min(s + n, T)
-        xg = cell.project(numpy, x3[s:e], w)  # (e - s, B, G*H): one GEMM for the block
+        xg = xgs[: e - s]
+        project(numpy, x3[s:e], W_in.T, b_in, xg)  # (e - s, B, G*H): one GEMM for the block, the bias in place
         for t in range(e - 1, s - 1, -1) if reverse else range(s, e):
             numpy.matmul(state[0], W_hhT, out=hg)
             if bias is not None:
@@ -122,7 +126,7 @@ def _scan(cell, x3, state0, w, lengths, reverse, return_sequences, batch, G, GH,
                     if frozen:
                         numpy.copyto(outs[k][t], 0, where=~valid)
                 numpy.copyto(state[k], v, where=valid) if frozen else numpy.copyto(state[k], v)
-        del xg, new  # the block's projection goes before the next one is made: one block alive at a time
+        del new
     finals = tuple(numpy.array(s, copy=True).reshape(*batch, S) for s, S in zip(state, sizes))
     if outs is None:
         return None, finals
@@ -156,7 +160,7 @@ def states_before(xp, seqs, state0, lengths, reverse):
 
 def _backward(cell, d_seqs, x, state0, w, seqs, d_finals, lengths, reverse, T, batch, B):
     dtype = state0[0].dtype
-    G, GH = cell.gates, w.W_hh.shape[0]
+    GH = w.W_hh.shape[0]
     ops = cell.ops(numpy)
     extras = cell.extras(w)
     carried = cell.carried
