@@ -14,7 +14,7 @@ library. The rows whose choice depends on the sizes (NumPy: ``numpy_loop``,
 and ``numpy_cells_loop`` for the gated cells; CuPy: ``cupy_path``) carry their
 size rules below the table, with their numbers (``NUMBA_H_BELOW``,
 ``NUMBA_MAX_ROWS``, ``MKL_MACS``, ``MKL_ROW_MACS``, ``CELLS_NUMBA_MACS``,
-``PERSISTENT_MAX_BATCH``). The kernel modules run what they
+``CELLS_NUMBA_BACKWARD_MACS``, ``PERSISTENT_MAX_BATCH``). The kernel modules run what they
 are given; the settings they are chosen by (``RNN_XP_*``) are read by
 ``_settings``.
 
@@ -90,7 +90,7 @@ from ..cells import ElmanCell, ElmanWeights
 from .portable import backward_cell, backward_portable, scan_cell, scan_portable
 
 # The table (KERNELS, OTHERS) and the size rules' numbers (NUMBA_H_BELOW,
-# NUMBA_MAX_ROWS, MKL_MACS, MKL_ROW_MACS, CELLS_NUMBA_MACS, PERSISTENT_MAX_BATCH) are public
+# NUMBA_MAX_ROWS, MKL_MACS, MKL_ROW_MACS, CELLS_NUMBA_MACS, CELLS_NUMBA_BACKWARD_MACS, PERSISTENT_MAX_BATCH) are public
 # too; __all__ lists the functions and classes (the API pages show those).
 __all__ = [
     "Route",
@@ -312,10 +312,15 @@ MKL_ROW_MACS = 1 << 18
 
 # NumPy, the gated cells, numba installed and RNN_XP_NUMBA=auto: the
 # compiled loop (numba_cells) for at most CELLS_NUMBA_MACS multiply-adds per
-# step (B * P * G * H, the recurrent product). Beyond, the in-place loop
-# (one BLAS call per step on every BLAS thread) was as fast or faster on the
-# measured grid (docs/cpu-kernels.md, "The gated cells").
-CELLS_NUMBA_MACS = 1 << 22
+# step (B * P * G * H, the recurrent product) forward, the largest step
+# measured (B = 64, H = 1024, an LSTM), and CELLS_NUMBA_BACKWARD_MACS
+# backward; beyond, the in-place loop (numpy_cells). On the grid of
+# docs/cpu-kernels.md ("The gated cells' product and threads") the compiled
+# forward took 0.10 to 0.99 of the in-place loop's time at every size; the
+# compiled backward 0.30 to 0.99 up to 2M multiply-adds per step and 1.00 to
+# 1.11 beyond (most of a backward is the same GEMMs either way).
+CELLS_NUMBA_MACS = 1 << 28
+CELLS_NUMBA_BACKWARD_MACS = 1 << 21
 
 # CuPy, RNN_XP_CUPY_PATH=auto: the persistent kernel up to this batch size.
 # Each step is then a grid barrier (about a microsecond, expected) plus
@@ -359,7 +364,7 @@ def numpy_loop(x, h0, nonlinearity):
     return "mkl" if on_mkl and floats and min(T, B, H) > 0 else "blas"
 
 
-def numpy_cells_loop(cell, x, state0, w, mask=None):
+def numpy_cells_loop(cell, x, state0, w, mask=None, *, backward=False):
     """Which loop runs a gated cell's NumPy call: ``"numba"``, ``"inplace"`` or ``"portable"``.
 
     - ``"portable"`` (``portable.scan_cell``) for what the fast loops do not
@@ -369,7 +374,8 @@ def numpy_cells_loop(cell, x, state0, w, mask=None):
       call (``numba_cells.takes``: numba installed and able to run,
       float32/float64, the cell's activations compiled): with
       ``RNN_XP_NUMBA=1`` always, with ``auto`` (the default) up to
-      ``CELLS_NUMBA_MACS`` multiply-adds per step (``B * P * G * H``);
+      ``CELLS_NUMBA_MACS`` multiply-adds per step (``B * P * G * H``), or
+      ``CELLS_NUMBA_BACKWARD_MACS`` for the ``backward``;
     - ``"inplace"``, the in-place loop (``numpy_cells``), otherwise.
 
     ``x`` ``(T, *batch, D)`` and ``state0`` as the kernels get them; an
@@ -382,7 +388,8 @@ def numpy_cells_loop(cell, x, state0, w, mask=None):
         return "portable"
     B, P = math.prod(state0[0].shape[:-1]), state0[0].shape[-1]
     if setting != "off" and numba_cells.takes(cell, x, state0, mask):
-        if setting == "on" or B * P * w.W_hh.shape[0] <= CELLS_NUMBA_MACS:
+        limit = CELLS_NUMBA_BACKWARD_MACS if backward else CELLS_NUMBA_MACS
+        if setting == "on" or B * P * w.W_hh.shape[0] <= limit:
             return "numba"
     return "inplace"
 
@@ -463,9 +470,12 @@ def numpy_row_cells_forward(xp, cell, x, state0, w, *, lengths, reverse, return_
 
 
 def numpy_row_cells_backward(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, reverse, mask=None):
-    """The NumPy row's backward of any cell: the loop the forward takes (``numpy_cells_loop``)."""
+    """The NumPy row's backward of any cell: the loop ``numpy_cells_loop(..., backward=True)`` names.
+
+    Either loop takes what the other's forward returned (the same arrays).
+    """
     options = dict(lengths=lengths, reverse=reverse, mask=mask)
-    loop = numpy_cells_loop(cell, x, state0, w, mask)
+    loop = numpy_cells_loop(cell, x, state0, w, mask, backward=True)
     if loop == "numba":
         from .numba_cells import backward_cells_numba
 

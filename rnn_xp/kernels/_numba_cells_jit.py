@@ -161,17 +161,19 @@ def _tuple_maker(args, items):
 def _cell_templates(key):
     """The loops' code; ``key`` (the cell's digest) is their one free variable."""
 
-    def cell_forward(XG, s, e, k0, reverse, lens, has_lens, HS, CS, O0, O1, has_out, HG, W, bias, has_bias,
+    def cell_forward(XG, XS, HF, s, e, k0, reverse, lens, has_lens, HS, CS, O0, O1, has_out, HG, W, bias, has_bias,
                      WP, has_proj, extras, r0, r1, gemm, ilp64):  # fmt: skip
         """Steps ``s..e-1`` of rows ``r0:r1`` of the cell's recurrence (run backwards with ``reverse``).
 
-        ``XG`` ``(e - s, G, B, H)`` the input projection of those steps, gate
-        by gate; ``HS`` ``(2, B, P)`` the double-buffered ``h`` (the k-th
+        ``XG`` ``(n, B, G*H)`` the input projection of those steps (the first
+        ``e - s`` of ``n``), copied gate by gate into the scratch ``XS``
+        ``(G, B, H)`` at each step; ``HS`` ``(2, B, P)`` the double-buffered ``h`` (the k-th
         step run, counting from ``k0``, reads ``[k % 2]`` and writes the
         other), ``CS`` ``(2, B, H)`` the carried part of the state (an LSTM's
         ``c``; ``HS`` itself for a cell that carries ``h``); ``O0``, ``O1``
         the outputs ``(T, B, .)`` (``has_out``); ``HG`` ``(G, B, H)`` scratch
-        for ``h @ W`` gate by gate, ``W`` = ``W_hh.T`` ``(P, G*H)``
+        for ``h @ W`` gate by gate (``HF`` ``(B, G*H)`` the product as BLAS
+        writes it), ``W`` = ``W_hh.T`` ``(P, G*H)``
         (C-contiguous), plus ``bias``; ``WP`` = ``W_hr.T`` ``(H, P)``
         (``has_proj``). ``gemm`` the address of ``cblas_?gemm`` (0: the own
         product). Gate by gate, every block ``pointwise`` reads is
@@ -184,24 +186,35 @@ def _cell_templates(key):
         rows = r1 - r0
         one, zero = HG.dtype.type(1), HG.dtype.type(0)
         size = HG.itemsize
-        hs_at, hg_at, w_at = np.int64(HS.ctypes.data), np.int64(HG.ctypes.data), np.int64(W.ctypes.data)
+        hs_at, hf_at, w_at = np.int64(HS.ctypes.data), np.int64(HF.ctypes.data), np.int64(W.ctypes.data)
         for m in range(e - s):
             t = e - 1 - m if reverse else s + m
             cur = (k0 + m) % 2
             nxt = 1 - cur
-            for g in range(G):  # HG[g, rows] = HS[cur, rows] @ W[:, gate g]
-                if gemm != 0:
-                    _gemm(gemm, ilp64, _NO_TRANS, rows, H, P, one, hs_at + (cur * B * P + r0 * P) * size, P,
-                          w_at + g * H * size, GH, zero, hg_at + (g * B * H + r0 * H) * size, H)  # fmt: skip
-            if gemm == 0:
+            if gemm != 0:  # HF[rows] = HS[cur, rows] @ W: one product for every gate, then HG gate by gate
+                _gemm(gemm, ilp64, _NO_TRANS, rows, GH, P, one, hs_at + (cur * B * P + r0 * P) * size, P,
+                      w_at, GH, zero, hf_at + r0 * GH * size, GH)  # fmt: skip
+                for i in range(r0, r1):
+                    frow = HF[i]
+                    for g in range(G):
+                        grow = HG[g, i]
+                        for j in range(H):
+                            grow[j] = frow[g * H + j]
+            else:
                 _mm_gates(HS[cur], W, HG, r0, rows)
+            for i in range(r0, r1):  # XS[:, rows] = the step's projection, gate by gate
+                xrow = XG[t - s, i]
+                for g in range(G):
+                    srow = XS[g, i]
+                    for j in range(H):
+                        srow[j] = xrow[g * H + j]
             if has_bias:
                 for g in range(G):
                     for i in range(r0, r1):
                         row = HG[g, i]
                         for j in range(H):
                             row[j] += bias[g * H + j]
-            new = POINT(OPS, _gate_views(XG[t - s], r0, r1, G), _gate_views(HG, r0, r1, G), (CS[cur, r0:r1],),
+            new = POINT(OPS, _gate_views(XS, r0, r1, G), _gate_views(HG, r0, r1, G), (CS[cur, r0:r1],),
                         *extras)  # fmt: skip
             if has_proj:  # HS[nxt, rows] = m0 @ W_hr.T
                 m0 = np.ascontiguousarray(new[0])  # (rows, H): h_t before the projection

@@ -315,11 +315,9 @@ def _scan(cell, x, state0, w, lengths, reverse, return_sequences, mask, mod, lau
     dtype_name = mod.dtype(dtype).name
     source = kernel_source(p, dtype_name, G)
     launch = (launcher or _cupy_launcher)(source)
-    real = numpy.dtype(dtype_name).type
     T, D = x.shape[0], x.shape[-1]
     batch = tuple(x.shape[1:-1])
     B = math.prod(batch)
-    n = prog.parts
 
     x3 = x.reshape(T, B, D)
     states = [mod.array(s.reshape(B, S), dtype=dtype, copy=True) for s, S in zip(state0, sizes_s)]  # (B, S_j)

@@ -386,7 +386,7 @@ def scan_cell_dask(xp, cell, x, state0, w, *, lengths, reverse, return_sequences
     """
     x = _single_chunk_along("x", _as_dask(x), {0: "time", x.ndim - 1: "features"})
     k = x.ndim - 2  # number of batch axes
-    T, batch_chunks = x.shape[0], x.chunks[1:-1]
+    T = x.shape[0]
     state0 = tuple(_state_like(x, f"{n}0", s) for n, s in zip(cell.state_names, state0))
     lengths, mask = _lengths_like(x, lengths), _mask_like(x, mask)
     w = type(w)(*(None if a is None else _as_dask(a, -1).rechunk(-1) for a in w))

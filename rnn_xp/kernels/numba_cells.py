@@ -9,9 +9,12 @@ their activations NumPy's own inner loops, so the numbers are the NumPy
 loop's bit for bit but for the products' rounding):
 
 1. Forward: the input projection is one GEMM per block of steps
-   (``cell.project``, every BLAS thread); one compiled call then runs every
-   step of a block of rows: ``hg = h @ W_hh.T`` through NumPy's
-   ``cblas_?gemm`` by address (or its own loop when the step is tiny), the
+   (``x @ W.T + b`` with the cell's ``input_weights``, every BLAS thread),
+   written straight into one buffer reused for every block; one compiled
+   call then runs every step of a block of rows: the step's projection
+   copied gate by gate into a scratch (every block ``pointwise`` reads is
+   C-contiguous), ``hg = h @ W_hh.T`` through NumPy's ``cblas_?gemm`` by
+   address (or its own loop when the step is tiny), the
    recurrent bias, ``cell.pointwise`` on the rows, an LSTM's projection
    (a second product), the frozen rows past their lengths.
 2. Backward: the states each step started from and ``cell.saved`` (two GEMMs
@@ -19,8 +22,10 @@ loop's bit for bit but for the products' rounding):
    loop (``cell.pointwise_backward`` and the product into the gradient
    reaching ``h``); ``cell.grads`` then gives the weight gradients, one
    product each.
-3. Threads (``plan``): the batch rows are independent, so two threads each
-   run the whole sequence on half of them, without meeting.
+3. Threads (``plan``): one caller runs every row, each step's product on
+   BLAS's own threads. The rows are independent, so two callers can each
+   run the whole sequence on half of them (``threads=2``), but on the 2-core
+   VM that was slower at every size measured.
 
 The table (``kernels.numpy_cells_loop``) picks this loop by size; it takes
 float32 and float64 plain cells (``numpy_cells.runs``) and falls back to the
@@ -37,33 +42,34 @@ import numpy
 from . import numba_cpu
 from . import numpy_cells
 from .portable import per_part
-from ._blocks import block_steps
+from ._blocks import block_steps, project
 from ._threads import blas_threads
 
 __all__ = ["ACTIVATIONS", "backward_cells_numba", "plan", "scan_cells_numba", "takes"]
 
 # Per-step multiply-adds (rows x P x G*H) below which the loop's own product
-# beats a call into BLAS, and from which two threads split the rows (with at
-# least _ROW_SPLIT_MIN_ROWS rows): the Elman loop's numbers (numba_cpu's). Up to
+# beats a call into BLAS: the Elman loop's number (numba_cpu's). Up to
 # _OWN_PRODUCT_ROWS rows the own product runs whatever the size: it streams
 # W_hh's rows once per row as a matrix-vector product does, where BLAS's GEMM
 # packs all of W_hh at every call (B = 1, H = 256: twice the NumPy loop's time,
 # whose matmul of one row is a matrix-vector product).
 _OWN_PRODUCT_MACS = 1 << 14
 _OWN_PRODUCT_ROWS = 2
-_THREAD_ROW_MACS = 1 << 17
-_ROW_SPLIT_MIN_ROWS = 4
 
 
-def plan(B, P, GH, threads=None):
-    """``(product, n)``: ``"own"`` or ``"blas"``, and the threads over the rows (1 or 2)."""
-    import os
+def plan(B, P, GH):
+    """``(product, n)``: ``"own"`` or ``"blas"``, and the callers over the rows: one.
 
-    threads = min(2, os.cpu_count() or 1) if threads is None else threads
+    One caller runs every row; with ``"blas"`` each step's product runs on
+    BLAS's own threads. Two callers, each on half the rows with one BLAS
+    thread (``threads=2``), were slower at every size of the LSTM and GRU
+    grids on the 2-core VM, forward and backward (docs/cpu-kernels.md, "The
+    gated cells' threads"): each caller packs and streams all of ``W_hh`` at
+    every step, where BLAS's threads share its columns.
+    """
     macs = B * P * GH
     product = "own" if macs < _OWN_PRODUCT_MACS or B <= _OWN_PRODUCT_ROWS else "blas"
-    n = 2 if threads >= 2 and B >= _ROW_SPLIT_MIN_ROWS and macs >= _THREAD_ROW_MACS else 1
-    return product, n
+    return product, 1
 
 
 # The activations the compiled loops have (NumPy's own, by address: _numba_jit).
@@ -79,7 +85,7 @@ def takes(cell, x, state0, mask):
 
 
 def _work(B, P, GH, dtype, product, threads):
-    auto = plan(B, P, GH, threads)
+    auto = plan(B, P, GH)
     product = product or auto[0]
     n = auto[1] if threads is None else max(1, min(int(threads), B))
     gemm, ilp64 = (0, False) if product == "own" else numba_cpu.blas_gemm(dtype)
@@ -146,18 +152,21 @@ def _scan(cell, x, state0, w, lengths, reverse, return_sequences, product, threa
     extras = cell.extras(w)
 
     n = block_steps(T, B, GH)  # the projection a block of steps at a time: O(B * G * H) memory whatever T is
+    W_in, b_in = cell.input_weights(w)  # the cell's projection is x @ W_in.T + b_in
+    XG = numpy.empty((n, B, GH), dtype=dtype)  # (n, B, G*H): a block's projection, reused for every block
+    XS = numpy.empty((G, B, H), dtype=dtype)  # (G, B, H): a step's projection gate by gate
+    HF = numpy.empty((B, GH), dtype=dtype) if gemm else numpy.empty((1, 1), dtype=dtype)  # BLAS's h @ W_hh.T
     starts = range(0, T, n)
     k0 = 0
     for s in reversed(starts) if reverse else starts:
         e = min(s + n, T)
-        xg = cell.project(numpy, x3[s:e], w)  # (e - s, B, G*H): one GEMM, every BLAS thread
-        XG = numpy.ascontiguousarray(xg.reshape(e - s, B, G, H).transpose(0, 2, 1, 3))  # (e - s, G, B, H)
-        with blas_threads(1 if gemm else None):  # the steps: one BLAS thread per caller
-            args = [(XG, s, e, k0, int(reverse), lens, int(lengths is not None), HS, CS, O0, O1,
+        project(numpy, x3[s:e], W_in.T, b_in, XG[: e - s])  # x @ W_in.T + b_in: one GEMM, every BLAS thread
+        with blas_threads(1 if gemm and len(bounds) > 1 else None):  # several callers: one BLAS thread each
+            args = [(XG, XS, HF, s, e, k0, int(reverse), lens, int(lengths is not None), HS, CS, O0, O1,
                      int(return_sequences), HG, W, b, int(bias is not None), WP, int(W_p is not None), extras,
                      r0, r1, gemm, int(ilp64)) for r0, r1 in bounds]  # fmt: skip
-            numba_cpu.run_compiled("cell_forward", args, one_blas_thread=bool(gemm), cell=cell)
-        del xg, XG, args  # one block's projection alive at a time
+            numba_cpu.run_compiled("cell_forward", args, one_blas_thread=bool(gemm) and len(bounds) > 1, cell=cell)
+        del args
         k0 += e - s
     finals = (HS[T % 2].reshape(*batch, P).copy(),)
     if nparts == 2:
@@ -216,8 +225,8 @@ def _backward(cell, d_seqs, x, state0, w, seqs, d_finals, lengths, reverse, prod
     args = [(SV, PC, D0, int(d_seqs[0] is not None), D1, int(nparts == 2 and d_seqs[1] is not None), G0, GC, DX, DH,
              GHS, int(W_p is not None), W, WPn, int(W_p is not None), DM, lens, int(lengths is not None),
              cell.extras(w), int(reverse), r0, r1, gemm, int(ilp64)) for r0, r1 in bounds]  # fmt: skip
-    with blas_threads(1 if gemm else None):
-        numba_cpu.run_compiled("cell_backward", args, one_blas_thread=bool(gemm), cell=cell)
+    with blas_threads(1 if gemm and len(bounds) > 1 else None):  # several callers: one BLAS thread each
+        numba_cpu.run_compiled("cell_backward", args, one_blas_thread=bool(gemm) and len(bounds) > 1, cell=cell)
 
     shaped = lambda a: a.reshape(T, *batch, a.shape[-1])  # noqa: E731
     d = cell.grads_input(shaped(DX), shaped(DH), shaped(GHS) if W_p is not None else None)

@@ -264,8 +264,8 @@ def test_cells_a_second_dtype_is_refused_before_the_compiled_loop_reads_it(name,
 
 @pytest.mark.parametrize("cell", ["lstm-proj-peep", "gru"])
 def test_cells_the_blas_product_calls_blas_every_step(monkeypatch, rng, cell):
-    """product="blas": per thread and step, forward one cblas_?gemm per gate (the blocks of ``h @ W_hh.T``
-    land gate by gate), backward one (the gate gradients' product into dL/dh); one more each for an LSTM's
+    """product="blas": per thread and step, forward one cblas_?gemm for every gate (``h @ W_hh.T``, then
+    copied gate by gate), backward one (the gate gradients' product into dL/dh); one more each for an LSTM's
     projection."""
     calls = _counting_gemm(monkeypatch, np.float64)
     T, threads = 9, 2
@@ -274,7 +274,7 @@ def test_cells_the_blas_product_calls_blas_every_step(monkeypatch, rng, cell):
     proj = 1 if cell == "lstm-proj-peep" else 0
     got, want = _cell_forward_both(case, lens, ("blas", threads), reverse=False, return_sequences=True)
     _cell_check(got, want, "float64", cell)
-    assert len(calls) == T * threads * (case[0].gates + proj)
+    assert len(calls) == T * threads * (1 + proj)
     del calls[:]
     c, args = _cell_backward_case(rng, cell, T, (4,), 3, 8, "float64", lens=lens, reverse=False)
     _cell_backward_check(c, args, lens, False, "float64", paths=[("blas", threads)])
@@ -282,10 +282,11 @@ def test_cells_the_blas_product_calls_blas_every_step(monkeypatch, rng, cell):
 
 
 def test_cells_plan():
-    assert numba_cells.plan(1, 64, 256, threads=2) == ("own", 1)  # one row: its own product, one thread
-    assert numba_cells.plan(16, 128, 512, threads=2) == ("blas", 2)
-    assert numba_cells.plan(2, 1024, 4096, threads=2) == ("own", 1)  # too few rows to split, a product per row
-    assert numba_cells.plan(64, 1024, 4096, threads=1) == ("blas", 1)
+    assert numba_cells.plan(1, 64, 256) == ("own", 1)  # one row: its own product
+    assert numba_cells.plan(16, 8, 32) == ("own", 1)  # a step too small to call BLAS for
+    assert numba_cells.plan(16, 128, 512) == ("blas", 1)  # one caller, BLAS's threads in the product
+    assert numba_cells.plan(2, 1024, 4096) == ("own", 1)  # two rows: a product per row
+    assert numba_cells.plan(64, 1024, 4096) == ("blas", 1)
 
 
 @pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: "-".join(str(v) for v in o.values()))

@@ -222,14 +222,15 @@ def test_numpy_cells_choice(monkeypatch, setting, available):
 
     monkeypatch.setenv("RNN_XP_NUMBA", {"auto": "auto", "on": "1", "off": "0"}[setting])
     monkeypatch.setattr(numba_cpu, "available", lambda: available)
-    limit = kernels.CELLS_NUMBA_MACS
     for cell, B, H, dtype in itertools.product((LSTMCell(), GRUCell()), (1, 16, 64), (8, 64, 256, 1024),
                                                ("float16", "float32", "float64")):  # fmt: skip
         x, state0, w = _cell_call(cell, B, H, dtype)
         fast = setting != "off" and available and dtype != "float16"
-        small = B * H * cell.gates * H <= limit
-        want = "numba" if fast and (setting == "on" or small) else "inplace"
-        assert kernels.numpy_cells_loop(cell, x, state0, w) == want, (cell.name, B, H, dtype)
+        for backward, limit in ((False, kernels.CELLS_NUMBA_MACS), (True, kernels.CELLS_NUMBA_BACKWARD_MACS)):
+            small = B * H * cell.gates * H <= limit
+            want = "numba" if fast and (setting == "on" or small) else "inplace"
+            got = kernels.numpy_cells_loop(cell, x, state0, w, backward=backward)
+            assert got == want, (cell.name, B, H, dtype, backward)
         assert kernels.numpy_cells_loop(cell, x, state0, w, mask=np.ones((3, B), bool)) == "portable"
     for other in (LSTMCell(input_forget=True), LSTMCell(clip=1.0), LSTMCell(("hard_sigmoid", "tanh", "tanh")),
                   GRUCell(linear_before_reset=False)):  # not plain: the portable loop
@@ -247,9 +248,13 @@ def test_numpy_cells_rule_is_the_named_constant(monkeypatch):
     monkeypatch.setattr(numba_cpu, "available", lambda: True)
     x, state0, w = _cell_call(LSTMCell(), 4, 16, P=8)  # B * P * 4H = 4 * 8 * 64 = 2048 per step
     monkeypatch.setattr(kernels, "CELLS_NUMBA_MACS", 2048)
+    monkeypatch.setattr(kernels, "CELLS_NUMBA_BACKWARD_MACS", 2047)
     assert kernels.numpy_cells_loop(LSTMCell(), x, state0, w) == "numba"
+    assert kernels.numpy_cells_loop(LSTMCell(), x, state0, w, backward=True) == "inplace"
     monkeypatch.setattr(kernels, "CELLS_NUMBA_MACS", 2047)
+    monkeypatch.setattr(kernels, "CELLS_NUMBA_BACKWARD_MACS", 2048)
     assert kernels.numpy_cells_loop(LSTMCell(), x, state0, w) == "inplace"
+    assert kernels.numpy_cells_loop(LSTMCell(), x, state0, w, backward=True) == "numba"
     monkeypatch.setenv("RNN_XP_NUMBA", "yes")
     with pytest.raises(ValueError, match="RNN_XP_NUMBA must be 0, 1 or auto; got 'yes'"):
         kernels.numpy_cells_loop(LSTMCell(), x, state0, w)
@@ -283,6 +288,31 @@ def test_cells_calls_reach_the_chosen_kernel(monkeypatch, rng, setting, name):
     kind = "numba" if fast else "numpy"
     assert seen == [f"scan_cells_{kind}", f"backward_cells_{kind}"]  # the masked call: the portable loop
     np.testing.assert_allclose(masked, out, rtol=1e-5, atol=1e-6)
+
+
+def test_cells_backward_rule_of_its_own(monkeypatch, rng):
+    """A forward on the compiled loop and a backward on the in-place loop (the backward's own rule): the gradients
+    of the compiled backward, to rounding."""
+    pytest.importorskip("numba")
+    from rnn_xp.kernels import numpy_cells
+
+    if not numba_cpu.available():
+        pytest.skip(f"the compiled loops do not run here: {numba_cpu.why_not()}")
+    monkeypatch.setenv("RNN_XP_NUMBA", "auto")
+    seen = []
+    real = numpy_cells.backward_cells_numpy
+    monkeypatch.setattr(numpy_cells, "backward_cells_numpy", lambda *a, **k: (seen.append(1), real(*a, **k))[1])
+    x = rng.standard_normal((4, 3, 2))
+    W_ih, W_hh = rng.standard_normal((20, 2)) / 2, rng.standard_normal((20, 5)) / 2
+    out, _, c_seq = rnn_xp.lstm_forward(x, None, W_ih, W_hh, return_c_seq=True)
+    d_out = rng.standard_normal(out.shape)
+    compiled = rnn_xp.lstm_backward(d_out, x, None, W_ih, W_hh, None, None, out, c_seq)
+    assert not seen
+    monkeypatch.setattr(kernels, "CELLS_NUMBA_BACKWARD_MACS", 0)
+    inplace = rnn_xp.lstm_backward(d_out, x, None, W_ih, W_hh, None, None, out, c_seq)
+    assert seen == [1]
+    for name in ("dx", "dh0", "dc0", "dW_ih", "dW_hh"):
+        np.testing.assert_allclose(getattr(inplace, name), getattr(compiled, name), rtol=1e-12, atol=1e-12)
 
 
 # -- CuPy: the fused loop or the persistent kernel ------------------------------------------
