@@ -64,8 +64,8 @@ def plan(B, P, GH):
     BLAS's own threads. Two callers, each on half the rows with one BLAS
     thread (``threads=2``), were slower at every size of the LSTM and GRU
     grids on the 2-core VM, forward and backward (docs/cpu-kernels.md, "The
-    gated cells' threads"): each caller packs and streams all of ``W_hh`` at
-    every step, where BLAS's threads share its columns.
+    gated cells' product and threads"): each caller packs and streams all of
+    ``W_hh`` at every step, where BLAS's threads share its columns.
     """
     macs = B * P * GH
     product = "own" if macs < _OWN_PRODUCT_MACS or B <= _OWN_PRODUCT_ROWS else "blas"
