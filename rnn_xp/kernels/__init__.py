@@ -317,7 +317,7 @@ MKL_ROW_MACS = 1 << 18
 # backward; beyond, the in-place loop (numpy_cells). On the grid of
 # docs/cpu-kernels.md ("The gated cells' product and threads") the compiled
 # forward took 0.10 to 0.99 of the in-place loop's time at every size; the
-# compiled backward 0.30 to 0.99 up to 2M multiply-adds per step and 1.00 to
+# compiled backward 0.30 to 0.99 up to 2M multiply-adds per step and 0.97 to
 # 1.11 beyond (most of a backward is the same GEMMs either way).
 CELLS_NUMBA_MACS = 1 << 28
 CELLS_NUMBA_BACKWARD_MACS = 1 << 21
