@@ -107,7 +107,8 @@ _DERIVATIVE = {"tanh": _dtanh, "relu": _drelu, "sigmoid": _dsigmoid}
 
 def _sigmoid(xp, z):
     e = xp.exp(-xp.abs(z))  # in (0, 1]: no overflow on either side
-    return xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
+    # 1 / (1 + e) where z >= 0, e / (1 + e) elsewhere: one division (the compiled loops' formula, the same bits)
+    return xp.where(z >= 0, xp.ones_like(e), e) / (1 + e)
 
 
 def _make(name, alpha, beta):
