@@ -13,7 +13,7 @@ with a comment saying why, and ``OTHERS`` the portable loops for any other
 library. The rows whose choice depends on the sizes (NumPy: ``numpy_loop``,
 and ``numpy_cells_loop`` for the gated cells; CuPy: ``cupy_path``) carry their
 size rules below the table, with their numbers (``NUMBA_H_BELOW``,
-``NUMBA_MAX_ROWS``, ``MKL_MACS``, ``MKL_ROW_MACS``, ``CELLS_NUMBA_MACS``,
+``NUMBA_MAX_ROWS``, ``NUMBA_FORWARD_MAX_H``, ``NUMBA_FORWARD_MAX_ROWS``, ``MKL_MACS``, ``MKL_ROW_MACS``, ``CELLS_NUMBA_MACS``,
 ``CELLS_NUMBA_BACKWARD_MACS``, ``PERSISTENT_MAX_BATCH``). The kernel modules run what they
 are given; the settings they are chosen by (``RNN_XP_*``) are read by
 ``_settings``.
@@ -90,7 +90,8 @@ from ..cells import ElmanCell, ElmanWeights
 from .portable import backward_cell, backward_portable, scan_cell, scan_portable
 
 # The table (KERNELS, OTHERS) and the size rules' numbers (NUMBA_H_BELOW,
-# NUMBA_MAX_ROWS, MKL_MACS, MKL_ROW_MACS, CELLS_NUMBA_MACS, CELLS_NUMBA_BACKWARD_MACS, PERSISTENT_MAX_BATCH) are public
+# NUMBA_MAX_ROWS, NUMBA_FORWARD_MAX_H, NUMBA_FORWARD_MAX_ROWS, MKL_MACS, MKL_ROW_MACS, CELLS_NUMBA_MACS,
+# CELLS_NUMBA_BACKWARD_MACS, PERSISTENT_MAX_BATCH) are public
 # too; __all__ lists the functions and classes (the API pages show those).
 __all__ = [
     "Route",
@@ -294,6 +295,14 @@ def _function(where):
 NUMBA_H_BELOW = 256
 NUMBA_MAX_ROWS = 32
 
+# The forward alone: the compiled loop's own register-blocked product (four
+# rows by four columns, AVX-512 where the CPU has it) up to NUMBA_FORWARD_MAX_H
+# units and NUMBA_FORWARD_MAX_ROWS rows, the sizes measured on the 2-core AMD
+# VM, where it took 0.3 to 0.8 of the NumPy loop's time (docs/cpu-kernels.md,
+# "The own product"). The backward keeps the rule above.
+NUMBA_FORWARD_MAX_H = 1024
+NUMBA_FORWARD_MAX_ROWS = 256
+
 # NumPy, oneMKL installed and preferred (an Intel CPU, or RNN_XP_MKL=1): the
 # NumPy loop's products go through oneMKL from MKL_MACS multiply-adds per step
 # (B * H * H), where they run on its threads; below, one OpenBLAS thread
@@ -331,14 +340,15 @@ CELLS_NUMBA_BACKWARD_MACS = 1 << 21
 PERSISTENT_MAX_BATCH = 8
 
 
-def numpy_loop(x, h0, nonlinearity):
+def numpy_loop(x, h0, nonlinearity, *, backward=False):
     """Which loop runs a NumPy call: ``"numba"``, ``"mkl"`` or ``"blas"``.
 
     - ``"numba"``, the compiled loop (``numba_cpu``), when numba is installed
       and can run, for float32/float64 with tanh or relu: with
-      ``RNN_XP_NUMBA=1`` always, with ``auto`` (the default) for H below
-      ``NUMBA_H_BELOW`` and at most ``NUMBA_MAX_ROWS`` rows, unless oneMKL
-      takes the size;
+      ``RNN_XP_NUMBA=1`` always, with ``auto`` (the default) for H up to
+      ``NUMBA_FORWARD_MAX_H`` and at most ``NUMBA_FORWARD_MAX_ROWS`` rows (the
+      ``backward``: H below ``NUMBA_H_BELOW``, at most ``NUMBA_MAX_ROWS``
+      rows), unless oneMKL takes the size;
     - ``"mkl"``, the NumPy loop on oneMKL's products, when oneMKL is loaded
       and preferred (``mkl.preferred``: an Intel CPU, or ``RNN_XP_MKL=1``)
       for float32/float64 from ``MKL_MACS`` multiply-adds per step
@@ -359,7 +369,9 @@ def numpy_loop(x, h0, nonlinearity):
     floats = h0.dtype in (numpy.float32, numpy.float64)
     on_mkl = preferred and B * H * H >= (MKL_ROW_MACS if B == 1 else MKL_MACS)
     if setting != "off" and nonlinearity in ("tanh", "relu") and floats and numba_cpu.available():
-        if setting == "on" or (H < NUMBA_H_BELOW and B <= NUMBA_MAX_ROWS and not on_mkl):
+        fits = H < NUMBA_H_BELOW and B <= NUMBA_MAX_ROWS if backward else \
+            H <= NUMBA_FORWARD_MAX_H and B <= NUMBA_FORWARD_MAX_ROWS  # fmt: skip
+        if setting == "on" or (fits and not on_mkl):
             return "numba"
     return "mkl" if on_mkl and floats and min(T, B, H) > 0 else "blas"
 
@@ -445,7 +457,7 @@ def numpy_row_forward(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, l
 def numpy_row_backward(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths, reverse, leak):
     """The NumPy row's backward: the compiled loop where the forward takes it, else the in-place loop."""
     options = dict(nonlinearity=nonlinearity, lengths=lengths, reverse=reverse, leak=leak)
-    if numpy_loop(x, h0, nonlinearity) == "numba":
+    if numpy_loop(x, h0, nonlinearity, backward=True) == "numba":
         from .numba_backward import backward_numba
 
         return backward_numba(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, **options)

@@ -35,6 +35,7 @@ _NO_TRANS = BASE.NO_TRANS
 _gemm = BASE.gemm
 _sigmoid_rows, _tanh_rows = BASE.sigmoid_rows, BASE.tanh_rows
 _zeros_like, _complement_rows = BASE.zeros_like, BASE.complement_rows
+_own_product = BASE.own_product
 
 
 _OPS_OF = {"sigmoid": _sigmoid_rows, "tanh": _tanh_rows}  # the activations the compiled loops take
@@ -53,25 +54,6 @@ def _mm(A, a0, Bm, C, c0, n):
             brow = Bm[k]
             for j in range(N):
                 crow[j] += a * brow[j]
-
-
-@njit(**_JIT)
-def _mm_gates(A, W, HG, r0, n):
-    """``HG[g, r0:r0+n] = A[r0:r0+n] @ W[:, g * H:(g + 1) * H]`` for every gate g (the own product)."""
-    G, H = HG.shape[0], HG.shape[2]
-    K = W.shape[0]
-    for i in range(r0, r0 + n):
-        for g in range(G):
-            crow = HG[g, i]
-            for j in range(H):
-                crow[j] = 0
-        for k in range(K):
-            a = A[i, k]
-            wrow = W[k]
-            for g in range(G):
-                crow = HG[g, i]
-                for j in range(H):
-                    crow[j] += a * wrow[g * H + j]
 
 
 @njit(**_JIT)
@@ -173,8 +155,8 @@ def _cell_templates(key):
         ``c``; ``HS`` itself for a cell that carries ``h``); ``O0``, ``O1``
         the outputs ``(T, B, .)`` (``has_out``); ``HG`` ``(G, B, H)`` scratch
         for ``h @ W`` gate by gate (``HF`` ``(B, G*H)`` the product as BLAS
-        writes it), ``W`` = ``W_hh.T`` ``(P, G*H)``
-        (C-contiguous), plus ``bias``; ``WP`` = ``W_hr.T`` ``(H, P)``
+        writes it), ``W`` = ``W_hh.T`` ``(P, G*H)`` for BLAS, ``W_hh``
+        ``(G*H, P)`` for the own product (C-contiguous), plus ``bias``; ``WP`` = ``W_hr.T`` ``(H, P)``
         (``has_proj``). ``gemm`` the address of ``cblas_?gemm`` (0: the own
         product). Gate by gate, every block ``pointwise`` reads is
         C-contiguous (its loops vectorise).
@@ -194,14 +176,18 @@ def _cell_templates(key):
             if gemm != 0:  # HF[rows] = HS[cur, rows] @ W: one product for every gate, then HG gate by gate
                 _gemm(gemm, ilp64, _NO_TRANS, rows, GH, P, one, hs_at + (cur * B * P + r0 * P) * size, P,
                       w_at, GH, zero, hf_at + r0 * GH * size, GH)  # fmt: skip
+            else:  # the same with the own product: W is W_hh (G*H, P), its rows read four at a time
                 for i in range(r0, r1):
                     frow = HF[i]
-                    for g in range(G):
-                        grow = HG[g, i]
-                        for j in range(H):
-                            grow[j] = frow[g * H + j]
-            else:
-                _mm_gates(HS[cur], W, HG, r0, rows)
+                    for j in range(GH):
+                        frow[j] = zero
+                _own_product(HF, HS[cur], W, r0, r1, 0, GH, zero)
+            for i in range(r0, r1):
+                frow = HF[i]
+                for g in range(G):
+                    grow = HG[g, i]
+                    for j in range(H):
+                        grow[j] = frow[g * H + j]
             for i in range(r0, r1):  # XS[:, rows] = the step's projection, gate by gate
                 xrow = XG[t - s, i]
                 for g in range(G):

@@ -24,8 +24,8 @@ operations in the order NumPy runs them.
 
 The gated cells' loops are in ``_numba_cells_jit``, which takes from here,
 by public names: ``JIT``, ``EXACT`` (the compile options), ``gemm`` and
-``NO_TRANS``, the activations by row (``sigmoid_rows``, ``tanh_rows``) and
-``zeros_like``, ``complement_rows``.
+``NO_TRANS``, the activations by row (``sigmoid_rows``, ``tanh_rows``),
+``zeros_like``, ``complement_rows`` and the register-blocked product ``own_product``.
 """
 
 from __future__ import annotations
@@ -281,31 +281,111 @@ def sigmoid_into(x, out):
 # -- the forward recurrence ------------------------------------------------------------------
 
 
+# Bytes of ``Wh``'s rows that ``_own_product`` keeps for every row of ``cur``
+# before it moves on: a block that stays in a core's L2 cache.
+_PANEL_BYTES = 1 << 17
+
+
 @njit(**_JIT)
 def _own_product(o, cur, Wh, r0, r1, c0, c1, zero):
-    """``o[r0:r1, c0:c1] += cur[r0:r1] @ Wh[c0:c1].T``: four columns at a time, sums in registers."""
-    H = Wh.shape[1]
-    for i in range(r0, r1):
-        j = c0
-        while j + 4 <= c1:
-            a0 = a1 = a2 = a3 = zero
-            for k in range(H):
-                h = cur[i, k]
-                a0 += h * Wh[j, k]
-                a1 += h * Wh[j + 1, k]
-                a2 += h * Wh[j + 2, k]
-                a3 += h * Wh[j + 3, k]
-            o[i, j] += a0
-            o[i, j + 1] += a1
-            o[i, j + 2] += a2
-            o[i, j + 3] += a3
-            j += 4
-        while j < c1:
-            a0 = zero
-            for k in range(H):
-                a0 += cur[i, k] * Wh[j, k]
-            o[i, j] += a0
-            j += 1
+    """``o[r0:r1, c0:c1] += cur[r0:r1] @ Wh[c0:c1].T``: four rows by four columns at a time.
+
+    Sixteen sums stay in registers along ``k`` (the compiler vectorises each
+    over ``k``): every row of ``Wh`` read serves four rows, every row of
+    ``cur`` four columns. The columns go in panels of about ``_PANEL_BYTES``
+    of ``Wh``, each used by every row while it is in cache.
+
+    Every element is summed by the same code whatever the rows around it:
+    the last group of fewer than four rows repeats its last row, every tile
+    writes all its sums to ``acc`` (so the compiler cannot drop the unused
+    ones and vectorise the rest another way), and only the group's own rows
+    are added to ``o``; the columns past the last multiple of four (counted
+    from 0: ``c0`` is a multiple of four or ``c1`` the end) take the
+    one-column tile. A row's result is then the same bits in any batch and
+    on any thread split (Dask's chunks, the two threads' rows).
+    """
+    acc = np.empty((4, 4), dtype=o.dtype)
+    panel = max(4, (_PANEL_BYTES // max(1, Wh.shape[1] * Wh.itemsize)) // 4 * 4)
+    for p0 in range(c0, c1, panel):
+        p1 = min(p0 + panel, c1)
+        for i in range(r0, r1, 4):
+            n = min(4, r1 - i)
+            i1, i2, i3 = i + min(1, n - 1), i + min(2, n - 1), i + min(3, n - 1)
+            j = p0
+            while j < p1:
+                w = 4 if j + 4 <= p1 else 1
+                if w == 4:
+                    _tile_4x4(acc, cur, Wh, i, i1, i2, i3, j, zero)
+                else:
+                    _tile_4x1(acc, cur, Wh, i, i1, i2, i3, j, zero)
+                for r in range(n):
+                    for q in range(w):
+                        o[i + r, j + q] += acc[r, q]
+                j += w
+
+
+@njit(**_JIT)
+def _tile_4x4(acc, cur, Wh, i0, i1, i2, i3, j, zero):
+    """``acc = cur[[i0, i1, i2, i3]] @ Wh[j:j+4].T`` with sixteen sums in registers."""
+    a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = zero
+    a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = zero
+    for k in range(Wh.shape[1]):
+        h0, h1, h2, h3 = cur[i0, k], cur[i1, k], cur[i2, k], cur[i3, k]
+        w0, w1, w2, w3 = Wh[j, k], Wh[j + 1, k], Wh[j + 2, k], Wh[j + 3, k]
+        a00 += h0 * w0
+        a01 += h0 * w1
+        a02 += h0 * w2
+        a03 += h0 * w3
+        a10 += h1 * w0
+        a11 += h1 * w1
+        a12 += h1 * w2
+        a13 += h1 * w3
+        a20 += h2 * w0
+        a21 += h2 * w1
+        a22 += h2 * w2
+        a23 += h2 * w3
+        a30 += h3 * w0
+        a31 += h3 * w1
+        a32 += h3 * w2
+        a33 += h3 * w3
+    acc[0, 0], acc[0, 1], acc[0, 2], acc[0, 3] = a00, a01, a02, a03
+    acc[1, 0], acc[1, 1], acc[1, 2], acc[1, 3] = a10, a11, a12, a13
+    acc[2, 0], acc[2, 1], acc[2, 2], acc[2, 3] = a20, a21, a22, a23
+    acc[3, 0], acc[3, 1], acc[3, 2], acc[3, 3] = a30, a31, a32, a33
+
+
+@njit(**_JIT)
+def _tile_4x1(acc, cur, Wh, i0, i1, i2, i3, j, zero):
+    """``acc[:, 0] = cur[[i0, i1, i2, i3]] @ Wh[j]``."""
+    a0 = a1 = a2 = a3 = zero
+    for k in range(Wh.shape[1]):
+        w = Wh[j, k]
+        a0 += cur[i0, k] * w
+        a1 += cur[i1, k] * w
+        a2 += cur[i2, k] * w
+        a3 += cur[i3, k] * w
+    acc[0, 0], acc[1, 0], acc[2, 0], acc[3, 0] = a0, a1, a2, a3
+
+
+@njit(**_JIT)
+def _project(buf, xs, Wx, r0, r1, c0, c1, zero):
+    """``buf[:, r0:r1, c0:c1] += xs[:, r0:r1] @ Wx[c0:c1].T`` (``buf``, ``xs`` C-contiguous).
+
+    With every row, one product over all ``n * B`` rows (four steps of one
+    sequence share a read of ``Wx``); with some rows, one per step.
+    """
+    n, B = xs.shape[0], xs.shape[1]
+    if r0 == 0 and r1 == B:
+        _own_product(buf.reshape(n * B, buf.shape[2]), xs.reshape(n * B, xs.shape[2]), Wx, 0, n * B, c0, c1, zero)
+    else:
+        for t in range(n):
+            _own_product(buf[t], xs[t], Wx, r0, r1, c0, c1, zero)
+
+
+@njit(**_JIT)
+def project_rows(out, x, W, r0, r1):
+    """``out[r0:r1] += x[r0:r1] @ W.T`` with the own product (2-D, C-contiguous; the gated cells' projection)."""
+    _own_product(out, x, W, r0, r1, 0, W.shape[0], out.dtype.type(0))
 
 
 @njit(**_JIT)
@@ -338,11 +418,15 @@ def _freeze(o, cur, nxt, zero):
 
 
 @njit(**_JIT)
-def recurrence(buf, s, e, k0, reverse, lens, S, Wh, r0, r1, c0, c1, flags, coef, gemm, ilp64, sync, nsync):
+def recurrence(buf, s, e, k0, reverse, lens, S, Wh, r0, r1, c0, c1, flags, coef, gemm, ilp64, sync, nsync, xs, Wx):
     """Steps ``s..e-1`` (run backwards with ``reverse``) of rows ``r0:r1`` and columns ``c0:c1``.
 
     ``buf`` ``(e - s, B, H)`` holds the input projection of those steps and
-    is overwritten with the states (zeros past a sequence's length).
+    is overwritten with the states (zeros past a sequence's length). With
+    ``xs`` ``(e - s, B, D)`` not empty, ``buf`` holds only the bias, and the
+    function first adds ``xs @ Wx.T`` (``Wx`` ``(H, D)``) to its rows and
+    columns of every step with the own product: no BLAS runs, and no thread
+    waits for another before its steps.
     ``S`` ``(2, B, H)`` is the double-buffered state: the k-th step run
     (counting from ``k0``) reads ``S[k % 2]`` and writes ``S[(k + 1) % 2]``.
     ``flags`` is ``(lengths given, relu, leak != 1)``, ``coef`` ``(leak, 1 - leak)``
@@ -350,8 +434,8 @@ def recurrence(buf, s, e, k0, reverse, lens, S, Wh, r0, r1, c0, c1, flags, coef,
     then the C-contiguous ``Wh.T`` (OpenBLAS multiplies a short matrix by it
     twice as fast as by ``Wh`` transposed); with ``gemm`` 0 the own product
     loop reads the rows of ``Wh`` itself. With ``nsync`` > 1 threads share the steps by columns and
-    wait for each other after every step on the counter ``sync[0]`` (``sync[1]`` is
-    the address of ``sched_yield``, or 0).
+    wait for each other before every step but the first on the counter ``sync[0]``
+    (``sync[1]`` is the address of ``sched_yield``, or 0).
     """
     has_lens, relu, leaky = flags
     B, H = S.shape[1], S.shape[2]
@@ -362,10 +446,14 @@ def recurrence(buf, s, e, k0, reverse, lens, S, Wh, r0, r1, c0, c1, flags, coef,
     s_at, buf_at, w_at = np.int64(S.ctypes.data), np.int64(buf.ctypes.data), np.int64(Wh.ctypes.data)
     sync_at = np.int64(sync.ctypes.data)
     work = r1 > r0 and c1 > c0
+    if xs.shape[0] > 0 and work:
+        _project(buf, xs, Wx, r0, r1, c0, c1, zero)
     for m in range(e - s):
         t = e - 1 - m if reverse else s + m
         k = k0 + m
         cur, nxt, o = S[k % 2], S[(k + 1) % 2], buf[t - s]
+        if nsync > 1 and m > 0:  # the other thread's previous step is written
+            _barrier(sync_at, nsync * m, sync[1])
         if work:
             if gemm != 0:
                 a_at = s_at + ((k % 2) * B * H + r0 * H) * size
@@ -378,8 +466,6 @@ def recurrence(buf, s, e, k0, reverse, lens, S, Wh, r0, r1, c0, c1, flags, coef,
                     _freeze(o[i, c0:c1], cur[i, c0:c1], nxt[i, c0:c1], zero)
                 else:
                     _activate(o[i, c0:c1], cur[i, c0:c1], nxt[i, c0:c1], relu, leaky, lk, lk1, zero)
-        if nsync > 1:
-            _barrier(sync_at, nsync * (m + 1), sync[1])
 
 
 # -- the backward recurrence -----------------------------------------------------------------
@@ -477,11 +563,13 @@ def backward_recurrence(dz, dh, has_dh, G, Wh, lens, reverse, r0, r1, c0, c1, fl
 # What _numba_cells_jit builds on, under public names (that module reads them off this one).
 JIT, EXACT, NO_TRANS = _JIT, _EXACT, _NO_TRANS
 gemm, sigmoid_rows, tanh_rows, zeros_like, complement_rows = _gemm, _sigmoid_rows, _tanh_rows, _zeros_like, _complement_rows
+own_product = _own_product
 
 FUNCTIONS = {
     "recurrence": recurrence,
     "backward_recurrence": backward_recurrence,
     "gemm_nt": gemm_nt,
+    "project_rows": project_rows,
     "tanh_into": tanh_into,
     "sigmoid_into": sigmoid_into,
 }

@@ -56,7 +56,7 @@ def _backward(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, product, split, threads, *, no
         return _np_backward.backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, nonlinearity=nonlinearity,
                                            lengths=lengths, reverse=reverse, leak=leak)  # fmt: skip
 
-    gemm, ilp64, bounds, nsync = numba_cpu.work_plan(B, H, dtype, product, split, threads)
+    gemm, ilp64, bounds, nsync = numba_cpu.work_plan(B, H, dtype, product, split, threads, backward=True)
 
     hs = h_seq.reshape(T, B, H)  # (T, B, H)
     h0_2 = h0.reshape(B, H)  # (B, H)

@@ -36,6 +36,7 @@ are not available.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy
 
@@ -56,18 +57,35 @@ __all__ = ["ACTIVATIONS", "backward_cells_numba", "plan", "scan_cells_numba", "t
 _OWN_PRODUCT_MACS = 1 << 14
 _OWN_PRODUCT_ROWS = 2
 
+# The forward's own product is register-blocked (four rows by four columns,
+# numba_cpu's): it runs up to _FORWARD_OWN_ROWS rows (BLAS's GEMM of a few rows
+# took 2x its time at (4, 200, 512, 512) on the 2-core VM), and from
+# _FORWARD_TWO_CALLERS_MACS multiply-adds per step on two callers over halves
+# of the rows, the input projection on the same threads (no BLAS thread left
+# spinning beside them).
+_FORWARD_OWN_ROWS = 8
+_FORWARD_TWO_CALLERS_MACS = 1 << 27
 
-def plan(B, P, GH):
-    """``(product, n)``: ``"own"`` or ``"blas"``, and the callers over the rows: one.
+
+def plan(B, P, GH, backward=False):
+    """``(product, n)``: ``"own"`` or ``"blas"``, and the callers over the rows.
 
     One caller runs every row; with ``"blas"`` each step's product runs on
     BLAS's own threads. Two callers, each on half the rows with one BLAS
     thread (``threads=2``), were slower at every size of the LSTM and GRU
     grids on the 2-core VM, forward and backward (docs/cpu-kernels.md, "The
     gated cells' product and threads"): each caller packs and streams all of
-    ``W_hh`` at every step, where BLAS's threads share its columns.
+    ``W_hh`` at every step, where BLAS's threads share its columns. The
+    forward's own product (``_FORWARD_OWN_ROWS``, ``_FORWARD_TWO_CALLERS_MACS``)
+    needs no BLAS at all, and two callers run it at the largest steps.
     """
     macs = B * P * GH
+    if not backward:
+        if macs >= _FORWARD_TWO_CALLERS_MACS and (os.cpu_count() or 1) >= 2:
+            return "own", 2
+        if B <= _FORWARD_OWN_ROWS or macs < _OWN_PRODUCT_MACS:
+            return "own", 1
+        return "blas", 1
     product = "own" if macs < _OWN_PRODUCT_MACS or B <= _OWN_PRODUCT_ROWS else "blas"
     return product, 1
 
@@ -84,8 +102,8 @@ def takes(cell, x, state0, mask):
             and numba_cpu.available())  # fmt: skip
 
 
-def _work(B, P, GH, dtype, product, threads):
-    auto = plan(B, P, GH)
+def _work(B, P, GH, dtype, product, threads, backward=False):
+    auto = plan(B, P, GH, backward)
     product = product or auto[0]
     n = auto[1] if threads is None else max(1, min(int(threads), B))
     gemm, ilp64 = (0, False) if product == "own" else numba_cpu.blas_gemm(dtype)
@@ -142,7 +160,7 @@ def _scan(cell, x, state0, w, lengths, reverse, return_sequences, product, threa
         O0 = O1 = numpy.empty((1, 1, 1), dtype=dtype)
     G = cell.gates
     HG = numpy.empty((G, B, H), dtype=dtype)  # (G, B, H): h @ W_hh.T + b, gate by gate
-    W = numpy.ascontiguousarray(w.W_hh.T)  # (P, G*H)
+    W = numpy.ascontiguousarray(w.W_hh.T if gemm else w.W_hh)  # BLAS: (P, G*H); the own product: (G*H, P)
     W_p = cell.projection(w)
     WP = numpy.ascontiguousarray(W_p.T) if W_p is not None else numpy.empty((1, 1), dtype=dtype)  # (H, P)
     bias = cell.recurrent_bias(w)
@@ -155,12 +173,16 @@ def _scan(cell, x, state0, w, lengths, reverse, return_sequences, product, threa
     W_in, b_in = cell.input_weights(w)  # the cell's projection is x @ W_in.T + b_in
     XG = numpy.empty((n, B, GH), dtype=dtype)  # (n, B, G*H): a block's projection, reused for every block
     XS = numpy.empty((G, B, H), dtype=dtype)  # (G, B, H): a step's projection gate by gate
-    HF = numpy.empty((B, GH), dtype=dtype) if gemm else numpy.empty((1, 1), dtype=dtype)  # BLAS's h @ W_hh.T
+    HF = numpy.empty((B, GH), dtype=dtype)  # h @ W_hh.T, every gate side by side
+    W_rows = numpy.ascontiguousarray(W_in) if not gemm else None  # (G*H, D) for the own product
     starts = range(0, T, n)
     k0 = 0
     for s in reversed(starts) if reverse else starts:
         e = min(s + n, T)
-        project(numpy, x3[s:e], W_in.T, b_in, XG[: e - s])  # x @ W_in.T + b_in: one GEMM, every BLAS thread
+        if gemm:
+            project(numpy, x3[s:e], W_in.T, b_in, XG[: e - s])  # x @ W_in.T + b_in: one GEMM, every BLAS thread
+        else:  # the own product on the callers' threads, over all the block's rows: no BLAS thread spins after
+            _project_own(x3[s:e], W_rows, b_in, XG[: e - s], len(bounds))
         with blas_threads(1 if gemm and len(bounds) > 1 else None):  # several callers: one BLAS thread each
             args = [(XG, XS, HF, s, e, k0, int(reverse), lens, int(lengths is not None), HS, CS, O0, O1,
                      int(return_sequences), HG, W, b, int(bias is not None), WP, int(W_p is not None), extras,
@@ -175,6 +197,17 @@ def _scan(cell, x, state0, w, lengths, reverse, return_sequences, product, threa
         return None, finals
     seqs = (O0.reshape(T, *batch, P),) + ((O1.reshape(T, *batch, H),) if nparts == 2 else ())
     return seqs, finals
+
+
+def _project_own(x3, W_rows, b_in, out, callers):
+    """``out = x3 @ W_rows.T + b_in`` (``(n, B, D)`` into ``(n, B, G*H)``) with the compiled own product, on
+    ``callers`` threads over the ``n * B`` rows."""
+    n, B, D = x3.shape
+    out[...] = 0 if b_in is None else b_in
+    rows = n * B
+    x2, o2 = numpy.ascontiguousarray(x3).reshape(rows, D), out.reshape(rows, out.shape[-1])
+    k = max(1, min(callers, rows // 4))
+    numba_cpu.run_compiled("project_rows", [(o2, x2, W_rows, rows * i // k, rows * (i + 1) // k) for i in range(k)])
 
 
 def backward_cells_numba(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, reverse, mask=None,
@@ -199,7 +232,7 @@ def _backward(cell, d_seqs, x, state0, w, seqs, d_finals, lengths, reverse, prod
     T = x.shape[0]
     batch, B, P, GH, H, nparts, dtype = _sizes(cell, state0, w)
     carried = cell.carried[0]
-    gemm, ilp64, bounds = _work(B, P, GH, dtype, product, threads)
+    gemm, ilp64, bounds = _work(B, P, GH, dtype, product, threads, backward=True)
 
     prev, valid_all = numpy_cells.states_before(numpy, seqs, state0, lengths, reverse)
     saved = cell.saved(numpy, x, prev, seqs, w, cell.fixed(numpy, w), from_outputs=True)

@@ -6,20 +6,24 @@ microseconds of dispatch on top of its arithmetic. Here the whole time loop
 is one function compiled by numba (``_numba_jit.recurrence``), which the
 table of ``kernels/__init__.py`` picks by size (``kernels.numpy_loop``):
 
-1. The input projection ``x @ Wx.T + b`` is still one BLAS GEMM over all
-   steps, written into the result buffer (``_blocks.project``), with
-   every BLAS thread.
+1. The input projection ``x @ Wx.T + b``: with the own product (the
+   default) the compiled call adds it first, for its rows and columns of
+   every step of a block, into the bias (four steps of one sequence share
+   a read of ``Wx``); with BLAS's product it is one GEMM over all steps
+   (``_blocks.project``) with every BLAS thread.
 2. One compiled call then runs every step for a block of rows and columns::
 
-       o[rows, cols] += S_k[rows] @ Wh[cols].T    # BLAS sgemm/dgemm, or an own loop when tiny
+       o[rows, cols] += S_k[rows] @ Wh[cols].T    # the own register-blocked loop (or BLAS)
        o[rows, cols]  = (1 - leak) * S_k + leak * f(o)      # vectorised tanh / relu
        S_{k+1}[rows, cols] = o  (frozen rows: S_k, and o = 0)
 
    ``S`` is a ``(2, B, H)`` double-buffered state: step k reads ``S[k % 2]``
-   and writes ``S[(k + 1) % 2]``. The product calls the ``cblas_?gemm`` of
-   NumPy's own BLAS through its address (no Python per step); below
-   ``_OWN_PRODUCT_MACS`` multiply-adds per step, where a BLAS call costs more
-   than its arithmetic, a register-blocked loop of the function does it.
+   and writes ``S[(k + 1) % 2]``. The product is the function's own loop:
+   sixteen sums (four rows by four columns) in registers, vectorised along
+   ``H`` by the compiler for the host's widest vectors (AVX-512 where the
+   CPU has it), ``Wh`` in panels that stay in cache while every row uses
+   them (``_numba_jit.own_product``). ``product="blas"`` calls the
+   ``cblas_?gemm`` of NumPy's own BLAS through its address instead.
 3. Threads (``plan``): the batch rows are independent, so two threads each
    run the whole sequence on half the rows, with no synchronisation at all.
    With fewer rows than that pays for (one sequence), two threads split the
@@ -62,19 +66,28 @@ from .numpy import scan_numpy
 __all__ = ["CompileAgain", "available", "barrier_words", "blas_gemm", "blas_status", "compiled", "mode", "plan",
            "require_one_dtype", "run_compiled", "scan_numba", "why_not", "work_plan"]
 
-# Per-step multiply-adds (rows x H x H) below which the compiled loop's own
-# product beats a call into BLAS (whose entry costs about a microsecond).
-_OWN_PRODUCT_MACS = 1 << 14
+# The product: the compiled loop's own, register-blocked (four rows by four
+# columns, panels of Wh kept in cache) at every size: on the 2-core AMD VM it
+# ran 1.3 to 4x faster than the cblas_sgemm of OpenBLAS (AVX2 kernels there)
+# from B = 1 to 64 and H = 64 to 1024, and it leaves no BLAS thread spinning
+# beside the loop's own threads. "blas" stays for tests and benchmarks.
 
 # Two threads over halves of the batch rows from this many multiply-adds per
-# step (rows x H x H): below, waking a second thread costs more than it saves.
+# step (rows x H x H), with at least _ROW_SPLIT_MIN_ROWS rows (four each: the
+# own product's row block); below, waking a second thread costs more than it saves.
 _THREAD_ROW_MACS = 1 << 17
+_ROW_SPLIT_MIN_ROWS = 8
 
-# With fewer than _ROW_SPLIT_MIN_ROWS rows, two threads split the columns
-# (a barrier each step) from this many multiply-adds per step (H >= 256 for
-# one sequence), where reading Wh is what a step costs.
+# With fewer rows, two threads split the columns (a barrier each step) from
+# this many multiply-adds per step (H >= 256 for one sequence), where reading
+# Wh is what a step costs.
 _THREAD_COL_MACS = 1 << 16
-_ROW_SPLIT_MIN_ROWS = 4
+
+# The backward's product (numba_backward) is still a row of Wh at a time:
+# it runs below this many multiply-adds per step, BLAS's beyond, and its
+# threads split the rows from four rows.
+_BACKWARD_OWN_PRODUCT_MACS = 1 << 14
+_BACKWARD_ROW_SPLIT_MIN_ROWS = 4
 
 _JIT = None  # the compiled functions, once numba is imported: a dict (False: numba cannot run)
 _WHY = "not tried"
@@ -103,7 +116,7 @@ def mode():
     return _settings.numba()
 
 
-def plan(B, H, threads=None):
+def plan(B, H, threads=None, backward=False):
     """``(product, split, n)``: the product (``"own"`` or ``"blas"``), the split and thread count.
 
     ``split`` is ``"rows"`` (each thread runs the whole sequence on its rows,
@@ -112,8 +125,9 @@ def plan(B, H, threads=None):
     """
     threads = min(2, os.cpu_count() or 1) if threads is None else threads
     macs = B * H * H
-    product = "own" if macs < _OWN_PRODUCT_MACS else "blas"
-    if threads >= 2 and B >= _ROW_SPLIT_MIN_ROWS and macs >= _THREAD_ROW_MACS:
+    product = "own" if not backward or macs < _BACKWARD_OWN_PRODUCT_MACS else "blas"
+    min_rows = _BACKWARD_ROW_SPLIT_MIN_ROWS if backward else _ROW_SPLIT_MIN_ROWS
+    if threads >= 2 and B >= min_rows and macs >= _THREAD_ROW_MACS:
         return product, "rows", 2
     if threads >= 2 and B >= 1 and H >= 64 and macs >= _THREAD_COL_MACS:
         return product, "cols", 2
@@ -166,14 +180,22 @@ def _scan(xp, x, h0, Wx, Wh, b, product, split, threads, *, nonlinearity, length
     sync = barrier_words()  # the barrier's counter and sched_yield
 
     out, buf, blocks = time_blocks(numpy, T, B, H, dtype, reverse=reverse, return_sequences=return_sequences)
+    # the own product projects inside the loop (Wx (H, D) C-contiguous, the bias in buf): no BLAS call
+    Wx_rows = numpy.ascontiguousarray(Wx) if not gemm else numpy.empty((0, 0), dtype=dtype)
+    no_x = numpy.empty((0, B, D), dtype=dtype)
     k0 = 0  # steps run so far, in the loop's order
     for s, e in blocks:
         block = buf[: e - s]  # (n, B, H)
-        project(numpy, x3[s:e], WxT, b, block)  # every BLAS thread
+        if gemm:
+            project(numpy, x3[s:e], WxT, b, block)  # every BLAS thread
+            xs = no_x
+        else:
+            block[...] = 0 if b is None else b
+            xs = numpy.ascontiguousarray(x3[s:e])  # (n, B, D): a view unless batch_first
         with blas_threads(1 if gemm else None):  # the steps: one BLAS thread per caller
             sync[0] = 0
             args = [(block, s, e, k0, int(reverse), lens, S, W, r0, r1, c0, c1, flags, coef,
-                     gemm, int(ilp64), sync, nsync)
+                     gemm, int(ilp64), sync, nsync, xs, Wx_rows)
                     for r0, r1, c0, c1 in bounds]  # fmt: skip
             run_compiled("recurrence", args, one_blas_thread=bool(gemm))
         k0 += e - s
@@ -183,7 +205,7 @@ def _scan(xp, x, h0, Wx, Wh, b, product, split, threads, *, nonlinearity, length
     return out.reshape(T, *batch, H), h_last
 
 
-def work_plan(B, H, dtype, product=None, split=None, threads=None):
+def work_plan(B, H, dtype, product=None, split=None, threads=None, backward=False):
     """``(gemm, ilp64, bounds, nsync)`` for a compiled loop over ``B`` rows of ``H`` units.
 
     ``plan``'s choice, with ``product``, ``split`` and ``threads`` overriding
@@ -191,7 +213,7 @@ def work_plan(B, H, dtype, product=None, split=None, threads=None):
     ``(r0, r1, c0, c1)`` block of rows and columns per thread, and how many
     threads meet at the barrier each step (1 when they split the rows).
     """
-    auto = plan(B, H, threads)
+    auto = plan(B, H, threads, backward)
     product = product or auto[0]
     split = split or auto[1]
     n = auto[2] if threads is None else max(1, min(int(threads), B if split == "rows" else H))
@@ -200,8 +222,9 @@ def work_plan(B, H, dtype, product=None, split=None, threads=None):
     gemm, ilp64 = (0, False) if product == "own" else blas_gemm(dtype)
     if n > 1 and split == "rows":
         bounds = [(B * i // n, B * (i + 1) // n, 0, H) for i in range(n)]
-    elif n > 1:
-        bounds = [(0, B, H * i // n, H * (i + 1) // n) for i in range(n)]
+    elif n > 1:  # column bounds at multiples of four: the own product's tiles, the same for every split
+        cut = [0, *(H * i // n // 4 * 4 for i in range(1, n)), H]
+        bounds = [(0, B, cut[i], cut[i + 1]) for i in range(n)]
     else:
         bounds = [(0, B, 0, H)]
     return gemm, ilp64, bounds, len(bounds) if split == "cols" else 1

@@ -281,12 +281,20 @@ def test_cells_the_blas_product_calls_blas_every_step(monkeypatch, rng, cell):
     assert len(calls) == T * threads * (1 + proj)
 
 
-def test_cells_plan():
-    assert numba_cells.plan(1, 64, 256) == ("own", 1)  # one row: its own product
+def test_cells_plan(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    # the forward: the register-blocked own product up to 8 rows, on two callers at the largest steps
+    assert numba_cells.plan(1, 64, 256) == ("own", 1)
+    assert numba_cells.plan(8, 512, 2048) == ("own", 1)
     assert numba_cells.plan(16, 8, 32) == ("own", 1)  # a step too small to call BLAS for
     assert numba_cells.plan(16, 128, 512) == ("blas", 1)  # one caller, BLAS's threads in the product
-    assert numba_cells.plan(2, 1024, 4096) == ("own", 1)  # two rows: a product per row
+    assert numba_cells.plan(64, 1024, 4096) == ("own", 2)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
     assert numba_cells.plan(64, 1024, 4096) == ("blas", 1)
+    # the backward: BLAS's product beyond two rows
+    assert numba_cells.plan(2, 1024, 4096, backward=True) == ("own", 1)  # two rows: a product per row
+    assert numba_cells.plan(8, 512, 2048, backward=True) == ("blas", 1)
+    assert numba_cells.plan(64, 1024, 4096, backward=True) == ("blas", 1)
 
 
 @pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: "-".join(str(v) for v in o.values()))
@@ -519,10 +527,17 @@ def test_compiled_activations_within_one_ulp_of_numpys(name, activation):
 
 
 def test_plan_threads_rows_for_batches_and_columns_for_one_sequence():
+    # the forward: the own product at every size; rows from eight rows (four per thread), else columns
     assert numba_cpu.plan(1, 64, threads=2) == ("own", "rows", 1)  # a step is too small to share
-    assert numba_cpu.plan(16, 128, threads=2) == ("blas", "rows", 2)
-    assert numba_cpu.plan(1, 1024, threads=2) == ("blas", "cols", 2)
-    assert numba_cpu.plan(64, 1024, threads=1) == ("blas", "rows", 1)
+    assert numba_cpu.plan(16, 128, threads=2) == ("own", "rows", 2)
+    assert numba_cpu.plan(4, 256, threads=2) == ("own", "cols", 2)
+    assert numba_cpu.plan(1, 1024, threads=2) == ("own", "cols", 2)
+    assert numba_cpu.plan(64, 1024, threads=1) == ("own", "rows", 1)
+    # the backward: BLAS's product beyond a tiny step, rows from four rows
+    assert numba_cpu.plan(1, 64, threads=2, backward=True) == ("own", "rows", 1)
+    assert numba_cpu.plan(4, 256, threads=2, backward=True) == ("blas", "rows", 2)
+    assert numba_cpu.plan(1, 1024, threads=2, backward=True) == ("blas", "cols", 2)
+    assert numba_cpu.plan(64, 1024, threads=1, backward=True) == ("blas", "rows", 1)
 
 
 @pytest.mark.parametrize("name", ["x", "Wx", "Wh", "b"])
@@ -793,3 +808,55 @@ def test_no_cache_and_no_compiler_runs_the_numpy_loop(tmp_path):
     assert proc.stdout.split() == ["1", "right", "numpy-loop"], proc.stdout + proc.stderr[-2000:]
     assert "the NumPy loop runs instead" in proc.stderr
 
+
+
+@pytest.mark.parametrize("dtype, K", [("float32", 3), ("float32", 2000), ("float64", 4096)])
+@pytest.mark.parametrize("rows, cols", [(1, 1), (3, 5), (4, 4), (9, 37), (16, 64)])
+def test_own_product_blocks_and_leftovers_match_float64(rng, dtype, K, rows, cols):
+    """The register-blocked product (4 x 4 tiles, leftover rows and columns, panels of W) against a float64 product.
+
+    K = 4096 in float64 makes panels of four rows of W, so every tile is in a
+    panel of its own; rows 1..9 leave 1 to 3 rows over, 5 and 37 columns one.
+    """
+    x = rng.standard_normal((rows + 2, K)).astype(dtype)
+    W = rng.standard_normal((cols, K)).astype(dtype)
+    out = rng.standard_normal((rows + 2, cols)).astype(dtype)
+    want = out.astype(np.float64).copy()
+    want[1:rows + 1] += x[1:rows + 1].astype(np.float64) @ W.T.astype(np.float64)
+    got = out.copy()
+    numba_cpu.compiled()["project_rows"](got, x, W, 1, rows + 1)  # rows 1..rows: the first and last untouched
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(got, want, rtol=0, atol=8 * eps * np.sqrt(K) * (np.abs(x).max() * np.abs(W).max() * K))
+    np.testing.assert_array_equal(got[[0, -1]], out[[0, -1]])
+
+
+def test_own_product_keeps_ieee_non_finite_values(rng):
+    """inf * 0 is NaN, inf + finite is inf, NaN spreads: as BLAS and the portable loop have it."""
+    x = np.zeros((5, 8), np.float64)
+    W = rng.standard_normal((6, 8))
+    x[0, 3] = np.inf  # row 0: inf times W's column 3 (finite): +-inf
+    x[1, 2] = np.nan  # row 1: NaN everywhere
+    W[4, 5] = np.inf  # column 4: inf * x[:, 5] (0 for most rows): NaN
+    x[2, 5] = 1.0
+    got = np.zeros((5, 6))
+    numba_cpu.compiled()["project_rows"](got, x, W, 0, 5)
+    with np.errstate(all="ignore"):
+        want = np.einsum("ik,jk->ijk", x, W).sum(axis=-1)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(got[~np.isnan(want)], want[~np.isnan(want)])
+
+
+ELMAN_SPLITS = [(None, 1), ("cols", 2), ("rows", 2)]
+
+
+@pytest.mark.parametrize("H", [5, 37, 64])
+def test_a_rows_forward_is_the_same_bits_in_any_batch(rng, dtype, H):
+    """The own product sums every element with the same code: rows 3..5 of 13 alone, or one row alone, give
+    the bits they have in the whole batch, on every thread split (Dask runs each chunk as a batch of its own)."""
+    x, h0, Wx, Wh, b = _inputs(rng, 7, (13,), 11, H, dtype)
+    o = dict(nonlinearity="tanh", lengths=None, reverse=False, leak=1.0, return_sequences=True)
+    whole = numba_cpu.scan_numba(xp, x, h0, Wx, Wh, b, **o)[0]
+    for (split, threads), (lo, hi) in itertools.product(ELMAN_SPLITS, [(0, 1), (3, 5), (5, 13), (0, 13)]):
+        part = numba_cpu.scan_numba(xp, np.ascontiguousarray(x[:, lo:hi]), h0[lo:hi].copy(), Wx, Wh, b,
+                                    split=split, threads=threads, **o)[0]  # fmt: skip
+        np.testing.assert_array_equal(part, whole[:, lo:hi], err_msg=f"{split} {threads} rows {lo}:{hi}")

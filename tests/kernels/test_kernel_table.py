@@ -88,36 +88,39 @@ def test_other_rows_kernels(library):
 # -- NumPy: the compiled loop, oneMKL or NumPy's BLAS --------------------------------------
 
 
-def _numpy_rule_before(T, B, H, dtype, nonlinearity, setting, preferred, available):
-    """The choice as ``numba_cpu._picks`` and ``kernels.numpy.scan_numpy`` made it before the table, written out."""
+def _numpy_rule_before(T, B, H, dtype, nonlinearity, setting, preferred, available, backward=True):
+    """The choice as ``numba_cpu._picks`` and ``kernels.numpy.scan_numpy`` made it before the table, written out
+    (the backward's rule still; the forward's takes the compiled loop up to H = 1024 and 256 rows)."""
     floats = dtype in ("float32", "float64")
     on_mkl = preferred and B * H * H >= ((1 << 18) if B == 1 else (1 << 20))
     picks = setting != "off" and nonlinearity in ("tanh", "relu") and floats and available
     if picks and setting == "auto":
-        picks = H < 256 and B <= 32 and not on_mkl
+        picks = (H < 256 and B <= 32 if backward else H <= 1024 and B <= 256) and not on_mkl
     if picks:
         return "numba"
     return "mkl" if on_mkl and min(T, B, H) > 0 and floats else "blas"
 
 
+@pytest.mark.parametrize("backward", [False, True])
 @pytest.mark.parametrize("setting", ["auto", "on", "off"])
 @pytest.mark.parametrize("preferred", [False, True])
 @pytest.mark.parametrize("available", [False, True])
-def test_numpy_choice_is_the_choice_made_before(monkeypatch, setting, preferred, available):
+def test_numpy_choice_is_the_choice_made_before(monkeypatch, setting, preferred, available, backward):
     monkeypatch.setenv("RNN_XP_NUMBA", {"auto": "auto", "on": "1", "off": "0"}[setting])
     monkeypatch.setattr(mkl, "preferred", lambda: preferred)
     monkeypatch.setattr(numba_cpu, "available", lambda: available)
-    grid = itertools.product((0, 3), (0, 1, 2, 16, 32, 33, 64), (0, 8, 255, 256, 512, 1024),
+    grid = itertools.product((0, 3), (0, 1, 2, 16, 32, 33, 64, 256, 257), (0, 8, 255, 256, 512, 1024, 1025),
                              ("float16", "float32", "float64"), ("tanh", "relu"))  # fmt: skip
     for T, B, H, dtype, act in grid:
         x, h0 = np.zeros((T, B, 2), dtype), np.zeros((B, H), dtype)
-        want = _numpy_rule_before(T, B, H, dtype, act, setting, preferred, available)
-        assert kernels.numpy_loop(x, h0, act) == want, (T, B, H, dtype, act)
-    # batch axes count as rows: (2, 16) is 32 rows, (3, 11) 33
-    for batch, want in (((2, 16), "numba"), ((3, 11), "blas")):
+        want = _numpy_rule_before(T, B, H, dtype, act, setting, preferred, available, backward)
+        assert kernels.numpy_loop(x, h0, act, backward=backward) == want, (T, B, H, dtype, act)
+    # batch axes count as rows: (2, 16) is 32 rows, (3, 11) 33; (16, 16) 256, (3, 86) 258
+    cases = (((2, 16), "numba"), ((3, 11), "blas")) if backward else (((16, 16), "numba"), ((3, 86), "blas"))
+    for batch, want in cases:
         x, h0 = np.zeros((3, *batch, 2), np.float32), np.zeros((*batch, 64), np.float32)
         if setting == "auto" and available and not preferred:
-            assert kernels.numpy_loop(x, h0, "tanh") == want
+            assert kernels.numpy_loop(x, h0, "tanh", backward=backward) == want
 
 
 def test_size_rules_are_the_named_constants(monkeypatch):
@@ -132,11 +135,20 @@ def test_size_rules_are_the_named_constants(monkeypatch):
     assert kernels.numpy_loop(np.zeros((1, B, 1), f32), np.zeros((B, H - 1), f32), "tanh") == "numba"
     assert kernels.numpy_loop(np.zeros((1, 1, 1), f32), np.zeros((1, 512), f32), "tanh") == "mkl"
     monkeypatch.setattr(kernels, "MKL_ROW_MACS", 512 * 512 + 1)
-    assert kernels.numpy_loop(np.zeros((1, 1, 1), f32), np.zeros((1, 512), f32), "tanh") == "blas"
+    assert kernels.numpy_loop(np.zeros((1, 1, 1), f32), np.zeros((1, 512), f32), "tanh", backward=True) == "blas"
+    assert kernels.numpy_loop(np.zeros((1, 1, 1), f32), np.zeros((1, 512), f32), "tanh") == "numba"
     monkeypatch.setattr(kernels, "MKL_MACS", 1 << 40)
-    # the compiled loop below NUMBA_H_BELOW and up to NUMBA_MAX_ROWS rows
-    assert kernels.numpy_loop(np.zeros((1, 1, 1), f32), np.zeros((1, H - 1), f32), "tanh") == "numba"
-    assert kernels.numpy_loop(np.zeros((1, 1, 1), f32), np.zeros((1, H), f32), "tanh") == "blas"
+    # the backward: the compiled loop below NUMBA_H_BELOW and up to NUMBA_MAX_ROWS rows
+    back = dict(backward=True)
+    assert kernels.numpy_loop(np.zeros((1, 1, 1), f32), np.zeros((1, H - 1), f32), "tanh", **back) == "numba"
+    assert kernels.numpy_loop(np.zeros((1, 1, 1), f32), np.zeros((1, H), f32), "tanh", **back) == "blas"
+    assert kernels.numpy_loop(np.zeros((1, B, 1), f32), np.zeros((B, 8), f32), "tanh", **back) == "numba"
+    assert kernels.numpy_loop(np.zeros((1, B + 1, 1), f32), np.zeros((B + 1, 8), f32), "tanh", **back) == "blas"
+    # the forward: up to NUMBA_FORWARD_MAX_H units and NUMBA_FORWARD_MAX_ROWS rows
+    monkeypatch.setattr(kernels, "MKL_ROW_MACS", 1 << 40)
+    H, B = kernels.NUMBA_FORWARD_MAX_H, kernels.NUMBA_FORWARD_MAX_ROWS
+    assert kernels.numpy_loop(np.zeros((1, 1, 1), f32), np.zeros((1, H), f32), "tanh") == "numba"
+    assert kernels.numpy_loop(np.zeros((1, 1, 1), f32), np.zeros((1, H + 1), f32), "tanh") == "blas"
     assert kernels.numpy_loop(np.zeros((1, B, 1), f32), np.zeros((B, 8), f32), "tanh") == "numba"
     assert kernels.numpy_loop(np.zeros((1, B + 1, 1), f32), np.zeros((B + 1, 8), f32), "tanh") == "blas"
 
@@ -172,12 +184,11 @@ def test_calls_reach_the_chosen_kernel(monkeypatch, rng, batch, H):
     """rnn_forward and rnn_backward run the kernel ``numpy_loop`` names, and the answer is the reference's."""
     seen = _spies(monkeypatch)
     x, h0, Wx, Wh, b = [a.astype(np.float32) for a in random_rnn(rng, 3, batch, 4, H)]
-    loop = kernels.numpy_loop(x, h0, "tanh")
+    loop, back = kernels.numpy_loop(x, h0, "tanh"), kernels.numpy_loop(x, h0, "tanh", backward=True)
     h = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
     rnn_xp.rnn_backward(np.ones_like(h), x, h0, Wx, Wh, b, h)
-    want = {"numba": ["scan_numba", "backward_numba"], "mkl": ["scan_numpy:mkl", "backward_numpy"],
-            "blas": ["scan_numpy", "backward_numpy"]}[loop]  # fmt: skip
-    assert seen == want
+    forward = {"numba": "scan_numba", "mkl": "scan_numpy:mkl", "blas": "scan_numpy"}[loop]
+    assert seen == [forward, "backward_numba" if back == "numba" else "backward_numpy"]
     np.testing.assert_allclose(h, reference_rnn(x, h0, Wx, Wh, b)[0], rtol=2e-4, atol=2e-5)
 
 
