@@ -8,24 +8,26 @@ the cell's own ``pointwise`` and ``pointwise_backward`` (compiled as written,
 their activations NumPy's own inner loops, so the numbers are the NumPy
 loop's bit for bit but for the products' rounding):
 
-1. Forward: the input projection is one GEMM per block of steps
-   (``x @ W.T + b`` with the cell's ``input_weights``, every BLAS thread),
-   written straight into one buffer reused for every block; one compiled
-   call then runs every step of a block of rows: the step's projection
-   copied gate by gate into a scratch (every block ``pointwise`` reads is
-   C-contiguous), ``hg = h @ W_hh.T`` through NumPy's ``cblas_?gemm`` by
-   address (or its own loop when the step is tiny), the
-   recurrent bias, ``cell.pointwise`` on the rows, an LSTM's projection
-   (a second product), the frozen rows past their lengths.
+1. Forward: the input projection (``x @ W.T + b`` with the cell's
+   ``input_weights``) a block of steps at a time into one buffer reused for
+   every block, by the compiled own product on the loop's own threads (with
+   ``product="blas"``: one GEMM on every BLAS thread); one compiled call then
+   runs every step of a block of rows: the step's projection copied gate by
+   gate into a scratch (every block ``pointwise`` reads is C-contiguous),
+   ``hg = h @ W_hh.T`` by the register-blocked own product
+   (``_numba_jit.own_product``; or NumPy's ``cblas_?gemm`` by address), the
+   recurrent bias, ``cell.pointwise`` on the rows, an LSTM's projection (a
+   second product), the frozen rows past their lengths.
 2. Backward: the states each step started from and ``cell.saved`` (two GEMMs
    for all steps) as in the NumPy loop; one compiled call runs the reverse
    loop (``cell.pointwise_backward`` and the product into the gradient
-   reaching ``h``); ``cell.grads`` then gives the weight gradients, one
-   product each.
-3. Threads (``plan``): one caller runs every row, each step's product on
-   BLAS's own threads. The rows are independent, so two callers can each
-   run the whole sequence on half of them (``threads=2``), but on the 2-core
-   VM that was slower at every size measured.
+   reaching ``h``, BLAS's beyond two rows); ``cell.grads`` then gives the
+   weight gradients, one product each.
+3. Threads (``plan``): the forward runs on two callers over halves of the
+   rows from eight rows (no BLAS thread runs beside them); the backward on
+   one caller, each step's product on BLAS's own threads: two callers each
+   on half the rows with one BLAS thread each were slower at every size
+   measured on the 2-core VM.
 
 The table (``kernels.numpy_cells_loop``) picks this loop by size; it takes
 float32 and float64 plain cells (``numpy_cells.runs``) and falls back to the
@@ -58,13 +60,16 @@ _OWN_PRODUCT_MACS = 1 << 14
 _OWN_PRODUCT_ROWS = 2
 
 # The forward's own product is register-blocked (four rows by four columns,
-# numba_cpu's): it runs up to _FORWARD_OWN_ROWS rows (BLAS's GEMM of a few rows
-# took 2x its time at (4, 200, 512, 512) on the 2-core VM), and from
-# _FORWARD_TWO_CALLERS_MACS multiply-adds per step on two callers over halves
-# of the rows, the input projection on the same threads (no BLAS thread left
-# spinning beside them).
-_FORWARD_OWN_ROWS = 8
-_FORWARD_TWO_CALLERS_MACS = 1 << 27
+# numba_cpu's) and needs no BLAS: it runs at every size, on two callers over
+# halves of the rows from _FORWARD_TWO_CALLERS_ROWS rows (four each) and
+# _FORWARD_TWO_CALLERS_MACS multiply-adds per step, the input projection on
+# the same threads (no BLAS thread left spinning beside them). Each in its
+# own process on the 2-core VM, two callers took 0.58 to 0.84 of one caller's
+# time from B = 8, and 0.6 to 0.78 of the BLAS product's (an LSTM at
+# (8, 200, 256, 256) up to (64, 50, 512, 1024)); at B = 4 one caller took
+# half the BLAS product's time.
+_FORWARD_TWO_CALLERS_ROWS = 8
+_FORWARD_TWO_CALLERS_MACS = 1 << 17
 
 
 def plan(B, P, GH, backward=False):
@@ -75,17 +80,15 @@ def plan(B, P, GH, backward=False):
     thread (``threads=2``), were slower at every size of the LSTM and GRU
     grids on the 2-core VM, forward and backward (docs/cpu-kernels.md, "The
     gated cells' product and threads"): each caller packs and streams all of
-    ``W_hh`` at every step, where BLAS's threads share its columns. The
-    forward's own product (``_FORWARD_OWN_ROWS``, ``_FORWARD_TWO_CALLERS_MACS``)
-    needs no BLAS at all, and two callers run it at the largest steps.
+    ``W_hh`` at every step, where BLAS's threads share its columns. That is
+    the backward's plan; the forward runs its own product, which needs no
+    BLAS at all, on two callers from ``_FORWARD_TWO_CALLERS_ROWS`` rows and
+    ``_FORWARD_TWO_CALLERS_MACS`` multiply-adds per step.
     """
     macs = B * P * GH
     if not backward:
-        if macs >= _FORWARD_TWO_CALLERS_MACS and (os.cpu_count() or 1) >= 2:
-            return "own", 2
-        if B <= _FORWARD_OWN_ROWS or macs < _OWN_PRODUCT_MACS:
-            return "own", 1
-        return "blas", 1
+        two = B >= _FORWARD_TWO_CALLERS_ROWS and macs >= _FORWARD_TWO_CALLERS_MACS and (os.cpu_count() or 1) >= 2
+        return "own", 2 if two else 1
     product = "own" if macs < _OWN_PRODUCT_MACS or B <= _OWN_PRODUCT_ROWS else "blas"
     return product, 1
 

@@ -283,14 +283,15 @@ def test_cells_the_blas_product_calls_blas_every_step(monkeypatch, rng, cell):
 
 def test_cells_plan(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    # the forward: the register-blocked own product up to 8 rows, on two callers at the largest steps
+    # the forward: the register-blocked own product, on two callers from 8 rows and 2^17 multiply-adds
     assert numba_cells.plan(1, 64, 256) == ("own", 1)
-    assert numba_cells.plan(8, 512, 2048) == ("own", 1)
-    assert numba_cells.plan(16, 8, 32) == ("own", 1)  # a step too small to call BLAS for
-    assert numba_cells.plan(16, 128, 512) == ("blas", 1)  # one caller, BLAS's threads in the product
+    assert numba_cells.plan(4, 512, 2048) == ("own", 1)  # two rows a caller: one caller
+    assert numba_cells.plan(8, 512, 2048) == ("own", 2)
+    assert numba_cells.plan(16, 8, 32) == ("own", 1)  # a step too small to share
+    assert numba_cells.plan(16, 128, 512) == ("own", 2)
     assert numba_cells.plan(64, 1024, 4096) == ("own", 2)
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
-    assert numba_cells.plan(64, 1024, 4096) == ("blas", 1)
+    assert numba_cells.plan(64, 1024, 4096) == ("own", 1)
     # the backward: BLAS's product beyond two rows
     assert numba_cells.plan(2, 1024, 4096, backward=True) == ("own", 1)  # two rows: a product per row
     assert numba_cells.plan(8, 512, 2048, backward=True) == ("blas", 1)
