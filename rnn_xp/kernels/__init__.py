@@ -13,7 +13,8 @@ with a comment saying why, and ``OTHERS`` the portable loops for any other
 library. The rows whose choice depends on the sizes (NumPy: ``numpy_loop``,
 and ``numpy_cells_loop`` for the gated cells; CuPy: ``cupy_path``) carry their
 size rules below the table, with their numbers (``NUMBA_H_BELOW``,
-``NUMBA_MAX_ROWS``, ``NUMBA_FORWARD_MAX_H``, ``NUMBA_FORWARD_MAX_ROWS``, ``MKL_MACS``, ``MKL_ROW_MACS``, ``CELLS_NUMBA_MACS``,
+``NUMBA_MAX_ROWS``, ``NUMBA_FORWARD_MAX_H``, ``NUMBA_FORWARD_MAX_ROWS``, ``NUMBA_BACKWARD_FEW_ROWS``,
+``NUMBA_BACKWARD_FEW_ROWS_MAX_H``, ``MKL_MACS``, ``MKL_ROW_MACS``, ``CELLS_NUMBA_MACS``,
 ``CELLS_NUMBA_BACKWARD_MACS``, ``PERSISTENT_MAX_BATCH``). The kernel modules run what they
 are given; the settings they are chosen by (``RNN_XP_*``) are read by
 ``_settings``.
@@ -90,7 +91,8 @@ from ..cells import ElmanCell, ElmanWeights
 from .portable import backward_cell, backward_portable, scan_cell, scan_portable
 
 # The table (KERNELS, OTHERS) and the size rules' numbers (NUMBA_H_BELOW,
-# NUMBA_MAX_ROWS, NUMBA_FORWARD_MAX_H, NUMBA_FORWARD_MAX_ROWS, MKL_MACS, MKL_ROW_MACS, CELLS_NUMBA_MACS,
+# NUMBA_MAX_ROWS, NUMBA_FORWARD_MAX_H, NUMBA_FORWARD_MAX_ROWS, NUMBA_BACKWARD_FEW_ROWS,
+# NUMBA_BACKWARD_FEW_ROWS_MAX_H, MKL_MACS, MKL_ROW_MACS, CELLS_NUMBA_MACS,
 # CELLS_NUMBA_BACKWARD_MACS, PERSISTENT_MAX_BATCH) are public
 # too; __all__ lists the functions and classes (the API pages show those).
 __all__ = [
@@ -299,9 +301,15 @@ NUMBA_MAX_ROWS = 32
 # rows by four columns, AVX-512 where the CPU has it) up to NUMBA_FORWARD_MAX_H
 # units and NUMBA_FORWARD_MAX_ROWS rows, the sizes measured on the 2-core AMD
 # VM, where it took 0.3 to 0.8 of the NumPy loop's time (docs/cpu-kernels.md,
-# "The own product"). The backward keeps the rule above.
+# "The own product"). The backward: the rule above, and besides from 2 to
+# NUMBA_BACKWARD_FEW_ROWS rows up to NUMBA_BACKWARD_FEW_ROWS_MAX_H units,
+# where its own product took 0.61 to 0.73 of the NumPy backward's time at
+# (4, 200, 256, 256), (8, 200, 256, 256), (8, 200, 512, 512) (one sequence
+# of 512 units: 1.5x, a matrix-vector product).
 NUMBA_FORWARD_MAX_H = 1024
 NUMBA_FORWARD_MAX_ROWS = 256
+NUMBA_BACKWARD_FEW_ROWS = 8
+NUMBA_BACKWARD_FEW_ROWS_MAX_H = 512
 
 # NumPy, oneMKL installed and preferred (an Intel CPU, or RNN_XP_MKL=1): the
 # NumPy loop's products go through oneMKL from MKL_MACS multiply-adds per step
@@ -347,8 +355,9 @@ def numpy_loop(x, h0, nonlinearity, *, backward=False):
       and can run, for float32/float64 with tanh or relu: with
       ``RNN_XP_NUMBA=1`` always, with ``auto`` (the default) for H up to
       ``NUMBA_FORWARD_MAX_H`` and at most ``NUMBA_FORWARD_MAX_ROWS`` rows (the
-      ``backward``: H below ``NUMBA_H_BELOW``, at most ``NUMBA_MAX_ROWS``
-      rows), unless oneMKL takes the size;
+      ``backward``: H below ``NUMBA_H_BELOW`` and at most ``NUMBA_MAX_ROWS``
+      rows, or 2 to ``NUMBA_BACKWARD_FEW_ROWS`` rows of at most
+      ``NUMBA_BACKWARD_FEW_ROWS_MAX_H`` units), unless oneMKL takes the size;
     - ``"mkl"``, the NumPy loop on oneMKL's products, when oneMKL is loaded
       and preferred (``mkl.preferred``: an Intel CPU, or ``RNN_XP_MKL=1``)
       for float32/float64 from ``MKL_MACS`` multiply-adds per step
@@ -369,8 +378,11 @@ def numpy_loop(x, h0, nonlinearity, *, backward=False):
     floats = h0.dtype in (numpy.float32, numpy.float64)
     on_mkl = preferred and B * H * H >= (MKL_ROW_MACS if B == 1 else MKL_MACS)
     if setting != "off" and nonlinearity in ("tanh", "relu") and floats and numba_cpu.available():
-        fits = H < NUMBA_H_BELOW and B <= NUMBA_MAX_ROWS if backward else \
-            H <= NUMBA_FORWARD_MAX_H and B <= NUMBA_FORWARD_MAX_ROWS  # fmt: skip
+        if backward:
+            fits = (H < NUMBA_H_BELOW and B <= NUMBA_MAX_ROWS) or \
+                (2 <= B <= NUMBA_BACKWARD_FEW_ROWS and H <= NUMBA_BACKWARD_FEW_ROWS_MAX_H)  # fmt: skip
+        else:
+            fits = H <= NUMBA_FORWARD_MAX_H and B <= NUMBA_FORWARD_MAX_ROWS
         if setting == "on" or (fits and not on_mkl):
             return "numba"
     return "mkl" if on_mkl and floats and min(T, B, H) > 0 else "blas"

@@ -472,19 +472,6 @@ def recurrence(buf, s, e, k0, reverse, lens, S, Wh, r0, r1, c0, c1, flags, coef,
 
 
 @njit(**_JIT)
-def _own_product_nn(g, dz, Wh, r0, r1, c0, c1):
-    """``g[r0:r1, c0:c1] += dz[r0:r1] @ Wh[:, c0:c1]``: a row of Wh at a time, sums in g."""
-    H = Wh.shape[0]
-    for i in range(r0, r1):
-        grow = g[i, c0:c1]
-        for k in range(H):
-            d = dz[i, k]
-            wrow = Wh[k, c0:c1]
-            for j in range(grow.shape[0]):
-                grow[j] += d * wrow[j]
-
-
-@njit(**_JIT)
 def _grad_row(d, cur, dh, nxt, has_dh, leaky, lk1, zero):
     """One row: ``d *= g_t`` with ``g_t = cur + dh``; ``nxt = (1 - leak) * g_t`` (or 0)."""
     for j in range(d.shape[0]):
@@ -511,7 +498,8 @@ def backward_recurrence(dz, dh, has_dh, G, Wh, lens, reverse, r0, r1, c0, c1, fl
     reaching the carried state (``G[0]`` holds ``dh_n`` or zeros): the k-th
     step run reads ``G[k % 2]`` and writes ``G[(k + 1) % 2]``. ``flags`` is
     ``(lengths given, leak != 1)``, ``coef`` ``(leak, 1 - leak)`` in the
-    dtype. ``gemm``: the address of ``cblas_?gemm`` (0: the own loop).
+    dtype. ``gemm``: the address of ``cblas_?gemm`` with ``Wh``; 0: the own
+    product (``_own_product``) with ``Wh.T`` C-contiguous in ``Wh``.
     With ``nsync`` > 1 threads split the columns and meet after each step
     (``sync`` as in ``recurrence``).
     """
@@ -543,8 +531,8 @@ def backward_recurrence(dz, dh, has_dh, G, Wh, lens, reverse, r0, r1, c0, c1, fl
                 a_at = dz_at + (t * B * H + r0 * H) * size
                 c_at = g_at + (((m + 1) % 2) * B * H + r0 * H + c0) * size
                 _gemm(gemm, ilp64, _NO_TRANS, r1 - r0, c1 - c0, H, one, a_at, H, w_at + c0 * size, H, one, c_at, H)
-            else:
-                _own_product_nn(nxt, d, Wh, r0, r1, c0, c1)
+            else:  # Wh is then Wh.T (C-contiguous): nxt += d @ Wh by the forward's own product
+                _own_product(nxt, d, Wh, r0, r1, c0, c1, zero)
             if has_lens:  # a frozen step passes g through exactly (0 @ Wh is NaN where Wh is infinite)
                 for i in range(r0, r1):
                     if lens[i] <= t:

@@ -72,7 +72,7 @@ def _backward(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, product, split, threads, *, no
     coef = np.array([leak, 1.0 - leak], dtype=dtype)  # (2,)
     flags = (int(lens is not None), int(leak != 1.0))
     sync = numba_cpu.barrier_words()  # the barrier's counter and sched_yield
-    Wh_c = np.ascontiguousarray(Wh)  # (H, H)
+    Wh_c = np.ascontiguousarray(Wh if gemm else Wh.T)  # (H, H): BLAS multiplies by Wh, the own product by rows of Wh.T
     args = [(dz, dh3, int(dh is not None), G, Wh_c, lens64, int(reverse), r0, r1, c0, c1, flags, coef,
              gemm, int(ilp64), sync, nsync)
             for r0, r1, c0, c1 in bounds]  # fmt: skip

@@ -83,10 +83,10 @@ _ROW_SPLIT_MIN_ROWS = 8
 # Wh is what a step costs.
 _THREAD_COL_MACS = 1 << 16
 
-# The backward's product (numba_backward) is still a row of Wh at a time:
-# it runs below this many multiply-adds per step, BLAS's beyond, and its
-# threads split the rows from four rows.
-_BACKWARD_OWN_PRODUCT_MACS = 1 << 14
+# The backward (numba_backward) takes the same own product (by rows of
+# Wh.T); its threads split the rows from four rows, never the columns (one
+# sequence at H = 256 and 512 took 1.5x the one-thread time on the EPYC VM:
+# the barrier waits for the weight gradients' BLAS threads).
 _BACKWARD_ROW_SPLIT_MIN_ROWS = 4
 
 _JIT = None  # the compiled functions, once numba is imported: a dict (False: numba cannot run)
@@ -125,11 +125,11 @@ def plan(B, H, threads=None, backward=False):
     """
     threads = min(2, os.cpu_count() or 1) if threads is None else threads
     macs = B * H * H
-    product = "own" if not backward or macs < _BACKWARD_OWN_PRODUCT_MACS else "blas"
+    product = "own"
     min_rows = _BACKWARD_ROW_SPLIT_MIN_ROWS if backward else _ROW_SPLIT_MIN_ROWS
     if threads >= 2 and B >= min_rows and macs >= _THREAD_ROW_MACS:
         return product, "rows", 2
-    if threads >= 2 and B >= 1 and H >= 64 and macs >= _THREAD_COL_MACS:
+    if threads >= 2 and not backward and B >= 1 and H >= 64 and macs >= _THREAD_COL_MACS:
         return product, "cols", 2
     return product, "rows", 1
 

@@ -534,11 +534,11 @@ def test_plan_threads_rows_for_batches_and_columns_for_one_sequence():
     assert numba_cpu.plan(4, 256, threads=2) == ("own", "cols", 2)
     assert numba_cpu.plan(1, 1024, threads=2) == ("own", "cols", 2)
     assert numba_cpu.plan(64, 1024, threads=1) == ("own", "rows", 1)
-    # the backward: BLAS's product beyond a tiny step, rows from four rows
+    # the backward: rows from four rows, never the columns
     assert numba_cpu.plan(1, 64, threads=2, backward=True) == ("own", "rows", 1)
-    assert numba_cpu.plan(4, 256, threads=2, backward=True) == ("blas", "rows", 2)
-    assert numba_cpu.plan(1, 1024, threads=2, backward=True) == ("blas", "cols", 2)
-    assert numba_cpu.plan(64, 1024, threads=1, backward=True) == ("blas", "rows", 1)
+    assert numba_cpu.plan(4, 256, threads=2, backward=True) == ("own", "rows", 2)
+    assert numba_cpu.plan(1, 1024, threads=2, backward=True) == ("own", "rows", 1)
+    assert numba_cpu.plan(64, 1024, threads=1, backward=True) == ("own", "rows", 1)
 
 
 @pytest.mark.parametrize("name", ["x", "Wx", "Wh", "b"])

@@ -90,12 +90,16 @@ def test_other_rows_kernels(library):
 
 def _numpy_rule_before(T, B, H, dtype, nonlinearity, setting, preferred, available, backward=True):
     """The choice as ``numba_cpu._picks`` and ``kernels.numpy.scan_numpy`` made it before the table, written out
-    (the backward's rule still; the forward's takes the compiled loop up to H = 1024 and 256 rows)."""
+    (the backward's rule, and 2 to 8 rows up to H = 512 besides; the forward's takes the compiled loop up
+    to H = 1024 and 256 rows)."""
     floats = dtype in ("float32", "float64")
     on_mkl = preferred and B * H * H >= ((1 << 18) if B == 1 else (1 << 20))
     picks = setting != "off" and nonlinearity in ("tanh", "relu") and floats and available
     if picks and setting == "auto":
-        picks = (H < 256 and B <= 32 if backward else H <= 1024 and B <= 256) and not on_mkl
+        if backward:
+            picks = ((H < 256 and B <= 32) or (2 <= B <= 8 and H <= 512)) and not on_mkl
+        else:
+            picks = H <= 1024 and B <= 256 and not on_mkl
     if picks:
         return "numba"
     return "mkl" if on_mkl and min(T, B, H) > 0 and floats else "blas"
@@ -109,7 +113,7 @@ def test_numpy_choice_is_the_choice_made_before(monkeypatch, setting, preferred,
     monkeypatch.setenv("RNN_XP_NUMBA", {"auto": "auto", "on": "1", "off": "0"}[setting])
     monkeypatch.setattr(mkl, "preferred", lambda: preferred)
     monkeypatch.setattr(numba_cpu, "available", lambda: available)
-    grid = itertools.product((0, 3), (0, 1, 2, 16, 32, 33, 64, 256, 257), (0, 8, 255, 256, 512, 1024, 1025),
+    grid = itertools.product((0, 3), (0, 1, 2, 8, 9, 16, 32, 33, 64, 256, 257), (0, 8, 255, 256, 512, 513, 1024, 1025),
                              ("float16", "float32", "float64"), ("tanh", "relu"))  # fmt: skip
     for T, B, H, dtype, act in grid:
         x, h0 = np.zeros((T, B, 2), dtype), np.zeros((B, H), dtype)
@@ -144,6 +148,11 @@ def test_size_rules_are_the_named_constants(monkeypatch):
     assert kernels.numpy_loop(np.zeros((1, 1, 1), f32), np.zeros((1, H), f32), "tanh", **back) == "blas"
     assert kernels.numpy_loop(np.zeros((1, B, 1), f32), np.zeros((B, 8), f32), "tanh", **back) == "numba"
     assert kernels.numpy_loop(np.zeros((1, B + 1, 1), f32), np.zeros((B + 1, 8), f32), "tanh", **back) == "blas"
+    # ... and 2 to NUMBA_BACKWARD_FEW_ROWS rows up to NUMBA_BACKWARD_FEW_ROWS_MAX_H units
+    R, M = kernels.NUMBA_BACKWARD_FEW_ROWS, kernels.NUMBA_BACKWARD_FEW_ROWS_MAX_H
+    assert kernels.numpy_loop(np.zeros((1, R, 1), f32), np.zeros((R, M), f32), "tanh", **back) == "numba"
+    assert kernels.numpy_loop(np.zeros((1, R + 1, 1), f32), np.zeros((R + 1, M), f32), "tanh", **back) == "blas"
+    assert kernels.numpy_loop(np.zeros((1, R, 1), f32), np.zeros((R, M + 1), f32), "tanh", **back) == "blas"
     # the forward: up to NUMBA_FORWARD_MAX_H units and NUMBA_FORWARD_MAX_ROWS rows
     monkeypatch.setattr(kernels, "MKL_ROW_MACS", 1 << 40)
     H, B = kernels.NUMBA_FORWARD_MAX_H, kernels.NUMBA_FORWARD_MAX_ROWS
