@@ -20,6 +20,7 @@ into ``--out`` (docs/cpu-kernels.md, "The own product: before and after").
 """
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -123,9 +124,9 @@ def main(argv=None):
         cells += [f"{r['own'] / r['numpy']:.2f}", f"{r['own'] / r['blas']:.2f}"]
         print("| " + " | ".join(cells) + " |")
     if args.out:
-        import numpy  # noqa: F401  (its BLAS in the thread pools)
-
         from rnn_xp.bench.machine import machine_info
+
+        importlib.import_module("numpy")  # loaded, so that its BLAS is in the thread pools listed
 
         meta = machine_info(os.cpu_count())
         meta["arch"] = platform.machine()
