@@ -44,11 +44,28 @@ from . import mkl as mkl_library
 from ._blocks import block_steps, project, time_blocks, transposed_copy
 from ._threads import blas_threads
 
-__all__ = ["scan_inplace", "scan_numpy"]
+__all__ = ["scan_inplace", "scan_numpy", "wh_first"]
 
 # Below this batch size the NumPy loop multiplies by a contiguous copy of Wh.T;
 # from it on, by the transposed view (see scan_inplace).
 _COPY_BELOW_BATCH = 16
+
+# NumPy's steps can compute their product the other way round (wh_first):
+# the forward Wh @ h.T into an (H, B) buffer that o adds through its
+# transposed view, the backward Wh.T @ dz_t.T (a contiguous copy of Wh.T)
+# likewise. NumPy's BLAS then takes the few rows as its small dimension. On
+# the 2-core EPYC VM with OpenBLAS (benchmarks/bench_orientation.py,
+# benchmarks/results/orientation-epyc.json) that was faster forward from
+# H = 512 with 2 to 16 rows (1.02 to 1.68x; B = 4, H = 512: 30 us against
+# 51 us) and backward from H = 256 with 2 to 64 rows (1.01 to 1.89x); with
+# one row, at H = 128 and forward from 32 rows either way was faster by turns.
+_WH_FIRST = {False: (512, 16), True: (256, 64)}  # backward: (from H, at most B)
+
+
+def wh_first(B, H, backward=False):
+    """Whether NumPy's steps multiply with ``Wh`` on the left (``_WH_FIRST``: from H units, 2 to B rows)."""
+    units, rows = _WH_FIRST[bool(backward)]
+    return H >= units and 2 <= B <= rows
 
 # When the steps run on one BLAS thread, the input projection of a block of
 # time steps (one matrix product) still gets every thread from this many
@@ -107,6 +124,7 @@ def scan_inplace(
         combine = _numpy_combine(mod, activate)
     x3 = x.reshape(T, B, D)  # (T, B, D): a view for time-major and batch_first inputs
     h0_2 = h0.reshape(B, H)  # (B, H)
+    left = not mkl and mod.__name__ == "numpy" and wh_first(B, H)  # Wh @ h.T (see wh_first)
     if mkl:
         h0_2 = mod.ascontiguousarray(h0_2)  # oneMKL reads rows of H contiguous values
         WxT = mod.ascontiguousarray(Wx).T  # (D, H): a view of a C-contiguous (H, D)
@@ -119,12 +137,16 @@ def scan_inplace(
         # _COPY_BELOW_BATCH rows on, NumPy's BLAS runs the transposed view as fast
         # (it packs Wh either way) and the copy is saved (1.4-1.7 ms at H = 1024).
         small_batch = B < _COPY_BELOW_BATCH or mod.__name__ != "numpy"
-        WhT = transposed_copy(mod, Wh) if small_batch else Wh.T
+        WhT = None if left else transposed_copy(mod, Wh) if small_batch else Wh.T
     step_b = b if bias_in_step else None
 
     out, buf, blocks = time_blocks(mod, T, B, H, dtype, reverse=reverse, return_sequences=return_sequences)
 
-    tmp = mod.empty((B, H), dtype=dtype)  # (B, H) scratch for h @ Wh.T
+    if left:  # tmp is the (B, H) view of an (H, B) buffer that Wh @ h.T fills
+        tmp_t = mod.empty((H, B), dtype=dtype)
+        tmp = tmp_t.T
+    else:
+        tmp = mod.empty((B, H), dtype=dtype)  # (B, H) scratch for h @ Wh.T
     if lengths is not None or not return_sequences:
         state = mod.array(h0_2, dtype=dtype, copy=True)  # (B, H), the carried state
         h = state
@@ -151,7 +173,10 @@ def scan_inplace(
                         activate(o, h, tmp)
                         threads.stop()
                     else:
-                        mod.matmul(h, WhT, out=tmp)
+                        if WhT is None:
+                            mod.matmul(Wh, h.T, out=tmp_t)  # (h @ Wh.T).T
+                        else:
+                            mod.matmul(h, WhT, out=tmp)
                         combine(o, tmp, h, step_b)
                     if lengths is not None:
                         # Past its length a sequence keeps its state and outputs zeros.

@@ -10,6 +10,9 @@ states. Here (same signature, same results):
 2. Step t, walking against the forward's direction, multiplies ``dz[t]`` in
    place by the gradient reaching ``h_t`` and writes ``dz[t] @ Wh`` into a
    ``(B, H)`` buffer: two ``(B, H)`` buffers are swapped, nothing is allocated.
+   For a few rows of many units (``numpy.wh_first``) the product is
+   ``Wh.T @ dz[t].T`` with a contiguous copy of ``Wh.T``, and both buffers
+   are transposed views of ``(H, B)`` arrays.
 3. ``dx``, ``dWx`` and ``db`` are each one product or sum over all steps. ``dWh``
    is ``dz[t].T @ h_{t-1}`` summed over t, read straight from ``h_seq``
    shifted by one step (two products: the steps that start from ``h0`` and
@@ -28,6 +31,8 @@ import math
 import numpy as np
 
 from . import _threads
+from ._blocks import transposed_copy
+from .numpy import wh_first
 from ._threads import blas_threads
 
 __all__ = ["backward_numpy", "derivative_buffer", "weight_gradients", "without_padding"]
@@ -53,8 +58,12 @@ def backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
     dz = derivative_buffer(hs, h0_2, lens, nonlinearity=nonlinearity, reverse=reverse, leak=leak)  # step 1
 
     # 2. The loop, against the forward's direction.
-    g = np.zeros((B, H), dtype=dtype) if dh_n is None else np.array(dh_n.reshape(B, H), dtype=dtype)
-    tmp = np.empty((B, H), dtype=dtype)  # (B, H): dz_t @ Wh, then the next g
+    left = wh_first(B, H, backward=True)  # Wh.T @ dz_t.T into (H, B) buffers; g and tmp are their (B, H) views
+    WhT = transposed_copy(np, Wh) if left else None  # (H, H)
+    g = (np.zeros((H, B), dtype=dtype).T if left else np.zeros((B, H), dtype=dtype))
+    if dh_n is not None:
+        g[...] = dh_n.reshape(B, H)
+    tmp = np.empty((H, B), dtype=dtype).T if left else np.empty((B, H), dtype=dtype)  # dz_t @ Wh, then the next g
     gt_buf = np.empty((B, H), dtype=dtype) if (dh is not None and lens is not None) else None
     leak_buf = np.empty((B, H), dtype=dtype) if leak != 1.0 else None
     if lens is not None:
@@ -74,7 +83,10 @@ def backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
             if lens is not None:
                 np.less_equal(lens_col, t, out=invalid)
                 np.copyto(dz_t, 0, where=invalid)  # frozen steps take no gradient (not even 0 * inf)
-            np.matmul(dz_t, Wh, out=tmp)  # dL/dh_{t-1} through z_t
+            if left:
+                np.matmul(WhT, dz_t.T, out=tmp.T)  # dL/dh_{t-1} through z_t, transposed
+            else:
+                np.matmul(dz_t, Wh, out=tmp)  # dL/dh_{t-1} through z_t
             if leak != 1.0:
                 np.multiply(gt, 1.0 - leak, out=leak_buf)
                 tmp += leak_buf  # ... and through the leak
@@ -84,7 +96,7 @@ def backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
                 np.copyto(g, tmp, where=~invalid)  # a frozen step passes g through unchanged
 
     dx, dWx, dWh, db = weight_gradients(dz, x3, hs, h0_2, Wx, lens, reverse=reverse, batch=batch, pad=pad)  # step 3
-    return dx, g.reshape(*batch, H), dWx, dWh, db
+    return dx, np.ascontiguousarray(g).reshape(*batch, H), dWx, dWh, db
 
 
 def without_padding(x3, hs, h0_2, lens):

@@ -204,3 +204,44 @@ def test_numpy_loop_copies_wh_transposed_only_for_small_batches(monkeypatch, rng
     got = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
     assert copies == ([(70, 70)] if B < 16 else [])
     np.testing.assert_allclose(got, reference_rnn(x, h0, Wx, Wh, b)[0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("nonlinearity, leak", [("tanh", 1.0), ("relu", 0.4)])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("batch, lengths", [((4,), None), ((4,), [5, 0, 2, 1]), ((2, 3), [[5, 3, 0], [1, 4, 5]])])
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_numpy_loop_with_wh_on_the_left_matches_reference(monkeypatch, rng, nonlinearity, leak, reverse, batch,
+                                                          lengths, return_sequences):  # fmt: skip
+    """A few rows of many units: the step is Wh @ h.T into an (H, B) buffer, the same numbers as the reference."""
+    monkeypatch.setattr(numpy_kernel, "_WH_FIRST", {False: (8, 16), True: (8, 64)})
+    B = int(np.prod(batch))
+    assert numpy_kernel.wh_first(B, 9) and not numpy_kernel.wh_first(B, 7) and not numpy_kernel.wh_first(1, 9)
+    import array_api_compat.numpy as xp
+
+    x, h0, Wx, Wh, b = random_rnn(rng, 5, batch, 3, 9)
+    lens = None if lengths is None else np.asarray(lengths, dtype=np.int64)
+    seq, last = numpy_kernel.scan_numpy(xp, x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lens,
+                                        reverse=reverse, leak=leak, return_sequences=return_sequences)  # fmt: skip
+    want_seq, want_last = reference_rnn(x, h0, Wx, Wh, b, nonlinearity=nonlinearity, lengths=lens, reverse=reverse,
+                                        leak=leak)  # fmt: skip
+    np.testing.assert_allclose(last, want_last, rtol=1e-12, atol=1e-12)
+    assert last.flags.c_contiguous and last.shape == (*batch, 9)
+    if return_sequences:
+        np.testing.assert_allclose(seq, want_seq, rtol=1e-12, atol=1e-12)
+    else:
+        assert seq is None
+
+
+@pytest.mark.parametrize("B, H, left", [(4, 512, True), (1, 512, False), (4, 256, False), (32, 512, False)])
+def test_numpy_loop_puts_wh_on_the_left_by_its_rule(monkeypatch, rng, B, H, left):
+    """The measured rule at its own sizes (float32, 3 steps): the product's side, and the numbers."""
+    monkeypatch.setattr(kernels, "MKL_MACS", 1 << 40)  # the OpenBLAS loop, with or without oneMKL
+    monkeypatch.setenv("RNN_XP_NUMBA", "0")  # the NumPy loop, with or without numba
+    assert numpy_kernel.wh_first(B, H) == left
+    copies = []
+    real = numpy_kernel.transposed_copy
+    monkeypatch.setattr(numpy_kernel, "transposed_copy", lambda mod, W: (copies.append(W.shape), real(mod, W))[1])
+    x, h0, Wx, Wh, b = random_rnn(rng, 3, (B,), 16, H)
+    got = rnn_xp.rnn_forward(*(a.astype(np.float32) for a in (x, h0, Wx, Wh, b)))
+    assert copies == ([] if left else [(H, H)] if B < 16 else [])
+    np.testing.assert_allclose(got, reference_rnn(x, h0, Wx, Wh, b)[0], rtol=2e-4, atol=2e-5)

@@ -181,3 +181,32 @@ def test_backward_benchmark_checks_and_prints(monkeypatch, capsys):
     with pytest.raises(AssertionError, match="differs from torch"):
         monkeypatch.setattr(rnn_xp, "rnn_backward", lambda *a, **k: [2 * np.ones(1)] * 5)
         bench["contenders"](2, 3, 4, 5)
+
+
+@pytest.mark.parametrize("nonlinearity, reverse, leak, with_dh, with_dh_n", OPTIONS)
+@pytest.mark.parametrize("batch, with_lengths", [((4,), False), ((4,), True), ((2, 3), True)])
+def test_numpy_backward_with_wh_on_the_left_matches_portable(monkeypatch, rng, nonlinearity, reverse, leak, with_dh,
+                                                             with_dh_n, batch, with_lengths):  # fmt: skip
+    """A few rows of many units: the step is Wh.T @ dz_t.T into (H, B) buffers, the same gradients."""
+    from rnn_xp.kernels import numpy as numpy_kernel
+
+    monkeypatch.setattr(numpy_kernel, "_WH_FIRST", {False: (8, 16), True: (8, 64)})
+    assert numpy_backward.wh_first(int(np.prod(batch)), 9, backward=True)
+    lengths = LENGTHS[batch] if with_lengths else None
+    args, lens = _case(rng, 5, batch, 3, 9, "float64", lengths=lengths, reverse=reverse, leak=leak,
+                       nonlinearity=nonlinearity, with_dh=with_dh, with_dh_n=with_dh_n)  # fmt: skip
+    fast, slow = _both(args, nonlinearity=nonlinearity, lengths=lens, reverse=reverse, leak=leak)
+    for name, f, s in zip(("dx", "dh0", "dWx", "dWh", "db"), fast, slow):
+        assert f.shape == s.shape, name
+        np.testing.assert_allclose(f, s, err_msg=name, **TOL["float64"])
+    assert fast[1].flags.c_contiguous
+
+
+def test_numpy_backward_wh_on_the_left_at_its_own_size(rng):
+    """The measured rule (4 rows, 256 units) against the portable backward, float32."""
+    assert numpy_backward.wh_first(4, 256, backward=True) and not numpy_backward.wh_first(1, 256, backward=True)
+    args, lens = _case(rng, 3, (4,), 8, 256, "float32", lengths=None, reverse=False, leak=1.0,
+                       nonlinearity="tanh", with_dh=True, with_dh_n=True)  # fmt: skip
+    fast, slow = _both(args, nonlinearity="tanh", lengths=None, reverse=False, leak=1.0)
+    for name, f, s in zip(("dx", "dh0", "dWx", "dWh", "db"), fast, slow):
+        np.testing.assert_allclose(f, s, err_msg=name, **TOL["float32"])
