@@ -15,7 +15,8 @@ Suites (``SUITES``, all by default):
                   OpenBLAS), with the ``numba`` extra, with the ``mkl`` extra, with both.
 ``small-batch``   B in {1, 4, 8}, H in {256, 512, 1024}, T = 200, the same contenders.
 ``backward``      ``rnn_backward`` against torch autograd's backward through
-                  torch.nn.RNN (the backward call alone), on the CPU grid.
+                  torch.nn.RNN (the backward call alone), on the CPU grid; beside
+                  them rnn_xp's BPTT on JAX (the jitted vjp of ``rnn_forward``).
 ``reservoir``     one long sequence (B = 1, leak 0.3, D = 8, T = 10^4 or ``long``
                   10^5), H from 100 to 2000: reservoirpy's Reservoir (same dense
                   weights, same leak) against rnn_xp.
@@ -138,6 +139,10 @@ def _rnn_xp_jax(kind, p, leak, dh):
     import rnn_xp
 
     args = [jnp.asarray(a) for a in p]
+    if kind == "backward":  # rnn_xp's BPTT as JAX differentiates it: the vjp of the forward, compiled once
+        _, vjp = jax.vjp(lambda *a: rnn_xp.rnn_forward(*a), *args)
+        g, backward = jnp.asarray(dh), jax.jit(vjp)
+        return (lambda: jax.block_until_ready(backward(g))), lambda r: np.asarray(r[1][0])
     return (lambda: jax.block_until_ready(rnn_xp.rnn_forward(*args, leak=leak))), lambda r: np.asarray(r[-1, 0])
 
 
@@ -162,7 +167,8 @@ _NUMPY = {name: Isolated(env, _rnn_xp_numpy) for name, env in INSTALLS.items()}
 # Each suite's contenders, its baseline first (the suite's ratios are to it).
 FORWARD = {"torch.nn.RNN": Isolated({}, _torch_rnn),
            "rnn_xp jax (lax.scan)": Isolated({"RNN_XP_MKL": "0"}, _rnn_xp_jax), **_NUMPY}  # fmt: skip
-BACKWARD = {"torch autograd (backward only)": Isolated({}, _torch_rnn), **_NUMPY}
+BACKWARD = {"torch autograd (backward only)": Isolated({}, _torch_rnn),
+            "rnn_xp jax (vjp, backward only)": Isolated({"RNN_XP_MKL": "0"}, _rnn_xp_jax), **_NUMPY}  # fmt: skip
 RESERVOIR = {"reservoirpy Reservoir": Isolated({"RNN_XP_MKL": "0"}, _reservoirpy),
              **{n: _NUMPY[n] for n in ("rnn_xp numpy: default install", "rnn_xp numpy: numba extra")}}  # fmt: skip
 # The gated cells' contenders (rnn_xp.bench.gated), the same for the forward and forward+backward.
@@ -488,11 +494,13 @@ def _print_goals(result, p):
                 line += f", {r['percent_of_gemm']:.0f}% of GEMM"
                 p(line)
     for rec in result["suites"].get("backward", []):
+        jax = rec["results"].get("rnn_xp jax (vjp, backward only)", {}).get("seconds")
         for name in INSTALLS:
             r = rec["results"].get(name, {})
             if "seconds" in r:
                 p(f"  backward {str((rec['B'], rec['T'], rec['D'], rec['H'])):<22}{name:<36} "
-                  f"ratio {r['ratio_to_baseline']:.2f} (goal <= 0.7 at the small and middle sizes)")  # fmt: skip
+                  f"ratio {r['ratio_to_baseline']:.2f} (goal <= 0.7 at the small and middle sizes)"
+                  + (f", vs JAX {r['seconds'] / jax:.2f}" if jax else ""))  # fmt: skip
     for section in (name for name, s in SECTIONS.items() if s.cell in gated.GATES):
         for rec in result["suites"].get(section, []):
             size, res = (rec["B"], rec["T"], rec["D"], rec["H"]), rec["results"]

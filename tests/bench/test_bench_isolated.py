@@ -40,6 +40,18 @@ def test_worker_backward_fingerprint_is_dh0():
     np.testing.assert_allclose(got["fingerprint"], rnn_xp.rnn_backward(dh, x, h0, Wx, Wh, b, h).dh0[0], rtol=1e-5)
 
 
+def test_jax_backward_contender_is_the_vjp_of_the_forward():
+    """The JAX row of the backward suite times rnn_xp's BPTT as JAX runs it; its dh0 is NumPy's."""
+    if optional_import("jax") is None:
+        pytest.skip("jax not installed")
+    got = bench_isolated.worker(_spec("rnn_xp jax (vjp, backward only)", kind="backward"))
+    x, h0, Wx, Wh, b = bench.problem(2, 5, 3, 4)
+    dh = np.random.default_rng(1).standard_normal((5, 2, 4), dtype=np.float32)
+    h = rnn_xp.rnn_forward(x, h0, Wx, Wh, b)
+    assert got["seconds"] > 0
+    np.testing.assert_allclose(got["fingerprint"], rnn_xp.rnn_backward(dh, x, h0, Wx, Wh, b, h).dh0[0], rtol=1e-5)
+
+
 @pytest.mark.long  # two processes, each importing its library
 def test_torch_contender_agrees_in_a_process_of_its_own():
     """A worker process for torch.nn.RNN and one for the default install give the same final state."""
