@@ -1,16 +1,17 @@
-"""The NumPy loop's per-step product, one way round or the other: ``python benchmarks/bench_orientation.py [--quick] [--out FILE]``.
+"""The NumPy loop's per-step product, one way round or the other: ``python benchmarks/bench_orientation.py``.
 
 The default install's steps multiply a few rows by ``Wh`` through NumPy's
 BLAS. For each ``(B, H)`` (float32), side by side in one process, best of
 ``--repeats`` rounds of 50 products, on the BLAS threads the loop gives a step
-(one below ``_threads.SERIAL_MACS`` multiply-adds, else all):
+(one below ``numpy._STEP_THREADS_MACS`` multiply-adds forward and
+``_threads.SERIAL_MACS`` backward, else all):
 
 - forward: ``h @ WhT`` (a contiguous copy of ``Wh.T``, below 16 rows),
   ``h @ Wh.T`` (the transposed view, from 16 rows) and ``Wh @ h.T`` into an
   ``(H, B)`` buffer, each followed by the add into the step's ``(B, H)`` rows;
 - backward: ``dz @ Wh`` and ``WhT @ dz.T`` into an ``(H, B)`` buffer.
 
-``left / right`` is the best right-hand form's time over the left-hand
+``speedup, Wh left`` is the best right-hand form's time over the left-hand
 form's (above 1: Wh on the left is faster); ``rule`` is where the loops put
 Wh there, forward and backward (``kernels.numpy.wh_first``). The table on stdout,
 progress on stderr, JSON into ``--out`` (docs/cpu-kernels.md, "The default
@@ -46,6 +47,7 @@ def _row(B, H, repeats):
     import numpy as np
 
     from rnn_xp.kernels import _threads
+    from rnn_xp.kernels import numpy as numpy_loop
     from rnn_xp.kernels.numpy import wh_first
 
     rng = np.random.default_rng(0)
@@ -61,10 +63,13 @@ def _row(B, H, repeats):
         "dz @ Wh": lambda: np.matmul(h, Wh, out=tmp),
         "WhT @ dz.T": lambda: np.matmul(WhT, h.T, out=tmp_t),
     }
-    with _threads.blas_threads(1 if B * H * H < _threads.SERIAL_MACS else None):
-        row = {name: _best(fn, repeats) * 1e6 for name, fn in forms.items()}
-    row["forward left / right"] = min(row["h @ WhT"], row["h @ Wh.T"]) / row["Wh @ h.T"]
-    row["backward left / right"] = row["dz @ Wh"] / row["WhT @ dz.T"]
+    row = {}
+    for name, fn in forms.items():
+        limit = _threads.SERIAL_MACS if "dz" in name else numpy_loop._STEP_THREADS_MACS  # backward, forward
+        with _threads.blas_threads(1 if B * H * H < limit else None):
+            row[name] = _best(fn, repeats) * 1e6
+    row["forward speedup, Wh left"] = min(row["h @ WhT"], row["h @ Wh.T"]) / row["Wh @ h.T"]
+    row["backward speedup, Wh left"] = row["dz @ Wh"] / row["WhT @ dz.T"]
     row["rule"] = [bool(wh_first(B, H)), bool(wh_first(B, H, backward=True))]
     return row
 
@@ -83,13 +88,14 @@ def main(argv=None):
             print(f"[{n}/{total}] B={B} H={H}", file=sys.stderr, flush=True)
             rows.append({"B": B, "H": H, **_row(B, H, args.repeats)})
     names = ["h @ WhT", "h @ Wh.T", "Wh @ h.T", "dz @ Wh", "WhT @ dz.T"]
-    head = ["B", "H", *(f"{k} (us)" for k in names), "forward left / right", "backward left / right",
+    head = ["B", "H", *(f"{k} (us)" for k in names), "forward speedup, Wh left", "backward speedup, Wh left",
             "rule (forward/backward)"]
     print("| " + " | ".join(head) + " |")
     print("|---" * len(head) + "|")
     for r in rows:
         cells = [str(r["B"]), str(r["H"])] + [f"{r[k]:.1f}" for k in names]
-        cells += [f"{r['forward left / right']:.2f}", f"{r['backward left / right']:.2f}", "/".join("left" if k else "right" for k in r["rule"])]
+        cells += [f"{r['forward speedup, Wh left']:.2f}", f"{r['backward speedup, Wh left']:.2f}",
+                  "/".join("left" if k else "right" for k in r["rule"])]
         print("| " + " | ".join(cells) + " |")
     if args.out:
         from rnn_xp.bench.machine import machine_info

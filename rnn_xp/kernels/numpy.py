@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import math
 
-from . import _threads
 from . import mkl as mkl_library
 from ._blocks import block_steps, project, time_blocks, transposed_copy
 from ._threads import blas_threads
@@ -55,11 +54,20 @@ _COPY_BELOW_BATCH = 16
 # transposed view, the backward Wh.T @ dz_t.T (a contiguous copy of Wh.T)
 # likewise. NumPy's BLAS then takes the few rows as its small dimension. On
 # the 2-core EPYC VM with OpenBLAS (benchmarks/bench_orientation.py,
-# benchmarks/results/orientation-epyc.json) that was faster forward from
-# H = 512 with 2 to 16 rows (1.02 to 1.68x; B = 4, H = 512: 30 us against
-# 51 us) and backward from H = 256 with 2 to 64 rows (1.01 to 1.89x); with
-# one row, at H = 128 and forward from 32 rows either way was faster by turns.
-_WH_FIRST = {False: (512, 16), True: (256, 64)}  # backward: (from H, at most B)
+# benchmarks/results/orientation-epyc.json) the left side was faster from
+# H = 256 with 2 to 16 rows forward (up to 1.7x; B = 4, H = 512: 29 us
+# against 49 us; at B = 4, H = 256, 0.85: the loop's whole time there was
+# the same either way, 3.5 ms) and from H = 256 with 2 to 64 rows backward
+# (up to 1.9x); with one row, at H = 128 and forward from 32 rows either way
+# was faster by turns.
+_WH_FIRST = {False: (256, 16), True: (256, 64)}  # (from H, at most B rows), forward and backward
+
+# The forward's steps run on every BLAS thread from _STEP_THREADS_MACS
+# multiply-adds per step (B * H * H), on one below: the same VM's NumPy loop
+# took 0.61 to 0.79 of its time with one thread at 2^19 (B = 8, H = 256:
+# 3.0 against 5.0 ms; B = 2, H = 512; B = 32, H = 128; B = 128, H = 64). The
+# backward keeps _threads.SERIAL_MACS (2^20, measured on the Xeon VM).
+_STEP_THREADS_MACS = 1 << 19
 
 
 def wh_first(B, H, backward=False):
@@ -89,7 +97,7 @@ def scan_numpy(xp, x, h0, Wx, Wh, b, *, nonlinearity, lengths, reverse, leak, re
     use_mkl = (mkl and mkl_library.library() is not None
                and min(T, B, H) > 0  # nothing to pack or multiply otherwise (D = 0 is fine)
                and h0.dtype in (numpy.float32, numpy.float64))  # fmt: skip
-    small = macs < _threads.SERIAL_MACS and not use_mkl
+    small = macs < _STEP_THREADS_MACS and not use_mkl
     steps = T if return_sequences else block_steps(T, B, H)  # time steps projected at once
     serial_steps = small and steps * B * D * H >= _PARALLEL_PROJECTION_MACS
     with blas_threads(1 if small and not serial_steps else None):

@@ -20,6 +20,6 @@ def test_orientation_benchmark_writes_every_form_and_the_rule(tmp_path, capsys):
     for r in data["rows"]:
         times = [r[k] for k in ("h @ WhT", "h @ Wh.T", "Wh @ h.T", "dz @ Wh", "WhT @ dz.T")]
         assert all(t > 0 for t in times)
-        assert r["forward left / right"] == min(times[0], times[1]) / times[2]
+        assert r["forward speedup, Wh left"] == min(times[0], times[1]) / times[2]
         assert r["rule"] == [wh_first(r["B"], 512), wh_first(r["B"], 512, backward=True)]
     assert data["meta"] and "| 4 | 512 |" in capsys.readouterr().out

@@ -153,7 +153,7 @@ def _blas_threads_now():
 @pytest.mark.parametrize("return_sequences", [True, False])
 def test_small_steps_run_on_one_thread_and_a_large_projection_on_all(two_blas_threads, monkeypatch, rng,
                                                                      return_sequences):  # fmt: skip
-    """Below SERIAL_MACS the steps run on one BLAS thread; the projection keeps every thread when large."""
+    """Below _STEP_THREADS_MACS the steps run on one BLAS thread; the projection keeps every thread when large."""
     monkeypatch.setattr(kernels, "MKL_MACS", 1 << 40)  # the OpenBLAS loop, with or without oneMKL
     monkeypatch.setattr(kernels, "MKL_ROW_MACS", 1 << 40)
     seen = {"project": set(), "step": set()}
@@ -190,6 +190,28 @@ def test_small_steps_run_on_one_thread_and_a_large_projection_on_all(two_blas_th
         if return_sequences:
             np.testing.assert_allclose(h_seq, want_seq, rtol=1e-4, atol=1e-5)
     assert _blas_threads_now() >= 2  # the caller's thread count is back
+
+
+def test_steps_from_step_threads_macs_run_on_every_thread(two_blas_threads, monkeypatch, rng):
+    """From _STEP_THREADS_MACS multiply-adds per step (B = 8, H = 256: 2^19) the steps keep every BLAS thread."""
+    monkeypatch.setattr(kernels, "MKL_MACS", 1 << 40)  # the OpenBLAS loop, with or without oneMKL
+    monkeypatch.setattr(kernels, "MKL_ROW_MACS", 1 << 40)
+    assert 8 * 256 * 256 == numpy_kernel._STEP_THREADS_MACS
+    seen = set()
+    real_combine = numpy_kernel._numpy_combine
+
+    def numpy_combine(mod, activate):
+        combine = real_combine(mod, activate)
+        return lambda *args: (seen.add(_blas_threads_now()), combine(*args))[1]
+
+    monkeypatch.setattr(numpy_kernel, "_numpy_combine", numpy_combine)
+    for B, want in ((8, {_blas_threads_now()}), (7, {1})):
+        seen.clear()
+        x, h0, Wx, Wh, b = [a.astype(np.float32) for a in random_rnn(rng, 3, (B,), 4, 256)]
+        h_seq, _ = numpy_kernel.scan_numpy(np, x, h0, Wx, Wh, b, nonlinearity="tanh", lengths=None, reverse=False,
+                                           leak=1.0, return_sequences=True)  # fmt: skip
+        assert seen == want, B
+        np.testing.assert_allclose(h_seq, reference_rnn(x, h0, Wx, Wh, b)[0], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("B", [15, 16, 40])
@@ -232,7 +254,8 @@ def test_numpy_loop_with_wh_on_the_left_matches_reference(monkeypatch, rng, nonl
         assert seq is None
 
 
-@pytest.mark.parametrize("B, H, left", [(4, 512, True), (1, 512, False), (4, 256, False), (32, 512, False)])
+@pytest.mark.parametrize("B, H, left", [(4, 512, True), (1, 512, False), (8, 256, True), (4, 128, False),
+                                        (32, 512, False)])  # fmt: skip
 def test_numpy_loop_puts_wh_on_the_left_by_its_rule(monkeypatch, rng, B, H, left):
     """The measured rule at its own sizes (float32, 3 steps): the product's side, and the numbers."""
     monkeypatch.setattr(kernels, "MKL_MACS", 1 << 40)  # the OpenBLAS loop, with or without oneMKL
