@@ -55,11 +55,11 @@ _COPY_BELOW_BATCH = 16
 # likewise. NumPy's BLAS then takes the few rows as its small dimension. On
 # the 2-core EPYC VM with OpenBLAS (benchmarks/bench_orientation.py,
 # benchmarks/results/orientation-epyc.json) the left side was faster from
-# H = 256 with 2 to 16 rows forward (up to 1.7x; B = 4, H = 512: 29 us
-# against 49 us; at B = 4, H = 256, 0.85: the loop's whole time there was
+# H = 256 with 2 to 16 rows forward (up to 1.8x; B = 4, H = 512: 36 us
+# against 59 us; at B = 4, H = 256, 0.86: the loop's whole time there was
 # the same either way, 3.5 ms) and from H = 256 with 2 to 64 rows backward
-# (up to 1.9x); with one row, at H = 128 and forward from 32 rows either way
-# was faster by turns.
+# (up to 1.85x); with one row, at H = 128 and forward from 32 rows either
+# way was faster by turns.
 _WH_FIRST = {False: (256, 16), True: (256, 64)}  # (from H, at most B rows), forward and backward
 
 # The forward's steps run on every BLAS thread from _STEP_THREADS_MACS

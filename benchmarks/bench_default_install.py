@@ -1,0 +1,81 @@
+"""The default install against torch.nn.RNN, before and after a change: ``bench_default_install.py --before DIR``.
+
+Issue 29's third goal: the default install (NumPy + array-api-compat, the
+NumPy loop on NumPy's own BLAS) at least as fast as torch.nn.RNN at every
+size with B <= 16. This VM's run-to-run spread is as large as the effects,
+so the contenders run in rounds that alternate, every figure in a process of
+its own (``rnn_xp.bench.isolated``'s worker, 2 threads, float32): torch,
+rnn_xp from this checkout, and rnn_xp from ``--before`` (another checkout,
+for example a ``git worktree`` of the commit before). Each figure is the
+median over ``--rounds`` of the worker's median time. The table on stdout,
+progress on stderr, JSON into ``--out`` (docs/cpu-kernels.md, "The default
+install's product").
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, ROOT)
+
+TORCH, AFTER, BEFORE = "torch.nn.RNN", "default install", "default install, before"
+
+
+def _spawn(cwd, name, size, env):
+    spec = {"kind": "forward", "name": name, "size": list(size), "threads": 2, "rounds": 7, "budget_s": 0.25,
+            "leak": 1.0}  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=cwd, **env)
+    proc = subprocess.run([sys.executable, "-m", "rnn_xp.bench", "--worker", json.dumps(spec)], cwd=cwd,
+                          capture_output=True, text=True, env=env, timeout=600, check=True)  # fmt: skip
+    return json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])["seconds"] * 1e3
+
+
+def main(argv=None):
+    from rnn_xp.bench import CPU_GRID, SMALL_BATCH_GRID
+    from rnn_xp.bench.isolated import INSTALLS, REFERENCE
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", help="another checkout of rnn_xp (left out if not given)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", default=None, help="JSON file to write")
+    args = parser.parse_args(argv)
+    sizes = [tuple(s) for s in CPU_GRID + SMALL_BATCH_GRID if s[0] <= 16]
+    runs = [(TORCH, ROOT, TORCH, {}), (AFTER, ROOT, REFERENCE, INSTALLS[REFERENCE])]
+    if args.before:
+        runs.append((BEFORE, os.path.abspath(args.before), REFERENCE, INSTALLS[REFERENCE]))
+    times = {(s, label): [] for s in sizes for label, *_ in runs}
+    n, total = 0, args.rounds * len(sizes) * len(runs)
+    for _ in range(args.rounds):
+        for size in sizes:
+            for label, cwd, name, env in runs:
+                n += 1
+                print(f"[{n}/{total}] {size} {label}", file=sys.stderr, flush=True)
+                times[size, label].append(_spawn(cwd, name, size, env))
+    rows = []
+    for size in sizes:
+        row = {"size": list(size), **{label: statistics.median(times[size, label]) for label, *_ in runs}}
+        row["all"] = {label: times[size, label] for label, *_ in runs}
+        rows.append(row)
+    labels = [label for label, *_ in runs]
+    head = ["(B, T, D, H)", *(f"{k} ms" for k in labels), "after / torch"] + (["before / torch"] if args.before else [])
+    print("| " + " | ".join(head) + " |")
+    print("|---" * len(head) + "|")
+    for r in rows:
+        cells = [str(tuple(r["size"]))] + [f"{r[k]:.3g}" for k in labels] + [f"{r[AFTER] / r[TORCH]:.2f}"]
+        cells += [f"{r[BEFORE] / r[TORCH]:.2f}"] if args.before else []
+        print("| " + " | ".join(cells) + " |")
+    if args.out:
+        from rnn_xp.bench.machine import machine_info
+
+        with open(args.out, "w") as fh:
+            json.dump({"unit": "ms", "meta": machine_info(os.cpu_count()), "rounds": args.rounds, "rows": rows}, fh,
+                      indent=1)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
