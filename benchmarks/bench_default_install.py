@@ -37,6 +37,7 @@ def _spawn(cwd, name, size, env):
 def main(argv=None):
     from rnn_xp.bench import CPU_GRID, SMALL_BATCH_GRID
     from rnn_xp.bench.isolated import INSTALLS, REFERENCE
+    from rnn_xp.bench.report import table, write_rows
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", help="another checkout of rnn_xp (left out if not given)")
@@ -62,18 +63,10 @@ def main(argv=None):
         rows.append(row)
     labels = [label for label, *_ in runs]
     head = ["(B, T, D, H)", *(f"{k} ms" for k in labels), "after / torch"] + (["before / torch"] if args.before else [])
-    print("| " + " | ".join(head) + " |")
-    print("|---" * len(head) + "|")
-    for r in rows:
-        cells = [str(tuple(r["size"]))] + [f"{r[k]:.3g}" for k in labels] + [f"{r[AFTER] / r[TORCH]:.2f}"]
-        cells += [f"{r[BEFORE] / r[TORCH]:.2f}"] if args.before else []
-        print("| " + " | ".join(cells) + " |")
+    print(table(head, [[str(tuple(r["size"]))] + [f"{r[k]:.3g}" for k in labels] + [f"{r[AFTER] / r[TORCH]:.2f}"]
+                       + ([f"{r[BEFORE] / r[TORCH]:.2f}"] if args.before else []) for r in rows]))  # fmt: skip
     if args.out:
-        from rnn_xp.bench.machine import machine_info
-
-        with open(args.out, "w") as fh:
-            json.dump({"unit": "ms", "meta": machine_info(os.cpu_count()), "rounds": args.rounds, "rows": rows}, fh,
-                      indent=1)  # fmt: skip
+        write_rows(args.out, "ms", rows, rounds=args.rounds)
     return 0
 
 

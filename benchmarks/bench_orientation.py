@@ -19,9 +19,7 @@ install's product").
 """
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 
@@ -75,6 +73,8 @@ def _row(B, H, repeats):
 
 
 def main(argv=None):
+    from rnn_xp.bench.report import table, write_rows
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="H = 512 only")
     parser.add_argument("--repeats", type=int, default=7)
@@ -90,20 +90,12 @@ def main(argv=None):
     names = ["h @ WhT", "h @ Wh.T", "Wh @ h.T", "dz @ Wh", "WhT @ dz.T"]
     head = ["B", "H", *(f"{k} (us)" for k in names), "forward speedup, Wh left", "backward speedup, Wh left",
             "rule (forward/backward)"]
-    print("| " + " | ".join(head) + " |")
-    print("|---" * len(head) + "|")
-    for r in rows:
-        cells = [str(r["B"]), str(r["H"])] + [f"{r[k]:.1f}" for k in names]
-        cells += [f"{r['forward speedup, Wh left']:.2f}", f"{r['backward speedup, Wh left']:.2f}",
-                  "/".join("left" if k else "right" for k in r["rule"])]
-        print("| " + " | ".join(cells) + " |")
+    cells = [[str(r["B"]), str(r["H"])] + [f"{r[k]:.1f}" for k in names]
+             + [f"{r['forward speedup, Wh left']:.2f}", f"{r['backward speedup, Wh left']:.2f}",
+                "/".join("left" if k else "right" for k in r["rule"])] for r in rows]  # fmt: skip
+    print(table(head, cells))
     if args.out:
-        from rnn_xp.bench.machine import machine_info
-
-        meta = machine_info(os.cpu_count())
-        meta["arch"] = platform.machine()
-        with open(args.out, "w") as fh:
-            json.dump({"unit": "us per step", "meta": meta, "rows": rows}, fh, indent=1)
+        write_rows(args.out, "us per step", rows)
     return 0
 
 

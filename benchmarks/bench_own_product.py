@@ -20,10 +20,7 @@ into ``--out`` (docs/cpu-kernels.md, "The own product: before and after").
 """
 
 import argparse
-import importlib
-import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -103,6 +100,8 @@ def main(argv=None):
         name, *nums = args.one
         print(_figure(name.replace("_", " "), *map(int, nums)))
         return 0
+    from rnn_xp.bench.report import table, write_rows
+
     sizes = QUICK if args.quick else SIZES
     rows, n, total = [], 0, len(sizes) * len(FIGURES)
     for size in sizes:
@@ -117,21 +116,10 @@ def main(argv=None):
         row["rest"] = row["own 1 thread"] - row["product"] - row["projection"]
         rows.append(row)
     head = ["(B, T, D, H)", *FIGURES, "rest", "own / numpy", "own / blas"]
-    print("| " + " | ".join(head) + " |")
-    print("|---" * len(head) + "|")
-    for r in rows:
-        cells = [str(tuple(r["size"]))] + [f"{r[k]:.3g}" for k in (*FIGURES, "rest")]
-        cells += [f"{r['own'] / r['numpy']:.2f}", f"{r['own'] / r['blas']:.2f}"]
-        print("| " + " | ".join(cells) + " |")
+    print(table(head, [[str(tuple(r["size"]))] + [f"{r[k]:.3g}" for k in (*FIGURES, "rest")]
+                       + [f"{r['own'] / r['numpy']:.2f}", f"{r['own'] / r['blas']:.2f}"] for r in rows]))  # fmt: skip
     if args.out:
-        from rnn_xp.bench.machine import machine_info
-
-        importlib.import_module("numpy")  # loaded, so that its BLAS is in the thread pools listed
-
-        meta = machine_info(os.cpu_count())
-        meta["arch"] = platform.machine()
-        with open(args.out, "w") as fh:
-            json.dump({"unit": "ms", "meta": meta, "rows": rows}, fh, indent=1)
+        write_rows(args.out, "ms", rows)
     return 0
 
 

@@ -22,7 +22,7 @@ import sys
 
 from .cells import BASELINE, FAST, GPU_TARGETS, PERSISTENT_ROWS
 
-__all__ = ["chart", "contender_names", "markdown", "print_tables", "write_json"]
+__all__ = ["chart", "contender_names", "markdown", "print_tables", "table", "write_json", "write_rows"]
 
 
 def write_json(path, obj):
@@ -35,6 +35,30 @@ def write_json(path, obj):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def table(head, cells):
+    """A Markdown table: the ``head`` names, then one line per list of ``cells`` (strings).
+
+    >>> print(table(["a", "b"], [["1", "2"]]))
+    | a | b |
+    |---|---|
+    | 1 | 2 |
+    """
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
+
+
+def write_rows(path, unit, rows, **extra):
+    """A benchmark script's results: ``{"unit", "meta", **extra, "rows"}``, ``meta`` this machine's
+    ``machine_info`` (NumPy's BLAS among its thread pools) and its architecture."""
+    import platform
+
+    from .machine import machine_info
+
+    meta = machine_info(os.cpu_count())
+    meta["arch"] = platform.machine()
+    write_json(path, {"unit": unit, "meta": meta, **extra, "rows": rows})
 
 
 def contender_names(grid):

@@ -22,4 +22,5 @@ def test_orientation_benchmark_writes_every_form_and_the_rule(tmp_path, capsys):
         assert all(t > 0 for t in times)
         assert r["forward speedup, Wh left"] == min(times[0], times[1]) / times[2]
         assert r["rule"] == [wh_first(r["B"], 512), wh_first(r["B"], 512, backward=True)]
-    assert data["meta"] and "| 4 | 512 |" in capsys.readouterr().out
+    assert data["unit"] == "us per step" and data["meta"]["arch"] and data["meta"]["threadpools"]
+    assert "| 4 | 512 |" in capsys.readouterr().out
