@@ -75,6 +75,7 @@ def wh_first(B, H, backward=False):
     units, rows = _WH_FIRST[bool(backward)]
     return H >= units and 2 <= B <= rows
 
+
 # When the steps run on one BLAS thread, the input projection of a block of
 # time steps (one matrix product) still gets every thread from this many
 # multiply-adds: with D = H = 256, B = 8, T = 200 it is 105M multiply-adds.
@@ -181,7 +182,7 @@ def scan_inplace(
                         activate(o, h, tmp)
                         threads.stop()
                     else:
-                        if WhT is None:
+                        if left:
                             mod.matmul(Wh, h.T, out=tmp_t)  # (h @ Wh.T).T
                         else:
                             mod.matmul(h, WhT, out=tmp)

@@ -32,8 +32,8 @@ import numpy as np
 
 from . import _threads
 from ._blocks import transposed_copy
-from .numpy import wh_first
 from ._threads import blas_threads
+from .numpy import wh_first
 
 __all__ = ["backward_numpy", "derivative_buffer", "weight_gradients", "without_padding"]
 
@@ -60,7 +60,7 @@ def backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, lengths,
     # 2. The loop, against the forward's direction.
     left = wh_first(B, H, backward=True)  # Wh.T @ dz_t.T into (H, B) buffers; g and tmp are their (B, H) views
     WhT = transposed_copy(np, Wh) if left else None  # (H, H)
-    g = (np.zeros((H, B), dtype=dtype).T if left else np.zeros((B, H), dtype=dtype))
+    g = np.zeros((H, B), dtype=dtype).T if left else np.zeros((B, H), dtype=dtype)
     if dh_n is not None:
         g[...] = dh_n.reshape(B, H)
     tmp = np.empty((H, B), dtype=dtype).T if left else np.empty((B, H), dtype=dtype)  # dz_t @ Wh, then the next g
