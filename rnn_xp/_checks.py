@@ -13,9 +13,11 @@ import numbers
 from ._compat import (
     array_namespace,
     device,
+    device_of,
     is_array,
     is_dask_namespace,
     is_numpy_namespace,
+    known_array,
     namespace_of,
     refuse_masked,
 )
@@ -31,13 +33,30 @@ def check_float_dtypes(xp, named_arrays):
     for name, arr in named_arrays.items():
         if arr is None:
             continue
-        if not xp.isdtype(arr.dtype, "real floating"):
+        if not _real_floating(xp, arr.dtype):
             raise TypeError(
                 f"{name} must have a real floating dtype (float32 or float64; float16 and bfloat16 where the "
                 f"library has them); got {arr.dtype}"
             )
         arrays.append(arr)
     return xp.result_type(*arrays)
+
+
+_REAL_FLOATING = set()  # (namespace, dtype) pairs found real floating: asked once each
+
+
+def _real_floating(xp, dtype):
+    """``xp.isdtype(dtype, "real floating")``, remembered for the dtypes that are (a dtype that
+    cannot be a set's member is asked every time)."""
+    try:
+        if (xp, dtype) in _REAL_FLOATING:
+            return True
+    except TypeError:  # not hashable
+        return xp.isdtype(dtype, "real floating")
+    if not xp.isdtype(dtype, "real floating"):
+        return False
+    _REAL_FLOATING.add((xp, dtype))
+    return True
 
 
 def check_same_device(named_arrays):
@@ -53,7 +72,7 @@ def check_same_device(named_arrays):
     for name, arr in named_arrays.items():
         if arr is None:
             continue
-        dev = device(arr)
+        dev = device_of(arr)
         if dev is None:  # a tracer: placed only when the traced program runs
             continue
         if first is None:
@@ -317,6 +336,8 @@ def require(named, names):
     for name in names:
         if named[name] is None:
             raise TypeError(f"{name} is required; got None")
+        if known_array(named[name]):
+            continue
         refuse_masked(name, named[name])
         if not is_array(named[name]):
             raise TypeError(f"{name} must be an array; got {type(named[name]).__name__}")

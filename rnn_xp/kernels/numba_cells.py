@@ -38,11 +38,10 @@ are not available.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy
 
-from . import numba_cpu
+from . import _threads, numba_cpu
 from . import numpy_cells
 from .portable import per_part
 from ._blocks import block_steps, project
@@ -87,7 +86,7 @@ def plan(B, P, GH, backward=False):
     """
     macs = B * P * GH
     if not backward:
-        two = B >= _FORWARD_TWO_CALLERS_ROWS and macs >= _FORWARD_TWO_CALLERS_MACS and (os.cpu_count() or 1) >= 2
+        two = B >= _FORWARD_TWO_CALLERS_ROWS and macs >= _FORWARD_TWO_CALLERS_MACS and _threads.CPUS >= 2
         return "own", 2 if two else 1
     product = "own" if macs < _OWN_PRODUCT_MACS or B <= _OWN_PRODUCT_ROWS else "blas"
     return product, 1

@@ -58,7 +58,7 @@ import os
 import threading
 import warnings
 
-from . import _numpy_loops, _settings
+from . import _numpy_loops, _settings, _threads
 from ._blocks import project, time_blocks, transposed_copy
 from ._threads import blas_threads, run_parallel
 from .numpy import scan_numpy
@@ -123,7 +123,7 @@ def plan(B, H, threads=None, backward=False):
     no synchronisation) or ``"cols"`` (each thread computes its columns of
     every row, a barrier per step); ``n`` is 1 or 2.
     """
-    threads = min(2, os.cpu_count() or 1) if threads is None else threads
+    threads = min(2, _threads.CPUS) if threads is None else threads
     macs = B * H * H
     product = "own"
     min_rows = _BACKWARD_ROW_SPLIT_MIN_ROWS if backward else _ROW_SPLIT_MIN_ROWS

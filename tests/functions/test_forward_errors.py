@@ -513,6 +513,33 @@ def test_masked_arrays_are_refused(where):
         call()
 
 
+def test_what_is_remembered_by_type_still_refuses():
+    """NumPy's ndarray namespace and the dtypes found floating are remembered after the first call: a masked
+    array, an integer array and a subclass are still each checked in full after many plain calls."""
+    from rnn_xp import _compat
+
+    x, Wx = np.ones((2, 1, 1), np.float32), np.ones((1, 1), np.float32)
+    h0, Wh = np.zeros((1, 1), np.float32), np.full((1, 1), 0.5, np.float32)
+    want = rnn_xp.rnn_forward(x, h0, Wx, Wh)
+    for _ in range(3):
+        np.testing.assert_array_equal(rnn_xp.rnn_forward(x, h0, Wx, Wh), want)
+    assert _compat.known_array(Wh)
+    masked = np.ma.array(Wh, mask=np.zeros((1, 1), bool))
+    assert not _compat.known_array(masked)
+    with pytest.raises(TypeError, match=r"Wh is a NumPy masked array"):
+        rnn_xp.rnn_forward(x, h0, Wx, masked)
+    with pytest.raises(TypeError, match=r"Wh must have a real floating dtype .*got int32"):
+        rnn_xp.rnn_forward(x, h0, Wx, np.zeros((1, 1), np.int32))
+    with pytest.raises(TypeError, match=r"h0 must be an array .*got list"):
+        rnn_xp.rnn_forward(x, [[0.0]], Wx, Wh)
+
+    class Sub(np.ndarray):
+        pass
+
+    assert not _compat.known_array(Wh.view(Sub))  # the exact type only
+    assert _compat.device_of(Wh) == _compat.device(Wh)
+
+
 @pytest.mark.parametrize("fn", ["rnn", "gru"])
 def test_a_ragged_mask_list_names_mask_and_the_shape_it_needs(fn):
     """Rows of different lengths: a ValueError naming ``mask`` and ``(*batch, T)`` (NumPy's own message named nothing)."""

@@ -28,7 +28,7 @@ import pytest
 
 import rnn_xp
 from rnn_xp.cells import GRUCell, GRUWeights, LSTMCell, LSTMWeights
-from rnn_xp.kernels import _blocks, numba_backward, numba_cells, numba_cpu
+from rnn_xp.kernels import _blocks, _threads, numba_backward, numba_cells, numba_cpu
 from rnn_xp.kernels.portable import backward_cell, backward_portable, scan_cell, scan_portable
 from support import reference_rnn
 
@@ -282,7 +282,7 @@ def test_cells_the_blas_product_calls_blas_every_step(monkeypatch, rng, cell):
 
 
 def test_cells_plan(monkeypatch):
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(_threads, "CPUS", 2)
     # the forward: the register-blocked own product, on two callers from 8 rows and 2^17 multiply-adds
     assert numba_cells.plan(1, 64, 256) == ("own", 1)
     assert numba_cells.plan(4, 512, 2048) == ("own", 1)  # two rows a caller: one caller
@@ -290,7 +290,7 @@ def test_cells_plan(monkeypatch):
     assert numba_cells.plan(16, 8, 32) == ("own", 1)  # a step too small to share
     assert numba_cells.plan(16, 128, 512) == ("own", 2)
     assert numba_cells.plan(64, 1024, 4096) == ("own", 2)
-    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(_threads, "CPUS", 1)
     assert numba_cells.plan(64, 1024, 4096) == ("own", 1)
     # the backward: BLAS's product beyond two rows
     assert numba_cells.plan(2, 1024, 4096, backward=True) == ("own", 1)  # two rows: a product per row
