@@ -1,15 +1,18 @@
-"""The default install against torch.nn.RNN, before and after a change: ``bench_default_install.py --before DIR``.
+"""An install of rnn_xp against torch or JAX, before and after a change: ``bench_default_install.py --before DIR``.
 
 Issue 29's third goal: the default install (NumPy + array-api-compat, the
 NumPy loop on NumPy's own BLAS) at least as fast as torch.nn.RNN at every
-size with B <= 16. This VM's run-to-run spread is as large as the effects,
-so the contenders run in rounds that alternate, every figure in a process of
-its own (``rnn_xp.bench.isolated``'s worker, 2 threads, float32): torch,
-rnn_xp from this checkout, and rnn_xp from ``--before`` (another checkout,
-for example a ``git worktree`` of the commit before). Each figure is the
-median over ``--rounds`` of the worker's median time. The table on stdout,
-progress on stderr, JSON into ``--out`` (docs/cpu-kernels.md, "The default
-install's product").
+size with B <= 16; and its second, with ``--install fast --baseline jax``:
+the ``fast`` extras faster than JAX's ``lax.scan``. This VM's run-to-run
+spread is as large as the effects, so the contenders run in rounds that
+alternate, every figure in a process of its own (``rnn_xp.bench.isolated``'s
+worker, 2 threads, float32): the baseline (``torch.nn.RNN``, or rnn_xp on
+JAX), rnn_xp from this checkout, and rnn_xp from ``--before`` (another
+checkout, for example a ``git worktree`` of the commit before). Each figure
+is the median over ``--rounds`` of the worker's median time. ``--sizes``:
+the CPU and small-batch grids' sizes with ``B <= 16`` (the default), or all
+of them. The table on stdout, progress on stderr, JSON into ``--out``
+(docs/cpu-kernels.md, "The default install's product").
 """
 
 import argparse
@@ -22,7 +25,10 @@ import sys
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, ROOT)
 
-TORCH, AFTER, BEFORE = "torch.nn.RNN", "default install", "default install, before"
+BASELINES = {"torch": "torch.nn.RNN", "jax": "rnn_xp jax (lax.scan)"}
+# --install: the names of rnn_xp.bench.isolated.INSTALLS, shortened
+INSTALL_NAMES = {"default": "rnn_xp numpy: default install", "numba": "rnn_xp numpy: numba extra",
+                 "mkl": "rnn_xp numpy: mkl extra", "fast": "rnn_xp numpy: numba + mkl extras"}  # fmt: skip
 
 
 def _spawn(cwd, name, size, env):
@@ -36,18 +42,25 @@ def _spawn(cwd, name, size, env):
 
 def main(argv=None):
     from rnn_xp.bench import CPU_GRID, SMALL_BATCH_GRID
-    from rnn_xp.bench.isolated import INSTALLS, REFERENCE
+    from rnn_xp.bench.isolated import FORWARD, INSTALLS
     from rnn_xp.bench.report import table, write_rows
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", help="another checkout of rnn_xp (left out if not given)")
+    parser.add_argument("--install", choices=sorted(INSTALL_NAMES), default="default",
+                        help="which install of rnn_xp: default, numba, mkl, or fast (numba + mkl)")
+    parser.add_argument("--baseline", choices=sorted(BASELINES), default="torch")
+    parser.add_argument("--sizes", choices=("b16", "all"), default="b16",
+                        help="b16: the grids' sizes with B <= 16; all: every size of both grids")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=None, help="JSON file to write")
     args = parser.parse_args(argv)
-    sizes = [tuple(s) for s in CPU_GRID + SMALL_BATCH_GRID if s[0] <= 16]
-    runs = [(TORCH, ROOT, TORCH, {}), (AFTER, ROOT, REFERENCE, INSTALLS[REFERENCE])]
+    sizes = [tuple(s) for s in CPU_GRID + SMALL_BATCH_GRID if args.sizes == "all" or s[0] <= 16]
+    base, install = BASELINES[args.baseline], INSTALL_NAMES[args.install]
+    after, before = f"{args.install} install", f"{args.install} install, before"
+    runs = [(base, ROOT, base, FORWARD[base].env), (after, ROOT, install, INSTALLS[install])]
     if args.before:
-        runs.append((BEFORE, os.path.abspath(args.before), REFERENCE, INSTALLS[REFERENCE]))
+        runs.append((before, os.path.abspath(args.before), install, INSTALLS[install]))
     times = {(s, label): [] for s in sizes for label, *_ in runs}
     n, total = 0, args.rounds * len(sizes) * len(runs)
     for _ in range(args.rounds):
@@ -62,11 +75,13 @@ def main(argv=None):
         row["all"] = {label: times[size, label] for label, *_ in runs}
         rows.append(row)
     labels = [label for label, *_ in runs]
-    head = ["(B, T, D, H)", *(f"{k} ms" for k in labels), "after / torch"] + (["before / torch"] if args.before else [])
-    print(table(head, [[str(tuple(r["size"]))] + [f"{r[k]:.3g}" for k in labels] + [f"{r[AFTER] / r[TORCH]:.2f}"]
-                       + ([f"{r[BEFORE] / r[TORCH]:.2f}"] if args.before else []) for r in rows]))  # fmt: skip
+    short = args.baseline
+    head = ["(B, T, D, H)", *(f"{k} ms" for k in labels), f"after / {short}"] + \
+        ([f"before / {short}"] if args.before else [])  # fmt: skip
+    print(table(head, [[str(tuple(r["size"]))] + [f"{r[k]:.3g}" for k in labels] + [f"{r[after] / r[base]:.2f}"]
+                       + ([f"{r[before] / r[base]:.2f}"] if args.before else []) for r in rows]))  # fmt: skip
     if args.out:
-        write_rows(args.out, "ms", rows, rounds=args.rounds)
+        write_rows(args.out, "ms", rows, rounds=args.rounds, install=install, baseline=base)
     return 0
 
 

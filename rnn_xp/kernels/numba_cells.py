@@ -10,8 +10,10 @@ loop's bit for bit but for the products' rounding):
 
 1. Forward: the input projection (``x @ W.T + b`` with the cell's
    ``input_weights``) a block of steps at a time into one buffer reused for
-   every block, by the compiled own product on the loop's own threads (with
-   ``product="blas"``: one GEMM on every BLAS thread); one compiled call then
+   every block (``projection_steps``: the whole sequence at once up to
+   ``PROJECTION_ELEMENTS`` with ``return_sequences``), by the compiled own
+   product on the loop's own threads (with ``product="blas"``: one GEMM on
+   every BLAS thread); one compiled call then
    runs every step of a block of rows: the step's projection copied gate by
    gate into a scratch (every block ``pointwise`` reads is C-contiguous),
    ``hg = h @ W_hh.T`` by the register-blocked own product
@@ -47,7 +49,8 @@ from .portable import per_part
 from ._blocks import block_steps, project
 from ._threads import blas_threads
 
-__all__ = ["ACTIVATIONS", "backward_cells_numba", "plan", "scan_cells_numba", "takes"]
+__all__ = ["ACTIVATIONS", "PROJECTION_ELEMENTS", "backward_cells_numba", "plan", "projection_steps",
+           "scan_cells_numba", "takes"]
 
 # Per-step multiply-adds (rows x P x G*H) below which the loop's own product
 # beats a call into BLAS: the Elman loop's number (numba_cpu's). Up to
@@ -69,6 +72,28 @@ _OWN_PRODUCT_ROWS = 2
 # half the BLAS product's time.
 _FORWARD_TWO_CALLERS_ROWS = 8
 _FORWARD_TWO_CALLERS_MACS = 1 << 17
+
+
+# With return_sequences the input projection takes as many steps at a time as
+# PROJECTION_ELEMENTS elements hold (64 MiB in float32; every size of the LSTM
+# and GRU grids in one block), in memory of the result's order (G*H per row
+# and step, against the outputs' P + H). In blocks of _blocks.BLOCK_STEPS (32)
+# steps each block streamed W_ih again and handed the rows to the callers
+# again: an LSTM forward at (B, T, D, H) = (16, 100, 64, 128) took 3.9 to 4.0
+# ms in four blocks and 2.6 to 3.2 in one, (8, 200, 64, 256) 7.6 against 6.8,
+# (32, 100, 128, 256) 16.9 to 18.3 against 14.3 to 16.1, (64, 50, 512, 1024)
+# 167 to 172 against 156 to 157 (each in its own process on the 2-core VM).
+# Without return_sequences memory stays O(B * G * H) whatever T is
+# (_blocks.block_steps). Read at every call (tests set smaller ones).
+PROJECTION_ELEMENTS = 1 << 24
+
+
+def projection_steps(T, B, GH, return_sequences):
+    """How many time steps the forward projects at a time (at least one): ``PROJECTION_ELEMENTS`` elements
+    of ``B * GH`` per step with ``return_sequences``, ``_blocks.block_steps`` without."""
+    if not return_sequences:
+        return block_steps(T, B, GH)
+    return max(1, min(T, PROJECTION_ELEMENTS // max(B * GH, 1)))
 
 
 def plan(B, P, GH, backward=False):
@@ -171,7 +196,7 @@ def _scan(cell, x, state0, w, lengths, reverse, return_sequences, product, threa
         numpy.ascontiguousarray(numpy.asarray(lengths).reshape(B), dtype=numpy.int64)  # fmt: skip
     extras = cell.extras(w)
 
-    n = block_steps(T, B, GH)  # the projection a block of steps at a time: O(B * G * H) memory whatever T is
+    n = projection_steps(T, B, GH, return_sequences)  # the input projection, a block of steps at a time
     W_in, b_in = cell.input_weights(w)  # the cell's projection is x @ W_in.T + b_in
     XG = numpy.empty((n, B, GH), dtype=dtype)  # (n, B, G*H): a block's projection, reused for every block
     XS = numpy.empty((G, B, H), dtype=dtype)  # (G, B, H): a step's projection gate by gate

@@ -141,6 +141,32 @@ def test_cells_forward_odd_blocks_of_time_and_odd_T(monkeypatch, rng, cell, bloc
 
 
 @pytest.mark.parametrize("cell", GATED)
+@pytest.mark.parametrize("steps", [5, 7])
+def test_cells_forward_projection_in_blocks_with_return_sequences(monkeypatch, rng, cell, steps):
+    """return_sequences=True projects PROJECTION_ELEMENTS at a time: blocks of odd lengths (a smaller budget),
+    odd T, every path, against the portable loop."""
+    case = _cell_inputs(rng, cell, 23, (5,), 7, 19, "float64")
+    GH = case[3].W_hh.shape[0]
+    monkeypatch.setattr(numba_cells, "PROJECTION_ELEMENTS", steps * 5 * GH + 3)  # `steps` steps of 5 rows
+    assert numba_cells.projection_steps(23, 5, GH, True) == steps
+    lens = np.asarray([23, 0, 11, 22, 1], dtype=np.int64)
+    for path, reverse, lengths in itertools.product(CELL_PATHS, (False, True), (None, lens)):
+        got, want = _cell_forward_both(case, lengths, path, reverse=reverse, return_sequences=True)
+        _cell_check(got, want, "float64", (path, reverse, lengths is not None))
+
+
+def test_cells_projection_steps():
+    # return_sequences: the whole sequence at every size of the LSTM/GRU grids (G * H columns)
+    for B, T, H in ((1, 200, 64), (16, 100, 128), (32, 100, 256), (64, 50, 1024)):
+        assert numba_cells.projection_steps(T, B, 4 * H, True) == T
+    assert numba_cells.projection_steps(10_000, 64, 4096, True) == 64  # a long one: 64 MiB of float32 at a time
+    assert numba_cells.projection_steps(5, 1 << 20, 64, True) == 1  # at least one step
+    # without it, _blocks' bound: 32 steps and 1M elements
+    assert numba_cells.projection_steps(100, 16, 512, False) == 32
+    assert numba_cells.projection_steps(50, 64, 4096, False) == 4
+
+
+@pytest.mark.parametrize("cell", GATED)
 def test_cells_forward_nan_and_inf_where_the_portable_loop_has_them(rng, cell):
     c, x, state0, w = _cell_inputs(rng, cell, 6, (4,), 3, 6, "float64")
     x[2, 0, 1] = np.nan  # sequence 0 turns NaN from step 2 on
