@@ -11,7 +11,8 @@ JAX), rnn_xp from this checkout, and rnn_xp from ``--before`` (another
 checkout, for example a ``git worktree`` of the commit before). Each figure
 is the median over ``--rounds`` of the worker's median time. ``--sizes``:
 the CPU and small-batch grids' sizes with ``B <= 16`` (the default), or all
-of them. The table on stdout, progress on stderr, JSON into ``--out``
+of them; ``--cell lstm`` or ``gru``: the gated cell's forward on the CPU
+grid, against torch.nn.LSTM / GRU or rnn_xp on JAX. The table on stdout, progress on stderr, JSON into ``--out``
 (docs/cpu-kernels.md, "The default install's product").
 """
 
@@ -31,9 +32,9 @@ INSTALL_NAMES = {"default": "rnn_xp numpy: default install", "numba": "rnn_xp nu
                  "mkl": "rnn_xp numpy: mkl extra", "fast": "rnn_xp numpy: numba + mkl extras"}  # fmt: skip
 
 
-def _spawn(cwd, name, size, env):
+def _spawn(cwd, name, size, env, cell="rnn"):
     spec = {"kind": "forward", "name": name, "size": list(size), "threads": 2, "rounds": 7, "budget_s": 0.25,
-            "leak": 1.0}  # fmt: skip
+            "leak": 1.0, "cell": cell}  # fmt: skip
     env = dict(os.environ, PYTHONPATH=cwd, **env)
     proc = subprocess.run([sys.executable, "-m", "rnn_xp.bench", "--worker", json.dumps(spec)], cwd=cwd,
                           capture_output=True, text=True, env=env, timeout=600, check=True)  # fmt: skip
@@ -41,8 +42,8 @@ def _spawn(cwd, name, size, env):
 
 
 def main(argv=None):
-    from rnn_xp.bench import CPU_GRID, SMALL_BATCH_GRID
-    from rnn_xp.bench.isolated import FORWARD, INSTALLS
+    from rnn_xp.bench import CPU_GRID, SMALL_BATCH_GRID, gated
+    from rnn_xp.bench.isolated import FORWARD, GATED, INSTALLS
     from rnn_xp.bench.report import table, write_rows
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -52,13 +53,19 @@ def main(argv=None):
     parser.add_argument("--baseline", choices=sorted(BASELINES), default="torch")
     parser.add_argument("--sizes", choices=("b16", "all"), default="b16",
                         help="b16: the grids' sizes with B <= 16; all: every size of both grids")
+    parser.add_argument("--cell", choices=("rnn", *gated.GATES), default="rnn",
+                        help="rnn (both grids), or lstm / gru (the CPU grid; the baseline torch.nn.LSTM / GRU)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=None, help="JSON file to write")
     args = parser.parse_args(argv)
-    sizes = [tuple(s) for s in CPU_GRID + SMALL_BATCH_GRID if args.sizes == "all" or s[0] <= 16]
-    base, install = BASELINES[args.baseline], INSTALL_NAMES[args.install]
+    grid = CPU_GRID if args.cell != "rnn" else CPU_GRID + SMALL_BATCH_GRID
+    sizes = [tuple(s) for s in grid if args.sizes == "all" or s[0] <= 16]
+    table_ = FORWARD if args.cell == "rnn" else GATED[args.cell]
+    base = BASELINES[args.baseline] if args.cell == "rnn" else \
+        {"torch": gated.BASELINES[args.cell], "jax": gated.JAX}[args.baseline]  # fmt: skip
+    install = INSTALL_NAMES[args.install]
     after, before = f"{args.install} install", f"{args.install} install, before"
-    runs = [(base, ROOT, base, FORWARD[base].env), (after, ROOT, install, INSTALLS[install])]
+    runs = [(base, ROOT, base, table_[base].env), (after, ROOT, install, INSTALLS[install])]
     if args.before:
         runs.append((before, os.path.abspath(args.before), install, INSTALLS[install]))
     times = {(s, label): [] for s in sizes for label, *_ in runs}
@@ -68,7 +75,7 @@ def main(argv=None):
             for label, cwd, name, env in runs:
                 n += 1
                 print(f"[{n}/{total}] {size} {label}", file=sys.stderr, flush=True)
-                times[size, label].append(_spawn(cwd, name, size, env))
+                times[size, label].append(_spawn(cwd, name, size, env, args.cell))
     rows = []
     for size in sizes:
         row = {"size": list(size), **{label: statistics.median(times[size, label]) for label, *_ in runs}}
@@ -81,7 +88,7 @@ def main(argv=None):
     print(table(head, [[str(tuple(r["size"]))] + [f"{r[k]:.3g}" for k in labels] + [f"{r[after] / r[base]:.2f}"]
                        + ([f"{r[before] / r[base]:.2f}"] if args.before else []) for r in rows]))  # fmt: skip
     if args.out:
-        write_rows(args.out, "ms", rows, rounds=args.rounds, install=install, baseline=base)
+        write_rows(args.out, "ms", rows, rounds=args.rounds, install=install, baseline=base, cell=args.cell)
     return 0
 
 
