@@ -107,8 +107,10 @@ _DERIVATIVE = {"tanh": _dtanh, "relu": _drelu, "sigmoid": _dsigmoid}
 
 def _sigmoid(xp, z):
     e = xp.exp(-xp.abs(z))  # in (0, 1]: no overflow on either side
-    # 1 / (1 + e) where z >= 0, e / (1 + e) elsewhere: one division (the compiled loops' formula, the same bits)
-    return xp.where(z >= 0, xp.ones_like(e), e) / (1 + e)
+    # 1 / (1 + e) where z >= 0, e / (1 + e) elsewhere: one division (the compiled loops' formula, the same
+    # bits). The numerator is max(e, [z >= 0]) (e <= 1; NaN stays NaN): NumPy's where() on a mask of
+    # random signs mispredicts a branch per element (0.81 ms for 1600 x 128 float32 here, maximum 0.03)
+    return xp.maximum(e, xp.astype(z >= 0, e.dtype)) / (1 + e)
 
 
 def _make(name, alpha, beta):
