@@ -12,7 +12,8 @@ checkout, for example a ``git worktree`` of the commit before). Each figure
 is the median over ``--rounds`` of the worker's median time. ``--sizes``:
 the CPU and small-batch grids' sizes with ``B <= 16`` (the default), or all
 of them; ``--cell lstm`` or ``gru``: the gated cell's forward on the CPU
-grid, against torch.nn.LSTM / GRU or rnn_xp on JAX. The table on stdout, progress on stderr, JSON into ``--out``
+grid, against torch.nn.LSTM / GRU or rnn_xp on JAX (``--kind
+forward-backward``: the forward and the backward of the gated suites). The table on stdout, progress on stderr, JSON into ``--out``
 (docs/cpu-kernels.md, "The default install's product").
 """
 
@@ -32,8 +33,8 @@ INSTALL_NAMES = {"default": "rnn_xp numpy: default install", "numba": "rnn_xp nu
                  "mkl": "rnn_xp numpy: mkl extra", "fast": "rnn_xp numpy: numba + mkl extras"}  # fmt: skip
 
 
-def _spawn(cwd, name, size, env, cell="rnn"):
-    spec = {"kind": "forward", "name": name, "size": list(size), "threads": 2, "rounds": 7, "budget_s": 0.25,
+def _spawn(cwd, name, size, env, cell="rnn", kind="forward"):
+    spec = {"kind": kind, "name": name, "size": list(size), "threads": 2, "rounds": 7, "budget_s": 0.25,
             "leak": 1.0, "cell": cell}  # fmt: skip
     env = dict(os.environ, PYTHONPATH=cwd, **env)
     proc = subprocess.run([sys.executable, "-m", "rnn_xp.bench", "--worker", json.dumps(spec)], cwd=cwd,
@@ -55,9 +56,13 @@ def main(argv=None):
                         help="b16: the grids' sizes with B <= 16; all: every size of both grids")
     parser.add_argument("--cell", choices=("rnn", *gated.GATES), default="rnn",
                         help="rnn (both grids), or lstm / gru (the CPU grid; the baseline torch.nn.LSTM / GRU)")
+    parser.add_argument("--kind", choices=("forward", "forward-backward"), default="forward",
+                        help="forward-backward: the gated cells' forward and backward (with --cell lstm or gru)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=None, help="JSON file to write")
     args = parser.parse_args(argv)
+    if args.kind != "forward" and args.cell == "rnn":
+        parser.error("--kind forward-backward is timed for --cell lstm or gru")
     grid = CPU_GRID if args.cell != "rnn" else CPU_GRID + SMALL_BATCH_GRID
     sizes = [tuple(s) for s in grid if args.sizes == "all" or s[0] <= 16]
     table_ = FORWARD if args.cell == "rnn" else GATED[args.cell]
@@ -75,7 +80,7 @@ def main(argv=None):
             for label, cwd, name, env in runs:
                 n += 1
                 print(f"[{n}/{total}] {size} {label}", file=sys.stderr, flush=True)
-                times[size, label].append(_spawn(cwd, name, size, env, args.cell))
+                times[size, label].append(_spawn(cwd, name, size, env, args.cell, args.kind))
     rows = []
     for size in sizes:
         row = {"size": list(size), **{label: statistics.median(times[size, label]) for label, *_ in runs}}
@@ -88,7 +93,8 @@ def main(argv=None):
     print(table(head, [[str(tuple(r["size"]))] + [f"{r[k]:.3g}" for k in labels] + [f"{r[after] / r[base]:.2f}"]
                        + ([f"{r[before] / r[base]:.2f}"] if args.before else []) for r in rows]))  # fmt: skip
     if args.out:
-        write_rows(args.out, "ms", rows, rounds=args.rounds, install=install, baseline=base, cell=args.cell)
+        write_rows(args.out, "ms", rows, rounds=args.rounds, install=install, baseline=base, cell=args.cell,
+                   kind=args.kind)
     return 0
 
 

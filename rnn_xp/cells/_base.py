@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from .._activations import activation, check_activation, check_clip, derivative, derivative_at
 from .._checks import shape_str
-from .._compat import device, is_jax_namespace
+from .._compat import device, is_jax_namespace, is_numpy_namespace
 
 __all__ = [
     "ArrayOps",
@@ -19,6 +19,7 @@ __all__ = [
     "clipped",
     "gate_activations",
     "outer_sum",
+    "rows_matmul",
     "split_gates",
     "zero_invalid",
     "CellBase",
@@ -128,6 +129,21 @@ def outer_sum(xp, d, a, valid=None):
     return xp.matrix_transpose(xp.reshape(d, (N, Fd))) @ xp.reshape(a, (N, Fa))
 
 
+def rows_matmul(xp, a, W):
+    """``a @ W`` for ``a`` ``(..., K)`` and a 2-D ``W``: on NumPy one product over the rows of every leading axis.
+
+    NumPy's ``matmul`` of a 3-D ``a`` calls BLAS once per leading index (T
+    small products); the same numbers as one ``(N, K) @ (K, M)`` product took
+    0.17 to 0.83 of its time (float32 on the 2-core VM: 0.36 at (100, 16, 64)
+    @ (64, 512), 0.83 at (50, 64, 512) @ (512, 4096)). Other libraries fold the
+    leading axes themselves.
+    """
+    if a.ndim <= 2 or not is_numpy_namespace(xp):
+        return a @ W
+    lead, K, M = tuple(a.shape[:-1]), a.shape[-1], W.shape[-1]
+    return xp.reshape(xp.reshape(a, (math.prod(lead), K)) @ W, (*lead, M))
+
+
 def batch_sum(xp, d):
     """``d`` ``(T, *batch, F)`` summed over steps and batch: ``(F,)``."""
     N, F = math.prod(d.shape[:-1]), d.shape[-1]
@@ -192,7 +208,7 @@ class CellBase:
     def project(self, xp, x, w):
         """The input projection of every step at once: ``x @ W.T + b`` with ``(W, b) = input_weights(w)``."""
         W, b = self.input_weights(w)
-        xg = x @ W.T  # (T, *batch, G * H): one product for all steps
+        xg = rows_matmul(xp, x, W.T)  # (T, *batch, G * H): one product for all steps
         return xg if b is None else xg + b
 
     def __getstate__(self):

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 from .._activations import activation, check_activation, check_clip, derivative, derivative_at, is_plain
 from .._checks import check_leak, check_weights
-from ._base import CellBase, Sizes, batch_sum, outer_sum, zero_invalid
+from ._base import CellBase, Sizes, batch_sum, outer_sum, rows_matmul, zero_invalid
 
 __all__ = ["ElmanCell", "ElmanWeights"]
 
@@ -121,7 +121,7 @@ class ElmanCell(CellBase):
                 return (leak * xp.astype(active, h_seq.dtype),)
             act = h_seq if leak == 1.0 else (h_seq - (1.0 - leak) * h_prev) / leak  # f(z_t)
             return (leak * derivative(self.nonlinearity)(xp, act),)
-        z = x @ w.Wx.T + prev[0] @ WhT  # (T, *batch, H): the pre-activation, recomputed
+        z = rows_matmul(xp, x, w.Wx.T) + rows_matmul(xp, prev[0], WhT)  # (T, *batch, H): the pre-activation, recomputed
         if w.b is not None:
             z = z + w.b
         df = derivative_at(self.nonlinearity, self.alpha, self.beta)
@@ -142,7 +142,7 @@ class ElmanCell(CellBase):
     def grads(self, xp, d, x, prev, saved, w, valid):
         (dz,) = d
         x = zero_invalid(xp, x, valid)
-        dx = dz @ w.Wx  # (T, *batch, D)
+        dx = rows_matmul(xp, dz, w.Wx)  # (T, *batch, D)
         dWx = outer_sum(xp, dz, x)  # (H, D)
         dWh = outer_sum(xp, dz, prev[0], valid)  # (H, H)
         return dx, ElmanWeights(dWx, dWh, batch_sum(xp, dz))

@@ -41,6 +41,7 @@ from ._base import (
     check_vector,
     gate_activations,
     outer_sum,
+    rows_matmul,
     split_gates,
     zero_invalid,
 )
@@ -207,12 +208,12 @@ class GRUCell(CellBase):
         a_r, a_z, a_n = split_gates(self.project(xp, x, w), 3)
         b_hh = w.b_hh
         if self.linear_before_reset:
-            u = h_prev @ fixed[0]  # (T, *batch, 3H)
+            u = rows_matmul(xp, h_prev, fixed[0])  # (T, *batch, 3H)
             if b_hh is not None:
                 u = u + b_hh
             u_r, u_z, u_n = split_gates(u, 3)
         else:
-            u = h_prev @ fixed[0]  # (T, *batch, 2H)
+            u = rows_matmul(xp, h_prev, fixed[0])  # (T, *batch, 2H)
             if b_hh is not None:
                 u = u + b_hh[:2 * H]
             u_r, u_z = split_gates(u, 2)
@@ -222,7 +223,7 @@ class GRUCell(CellBase):
             zn = a_n + r * u_n
         else:
             u_n = r * h_prev  # the reset state, for dW_hn
-            zn = a_n + u_n @ fixed[1]
+            zn = a_n + rows_matmul(xp, u_n, fixed[1])
             if b_hh is not None:
                 zn = zn + b_hh[2 * H:]
         n, dn = activated(xp, ga, zn, self.clip)
@@ -276,7 +277,7 @@ class GRUCell(CellBase):
         (h_prev,) = prev
         da = d[0]  # (T, *batch, 3H)
         x = zero_invalid(xp, x, valid)
-        dx = da @ w.W_ih  # (T, *batch, D)
+        dx = rows_matmul(xp, da, w.W_ih)  # (T, *batch, D)
         dW_ih = outer_sum(xp, da, x)  # (3H, D)
         db_ih = batch_sum(xp, da)
         if self.linear_before_reset:

@@ -44,6 +44,7 @@ from ._base import (
     check_vector,
     gate_activations,
     outer_sum,
+    rows_matmul,
     split_gates,
     zero_invalid,
 )
@@ -212,7 +213,7 @@ class LSTMCell(CellBase):
         W_hhT, W_hrT, peep = fixed
         h_prev, c_prev = prev
         c = seqs[1]  # (T, *batch, H): c_t
-        zi, zf, zg, zo = split_gates(self.project(xp, x, w) + h_prev @ W_hhT, 4)
+        zi, zf, zg, zo = split_gates(self.project(xp, x, w) + rows_matmul(xp, h_prev, W_hhT), 4)
         if peep is not None:
             zi = zi + peep[0] * c_prev
             zf = zf + peep[1] * c_prev
@@ -278,7 +279,7 @@ class LSTMCell(CellBase):
         dz, gh = d  # (T, *batch, 4H), (T, *batch, P)
         h_prev, c_prev = prev
         x = zero_invalid(xp, x, valid)
-        dx = dz @ w.W_ih  # (T, *batch, D)
+        dx = rows_matmul(xp, dz, w.W_ih)  # (T, *batch, D)
         dW_ih = outer_sum(xp, dz, x)  # (4H, D)
         dW_hh = outer_sum(xp, dz, h_prev, valid)  # (4H, P)
         db = batch_sum(xp, dz)  # (4H,)
