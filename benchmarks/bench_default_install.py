@@ -1,4 +1,4 @@
-"""An install of rnn_xp against torch or JAX, before and after a change: ``bench_default_install.py --before DIR``.
+"""An install of rnn_xp against torch or JAX, before and after a change (``--before DIR``).
 
 Issue 29's third goal: the default install (NumPy + array-api-compat, the
 NumPy loop on NumPy's own BLAS) at least as fast as torch.nn.RNN at every

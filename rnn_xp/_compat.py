@@ -23,6 +23,7 @@ from array_api_compat import (
 __all__ = [
     "array_namespace",
     "device",
+    "device_of",
     "is_array",
     "is_cupy_namespace",
     "is_dask_namespace",
@@ -30,7 +31,6 @@ __all__ = [
     "is_numpy_namespace",
     "is_torch_namespace",
     "known_array",
-    "device_of",
     "namespace_of",
     "normalize_namespace",
     "outside_stacklevel",
@@ -65,23 +65,19 @@ def namespace_of(x):
     return array_api_compat.array_namespace(x)
 
 
-# Array types whose namespace follows from the type alone, found once: NumPy's
-# ndarray itself (not a subclass: a masked array is refused, a matrix is not
-# an Array API array). Resolving the namespace of each of a call's five or so
-# arrays took about 2 us each, a tenth of a small forward call's time besides
-# its loop.
+# Array types whose namespace and device follow from the type alone, found
+# once: NumPy's ndarray itself (not a subclass: a masked array is refused, a
+# matrix is not an Array API array). Resolving the namespace of each of a
+# call's five or so arrays took about 2 us each, a tenth of a small forward
+# call's time besides its loop. {type: (namespace, device)}
 _BY_TYPE = {}
 
 
-_DEVICE_BY_TYPE = {}  # the same types' one device (NumPy's "cpu")
-
-
 def _remember(arr, arr_xp):
-    """``arr_xp``, kept for ``type(arr)`` when that type is NumPy's ndarray itself."""
+    """``arr_xp``, kept for ``type(arr)`` (with the array's device) when that type is NumPy's ndarray itself."""
     cls = type(arr)
     if cls.__module__ == "numpy" and cls.__name__ == "ndarray":
-        _DEVICE_BY_TYPE[cls] = device(arr)
-        _BY_TYPE[cls] = arr_xp
+        _BY_TYPE[cls] = (arr_xp, device(arr))
     return arr_xp
 
 
@@ -93,8 +89,8 @@ def known_array(obj) -> bool:
 
 def device_of(arr):
     """``device(arr)``, without asking for the types whose arrays all live on one device (NumPy's)."""
-    dev = _DEVICE_BY_TYPE.get(type(arr))
-    return device(arr) if dev is None else dev
+    known = _BY_TYPE.get(type(arr))
+    return device(arr) if known is None else known[1]
 
 
 def array_namespace(named_arrays, *, xp=None):
@@ -112,8 +108,10 @@ def array_namespace(named_arrays, *, xp=None):
     for name, arr in named_arrays.items():
         if arr is None:
             continue
-        arr_xp = _BY_TYPE.get(type(arr))
-        if arr_xp is None:
+        known = _BY_TYPE.get(type(arr))
+        if known is not None:
+            arr_xp = known[0]
+        else:
             refuse_masked(name, arr)
             if not is_array(arr):
                 raise TypeError(
