@@ -28,6 +28,8 @@ CACHE = globals().get("CACHE", True)
 BASE = globals().get("BASE")
 if BASE is None:
     from . import _numba_jit as BASE
+from . import _numba_elementwise as _elementwise
+from ._packed import TILE_ROWS
 
 _JIT = dict(BASE.JIT, cache=CACHE)
 _EXACT = dict(BASE.EXACT, cache=CACHE)
@@ -35,7 +37,7 @@ _NO_TRANS = BASE.NO_TRANS
 _gemm = BASE.gemm
 _sigmoid_rows, _tanh_rows = BASE.sigmoid_rows, BASE.tanh_rows
 _zeros_like, _complement_rows = BASE.zeros_like, BASE.complement_rows
-_own_product = BASE.own_product
+_packed_product = BASE.packed_product_into
 
 
 _OPS_OF = {"sigmoid": _sigmoid_rows, "tanh": _tanh_rows}  # the activations the compiled loops take
@@ -143,8 +145,8 @@ def _tuple_maker(args, items):
 def _cell_templates(key):
     """The loops' code; ``key`` (the cell's digest) is their one free variable."""
 
-    def cell_forward(XG, XS, HF, s, e, k0, reverse, lens, has_lens, HS, CS, O0, O1, has_out, HG, W, bias, has_bias,
-                     WP, has_proj, extras, r0, r1, gemm, ilp64):  # fmt: skip
+    def cell_forward(XG, XS, HF, s, e, k0, reverse, lens, has_lens, HS, CS, O0, O1, has_out, HG, W, WK, bias,
+                     has_bias, WP, has_proj, extras, r0, r1, gemm, ilp64):  # fmt: skip
         """Steps ``s..e-1`` of rows ``r0:r1`` of the cell's recurrence (run backwards with ``reverse``).
 
         ``XG`` ``(n, B, G*H)`` the input projection of those steps (the first
@@ -155,11 +157,11 @@ def _cell_templates(key):
         ``c``; ``HS`` itself for a cell that carries ``h``); ``O0``, ``O1``
         the outputs ``(T, B, .)`` (``has_out``); ``HG`` ``(G, B, H)`` scratch
         for ``h @ W`` gate by gate (``HF`` ``(B, G*H)`` the product as BLAS
-        writes it), ``W`` = ``W_hh.T`` ``(P, G*H)`` for BLAS, ``W_hh``
-        ``(G*H, P)`` for the own product (C-contiguous), plus ``bias``; ``WP`` = ``W_hr.T`` ``(H, P)``
-        (``has_proj``). ``gemm`` the address of ``cblas_?gemm`` (0: the own
-        product). Gate by gate, every block ``pointwise`` reads is
-        C-contiguous (its loops vectorise).
+        writes it), ``W`` = ``W_hh.T`` ``(P, G*H)`` for BLAS (C-contiguous),
+        ``WK`` = ``W_hh`` packed (``_packed.pack``) for the packed product,
+        plus ``bias``; ``WP`` = ``W_hr.T`` ``(H, P)`` (``has_proj``). ``gemm``
+        the address of ``cblas_?gemm`` (0: the packed product). Gate by
+        gate, every block ``pointwise`` reads is C-contiguous (its loops vectorise).
         """
         key  # noqa: B018  (the cell's digest: one cache entry per cell code)
         B, P = HS.shape[1], HS.shape[2]
@@ -169,6 +171,7 @@ def _cell_templates(key):
         one, zero = HG.dtype.type(1), HG.dtype.type(0)
         size = HG.itemsize
         hs_at, hf_at, w_at = np.int64(HS.ctypes.data), np.int64(HF.ctypes.data), np.int64(W.ctypes.data)
+        scratch = np.empty((TILE_ROWS, WK.shape[2]), HG.dtype)  # the packed product's partial strips
         for m in range(e - s):
             t = e - 1 - m if reverse else s + m
             cur = (k0 + m) % 2
@@ -176,12 +179,12 @@ def _cell_templates(key):
             if gemm != 0:  # HF[rows] = HS[cur, rows] @ W: one product for every gate, then HG gate by gate
                 _gemm(gemm, ilp64, _NO_TRANS, rows, GH, P, one, hs_at + (cur * B * P + r0 * P) * size, P,
                       w_at, GH, zero, hf_at + r0 * GH * size, GH)  # fmt: skip
-            else:  # the same with the own product: W is W_hh (G*H, P), its rows read four at a time
+            else:  # the same with the packed product: WK is W_hh packed in strips of its columns
                 for i in range(r0, r1):
                     frow = HF[i]
                     for j in range(GH):
                         frow[j] = zero
-                _own_product(HF, HS[cur], W, r0, r1, 0, GH, zero)
+                _packed_product(HF, HS[cur], WK, r0, r1, 0, GH, scratch)
             for i in range(r0, r1):
                 frow = HF[i]
                 for g in range(G):
@@ -325,9 +328,11 @@ def cell_loops(cell):
     ops.complement = _complement_rows
     point, back = cell.pointwise, cell.pointwise_backward
     nparts, carried0, separate = len(cell.state_names), cell.carried[0], bool(cell.separate_recurrent_grads)
-    code = (point.__code__, back.__code__, tuple(sorted(names.items())), nparts, carried0, separate, cell.gates)
+    code = (point.__code__, back.__code__, tuple(sorted(names.items())), nparts, carried0, separate, cell.gates,
+            _elementwise.DIGEST)
     digest = _hashlib.sha256(_marshal.dumps(_code_bytes(code))).hexdigest()
-    namespace = dict(globals(), POINT=njit(**_EXACT_NOCACHE)(point), POINT_BACK=njit(**_EXACT_NOCACHE)(back),
+    namespace = dict(globals(), POINT=njit(**_EXACT_NOCACHE)(_elementwise.written_out(point)),
+                     POINT_BACK=njit(**_EXACT_NOCACHE)(_elementwise.written_out(back)),
                      OPS=ops, NPARTS=nparts, CARRIED0=carried0, SEPARATE=separate, G=cell.gates)  # fmt: skip
     loops = {}
     for template in _cell_templates(None):

@@ -38,6 +38,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from . import _numpy_loops
+from ._packed import STRIP_VECTORS, TILE_ROWS, VECTOR_BYTES
 
 __all__ = ["CACHE", "EXACT", "FUNCTIONS", "JIT", "NO_TRANS", "complement_rows", "gemm", "sigmoid_rows",
            "tanh_rows", "zeros_like"]
@@ -367,6 +368,128 @@ def _tile_4x1(acc, cur, Wh, i0, i1, i2, i3, j, zero):
     acc[0, 0], acc[1, 0], acc[2, 0], acc[3, 0] = a0, a1, a2, a3
 
 
+# -- the packed product ----------------------------------------------------------------------
+# ``W`` packed once per call (``_packed.pack``): a tile of up to TILE_ROWS rows by one
+# strip keeps its sums in vector registers over all of K, each step one input value
+# broadcast times the strip's row (no horizontal sums, the strip read in order).
+# The strips are the outer loop: one strip stays in cache for every row.
+
+
+def _packed_tile_intrinsic(rows):
+    """``tile(like, o, ldo, a, lda, w, K)``: ``o[r, :S] += sum_k a[r, k] * w[k, :S]`` for ``r < rows``.
+
+    ``o``, ``a``, ``w`` addresses (int64), ``ldo``, ``lda`` their rows'
+    strides in elements, ``w`` one packed strip ``(K, S)``; ``like`` an
+    array whose dtype is the numbers'. Each sum starts at zero and takes
+    ``k`` in order by a multiply-add (``llvm.fmuladd``), then is added to ``o``.
+    """
+
+    @intrinsic
+    def tile(typingctx, like, o, ldo, a, lda, w, K):
+        sig = types.void(like, o, ldo, a, lda, w, K)
+
+        def codegen(context, builder, signature, args):
+            _, o_, ldo_, a_, lda_, w_, K_ = args
+            fty = context.get_value_type(signature.args[0].dtype)
+            size = context.get_abi_sizeof(fty)
+            lanes = VECTOR_BYTES // size
+            vty, i64, i32 = ir.VectorType(fty, lanes), ir.IntType(64), ir.IntType(32)
+            fp, vp = fty.as_pointer(), vty.as_pointer()
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+                                                 f"llvm.fmuladd.v{lanes}f{size * 8}")  # fmt: skip
+            zero = ir.Constant(vty, [0.0] * lanes)
+            sums = [[cgutils.alloca_once_value(builder, zero) for _ in range(STRIP_VECTORS)] for _ in range(rows)]
+            o_p, a_p, w_p = (builder.inttoptr(v, fp) for v in (o_, a_, w_))
+            splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+            width = i64(STRIP_VECTORS * lanes)
+            with cgutils.for_range(builder, K_) as loop:
+                k = loop.index
+                w_row = builder.gep(w_p, [builder.mul(k, width)])
+                ws = [builder.load(builder.bitcast(builder.gep(w_row, [i64(v * lanes)]), vp), align=size)
+                      for v in range(STRIP_VECTORS)]  # fmt: skip
+                for r in range(rows):
+                    x = builder.load(builder.gep(a_p, [builder.add(builder.mul(i64(r), lda_), k)]))
+                    x = builder.insert_element(ir.Constant(vty, ir.Undefined), x, i32(0))
+                    x = builder.shuffle_vector(x, ir.Constant(vty, ir.Undefined), splat)
+                    for v in range(STRIP_VECTORS):
+                        builder.store(builder.call(fma, [x, ws[v], builder.load(sums[r][v])]), sums[r][v])
+            for r in range(rows):
+                o_row = builder.gep(o_p, [builder.mul(i64(r), ldo_)])
+                for v in range(STRIP_VECTORS):
+                    p = builder.bitcast(builder.gep(o_row, [i64(v * lanes)]), vp)
+                    builder.store(builder.fadd(builder.load(p, align=size), builder.load(sums[r][v])), p, align=size)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+_tile1, _tile2, _tile3, _tile4, _tile5, _tile6, _tile7, _tile8 = (_packed_tile_intrinsic(r) for r in range(1, 9))
+
+
+@njit(**_JIT)
+def _packed_tile(n, like, o, ldo, a, lda, w, K):
+    """``_tile<n>``: a tile of ``n`` rows (1 to ``TILE_ROWS``)."""
+    if n == 8:
+        _tile8(like, o, ldo, a, lda, w, K)
+    elif n == 7:
+        _tile7(like, o, ldo, a, lda, w, K)
+    elif n == 6:
+        _tile6(like, o, ldo, a, lda, w, K)
+    elif n == 5:
+        _tile5(like, o, ldo, a, lda, w, K)
+    elif n == 4:
+        _tile4(like, o, ldo, a, lda, w, K)
+    elif n == 3:
+        _tile3(like, o, ldo, a, lda, w, K)
+    elif n == 2:
+        _tile2(like, o, ldo, a, lda, w, K)
+    else:
+        _tile1(like, o, ldo, a, lda, w, K)
+
+
+@njit(**_JIT)
+def _packed_product(o, cur, WP, r0, r1, c0, c1, scratch):
+    """``o[r0:r1, c0:c1] += cur[r0:r1] @ W[c0:c1].T`` for ``W`` ``(N, K)`` packed into ``WP`` (``_packed.pack``).
+
+    ``o`` and ``cur`` have rows of unit stride; ``scratch`` ``(TILE_ROWS,
+    S)`` takes a strip that ``c0:c1`` covers in part (its columns are then
+    added to ``o``). Every element is the same multiply-adds in the same
+    order whatever its tile, rows or columns around it: a row's result is
+    the same bits in any batch and on any split of the rows or columns.
+    """
+    K, S = WP.shape[1], WP.shape[2]
+    size = o.itemsize
+    ldo, lda = o.strides[0] // size, cur.strides[0] // size
+    o_at, a_at, w_at, s_at = (np.int64(o.ctypes.data), np.int64(cur.ctypes.data), np.int64(WP.ctypes.data),
+                              np.int64(scratch.ctypes.data))  # fmt: skip
+    for s in range(c0 // S, (c1 + S - 1) // S):
+        j0 = s * S
+        lo, hi = max(j0, c0), min(j0 + S, c1)
+        w = w_at + s * K * S * size
+        for i in range(r0, r1, TILE_ROWS):
+            n = min(TILE_ROWS, r1 - i)
+            if lo == j0 and hi == j0 + S:
+                _packed_tile(n, o, o_at + (i * ldo + j0) * size, ldo, a_at + i * lda * size, lda, w, K)
+            else:
+                for r in range(n):
+                    srow = scratch[r]
+                    for j in range(S):
+                        srow[j] = 0
+                _packed_tile(n, o, s_at, S, a_at + i * lda * size, lda, w, K)
+                for r in range(n):
+                    orow, srow = o[i + r], scratch[r]
+                    for j in range(lo, hi):
+                        orow[j] += srow[j - j0]
+
+
+@njit(**_JIT)
+def packed_product(o, cur, WP, r0, r1, c0, c1):
+    """``_packed_product`` with its own scratch (C-contiguous ``o``, ``cur``; for tests and ``project_packed``)."""
+    _packed_product(o, cur, WP, r0, r1, c0, c1, np.empty((TILE_ROWS, WP.shape[2]), o.dtype))
+
+
 @njit(**_JIT)
 def _project(buf, xs, Wx, r0, r1, c0, c1, zero):
     """``buf[:, r0:r1, c0:c1] += xs[:, r0:r1] @ Wx[c0:c1].T`` (``buf``, ``xs`` C-contiguous).
@@ -552,12 +675,14 @@ def backward_recurrence(dz, dh, has_dh, G, Wh, lens, reverse, r0, r1, c0, c1, fl
 JIT, EXACT, NO_TRANS = _JIT, _EXACT, _NO_TRANS
 gemm, sigmoid_rows, tanh_rows, zeros_like, complement_rows = _gemm, _sigmoid_rows, _tanh_rows, _zeros_like, _complement_rows
 own_product = _own_product
+packed_product_into = _packed_product
 
 FUNCTIONS = {
     "recurrence": recurrence,
     "backward_recurrence": backward_recurrence,
     "gemm_nt": gemm_nt,
     "project_rows": project_rows,
+    "packed_product": packed_product,
     "tanh_into": tanh_into,
     "sigmoid_into": sigmoid_into,
 }

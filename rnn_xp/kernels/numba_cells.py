@@ -47,6 +47,7 @@ from . import _threads, numba_cpu
 from . import numpy_cells
 from .portable import per_part
 from ._blocks import block_steps, project
+from ._packed import pack
 from ._threads import blas_threads
 
 __all__ = ["ACTIVATIONS", "PROJECTION_ELEMENTS", "backward_cells_numba", "plan", "projection_steps",
@@ -187,7 +188,8 @@ def _scan(cell, x, state0, w, lengths, reverse, return_sequences, product, threa
         O0 = O1 = numpy.empty((1, 1, 1), dtype=dtype)
     G = cell.gates
     HG = numpy.empty((G, B, H), dtype=dtype)  # (G, B, H): h @ W_hh.T + b, gate by gate
-    W = numpy.ascontiguousarray(w.W_hh.T if gemm else w.W_hh)  # BLAS: (P, G*H); the own product: (G*H, P)
+    W = numpy.ascontiguousarray(w.W_hh.T) if gemm else numpy.empty((1, 1), dtype=dtype)  # BLAS: (P, G*H)
+    WK = numpy.empty((1, 1, 1), dtype=dtype) if gemm else pack(w.W_hh)  # the packed product's W_hh
     W_p = cell.projection(w)
     WP = numpy.ascontiguousarray(W_p.T) if W_p is not None else numpy.empty((1, 1), dtype=dtype)  # (H, P)
     bias = cell.recurrent_bias(w)
@@ -201,18 +203,18 @@ def _scan(cell, x, state0, w, lengths, reverse, return_sequences, product, threa
     XG = numpy.empty((n, B, GH), dtype=dtype)  # (n, B, G*H): a block's projection, reused for every block
     XS = numpy.empty((G, B, H), dtype=dtype)  # (G, B, H): a step's projection gate by gate
     HF = numpy.empty((B, GH), dtype=dtype)  # h @ W_hh.T, every gate side by side
-    W_rows = numpy.ascontiguousarray(W_in) if not gemm else None  # (G*H, D) for the own product
+    W_rows = pack(W_in) if not gemm else None  # W_in packed for the projection's packed product
     starts = range(0, T, n)
     k0 = 0
     for s in reversed(starts) if reverse else starts:
         e = min(s + n, T)
         if gemm:
             project(numpy, x3[s:e], W_in.T, b_in, XG[: e - s])  # x @ W_in.T + b_in: one GEMM, every BLAS thread
-        else:  # the own product on the callers' threads, over all the block's rows: no BLAS thread spins after
+        else:  # the packed product on the callers' threads, over all the block's rows: no BLAS thread spins after
             _project_own(x3[s:e], W_rows, b_in, XG[: e - s], len(bounds))
         with blas_threads(1 if gemm and len(bounds) > 1 else None):  # several callers: one BLAS thread each
             args = [(XG, XS, HF, s, e, k0, int(reverse), lens, int(lengths is not None), HS, CS, O0, O1,
-                     int(return_sequences), HG, W, b, int(bias is not None), WP, int(W_p is not None), extras,
+                     int(return_sequences), HG, W, WK, b, int(bias is not None), WP, int(W_p is not None), extras,
                      r0, r1, gemm, int(ilp64)) for r0, r1 in bounds]  # fmt: skip
             numba_cpu.run_compiled("cell_forward", args, one_blas_thread=bool(gemm) and len(bounds) > 1, cell=cell)
         del args
@@ -227,14 +229,16 @@ def _scan(cell, x, state0, w, lengths, reverse, return_sequences, product, threa
 
 
 def _project_own(x3, W_rows, b_in, out, callers):
-    """``out = x3 @ W_rows.T + b_in`` (``(n, B, D)`` into ``(n, B, G*H)``) with the compiled own product, on
-    ``callers`` threads over the ``n * B`` rows."""
+    """``out = x3 @ W_in.T + b_in`` (``(n, B, D)`` into ``(n, B, G*H)``) with the compiled packed product
+    (``W_rows``: ``W_in`` packed), on ``callers`` threads over the ``n * B`` rows."""
     n, B, D = x3.shape
     out[...] = 0 if b_in is None else b_in
     rows = n * B
     x2, o2 = numpy.ascontiguousarray(x3).reshape(rows, D), out.reshape(rows, out.shape[-1])
     k = max(1, min(callers, rows // 4))
-    numba_cpu.run_compiled("project_rows", [(o2, x2, W_rows, rows * i // k, rows * (i + 1) // k) for i in range(k)])
+    GH = out.shape[-1]
+    numba_cpu.run_compiled("packed_product", [(o2, x2, W_rows, rows * i // k, rows * (i + 1) // k, 0, GH)
+                                              for i in range(k)])  # fmt: skip
 
 
 def backward_cells_numba(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, reverse, mask=None,

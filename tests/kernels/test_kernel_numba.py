@@ -873,6 +873,80 @@ def test_own_product_keeps_ieee_non_finite_values(rng):
     np.testing.assert_array_equal(got[~np.isnan(want)], want[~np.isnan(want)])
 
 
+@pytest.mark.parametrize("dtype, K", [("float32", 3), ("float32", 700), ("float64", 129)])
+@pytest.mark.parametrize("rows, cols", [(1, 1), (3, 5), (8, 32), (9, 37), (17, 100)])
+def test_packed_product_tiles_strips_and_leftovers_match_float64(rng, dtype, K, rows, cols):
+    """The packed product (tiles of 1 to 8 rows, whole strips, a strip cut by the columns asked for) against a
+    float64 product; the rows and columns outside ``r0:r1``, ``c0:c1`` untouched."""
+    from rnn_xp.kernels._packed import pack
+
+    x = rng.standard_normal((rows + 2, K)).astype(dtype)
+    W = rng.standard_normal((cols + 3, K)).astype(dtype)
+    out = rng.standard_normal((rows + 2, cols + 3)).astype(dtype)
+    want = out.astype(np.float64).copy()
+    c0, c1 = 1, cols + 1
+    want[1:rows + 1, c0:c1] += x[1:rows + 1].astype(np.float64) @ W[c0:c1].T.astype(np.float64)
+    got = out.copy()
+    numba_cpu.compiled()["packed_product"](got, x, pack(W), 1, rows + 1, c0, c1)
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(got, want, rtol=0, atol=8 * eps * np.sqrt(K) * (np.abs(x).max() * np.abs(W).max() * K))
+    np.testing.assert_array_equal(got[[0, -1]], out[[0, -1]])
+    np.testing.assert_array_equal(got[:, [0, -2, -1]], out[:, [0, -2, -1]])
+
+
+def test_packed_product_is_the_same_bits_for_a_row_in_any_tile_and_strip(rng, dtype):
+    """Each element is the same multiply-adds in the same order: a row alone, in a tile of any size, and a column
+    range cut through a strip give the bits of the whole product."""
+    from rnn_xp.kernels._packed import pack
+
+    x = rng.standard_normal((13, 45)).astype(dtype)
+    W = rng.standard_normal((70, 45)).astype(dtype)
+    WP = pack(W)
+    product = numba_cpu.compiled()["packed_product"]
+    whole = np.zeros((13, 70), dtype)
+    product(whole, x, WP, 0, 13, 0, 70)
+    for lo, hi in [(0, 1), (3, 5), (5, 13), (12, 13)]:
+        part = np.zeros((hi - lo, 70), dtype)
+        product(part, np.ascontiguousarray(x[lo:hi]), WP, 0, hi - lo, 0, 70)
+        np.testing.assert_array_equal(part, whole[lo:hi])
+    cut = np.zeros((13, 70), dtype)
+    for c0, c1 in [(0, 7), (7, 33), (33, 70)]:
+        product(cut, x, WP, 0, 13, c0, c1)
+    np.testing.assert_array_equal(cut, whole)
+
+
+def test_packed_product_keeps_ieee_non_finite_values(rng):
+    """inf * 0 is NaN, inf + finite is inf, NaN spreads, as in the own product's test; the zero padding of the
+    last strip puts no NaN in the columns asked for."""
+    from rnn_xp.kernels._packed import pack
+
+    x = np.zeros((5, 8), np.float64)
+    W = rng.standard_normal((6, 8))
+    x[0, 3] = np.inf
+    x[1, 2] = np.nan
+    W[4, 5] = np.inf
+    x[2, 5] = 1.0
+    got = np.zeros((5, 6))
+    numba_cpu.compiled()["packed_product"](got, x, pack(W), 0, 5, 0, 6)
+    with np.errstate(all="ignore"):
+        want = np.einsum("ik,jk->ijk", x, W).sum(axis=-1)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(got[~np.isnan(want)], want[~np.isnan(want)])
+
+
+def test_pack_lays_out_strips_of_the_transpose():
+    from rnn_xp.kernels._packed import pack, strip_width
+
+    W = np.arange(70 * 3, dtype=np.float32).reshape(70, 3)
+    S = strip_width(4)
+    WP = pack(W)
+    assert WP.shape == (-(-70 // S), 3, S) and WP.flags.c_contiguous
+    for s in range(WP.shape[0]):
+        block = W[s * S:(s + 1) * S].T
+        np.testing.assert_array_equal(WP[s, :, :block.shape[1]], block)
+        assert not WP[s, :, block.shape[1]:].any()  # zeros past the last row
+
+
 ELMAN_SPLITS = [(None, 1), ("cols", 2), ("rows", 2)]
 
 
