@@ -230,7 +230,7 @@ def _cell_templates(key):
                     if NPARTS == 2:
                         _copy_row(O1[t, i], CS[nxt, i])
 
-    def cell_backward(SV, PC, D0, has_d0, D1, has_d1, G0, GC, DX, DH, GHS, has_gh, W, WPn, has_proj,
+    def cell_backward(SV, PC, D0, has_d0, D1, has_d1, G0, GC, DX, DH, GHS, has_gh, W, WK, WPn, has_proj,
                       DM, lens, has_lens, extras, reverse, r0, r1, gemm, ilp64):  # fmt: skip
         """The gradient's loop of rows ``r0:r1``, against the forward's direction.
 
@@ -242,8 +242,9 @@ def _cell_templates(key):
         (``[0]`` holds the final states' gradients); ``DX``, ``DH``
         ``(T, B, G*H)`` the gates' gradients (``DH`` is ``DX`` unless the
         cell's ``separate_recurrent_grads``); ``GHS`` ``(T, B, P)`` each step's gradient reaching
-        ``h`` (``has_gh``, for ``W_hr``'s); ``W`` = ``W_hh`` ``(G*H, P)``,
-        ``WPn`` = ``W_hr`` ``(P, H)``, ``DM`` ``(B, H)`` scratch.
+        ``h`` (``has_gh``, for ``W_hr``'s); ``W`` = ``W_hh`` ``(G*H, P)`` for
+        BLAS, ``WK`` = ``W_hh.T`` packed (``_packed.pack``) for the packed
+        product (``gemm`` 0), ``WPn`` = ``W_hr`` ``(P, H)``, ``DM`` ``(B, H)`` scratch.
         """
         key  # noqa: B018
         T, B, H = PC.shape[0], PC.shape[1], PC.shape[2]
@@ -255,6 +256,7 @@ def _cell_templates(key):
         size = DX.itemsize
         g0_at, dm_at = np.int64(G0.ctypes.data), np.int64(DM.ctypes.data)
         dh_at = np.int64(DH.ctypes.data)
+        scratch = np.empty((TILE_ROWS, WK.shape[2]), DX.dtype)  # the packed product's partial strips
         for m in range(T):
             t = m if reverse else T - 1 - m
             cur = m % 2
@@ -290,8 +292,10 @@ def _cell_templates(key):
             if gemm != 0:  # G0[nxt, rows] = DH[t, rows] @ W_hh: dL/dh_{t-1} through the product
                 _gemm(gemm, ilp64, _NO_TRANS, rows, P, GH, one, dh_at + (t * B * GH + r0 * GH) * size, GH,
                       np.int64(W.ctypes.data), P, zero, g0_at + (nxt * B * P + r0 * P) * size, P)  # fmt: skip
-            else:
-                _mm(DH[t], r0, W, G0[nxt], r0, rows)
+            else:  # the same with the packed product
+                for i in range(r0, r1):
+                    _zero_row(G0[nxt, i])
+                _packed_product(G0[nxt], DH[t], WK, r0, r1, 0, P, scratch)
             if CARRIED0 == 0:
                 _add_into(G0[nxt], r0, dcarry[0])
             else:

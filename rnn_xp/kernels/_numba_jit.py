@@ -8,13 +8,14 @@ read-only) and a new process loads it instead of compiling. Where no cache
 can be used, ``numba_cpu`` loads a second copy of this module with
 ``CACHE = False`` (compiled in the process, never written).
 
-Four things numba does not offer are written as LLVM intrinsics: a call to
+Five things numba does not offer are written as LLVM intrinsics: a call to
 ``cblas_?gemm`` through its address (the BLAS of NumPy, found at run time,
 so the address is an argument and the compiled code can be cached), an
-atomic add and load for the per-step barrier of two threads, and a call to
+atomic add and load for the per-step barrier of two threads, a call to
 NumPy's own inner loops of ``tanh`` and ``exp`` (``kernels._numpy_loops``),
 through names registered with LLVM, so that the activations are NumPy's bit
-for bit.
+for bit, and the packed product's tile (its sums in vector registers, which
+numba's loops do not keep there: ``_packed_tile_intrinsic``).
 
 The fast-math flags are ``contract`` (fused multiply-adds) and ``reassoc``
 (vectorised sums) only: NaN and infinities keep their IEEE meaning, which
@@ -25,7 +26,8 @@ operations in the order NumPy runs them.
 The gated cells' loops are in ``_numba_cells_jit``, which takes from here,
 by public names: ``JIT``, ``EXACT`` (the compile options), ``gemm`` and
 ``NO_TRANS``, the activations by row (``sigmoid_rows``, ``tanh_rows``),
-``zeros_like``, ``complement_rows`` and the register-blocked product ``own_product``.
+``zeros_like``, ``complement_rows``, the register-blocked product ``own_product``
+and the packed product ``packed_product_into``.
 """
 
 from __future__ import annotations

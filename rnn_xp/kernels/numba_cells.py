@@ -11,25 +11,23 @@ loop's bit for bit but for the products' rounding):
 1. Forward: the input projection (``x @ W.T + b`` with the cell's
    ``input_weights``) a block of steps at a time into one buffer reused for
    every block (``projection_steps``: the whole sequence at once up to
-   ``PROJECTION_ELEMENTS`` with ``return_sequences``), by the compiled own
+   ``PROJECTION_ELEMENTS`` with ``return_sequences``), by the compiled packed
    product on the loop's own threads (with ``product="blas"``: one GEMM on
    every BLAS thread); one compiled call then
    runs every step of a block of rows: the step's projection copied gate by
    gate into a scratch (every block ``pointwise`` reads is C-contiguous),
-   ``hg = h @ W_hh.T`` by the register-blocked own product
-   (``_numba_jit.own_product``; or NumPy's ``cblas_?gemm`` by address), the
+   ``hg = h @ W_hh.T`` by the packed product (``_numba_jit``: ``W_hh``
+   packed once per call, ``_packed``; or NumPy's ``cblas_?gemm`` by address), the
    recurrent bias, ``cell.pointwise`` on the rows, an LSTM's projection (a
    second product), the frozen rows past their lengths.
 2. Backward: the states each step started from and ``cell.saved`` (two GEMMs
    for all steps) as in the NumPy loop; one compiled call runs the reverse
-   loop (``cell.pointwise_backward`` and the product into the gradient
-   reaching ``h``, BLAS's beyond two rows); ``cell.grads`` then gives the
-   weight gradients, one product each.
+   loop (``cell.pointwise_backward`` and the packed product into the
+   gradient reaching ``h``); ``cell.grads`` then gives the weight
+   gradients, one product each.
 3. Threads (``plan``): the forward runs on two callers over halves of the
    rows from eight rows (no BLAS thread runs beside them); the backward on
-   one caller, each step's product on BLAS's own threads: two callers each
-   on half the rows with one BLAS thread each were slower at every size
-   measured on the 2-core VM.
+   one caller.
 
 The table (``kernels.numpy_cells_loop``) picks this loop by size; it takes
 float32 and float64 plain cells (``numpy_cells.runs``) and falls back to the
@@ -53,24 +51,17 @@ from ._threads import blas_threads
 __all__ = ["ACTIVATIONS", "PROJECTION_ELEMENTS", "backward_cells_numba", "plan", "projection_steps",
            "scan_cells_numba", "takes"]
 
-# Per-step multiply-adds (rows x P x G*H) below which the loop's own product
-# beats a call into BLAS: the Elman loop's number (numba_cpu's). Up to
-# _OWN_PRODUCT_ROWS rows the own product runs whatever the size: it streams
-# W_hh's rows once per row as a matrix-vector product does, where BLAS's GEMM
-# packs all of W_hh at every call (B = 1, H = 256: twice the NumPy loop's time,
-# whose matmul of one row is a matrix-vector product).
-_OWN_PRODUCT_MACS = 1 << 14
-_OWN_PRODUCT_ROWS = 2
-
-# The forward's own product is register-blocked (four rows by four columns,
-# numba_cpu's) and needs no BLAS: it runs at every size, on two callers over
-# halves of the rows from _FORWARD_TWO_CALLERS_ROWS rows (four each) and
-# _FORWARD_TWO_CALLERS_MACS multiply-adds per step, the input projection on
-# the same threads (no BLAS thread left spinning beside them). Each in its
-# own process on the 2-core VM, two callers took 0.58 to 0.84 of one caller's
-# time from B = 8, and 0.6 to 0.78 of the BLAS product's (an LSTM at
-# (8, 200, 256, 256) up to (64, 50, 512, 1024)); at B = 4 one caller took
-# half the BLAS product's time.
+# The forward's product is the packed product (_numba_jit: W_hh packed once
+# per call into strips of its columns, tiles of eight rows) and needs no BLAS:
+# it runs at every size, on two callers over halves of the rows from
+# _FORWARD_TWO_CALLERS_ROWS rows and _FORWARD_TWO_CALLERS_MACS multiply-adds
+# per step, the input projection on the same threads (no BLAS thread left
+# spinning beside them). With the register-blocked product it replaced, two
+# callers took 0.58 to 0.84 of one caller's time from B = 8 on the 2-core VM.
+# The backward's reverse loop runs the packed product too (W_hh.T packed), on
+# one caller: against BLAS's product it took 0.6 of the time at B = 1 and
+# about as long from B = 16 (an LSTM and a GRU on the CPU grid; two callers
+# gave no clear gain there).
 _FORWARD_TWO_CALLERS_ROWS = 8
 _FORWARD_TWO_CALLERS_MACS = 1 << 17
 
@@ -98,24 +89,18 @@ def projection_steps(T, B, GH, return_sequences):
 
 
 def plan(B, P, GH, backward=False):
-    """``(product, n)``: ``"own"`` or ``"blas"``, and the callers over the rows.
+    """``(product, n)``: ``"own"`` (the packed product) or ``"blas"``, and the callers over the rows.
 
-    One caller runs every row; with ``"blas"`` each step's product runs on
-    BLAS's own threads. Two callers, each on half the rows with one BLAS
-    thread (``threads=2``), were slower at every size of the LSTM and GRU
-    grids on the 2-core VM, forward and backward (docs/cpu-kernels.md, "The
-    gated cells' product and threads"): each caller packs and streams all of
-    ``W_hh`` at every step, where BLAS's threads share its columns. That is
-    the backward's plan; the forward runs its own product, which needs no
-    BLAS at all, on two callers from ``_FORWARD_TWO_CALLERS_ROWS`` rows and
-    ``_FORWARD_TWO_CALLERS_MACS`` multiply-adds per step.
+    ``"own"`` at every size: the forward on two callers from
+    ``_FORWARD_TWO_CALLERS_ROWS`` rows and ``_FORWARD_TWO_CALLERS_MACS``
+    multiply-adds per step, the backward on one. ``"blas"`` (each step's
+    product on BLAS's own threads; with two callers, one BLAS thread each)
+    is there for tests and benchmarks (``product="blas"``).
     """
-    macs = B * P * GH
-    if not backward:
-        two = B >= _FORWARD_TWO_CALLERS_ROWS and macs >= _FORWARD_TWO_CALLERS_MACS and _threads.CPUS >= 2
-        return "own", 2 if two else 1
-    product = "own" if macs < _OWN_PRODUCT_MACS or B <= _OWN_PRODUCT_ROWS else "blas"
-    return product, 1
+    if backward:
+        return "own", 1
+    two = B >= _FORWARD_TWO_CALLERS_ROWS and B * P * GH >= _FORWARD_TWO_CALLERS_MACS and _threads.CPUS >= 2
+    return "own", 2 if two else 1
 
 
 # The activations the compiled loops have (NumPy's own, by address: _numba_jit).
@@ -283,11 +268,12 @@ def _backward(cell, d_seqs, x, state0, w, seqs, d_finals, lengths, reverse, prod
     GHS = numpy.empty((T, B, P), dtype=dtype) if W_p is not None else dummy
     WPn = numpy.ascontiguousarray(W_p) if W_p is not None else numpy.empty((1, 1), dtype=dtype)  # (P, H)
     DM = numpy.empty((B, H), dtype=dtype)
-    W = numpy.ascontiguousarray(w.W_hh)  # (G*H, P)
+    W = numpy.ascontiguousarray(w.W_hh) if gemm else numpy.empty((1, 1), dtype=dtype)  # (G*H, P) for BLAS
+    WK = numpy.empty((1, 1, 1), dtype=dtype) if gemm else pack(w.W_hh.T)  # the packed product's W_hh
     lens = numpy.zeros(B, dtype=numpy.int64) if lengths is None else \
         numpy.ascontiguousarray(numpy.asarray(lengths).reshape(B), dtype=numpy.int64)  # fmt: skip
     args = [(SV, PC, D0, int(d_seqs[0] is not None), D1, int(nparts == 2 and d_seqs[1] is not None), G0, GC, DX, DH,
-             GHS, int(W_p is not None), W, WPn, int(W_p is not None), DM, lens, int(lengths is not None),
+             GHS, int(W_p is not None), W, WK, WPn, int(W_p is not None), DM, lens, int(lengths is not None),
              cell.extras(w), int(reverse), r0, r1, gemm, int(ilp64)) for r0, r1 in bounds]  # fmt: skip
     with blas_threads(1 if gemm and len(bounds) > 1 else None):  # several callers: one BLAS thread each
         numba_cpu.run_compiled("cell_backward", args, one_blas_thread=bool(gemm) and len(bounds) > 1, cell=cell)

@@ -309,7 +309,7 @@ def test_cells_the_blas_product_calls_blas_every_step(monkeypatch, rng, cell):
 
 def test_cells_plan(monkeypatch):
     monkeypatch.setattr(_threads, "CPUS", 2)
-    # the forward: the register-blocked own product, on two callers from 8 rows and 2^17 multiply-adds
+    # the forward: the packed product, on two callers from 8 rows and 2^17 multiply-adds
     assert numba_cells.plan(1, 64, 256) == ("own", 1)
     assert numba_cells.plan(4, 512, 2048) == ("own", 1)  # two rows a caller: one caller
     assert numba_cells.plan(8, 512, 2048) == ("own", 2)
@@ -318,10 +318,10 @@ def test_cells_plan(monkeypatch):
     assert numba_cells.plan(64, 1024, 4096) == ("own", 2)
     monkeypatch.setattr(_threads, "CPUS", 1)
     assert numba_cells.plan(64, 1024, 4096) == ("own", 1)
-    # the backward: BLAS's product beyond two rows
-    assert numba_cells.plan(2, 1024, 4096, backward=True) == ("own", 1)  # two rows: a product per row
-    assert numba_cells.plan(8, 512, 2048, backward=True) == ("blas", 1)
-    assert numba_cells.plan(64, 1024, 4096, backward=True) == ("blas", 1)
+    # the backward: the packed product on one caller at every size
+    monkeypatch.setattr(_threads, "CPUS", 2)
+    for B, P, GH in [(1, 64, 256), (2, 1024, 4096), (8, 512, 2048), (64, 1024, 4096)]:
+        assert numba_cells.plan(B, P, GH, backward=True) == ("own", 1)
 
 
 @pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: "-".join(str(v) for v in o.values()))
