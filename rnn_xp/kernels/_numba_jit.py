@@ -26,8 +26,7 @@ operations in the order NumPy runs them.
 The gated cells' loops are in ``_numba_cells_jit``, which takes from here,
 by public names: ``JIT``, ``EXACT`` (the compile options), ``gemm`` and
 ``NO_TRANS``, the activations by row (``sigmoid_rows``, ``tanh_rows``),
-``zeros_like``, ``complement_rows``, the register-blocked product ``own_product``
-and the packed product ``packed_product_into``.
+``zeros_like``, ``complement_rows`` and the packed product ``packed_product_into``.
 """
 
 from __future__ import annotations
@@ -456,10 +455,11 @@ def _packed_product(o, cur, WP, r0, r1, c0, c1, scratch):
     """``o[r0:r1, c0:c1] += cur[r0:r1] @ W[c0:c1].T`` for ``W`` ``(N, K)`` packed into ``WP`` (``_packed.pack``).
 
     ``o`` and ``cur`` have rows of unit stride; ``scratch`` ``(TILE_ROWS,
-    S)`` takes a strip that ``c0:c1`` covers in part (its columns are then
-    added to ``o``). Every element is the same multiply-adds in the same
-    order whatever its tile, rows or columns around it: a row's result is
-    the same bits in any batch and on any split of the rows or columns.
+    S)`` takes a strip that ``c0:c1`` covers in part (``o``'s values of those
+    columns in, ``o`` plus the sums out). Every element is ``o`` plus the same
+    multiply-adds in the same order whatever its tile, rows or columns
+    around it: a row's result is the same bits in any batch and on any split
+    of the rows or columns.
     """
     K, S = WP.shape[1], WP.shape[2]
     size = o.itemsize
@@ -474,16 +474,16 @@ def _packed_product(o, cur, WP, r0, r1, c0, c1, scratch):
             n = min(TILE_ROWS, r1 - i)
             if lo == j0 and hi == j0 + S:
                 _packed_tile(n, o, o_at + (i * ldo + j0) * size, ldo, a_at + i * lda * size, lda, w, K)
-            else:
+            else:  # the strip's columns in c0:c1 through the scratch: o's values in, o + sums out
                 for r in range(n):
-                    srow = scratch[r]
+                    orow, srow = o[i + r], scratch[r]
                     for j in range(S):
-                        srow[j] = 0
+                        srow[j] = orow[j0 + j] if lo <= j0 + j < hi else 0
                 _packed_tile(n, o, s_at, S, a_at + i * lda * size, lda, w, K)
                 for r in range(n):
                     orow, srow = o[i + r], scratch[r]
                     for j in range(lo, hi):
-                        orow[j] += srow[j - j0]
+                        orow[j] = srow[j - j0]
 
 
 @njit(**_JIT)
@@ -493,18 +493,20 @@ def packed_product(o, cur, WP, r0, r1, c0, c1):
 
 
 @njit(**_JIT)
-def _project(buf, xs, Wx, r0, r1, c0, c1, zero):
-    """``buf[:, r0:r1, c0:c1] += xs[:, r0:r1] @ Wx[c0:c1].T`` (``buf``, ``xs`` C-contiguous).
+def _project(buf, xs, WxK, r0, r1, c0, c1, scratch):
+    """``buf[:, r0:r1, c0:c1] += xs[:, r0:r1] @ Wx[c0:c1].T`` (``buf``, ``xs`` C-contiguous; ``WxK`` is ``Wx``
+    packed, ``_packed.pack``).
 
-    With every row, one product over all ``n * B`` rows (four steps of one
-    sequence share a read of ``Wx``); with some rows, one per step.
+    With every row, one product over all ``n * B`` rows (the steps share a
+    read of each strip of ``Wx``); with some rows, one per step.
     """
     n, B = xs.shape[0], xs.shape[1]
     if r0 == 0 and r1 == B:
-        _own_product(buf.reshape(n * B, buf.shape[2]), xs.reshape(n * B, xs.shape[2]), Wx, 0, n * B, c0, c1, zero)
+        _packed_product(buf.reshape(n * B, buf.shape[2]), xs.reshape(n * B, xs.shape[2]), WxK, 0, n * B, c0, c1,
+                        scratch)  # fmt: skip
     else:
         for t in range(n):
-            _own_product(buf[t], xs[t], Wx, r0, r1, c0, c1, zero)
+            _packed_product(buf[t], xs[t], WxK, r0, r1, c0, c1, scratch)
 
 
 @njit(**_JIT)
@@ -543,22 +545,23 @@ def _freeze(o, cur, nxt, zero):
 
 
 @njit(**_JIT)
-def recurrence(buf, s, e, k0, reverse, lens, S, Wh, r0, r1, c0, c1, flags, coef, gemm, ilp64, sync, nsync, xs, Wx):
+def recurrence(buf, s, e, k0, reverse, lens, S, Wh, WK, r0, r1, c0, c1, flags, coef, gemm, ilp64, sync, nsync, xs,
+               WxK):  # fmt: skip
     """Steps ``s..e-1`` (run backwards with ``reverse``) of rows ``r0:r1`` and columns ``c0:c1``.
 
     ``buf`` ``(e - s, B, H)`` holds the input projection of those steps and
     is overwritten with the states (zeros past a sequence's length). With
     ``xs`` ``(e - s, B, D)`` not empty, ``buf`` holds only the bias, and the
-    function first adds ``xs @ Wx.T`` (``Wx`` ``(H, D)``) to its rows and
-    columns of every step with the own product: no BLAS runs, and no thread
-    waits for another before its steps.
+    function first adds ``xs @ Wx.T`` (``WxK``: ``Wx`` ``(H, D)`` packed) to
+    its rows and columns of every step with the packed product: no BLAS
+    runs, and no thread waits for another before its steps.
     ``S`` ``(2, B, H)`` is the double-buffered state: the k-th step run
     (counting from ``k0``) reads ``S[k % 2]`` and writes ``S[(k + 1) % 2]``.
     ``flags`` is ``(lengths given, relu, leak != 1)``, ``coef`` ``(leak, 1 - leak)``
     in the dtype. ``gemm`` is the address of ``cblas_?gemm``, and ``Wh`` is
     then the C-contiguous ``Wh.T`` (OpenBLAS multiplies a short matrix by it
-    twice as fast as by ``Wh`` transposed); with ``gemm`` 0 the own product
-    loop reads the rows of ``Wh`` itself. With ``nsync`` > 1 threads share the steps by columns and
+    twice as fast as by ``Wh`` transposed); with ``gemm`` 0 the packed
+    product reads ``WK``, ``Wh`` packed (``_packed.pack``). With ``nsync`` > 1 threads share the steps by columns and
     wait for each other before every step but the first on the counter ``sync[0]``
     (``sync[1]`` is the address of ``sched_yield``, or 0).
     """
@@ -571,8 +574,9 @@ def recurrence(buf, s, e, k0, reverse, lens, S, Wh, r0, r1, c0, c1, flags, coef,
     s_at, buf_at, w_at = np.int64(S.ctypes.data), np.int64(buf.ctypes.data), np.int64(Wh.ctypes.data)
     sync_at = np.int64(sync.ctypes.data)
     work = r1 > r0 and c1 > c0
+    scratch = np.empty((TILE_ROWS, WK.shape[2]), S.dtype)  # the packed product's partial strips
     if xs.shape[0] > 0 and work:
-        _project(buf, xs, Wx, r0, r1, c0, c1, zero)
+        _project(buf, xs, WxK, r0, r1, c0, c1, scratch)
     for m in range(e - s):
         t = e - 1 - m if reverse else s + m
         k = k0 + m
@@ -585,7 +589,7 @@ def recurrence(buf, s, e, k0, reverse, lens, S, Wh, r0, r1, c0, c1, flags, coef,
                 c_at = buf_at + ((t - s) * B * H + r0 * H + c0) * size
                 _gemm(gemm, ilp64, _NO_TRANS, r1 - r0, c1 - c0, H, one, a_at, H, w_at + c0 * size, H, one, c_at, H)
             else:
-                _own_product(o, cur, Wh, r0, r1, c0, c1, zero)
+                _packed_product(o, cur, WK, r0, r1, c0, c1, scratch)
             for i in range(r0, r1):
                 if has_lens and lens[i] <= t:  # past its length: the state is kept, the output is 0
                     _freeze(o[i, c0:c1], cur[i, c0:c1], nxt[i, c0:c1], zero)
@@ -614,7 +618,7 @@ def _copy_zero(d, cur, nxt, zero):
 
 
 @njit(**_JIT)
-def backward_recurrence(dz, dh, has_dh, G, Wh, lens, reverse, r0, r1, c0, c1, flags, coef, gemm, ilp64,
+def backward_recurrence(dz, dh, has_dh, G, Wh, WK, lens, reverse, r0, r1, c0, c1, flags, coef, gemm, ilp64,
                         sync, nsync):  # fmt: skip
     """The gradient's loop, against the forward's direction, rows ``r0:r1`` and columns ``c0:c1``.
 
@@ -623,8 +627,8 @@ def backward_recurrence(dz, dh, has_dh, G, Wh, lens, reverse, r0, r1, c0, c1, fl
     reaching the carried state (``G[0]`` holds ``dh_n`` or zeros): the k-th
     step run reads ``G[k % 2]`` and writes ``G[(k + 1) % 2]``. ``flags`` is
     ``(lengths given, leak != 1)``, ``coef`` ``(leak, 1 - leak)`` in the
-    dtype. ``gemm``: the address of ``cblas_?gemm`` with ``Wh``; 0: the own
-    product (``_own_product``) with ``Wh.T`` C-contiguous in ``Wh``.
+    dtype. ``gemm``: the address of ``cblas_?gemm`` with ``Wh``; 0: the
+    packed product with ``WK``, ``Wh.T`` packed (``_packed.pack``).
     With ``nsync`` > 1 threads split the columns and meet after each step
     (``sync`` as in ``recurrence``).
     """
@@ -637,6 +641,7 @@ def backward_recurrence(dz, dh, has_dh, G, Wh, lens, reverse, r0, r1, c0, c1, fl
     g_at, dz_at, w_at = np.int64(G.ctypes.data), np.int64(dz.ctypes.data), np.int64(Wh.ctypes.data)
     sync_at = np.int64(sync.ctypes.data)
     work = r1 > r0 and c1 > c0
+    scratch = np.empty((TILE_ROWS, WK.shape[2]), dz.dtype)  # the packed product's partial strips
     for m in range(T):
         t = m if reverse else T - 1 - m
         cur, nxt, d = G[m % 2], G[(m + 1) % 2], dz[t]
@@ -656,8 +661,8 @@ def backward_recurrence(dz, dh, has_dh, G, Wh, lens, reverse, r0, r1, c0, c1, fl
                 a_at = dz_at + (t * B * H + r0 * H) * size
                 c_at = g_at + (((m + 1) % 2) * B * H + r0 * H + c0) * size
                 _gemm(gemm, ilp64, _NO_TRANS, r1 - r0, c1 - c0, H, one, a_at, H, w_at + c0 * size, H, one, c_at, H)
-            else:  # Wh is then Wh.T (C-contiguous): nxt += d @ Wh by the forward's own product
-                _own_product(nxt, d, Wh, r0, r1, c0, c1, zero)
+            else:  # nxt += d @ Wh by the packed product (WK: Wh.T packed)
+                _packed_product(nxt, d, WK, r0, r1, c0, c1, scratch)
             if has_lens:  # a frozen step passes g through exactly (0 @ Wh is NaN where Wh is infinite)
                 for i in range(r0, r1):
                     if lens[i] <= t:
@@ -676,7 +681,6 @@ def backward_recurrence(dz, dh, has_dh, G, Wh, lens, reverse, r0, r1, c0, c1, fl
 # What _numba_cells_jit builds on, under public names (that module reads them off this one).
 JIT, EXACT, NO_TRANS = _JIT, _EXACT, _NO_TRANS
 gemm, sigmoid_rows, tanh_rows, zeros_like, complement_rows = _gemm, _sigmoid_rows, _tanh_rows, _zeros_like, _complement_rows
-own_product = _own_product
 packed_product_into = _packed_product
 
 FUNCTIONS = {

@@ -7,7 +7,7 @@ direction::
 
     g_t  = g + dh_t                                  # the gradient reaching h_t
     dz_t = g_t * leak * f'(z_t)                      # in place in dz (frozen rows: 0)
-    g    = dz_t @ Wh + (1 - leak) * g_t              # BLAS, or an own loop when tiny
+    g    = dz_t @ Wh + (1 - leak) * g_t              # the packed product (Wh.T packed), or BLAS
 
 with no Python per step. The gradient ``g`` is a ``(2, B, H)`` double
 buffer. Threads follow the forward's plan (``numba_cpu.plan``): two threads
@@ -24,6 +24,7 @@ import numpy as np
 
 from . import numba_cpu
 from . import numpy_backward as _np_backward
+from ._packed import pack
 from ._threads import blas_threads
 
 __all__ = ["backward_numba"]
@@ -72,8 +73,9 @@ def _backward(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, product, split, threads, *, no
     coef = np.array([leak, 1.0 - leak], dtype=dtype)  # (2,)
     flags = (int(lens is not None), int(leak != 1.0))
     sync = numba_cpu.barrier_words()  # the barrier's counter and sched_yield
-    Wh_c = np.ascontiguousarray(Wh if gemm else Wh.T)  # (H, H): BLAS multiplies by Wh, the own product by rows of Wh.T
-    args = [(dz, dh3, int(dh is not None), G, Wh_c, lens64, int(reverse), r0, r1, c0, c1, flags, coef,
+    Wh_c = np.ascontiguousarray(Wh) if gemm else np.empty((1, 1), dtype=dtype)  # (H, H): BLAS multiplies by Wh
+    WK = np.empty((1, 1, 1), dtype=dtype) if gemm else pack(Wh.T)  # the packed product's: g @ Wh
+    args = [(dz, dh3, int(dh is not None), G, Wh_c, WK, lens64, int(reverse), r0, r1, c0, c1, flags, coef,
              gemm, int(ilp64), sync, nsync)
             for r0, r1, c0, c1 in bounds]  # fmt: skip
     with blas_threads(1 if gemm else None):  # one BLAS thread per caller

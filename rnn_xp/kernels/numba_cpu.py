@@ -6,24 +6,26 @@ microseconds of dispatch on top of its arithmetic. Here the whole time loop
 is one function compiled by numba (``_numba_jit.recurrence``), which the
 table of ``kernels/__init__.py`` picks by size (``kernels.numpy_loop``):
 
-1. The input projection ``x @ Wx.T + b``: with the own product (the
+1. The input projection ``x @ Wx.T + b``: with the packed product (the
    default) the compiled call adds it first, for its rows and columns of
-   every step of a block, into the bias (four steps of one sequence share
-   a read of ``Wx``); with BLAS's product it is one GEMM over all steps
+   every step of a block, into the bias (the steps share a read of each
+   strip of ``Wx``); with BLAS's product it is one GEMM over all steps
    (``_blocks.project``) with every BLAS thread.
 2. One compiled call then runs every step for a block of rows and columns::
 
-       o[rows, cols] += S_k[rows] @ Wh[cols].T    # the own register-blocked loop (or BLAS)
+       o[rows, cols] += S_k[rows] @ Wh[cols].T    # the packed product (or BLAS)
        o[rows, cols]  = (1 - leak) * S_k + leak * f(o)      # vectorised tanh / relu
        S_{k+1}[rows, cols] = o  (frozen rows: S_k, and o = 0)
 
    ``S`` is a ``(2, B, H)`` double-buffered state: step k reads ``S[k % 2]``
-   and writes ``S[(k + 1) % 2]``. The product is the function's own loop:
-   sixteen sums (four rows by four columns) in registers, vectorised along
-   ``H`` by the compiler for the host's widest vectors (AVX-512 where the
-   CPU has it), ``Wh`` in panels that stay in cache while every row uses
-   them (``_numba_jit.own_product``). ``product="blas"`` calls the
-   ``cblas_?gemm`` of NumPy's own BLAS through its address instead.
+   and writes ``S[(k + 1) % 2]``. The product is the packed product
+   (``_numba_jit``, ``_packed``): ``Wh`` packed once per call into strips
+   of 32 columns (16 in float64), a tile of up to eight rows by one strip
+   keeping its sums in vector registers (AVX-512's where the CPU has them)
+   over all of ``H``, each step one value of the state broadcast times a
+   row of the strip; the strips are the outer loop, so each stays in cache
+   while every row uses it. ``product="blas"`` calls the ``cblas_?gemm`` of
+   NumPy's own BLAS through its address instead.
 3. Threads (``plan``): the batch rows are independent, so two threads each
    run the whole sequence on half the rows, with no synchronisation at all.
    With fewer rows than that pays for (one sequence), two threads split the
@@ -60,16 +62,19 @@ import warnings
 
 from . import _numpy_loops, _settings, _threads
 from ._blocks import project, time_blocks, transposed_copy
+from ._packed import pack
 from ._threads import blas_threads, run_parallel
 from .numpy import scan_numpy
 
 __all__ = ["CompileAgain", "available", "barrier_words", "blas_gemm", "blas_status", "compiled", "mode", "plan",
            "require_one_dtype", "run_compiled", "scan_numba", "why_not", "work_plan"]
 
-# The product: the compiled loop's own, register-blocked (four rows by four
-# columns, panels of Wh kept in cache) at every size: on the 2-core AMD VM it
-# ran 1.3 to 4x faster than the cblas_sgemm of OpenBLAS (AVX2 kernels there)
-# from B = 1 to 64 and H = 64 to 1024, and it leaves no BLAS thread spinning
+# The product: the compiled loop's own at every size, now the packed product
+# (Wh packed once per call, tiles of eight rows by 32 columns in vector
+# registers); the register-blocked product before it (four rows by four
+# columns, panels of Wh kept in cache) ran 1.3 to 4x faster than the
+# cblas_sgemm of OpenBLAS (AVX2 kernels there) on the 2-core AMD VM from
+# B = 1 to 64 and H = 64 to 1024, and neither leaves a BLAS thread spinning
 # beside the loop's own threads. "blas" stays for tests and benchmarks.
 
 # Two threads over halves of the batch rows from this many multiply-adds per
@@ -83,8 +88,8 @@ _ROW_SPLIT_MIN_ROWS = 8
 # Wh is what a step costs.
 _THREAD_COL_MACS = 1 << 16
 
-# The backward (numba_backward) takes the same own product (by rows of
-# Wh.T); its threads split the rows from four rows, never the columns (one
+# The backward (numba_backward) takes the same packed product (of Wh.T,
+# packed); its threads split the rows from four rows, never the columns (one
 # sequence at H = 256 and 512 took 1.5x the one-thread time on the EPYC VM:
 # the barrier waits for the weight gradients' BLAS threads).
 _BACKWARD_ROW_SPLIT_MIN_ROWS = 4
@@ -169,8 +174,9 @@ def _scan(xp, x, h0, Wx, Wh, b, product, split, threads, *, nonlinearity, length
 
     x3 = x.reshape(T, B, D)  # (T, B, D): a view for time-major and batch_first inputs
     WxT = Wx.T  # (D, H)
-    # (H, H): the own loop reads rows of Wh; BLAS multiplies by a C-contiguous Wh.T
-    W = transposed_copy(numpy, Wh) if gemm else numpy.ascontiguousarray(Wh)
+    # BLAS multiplies by a C-contiguous Wh.T (H, H); the packed product reads Wh packed
+    W = transposed_copy(numpy, Wh) if gemm else numpy.empty((1, 1), dtype=dtype)
+    WK = numpy.empty((1, 1, 1), dtype=dtype) if gemm else pack(Wh)
     S = numpy.empty((2, B, H), dtype=dtype)  # (2, B, H): the double-buffered state
     S[0] = h0.reshape(B, H)
     lens = numpy.zeros(B, dtype=numpy.int64) if lengths is None else \
@@ -180,8 +186,8 @@ def _scan(xp, x, h0, Wx, Wh, b, product, split, threads, *, nonlinearity, length
     sync = barrier_words()  # the barrier's counter and sched_yield
 
     out, buf, blocks = time_blocks(numpy, T, B, H, dtype, reverse=reverse, return_sequences=return_sequences)
-    # the own product projects inside the loop (Wx (H, D) C-contiguous, the bias in buf): no BLAS call
-    Wx_rows = numpy.ascontiguousarray(Wx) if not gemm else numpy.empty((0, 0), dtype=dtype)
+    # the packed product projects inside the loop (Wx packed, the bias in buf): no BLAS call
+    Wx_rows = pack(Wx) if not gemm else numpy.empty((1, 1, 1), dtype=dtype)
     no_x = numpy.empty((0, B, D), dtype=dtype)
     k0 = 0  # steps run so far, in the loop's order
     for s, e in blocks:
@@ -194,7 +200,7 @@ def _scan(xp, x, h0, Wx, Wh, b, product, split, threads, *, nonlinearity, length
             xs = numpy.ascontiguousarray(x3[s:e])  # (n, B, D): a view unless batch_first
         with blas_threads(1 if gemm else None):  # the steps: one BLAS thread per caller
             sync[0] = 0
-            args = [(block, s, e, k0, int(reverse), lens, S, W, r0, r1, c0, c1, flags, coef,
+            args = [(block, s, e, k0, int(reverse), lens, S, W, WK, r0, r1, c0, c1, flags, coef,
                      gemm, int(ilp64), sync, nsync, xs, Wx_rows)
                     for r0, r1, c0, c1 in bounds]  # fmt: skip
             run_compiled("recurrence", args, one_blas_thread=bool(gemm))
@@ -222,7 +228,7 @@ def work_plan(B, H, dtype, product=None, split=None, threads=None, backward=Fals
     gemm, ilp64 = (0, False) if product == "own" else blas_gemm(dtype)
     if n > 1 and split == "rows":
         bounds = [(B * i // n, B * (i + 1) // n, 0, H) for i in range(n)]
-    elif n > 1:  # column bounds at multiples of four: the own product's tiles, the same for every split
+    elif n > 1:  # column bounds at multiples of four (any bound gives every element the same sums)
         cut = [0, *(H * i // n // 4 * 4 for i in range(1, n)), H]
         bounds = [(0, B, cut[i], cut[i + 1]) for i in range(n)]
     else:
