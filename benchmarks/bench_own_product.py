@@ -6,17 +6,23 @@ process of its own (no BLAS thread of one figure spinning beside the next):
 - ``numpy``: the NumPy loop (the default install's forward);
 - ``blas``: the compiled loop with the per-step product of NumPy's BLAS
   (``product="blas"``, the input projection one BLAS GEMM);
-- ``own``: the compiled loop as the table runs it (the own register-blocked
-  product, the projection inside the compiled call, the plan's threads);
+- ``own``: the compiled loop as the table runs it (its own product, the
+  packed product, with the projection inside the compiled call, the plan's
+  threads);
 - ``own 1 thread``: the same on one thread, and its parts on one thread:
-  ``product``, the T per-step products ``h @ Wh.T`` alone, and
-  ``projection``, ``x @ Wx.T`` over all steps alone; ``rest`` = the
-  one-thread loop less both (tanh, the copies, the loop);
+  ``product``, the T per-step products ``h @ Wh.T`` alone (the packed
+  product, ``Wh`` packed once), and ``projection``, ``x @ Wx.T`` over all
+  steps alone; ``rest`` = the one-thread loop less both (tanh, the copies,
+  the loop);
+- ``blocked product``: the same T products by the register-blocked product
+  the loop ran before the packed one (four rows by four columns, sums along
+  ``k``), one thread;
 - ``blas product``: the T per-step products by ``numpy.matmul`` (OpenBLAS, its
   own threads) alone.
 
 Best of ``--repeats`` rounds; the table on stdout, progress on stderr, JSON
-into ``--out`` (docs/cpu-kernels.md, "The own product: before and after").
+into ``--out`` (docs/cpu-kernels.md, "The own product: before and after",
+"The packed product").
 """
 
 import argparse
@@ -32,7 +38,7 @@ SIZES = [(1, 200, 32, 64), (16, 100, 64, 128), (32, 100, 128, 256), (64, 50, 512
          (1, 200, 256, 256), (4, 200, 256, 256), (8, 200, 256, 256), (1, 200, 512, 512), (4, 200, 512, 512),
          (8, 200, 512, 512), (1, 200, 1024, 1024), (4, 200, 1024, 1024), (8, 200, 1024, 1024)]  # fmt: skip
 QUICK = SIZES[:3]
-FIGURES = ["numpy", "blas", "own", "own 1 thread", "product", "projection", "blas product"]
+FIGURES = ["numpy", "blas", "own", "own 1 thread", "product", "projection", "blocked product", "blas product"]
 
 
 def _arrays(B, T, D, H):
@@ -63,16 +69,25 @@ def _figure(name, B, T, D, H, repeats):
         kw = {"blas": dict(product="blas"), "own": {}, "own 1 thread": dict(product="own", threads=1)}[name]
         fn = lambda: numba_cpu.scan_numba(xp, x, h0, Wx, Wh, b, **opts, **kw)  # noqa: E731
     elif name in ("product", "projection"):
-        product = numba_cpu.compiled()["project_rows"]  # out[r0:r1] += a[r0:r1] @ W.T, the own product
+        from rnn_xp.kernels._packed import pack
+
+        packed = numba_cpu.compiled()["packed_product"]  # out[r0:r1, c0:c1] += a[r0:r1] @ W[c0:c1].T
         if name == "product":
-            hs, out = np.ones((B, H), np.float32) * 0.01, np.zeros((B, H), np.float32)
+            hs, out, WK = np.ones((B, H), np.float32) * 0.01, np.zeros((B, H), np.float32), pack(Wh)
 
             def fn():
                 for _ in range(T):
-                    product(out, hs, Wh, 0, B)
+                    packed(out, hs, WK, 0, B, 0, H)
         else:
-            x2, out = x.reshape(T * B, D), np.zeros((T * B, H), np.float32)
-            fn = lambda: product(out, x2, Wx, 0, T * B)  # noqa: E731
+            x2, out, WxK = x.reshape(T * B, D), np.zeros((T * B, H), np.float32), pack(Wx)
+            fn = lambda: packed(out, x2, WxK, 0, T * B, 0, H)  # noqa: E731
+    elif name == "blocked product":
+        blocked = numba_cpu.compiled()["project_rows"]  # out[r0:r1] += a[r0:r1] @ W.T, register-blocked
+        hs, out = np.ones((B, H), np.float32) * 0.01, np.zeros((B, H), np.float32)
+
+        def fn():
+            for _ in range(T):
+                blocked(out, hs, Wh, 0, B)
     else:  # the per-step products on OpenBLAS's threads
         hs, out, WhT = np.ones((B, H), np.float32) * 0.01, np.zeros((B, H), np.float32), np.ascontiguousarray(Wh.T)
 
@@ -114,9 +129,15 @@ def main(argv=None):
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             row[name] = float(out.stdout.strip().splitlines()[-1]) * 1e3
         row["rest"] = row["own 1 thread"] - row["product"] - row["projection"]
+        B, T, D, H = size
+        flops = 2 * T * B * H * H  # the per-step products, in GFLOP/s below (ms -> 1e-3 s)
+        row["product GFLOP/s"] = flops / row["product"] / 1e6
+        row["blocked GFLOP/s"] = flops / row["blocked product"] / 1e6
         rows.append(row)
-    head = ["(B, T, D, H)", *FIGURES, "rest", "own / numpy", "own / blas"]
+    rates = ["product GFLOP/s", "blocked GFLOP/s"]
+    head = ["(B, T, D, H)", *FIGURES, "rest", *rates, "own / numpy", "own / blas"]
     print(table(head, [[str(tuple(r["size"]))] + [f"{r[k]:.3g}" for k in (*FIGURES, "rest")]
+                       + [f"{r[k]:.0f}" for k in rates]
                        + [f"{r['own'] / r['numpy']:.2f}", f"{r['own'] / r['blas']:.2f}"] for r in rows]))  # fmt: skip
     if args.out:
         write_rows(args.out, "ms", rows)
