@@ -376,13 +376,17 @@ def _tile_4x1(acc, cur, Wh, i0, i1, i2, i3, j, zero):
 # The strips are the outer loop: one strip stays in cache for every row.
 
 
-def _packed_tile_intrinsic(rows):
-    """``tile(like, o, ldo, a, lda, w, K)``: ``o[r, :S] += sum_k a[r, k] * w[k, :S]`` for ``r < rows``.
+def _packed_tile_intrinsic(rows, strips=1):
+    """``tile(like, o, ldo, a, lda, w, K)``: ``o[r, :strips*S] += sum_k a[r, k] * W_k`` for ``r < rows``.
 
     ``o``, ``a``, ``w`` addresses (int64), ``ldo``, ``lda`` their rows'
-    strides in elements, ``w`` one packed strip ``(K, S)``; ``like`` an
+    strides in elements, ``w`` the first of ``strips`` consecutive packed
+    strips ``(K, S)`` (``W_k`` their rows ``k`` side by side); ``like`` an
     array whose dtype is the numbers'. Each sum starts at zero and takes
-    ``k`` in order by a multiply-add (``llvm.fmuladd``), then is added to ``o``.
+    ``k`` in order by a multiply-add (``llvm.fmuladd``), then is added to
+    ``o``: the same operations for an element whatever ``rows`` and
+    ``strips`` (more strips only give a tile of few rows more independent
+    sums, to hide the multiply-add's latency).
     """
 
     @intrinsic
@@ -394,29 +398,33 @@ def _packed_tile_intrinsic(rows):
             fty = context.get_value_type(signature.args[0].dtype)
             size = context.get_abi_sizeof(fty)
             lanes = VECTOR_BYTES // size
+            vectors = strips * STRIP_VECTORS  # per row: every strip's vectors side by side
             vty, i64, i32 = ir.VectorType(fty, lanes), ir.IntType(64), ir.IntType(32)
             fp, vp = fty.as_pointer(), vty.as_pointer()
             fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty, vty, vty]),
                                                  f"llvm.fmuladd.v{lanes}f{size * 8}")  # fmt: skip
             zero = ir.Constant(vty, [0.0] * lanes)
-            sums = [[cgutils.alloca_once_value(builder, zero) for _ in range(STRIP_VECTORS)] for _ in range(rows)]
+            sums = [[cgutils.alloca_once_value(builder, zero) for _ in range(vectors)] for _ in range(rows)]
             o_p, a_p, w_p = (builder.inttoptr(v, fp) for v in (o_, a_, w_))
             splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
             width = i64(STRIP_VECTORS * lanes)
+            strip_size = builder.mul(K_, width)  # elements from one strip to the next
             with cgutils.for_range(builder, K_) as loop:
                 k = loop.index
-                w_row = builder.gep(w_p, [builder.mul(k, width)])
-                ws = [builder.load(builder.bitcast(builder.gep(w_row, [i64(v * lanes)]), vp), align=size)
-                      for v in range(STRIP_VECTORS)]  # fmt: skip
+                ws = []
+                for m in range(strips):
+                    w_row = builder.gep(w_p, [builder.add(builder.mul(i64(m), strip_size), builder.mul(k, width))])
+                    ws += [builder.load(builder.bitcast(builder.gep(w_row, [i64(v * lanes)]), vp), align=size)
+                           for v in range(STRIP_VECTORS)]  # fmt: skip
                 for r in range(rows):
                     x = builder.load(builder.gep(a_p, [builder.add(builder.mul(i64(r), lda_), k)]))
                     x = builder.insert_element(ir.Constant(vty, ir.Undefined), x, i32(0))
                     x = builder.shuffle_vector(x, ir.Constant(vty, ir.Undefined), splat)
-                    for v in range(STRIP_VECTORS):
+                    for v in range(vectors):
                         builder.store(builder.call(fma, [x, ws[v], builder.load(sums[r][v])]), sums[r][v])
             for r in range(rows):
                 o_row = builder.gep(o_p, [builder.mul(i64(r), ldo_)])
-                for v in range(STRIP_VECTORS):
+                for v in range(vectors):
                     p = builder.bitcast(builder.gep(o_row, [i64(v * lanes)]), vp)
                     builder.store(builder.fadd(builder.load(p, align=size), builder.load(sums[r][v])), p, align=size)
             return context.get_dummy_value()
@@ -424,6 +432,25 @@ def _packed_tile_intrinsic(rows):
         return sig, codegen
 
     return tile
+
+
+# Tiles of one to three rows over several strips at once (eight sums or more in flight)
+_tile1x4, _tile1x2 = _packed_tile_intrinsic(1, 4), _packed_tile_intrinsic(1, 2)
+_tile2x2, _tile3x2 = _packed_tile_intrinsic(2, 2), _packed_tile_intrinsic(3, 2)
+
+
+@njit(**_JIT)
+def _packed_tile_strips(n, m, like, o, ldo, a, lda, w, K):
+    """``n`` rows (1 to 3) by ``m`` consecutive whole strips: 1 x 4, 1 x 2, 2 x 2 or 3 x 2."""
+    if n == 1:
+        if m == 4:
+            _tile1x4(like, o, ldo, a, lda, w, K)
+        else:
+            _tile1x2(like, o, ldo, a, lda, w, K)
+    elif n == 2:
+        _tile2x2(like, o, ldo, a, lda, w, K)
+    else:
+        _tile3x2(like, o, ldo, a, lda, w, K)
 
 
 _tile1, _tile2, _tile3, _tile4, _tile5, _tile6, _tile7, _tile8 = (_packed_tile_intrinsic(r) for r in range(1, 9))
@@ -456,7 +483,10 @@ def _packed_product(o, cur, WP, r0, r1, c0, c1, scratch):
 
     ``o`` and ``cur`` have rows of unit stride; ``scratch`` ``(TILE_ROWS,
     S)`` takes a strip that ``c0:c1`` covers in part (``o``'s values of those
-    columns in, ``o`` plus the sums out). Every element is ``o`` plus the same
+    columns in, ``o`` plus the sums out). One to three rows take whole strips
+    several at a time (one row four, then two; two or three rows two: four
+    to twelve sums in flight, where one strip alone has two to six). Every
+    element is ``o`` plus the same
     multiply-adds in the same order whatever its tile, rows or columns
     around it: a row's result is the same bits in any batch and on any split
     of the rows or columns.
@@ -466,7 +496,17 @@ def _packed_product(o, cur, WP, r0, r1, c0, c1, scratch):
     ldo, lda = o.strides[0] // size, cur.strides[0] // size
     o_at, a_at, w_at, s_at = (np.int64(o.ctypes.data), np.int64(cur.ctypes.data), np.int64(WP.ctypes.data),
                               np.int64(scratch.ctypes.data))  # fmt: skip
-    for s in range(c0 // S, (c1 + S - 1) // S):
+    first = c0 // S
+    if 0 < r1 - r0 <= 3 and first * S == c0:  # few rows: whole strips several at a time, the rest below
+        n = r1 - r0
+        m = 4 if n == 1 else 2
+        while m >= 2:
+            while (first + m) * S <= c1:
+                _packed_tile_strips(n, m, o, o_at + (r0 * ldo + first * S) * size, ldo, a_at + r0 * lda * size,
+                                    lda, w_at + first * K * S * size, K)  # fmt: skip
+                first += m
+            m = 2 if n == 1 and m == 4 else 0  # one row: two strips at a time for what is left
+    for s in range(first, (c1 + S - 1) // S):
         j0 = s * S
         lo, hi = max(j0, c0), min(j0 + S, c1)
         w = w_at + s * K * S * size

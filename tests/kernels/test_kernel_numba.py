@@ -895,22 +895,27 @@ def test_packed_product_tiles_strips_and_leftovers_match_float64(rng, dtype, K, 
 
 
 def test_packed_product_is_the_same_bits_for_a_row_in_any_tile_and_strip(rng, dtype):
-    """Each element is the same multiply-adds in the same order: a row alone, in a tile of any size, and a column
-    range cut through a strip give the bits of the whole product."""
+    """Each element is the same multiply-adds in the same order: a row alone or one to three rows (whole strips
+    several at a time), in a tile of any size, and a column range cut through a strip give the bits of the whole
+    product."""
     from rnn_xp.kernels._packed import pack
 
+    N = 300  # nine strips and a cut one in float32 (one to three rows take whole strips four or two at a time)
     x = rng.standard_normal((13, 45)).astype(dtype)
-    W = rng.standard_normal((70, 45)).astype(dtype)
+    W = rng.standard_normal((N, 45)).astype(dtype)
     WP = pack(W)
     product = numba_cpu.compiled()["packed_product"]
-    whole = np.zeros((13, 70), dtype)
-    product(whole, x, WP, 0, 13, 0, 70)
-    for lo, hi in [(0, 1), (3, 5), (5, 13), (12, 13)]:
-        part = np.zeros((hi - lo, 70), dtype)
-        product(part, np.ascontiguousarray(x[lo:hi]), WP, 0, hi - lo, 0, 70)
+    whole = np.zeros((13, N), dtype)
+    product(whole, x, WP, 0, 13, 0, N)
+    for lo, hi in [(0, 1), (3, 5), (5, 8), (5, 13), (12, 13)]:
+        part = np.zeros((hi - lo, N), dtype)
+        product(part, np.ascontiguousarray(x[lo:hi]), WP, 0, hi - lo, 0, N)
         np.testing.assert_array_equal(part, whole[lo:hi])
-    cut = np.zeros((13, 70), dtype)
-    for c0, c1 in [(0, 7), (7, 33), (33, 70)]:
+        for c0, c1 in [(0, 7), (7, 64), (64, 250), (250, N)]:  # rows and columns cut together
+            product(part, np.ascontiguousarray(x[lo:hi]), WP, 0, hi - lo, c0, c1)
+        np.testing.assert_array_equal(part, 2 * whole[lo:hi])  # o + the same sums: twice the sums, exactly
+    cut = np.zeros((13, N), dtype)
+    for c0, c1 in [(0, 7), (7, 64), (64, 250), (250, N)]:
         product(cut, x, WP, 0, 13, c0, c1)
     np.testing.assert_array_equal(cut, whole)
 
