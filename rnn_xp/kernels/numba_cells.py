@@ -196,7 +196,7 @@ def _scan(cell, x, state0, w, lengths, reverse, return_sequences, product, threa
         if gemm:
             project(numpy, x3[s:e], W_in.T, b_in, XG[: e - s])  # x @ W_in.T + b_in: one GEMM, every BLAS thread
         else:  # the packed product on the callers' threads, over all the block's rows: no BLAS thread spins after
-            _project_own(x3[s:e], W_rows, b_in, XG[: e - s], len(bounds))
+            _project_packed(x3[s:e], W_rows, b_in, XG[: e - s], len(bounds))
         with blas_threads(1 if gemm and len(bounds) > 1 else None):  # several callers: one BLAS thread each
             args = [(XG, XS, HF, s, e, k0, int(reverse), lens, int(lengths is not None), HS, CS, O0, O1,
                      int(return_sequences), HG, W, WK, b, int(bias is not None), WP, int(W_p is not None), extras,
@@ -213,7 +213,7 @@ def _scan(cell, x, state0, w, lengths, reverse, return_sequences, product, threa
     return seqs, finals
 
 
-def _project_own(x3, W_rows, b_in, out, callers):
+def _project_packed(x3, W_rows, b_in, out, callers):
     """``out = x3 @ W_in.T + b_in`` (``(n, B, D)`` into ``(n, B, G*H)``) with the compiled packed product
     (``W_rows``: ``W_in`` packed), on ``callers`` threads over the ``n * B`` rows."""
     n, B, D = x3.shape
