@@ -44,6 +44,11 @@ as a static argument) with these members:
     Everything the backward needs at every step, computed for all steps at
     once from the input, the states each step started from (``prev``) and
     the states it produced (``seqs``): a tuple of ``(T, *batch, .)`` arrays.
+    A cell with ``pointwise`` (below) also takes ``products=(xg, hg)``
+    (``None``: computed here): the projected input and the recurrent
+    product with ``recurrent_bias`` of every step, ``(T, *batch, G * H)``,
+    as the forward computed them (the compiled forward keeps them for
+    the layer's backward), instead of both products again.
 ``step_backward(xp, saved_t, prev_t, g_t, w, fixed)``
     From the gradient ``g_t`` reaching the state after step t: ``(d_t,
     g_prev)``, the step's gradients that the weight gradients sum over

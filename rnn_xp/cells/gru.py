@@ -200,14 +200,21 @@ class GRUCell(CellBase):
 
     # -- backward --------------------------------------------------------------
 
-    def saved(self, xp, x, prev, seqs, w, fixed, *, from_outputs):
-        """Per step ``(r, z, n, dr, dz, dn, u_n)`` ``(T, *batch, H)``; ``u_n`` is ``r * h_{t-1}`` before the reset."""
+    def saved(self, xp, x, prev, seqs, w, fixed, *, from_outputs, products=None):
+        """Per step ``(r, z, n, dr, dz, dn, u_n)`` ``(T, *batch, H)``; ``u_n`` is ``r * h_{t-1}`` before the reset.
+
+        ``products``: ``(xg, hg)``, the forward's ``project`` and
+        ``h @ W_hh.T + b_hh`` (all three blocks) of every step (``None``:
+        both computed here).
+        """
         (h_prev,) = prev
         H = h_prev.shape[-1]
         fa, ga, = self._acts
-        a_r, a_z, a_n = split_gates(self.project(xp, x, w), 3)
+        a_r, a_z, a_n = split_gates(self.project(xp, x, w) if products is None else products[0], 3)
         b_hh = w.b_hh
-        if self.linear_before_reset:
+        if products is not None:
+            u_r, u_z, u_n = split_gates(products[1], 3)  # u_n is replaced below without linear_before_reset
+        elif self.linear_before_reset:
             u = rows_matmul(xp, h_prev, fixed[0])  # (T, *batch, 3H)
             if b_hh is not None:
                 u = u + b_hh

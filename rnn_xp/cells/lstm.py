@@ -204,16 +204,20 @@ class LSTMCell(CellBase):
 
     # -- backward --------------------------------------------------------------
 
-    def saved(self, xp, x, prev, seqs, w, fixed, *, from_outputs):
+    def saved(self, xp, x, prev, seqs, w, fixed, *, from_outputs, products=None):
         """Per step: the gates, their derivatives, ``ha(c_t)`` and its derivative, ``c_t``.
 
         ``(i, f, g, o, di, df, dg, do, hc, dhc, c)``, each ``(T, *batch, H)``;
         a derivative is zero where ``clip`` cut the pre-activation.
+        ``products``: ``(xg, hg)``, the forward's ``project`` and recurrent
+        product of every step (``None``: both computed here).
         """
         W_hhT, W_hrT, peep = fixed
         h_prev, c_prev = prev
         c = seqs[1]  # (T, *batch, H): c_t
-        zi, zf, zg, zo = split_gates(self.project(xp, x, w) + rows_matmul(xp, h_prev, W_hhT), 4)
+        if products is None:
+            products = self.project(xp, x, w), rows_matmul(xp, h_prev, W_hhT)
+        zi, zf, zg, zo = split_gates(products[0] + products[1], 4)
         if peep is not None:
             zi = zi + peep[0] * c_prev
             zf = zf + peep[1] * c_prev

@@ -121,16 +121,24 @@ __all__ = [
 ]
 
 
-def scan(xp, cell, x, state0, w, *, lengths, reverse, return_sequences, mask=None):
+def scan(xp, cell, x, state0, w, *, lengths, reverse, return_sequences, mask=None, keep=False):
     """Run ``cell``'s recurrence with the kernel the table picks for ``xp``; ``scan_cell``'s arguments and results.
 
     The arrays are validated, time-major, of one dtype and device (see
     ``_prepare.prepare``). The row of ``xp``'s library names two kernels:
     one for the Elman cell (``Route.forward``, with Elman's own signature,
     where the library has a kernel written for it) and one for any cell
-    (``Route.cells_forward``).
+    (``Route.cells_forward``). ``keep``: ``(seqs, finals, kept)``, ``kept``
+    what the kernel kept for ``backward(..., kept=)`` (a row's
+    ``cells_keep``), else ``None``.
     """
     row = _route_of(xp)
+    if keep:
+        if row.cells_keep and not (cell.name == "elman" and not row.cells_run_elman):
+            return _function(row.cells_forward)(xp, cell, x, state0, w, lengths=lengths, reverse=reverse,
+                                                return_sequences=return_sequences, mask=mask, keep=True)  # fmt: skip
+        return (*scan(xp, cell, x, state0, w, lengths=lengths, reverse=reverse, return_sequences=return_sequences,
+                      mask=mask), None)  # fmt: skip
     if cell.name == "elman" and not row.cells_run_elman:
         extended = not cell.plain or mask is not None
         kernel = forward_kernel(xp, extended=extended)
@@ -147,8 +155,11 @@ def scan(xp, cell, x, state0, w, *, lengths, reverse, return_sequences, mask=Non
                                         return_sequences=return_sequences, mask=mask)  # fmt: skip
 
 
-def backward(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, reverse, mask=None):
-    """Backpropagate through ``cell``'s recurrence with the kernel the table picks; ``backward_cell``'s arguments and results."""
+def backward(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, reverse, mask=None, kept=None):
+    """Backpropagate through ``cell``'s recurrence with the kernel the table picks; ``backward_cell``'s arguments and results.
+
+    ``kept``: what ``scan(..., keep=True)`` returned for this call's forward, or ``None``.
+    """
     row = _route_of(xp)
     if cell.name == "elman" and not row.cells_run_elman:
         extended = not cell.plain or mask is not None
@@ -163,8 +174,9 @@ def backward(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, reverse,
             **options,
         )  # fmt: skip
         return dx, (dh0,), type(w)(dWx, dWh, db)
+    options = {"kept": kept} if kept is not None and row.cells_keep else {}
     return _function(row.cells_backward)(xp, cell, d_out, x, state0, w, seqs, d_finals,
-                                         lengths=lengths, reverse=reverse, mask=mask)  # fmt: skip
+                                         lengths=lengths, reverse=reverse, mask=mask, **options)  # fmt: skip
 
 
 class Route(NamedTuple):
@@ -177,7 +189,9 @@ class Route(NamedTuple):
     portable loops know (other activations, ``clip``, ``mask``) themselves.
     ``cells_forward`` and ``cells_backward`` run any cell
     (``portable.scan_cell``'s and ``portable.backward_cell``'s signatures);
-    with ``cells_run_elman`` they run the Elman cell too.
+    with ``cells_run_elman`` they run the Elman cell too. ``cells_keep``:
+    ``cells_forward`` takes ``keep`` and ``cells_backward`` ``kept`` (the
+    forward's products, kept for the backward's ``cell.saved``).
     """
 
     library: str
@@ -188,6 +202,7 @@ class Route(NamedTuple):
     cells_forward: str = "portable:scan_cell"  # any cell, scan_cell's signature
     cells_backward: str = "portable:backward_cell"  # (backward_cell's)
     cells_run_elman: bool = False  # the cells' kernels also run Elman (no Elman kernels of their own)
+    cells_keep: bool = False  # the cells' forward keeps its products for their backward (keep=, kept=)
 
 
 # One row per library, tried in this order; the first whose test takes the
@@ -226,8 +241,10 @@ KERNELS = (
     # clip, an LSTM's input_forget, a GRU's reset before the product), a
     # mask, a size of zero (numpy_cells.runs); the compiled loop also for
     # dtypes other than float32 and float64.
+    # With return_cache, the layer asks the compiled loop to keep its products
+    # (the projection and each step's h @ W_hh.T) for the backward's cell.saved.
     Route("numpy", is_numpy_namespace, ":numpy_row_forward", ":numpy_row_backward",
-          cells_forward=":numpy_row_cells_forward", cells_backward=":numpy_row_cells_backward"),
+          cells_forward=":numpy_row_cells_forward", cells_backward=":numpy_row_cells_backward", cells_keep=True),
     # CuPy: kernel launches dominate on a GPU: one fused launch per step, or
     # one launch for all steps (the persistent kernel) for small batches
     # (cupy_path). Other dtypes than float32 and float64 (float16), which the
@@ -478,36 +495,42 @@ def numpy_row_backward(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, *, nonlinearity, leng
     return backward_numpy(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, **options)
 
 
-def numpy_row_cells_forward(xp, cell, x, state0, w, *, lengths, reverse, return_sequences, mask=None):
-    """The NumPy row's forward of any cell: the compiled, in-place or portable loop (``numpy_cells_loop``)."""
+def numpy_row_cells_forward(xp, cell, x, state0, w, *, lengths, reverse, return_sequences, mask=None, keep=False):
+    """The NumPy row's forward of any cell: the compiled, in-place or portable loop (``numpy_cells_loop``).
+
+    ``keep``: ``(seqs, finals, kept)``, the compiled loop's kept products or ``None`` (``scan``).
+    """
     options = dict(lengths=lengths, reverse=reverse, return_sequences=return_sequences, mask=mask)
     loop = numpy_cells_loop(cell, x, state0, w, mask)
     if loop == "numba":
         from .numba_cells import scan_cells_numba
 
-        return scan_cells_numba(xp, cell, x, state0, w, **options)
+        return scan_cells_numba(xp, cell, x, state0, w, keep=keep, **options)
     if loop == "inplace":
         from .numpy_cells import scan_cells_numpy
 
-        return scan_cells_numpy(xp, cell, x, state0, w, **options)
-    return scan_cell(xp, cell, x, state0, w, **options)
+        result = scan_cells_numpy(xp, cell, x, state0, w, **options)
+    else:
+        result = scan_cell(xp, cell, x, state0, w, **options)
+    return (*result, None) if keep else result
 
 
-def numpy_row_cells_backward(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, reverse, mask=None):
+def numpy_row_cells_backward(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, reverse, mask=None,
+                             kept=None):  # fmt: skip
     """The NumPy row's backward of any cell: the loop ``numpy_cells_loop(..., backward=True)`` names.
 
-    Either loop takes what the other's forward returned (the same arrays).
+    Either loop takes what the other's forward returned (the same arrays), ``kept`` included.
     """
     options = dict(lengths=lengths, reverse=reverse, mask=mask)
     loop = numpy_cells_loop(cell, x, state0, w, mask, backward=True)
     if loop == "numba":
         from .numba_cells import backward_cells_numba
 
-        return backward_cells_numba(xp, cell, d_out, x, state0, w, seqs, d_finals, **options)
+        return backward_cells_numba(xp, cell, d_out, x, state0, w, seqs, d_finals, kept=kept, **options)
     if loop == "inplace":
         from .numpy_cells import backward_cells_numpy
 
-        return backward_cells_numpy(xp, cell, d_out, x, state0, w, seqs, d_finals, **options)
+        return backward_cells_numpy(xp, cell, d_out, x, state0, w, seqs, d_finals, kept=kept, **options)
     return backward_cell(xp, cell, d_out, x, state0, w, seqs, d_finals, **options)
 
 

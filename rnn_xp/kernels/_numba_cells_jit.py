@@ -146,7 +146,7 @@ def _cell_templates(key):
     """The loops' code; ``key`` (the cell's digest) is their one free variable."""
 
     def cell_forward(XG, XS, HF, s, e, k0, reverse, lens, has_lens, HS, CS, O0, O1, has_out, HG, W, WK, bias,
-                     has_bias, WP, has_proj, extras, r0, r1, gemm, ilp64):  # fmt: skip
+                     has_bias, WP, has_proj, extras, HK, has_keep, r0, r1, gemm, ilp64):  # fmt: skip
         """Steps ``s..e-1`` of rows ``r0:r1`` of the cell's recurrence (run backwards with ``reverse``).
 
         ``XG`` ``(n, B, G*H)`` the input projection of those steps (the first
@@ -159,7 +159,8 @@ def _cell_templates(key):
         for ``h @ W`` gate by gate (``HF`` ``(B, G*H)`` the product as BLAS
         writes it), ``W`` = ``W_hh.T`` ``(P, G*H)`` for BLAS (C-contiguous),
         ``WK`` = ``W_hh`` packed (``_packed.pack``) for the packed product,
-        plus ``bias``; ``WP`` = ``W_hr.T`` ``(H, P)`` (``has_proj``). ``gemm``
+        plus ``bias``; ``WP`` = ``W_hr.T`` ``(H, P)`` (``has_proj``); ``HK``
+        ``(T, B, G*H)`` keeps every step's ``h @ W_hh.T + b`` (``has_keep``). ``gemm``
         the address of ``cblas_?gemm`` (0: the packed product). Gate by
         gate, every block ``pointwise`` reads is C-contiguous (its loops vectorise).
         """
@@ -203,6 +204,13 @@ def _cell_templates(key):
                         row = HG[g, i]
                         for j in range(H):
                             row[j] += bias[g * H + j]
+            if has_keep:  # the step's recurrent product, as pointwise reads it, for the backward
+                for i in range(r0, r1):
+                    krow = HK[t, i]
+                    for g in range(G):
+                        grow = HG[g, i]
+                        for j in range(H):
+                            krow[g * H + j] = grow[j]
             new = POINT(OPS, _gate_views(XS, r0, r1, G), _gate_views(HG, r0, r1, G), (CS[cur, r0:r1],),
                         *extras)  # fmt: skip
             if has_proj:  # HS[nxt, rows] = m0 @ W_hr.T

@@ -20,8 +20,11 @@ loop's bit for bit but for the products' rounding):
    packed once per call, ``_packed``; or NumPy's ``cblas_?gemm`` by address), the
    recurrent bias, ``cell.pointwise`` on the rows, an LSTM's projection (a
    second product), the frozen rows past their lengths.
-2. Backward: the states each step started from and ``cell.saved`` (two GEMMs
-   for all steps) as in the NumPy loop; one compiled call runs the reverse
+2. Backward: the states each step started from and ``cell.saved`` as in the
+   NumPy loop: from the products the forward kept (``keep``: the layer's
+   ``return_cache``; the projection and each step's ``h @ W_hh.T`` plus its
+   bias, where the forward held the whole projection), or two GEMMs for all
+   steps; one compiled call runs the reverse
    loop (``cell.pointwise_backward`` and the packed product into the
    gradient reaching ``h``); ``cell.grads`` then gives the weight
    gradients, one product each.
@@ -124,21 +127,27 @@ def _work(B, P, GH, dtype, product, threads, backward=False):
 
 
 def scan_cells_numba(xp, cell, x, state0, w, *, lengths, reverse, return_sequences, mask=None, product=None,
-                     threads=None):  # fmt: skip
+                     threads=None, keep=False):  # fmt: skip
     """``portable.scan_cell`` for float32/float64 NumPy arrays, one compiled call (module docstring).
 
     ``product`` (``"own"``, ``"blas"``) and ``threads`` (1, 2) override
-    ``plan``'s choice (for tests and benchmarks).
+    ``plan``'s choice (for tests and benchmarks). ``keep``: return
+    ``(seqs, finals, kept)``, ``kept`` the products ``cell.saved`` takes
+    (``(xg, hg)``, each ``(T, *batch, G*H)``) where the forward holds the
+    whole sequence's projection at once (``projection_steps``), else ``None``.
     """
     if not takes(cell, x, state0, mask):
-        return numpy_cells.scan_cells_numpy(xp, cell, x, state0, w, lengths=lengths, reverse=reverse,
-                                            return_sequences=return_sequences, mask=mask)  # fmt: skip
+        result = numpy_cells.scan_cells_numpy(xp, cell, x, state0, w, lengths=lengths, reverse=reverse,
+                                              return_sequences=return_sequences, mask=mask)  # fmt: skip
+        return (*result, None) if keep else result
     numba_cpu.require_one_dtype(state0[0].dtype, x=x, **_arrays(w), **{f"state0[{k}]": s for k, s in enumerate(state0)})
     try:
-        return _scan(cell, x, state0, w, lengths, reverse, return_sequences, product, threads)
+        seqs, finals, kept = _scan(cell, x, state0, w, lengths, reverse, return_sequences, product, threads, keep)
     except numba_cpu.CompileAgain:  # numba's on-disk cache failed: once more, compiled anew (or the NumPy loop)
         return scan_cells_numba(xp, cell, x, state0, w, lengths=lengths, reverse=reverse,
-                                return_sequences=return_sequences, product=product, threads=threads)  # fmt: skip
+                                return_sequences=return_sequences, product=product, threads=threads,
+                                keep=keep)  # fmt: skip
+    return (seqs, finals, kept) if keep else (seqs, finals)
 
 
 def _arrays(w):
@@ -152,7 +161,7 @@ def _sizes(cell, state0, w):
     return batch, math.prod(batch), state0[0].shape[-1], GH, GH // cell.gates, len(state0), state0[0].dtype
 
 
-def _scan(cell, x, state0, w, lengths, reverse, return_sequences, product, threads):
+def _scan(cell, x, state0, w, lengths, reverse, return_sequences, product, threads, keep):
     T, D = x.shape[0], x.shape[-1]
     batch, B, P, GH, H, nparts, dtype = _sizes(cell, state0, w)
     gemm, ilp64, bounds = _work(B, P, GH, dtype, product, threads)
@@ -184,6 +193,8 @@ def _scan(cell, x, state0, w, lengths, reverse, return_sequences, product, threa
     extras = cell.extras(w)
 
     n = projection_steps(T, B, GH, return_sequences)  # the input projection, a block of steps at a time
+    keep = keep and n == T  # the whole projection is held: keep it, and every step's recurrent product beside it
+    HK = numpy.empty((T, B, GH), dtype=dtype) if keep else numpy.empty((1, 1, 1), dtype=dtype)
     W_in, b_in = cell.input_weights(w)  # the cell's projection is x @ W_in.T + b_in
     XG = numpy.empty((n, B, GH), dtype=dtype)  # (n, B, G*H): a block's projection, reused for every block
     XS = numpy.empty((G, B, H), dtype=dtype)  # (G, B, H): a step's projection gate by gate
@@ -200,17 +211,18 @@ def _scan(cell, x, state0, w, lengths, reverse, return_sequences, product, threa
         with blas_threads(1 if gemm and len(bounds) > 1 else None):  # several callers: one BLAS thread each
             args = [(XG, XS, HF, s, e, k0, int(reverse), lens, int(lengths is not None), HS, CS, O0, O1,
                      int(return_sequences), HG, W, WK, b, int(bias is not None), WP, int(W_p is not None), extras,
-                     r0, r1, gemm, int(ilp64)) for r0, r1 in bounds]  # fmt: skip
+                     HK, int(keep), r0, r1, gemm, int(ilp64)) for r0, r1 in bounds]  # fmt: skip
             numba_cpu.run_compiled("cell_forward", args, one_blas_thread=bool(gemm) and len(bounds) > 1, cell=cell)
         del args
         k0 += e - s
     finals = (HS[T % 2].reshape(*batch, P).copy(),)
     if nparts == 2:
         finals += (CS[T % 2].reshape(*batch, H).copy(),)
+    kept = (XG.reshape(T, *batch, GH), HK.reshape(T, *batch, GH)) if keep else None
     if not return_sequences:
-        return None, finals
+        return None, finals, kept
     seqs = (O0.reshape(T, *batch, P),) + ((O1.reshape(T, *batch, H),) if nparts == 2 else ())
-    return seqs, finals
+    return seqs, finals, kept
 
 
 def _project_packed(x3, W_rows, b_in, out, callers):
@@ -227,31 +239,37 @@ def _project_packed(x3, W_rows, b_in, out, callers):
 
 
 def backward_cells_numba(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, reverse, mask=None,
-                         product=None, threads=None):  # fmt: skip
-    """``portable.backward_cell`` for float32/float64 NumPy arrays, the loop compiled (module docstring)."""
+                         product=None, threads=None, kept=None):  # fmt: skip
+    """``portable.backward_cell`` for float32/float64 NumPy arrays, the loop compiled (module docstring).
+
+    ``kept``: what ``scan_cells_numba(..., keep=True)`` kept of this call's
+    forward (``cell.saved`` then makes no product again), or ``None``.
+    """
     if not takes(cell, x, state0, mask):
         return numpy_cells.backward_cells_numpy(xp, cell, d_out, x, state0, w, seqs, d_finals, lengths=lengths,
-                                                reverse=reverse, mask=mask)  # fmt: skip
+                                                reverse=reverse, mask=mask, kept=kept)  # fmt: skip
     d_seqs = per_part(d_out, len(state0))
     numba_cpu.require_one_dtype(state0[0].dtype, x=x, **_arrays(w),
                                 **{f"d_out[{k}]": d for k, d in enumerate(d_seqs)},
                                 **{f"seqs[{k}]": q for k, q in enumerate(seqs)},
                                 **{f"d_finals[{k}]": d for k, d in enumerate(d_finals)})  # fmt: skip
     try:
-        return _backward(cell, d_seqs, x, state0, w, seqs, d_finals, lengths, reverse, product, threads)
+        return _backward(cell, d_seqs, x, state0, w, seqs, d_finals, lengths, reverse, product, threads,
+                         numpy_cells.kept_products(kept, x, state0, w))  # fmt: skip
     except numba_cpu.CompileAgain:
         return backward_cells_numba(xp, cell, d_out, x, state0, w, seqs, d_finals, lengths=lengths,
-                                    reverse=reverse, product=product, threads=threads)  # fmt: skip
+                                    reverse=reverse, product=product, threads=threads, kept=kept)  # fmt: skip
 
 
-def _backward(cell, d_seqs, x, state0, w, seqs, d_finals, lengths, reverse, product, threads):
+def _backward(cell, d_seqs, x, state0, w, seqs, d_finals, lengths, reverse, product, threads, kept):
     T = x.shape[0]
     batch, B, P, GH, H, nparts, dtype = _sizes(cell, state0, w)
     carried = cell.carried[0]
     gemm, ilp64, bounds = _work(B, P, GH, dtype, product, threads, backward=True)
 
     prev, valid_all = numpy_cells.states_before(numpy, seqs, state0, lengths, reverse)
-    saved = cell.saved(numpy, x, prev, seqs, w, cell.fixed(numpy, w), from_outputs=True)
+    saved = cell.saved(numpy, x, prev, seqs, w, cell.fixed(numpy, w), from_outputs=True,
+                       products=kept)  # fmt: skip
     SV = tuple(numpy.ascontiguousarray(s.reshape(T, B, H)) for s in saved)  # each (T, B, H)
     PC = numpy.ascontiguousarray(prev[carried].reshape(T, B, H))  # (T, B, H)
     dummy = numpy.empty((1, 1, 1), dtype=dtype)

@@ -45,7 +45,7 @@ from ._blocks import block_steps, project, transposed_copy
 from ._threads import blas_threads
 from .portable import backward_cell, padding_mask, per_part, previous_states, scan_cell
 
-__all__ = ["backward_cells_numpy", "runs", "scan_cells_numpy"]
+__all__ = ["backward_cells_numpy", "kept_products", "runs", "scan_cells_numpy"]
 
 # Below this batch size the step multiplies by a contiguous copy of W_hh.T
 # (a no-transpose GEMM, faster for few rows); from it on by the transposed view.
@@ -133,8 +133,12 @@ def _scan(cell, x3, state0, w, lengths, reverse, return_sequences, batch, G, GH,
     return tuple(o.reshape(T, *batch, S) for o, S in zip(outs, sizes)), finals
 
 
-def backward_cells_numpy(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, reverse, mask=None):
-    """``portable.backward_cell`` for NumPy arrays, one in-place reverse loop (see the module docstring)."""
+def backward_cells_numpy(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengths, reverse, mask=None, kept=None):
+    """``portable.backward_cell`` for NumPy arrays, one in-place reverse loop (see the module docstring).
+
+    ``kept``: the products a compiled forward of this call kept
+    (``numba_cells.scan_cells_numba(..., keep=True)``), or ``None``.
+    """
     if not runs(cell, x, state0, mask):
         return backward_cell(xp, cell, d_out, x, state0, w, seqs, d_finals, lengths=lengths, reverse=reverse,
                              mask=mask)  # fmt: skip
@@ -145,7 +149,18 @@ def backward_cells_numpy(xp, cell, d_out, x, state0, w, seqs, d_finals, *, lengt
     P = state0[0].shape[-1]
     with blas_threads(1 if B * P * GH < _threads.SERIAL_MACS else None):
         return _backward(cell, per_part(d_out, len(state0)), x, state0, w, seqs, d_finals, lengths, reverse,
-                         T, batch, B)  # fmt: skip
+                         T, batch, B, kept_products(kept, x, state0, w))  # fmt: skip
+
+
+def kept_products(kept, x, state0, w):
+    """``kept`` if it holds ``cell.saved``'s products for this call (two ``(T, *batch, G*H)`` arrays of its
+    dtype), else ``None``: the backward may run in another dtype than the forward (a float64 ``d_output``
+    for a float32 forward), and then ``cell.saved`` makes the products again."""
+    if kept is None or len(kept) != 2:
+        return None
+    shape = (x.shape[0], *state0[0].shape[:-1], w.W_hh.shape[0])
+    ok = all(isinstance(k, numpy.ndarray) and k.shape == shape and k.dtype == state0[0].dtype for k in kept)
+    return tuple(kept) if ok else None
 
 
 def states_before(xp, seqs, state0, lengths, reverse):
@@ -158,7 +173,7 @@ def states_before(xp, seqs, state0, lengths, reverse):
     return prev, valid
 
 
-def _backward(cell, d_seqs, x, state0, w, seqs, d_finals, lengths, reverse, T, batch, B):
+def _backward(cell, d_seqs, x, state0, w, seqs, d_finals, lengths, reverse, T, batch, B, kept):
     dtype = state0[0].dtype
     GH = w.W_hh.shape[0]
     ops = cell.ops(numpy)
@@ -166,7 +181,8 @@ def _backward(cell, d_seqs, x, state0, w, seqs, d_finals, lengths, reverse, T, b
     carried = cell.carried
     W_p = cell.projection(w)  # (P, H) or None
     prev, valid_all = states_before(numpy, seqs, state0, lengths, reverse)
-    saved = cell.saved(numpy, x, prev, seqs, w, cell.fixed(numpy, w), from_outputs=True)  # each (T, *batch, .)
+    saved = cell.saved(numpy, x, prev, seqs, w, cell.fixed(numpy, w), from_outputs=True,
+                       products=kept)  # fmt: skip  each (T, *batch, .)
 
     flat = lambda a: a.reshape(T, B, a.shape[-1])  # noqa: E731  (T, B, F)
     saved3, prev3 = [flat(s) for s in saved], [flat(p) for p in prev]

@@ -400,7 +400,7 @@ class Recurrent(Moving):
         p = self.dropout if self.training else 0.0
         layer_in = call.x
         finals = [[] for _ in self._state_labels]
-        inputs, starts, seqs, weights, masks = [], [], [], [], []
+        inputs, starts, seqs, weights, masks, kept = [], [], [], [], [], []
         for k in range(L):
             drop = None
             if k > 0 and p > 0:  # dropout on layer k - 1's output
@@ -418,10 +418,11 @@ class Recurrent(Moving):
                     else q[i, ...]
                     for q, size in zip(call.parts, self._state_sizes())
                 )  # each (*batch, S_k)
-                run_seqs, run_finals = scan(
+                run_seqs, run_finals, *run_kept = scan(
                     xp, self._cells[d], layer_in, state0, w, lengths=call.lengths,
-                    reverse=d == 1 or self.reverse, return_sequences=True, mask=call.mask,
+                    reverse=d == 1 or self.reverse, return_sequences=True, mask=call.mask, keep=return_cache,
                 )  # fmt: skip
+                kept.append(run_kept[0] if run_kept else None)
                 outputs.append(run_seqs[0])  # (T, *batch, H_out)
                 for k_part, f in enumerate(run_finals):
                     finals[k_part].append(f)  # (*batch, S_k)
@@ -439,7 +440,7 @@ class Recurrent(Moving):
         if return_cache:
             cache = LayerCache(inputs, [s[0] for s in starts], [q[0] for q in seqs], weights,
                                call.lengths, call.batch_first, masks, step_mask=call.mask,
-                               states=starts, seqs=seqs)  # fmt: skip
+                               states=starts, seqs=seqs, kept=kept)  # fmt: skip
         return output, finals, cache
 
     def _dropout_mask(self, like, p):
@@ -531,6 +532,7 @@ class Recurrent(Moving):
                     None if d_out is None else d_out[..., d * H_out:(d + 1) * H_out],
                     x_k, state0, w, seqs, tuple(None if a is None else a[i, ...] for a in d_finals),
                     lengths=cache.lengths, reverse=d == 1 or self.reverse, mask=cache.step_mask,
+                    kept=None if cache.kept is None else cache.kept[i],
                 )  # fmt: skip
                 d_in = dx if d_in is None else d_in + dx  # (T, *batch, D_k)
                 grads.update(self._param_grads(xp, k, suffix, dw))

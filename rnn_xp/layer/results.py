@@ -68,6 +68,12 @@ class LayerCache(NamedTuple):
     seqs : list of tuples
         The time-major states ``(T, *batch, S_k)`` of every part, every layer
         and direction (``h_seqs`` holds the first part).
+    kept : list or None
+        What the forward's kernel kept of every layer and direction for the
+        backward (the compiled NumPy loop of an LSTM or a GRU keeps the
+        input projection and every step's recurrent product, each
+        ``(T, *batch, G * H)``, so that the backward does not compute them
+        again), ``None`` entries where it kept nothing.
     """
 
     inputs: list
@@ -80,3 +86,4 @@ class LayerCache(NamedTuple):
     step_mask: object = None
     states: list = None
     seqs: list = None
+    kept: list = None

@@ -28,8 +28,8 @@ import pytest
 
 import rnn_xp
 from rnn_xp.cells import GRUCell, GRUWeights, LSTMCell, LSTMWeights
-from rnn_xp.kernels import _blocks, _threads, numba_backward, numba_cells, numba_cpu
-from rnn_xp.kernels.portable import backward_cell, backward_portable, scan_cell, scan_portable
+from rnn_xp.kernels import _blocks, _threads, numba_backward, numba_cells, numba_cpu, numpy_cells
+from rnn_xp.kernels.portable import backward_cell, backward_portable, previous_states, scan_cell, scan_portable
 from support import reference_rnn
 
 pytest.importorskip("numba", reason="numba is not installed (pip install rnn_xp[numba])")
@@ -271,6 +271,114 @@ def test_cells_backward_frozen_steps_pass_the_gradient_past_an_infinite_w_hh(rng
             for g, d in zip(got[1], d_fin):
                 np.testing.assert_array_equal(g[2], d[2])  # length 0: dstate0 is d_finals, bit for bit
         _cell_backward_check(c, args, lens, reverse, "float64")
+
+
+# -- the forward's products kept for the backward (the layer's return_cache) ----------------------------
+
+
+def _products(c, x, state0, w, seqs, lens, reverse):
+    """The products ``cell.saved`` takes, made here in float64: ``project`` and ``h_{t-1} @ W_hh.T + b``."""
+    prev = previous_states(xp, seqs[0], state0[0], lens, reverse=reverse)  # (T, *batch, P)
+    bias = c.recurrent_bias(w)
+    hg = prev.astype(np.float64) @ w.W_hh.T.astype(np.float64)
+    return c.project(xp, x.astype(np.float64), type(w)(*(None if a is None or isinstance(a, tuple) else
+                                                         a.astype(np.float64) for a in w))), \
+        hg if bias is None else hg + bias  # fmt: skip
+
+
+@pytest.mark.parametrize("cell", GATED)
+@pytest.mark.parametrize("batch, with_lengths", [((), False), ((4,), True), ((2, 3), True)])
+def test_cells_kept_products_are_the_forwards_and_the_backward_takes_them(rng, dtype, cell, batch, with_lengths):
+    """keep=True: the same outputs, bit for bit; ``kept`` the projection and every step's recurrent product
+    (against a float64 product); the compiled and the in-place backward given them agree with the portable
+    backward, which computes both products again."""
+    lens = np.asarray(LENGTHS[batch], dtype=np.int64) if with_lengths else None
+    for path, reverse in itertools.product(CELL_PATHS, (False, True)):
+        c, args = _cell_backward_case(rng, cell, 5, batch, 3, 6, dtype, lens=lens, reverse=reverse, with_d_c=True)
+        d_out, x, state0, w, _, d_fin = args
+        plain = numba_cells.scan_cells_numba(xp, c, x, state0, w, lengths=lens, reverse=reverse,
+                                             return_sequences=True, product=path[0], threads=path[1])  # fmt: skip
+        seqs, finals, kept = numba_cells.scan_cells_numba(xp, c, x, state0, w, lengths=lens, reverse=reverse,
+                                                          return_sequences=True, product=path[0],
+                                                          threads=path[1], keep=True)  # fmt: skip
+        for a, b in zip(seqs + finals, plain[0] + plain[1], strict=True):
+            np.testing.assert_array_equal(a, b)
+        GH = w.W_hh.shape[0]
+        assert [k.shape for k in kept] == [(5, *batch, GH)] * 2 and all(k.dtype == np.dtype(dtype) for k in kept)
+        valid = np.ones((5, *batch, 1), bool) if lens is None else \
+            (np.arange(5).reshape(5, *(1,) * len(batch)) < lens)[..., None]  # fmt: skip
+        for k, want in zip(kept, _products(c, x, state0, w, seqs, lens, reverse)):  # past a length: any product
+            np.testing.assert_allclose(np.where(valid, k, 0), np.where(valid, want, 0), err_msg=str(path),
+                                       **TOL[dtype])  # fmt: skip
+        args = (d_out, x, state0, w, seqs, d_fin)
+        want = backward_cell(xp, c, *args, lengths=lens, reverse=reverse)
+        for got in (numba_cells.backward_cells_numba(xp, c, *args, lengths=lens, reverse=reverse, kept=kept),
+                    numpy_cells.backward_cells_numpy(xp, c, *args, lengths=lens, reverse=reverse, kept=kept)):
+            for g, wv in zip([got[0], *got[1], *got[2]], [want[0], *want[1], *want[2]], strict=True):
+                assert (g is None) == (wv is None)
+                if wv is not None:
+                    np.testing.assert_allclose(g, wv, equal_nan=True, err_msg=str(path), **TOL[dtype])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_cells_saved_takes_the_kept_products_and_not_its_own(rng, cell):
+    """``cell.saved(..., products=)`` reads the products given: products that differ from the call's own
+    give other gates (so a kept product is really what the backward reads)."""
+    c, x, state0, w = _cell_inputs(rng, cell, 4, (3,), 2, 5, "float64")
+    seqs, _, kept = numba_cells.scan_cells_numba(xp, c, x, state0, w, lengths=None, reverse=False,
+                                                 return_sequences=True, keep=True)  # fmt: skip
+    prev, _ = numpy_cells.states_before(np, seqs, state0, None, False)
+    own = c.saved(np, x, prev, seqs, w, c.fixed(np, w), from_outputs=True)
+    given = c.saved(np, x, prev, seqs, w, c.fixed(np, w), from_outputs=True, products=kept)
+    for a, b in zip(own, given, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+    moved = c.saved(np, x, prev, seqs, w, c.fixed(np, w), from_outputs=True,
+                    products=(kept[0] + 0.5, kept[1]))  # fmt: skip
+    assert not np.allclose(moved[0], own[0])
+
+
+def test_cells_kept_products_only_when_the_whole_projection_is_held(monkeypatch, rng):
+    """Where the forward projects a block of steps at a time, nothing is kept (the backward makes the products);
+    kept products of another dtype or shape are not used: the backward still gives the portable loop's answer."""
+    c, x, state0, w = _cell_inputs(rng, "lstm", 23, (5,), 7, 19, "float64")
+    GH = w.W_hh.shape[0]
+    monkeypatch.setattr(numba_cells, "PROJECTION_ELEMENTS", 5 * 5 * GH)
+    assert numba_cells.scan_cells_numba(xp, c, x, state0, w, lengths=None, reverse=False, return_sequences=True,
+                                        keep=True)[2] is None  # fmt: skip
+    monkeypatch.undo()
+    seqs, _, kept = numba_cells.scan_cells_numba(xp, c, x, state0, w, lengths=None, reverse=False,
+                                                 return_sequences=True, keep=True)  # fmt: skip
+    assert kept is not None
+    assert numpy_cells.kept_products(kept, x, state0, w) is not None
+    f32 = tuple(k.astype(np.float32) for k in kept)
+    assert numpy_cells.kept_products(f32, x, state0, w) is None
+    assert numpy_cells.kept_products((kept[0][:-1], kept[1][:-1]), x, state0, w) is None
+    d_out = (np.ones_like(seqs[0]), None)
+    args = (d_out, x, state0, w, seqs, (None, None))
+    want = backward_cell(xp, c, *args, lengths=None, reverse=False)
+    got = numba_cells.backward_cells_numba(xp, c, *args, lengths=None, reverse=False, kept=f32)
+    np.testing.assert_allclose(got[0], want[0], **TOL["float64"])
+    np.testing.assert_allclose(got[2].W_hh, want[2].W_hh, **TOL["float64"])
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_layer_cache_keeps_the_compiled_forwards_products(monkeypatch, rng, kind):
+    """The layer's forward(return_cache=True) keeps the compiled loop's products in the cache; its backward
+    gives the gradients of a cache without them (to rounding), also with a float64 d_output for a float32
+    forward (the products are then made again in float64) and with two layers, both directions."""
+    monkeypatch.setenv("RNN_XP_NUMBA", "1")
+    layer = getattr(rnn_xp, kind)(3, 5, num_layers=2, bidirectional=True, dtype="float32", seed=1)
+    x = rng.standard_normal((6, 4, 3)).astype(np.float32)
+    output, _, cache = layer.forward(x, return_cache=True)
+    assert len(cache.kept) == 4 and all(k is not None for k in cache.kept)
+    d = rng.standard_normal(output.shape)
+    for d_output in (d.astype(np.float32), d):
+        got = layer.backward(cache, d_output)
+        want = layer.backward(cache._replace(kept=None), d_output)
+        tol = TOL["float32"] if d_output.dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got.dx, want.dx, **tol)
+        for name in want.params:
+            np.testing.assert_allclose(got.params[name], want.params[name], err_msg=name, **tol)
 
 
 @pytest.mark.parametrize("name, message", [("x", "x is float64, the state is float32"),
