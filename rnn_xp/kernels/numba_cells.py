@@ -271,8 +271,7 @@ def _backward(cell, d_seqs, x, state0, w, seqs, d_finals, lengths, reverse, prod
     gemm, ilp64, bounds = _work(B, P, GH, dtype, product, threads, backward=True)
 
     prev, valid_all = numpy_cells.states_before(numpy, seqs, state0, lengths, reverse)
-    saved = cell.saved(numpy, x, prev, seqs, w, cell.fixed(numpy, w), from_outputs=True,
-                       products=kept)  # fmt: skip
+    saved = numpy_cells.saved_steps(cell, x, prev, seqs, w, kept)
     SV = tuple(numpy.ascontiguousarray(s.reshape(T, B, H)) for s in saved)  # each (T, B, H)
     PC = numpy.ascontiguousarray(prev[carried].reshape(T, B, H))  # (T, B, H)
     dummy = numpy.empty((1, 1, 1), dtype=dtype)

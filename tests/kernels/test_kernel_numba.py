@@ -361,6 +361,41 @@ def test_cells_kept_products_only_when_the_whole_projection_is_held(monkeypatch,
     np.testing.assert_allclose(got[2].W_hh, want[2].W_hh, **TOL["float64"])
 
 
+@pytest.mark.parametrize("cell", GATED)
+@pytest.mark.parametrize("steps", [1, 3])
+def test_cells_saved_in_blocks_of_steps(monkeypatch, rng, cell, steps):
+    """The backward's ``cell.saved`` over blocks of ``steps`` steps (``numpy_cells.SAVED_ELEMENTS``): the same
+    arrays as one call, bit for bit, with the products kept or made; both backward loops then agree with the
+    portable backward (odd T, lengths 0 and T, reverse)."""
+    lens = np.asarray([23, 0, 11, 22, 1], dtype=np.int64)
+    for reverse, with_lengths in itertools.product((False, True), (False, True)):
+        lengths = lens if with_lengths else None
+        c, args = _cell_backward_case(rng, cell, 23, (5,), 7, 19, "float64", lens=lengths, reverse=reverse,
+                                      with_d_c=True)  # fmt: skip
+        d_out, x, state0, w, _, d_fin = args
+        seqs, _, kept = numba_cells.scan_cells_numba(xp, c, x, state0, w, lengths=lengths, reverse=reverse,
+                                                     return_sequences=True, keep=True)  # fmt: skip
+        prev, _ = numpy_cells.states_before(np, seqs, state0, lengths, reverse)
+        whole = {k: c.saved(np, x, prev, seqs, w, c.fixed(np, w), from_outputs=True, products=kept if k else None)
+                 for k in (False, True)}  # fmt: skip
+        monkeypatch.setattr(numpy_cells, "SAVED_ELEMENTS", steps * 5 * w.W_hh.shape[0] + 1)
+        for k in (False, True):
+            got = numpy_cells.saved_steps(c, x, prev, seqs, w, kept if k else None)
+            for a, b in zip(got, whole[k], strict=True):
+                np.testing.assert_array_equal(a, b)
+        args = (d_out, x, state0, w, seqs, d_fin)
+        want = backward_cell(xp, c, *args, lengths=lengths, reverse=reverse)
+        for got in (numba_cells.backward_cells_numba(xp, c, *args, lengths=lengths, reverse=reverse, kept=kept),
+                    numba_cells.backward_cells_numba(xp, c, *args, lengths=lengths, reverse=reverse),
+                    numpy_cells.backward_cells_numpy(xp, c, *args, lengths=lengths, reverse=reverse, kept=kept),
+                    numpy_cells.backward_cells_numpy(xp, c, *args, lengths=lengths, reverse=reverse)):
+            for g, wv in zip([got[0], *got[1], *got[2]], [want[0], *want[1], *want[2]], strict=True):
+                assert (g is None) == (wv is None)
+                if wv is not None:
+                    np.testing.assert_allclose(g, wv, equal_nan=True, **TOL["float64"])
+        monkeypatch.undo()
+
+
 @pytest.mark.parametrize("kind", ["LSTM", "GRU"])
 def test_layer_cache_keeps_the_compiled_forwards_products(monkeypatch, rng, kind):
     """The layer's forward(return_cache=True) keeps the compiled loop's products in the cache; its backward
