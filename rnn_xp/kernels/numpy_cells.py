@@ -47,7 +47,8 @@ from ._blocks import block_steps, project, transposed_copy
 from ._threads import blas_threads
 from .portable import backward_cell, padding_mask, per_part, previous_states, scan_cell
 
-__all__ = ["SAVED_ELEMENTS", "backward_cells_numpy", "kept_products", "runs", "saved_steps", "scan_cells_numpy"]
+__all__ = ["SAVED_BLOCKS_FROM", "SAVED_ELEMENTS", "backward_cells_numpy", "kept_products", "runs", "saved_steps",
+           "scan_cells_numpy"]
 
 # Below this batch size the step multiplies by a contiguous copy of W_hh.T
 # (a no-transpose GEMM, faster for few rows); from it on by the transposed view.
@@ -165,29 +166,35 @@ def kept_products(kept, x, state0, w):
     return tuple(kept) if ok else None
 
 
-# The backward's cell.saved runs over blocks of steps of at most
-# SAVED_ELEMENTS gate values (steps x rows x G*H) each, into one buffer for
-# all its arrays: its activations' temporaries stay small (NumPy keeps them in
-# the heap it holds) and the buffer is large enough for NumPy to ask Linux
-# for huge pages (from 4 MiB). On the 2-core VM the first touch of a 4 KiB
-# page costs about 1.6 us, as much as writing 6 KB: an LSTM's saved for all
-# steps at once at (B, T, D, H) = (32, 100, 128, 256) took 18 ms with 6,368
-# page faults, in blocks 8.5 to 9.7 ms with 625 (1.1 to 3.8 ms against 1.4 at
-# (16, 100, 64, 128), the same numbers bit for bit).
+# From SAVED_BLOCKS_FROM gate values over all steps (T x rows x G*H), the
+# backward's cell.saved runs over blocks of steps of at most SAVED_ELEMENTS
+# gate values each, into one buffer for all its arrays: its activations'
+# temporaries stay small (the heap NumPy's allocator holds takes them again)
+# and the buffer is large enough for NumPy to ask Linux for huge pages (from
+# 4 MiB). On the 2-core VM the first touch of a 4 KiB page costs about 1.6
+# us, as long as writing 6 KB: an LSTM's saved for all steps at once at (B,
+# T, D, H) = (32, 100, 128, 256) took 18 ms with 6,368 page faults, in blocks
+# 8.5 to 9.7 ms with 625 (the same numbers bit for bit); its layer forward +
+# backward 73 against 87 ms. At (16, 100, 64, 128) (0.8 M gate values) the
+# blocks' buffer of 9 MB was the one allocation that faulted every call (24.9
+# against 11.5 ms), so smaller calls take saved in one call.
 SAVED_ELEMENTS = 1 << 18
+SAVED_BLOCKS_FROM = 1 << 21
 
 
 def saved_steps(cell, x, prev, seqs, w, products):
-    """``cell.saved(numpy, x, prev, seqs, w, cell.fixed(numpy, w), from_outputs=True, products=products)`` over
-    blocks of steps (``SAVED_ELEMENTS``), the same arrays (each ``(T, *batch, .)``) as views of one buffer.
+    """``cell.saved(numpy, x, prev, seqs, w, cell.fixed(numpy, w), from_outputs=True, products=products)``,
+    from ``SAVED_BLOCKS_FROM`` gate values over blocks of steps (``SAVED_ELEMENTS``): the same arrays (each
+    ``(T, *batch, .)``) as views of one buffer.
 
     Without ``products`` both are made first for all steps at once (two GEMMs:
     ``cell.project`` and ``h_{t-1} @ W_hh.T`` plus ``cell.recurrent_bias``).
     """
     T = x.shape[0]
     fixed = cell.fixed(numpy, w)
-    n = max(1, SAVED_ELEMENTS // max(math.prod(x.shape[1:-1]) * w.W_hh.shape[0], 1))
-    if n >= T:
+    step = math.prod(x.shape[1:-1]) * w.W_hh.shape[0]  # gate values per step
+    n = max(1, SAVED_ELEMENTS // max(step, 1))
+    if n >= T or T * step < SAVED_BLOCKS_FROM:
         return cell.saved(numpy, x, prev, seqs, w, fixed, from_outputs=True, products=products)
     if products is None:
         hg = rows_matmul(numpy, prev[0], w.W_hh.T)  # (T, *batch, G*H)

@@ -288,10 +288,12 @@ def _products(c, x, state0, w, seqs, lens, reverse):
 
 @pytest.mark.parametrize("cell", GATED)
 @pytest.mark.parametrize("batch, with_lengths", [((), False), ((4,), True), ((2, 3), True)])
-def test_cells_kept_products_are_the_forwards_and_the_backward_takes_them(rng, dtype, cell, batch, with_lengths):
+def test_cells_kept_products_are_the_forwards_and_the_backward_takes_them(monkeypatch, rng, dtype, cell, batch,
+                                                                          with_lengths):  # fmt: skip
     """keep=True: the same outputs, bit for bit; ``kept`` the projection and every step's recurrent product
     (against a float64 product); the compiled and the in-place backward given them agree with the portable
     backward, which computes both products again."""
+    monkeypatch.setattr(numba_cells, "KEEP_FROM", 0)
     lens = np.asarray(LENGTHS[batch], dtype=np.int64) if with_lengths else None
     for path, reverse in itertools.product(CELL_PATHS, (False, True)):
         c, args = _cell_backward_case(rng, cell, 5, batch, 3, 6, dtype, lens=lens, reverse=reverse, with_d_c=True)
@@ -321,9 +323,10 @@ def test_cells_kept_products_are_the_forwards_and_the_backward_takes_them(rng, d
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_cells_saved_takes_the_kept_products_and_not_its_own(rng, cell):
+def test_cells_saved_takes_the_kept_products_and_not_its_own(monkeypatch, rng, cell):
     """``cell.saved(..., products=)`` reads the products given: products that differ from the call's own
     give other gates (so a kept product is really what the backward reads)."""
+    monkeypatch.setattr(numba_cells, "KEEP_FROM", 0)
     c, x, state0, w = _cell_inputs(rng, cell, 4, (3,), 2, 5, "float64")
     seqs, _, kept = numba_cells.scan_cells_numba(xp, c, x, state0, w, lengths=None, reverse=False,
                                                  return_sequences=True, keep=True)  # fmt: skip
@@ -338,14 +341,21 @@ def test_cells_saved_takes_the_kept_products_and_not_its_own(rng, cell):
 
 
 def test_cells_kept_products_only_when_the_whole_projection_is_held(monkeypatch, rng):
-    """Where the forward projects a block of steps at a time, nothing is kept (the backward makes the products);
-    kept products of another dtype or shape are not used: the backward still gives the portable loop's answer."""
+    """Where the forward projects a block of steps at a time, or D + P is below KEEP_FROM, nothing is kept (the
+    backward makes the products); kept products of another dtype or shape are not used: the backward still
+    gives the portable loop's answer."""
     c, x, state0, w = _cell_inputs(rng, "lstm", 23, (5,), 7, 19, "float64")
     GH = w.W_hh.shape[0]
+    run = lambda: numba_cells.scan_cells_numba(xp, c, x, state0, w, lengths=None, reverse=False,  # noqa: E731
+                                               return_sequences=True, keep=True)  # fmt: skip
+    monkeypatch.setattr(numba_cells, "KEEP_FROM", 7 + 19 + 1)  # D + P = 26
+    assert run()[2] is None
+    monkeypatch.setattr(numba_cells, "KEEP_FROM", 7 + 19)
+    assert run()[2] is not None
     monkeypatch.setattr(numba_cells, "PROJECTION_ELEMENTS", 5 * 5 * GH)
-    assert numba_cells.scan_cells_numba(xp, c, x, state0, w, lengths=None, reverse=False, return_sequences=True,
-                                        keep=True)[2] is None  # fmt: skip
+    assert run()[2] is None
     monkeypatch.undo()
+    monkeypatch.setattr(numba_cells, "KEEP_FROM", 0)
     seqs, _, kept = numba_cells.scan_cells_numba(xp, c, x, state0, w, lengths=None, reverse=False,
                                                  return_sequences=True, keep=True)  # fmt: skip
     assert kept is not None
@@ -369,16 +379,19 @@ def test_cells_saved_in_blocks_of_steps(monkeypatch, rng, cell, steps):
     portable backward (odd T, lengths 0 and T, reverse)."""
     lens = np.asarray([23, 0, 11, 22, 1], dtype=np.int64)
     for reverse, with_lengths in itertools.product((False, True), (False, True)):
+        monkeypatch.setattr(numba_cells, "KEEP_FROM", 0)
         lengths = lens if with_lengths else None
         c, args = _cell_backward_case(rng, cell, 23, (5,), 7, 19, "float64", lens=lengths, reverse=reverse,
                                       with_d_c=True)  # fmt: skip
         d_out, x, state0, w, _, d_fin = args
         seqs, _, kept = numba_cells.scan_cells_numba(xp, c, x, state0, w, lengths=lengths, reverse=reverse,
                                                      return_sequences=True, keep=True)  # fmt: skip
+        assert kept is not None
         prev, _ = numpy_cells.states_before(np, seqs, state0, lengths, reverse)
         whole = {k: c.saved(np, x, prev, seqs, w, c.fixed(np, w), from_outputs=True, products=kept if k else None)
                  for k in (False, True)}  # fmt: skip
         monkeypatch.setattr(numpy_cells, "SAVED_ELEMENTS", steps * 5 * w.W_hh.shape[0] + 1)
+        monkeypatch.setattr(numpy_cells, "SAVED_BLOCKS_FROM", 1)
         for k in (False, True):
             got = numpy_cells.saved_steps(c, x, prev, seqs, w, kept if k else None)
             for a, b in zip(got, whole[k], strict=True):
@@ -402,6 +415,7 @@ def test_layer_cache_keeps_the_compiled_forwards_products(monkeypatch, rng, kind
     gives the gradients of a cache without them (to rounding), also with a float64 d_output for a float32
     forward (the products are then made again in float64) and with two layers, both directions."""
     monkeypatch.setenv("RNN_XP_NUMBA", "1")
+    monkeypatch.setattr(numba_cells, "KEEP_FROM", 0)
     layer = getattr(rnn_xp, kind)(3, 5, num_layers=2, bidirectional=True, dtype="float32", seed=1)
     x = rng.standard_normal((6, 4, 3)).astype(np.float32)
     output, _, cache = layer.forward(x, return_cache=True)
