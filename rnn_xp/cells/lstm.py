@@ -215,9 +215,11 @@ class LSTMCell(CellBase):
         W_hhT, W_hrT, peep = fixed
         h_prev, c_prev = prev
         c = seqs[1]  # (T, *batch, H): c_t
-        if products is None:
-            products = self.project(xp, x, w), rows_matmul(xp, h_prev, W_hhT)
-        zi, zf, zg, zo = split_gates(products[0] + products[1], 4)
+        if products is None:  # (both products freed once summed: the peak memory stays that of one)
+            z = self.project(xp, x, w) + rows_matmul(xp, h_prev, W_hhT)
+        else:
+            z = products[0] + products[1]
+        zi, zf, zg, zo = split_gates(z, 4)
         if peep is not None:
             zi = zi + peep[0] * c_prev
             zf = zf + peep[1] * c_prev
