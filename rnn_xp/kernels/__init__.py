@@ -352,7 +352,10 @@ MKL_ROW_MACS = 1 << 18
 # docs/cpu-kernels.md ("The gated cells' product and threads") the compiled
 # forward took 0.10 to 0.99 of the in-place loop's time at every size; the
 # compiled backward 0.30 to 0.99 up to 2M multiply-adds per step and 0.97 to
-# 1.11 beyond (most of a backward is the same GEMMs either way).
+# 1.11 beyond (most of a backward is the same GEMMs either way); the compiled
+# backward also from numba_cells.BACKWARD_TWO_CALLERS_MACS with as many rows,
+# where its reverse loop runs on two callers (0.85 to 0.92 of the in-place
+# loop's time at (64, 50, 512, 1024)).
 CELLS_NUMBA_MACS = 1 << 28
 CELLS_NUMBA_BACKWARD_MACS = 1 << 21
 
@@ -416,7 +419,8 @@ def numpy_cells_loop(cell, x, state0, w, mask=None, *, backward=False):
       float32/float64, the cell's activations compiled): with
       ``RNN_XP_NUMBA=1`` always, with ``auto`` (the default) up to
       ``CELLS_NUMBA_MACS`` multiply-adds per step (``B * P * G * H``), or
-      ``CELLS_NUMBA_BACKWARD_MACS`` for the ``backward``;
+      ``CELLS_NUMBA_BACKWARD_MACS`` for the ``backward`` (and beyond, where
+      its reverse loop takes two callers: ``numba_cells.backward_on_two_callers``);
     - ``"inplace"``, the in-place loop (``numpy_cells``), otherwise.
 
     ``x`` ``(T, *batch, D)`` and ``state0`` as the kernels get them; an
@@ -430,7 +434,8 @@ def numpy_cells_loop(cell, x, state0, w, mask=None, *, backward=False):
     B, P = math.prod(state0[0].shape[:-1]), state0[0].shape[-1]
     if setting != "off" and numba_cells.takes(cell, x, state0, mask):
         limit = CELLS_NUMBA_BACKWARD_MACS if backward else CELLS_NUMBA_MACS
-        if setting == "on" or B * P * w.W_hh.shape[0] <= limit:
+        GH = w.W_hh.shape[0]
+        if setting == "on" or B * P * GH <= limit or (backward and numba_cells.backward_on_two_callers(B, P, GH)):
             return "numba"
     return "inplace"
 

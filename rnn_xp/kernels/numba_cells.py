@@ -30,7 +30,7 @@ loop's bit for bit but for the products' rounding):
    gradients, one product each.
 3. Threads (``plan``): the forward runs on two callers over halves of the
    rows from eight rows (no BLAS thread runs beside them); the backward on
-   one caller.
+   one caller, on two for the largest steps (``backward_on_two_callers``).
 
 The table (``kernels.numpy_cells_loop``) picks this loop by size; it takes
 float32 and float64 plain cells (``numpy_cells.runs``) and falls back to the
@@ -51,7 +51,8 @@ from ._blocks import block_steps, project
 from ._packed import pack
 from ._threads import blas_threads
 
-__all__ = ["ACTIVATIONS", "KEEP_FROM", "PROJECTION_ELEMENTS", "backward_cells_numba", "plan", "projection_steps",
+__all__ = ["ACTIVATIONS", "BACKWARD_TWO_CALLERS_MACS", "BACKWARD_TWO_CALLERS_ROWS", "KEEP_FROM",
+           "PROJECTION_ELEMENTS", "backward_cells_numba", "backward_on_two_callers", "plan", "projection_steps",
            "scan_cells_numba", "takes"]
 
 # The forward's product is the packed product (_numba_jit: W_hh packed once
@@ -64,9 +65,19 @@ __all__ = ["ACTIVATIONS", "KEEP_FROM", "PROJECTION_ELEMENTS", "backward_cells_nu
 # The backward's reverse loop runs the packed product too (W_hh.T packed), on
 # one caller: against BLAS's product it took 0.6 of the time at B = 1 and
 # about as long from B = 16 (an LSTM and a GRU on the CPU grid; two callers
-# gave no clear gain there).
+# gave no clear gain there), on two callers from BACKWARD_TWO_CALLERS_ROWS rows
+# and BACKWARD_TWO_CALLERS_MACS multiply-adds per step, where the table
+# (kernels.numpy_cells_loop) takes it beyond its size rule: with the forward's
+# products kept, an LSTM's backward at (B, T, D, H) = (64, 50, 512, 1024)
+# took 436 to 472 ms on two callers, 526 to 547 on one and 495 to 515 in the
+# in-place NumPy loop; a GRU's 324 to 337, 367 to 379 and 355 to 363 (in one
+# process, alternating). At (32, 100, 128, 256), (64, 50, 256, 512) and (16,
+# 50, 256, 1024) (8M to 67M multiply-adds) the three were within the noise or
+# the in-place loop ahead.
 _FORWARD_TWO_CALLERS_ROWS = 8
 _FORWARD_TWO_CALLERS_MACS = 1 << 17
+BACKWARD_TWO_CALLERS_ROWS = 32
+BACKWARD_TWO_CALLERS_MACS = 1 << 27
 
 
 # With return_sequences the input projection takes as many steps at a time as
@@ -107,14 +118,21 @@ def plan(B, P, GH, backward=False):
 
     ``"own"`` at every size: the forward on two callers from
     ``_FORWARD_TWO_CALLERS_ROWS`` rows and ``_FORWARD_TWO_CALLERS_MACS``
-    multiply-adds per step, the backward on one. ``"blas"`` (each step's
+    multiply-adds per step, the backward on one (two from
+    ``backward_on_two_callers``). ``"blas"`` (each step's
     product on BLAS's own threads; with two callers, one BLAS thread each)
     is there for tests and benchmarks (``product="blas"``).
     """
     if backward:
-        return "own", 1
+        return "own", 2 if backward_on_two_callers(B, P, GH) else 1
     two = B >= _FORWARD_TWO_CALLERS_ROWS and B * P * GH >= _FORWARD_TWO_CALLERS_MACS and _threads.CPUS >= 2
     return "own", 2 if two else 1
+
+
+def backward_on_two_callers(B, P, GH):
+    """Whether the backward's reverse loop runs on two callers (``BACKWARD_TWO_CALLERS_ROWS`` rows and
+    ``BACKWARD_TWO_CALLERS_MACS`` multiply-adds per step, two CPUs)."""
+    return B >= BACKWARD_TWO_CALLERS_ROWS and B * P * GH >= BACKWARD_TWO_CALLERS_MACS and _threads.CPUS >= 2
 
 
 # The activations the compiled loops have (NumPy's own, by address: _numba_jit).

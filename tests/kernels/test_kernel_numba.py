@@ -475,10 +475,14 @@ def test_cells_plan(monkeypatch):
     assert numba_cells.plan(64, 1024, 4096) == ("own", 2)
     monkeypatch.setattr(_threads, "CPUS", 1)
     assert numba_cells.plan(64, 1024, 4096) == ("own", 1)
-    # the backward: the packed product on one caller at every size
+    # the backward: the packed product on one caller, two from 32 rows and 2^27 multiply-adds per step
     monkeypatch.setattr(_threads, "CPUS", 2)
-    for B, P, GH in [(1, 64, 256), (2, 1024, 4096), (8, 512, 2048), (64, 1024, 4096)]:
+    for B, P, GH in [(1, 64, 256), (2, 1024, 4096), (8, 512, 2048), (16, 1024, 8192), (64, 512, 2048)]:
         assert numba_cells.plan(B, P, GH, backward=True) == ("own", 1)
+    assert numba_cells.plan(64, 1024, 4096, backward=True) == ("own", 2)
+    assert numba_cells.plan(32, 1024, 4096, backward=True) == ("own", 2)
+    monkeypatch.setattr(_threads, "CPUS", 1)
+    assert numba_cells.plan(64, 1024, 4096, backward=True) == ("own", 1)
 
 
 @pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: "-".join(str(v) for v in o.values()))

@@ -21,7 +21,7 @@ import pytest
 
 import rnn_xp
 from rnn_xp import kernels
-from rnn_xp.kernels import _settings, mkl, numba_backward, numba_cpu, numpy_backward
+from rnn_xp.kernels import _settings, _threads, mkl, numba_backward, numba_cells, numba_cpu, numpy_backward
 from rnn_xp.kernels import cupy_persistent as persistent
 from rnn_xp.kernels import numpy as numpy_kernel
 from rnn_xp.kernels.portable import backward_portable, scan_portable
@@ -248,6 +248,9 @@ def test_numpy_cells_choice(monkeypatch, setting, available):
         fast = setting != "off" and available and dtype != "float16"
         for backward, limit in ((False, kernels.CELLS_NUMBA_MACS), (True, kernels.CELLS_NUMBA_BACKWARD_MACS)):
             small = B * H * cell.gates * H <= limit
+            if backward:  # and where its reverse loop takes two callers
+                small = small or (B >= numba_cells.BACKWARD_TWO_CALLERS_ROWS and _threads.CPUS >= 2
+                                  and B * H * cell.gates * H >= numba_cells.BACKWARD_TWO_CALLERS_MACS)  # fmt: skip
             want = "numba" if fast and (setting == "on" or small) else "inplace"
             got = kernels.numpy_cells_loop(cell, x, state0, w, backward=backward)
             assert got == want, (cell.name, B, H, dtype, backward)
@@ -275,6 +278,16 @@ def test_numpy_cells_rule_is_the_named_constant(monkeypatch):
     monkeypatch.setattr(kernels, "CELLS_NUMBA_BACKWARD_MACS", 2048)
     assert kernels.numpy_cells_loop(LSTMCell(), x, state0, w) == "inplace"
     assert kernels.numpy_cells_loop(LSTMCell(), x, state0, w, backward=True) == "numba"
+    monkeypatch.setattr(kernels, "CELLS_NUMBA_BACKWARD_MACS", 2047)  # beyond: where two callers take it
+    monkeypatch.setattr(_threads, "CPUS", 2)
+    monkeypatch.setattr(numba_cells, "BACKWARD_TWO_CALLERS_ROWS", 4)
+    monkeypatch.setattr(numba_cells, "BACKWARD_TWO_CALLERS_MACS", 2048)
+    assert kernels.numpy_cells_loop(LSTMCell(), x, state0, w, backward=True) == "numba"
+    monkeypatch.setattr(numba_cells, "BACKWARD_TWO_CALLERS_MACS", 2049)
+    assert kernels.numpy_cells_loop(LSTMCell(), x, state0, w, backward=True) == "inplace"
+    monkeypatch.setattr(numba_cells, "BACKWARD_TWO_CALLERS_MACS", 2048)
+    monkeypatch.setattr(numba_cells, "BACKWARD_TWO_CALLERS_ROWS", 5)
+    assert kernels.numpy_cells_loop(LSTMCell(), x, state0, w, backward=True) == "inplace"
     monkeypatch.setenv("RNN_XP_NUMBA", "yes")
     with pytest.raises(ValueError, match="RNN_XP_NUMBA must be 0, 1 or auto; got 'yes'"):
         kernels.numpy_cells_loop(LSTMCell(), x, state0, w)
