@@ -354,7 +354,7 @@ MKL_ROW_MACS = 1 << 18
 # compiled backward 0.30 to 0.99 up to 2M multiply-adds per step and 0.97 to
 # 1.11 beyond (most of a backward is the same GEMMs either way); the compiled
 # backward also from numba_cells.BACKWARD_TWO_CALLERS_MACS with as many rows,
-# where its reverse loop runs on two callers (0.85 to 0.92 of the in-place
+# where its reverse loop runs on two callers (0.88 to 0.93 of the in-place
 # loop's time at (64, 50, 512, 1024)).
 CELLS_NUMBA_MACS = 1 << 28
 CELLS_NUMBA_BACKWARD_MACS = 1 << 21
