@@ -44,14 +44,14 @@ import math
 
 import numpy
 
-from . import _threads, numba_cpu
+from . import _pages, _threads, numba_cpu
 from . import numpy_cells
 from .portable import per_part
 from ._blocks import block_steps, project
 from ._packed import pack
 from ._threads import blas_threads
 
-__all__ = ["ACTIVATIONS", "BACKWARD_TWO_CALLERS_MACS", "BACKWARD_TWO_CALLERS_ROWS", "KEEP_FROM",
+__all__ = ["ACTIVATIONS", "BACKWARD_TWO_CALLERS_MACS", "BACKWARD_TWO_CALLERS_ROWS",
            "PROJECTION_ELEMENTS", "backward_cells_numba", "backward_on_two_callers", "plan", "projection_steps",
            "scan_cells_numba", "takes"]
 
@@ -94,15 +94,6 @@ BACKWARD_TWO_CALLERS_MACS = 1 << 27
 PROJECTION_ELEMENTS = 1 << 24
 
 
-# keep=True (the layer's return_cache) keeps the forward's products where
-# making them again costs at least KEEP_FROM multiply-adds per kept value (D +
-# P: the projection's and the recurrent product's): the kept buffer (T, B,
-# G*H) twice is fresh memory at every call, and on the 2-core VM a 4 KiB
-# page's first touch costs about 1.6 us. Measured there with the layer's
-# forward + backward: at (B, T, D, H) = (16, 100, 64, 128) (D + P = 192) a
-# GRU took 12.9 to 13.7 ms keeping (2,459 page faults a call) against 9.5 to
-# 10.3 ms without; at (32, 100, 128, 256) an LSTM 73 against 87 ms.
-KEEP_FROM = 256
 
 
 def projection_steps(T, B, GH, return_sequences):
@@ -163,7 +154,7 @@ def scan_cells_numba(xp, cell, x, state0, w, *, lengths, reverse, return_sequenc
     ``plan``'s choice (for tests and benchmarks). ``keep``: return
     ``(seqs, finals, kept)``, ``kept`` the products ``cell.saved`` takes
     (``(xg, hg)``, each ``(T, *batch, G*H)``) where the forward holds the
-    whole sequence's projection at once (``projection_steps``) and ``D + P >= KEEP_FROM``, else ``None``.
+    whole sequence's projection at once (``projection_steps``), else ``None``.
     """
     if not takes(cell, x, state0, mask):
         result = numpy_cells.scan_cells_numpy(xp, cell, x, state0, w, lengths=lengths, reverse=reverse,
@@ -222,11 +213,10 @@ def _scan(cell, x, state0, w, lengths, reverse, return_sequences, product, threa
     extras = cell.extras(w)
 
     n = projection_steps(T, B, GH, return_sequences)  # the input projection, a block of steps at a time
-    keep = keep and n == T and D + P >= KEEP_FROM  # the whole projection is held: keep it, and every step's
-    # recurrent product beside it
+    keep = keep and n == T  # the whole projection is held: keep it, and every step's recurrent product beside it
     W_in, b_in = cell.input_weights(w)  # the cell's projection is x @ W_in.T + b_in
-    if keep:  # one buffer for both: NumPy asks Linux for huge pages from 4 MiB (far fewer page faults)
-        XG, HK = numpy.empty((2, T, B, GH), dtype=dtype)
+    if keep:  # one buffer for both, on whole huge pages from 4 MiB (_pages: few page faults)
+        XG, HK = _pages.empty((2, T, B, GH), dtype)
     else:
         XG = numpy.empty((n, B, GH), dtype=dtype)  # (n, B, G*H): a block's projection, reused for every block
         HK = numpy.empty((1, 1, 1), dtype=dtype)
@@ -312,8 +302,8 @@ def _backward(cell, d_seqs, x, state0, w, seqs, d_finals, lengths, reverse, prod
     GC = numpy.empty((2, B, H), dtype=dtype) if nparts == 2 else numpy.empty((2, 1, 1), dtype=dtype)
     if nparts == 2:
         GC[0] = 0 if d_finals[1] is None else d_finals[1].reshape(B, H)
-    DX = numpy.empty((T, B, GH), dtype=dtype)
-    DH = numpy.empty((T, B, GH), dtype=dtype) if cell.separate_recurrent_grads else DX
+    DX = _pages.empty((T, B, GH), dtype)
+    DH = _pages.empty((T, B, GH), dtype) if cell.separate_recurrent_grads else DX
     W_p = cell.projection(w)
     GHS = numpy.empty((T, B, P), dtype=dtype) if W_p is not None else dummy
     WPn = numpy.ascontiguousarray(W_p) if W_p is not None else numpy.empty((1, 1), dtype=dtype)  # (P, H)

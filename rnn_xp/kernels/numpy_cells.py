@@ -42,7 +42,7 @@ import numpy
 
 from ..cells import split_gates
 from ..cells._base import rows_matmul
-from . import _threads
+from . import _pages, _threads
 from ._blocks import block_steps, project, transposed_copy
 from ._threads import blas_threads
 from .portable import backward_cell, padding_mask, per_part, previous_states, scan_cell
@@ -208,9 +208,9 @@ def saved_steps(cell, x, prev, seqs, w, products):
         if out is None:
             shapes = {(p.shape[1:], p.dtype) for p in part}
             if len(shapes) == 1:
-                out = tuple(numpy.empty((len(part), T, *part[0].shape[1:]), dtype=part[0].dtype))
+                out = tuple(_pages.empty((len(part), T, *part[0].shape[1:]), part[0].dtype))
             else:
-                out = tuple(numpy.empty((T, *p.shape[1:]), dtype=p.dtype) for p in part)
+                out = tuple(_pages.empty((T, *p.shape[1:]), p.dtype) for p in part)
         for o, p in zip(out, part):
             o[s:e] = p
     return out
@@ -242,7 +242,7 @@ def _backward(cell, d_seqs, x, state0, w, seqs, d_finals, lengths, reverse, T, b
     g = [numpy.zeros((B, s.shape[-1]), dtype=dtype) if d is None else
          numpy.array(d.reshape(B, s.shape[-1]), dtype=dtype, copy=True)
          for s, d in zip(state0, d_finals)]  # fmt: skip  each (B, S_k): dL/d(state) carried back
-    dX = numpy.empty((T, B, GH), dtype=dtype)  # the gates' gradients on the input's side
+    dX = _pages.empty((T, B, GH), dtype)  # the gates' gradients on the input's side
     dH = None  # ... and on the recurrent product's side, where they differ (a GRU)
     gh_seq = numpy.empty((T, B, g[0].shape[-1]), dtype=dtype) if W_p is not None else None
     W_hh = w.W_hh  # (G*H, P)
@@ -261,7 +261,7 @@ def _backward(cell, d_seqs, x, state0, w, seqs, d_finals, lengths, reverse, T, b
         _put(dX[t], dx)
         if dh is not dx:
             if dH is None:
-                dH = numpy.empty((T, B, GH), dtype=dtype)
+                dH = _pages.empty((T, B, GH), dtype)
             _put(dH[t], dh)
         dh_t = dX[t] if dh is dx else dH[t]
         if lengths is not None:

@@ -293,7 +293,6 @@ def test_cells_kept_products_are_the_forwards_and_the_backward_takes_them(monkey
     """keep=True: the same outputs, bit for bit; ``kept`` the projection and every step's recurrent product
     (against a float64 product); the compiled and the in-place backward given them agree with the portable
     backward, which computes both products again."""
-    monkeypatch.setattr(numba_cells, "KEEP_FROM", 0)
     lens = np.asarray(LENGTHS[batch], dtype=np.int64) if with_lengths else None
     for path, reverse in itertools.product(CELL_PATHS, (False, True)):
         c, args = _cell_backward_case(rng, cell, 5, batch, 3, 6, dtype, lens=lens, reverse=reverse, with_d_c=True)
@@ -326,7 +325,6 @@ def test_cells_kept_products_are_the_forwards_and_the_backward_takes_them(monkey
 def test_cells_saved_takes_the_kept_products_and_not_its_own(monkeypatch, rng, cell):
     """``cell.saved(..., products=)`` reads the products given: products that differ from the call's own
     give other gates (so a kept product is really what the backward reads)."""
-    monkeypatch.setattr(numba_cells, "KEEP_FROM", 0)
     c, x, state0, w = _cell_inputs(rng, cell, 4, (3,), 2, 5, "float64")
     seqs, _, kept = numba_cells.scan_cells_numba(xp, c, x, state0, w, lengths=None, reverse=False,
                                                  return_sequences=True, keep=True)  # fmt: skip
@@ -341,21 +339,17 @@ def test_cells_saved_takes_the_kept_products_and_not_its_own(monkeypatch, rng, c
 
 
 def test_cells_kept_products_only_when_the_whole_projection_is_held(monkeypatch, rng):
-    """Where the forward projects a block of steps at a time, or D + P is below KEEP_FROM, nothing is kept (the
-    backward makes the products); kept products of another dtype or shape are not used: the backward still
-    gives the portable loop's answer."""
+    """Where the forward projects a block of steps at a time nothing is kept (the backward makes the
+    products); kept products of another dtype or shape are not used: the backward still gives the portable
+    loop's answer."""
     c, x, state0, w = _cell_inputs(rng, "lstm", 23, (5,), 7, 19, "float64")
     GH = w.W_hh.shape[0]
     run = lambda: numba_cells.scan_cells_numba(xp, c, x, state0, w, lengths=None, reverse=False,  # noqa: E731
                                                return_sequences=True, keep=True)  # fmt: skip
-    monkeypatch.setattr(numba_cells, "KEEP_FROM", 7 + 19 + 1)  # D + P = 26
-    assert run()[2] is None
-    monkeypatch.setattr(numba_cells, "KEEP_FROM", 7 + 19)
     assert run()[2] is not None
     monkeypatch.setattr(numba_cells, "PROJECTION_ELEMENTS", 5 * 5 * GH)
     assert run()[2] is None
     monkeypatch.undo()
-    monkeypatch.setattr(numba_cells, "KEEP_FROM", 0)
     seqs, _, kept = numba_cells.scan_cells_numba(xp, c, x, state0, w, lengths=None, reverse=False,
                                                  return_sequences=True, keep=True)  # fmt: skip
     assert kept is not None
@@ -379,7 +373,6 @@ def test_cells_saved_in_blocks_of_steps(monkeypatch, rng, cell, steps):
     portable backward (odd T, lengths 0 and T, reverse)."""
     lens = np.asarray([23, 0, 11, 22, 1], dtype=np.int64)
     for reverse, with_lengths in itertools.product((False, True), (False, True)):
-        monkeypatch.setattr(numba_cells, "KEEP_FROM", 0)
         lengths = lens if with_lengths else None
         c, args = _cell_backward_case(rng, cell, 23, (5,), 7, 19, "float64", lens=lengths, reverse=reverse,
                                       with_d_c=True)  # fmt: skip
@@ -415,7 +408,6 @@ def test_layer_cache_keeps_the_compiled_forwards_products(monkeypatch, rng, kind
     gives the gradients of a cache without them (to rounding), also with a float64 d_output for a float32
     forward (the products are then made again in float64) and with two layers, both directions."""
     monkeypatch.setenv("RNN_XP_NUMBA", "1")
-    monkeypatch.setattr(numba_cells, "KEEP_FROM", 0)
     layer = getattr(rnn_xp, kind)(3, 5, num_layers=2, bidirectional=True, dtype="float32", seed=1)
     x = rng.standard_normal((6, 4, 3)).astype(np.float32)
     output, _, cache = layer.forward(x, return_cache=True)
@@ -1127,3 +1119,32 @@ def test_a_rows_forward_is_the_same_bits_in_any_batch(rng, dtype, H):
         part = numba_cpu.scan_numba(xp, np.ascontiguousarray(x[:, lo:hi]), h0[lo:hi].copy(), Wx, Wh, b,
                                     split=split, threads=threads, **o)[0]  # fmt: skip
         np.testing.assert_array_equal(part, whole[:, lo:hi], err_msg=f"{split} {threads} rows {lo}:{hi}")
+
+
+@pytest.mark.parametrize("cell", GATED)
+def test_cells_buffers_on_huge_pages_give_the_portable_answer(monkeypatch, rng, cell):
+    """With every work buffer placed by ``_pages.empty`` on a huge page boundary (``HUGE_FROM`` 0: the kept
+    products, ``saved``'s blocks, the gates' gradients), the forward keeps the same outputs and both backward
+    loops give the portable backward's gradients (lengths, reverse)."""
+    from rnn_xp.kernels import _pages
+
+    lens = np.asarray([7, 0, 3, 6], dtype=np.int64)
+    c, args = _cell_backward_case(rng, cell, 7, (4,), 3, 5, "float32", lens=lens, reverse=True, with_d_c=True)
+    d_out, x, state0, w, _, d_fin = args
+    plain = numba_cells.scan_cells_numba(xp, c, x, state0, w, lengths=lens, reverse=True, return_sequences=True)
+    monkeypatch.setattr(_pages, "HUGE_FROM", 0)
+    monkeypatch.setattr(numpy_cells, "SAVED_ELEMENTS", 2 * 4 * w.W_hh.shape[0])
+    monkeypatch.setattr(numpy_cells, "SAVED_BLOCKS_FROM", 1)
+    seqs, finals, kept = numba_cells.scan_cells_numba(xp, c, x, state0, w, lengths=lens, reverse=True,
+                                                      return_sequences=True, keep=True)  # fmt: skip
+    assert all(k.ctypes.data % _pages.HUGE_PAGE == 0 for k in kept[:1])
+    for a, b in zip(seqs + finals, plain[0] + plain[1], strict=True):
+        np.testing.assert_array_equal(a, b)
+    args = (d_out, x, state0, w, seqs, d_fin)
+    want = backward_cell(xp, c, *args, lengths=lens, reverse=True)
+    for got in (numba_cells.backward_cells_numba(xp, c, *args, lengths=lens, reverse=True, kept=kept),
+                numpy_cells.backward_cells_numpy(xp, c, *args, lengths=lens, reverse=True, kept=kept)):
+        for g, wv in zip([got[0], *got[1], *got[2]], [want[0], *want[1], *want[2]], strict=True):
+            assert (g is None) == (wv is None)
+            if wv is not None:
+                np.testing.assert_allclose(g, wv, equal_nan=True, **TOL["float32"])
