@@ -53,11 +53,14 @@ as a static argument) with these members:
     From the gradient ``g_t`` reaching the state after step t: ``(d_t,
     g_prev)``, the step's gradients that the weight gradients sum over
     (a tuple) and the gradient reaching the state before it.
-``grads(xp, d, x, prev, saved, w, valid)``
+``grads(xp, d, x, prev, saved, w, valid, matmuls=MATMULS)``
     ``(dx, dw)`` from every step's ``d`` (stacked), with ``dw`` a
     ``Weights`` of gradients; ``valid`` ``(T, *batch, 1)`` or ``None`` marks
     the steps that count (elsewhere the arrays multiplied are zeroed, so
-    that padding never reaches a gradient: ``0 * NaN`` is NaN).
+    that padding never reaches a gradient: ``0 * NaN`` is NaN). Its
+    products over all steps go through ``matmuls`` (``outer_sum`` and
+    ``rows_matmul``, ``_base.Matmuls``): the array library's by default, a
+    kernel's own where it passes them (``kernels.numba_products``).
 
 What the fast loops need (the gated cells; Elman has kernels of its own).
 A step is a product, ``h @ W_hh.T``, and an elementwise function of the

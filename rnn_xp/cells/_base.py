@@ -11,6 +11,8 @@ from .._compat import device, is_jax_namespace, is_numpy_namespace
 
 __all__ = [
     "ArrayOps",
+    "MATMULS",
+    "Matmuls",
     "activated",
     "GateActivation",
     "Sizes",
@@ -144,12 +146,27 @@ def rows_matmul(xp, a, W):
     return xp.reshape(xp.reshape(a, (math.prod(lead), K)) @ W, (*lead, M))
 
 
+class Matmuls(NamedTuple):
+    """The two products ``grads`` sums over all steps: ``outer_sum`` and ``rows_matmul`` (``xp`` first, as above).
+
+    ``MATMULS`` holds this module's (one product of the array's library
+    each); a kernel may hand ``grads`` others of the same contract
+    (``kernels.numba_products.MATMULS``: compiled for NumPy).
+    """
+
+    outer_sum: object
+    rows_matmul: object
+
+
 def batch_sum(xp, d):
     """``d`` ``(T, *batch, F)`` summed over steps and batch: ``(F,)``."""
     N, F = math.prod(d.shape[:-1]), d.shape[-1]
     if N == 0:
         return xp.zeros((F,), dtype=d.dtype, device=device(d))
     return xp.sum(xp.reshape(d, (N, F)), axis=0)
+
+
+MATMULS = Matmuls(outer_sum, rows_matmul)
 
 
 def zero_invalid(xp, a, valid):

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 from .._activations import activation, check_activation, check_clip, derivative, derivative_at, is_plain
 from .._checks import check_leak, check_weights
-from ._base import CellBase, Sizes, batch_sum, outer_sum, rows_matmul, zero_invalid
+from ._base import MATMULS, CellBase, Sizes, batch_sum, rows_matmul, zero_invalid
 
 __all__ = ["ElmanCell", "ElmanWeights"]
 
@@ -139,10 +139,10 @@ class ElmanCell(CellBase):
             g_prev = g_prev + (1.0 - self.leak) * g  # ... and through the leak
         return (dz,), (g_prev,)
 
-    def grads(self, xp, d, x, prev, saved, w, valid):
+    def grads(self, xp, d, x, prev, saved, w, valid, matmuls=MATMULS):
         (dz,) = d
         x = zero_invalid(xp, x, valid)
-        dx = rows_matmul(xp, dz, w.Wx)  # (T, *batch, D)
-        dWx = outer_sum(xp, dz, x)  # (H, D)
-        dWh = outer_sum(xp, dz, prev[0], valid)  # (H, H)
+        dx = matmuls.rows_matmul(xp, dz, w.Wx)  # (T, *batch, D)
+        dWx = matmuls.outer_sum(xp, dz, x)  # (H, D)
+        dWh = matmuls.outer_sum(xp, dz, prev[0], valid)  # (H, H)
         return dx, ElmanWeights(dWx, dWh, batch_sum(xp, dz))

@@ -33,6 +33,7 @@ from typing import NamedTuple
 from .._activations import check_clip
 from .._checks import check_bool
 from ._base import (
+    MATMULS,
     CellBase,
     Sizes,
     activated,
@@ -40,7 +41,6 @@ from ._base import (
     check_matrix,
     check_vector,
     gate_activations,
-    outer_sum,
     rows_matmul,
     split_gates,
     zero_invalid,
@@ -280,22 +280,22 @@ class GRUCell(CellBase):
         """``grads``'s ``d`` from every step's gate gradients ``dx`` and ``dh`` (``gh`` is not needed)."""
         return dx, dh
 
-    def grads(self, xp, d, x, prev, saved, w, valid):
+    def grads(self, xp, d, x, prev, saved, w, valid, matmuls=MATMULS):
         (h_prev,) = prev
         da = d[0]  # (T, *batch, 3H)
         x = zero_invalid(xp, x, valid)
-        dx = rows_matmul(xp, da, w.W_ih)  # (T, *batch, D)
-        dW_ih = outer_sum(xp, da, x)  # (3H, D)
+        dx = matmuls.rows_matmul(xp, da, w.W_ih)  # (T, *batch, D)
+        dW_ih = matmuls.outer_sum(xp, da, x)  # (3H, D)
         db_ih = batch_sum(xp, da)
         if self.linear_before_reset:
             du = d[1]
-            dW_hh = outer_sum(xp, du, h_prev, valid)  # (3H, H)
+            dW_hh = matmuls.outer_sum(xp, du, h_prev, valid)  # (3H, H)
             db_hh = batch_sum(xp, du)
         else:
             H = h_prev.shape[-1]
             u_n = saved[6]  # r * h_{t-1}
-            dW_hh = xp.concat([outer_sum(xp, da[..., :2 * H], h_prev, valid),
-                               outer_sum(xp, da[..., 2 * H:], u_n, valid)], axis=0)  # fmt: skip
+            dW_hh = xp.concat([matmuls.outer_sum(xp, da[..., :2 * H], h_prev, valid),
+                               matmuls.outer_sum(xp, da[..., 2 * H:], u_n, valid)], axis=0)  # fmt: skip
             db_hh = xp.asarray(db_ih, copy=True)
         return dx, GRUWeights(dW_ih, dW_hh, None if w.b_ih is None else db_ih,
                               None if w.b_hh is None else db_hh)  # fmt: skip

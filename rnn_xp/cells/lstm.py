@@ -36,6 +36,7 @@ from typing import NamedTuple
 from .._checks import check_bool
 from .._activations import check_clip
 from ._base import (
+    MATMULS,
     CellBase,
     Sizes,
     activated,
@@ -43,7 +44,6 @@ from ._base import (
     check_matrix,
     check_vector,
     gate_activations,
-    outer_sum,
     rows_matmul,
     split_gates,
     zero_invalid,
@@ -281,18 +281,18 @@ class LSTMCell(CellBase):
         """``grads``'s ``d`` from every step's gate gradients ``dx`` (``dh`` is the same) and ``gh``, dL/dh_t."""
         return dx, gh
 
-    def grads(self, xp, d, x, prev, saved, w, valid):
+    def grads(self, xp, d, x, prev, saved, w, valid, matmuls=MATMULS):
         dz, gh = d  # (T, *batch, 4H), (T, *batch, P)
         h_prev, c_prev = prev
         x = zero_invalid(xp, x, valid)
-        dx = rows_matmul(xp, dz, w.W_ih)  # (T, *batch, D)
-        dW_ih = outer_sum(xp, dz, x)  # (4H, D)
-        dW_hh = outer_sum(xp, dz, h_prev, valid)  # (4H, P)
+        dx = matmuls.rows_matmul(xp, dz, w.W_ih)  # (T, *batch, D)
+        dW_ih = matmuls.outer_sum(xp, dz, x)  # (4H, D)
+        dW_hh = matmuls.outer_sum(xp, dz, h_prev, valid)  # (4H, P)
         db = batch_sum(xp, dz)  # (4H,)
         dW_hr = None
         if w.W_hr is not None:
             i, f, g, o, di, df, dg, do, hc, dhc, c = saved
-            dW_hr = outer_sum(xp, gh, o * hc, valid)  # (P, H): h_t = m_t @ W_hr.T
+            dW_hr = matmuls.outer_sum(xp, gh, o * hc, valid)  # (P, H): h_t = m_t @ W_hr.T
         dpeep = None
         if w.peepholes is not None:
             c = saved[10]

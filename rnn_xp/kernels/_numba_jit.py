@@ -376,7 +376,7 @@ def _tile_4x1(acc, cur, Wh, i0, i1, i2, i3, j, zero):
 # The strips are the outer loop: one strip stays in cache for every row.
 
 
-def _packed_tile_intrinsic(rows, strips=1):
+def _packed_tile_intrinsic(rows, strips=1, a_columns=False):
     """``tile(like, o, ldo, a, lda, w, K)``: ``o[r, :strips*S] += sum_k a[r, k] * W_k`` for ``r < rows``.
 
     ``o``, ``a``, ``w`` addresses (int64), ``ldo``, ``lda`` their rows'
@@ -386,7 +386,9 @@ def _packed_tile_intrinsic(rows, strips=1):
     ``k`` in order by a multiply-add (``llvm.fmuladd``), then is added to
     ``o``: the same operations for an element whatever ``rows`` and
     ``strips`` (more strips only give a tile of few rows more independent
-    sums, to hide the multiply-add's latency).
+    sums, to hide the multiply-add's latency). ``a_columns``: ``a`` is held
+    transposed, ``a[r, k]`` at ``a + k * lda + r`` (the weight gradients'
+    ``d.T @ a``, ``outer_packed``).
     """
 
     @intrinsic
@@ -417,7 +419,9 @@ def _packed_tile_intrinsic(rows, strips=1):
                     ws += [builder.load(builder.bitcast(builder.gep(w_row, [i64(v * lanes)]), vp), align=size)
                            for v in range(STRIP_VECTORS)]  # fmt: skip
                 for r in range(rows):
-                    x = builder.load(builder.gep(a_p, [builder.add(builder.mul(i64(r), lda_), k)]))
+                    at = builder.add(builder.mul(k, lda_), i64(r)) if a_columns else \
+                        builder.add(builder.mul(i64(r), lda_), k)  # fmt: skip
+                    x = builder.load(builder.gep(a_p, [at]))
                     x = builder.insert_element(ir.Constant(vty, ir.Undefined), x, i32(0))
                     x = builder.shuffle_vector(x, ir.Constant(vty, ir.Undefined), splat)
                     for v in range(vectors):
@@ -530,6 +534,55 @@ def _packed_product(o, cur, WP, r0, r1, c0, c1, scratch):
 def packed_product(o, cur, WP, r0, r1, c0, c1):
     """``_packed_product`` with its own scratch (C-contiguous ``o``, ``cur``; for tests and ``project_packed``)."""
     _packed_product(o, cur, WP, r0, r1, c0, c1, np.empty((TILE_ROWS, WP.shape[2]), o.dtype))
+
+
+_ctile1, _ctile2, _ctile3, _ctile4, _ctile5, _ctile6, _ctile7, _ctile8 = (
+    _packed_tile_intrinsic(r, a_columns=True) for r in range(1, 9))
+
+
+@njit(**_JIT)
+def _packed_tile_columns(n, like, o, ldo, a, lda, w, K):
+    """``_ctile<n>``: a tile of ``n`` rows (1 to ``TILE_ROWS``) of an ``a`` held transposed."""
+    if n == 8:
+        _ctile8(like, o, ldo, a, lda, w, K)
+    elif n == 7:
+        _ctile7(like, o, ldo, a, lda, w, K)
+    elif n == 6:
+        _ctile6(like, o, ldo, a, lda, w, K)
+    elif n == 5:
+        _ctile5(like, o, ldo, a, lda, w, K)
+    elif n == 4:
+        _ctile4(like, o, ldo, a, lda, w, K)
+    elif n == 3:
+        _ctile3(like, o, ldo, a, lda, w, K)
+    elif n == 2:
+        _ctile2(like, o, ldo, a, lda, w, K)
+    else:
+        _ctile1(like, o, ldo, a, lda, w, K)
+
+
+@njit(**_JIT)
+def outer_packed(o, d, AP, r0, r1, steps):
+    """``o[r0:r1] += d[:, r0:r1].T @ A`` for ``A`` ``(N, F)`` packed by strips of columns into ``AP`` ``(ceil(F /
+    S), N, S)`` (``_packed.pack_columns``); ``o`` ``(F_d, ceil(F / S) * S)`` C-contiguous, ``d`` ``(N, F_d)`` with
+    rows of unit stride.
+
+    The sum over the ``N`` rows runs ``steps`` rows at a time (``d``'s block
+    for every tile of ``o`` then stays in this core's caches): each element is
+    ``o`` plus one sum per block, each in order of the rows, whatever
+    ``r0:r1``.
+    """
+    N, S = AP.shape[1], AP.shape[2]
+    size = o.itemsize
+    ldo, ldd = o.strides[0] // size, d.strides[0] // size
+    o_at, d_at, w_at = np.int64(o.ctypes.data), np.int64(d.ctypes.data), np.int64(AP.ctypes.data)
+    for k0 in range(0, N, steps):
+        kn = min(steps, N - k0)
+        for s in range(AP.shape[0]):
+            w = w_at + (s * N + k0) * S * size
+            for i in range(r0, r1, TILE_ROWS):
+                _packed_tile_columns(min(TILE_ROWS, r1 - i), o, o_at + (i * ldo + s * S) * size, ldo,
+                                     d_at + (k0 * ldd + i) * size, ldd, w, kn)  # fmt: skip
 
 
 @njit(**_JIT)
@@ -729,6 +782,7 @@ FUNCTIONS = {
     "gemm_nt": gemm_nt,
     "project_rows": project_rows,
     "packed_product": packed_product,
+    "outer_packed": outer_packed,
     "tanh_into": tanh_into,
     "sigmoid_into": sigmoid_into,
 }

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy
 
-__all__ = ["STRIP_VECTORS", "TILE_ROWS", "VECTOR_BYTES", "pack", "strip_width"]
+__all__ = ["STRIP_VECTORS", "TILE_ROWS", "VECTOR_BYTES", "pack", "pack_columns", "strip_width"]
 
 VECTOR_BYTES = 64
 STRIP_VECTORS = 2
@@ -34,3 +34,18 @@ def pack(W):
     padded = numpy.zeros((n * S, K), dtype=W.dtype)
     padded[:N] = W
     return numpy.ascontiguousarray(padded.reshape(n, S, K).transpose(0, 2, 1))
+
+
+def pack_columns(a):
+    """``a`` ``(N, F)`` as strips of its columns, the layout of ``pack(a.T)``: ``(ceil(F / S), N, S)``, strip ``s``
+    holding ``a[:, s*S:(s+1)*S]`` (zeros past column ``F``), without a transposed copy of ``a``."""
+    N, F = a.shape
+    S = strip_width(a.dtype.itemsize)
+    n, full = -(-F // S), F // S
+    out = numpy.empty((n, N, S), dtype=a.dtype)
+    if full:
+        out[:full] = a[:, : full * S].reshape(N, full, S).transpose(1, 0, 2)
+    if full < n:
+        out[full, :, : F - full * S] = a[:, full * S :]
+        out[full, :, F - full * S :] = 0
+    return out

@@ -13,7 +13,8 @@ with no Python per step. The gradient ``g`` is a ``(2, B, H)`` double
 buffer. Threads follow the forward's plan (``numba_cpu.plan``): two threads
 over halves of the rows with no synchronisation, or, for a few rows, over
 halves of the columns with a barrier after each step's ``dz_t``.
-``dx``, ``dWx``, ``dWh`` and ``db`` are then each one product over all steps.
+``dx``, ``dWx``, ``dWh`` and ``db`` are then each one product over all steps
+(``numba_products``: the packed product on every CPU from ``MACS_FROM``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import math
 
 import numpy as np
 
-from . import numba_cpu
+from . import numba_cpu, numba_products
 from . import numpy_backward as _np_backward
 from ._packed import pack
 from ._threads import blas_threads
@@ -82,6 +83,6 @@ def _backward(xp, dh, x, h0, Wx, Wh, h_seq, dh_n, product, split, threads, *, no
         numba_cpu.run_compiled("backward_recurrence", args, one_blas_thread=bool(gemm))
 
     g = G[T % 2]  # (B, H): dL/dh0
-    dx, dWx, dWh, db = _np_backward.weight_gradients(dz, x3, hs, h0_2, Wx, lens, reverse=reverse,
-                                                     batch=batch, pad=pad)  # fmt: skip
+    dx, dWx, dWh, db = _np_backward.weight_gradients(dz, x3, hs, h0_2, Wx, lens, reverse=reverse, batch=batch,
+                                                     pad=pad, matmuls=numba_products.MATMULS)  # fmt: skip
     return dx, g.reshape(*batch, H).copy(), dWx, dWh, db

@@ -45,7 +45,7 @@ import math
 import numpy
 
 from . import _pages, _threads, numba_cpu
-from . import numpy_cells
+from . import numba_products, numpy_cells
 from .portable import per_part
 from ._blocks import block_steps, project
 from ._packed import pack
@@ -320,7 +320,7 @@ def _backward(cell, d_seqs, x, state0, w, seqs, d_finals, lengths, reverse, prod
 
     shaped = lambda a: a.reshape(T, *batch, a.shape[-1])  # noqa: E731
     d = cell.grads_input(shaped(DX), shaped(DH), shaped(GHS) if W_p is not None else None)
-    dx, dw = cell.grads(numpy, d, x, prev, saved, w, valid_all)
+    dx, dw = cell.grads(numpy, d, x, prev, saved, w, valid_all, matmuls=numba_products.MATMULS)  # compiled products
     dstate0 = (G0[T % 2].reshape(*batch, P).copy(),)
     if nparts == 2:
         dstate0 += (GC[T % 2].reshape(*batch, H).copy(),)

@@ -34,6 +34,7 @@ from . import _threads
 from ._blocks import transposed_copy
 from ._threads import blas_threads
 from .numpy import wh_first
+from ..cells._base import MATMULS
 
 __all__ = ["backward_numpy", "derivative_buffer", "weight_gradients", "without_padding"]
 
@@ -146,31 +147,32 @@ def derivative_buffer(hs, h0_2, lens, *, nonlinearity, reverse, leak):
     return dz
 
 
-def weight_gradients(dz, x3, hs, h0_2, Wx, lens, *, reverse, batch=None, pad=None):
+def weight_gradients(dz, x3, hs, h0_2, Wx, lens, *, reverse, batch=None, pad=None, matmuls=MATMULS):
     """Step 3: ``(dx, dWx, dWh, db)`` from ``dz = dL/dz`` ``(T, B, H)``, each over all steps at once.
 
     ``x3`` ``(T, B, D)``; ``dx`` comes back ``(T, *batch, D)``. ``pad``
     (from ``without_padding``) marks the padding steps, whose starting state
-    is kept out of ``dWh``.
+    is kept out of ``dWh``. ``matmuls``: the products over all steps
+    (``cells._base.MATMULS``: one NumPy product each; ``numba_products.MATMULS``).
     """
     T, B, H = dz.shape
     D = x3.shape[-1]
     batch = (B,) if batch is None else tuple(batch)
     dz2 = dz.reshape(T * B, H)  # (T*B, H)
-    dx = (dz2 @ Wx).reshape(T, *batch, D)  # (T, *batch, D)
-    dWx = dz2.T @ x3.reshape(T * B, D)  # (H, D)
+    dx = matmuls.rows_matmul(np, dz2, Wx).reshape(T, *batch, D)  # (T, *batch, D)
+    dWx = matmuls.outer_sum(np, dz2, x3.reshape(T * B, D))  # (H, D)
     db = dz2.sum(axis=0)  # (H,)
     if T > 1:  # the steps that start from a previous state: forward h_{t-1}, reverse h_{t+1}
         n = (T - 1) * B  # explicit sizes: reshape(-1, H) fails for H = 0
         if reverse:
-            dWh = dz[:-1].reshape(n, H).T @ hs[1:].reshape(n, H)  # (H, H)
+            dWh = matmuls.outer_sum(np, dz[:-1].reshape(n, H), hs[1:].reshape(n, H))  # (H, H)
         else:
             prev = hs[:-1]  # (T - 1, B, H): the state step t = 1.. started from
             if pad is not None:
                 # the last valid state h_{L-1} is the previous state of step L, a padding
                 # step: zeroed for this product, so that its NaN meets no 0 * NaN there
                 prev = np.where(pad[1:], 0, prev).astype(hs.dtype, copy=False)
-            dWh = dz[1:].reshape(n, H).T @ prev.reshape(n, H)  # (H, H)
+            dWh = matmuls.outer_sum(np, dz[1:].reshape(n, H), prev.reshape(n, H))  # (H, H)
     else:
         dWh = np.zeros((H, H), dtype=dz.dtype)
     first = dz[-1] if reverse else dz[0]  # (B, H): the step that starts from h0 ...

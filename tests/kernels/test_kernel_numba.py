@@ -1148,3 +1148,51 @@ def test_cells_buffers_on_huge_pages_give_the_portable_answer(monkeypatch, rng, 
             assert (g is None) == (wv is None)
             if wv is not None:
                 np.testing.assert_allclose(g, wv, equal_nan=True, **TOL["float32"])
+
+
+# -- the backward's products over all steps, compiled (numba_products) ------------------------
+
+
+@pytest.fixture
+def compiled_products(monkeypatch):
+    """``numba_products`` at every size, on two callers (its thresholds at zero)."""
+    from rnn_xp.kernels import numba_products
+
+    monkeypatch.setattr(numba_products, "MACS_FROM", 0)
+    monkeypatch.setattr(numba_products, "TWO_CALLERS_FROM", 0)
+    return numba_products
+
+
+@pytest.mark.parametrize("cell", GATED)
+def test_cells_backward_with_compiled_products_matches_portable(rng, compiled_products, dtype, cell):
+    """The weight gradients and dx by the compiled products: the portable backward's (lengths 0 and T,
+    reverse, odd T, an infinite ``W_hh`` and infinite upstream gradients past the lengths, zero sizes)."""
+    lens = np.asarray([23, 0, 11, 22, 1], dtype=np.int64)
+    for reverse in (False, True):
+        c, args = _cell_backward_case(rng, cell, 23, (5,), 7, 19, dtype, lens=lens, reverse=reverse, with_d_c=True)
+        _cell_backward_check(c, args, lens, reverse, dtype)
+    short = np.asarray([6, 2, 0], dtype=np.int64)
+    c, (d_out, x, state0, w, seqs, d_fin) = _cell_backward_case(rng, cell, 6, (3,), 2, 4, "float64", lens=short,
+                                                                reverse=True, with_d_c=True)  # fmt: skip
+    d_out = tuple(np.array(d) for d in d_out)
+    for d in d_out:
+        d[3:, 1] = np.inf
+    w.W_hh[1, 2] = np.inf
+    with np.errstate(all="ignore"):
+        _cell_backward_check(c, (d_out, x, state0, w, seqs, d_fin), short, True, "float64")
+    c, x, state0, w = _cell_inputs(rng, cell, 4, (0,), 2, 4, "float64")
+    seqs, _ = scan_cell(xp, c, x, state0, w, lengths=None, reverse=False, return_sequences=True)
+    _cell_backward_check(c, (tuple(np.ones_like(q) for q in seqs), x, state0, w, seqs, state0), None, False,
+                         "float64")  # fmt: skip
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_backward_with_compiled_products_matches_portable(rng, compiled_products, dtype, reverse):
+    """Elman's dx, dWx and dWh by the compiled products: the portable backward's (lengths, leak, reverse)."""
+    lens = np.asarray([23, 0, 17, 22, 1], dtype=np.int64)
+    opts = dict(nonlinearity="tanh", reverse=reverse, leak=0.8)
+    args = _backward_case(rng, 23, (5,), 7, 67, dtype, lens=lens, opts=opts, with_dh=True, with_dh_n=True)
+    _backward_check(args, lens, dtype, opts)
+    opts = dict(nonlinearity="relu", reverse=reverse, leak=1.0)
+    args = _backward_case(rng, 9, (4,), 33, 40, dtype, lens=None, opts=opts, with_dh=True, with_dh_n=False)
+    _backward_check(args, None, dtype, opts)

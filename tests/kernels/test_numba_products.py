@@ -1,0 +1,110 @@
+"""``kernels.numba_products``: the backward's products over all steps on the compiled packed product.
+
+Held against float64 NumPy products (and ``cells._base``'s, which they replace): any size of rows and
+columns (tiles and strips cut anywhere), masks, strided operands, non-finite values, one or two callers.
+numba is optional: without it these tests skip.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rnn_xp.cells import _base
+from rnn_xp.kernels import _packed, numba_products
+
+pytest.importorskip("numba", reason="numba is not installed (pip install rnn_xp[numba])")
+
+TOL = {"float64": dict(rtol=1e-12, atol=1e-12), "float32": dict(rtol=2e-5, atol=2e-5)}
+
+
+@pytest.fixture
+def always(monkeypatch):
+    """The compiled products at every size (their thresholds at zero)."""
+    monkeypatch.setattr(numba_products, "MACS_FROM", 0)
+    monkeypatch.setattr(numba_products, "TWO_CALLERS_FROM", 0)
+    return monkeypatch
+
+
+def _ref_outer(d, a, valid=None):
+    d64, a64 = d.astype(np.float64), a.astype(np.float64)
+    if valid is not None:
+        a64 = np.where(valid, a64, 0)
+    N = int(np.prod(d.shape[:-1]))
+    with np.errstate(invalid="ignore"):  # 0 * inf
+        return d64.reshape(N, -1).T @ a64.reshape(N, -1)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(3, 2, 5, 7), (11, 4, 33, 64), (7, 3, 70, 31), (300, 2, 24, 40), (1, 1, 1, 1)])
+def test_outer_sum_is_the_product_over_all_rows(rng, always, dtype, shape):
+    """``d.T @ a`` over every leading axis against a float64 product; rows (``F_d``) and columns (``F_a``)
+    that are not whole tiles or strips, more rows than ``OUTER_STEPS`` (several blocks), a mask."""
+    T, B, Fd, Fa = shape
+    d = rng.standard_normal((T, B, Fd)).astype(dtype)
+    a = rng.standard_normal((T, B, Fa)).astype(dtype)
+    valid = rng.random((T, B, 1)) < 0.7
+    for v in (None, valid):
+        got = numba_products.outer_sum(np, d, a, v)
+        assert got.shape == (Fd, Fa) and got.dtype == np.dtype(dtype) and got.flags.c_contiguous
+        np.testing.assert_allclose(got, _ref_outer(d, a, v), **TOL[dtype])
+
+
+def test_outer_sum_reads_a_strided_d_and_gives_the_same_bits_on_one_or_two_callers(rng, always):
+    """A column slice of ``d`` (a GRU's ``da[..., :2H]``) is read in place; two callers split the result's rows
+    and each element is the same sum (the same bits) as on one."""
+    d = rng.standard_normal((50, 3, 3 * 24)).astype(np.float32)[..., : 2 * 24]
+    a = rng.standard_normal((50, 3, 40)).astype(np.float32)
+    two = numba_products.outer_sum(np, d, a)
+    np.testing.assert_allclose(two, _ref_outer(d, a), **TOL["float32"])
+    always.setattr(numba_products, "TWO_CALLERS_FROM", 1 << 62)
+    np.testing.assert_array_equal(numba_products.outer_sum(np, d, a), two)
+
+
+def test_outer_sum_keeps_nan_and_infinity(rng, always):
+    """A NaN or an infinity reaches the result as in the sum written out: ``0 * inf`` is NaN, not skipped."""
+    d = rng.standard_normal((20, 2, 16)).astype(np.float64)
+    a = rng.standard_normal((20, 2, 33)).astype(np.float64)
+    d[3, 1, 5] = np.nan
+    a[7, 0, 2] = np.inf
+    d[7, 0, :] = 0.0
+    got = numba_products.outer_sum(np, d, a)
+    want = _ref_outer(d, a)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(got[:, 2]).all() and np.isnan(got[5]).all()
+    np.testing.assert_allclose(got[np.isfinite(want)], want[np.isfinite(want)], **TOL["float64"])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(3, 2, 5, 7), (11, 4, 64, 33), (9, 5, 48, 96), (2, 1, 1, 1)])
+def test_rows_matmul_is_the_product_over_every_leading_axis(rng, always, dtype, shape):
+    T, B, K, M = shape
+    a = rng.standard_normal((T, B, K)).astype(dtype)
+    W = rng.standard_normal((K, M)).astype(dtype)
+    got = numba_products.rows_matmul(np, a, W)
+    assert got.shape == (T, B, M) and got.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(got, a.astype(np.float64) @ W.astype(np.float64), **TOL[dtype])
+    np.testing.assert_allclose(numba_products.rows_matmul(np, a[0], W), got[0], **TOL[dtype])
+
+
+def test_small_products_and_other_arrays_are_the_base_products(rng):
+    """Below ``MACS_FROM``, or for another dtype or library, the answer is ``cells._base``'s, bit for bit."""
+    d, a = rng.standard_normal((4, 3, 5)), rng.standard_normal((4, 3, 6))
+    np.testing.assert_array_equal(numba_products.outer_sum(np, d, a), _base.outer_sum(np, d, a))
+    W = rng.standard_normal((5, 2))
+    np.testing.assert_array_equal(numba_products.rows_matmul(np, d, W), _base.rows_matmul(np, d, W))
+    di, ai = d.astype(np.int64), a.astype(np.int64)
+    np.testing.assert_array_equal(numba_products.outer_sum(np, di, ai), _base.outer_sum(np, di, ai))
+    mixed = numba_products.outer_sum(np, d.astype(np.float32), a)
+    np.testing.assert_array_equal(mixed, _base.outer_sum(np, d.astype(np.float32), a))
+    strict = pytest.importorskip("array_api_strict")
+    ds, as_ = strict.asarray(d), strict.asarray(a)
+    got = numba_products.outer_sum(strict, ds, as_)
+    assert type(got) is type(ds)
+    np.testing.assert_array_equal(np.asarray(got), _base.outer_sum(np, d, a))
+
+
+@pytest.mark.parametrize("F", [1, 31, 32, 33, 64, 100])
+def test_pack_columns_is_pack_of_the_transpose(rng, F):
+    a = rng.standard_normal((13, F)).astype(np.float32)
+    np.testing.assert_array_equal(_packed.pack_columns(a), _packed.pack(np.ascontiguousarray(a.T)))
