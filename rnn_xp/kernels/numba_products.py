@@ -17,7 +17,8 @@ on that product, over the rows of the result split between the callers
   through ``_numba_jit.packed_product``.
 
 Each falls back to ``cells._base``'s (one BLAS call) for another library
-or dtype, below ``MACS_FROM`` multiply-adds, or without numba; the sums
+or dtype, below ``MACS_FROM`` multiply-adds or ``WIDTH_FROM`` columns of
+the gradient ``d``, or without numba; the sums
 differ from BLAS's only by rounding (each element's sum runs over the rows
 in order, ``OUTER_STEPS`` at a time). A NaN or an infinity in either
 operand reaches the result as in the product written out (``0 * inf`` is
@@ -35,19 +36,25 @@ from ..cells import _base
 from . import _pages, _threads, numba_cpu
 from ._packed import TILE_ROWS, pack_columns
 
-__all__ = ["MACS_FROM", "MATMULS", "OUTER_STEPS", "TWO_CALLERS_FROM", "outer_sum", "rows_matmul"]
+__all__ = ["MACS_FROM", "MATMULS", "OUTER_STEPS", "TWO_CALLERS_FROM", "WIDTH_FROM", "outer_sum", "rows_matmul"]
 
 # The products run compiled from this many multiply-adds, on two callers from
 # TWO_CALLERS_FROM. Measured on the 2-core VM in the gated layer's forward +
 # backward (alternating in one process, medians of 9): at (64, 50, 512, 1024)
 # an LSTM's took 0.85 of its time with BLAS's products (526 against 623 ms), a
 # GRU's 0.71; at (32, 100, 128, 256) and (16, 100, 64, 128) (products of 4e8
-# multiply-adds and less) and in the Elman backward at (64, 50, 512, 1024)
-# both were level. With the compiled products for dx and every weight's
-# gradient no OpenBLAS thread wakes in cell.grads (an awake one spins after its
-# call, taking a core from the next compiled one): the weight gradients alone
-# on them and dx on BLAS took 0.88 to 0.91.
+# multiply-adds and less) both were level, as was the Elman backward at (64,
+# 50, 512, 1024) (H = 1024 columns of d: it keeps BLAS's by WIDTH_FROM). With
+# the compiled products for dx and every weight's gradient no OpenBLAS thread
+# wakes in cell.grads (an awake one spins after its call, taking a core from
+# the next compiled one): the weight gradients alone on them and dx on BLAS
+# took 0.88 to 0.91.
+# Products of one call alone (alternating with BLAS's in one process) were
+# faster where d has many columns (G*H = 4096, 3200 rows: 0.70 to 0.86 of
+# BLAS's time) and level or slower with 1024 (1.0 to 1.4): d's width is the
+# second condition.
 MACS_FROM = 1 << 30
+WIDTH_FROM = 2048
 TWO_CALLERS_FROM = 1 << 23
 # The rows outer_packed sums at a time: d's block for a tile of 8 rows (the
 # cache lines of OUTER_STEPS rows) stays in L1, the packed strip's in L2.
@@ -72,9 +79,10 @@ def _row_bounds(rows, macs):
 
 
 def outer_sum(xp, d, a, valid=None):
-    """``cells._base.outer_sum`` (``sum over steps and batch of d_t.T @ a_t``), compiled from ``MACS_FROM``."""
+    """``cells._base.outer_sum`` (``sum over steps and batch of d_t.T @ a_t``), compiled from ``MACS_FROM``
+    multiply-adds and ``WIDTH_FROM`` columns of ``d``."""
     N, Fd, Fa = math.prod(d.shape[:-1]), d.shape[-1], a.shape[-1]
-    if N * Fd * Fa < MACS_FROM or not _takes(xp, d, a):
+    if N * Fd * Fa < MACS_FROM or Fd < WIDTH_FROM or not _takes(xp, d, a):
         return _base.outer_sum(xp, d, a, valid)
     if valid is not None:
         a = numpy.where(valid, a, 0).astype(a.dtype, copy=False)
@@ -93,11 +101,12 @@ def outer_sum(xp, d, a, valid=None):
 
 
 def rows_matmul(xp, a, W):
-    """``cells._base.rows_matmul`` (``a @ W`` over every leading axis), compiled from ``MACS_FROM``."""
+    """``cells._base.rows_matmul`` (``a @ W`` over every leading axis), compiled from ``MACS_FROM``
+    multiply-adds and ``WIDTH_FROM`` columns of ``a``."""
     K, M = W.shape
     lead = tuple(a.shape[:-1])
     N = math.prod(lead)
-    if N * K * M < MACS_FROM or W.ndim != 2 or not _takes(xp, a, W):
+    if N * K * M < MACS_FROM or K < WIDTH_FROM or W.ndim != 2 or not _takes(xp, a, W):
         return _base.rows_matmul(xp, a, W)
     a2 = numpy.ascontiguousarray(a.reshape(N, K))
     WP = pack_columns(W)  # (ceil(M / S), K, S): W's columns, as the product's packed W.T

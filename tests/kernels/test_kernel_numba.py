@@ -1159,6 +1159,7 @@ def compiled_products(monkeypatch):
     from rnn_xp.kernels import numba_products
 
     monkeypatch.setattr(numba_products, "MACS_FROM", 0)
+    monkeypatch.setattr(numba_products, "WIDTH_FROM", 0)
     monkeypatch.setattr(numba_products, "TWO_CALLERS_FROM", 0)
     return numba_products
 

@@ -22,6 +22,7 @@ TOL = {"float64": dict(rtol=1e-12, atol=1e-12), "float32": dict(rtol=2e-5, atol=
 def always(monkeypatch):
     """The compiled products at every size (their thresholds at zero)."""
     monkeypatch.setattr(numba_products, "MACS_FROM", 0)
+    monkeypatch.setattr(numba_products, "WIDTH_FROM", 0)
     monkeypatch.setattr(numba_products, "TWO_CALLERS_FROM", 0)
     return monkeypatch
 
