@@ -132,19 +132,23 @@ def _warn_fallback(why):
 def preferred():
     """Whether the NumPy loop takes oneMKL (above its size thresholds) rather than NumPy's BLAS.
 
-    It must be loaded (``library()``), and either ``RNN_XP_MKL=1`` or the CPU
-    is an Intel one (``/proc/cpuinfo``'s ``vendor_id`` is ``GenuineIntel``).
+    Either ``RNN_XP_MKL=1`` or the CPU is an Intel one (``/proc/cpuinfo``'s
+    ``vendor_id`` is ``GenuineIntel``), and it loads (``library()``).
     oneMKL picks its fastest kernels by CPU vendor; on other CPUs it runs
-    generic ones, slower than OpenBLAS's (module docstring).
+    generic ones, slower than OpenBLAS's (module docstring). Where it is not
+    taken it is not loaded either: a loaded oneMKL and its OpenMP runtime are
+    two more libraries whose threads every one-thread block sets and puts
+    back (``_threads.blas_threads``), which cost the compiled loops' small
+    calls on the AMD VM about 70 us each (the Elman backward at (1, 200, 32,
+    64) took 0.21 ms with the ``fast`` extras against 0.14 with ``numba``
+    alone).
     """
     global _PREFERRED
-    if library() is None:
-        return False
     if _FORCED is not None:
-        return _FORCED
+        return bool(_FORCED) and library() is not None
     if _PREFERRED is None:
         _PREFERRED = _decide(_settings.mkl(), cpu_vendor())
-    return _PREFERRED[0]
+    return _PREFERRED[0] and library() is not None
 
 
 def _decide(mode, vendor):

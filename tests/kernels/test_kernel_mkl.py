@@ -447,3 +447,30 @@ def test_thread_changes_mid_loop_give_bitwise_equal_results(every_size_on_mkl, t
     assert 1 in used and 2 in used
     np.testing.assert_array_equal(got, want)
     assert mkl.library().MKL_Get_Max_Threads() >= 2  # the caller's count is back
+
+
+_NOT_TAKEN_CHECK = """
+import sys
+import numpy as np, rnn_xp
+from rnn_xp.kernels import mkl
+mkl.cpu_vendor = lambda: sys.argv[1]
+x = np.ones((3, 16, 8), np.float32)
+h = rnn_xp.rnn_forward(x, np.zeros((16, 256), np.float32), np.full((256, 8), 0.01, np.float32),
+                       np.full((256, 256), 0.001, np.float32))
+rnn_xp.rnn_backward(np.ones_like(h), x, np.zeros((16, 256), np.float32), np.full((256, 8), 0.01, np.float32),
+                    np.full((256, 256), 0.001, np.float32), None, h)
+print(mkl.preferred(), mkl.loaded())
+"""
+
+
+@needs_mkl
+@pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD"])
+def test_oneMKL_is_loaded_only_where_it_is_taken(vendor):
+    """With ``RNN_XP_MKL=auto`` on a CPU where oneMKL is not taken, a forward and a backward leave it unloaded
+    (a loaded one's threads would be set and put back around every small call); on Intel it is loaded."""
+    env = dict(os.environ, RNN_XP_MKL="auto")
+    proc = subprocess.run([sys.executable, "-c", _NOT_TAKEN_CHECK, vendor], capture_output=True, text=True, env=env,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    intel = vendor == "GenuineIntel"
+    assert proc.stdout.split() == [str(intel), str(intel)]
