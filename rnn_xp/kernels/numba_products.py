@@ -51,7 +51,7 @@ __all__ = ["MACS_FROM", "MATMULS", "OUTER_STEPS", "TWO_CALLERS_FROM", "WIDTH_FRO
 # took 0.88 to 0.91.
 # Products of one call alone (alternating with BLAS's in one process) were
 # faster where d has many columns (G*H = 4096, 3200 rows: 0.70 to 0.86 of
-# BLAS's time) and level or slower with 1024 (1.0 to 1.4): d's width is the
+# BLAS's time) and mostly slower with 1024 (0.85 to 1.4): d's width is the
 # second condition.
 MACS_FROM = 1 << 30
 WIDTH_FROM = 2048
