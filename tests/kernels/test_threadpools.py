@@ -105,6 +105,8 @@ def pools():
 
 torch.set_num_threads(1)
 rnn_xp.rnn_forward(np.ones((30, 4, 8)), None, np.full((64, 8), 0.01), np.full((64, 64), 0.01))  # loads what it uses
+from rnn_xp.kernels import mkl
+mkl.library()  # oneMKL where installed (on a CPU where the loop does not take it, only the bench loads it)
 before = pools()
 bench.run(quick=True, threads=2, out_dir=tempfile.mkdtemp(), backends=["numpy", "torch"], memory=False,
           stream=io.StringIO(), **tiny)
