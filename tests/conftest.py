@@ -57,6 +57,17 @@ def rng():
     return np.random.default_rng(12345)
 
 
+@pytest.fixture
+def compiled_products(monkeypatch):
+    """``kernels.numba_products`` at every size, on two callers (its thresholds at zero)."""
+    from rnn_xp.kernels import numba_products
+
+    monkeypatch.setattr(numba_products, "MACS_FROM", 0)
+    monkeypatch.setattr(numba_products, "WIDTH_FROM", 0)
+    monkeypatch.setattr(numba_products, "TWO_CALLERS_FROM", 0)
+    return monkeypatch
+
+
 # Hypothesis profiles for tests/functions/test_properties.py: a quick default, and a larger
 # one selected with RNN_XP_HYPOTHESIS=ci-large.
 try:

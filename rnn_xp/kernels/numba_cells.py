@@ -94,8 +94,6 @@ BACKWARD_TWO_CALLERS_MACS = 1 << 27
 PROJECTION_ELEMENTS = 1 << 24
 
 
-
-
 def projection_steps(T, B, GH, return_sequences):
     """How many time steps the forward projects at a time (at least one): ``PROJECTION_ELEMENTS`` elements
     of ``B * GH`` per step with ``return_sequences``, ``_blocks.block_steps`` without."""

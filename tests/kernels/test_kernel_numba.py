@@ -1153,17 +1153,6 @@ def test_cells_buffers_on_huge_pages_give_the_portable_answer(monkeypatch, rng, 
 # -- the backward's products over all steps, compiled (numba_products) ------------------------
 
 
-@pytest.fixture
-def compiled_products(monkeypatch):
-    """``numba_products`` at every size, on two callers (its thresholds at zero)."""
-    from rnn_xp.kernels import numba_products
-
-    monkeypatch.setattr(numba_products, "MACS_FROM", 0)
-    monkeypatch.setattr(numba_products, "WIDTH_FROM", 0)
-    monkeypatch.setattr(numba_products, "TWO_CALLERS_FROM", 0)
-    return numba_products
-
-
 @pytest.mark.parametrize("cell", GATED)
 def test_cells_backward_with_compiled_products_matches_portable(rng, compiled_products, dtype, cell):
     """The weight gradients and dx by the compiled products: the portable backward's (lengths 0 and T,

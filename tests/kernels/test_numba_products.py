@@ -18,15 +18,6 @@ pytest.importorskip("numba", reason="numba is not installed (pip install rnn_xp[
 TOL = {"float64": dict(rtol=1e-12, atol=1e-12), "float32": dict(rtol=2e-5, atol=2e-5)}
 
 
-@pytest.fixture
-def always(monkeypatch):
-    """The compiled products at every size (their thresholds at zero)."""
-    monkeypatch.setattr(numba_products, "MACS_FROM", 0)
-    monkeypatch.setattr(numba_products, "WIDTH_FROM", 0)
-    monkeypatch.setattr(numba_products, "TWO_CALLERS_FROM", 0)
-    return monkeypatch
-
-
 def _ref_outer(d, a, valid=None):
     d64, a64 = d.astype(np.float64), a.astype(np.float64)
     if valid is not None:
@@ -38,7 +29,7 @@ def _ref_outer(d, a, valid=None):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape", [(3, 2, 5, 7), (11, 4, 33, 64), (7, 3, 70, 31), (300, 2, 24, 40), (1, 1, 1, 1)])
-def test_outer_sum_is_the_product_over_all_rows(rng, always, dtype, shape):
+def test_outer_sum_is_the_product_over_all_rows(rng, compiled_products, dtype, shape):
     """``d.T @ a`` over every leading axis against a float64 product; rows (``F_d``) and columns (``F_a``)
     that are not whole tiles or strips, more rows than ``OUTER_STEPS`` (several blocks), a mask."""
     T, B, Fd, Fa = shape
@@ -51,18 +42,18 @@ def test_outer_sum_is_the_product_over_all_rows(rng, always, dtype, shape):
         np.testing.assert_allclose(got, _ref_outer(d, a, v), **TOL[dtype])
 
 
-def test_outer_sum_reads_a_strided_d_and_gives_the_same_bits_on_one_or_two_callers(rng, always):
+def test_outer_sum_reads_a_strided_d_and_gives_the_same_bits_on_one_or_two_callers(rng, compiled_products):
     """A column slice of ``d`` (a GRU's ``da[..., :2H]``) is read in place; two callers split the result's rows
     and each element is the same sum (the same bits) as on one."""
     d = rng.standard_normal((50, 3, 3 * 24)).astype(np.float32)[..., : 2 * 24]
     a = rng.standard_normal((50, 3, 40)).astype(np.float32)
     two = numba_products.outer_sum(np, d, a)
     np.testing.assert_allclose(two, _ref_outer(d, a), **TOL["float32"])
-    always.setattr(numba_products, "TWO_CALLERS_FROM", 1 << 62)
+    compiled_products.setattr(numba_products, "TWO_CALLERS_FROM", 1 << 62)
     np.testing.assert_array_equal(numba_products.outer_sum(np, d, a), two)
 
 
-def test_outer_sum_keeps_nan_and_infinity(rng, always):
+def test_outer_sum_keeps_nan_and_infinity(rng, compiled_products):
     """A NaN or an infinity reaches the result as in the sum written out: ``0 * inf`` is NaN, not skipped."""
     d = rng.standard_normal((20, 2, 16)).astype(np.float64)
     a = rng.standard_normal((20, 2, 33)).astype(np.float64)
@@ -78,7 +69,7 @@ def test_outer_sum_keeps_nan_and_infinity(rng, always):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape", [(3, 2, 5, 7), (11, 4, 64, 33), (9, 5, 48, 96), (2, 1, 1, 1)])
-def test_rows_matmul_is_the_product_over_every_leading_axis(rng, always, dtype, shape):
+def test_rows_matmul_is_the_product_over_every_leading_axis(rng, compiled_products, dtype, shape):
     T, B, K, M = shape
     a = rng.standard_normal((T, B, K)).astype(dtype)
     W = rng.standard_normal((K, M)).astype(dtype)
