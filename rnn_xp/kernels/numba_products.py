@@ -16,9 +16,14 @@ on that product, over the rows of the result split between the callers
 - ``rows_matmul(xp, a, W)``: ``W`` packed by strips of columns, ``a``'s rows
   through ``_numba_jit.packed_product``.
 
-Each falls back to ``cells._base``'s (one BLAS call) for another library
-or dtype, below ``MACS_FROM`` multiply-adds or ``WIDTH_FROM`` columns of
-the gradient ``d``, or without numba; the sums
+Below ``MACS_FROM`` multiply-adds or ``WIDTH_FROM`` columns of the
+gradient ``d``, from ``SPLIT_FROM``, each is BLAS's product on the same two
+callers with one BLAS thread each (halves of the result's rows): OpenBLAS's
+own second thread, woken by a product on two threads, spins after it (up to
+2^28 cycles by default, ``OPENBLAS_THREAD_TIMEOUT``) and takes a core from
+the compiled loops of the next call. Each falls back to ``cells._base``'s
+(one BLAS call) for another library or dtype, below ``SPLIT_FROM``, or
+without numba; the sums
 differ from BLAS's only by rounding (each element's sum runs over the rows
 in order, ``OUTER_STEPS`` at a time). A NaN or an infinity in either
 operand reaches the result as in the product written out (``0 * inf`` is
@@ -35,8 +40,10 @@ from .._compat import is_numpy_namespace
 from ..cells import _base
 from . import _pages, _threads, numba_cpu
 from ._packed import TILE_ROWS, pack_columns
+from ._threads import blas_threads, run_parallel
 
-__all__ = ["MACS_FROM", "MATMULS", "OUTER_STEPS", "TWO_CALLERS_FROM", "WIDTH_FROM", "outer_sum", "rows_matmul"]
+__all__ = ["MACS_FROM", "MATMULS", "OUTER_STEPS", "SPLIT_FROM", "TWO_CALLERS_FROM", "WIDTH_FROM", "outer_sum",
+           "rows_matmul"]  # fmt: skip
 
 # The products run compiled from this many multiply-adds, on two callers from
 # TWO_CALLERS_FROM. Measured on the 2-core VM in the gated layer's forward +
@@ -56,6 +63,18 @@ __all__ = ["MACS_FROM", "MATMULS", "OUTER_STEPS", "TWO_CALLERS_FROM", "WIDTH_FRO
 MACS_FROM = 1 << 30
 WIDTH_FROM = 2048
 TWO_CALLERS_FROM = 1 << 23
+
+# Below those, BLAS's products on two callers with one BLAS thread each from
+# SPLIT_FROM multiply-adds (module docstring). In a loop of the gated layer's
+# forward + backward at (B, T, D, H) = (16, 100, 64, 128) (products of 5e7 to
+# 1e8 multiply-adds) OpenBLAS's spinning thread took 38% of the process's CPU
+# samples (perf, SkylakeX kernels on the 2-core EPYC VM) and 1.5% with the
+# products split; six alternating pairs of processes: the LSTM 0.90 of its
+# time, the GRU 0.95 (OpenBLAS's threads sleeping at once,
+# OPENBLAS_THREAD_TIMEOUT=4: 0.87 and 0.91). At (1, 200, 32, 64) (products
+# of 2e6 to 3e6) one caller runs the loops and BLAS's two threads are left
+# as they are.
+SPLIT_FROM = 1 << 23
 # The rows outer_packed sums at a time: d's block for a tile of 8 rows (the
 # cache lines of OUTER_STEPS rows) stays in L1, the packed strip's in L2.
 OUTER_STEPS = 256
@@ -78,15 +97,42 @@ def _row_bounds(rows, macs):
     return [(cut[i], cut[i + 1]) for i in range(n)]
 
 
+def _split(N, rows, macs):
+    """Whether a product below ``MACS_FROM`` runs on two callers with one BLAS thread each (``SPLIT_FROM``)."""
+    return macs >= SPLIT_FROM and rows >= 2 * TILE_ROWS and N >= 2 and _threads.CPUS >= 2
+
+
+def _on_two_callers(fn, o, x, y, rows):
+    """``fn(o, x, y, r0, r1)`` over two halves of ``rows``, each caller on one BLAS thread."""
+    half = rows // 2
+    with blas_threads(1):
+        run_parallel(fn, [(o, x, y, 0, half), (o, x, y, half, rows)], one_blas_thread=True)
+
+
+def _outer_rows(o, d2, a2, r0, r1):
+    """``o[r0:r1] = d2[:, r0:r1].T @ a2``: BLAS on the calling thread."""
+    numpy.matmul(d2[:, r0:r1].T, a2, out=o[r0:r1])
+
+
+def _matmul_rows(o, a2, W, r0, r1):
+    """``o[r0:r1] = a2[r0:r1] @ W``: BLAS on the calling thread."""
+    numpy.matmul(a2[r0:r1], W, out=o[r0:r1])
+
+
 def outer_sum(xp, d, a, valid=None):
     """``cells._base.outer_sum`` (``sum over steps and batch of d_t.T @ a_t``), compiled from ``MACS_FROM``
-    multiply-adds and ``WIDTH_FROM`` columns of ``d``."""
+    multiply-adds and ``WIDTH_FROM`` columns of ``d``, BLAS's on two callers from ``SPLIT_FROM``."""
     N, Fd, Fa = math.prod(d.shape[:-1]), d.shape[-1], a.shape[-1]
-    if N * Fd * Fa < MACS_FROM or Fd < WIDTH_FROM or not _takes(xp, d, a):
+    compiled = N * Fd * Fa >= MACS_FROM and Fd >= WIDTH_FROM
+    if not (compiled or _split(N, Fd, N * Fd * Fa)) or not _takes(xp, d, a):
         return _base.outer_sum(xp, d, a, valid)
     if valid is not None:
         a = numpy.where(valid, a, 0).astype(a.dtype, copy=False)
     d2 = d.reshape(N, Fd)
+    if not compiled:
+        o = numpy.empty((Fd, Fa), d.dtype)
+        _on_two_callers(_outer_rows, o, d2, a.reshape(N, Fa), Fd)
+        return o
     if d2.strides[-1] != d2.itemsize:
         d2 = numpy.ascontiguousarray(d2)
     AP = pack_columns(a.reshape(N, Fa))  # (ceil(Fa / S), N, S)
@@ -102,12 +148,17 @@ def outer_sum(xp, d, a, valid=None):
 
 def rows_matmul(xp, a, W):
     """``cells._base.rows_matmul`` (``a @ W`` over every leading axis), compiled from ``MACS_FROM``
-    multiply-adds and ``WIDTH_FROM`` columns of ``a``."""
+    multiply-adds and ``WIDTH_FROM`` columns of ``a``, BLAS's on two callers from ``SPLIT_FROM``."""
     K, M = W.shape
     lead = tuple(a.shape[:-1])
     N = math.prod(lead)
-    if N * K * M < MACS_FROM or K < WIDTH_FROM or W.ndim != 2 or not _takes(xp, a, W):
+    compiled = N * K * M >= MACS_FROM and K >= WIDTH_FROM
+    if not (compiled or _split(K, N, N * K * M)) or W.ndim != 2 or not _takes(xp, a, W):
         return _base.rows_matmul(xp, a, W)
+    if not compiled:
+        o = numpy.empty((N, M), numpy.result_type(a, W))
+        _on_two_callers(_matmul_rows, o, a.reshape(N, K), W, N)
+        return o.reshape(*lead, M)
     a2 = numpy.ascontiguousarray(a.reshape(N, K))
     WP = pack_columns(W)  # (ceil(M / S), K, S): W's columns, as the product's packed W.T
     o = _pages.empty((N, M), a.dtype)
