@@ -68,6 +68,21 @@ def compiled_products(monkeypatch):
     return monkeypatch
 
 
+@pytest.fixture(params=["compiled", "blas-on-two-callers"])
+def backward_products(request, monkeypatch):
+    """``kernels.numba_products`` at every size: compiled, or BLAS's on two callers (one BLAS thread each)."""
+    from rnn_xp.kernels import numba_products
+
+    if request.param == "compiled":
+        monkeypatch.setattr(numba_products, "MACS_FROM", 0)
+        monkeypatch.setattr(numba_products, "WIDTH_FROM", 0)
+        monkeypatch.setattr(numba_products, "TWO_CALLERS_FROM", 0)
+    else:
+        monkeypatch.setattr(numba_products, "SPLIT_FROM", 0)
+        monkeypatch.setattr(numba_products, "SPLIT_BELOW", 1 << 62)
+    return request.param
+
+
 # Hypothesis profiles for tests/functions/test_properties.py: a quick default, and a larger
 # one selected with RNN_XP_HYPOTHESIS=ci-large.
 try:

@@ -42,8 +42,8 @@ from . import _pages, _threads, numba_cpu
 from ._packed import TILE_ROWS, pack_columns
 from ._threads import blas_threads, run_parallel
 
-__all__ = ["MACS_FROM", "MATMULS", "OUTER_STEPS", "SPLIT_FROM", "TWO_CALLERS_FROM", "WIDTH_FROM", "outer_sum",
-           "rows_matmul"]  # fmt: skip
+__all__ = ["MACS_FROM", "MATMULS", "OUTER_STEPS", "SPLIT_BELOW", "SPLIT_FROM", "TWO_CALLERS_FROM", "WIDTH_FROM",
+           "outer_sum", "rows_matmul"]  # fmt: skip
 
 # The products run compiled from this many multiply-adds, on two callers from
 # TWO_CALLERS_FROM. Measured on the 2-core VM in the gated layer's forward +
@@ -65,16 +65,22 @@ WIDTH_FROM = 2048
 TWO_CALLERS_FROM = 1 << 23
 
 # Below those, BLAS's products on two callers with one BLAS thread each from
-# SPLIT_FROM multiply-adds (module docstring). In a loop of the gated layer's
-# forward + backward at (B, T, D, H) = (16, 100, 64, 128) (products of 5e7 to
-# 1e8 multiply-adds) OpenBLAS's spinning thread took 38% of the process's CPU
-# samples (perf, SkylakeX kernels on the 2-core EPYC VM) and 1.5% with the
-# products split; six alternating pairs of processes: the LSTM 0.90 of its
-# time, the GRU 0.95 (OpenBLAS's threads sleeping at once,
-# OPENBLAS_THREAD_TIMEOUT=4: 0.87 and 0.91). At (1, 200, 32, 64) (products
-# of 2e6 to 3e6) one caller runs the loops and BLAS's two threads are left
-# as they are.
+# SPLIT_FROM to SPLIT_BELOW multiply-adds (module docstring). In a loop of the
+# gated layer's forward + backward at (B, T, D, H) = (16, 100, 64, 128)
+# (products of 5e7 to 1e8 multiply-adds) OpenBLAS's spinning thread took 38%
+# of the process's CPU samples (perf; its SkylakeX kernels on the 2-core EPYC
+# VM), 1.5% with the products split. Alternating pairs of processes against
+# BLAS's own threads: the LSTM took 0.87 of its time (6 pairs, faster in 6),
+# the GRU 0.92 (faster in 5 of 6), the Elman backward 0.91 (5 pairs). In an
+# earlier run of six rounds (a first version of this split, and OpenBLAS's
+# threads sleeping at once after a product: OPENBLAS_THREAD_TIMEOUT=4, set
+# before NumPy loads it) the LSTM took 0.90 and 0.87, the GRU 0.95 and 0.91. At
+# (1, 200, 32, 64) (2e6 to 3e6) one caller runs the loops and the products
+# stay on BLAS's threads; at (32, 100, 128, 256) (4e8 to 8e8) two runs of
+# alternating pairs, products split or not, moved either way (0.94 to 1.06):
+# they stay too.
 SPLIT_FROM = 1 << 23
+SPLIT_BELOW = 1 << 28
 # The rows outer_packed sums at a time: d's block for a tile of 8 rows (the
 # cache lines of OUTER_STEPS rows) stays in L1, the packed strip's in L2.
 OUTER_STEPS = 256
@@ -98,25 +104,28 @@ def _row_bounds(rows, macs):
 
 
 def _split(N, rows, macs):
-    """Whether a product below ``MACS_FROM`` runs on two callers with one BLAS thread each (``SPLIT_FROM``)."""
-    return macs >= SPLIT_FROM and rows >= 2 * TILE_ROWS and N >= 2 and _threads.CPUS >= 2
+    """Whether a product runs on two callers with one BLAS thread each (``SPLIT_FROM`` to ``SPLIT_BELOW``)."""
+    return SPLIT_FROM <= macs < SPLIT_BELOW and rows >= 2 * TILE_ROWS and N >= 2 and _threads.CPUS >= 2
 
 
 def _on_two_callers(fn, o, x, y, rows):
-    """``fn(o, x, y, r0, r1)`` over two halves of ``rows``, each caller on one BLAS thread."""
-    half = rows // 2
+    """``fn(o, x, y, r0, r1, err)`` over two halves of ``rows``, each caller on one BLAS thread, ``err`` the
+    caller's ``numpy.geterr()`` (NumPy's floating-point error handling is each thread's own)."""
+    half, err = rows // 2, numpy.geterr()
     with blas_threads(1):
-        run_parallel(fn, [(o, x, y, 0, half), (o, x, y, half, rows)], one_blas_thread=True)
+        run_parallel(fn, [(o, x, y, 0, half, err), (o, x, y, half, rows, err)], one_blas_thread=True)
 
 
-def _outer_rows(o, d2, a2, r0, r1):
-    """``o[r0:r1] = d2[:, r0:r1].T @ a2``: BLAS on the calling thread."""
-    numpy.matmul(d2[:, r0:r1].T, a2, out=o[r0:r1])
+def _outer_rows(o, d2, a2, r0, r1, err):
+    """``o[r0:r1] = d2[:, r0:r1].T @ a2``: BLAS on the calling thread, NumPy's error handling ``err``."""
+    with numpy.errstate(**err):
+        numpy.matmul(d2[:, r0:r1].T, a2, out=o[r0:r1])
 
 
-def _matmul_rows(o, a2, W, r0, r1):
-    """``o[r0:r1] = a2[r0:r1] @ W``: BLAS on the calling thread."""
-    numpy.matmul(a2[r0:r1], W, out=o[r0:r1])
+def _matmul_rows(o, a2, W, r0, r1, err):
+    """``o[r0:r1] = a2[r0:r1] @ W``: BLAS on the calling thread, NumPy's error handling ``err``."""
+    with numpy.errstate(**err):
+        numpy.matmul(a2[r0:r1], W, out=o[r0:r1])
 
 
 def outer_sum(xp, d, a, valid=None):

@@ -1154,8 +1154,8 @@ def test_cells_buffers_on_huge_pages_give_the_portable_answer(monkeypatch, rng, 
 
 
 @pytest.mark.parametrize("cell", GATED)
-def test_cells_backward_with_compiled_products_matches_portable(rng, compiled_products, dtype, cell):
-    """The weight gradients and dx by the compiled products: the portable backward's (lengths 0 and T,
+def test_cells_backward_with_compiled_products_matches_portable(rng, backward_products, dtype, cell):
+    """The weight gradients and dx by the compiled products, and by BLAS's on two callers: the portable backward's (lengths 0 and T,
     reverse, odd T, an infinite ``W_hh`` and infinite upstream gradients past the lengths, zero sizes)."""
     lens = np.asarray([23, 0, 11, 22, 1], dtype=np.int64)
     for reverse in (False, True):
@@ -1177,8 +1177,9 @@ def test_cells_backward_with_compiled_products_matches_portable(rng, compiled_pr
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-def test_backward_with_compiled_products_matches_portable(rng, compiled_products, dtype, reverse):
-    """Elman's dx, dWx and dWh by the compiled products: the portable backward's (lengths, leak, reverse)."""
+def test_backward_with_compiled_products_matches_portable(rng, backward_products, dtype, reverse):
+    """Elman's dx, dWx and dWh by the compiled products, and by BLAS's on two callers: the portable backward's
+    (lengths, leak, reverse)."""
     lens = np.asarray([23, 0, 17, 22, 1], dtype=np.int64)
     opts = dict(nonlinearity="tanh", reverse=reverse, leak=0.8)
     args = _backward_case(rng, 23, (5,), 7, 67, dtype, lens=lens, opts=opts, with_dh=True, with_dh_n=True)
