@@ -33,8 +33,8 @@ INSTALL_NAMES = {"default": "rnn_xp numpy: default install", "numba": "rnn_xp nu
                  "mkl": "rnn_xp numpy: mkl extra", "fast": "rnn_xp numpy: numba + mkl extras"}  # fmt: skip
 
 
-def _spawn(cwd, name, size, env, cell="rnn", kind="forward"):
-    spec = {"kind": kind, "name": name, "size": list(size), "threads": 2, "rounds": 7, "budget_s": 0.25,
+def _spawn(cwd, name, size, env, cell="rnn", kind="forward", budget_s=0.25):
+    spec = {"kind": kind, "name": name, "size": list(size), "threads": 2, "rounds": 7, "budget_s": budget_s,
             "leak": 1.0, "cell": cell}  # fmt: skip
     env = dict(os.environ, PYTHONPATH=cwd, **env)
     proc = subprocess.run([sys.executable, "-m", "rnn_xp.bench", "--worker", json.dumps(spec)], cwd=cwd,
@@ -58,13 +58,25 @@ def main(argv=None):
                         help="rnn (both grids), or lstm / gru (the CPU grid; the baseline torch.nn.LSTM / GRU)")
     parser.add_argument("--kind", choices=("forward", "forward-backward"), default="forward",
                         help="forward-backward: the gated cells' forward and backward (with --cell lstm or gru)")
+    parser.add_argument("--size", action="append", default=None, metavar="B,T,D,H",
+                        help="time this size only (repeatable; instead of --sizes)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--budget", type=float, default=0.25,
+                        help="seconds of calls each worker process times, after three warm-up calls (default 0.25)")
     parser.add_argument("--out", default=None, help="JSON file to write")
     args = parser.parse_args(argv)
+    try:
+        chosen = None if args.size is None else [tuple(int(v) for v in s.split(",")) for s in args.size]
+    except ValueError:
+        parser.error(f"--size takes B,T,D,H as four integers; got {args.size}")
+    if chosen is not None and any(len(s) != 4 or min(s) < 1 for s in chosen):
+        parser.error(f"--size takes B,T,D,H as four positive integers; got {args.size}")
+    if args.budget <= 0:
+        parser.error(f"--budget must be positive; got {args.budget}")
     if args.kind != "forward" and args.cell == "rnn":
         parser.error("--kind forward-backward is timed for --cell lstm or gru")
     grid = CPU_GRID if args.cell != "rnn" else CPU_GRID + SMALL_BATCH_GRID
-    sizes = [tuple(s) for s in grid if args.sizes == "all" or s[0] <= 16]
+    sizes = chosen or [tuple(s) for s in grid if args.sizes == "all" or s[0] <= 16]
     table_ = FORWARD if args.cell == "rnn" else GATED[args.cell]
     base = BASELINES[args.baseline] if args.cell == "rnn" else \
         {"torch": gated.BASELINES[args.cell], "jax": gated.JAX}[args.baseline]  # fmt: skip
@@ -80,7 +92,7 @@ def main(argv=None):
             for label, cwd, name, env in runs:
                 n += 1
                 print(f"[{n}/{total}] {size} {label}", file=sys.stderr, flush=True)
-                times[size, label].append(_spawn(cwd, name, size, env, args.cell, args.kind))
+                times[size, label].append(_spawn(cwd, name, size, env, args.cell, args.kind, args.budget))
     rows = []
     for size in sizes:
         row = {"size": list(size), **{label: statistics.median(times[size, label]) for label, *_ in runs}}
@@ -94,7 +106,7 @@ def main(argv=None):
                        + ([f"{r[before] / r[base]:.2f}"] if args.before else []) for r in rows]))  # fmt: skip
     if args.out:
         write_rows(args.out, "ms", rows, rounds=args.rounds, install=install, baseline=base, cell=args.cell,
-                   kind=args.kind)
+                   kind=args.kind, budget_s=args.budget)
     return 0
 
 

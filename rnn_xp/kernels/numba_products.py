@@ -70,17 +70,18 @@ TWO_CALLERS_FROM = 1 << 23
 # (products of 5e7 to 1e8 multiply-adds) OpenBLAS's spinning thread took 38%
 # of the process's CPU samples (perf; its SkylakeX kernels on the 2-core EPYC
 # VM), 1.5% with the products split. Alternating pairs of processes against
-# BLAS's own threads: the LSTM took 0.87 of its time (6 pairs, faster in 6),
-# the GRU 0.92 (faster in 5 of 6), the Elman backward 0.91 (5 pairs). In an
-# earlier run of six rounds (a first version of this split, and OpenBLAS's
-# threads sleeping at once after a product: OPENBLAS_THREAD_TIMEOUT=4, set
-# before NumPy loads it) the LSTM took 0.90 and 0.87, the GRU 0.95 and 0.91. At
-# (1, 200, 32, 64) (2e6 to 3e6) one caller runs the loops and the products
-# stay on BLAS's threads; at (32, 100, 128, 256) (4e8 to 8e8) two runs of
-# alternating pairs, products split or not, moved either way (0.94 to 1.06):
-# they stay too.
+# BLAS's own threads: the LSTM took 0.87 and 0.91 of its time (6 and 10 pairs,
+# faster in 6 and 8), the GRU 0.92 and 0.92 (faster in 6 and 7), the Elman
+# backward 0.91 (5 pairs). In an earlier run of six rounds (a first version of
+# this split, and OpenBLAS's threads sleeping at once after a product:
+# OPENBLAS_THREAD_TIMEOUT=4, set before NumPy loads it) the LSTM took 0.90 and
+# 0.87, the GRU 0.95 and 0.91. At (1, 200, 32, 64) (2e6 to 3e6) one caller
+# runs the loops and the products stay on BLAS's threads; at (32, 100, 128,
+# 256) (4e8 to 8e8) two runs of alternating pairs, products split or not,
+# moved either way (0.94 to 1.06): they stay too.
 SPLIT_FROM = 1 << 23
 SPLIT_BELOW = 1 << 28
+
 # The rows outer_packed sums at a time: d's block for a tile of 8 rows (the
 # cache lines of OUTER_STEPS rows) stays in L1, the packed strip's in L2.
 OUTER_STEPS = 256
