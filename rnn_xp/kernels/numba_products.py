@@ -17,13 +17,13 @@ on that product, over the rows of the result split between the callers
   through ``_numba_jit.packed_product``.
 
 Below ``MACS_FROM`` multiply-adds or ``WIDTH_FROM`` columns of the
-gradient ``d``, from ``SPLIT_FROM``, each is BLAS's product on the same two
-callers with one BLAS thread each (halves of the result's rows): OpenBLAS's
-own second thread, woken by a product on two threads, spins after it (up to
-2^28 cycles by default, ``OPENBLAS_THREAD_TIMEOUT``) and takes a core from
-the compiled loops of the next call. Each falls back to ``cells._base``'s
-(one BLAS call) for another library or dtype, below ``SPLIT_FROM``, or
-without numba; the sums
+gradient ``d``, from ``SPLIT_FROM`` to ``SPLIT_BELOW``, each is BLAS's own
+product on the same two callers with one BLAS thread each (halves of the
+result's rows): OpenBLAS's second thread, woken by a product on two
+threads, spins after it (up to 2^28 cycles by default,
+``OPENBLAS_THREAD_TIMEOUT``) and takes a core from the compiled loops of
+the next call. Everything else is ``cells._base``'s (one BLAS call):
+another library or dtype, the other sizes, or no numba. The compiled sums
 differ from BLAS's only by rounding (each element's sum runs over the rows
 in order, ``OUTER_STEPS`` at a time). A NaN or an infinity in either
 operand reaches the result as in the product written out (``0 * inf`` is

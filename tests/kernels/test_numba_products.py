@@ -111,7 +111,8 @@ def split_products(monkeypatch):
 
     def recorded(fn, args, one_blas_thread=False):
         def counted(*a):
-            seen.append((fn.__name__, a[-3:-1], {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}))
+            blas = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+            seen.append((fn.__name__, a[-3:-1], blas))  # (name, (r0, r1), BLAS thread counts in this caller)
             return fn(*a)
 
         return run(counted, args, one_blas_thread=one_blas_thread)
