@@ -48,10 +48,7 @@ as a static argument) with these members:
     (``None``: computed here): the projected input and the recurrent
     product with ``recurrent_bias`` of every step, ``(T, *batch, G * H)``,
     as the forward computed them (the compiled forward keeps them for
-    the layer's backward), instead of both products again, and
-    ``activate=activated`` (``_base.activated``: each activation and its
-    derivative over all steps), a kernel's own where it passes one with
-    the same numbers (``kernels.numba_activations``).
+    the layer's backward), instead of both products again.
 ``step_backward(xp, saved_t, prev_t, g_t, w, fixed)``
     From the gradient ``g_t`` reaching the state after step t: ``(d_t,
     g_prev)``, the step's gradients that the weight gradients sum over

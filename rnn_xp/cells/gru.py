@@ -200,13 +200,12 @@ class GRUCell(CellBase):
 
     # -- backward --------------------------------------------------------------
 
-    def saved(self, xp, x, prev, seqs, w, fixed, *, from_outputs, products=None, activate=activated):
+    def saved(self, xp, x, prev, seqs, w, fixed, *, from_outputs, products=None):
         """Per step ``(r, z, n, dr, dz, dn, u_n)`` ``(T, *batch, H)``; ``u_n`` is ``r * h_{t-1}`` before the reset.
 
         ``products``: ``(xg, hg)``, the forward's ``project`` and
         ``h @ W_hh.T + b_hh`` (all three blocks) of every step (``None``:
-        both computed here). ``activate``: ``_base.activated``, or a
-        kernel's own (the same numbers).
+        both computed here).
         """
         (h_prev,) = prev
         H = h_prev.shape[-1]
@@ -225,8 +224,8 @@ class GRUCell(CellBase):
             if b_hh is not None:
                 u = u + b_hh[:2 * H]
             u_r, u_z = split_gates(u, 2)
-        r, dr = activate(xp, fa, a_r + u_r, self.clip)
-        z, dz = activate(xp, fa, a_z + u_z, self.clip)
+        r, dr = activated(xp, fa, a_r + u_r, self.clip)
+        z, dz = activated(xp, fa, a_z + u_z, self.clip)
         if self.linear_before_reset:
             zn = a_n + r * u_n
         else:
@@ -234,7 +233,7 @@ class GRUCell(CellBase):
             zn = a_n + rows_matmul(xp, u_n, fixed[1])
             if b_hh is not None:
                 zn = zn + b_hh[2 * H:]
-        n, dn = activate(xp, ga, zn, self.clip)
+        n, dn = activated(xp, ga, zn, self.clip)
         return r, z, n, dr, dz, dn, u_n
 
     def step_backward(self, xp, saved_t, prev_t, g_t, w, fixed):

@@ -204,14 +204,13 @@ class LSTMCell(CellBase):
 
     # -- backward --------------------------------------------------------------
 
-    def saved(self, xp, x, prev, seqs, w, fixed, *, from_outputs, products=None, activate=activated):
+    def saved(self, xp, x, prev, seqs, w, fixed, *, from_outputs, products=None):
         """Per step: the gates, their derivatives, ``ha(c_t)`` and its derivative, ``c_t``.
 
         ``(i, f, g, o, di, df, dg, do, hc, dhc, c)``, each ``(T, *batch, H)``;
         a derivative is zero where ``clip`` cut the pre-activation.
         ``products``: ``(xg, hg)``, the forward's ``project`` and recurrent
-        product of every step (``None``: both computed here). ``activate``:
-        ``_base.activated``, or a kernel's own (the same numbers).
+        product of every step (``None``: both computed here).
         """
         W_hhT, W_hrT, peep = fixed
         h_prev, c_prev = prev
@@ -226,14 +225,14 @@ class LSTMCell(CellBase):
             zf = zf + peep[1] * c_prev
             zo = zo + peep[2] * c
         fa, ga, ha = self._acts
-        i, di = activate(xp, fa, zi, self.clip)
+        i, di = activated(xp, fa, zi, self.clip)
         if self.input_forget:
             f, df = 1 - i, xp.zeros_like(i)
         else:
-            f, df = activate(xp, fa, zf, self.clip)
-        g, dg = activate(xp, ga, zg, self.clip)
-        o, do = activate(xp, fa, zo, self.clip)
-        hc, dhc = activate(xp, ha, c, None)
+            f, df = activated(xp, fa, zf, self.clip)
+        g, dg = activated(xp, ga, zg, self.clip)
+        o, do = activated(xp, fa, zo, self.clip)
+        hc, dhc = activated(xp, ha, c, None)
         return i, f, g, o, di, df, dg, do, hc, dhc, c
 
     def step_backward(self, xp, saved_t, prev_t, g_t, w, fixed):

@@ -30,7 +30,6 @@ module                 what it holds
 ``numba_backward``     the NumPy backward loop as one numba-compiled call (optional)
 ``numba_cells``        any plain cell's loops as one compiled call each (optional)
 ``numba_products``     the backward's products over all steps, compiled (optional)
-``numba_activations``  the backward's sigmoids over all steps, compiled (optional)
 ``_numba_jit``         the compiled functions of the Elman loops (with ``_numba_cells_jit``,
                        the only modules importing numba)
 ``_numba_cells_jit``   the gated cells' compiled loops, built on ``_numba_jit``

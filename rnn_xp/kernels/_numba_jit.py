@@ -234,41 +234,21 @@ def _tanh_rows(z):
 
 
 @njit(**_EXACT)
-def _sigmoid_row(z, out):
-    """``out[:] = sigmoid(z)`` (1-D arrays of one length) as NumPy computes ``_activations``' sigmoid:
-    ``e = exp(-|z|)``, then ``1 / (1 + e)`` where ``z >= 0`` and ``e / (1 + e)`` elsewhere."""
-    one = out.dtype.type(1)
-    n = z.shape[0]
-    for j in range(n):
-        out[j] = -abs(z[j])
-    _exp_loop(out, out.ctypes.data, out.ctypes.data, n, out.strides[0], out.strides[0])
-    for j in range(n):
-        e = out[j]
-        out[j] = (one if z[j] >= 0 else e) / (one + e)  # 1 / (1 + e) or e / (1 + e): one division
-
-
-@njit(**_EXACT)
 def _sigmoid_rows(z):
-    """``_activations``' sigmoid of a 2-D array as NumPy computes it (``_sigmoid_row``); a new C-contiguous
-    array."""
+    """``_activations``' sigmoid of a 2-D array as NumPy computes it: ``e = exp(-|z|)``, then
+    ``1 / (1 + e)`` where ``z >= 0`` and ``e / (1 + e)`` elsewhere; a new C-contiguous array."""
     out = np.empty(z.shape, z.dtype)
+    one = z.dtype.type(1)
+    n = z.shape[1]
     for i in range(z.shape[0]):
-        _sigmoid_row(z[i], out[i])
+        zi, oi = z[i], out[i]
+        for j in range(n):
+            oi[j] = -abs(zi[j])
+        _exp_loop(z, oi.ctypes.data, oi.ctypes.data, n, oi.strides[0], oi.strides[0])
+        for j in range(n):
+            e = oi[j]
+            oi[j] = (one if zi[j] >= 0 else e) / (one + e)  # 1 / (1 + e) or e / (1 + e): one division
     return out
-
-
-@njit(**_EXACT)
-def sigmoid_span(flat, rows, stride, n, out):
-    """``out[i] = sigmoid(flat[i * stride:i * stride + n])`` for each of ``rows`` rows (``_sigmoid_row``).
-
-    ``flat`` a 1-D C-contiguous view over every row (the rows of a gate's
-    block of a wider array, ``stride`` elements apart), ``out`` ``(rows, n)``
-    C-contiguous: each row's loops read unit-stride memory and vectorise,
-    where a 2-D view with rows ``stride`` apart would be read element by
-    element.
-    """
-    for i in range(rows):
-        _sigmoid_row(flat[i * stride:i * stride + n], out[i])
 
 
 @njit(**_EXACT)
@@ -805,5 +785,4 @@ FUNCTIONS = {
     "outer_packed": outer_packed,
     "tanh_into": tanh_into,
     "sigmoid_into": sigmoid_into,
-    "sigmoid_span": sigmoid_span,
 }

@@ -45,7 +45,7 @@ import math
 import numpy
 
 from . import _pages, _threads, numba_cpu
-from . import numba_activations, numba_products, numpy_cells
+from . import numba_products, numpy_cells
 from .portable import per_part
 from ._blocks import block_steps, project
 from ._packed import pack
@@ -289,7 +289,7 @@ def _backward(cell, d_seqs, x, state0, w, seqs, d_finals, lengths, reverse, prod
     gemm, ilp64, bounds = _work(B, P, GH, dtype, product, threads, backward=True)
 
     prev, valid_all = numpy_cells.states_before(numpy, seqs, state0, lengths, reverse)
-    saved = numpy_cells.saved_steps(cell, x, prev, seqs, w, kept, numba_activations.activated)  # compiled sigmoid
+    saved = numpy_cells.saved_steps(cell, x, prev, seqs, w, kept)
     SV = tuple(numpy.ascontiguousarray(s.reshape(T, B, H)) for s in saved)  # each (T, B, H)
     PC = numpy.ascontiguousarray(prev[carried].reshape(T, B, H))  # (T, B, H)
     dummy = numpy.empty((1, 1, 1), dtype=dtype)

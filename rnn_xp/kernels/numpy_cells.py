@@ -41,7 +41,7 @@ import math
 import numpy
 
 from ..cells import split_gates
-from ..cells._base import activated, rows_matmul
+from ..cells._base import rows_matmul
 from . import _pages, _threads
 from ._blocks import block_steps, project, transposed_copy
 from ._threads import blas_threads
@@ -182,10 +182,10 @@ SAVED_ELEMENTS = 1 << 18
 SAVED_BLOCKS_FROM = 1 << 21
 
 
-def saved_steps(cell, x, prev, seqs, w, products, activate=activated):
-    """``cell.saved(numpy, x, prev, seqs, w, cell.fixed(numpy, w), from_outputs=True, products=products,
-    activate=activate)``, from ``SAVED_BLOCKS_FROM`` gate values over blocks of steps (``SAVED_ELEMENTS``):
-    the same arrays (each ``(T, *batch, .)``) as views of one buffer.
+def saved_steps(cell, x, prev, seqs, w, products):
+    """``cell.saved(numpy, x, prev, seqs, w, cell.fixed(numpy, w), from_outputs=True, products=products)``,
+    from ``SAVED_BLOCKS_FROM`` gate values over blocks of steps (``SAVED_ELEMENTS``): the same arrays (each
+    ``(T, *batch, .)``) as views of one buffer.
 
     Without ``products`` both are made first for all steps at once (two GEMMs:
     ``cell.project`` and ``h_{t-1} @ W_hh.T`` plus ``cell.recurrent_bias``).
@@ -195,7 +195,7 @@ def saved_steps(cell, x, prev, seqs, w, products, activate=activated):
     step = math.prod(x.shape[1:-1]) * w.W_hh.shape[0]  # gate values per step
     n = max(1, SAVED_ELEMENTS // max(step, 1))
     if n >= T or T * step < SAVED_BLOCKS_FROM:
-        return cell.saved(numpy, x, prev, seqs, w, fixed, from_outputs=True, products=products, activate=activate)
+        return cell.saved(numpy, x, prev, seqs, w, fixed, from_outputs=True, products=products)
     if products is None:
         hg = rows_matmul(numpy, prev[0], w.W_hh.T)  # (T, *batch, G*H)
         bias = cell.recurrent_bias(w)
@@ -204,7 +204,7 @@ def saved_steps(cell, x, prev, seqs, w, products, activate=activated):
     for s in range(0, T, n):
         e = min(s + n, T)
         part = cell.saved(numpy, x[s:e], tuple(p[s:e] for p in prev), tuple(q[s:e] for q in seqs), w, fixed,
-                          from_outputs=True, products=tuple(k[s:e] for k in products), activate=activate)  # fmt: skip
+                          from_outputs=True, products=tuple(k[s:e] for k in products))  # fmt: skip
         if out is None:
             shapes = {(p.shape[1:], p.dtype) for p in part}
             if len(shapes) == 1:
