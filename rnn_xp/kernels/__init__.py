@@ -19,41 +19,41 @@ size rules below the table, with their numbers (``NUMBA_H_BELOW``,
 are given; the settings they are chosen by (``RNN_XP_*``) are read by
 ``_settings``.
 
-=====================  ========================================================
-module                 what it holds
-=====================  ========================================================
-``portable``           the Array API loops, forward and backward (every library)
-``numpy``              the in-place NumPy loop (``scan_inplace`` also serves CuPy)
-``numpy_backward``     the in-place NumPy backward loop
-``numpy_cells``        any plain cell's in-place NumPy loops, forward and backward
-``numba_cpu``          the NumPy loop as one numba-compiled call (optional)
-``numba_backward``     the NumPy backward loop as one numba-compiled call (optional)
-``numba_cells``        any plain cell's loops as one compiled call each (optional)
-``numba_products``     the backward's products over all steps, compiled (optional)
-``_numba_jit``         the compiled functions of the Elman loops (with ``_numba_cells_jit``,
-                       the only modules importing numba)
-``_numba_cells_jit``   the gated cells' compiled loops, built on ``_numba_jit``
-``_numpy_loops``       NumPy's own tanh and exp loops by address, for the compiled loops
-``mkl``                oneMKL's packed product for the NumPy loop (optional)
-``jax``                the recurrence and its gradient, each one jitted ``lax.scan``
-``torch``              one autograd.Function with rnn_xp's backward; in-place loops
-``autodiff``           whose gradient runs inside JAX and torch (``RNN_XP_AUTODIFF``)
-``cupy``               runs the CuPy path chosen here: fused loop or persistent kernel
-``cupy_fused``         the in-place loop with one fused CUDA kernel per step
-``cupy_persistent``    all steps in one cooperative CUDA launch (small batches)
-``cupy_cells``         any cell: products and one fused CUDA kernel per step,
-                       the kernel generated from the cell's step
-``_pointwise``         reads a cell's step off ``cell.step`` as products and
-                       elementwise expressions (for ``cupy_cells``)
-``dask``               one task per batch chunk, each running the kernel this
-                       table picks for the chunk's library (forward and backward)
-``_blocks``            what the in-place loops share: blocks of time steps, the
-                       input projection, a transposed copy of ``Wh``
-``_pages``             large work buffers on whole huge pages
-``_threads``           BLAS on one thread for small steps; the compiled loops'
-                       worker threads
-``_settings``          the ``RNN_XP_*`` environment settings, read in one place
-=====================  ========================================================
+====================  ========================================================
+module                what it holds
+====================  ========================================================
+``portable``          the Array API loops, forward and backward (every library)
+``numpy``             the in-place NumPy loop (``scan_inplace`` also serves CuPy)
+``numpy_backward``    the in-place NumPy backward loop
+``numpy_cells``       any plain cell's in-place NumPy loops, forward and backward
+``numba_cpu``         the NumPy loop as one numba-compiled call (optional)
+``numba_backward``    the NumPy backward loop as one numba-compiled call (optional)
+``numba_cells``       any plain cell's loops as one compiled call each (optional)
+``numba_products``    the backward's products over all steps, compiled (optional)
+``_numba_jit``        the compiled functions of the Elman loops (with ``_numba_cells_jit``,
+                      the only modules importing numba)
+``_numba_cells_jit``  the gated cells' compiled loops, built on ``_numba_jit``
+``_numpy_loops``      NumPy's own tanh and exp loops by address, for the compiled loops
+``mkl``               oneMKL's packed product for the NumPy loop (optional)
+``jax``               the recurrence and its gradient, each one jitted ``lax.scan``
+``torch``             one autograd.Function with rnn_xp's backward; in-place loops
+``autodiff``          whose gradient runs inside JAX and torch (``RNN_XP_AUTODIFF``)
+``cupy``              runs the CuPy path chosen here: fused loop or persistent kernel
+``cupy_fused``        the in-place loop with one fused CUDA kernel per step
+``cupy_persistent``   all steps in one cooperative CUDA launch (small batches)
+``cupy_cells``        any cell: products and one fused CUDA kernel per step,
+                      the kernel generated from the cell's step
+``_pointwise``        reads a cell's step off ``cell.step`` as products and
+                      elementwise expressions (for ``cupy_cells``)
+``dask``              one task per batch chunk, each running the kernel this
+                      table picks for the chunk's library (forward and backward)
+``_blocks``           what the in-place loops share: blocks of time steps, the
+                      input projection, a transposed copy of ``Wh``
+``_pages``            large work buffers on whole huge pages
+``_threads``          BLAS on one thread for small steps; the compiled loops'
+                      worker threads
+``_settings``         the ``RNN_XP_*`` environment settings, read in one place
+====================  ========================================================
 
 The fast kernels run the plain recurrence: tanh or relu, no ``clip``, no
 ``mask``. A call with any of the other activations, ``clip`` or ``mask``

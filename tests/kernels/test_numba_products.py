@@ -34,6 +34,12 @@ def _ref_outer(d, a, valid=None):
 def test_outer_sum_is_the_product_over_all_rows(rng, compiled_products, dtype, shape):
     """``d.T @ a`` over every leading axis against a float64 product; rows (``F_d``) and columns (``F_a``)
     that are not whole tiles or strips, more rows than ``OUTER_STEPS`` (several blocks), a mask."""
+    _check_outer_sum(rng, dtype, shape)
+
+
+def _check_outer_sum(rng, dtype, shape):
+    """``numba_products.outer_sum`` of random ``(T, B, F_d)`` and ``(T, B, F_a)`` arrays, with and without a
+    mask, against a float64 product."""
     T, B, Fd, Fa = shape
     d = rng.standard_normal((T, B, Fd)).astype(dtype)
     a = rng.standard_normal((T, B, Fa)).astype(dtype)
@@ -72,13 +78,20 @@ def test_outer_sum_keeps_nan_and_infinity(rng, compiled_products):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape", [(3, 2, 5, 7), (11, 4, 64, 33), (9, 5, 48, 96), (2, 1, 1, 1)])
 def test_rows_matmul_is_the_product_over_every_leading_axis(rng, compiled_products, dtype, shape):
+    a, W, got = _check_rows_matmul(rng, dtype, shape)
+    np.testing.assert_allclose(numba_products.rows_matmul(np, a[0], W), got[0], **TOL[dtype])
+
+
+def _check_rows_matmul(rng, dtype, shape):
+    """``numba_products.rows_matmul`` of a random ``(T, B, K)`` array and ``(K, M)`` matrix against a float64
+    product; returns both operands and the result."""
     T, B, K, M = shape
     a = rng.standard_normal((T, B, K)).astype(dtype)
     W = rng.standard_normal((K, M)).astype(dtype)
     got = numba_products.rows_matmul(np, a, W)
     assert got.shape == (T, B, M) and got.dtype == np.dtype(dtype)
     np.testing.assert_allclose(got, a.astype(np.float64) @ W.astype(np.float64), **TOL[dtype])
-    np.testing.assert_allclose(numba_products.rows_matmul(np, a[0], W), got[0], **TOL[dtype])
+    return a, W, got
 
 
 def test_small_products_and_other_arrays_are_the_base_products(rng):
@@ -130,14 +143,8 @@ def test_outer_sum_on_two_callers_is_the_product_over_all_rows(rng, split_produc
     from threadpoolctl import threadpool_info
 
     before = [i["num_threads"] for i in threadpool_info()]
-    T, B, Fd, Fa = shape
-    d = rng.standard_normal((T, B, Fd)).astype(dtype)
-    a = rng.standard_normal((T, B, Fa)).astype(dtype)
-    valid = rng.random((T, B, 1)) < 0.7
-    for v in (None, valid):
-        got = numba_products.outer_sum(np, d, a, v)
-        assert got.shape == (Fd, Fa) and got.dtype == np.dtype(dtype) and got.flags.c_contiguous
-        np.testing.assert_allclose(got, _ref_outer(d, a, v), **TOL[dtype])
+    _check_outer_sum(rng, dtype, shape)
+    Fd = shape[2]
     halves = [("_outer_rows", (0, Fd // 2)), ("_outer_rows", (Fd // 2, Fd))]
     assert sorted((name, bounds) for name, bounds, _ in split_products) == sorted(halves * 2)
     assert all(threads == {1} for _, _, threads in split_products)
@@ -148,15 +155,11 @@ def test_outer_sum_on_two_callers_is_the_product_over_all_rows(rng, split_produc
 @pytest.mark.parametrize("shape", [(8, 2, 5, 7), (11, 4, 64, 33), (9, 5, 48, 96), (16, 1, 1, 1)])
 def test_rows_matmul_on_two_callers_is_the_product_over_every_leading_axis(rng, split_products, dtype, shape):
     T, B, K, M = shape
-    a = rng.standard_normal((T, B, K)).astype(dtype)
-    W = rng.standard_normal((K, M)).astype(dtype)
-    got = numba_products.rows_matmul(np, a, W) if K >= 2 else None
-    if got is None:  # one term per sum: BLAS's own product
-        np.testing.assert_array_equal(numba_products.rows_matmul(np, a, W), _base.rows_matmul(np, a, W))
+    a, W, got = _check_rows_matmul(rng, dtype, shape)
+    if K < 2:  # one term per sum: BLAS's own product
+        np.testing.assert_array_equal(got, _base.rows_matmul(np, a, W))
         assert split_products == []
         return
-    assert got.shape == (T, B, M) and got.dtype == np.dtype(dtype)
-    np.testing.assert_allclose(got, a.astype(np.float64) @ W.astype(np.float64), **TOL[dtype])
     halves = [("_matmul_rows", (0, T * B // 2)), ("_matmul_rows", (T * B // 2, T * B))]
     assert sorted((name, bounds) for name, bounds, _ in split_products) == halves
     assert all(threads == {1} for _, _, threads in split_products)
