@@ -60,12 +60,16 @@ def rng():
 @pytest.fixture
 def compiled_products(monkeypatch):
     """``kernels.numba_products`` at every size, on two callers (its thresholds at zero)."""
+    _all_compiled(monkeypatch)
+    return monkeypatch
+
+
+def _all_compiled(monkeypatch):
     from rnn_xp.kernels import numba_products
 
     monkeypatch.setattr(numba_products, "MACS_FROM", 0)
     monkeypatch.setattr(numba_products, "WIDTH_FROM", 0)
     monkeypatch.setattr(numba_products, "TWO_CALLERS_FROM", 0)
-    return monkeypatch
 
 
 @pytest.fixture(params=["compiled", "blas-on-two-callers"])
@@ -74,9 +78,7 @@ def backward_products(request, monkeypatch):
     from rnn_xp.kernels import numba_products
 
     if request.param == "compiled":
-        monkeypatch.setattr(numba_products, "MACS_FROM", 0)
-        monkeypatch.setattr(numba_products, "WIDTH_FROM", 0)
-        monkeypatch.setattr(numba_products, "TWO_CALLERS_FROM", 0)
+        _all_compiled(monkeypatch)
     else:
         monkeypatch.setattr(numba_products, "SPLIT_FROM", 0)
         monkeypatch.setattr(numba_products, "SPLIT_BELOW", 1 << 62)

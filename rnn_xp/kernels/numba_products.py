@@ -104,9 +104,10 @@ def _row_bounds(rows, macs):
     return [(cut[i], cut[i + 1]) for i in range(n)]
 
 
-def _split(N, rows, macs):
-    """Whether a product runs on two callers with one BLAS thread each (``SPLIT_FROM`` to ``SPLIT_BELOW``)."""
-    return SPLIT_FROM <= macs < SPLIT_BELOW and rows >= 2 * TILE_ROWS and N >= 2 and _threads.CPUS >= 2
+def _split(inner, rows, macs):
+    """Whether a product of ``rows`` result rows, ``inner`` terms a sum, runs on two callers with one BLAS thread
+    each (``SPLIT_FROM`` to ``SPLIT_BELOW`` multiply-adds)."""
+    return SPLIT_FROM <= macs < SPLIT_BELOW and rows >= 2 * TILE_ROWS and inner >= 2 and _threads.CPUS >= 2
 
 
 def _on_two_callers(fn, o, x, y, rows):
@@ -166,7 +167,7 @@ def rows_matmul(xp, a, W):
     if not (compiled or _split(K, N, N * K * M)) or W.ndim != 2 or not _takes(xp, a, W):
         return _base.rows_matmul(xp, a, W)
     if not compiled:
-        o = numpy.empty((N, M), numpy.result_type(a, W))
+        o = numpy.empty((N, M), a.dtype)
         _on_two_callers(_matmul_rows, o, a.reshape(N, K), W, N)
         return o.reshape(*lead, M)
     a2 = numpy.ascontiguousarray(a.reshape(N, K))

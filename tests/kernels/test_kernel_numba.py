@@ -1155,8 +1155,9 @@ def test_cells_buffers_on_huge_pages_give_the_portable_answer(monkeypatch, rng, 
 
 @pytest.mark.parametrize("cell", GATED)
 def test_cells_backward_with_compiled_products_matches_portable(rng, backward_products, dtype, cell):
-    """The weight gradients and dx by the compiled products, and by BLAS's on two callers: the portable backward's (lengths 0 and T,
-    reverse, odd T, an infinite ``W_hh`` and infinite upstream gradients past the lengths, zero sizes)."""
+    """The weight gradients and dx by the compiled products, and by BLAS's on two callers: the portable
+    backward's (lengths 0 and T, reverse, odd T, an infinite ``W_hh`` and infinite upstream gradients past the
+    lengths, zero sizes)."""
     lens = np.asarray([23, 0, 11, 22, 1], dtype=np.int64)
     for reverse in (False, True):
         c, args = _cell_backward_case(rng, cell, 23, (5,), 7, 19, dtype, lens=lens, reverse=reverse, with_d_c=True)

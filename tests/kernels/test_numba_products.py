@@ -115,7 +115,7 @@ def test_small_products_and_other_arrays_are_the_base_products(rng):
 def split_products(monkeypatch):
     """``numba_products`` with BLAS's products on two callers at every size below the compiled ones; records the
     callers of each ``run_parallel`` and the BLAS thread count seen inside each caller."""
-    from threadpoolctl import threadpool_info
+    threadpool_info = pytest.importorskip("threadpoolctl").threadpool_info
 
     monkeypatch.setattr(numba_products, "SPLIT_FROM", 0)
     monkeypatch.setattr(numba_products, "SPLIT_BELOW", 1 << 62)
@@ -139,8 +139,7 @@ def split_products(monkeypatch):
 def test_outer_sum_on_two_callers_is_the_product_over_all_rows(rng, split_products, dtype, shape):
     """Below the compiled sizes ``d.T @ a`` runs as two BLAS products over halves of the result's rows, each
     caller on one BLAS thread: against a float64 product, with and without a mask; BLAS's threads as before."""
-    pytest.importorskip("threadpoolctl")
-    from threadpoolctl import threadpool_info
+    from threadpoolctl import threadpool_info  # (split_products skips without it)
 
     before = [i["num_threads"] for i in threadpool_info()]
     _check_outer_sum(rng, dtype, shape)
